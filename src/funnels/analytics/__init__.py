@@ -1,0 +1,1 @@
+"""Funnel analytics: a validated `FunnelQuery`, SQL builders per funnel type, and a plain-Python oracle."""

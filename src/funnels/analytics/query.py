@@ -1,0 +1,249 @@
+"""`FunnelQuery`: the validated, frozen form of `GET /v0/funnel`'s parameters."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Any, Final, Literal
+
+import orjson
+
+from funnels.types import BREAKDOWN_COLUMNS, STANDARD_COLUMNS
+
+DEFAULT_WINDOW_SECONDS: Final = 1_209_600
+MAX_WINDOW_SECONDS: Final = 10 * 366 * 86_400
+DEFAULT_TOP_N: Final = 8
+MAX_TOP_N: Final = 1_000
+MIN_STEPS, MAX_STEPS = 2, 10
+MAX_FILTERS_PER_STEP: Final = 20
+MAX_TEXT: Final = 1_000
+
+STRING_OPERATORS: Final = ("equals", "notEquals", "in", "notIn", "startsWith", "endsWith", "includes")
+NUMERIC_OPERATORS: Final = ("gt", "lt", "gte", "lte")
+OPERATORS: Final = STRING_OPERATORS + NUMERIC_OPERATORS
+
+# Numbers as text, the one spelling both SQL and the reference accept (no '+', no inf/nan, no hex).
+NUMBER_PATTERN: Final = r"^-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?$"
+_NUMBER = re.compile(NUMBER_PATTERN)
+
+
+def parse_number(text: str) -> float | None:
+    """The number a text spells, if it matches `NUMBER_PATTERN`."""
+    return float(text) if _NUMBER.match(text) else None
+
+
+@dataclass(frozen=True)
+class Filter:
+    operand: str
+    operator: str
+    value: str
+
+    @property
+    def is_column(self) -> bool:
+        return self.operand in STANDARD_COLUMNS
+
+    @property
+    def values(self) -> tuple[str, ...]:
+        """The `|`-separated values of `in`/`notIn`."""
+        return tuple(self.value.split("|"))
+
+    @property
+    def number(self) -> float:
+        number = parse_number(self.value)
+        assert number is not None  # guaranteed by validation
+        return number
+
+
+@dataclass(frozen=True)
+class Step:
+    type: str
+    event: str
+    name: str
+    filters: tuple[Filter, ...] = ()
+
+    @property
+    def stored_type(self) -> str:
+        """`{"type":"event","event":"page"}` matches stored type `page`; other types match themselves."""
+        return self.event if self.type == "event" else self.type
+
+    @property
+    def stored_event(self) -> str | None:
+        """The event name this step requires, or None when any name of the stored type matches."""
+        return None if self.type == "event" else self.event
+
+    def may_overlap(self, other: Step) -> bool:
+        """Whether one event could match both steps (filters only narrow, so compare type and name)."""
+        if self.stored_type != other.stored_type:
+            return False
+        return self.stored_event is None or other.stored_event is None or self.stored_event == other.stored_event
+
+
+@dataclass(frozen=True)
+class FunnelQuery:
+    date_from: date
+    date_to: date
+    steps: tuple[Step, ...]
+    window_seconds: int = DEFAULT_WINDOW_SECONDS
+    funnel_type: Literal["closed", "open"] = "closed"
+    breakdown: str | None = None
+    breakdown_top_n: int = DEFAULT_TOP_N
+
+    @property
+    def from_ms(self) -> int:
+        return int(datetime(self.date_from.year, self.date_from.month, self.date_from.day, tzinfo=UTC).timestamp() * 1000)
+
+    @property
+    def to_end_ms(self) -> int:
+        """The last millisecond a step-1 event may have: `date_to` 23:59:59.999."""
+        start = datetime(self.date_to.year, self.date_to.month, self.date_to.day, tzinfo=UTC)
+        return int(start.timestamp() * 1000) + 86_400_000 - 1
+
+    @property
+    def window_ms(self) -> int:
+        return self.window_seconds * 1000
+
+    @property
+    def scan_end_ms(self) -> int:
+        """Events are scanned up to `window_seconds` past the end of `date_to`."""
+        return self.to_end_ms + self.window_ms
+
+    @property
+    def steps_exclusive(self) -> bool:
+        """True when no event can match two steps (then a plain time-ordered scan is exact)."""
+        return not any(a.may_overlap(b) for i, a in enumerate(self.steps) for b in self.steps[i + 1 :])
+
+
+class QueryValidationError(Exception):
+    """Invalid parameters: `details` maps each parameter path to what was wrong with it."""
+
+    def __init__(self, details: dict[str, str]) -> None:
+        self.details = details
+        self.param = next(iter(details))
+        super().__init__(f"Invalid {self.param}: {details[self.param]}")
+
+
+def _date(value: Any, errors: dict[str, str], name: str) -> date | None:
+    if value is None or value == "":
+        errors[name] = "required (YYYY-MM-DD)"
+        return None
+    try:
+        parsed = date.fromisoformat(str(value)) if re.fullmatch(r"\d{4}-\d{2}-\d{2}", str(value)) else None
+    except ValueError:
+        parsed = None
+    if parsed is None:
+        errors[name] = "must be a date as YYYY-MM-DD"
+    elif not date(1970, 1, 1) <= parsed <= date(2199, 12, 31):
+        errors[name] = "must be between 1970-01-01 and 2199-12-31"
+        return None
+    return parsed
+
+
+def _int(value: Any, errors: dict[str, str], name: str, default: int, low: int, high: int) -> int:
+    if value is None or value == "":
+        return default
+    text = str(value).strip()
+    if not re.fullmatch(r"-?\d{1,20}", text):
+        errors[name] = "must be an integer"
+        return default
+    number = int(text)
+    if not low <= number <= high:
+        errors[name] = f"must be between {low} and {high}"
+    return number
+
+
+def _text(raw: Any, path: str, errors: dict[str, str], required: bool = True) -> str:
+    if isinstance(raw, int | float) and not isinstance(raw, bool):
+        raw = str(raw)
+    if not isinstance(raw, str) or (required and not raw):
+        errors[path] = "must be a non-empty string" if required else "must be a string"
+        return ""
+    if len(raw) > MAX_TEXT:
+        errors[path] = f"must be at most {MAX_TEXT} characters"
+    return raw
+
+
+def _filters(raw: Any, path: str, errors: dict[str, str]) -> tuple[Filter, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        errors[path] = "must be an array of {operand, operator, value}"
+        return ()
+    if len(raw) > MAX_FILTERS_PER_STEP:
+        errors[path] = f"at most {MAX_FILTERS_PER_STEP} filters per step"
+        return ()
+    filters = []
+    for index, item in enumerate(raw):
+        here = f"{path}.{index}"
+        if not isinstance(item, dict):
+            errors[here] = "must be an object {operand, operator, value}"
+            continue
+        operand = _text(item.get("operand"), f"{here}.operand", errors)
+        operator = item.get("operator")
+        if operator not in OPERATORS:
+            errors[f"{here}.operator"] = f"must be one of {', '.join(OPERATORS)}"
+            continue
+        value = _text(item.get("value"), f"{here}.value", errors, required=False)
+        if operator in NUMERIC_OPERATORS and parse_number(value) is None:
+            errors[f"{here}.value"] = f"must be a number for {operator}"
+        filters.append(Filter(operand=operand, operator=operator, value=value))
+    return tuple(filters)
+
+
+def _steps(raw: Any, errors: dict[str, str]) -> tuple[Step, ...]:
+    if raw is None or raw == "":
+        errors["steps"] = "required: a JSON array of 2–10 step specs"
+        return ()
+    try:
+        parsed = orjson.loads(raw) if isinstance(raw, str | bytes) else raw
+    except orjson.JSONDecodeError as error:
+        errors["steps"] = f"must be valid JSON ({error.msg} at position {error.pos})"
+        return ()
+    if not isinstance(parsed, list) or not MIN_STEPS <= len(parsed) <= MAX_STEPS:
+        errors["steps"] = f"must be a JSON array of {MIN_STEPS}–{MAX_STEPS} step specs"
+        return ()
+    steps, names = [], set()
+    for index, item in enumerate(parsed):
+        path = f"steps.{index}"
+        if not isinstance(item, dict):
+            errors[path] = "must be an object {type, event, name, filters?}"
+            continue
+        step_type = _text(item.get("type"), f"{path}.type", errors)
+        event = _text(item.get("event"), f"{path}.event", errors)
+        name = _text(item.get("name"), f"{path}.name", errors)
+        if name and name in names:
+            errors[f"{path}.name"] = f"duplicate step name {name!r}; names must be unique"
+        names.add(name)
+        filters = _filters(item.get("filters"), f"{path}.filters", errors)
+        steps.append(Step(type=step_type, event=event, name=name, filters=filters))
+    return tuple(steps)
+
+
+def parse_funnel_query(params: dict[str, Any]) -> FunnelQuery:
+    """Validate raw parameters (strings, as from a query string) into a `FunnelQuery`; collect every error."""
+    errors: dict[str, str] = {}
+    date_from = _date(params.get("date_from", params.get("dateFrom")), errors, "date_from")
+    date_to = _date(params.get("date_to", params.get("dateTo")), errors, "date_to")
+    if date_from and date_to and date_from > date_to:
+        errors["date_to"] = "must be on or after date_from"
+    steps = _steps(params.get("steps"), errors)
+    window = _int(params.get("window_seconds"), errors, "window_seconds", DEFAULT_WINDOW_SECONDS, 1, MAX_WINDOW_SECONDS)
+    funnel_type = params.get("funnel_type") or "closed"
+    if funnel_type not in ("closed", "open"):
+        errors["funnel_type"] = "must be closed or open"
+    breakdown = params.get("breakdown") or None
+    if breakdown is not None and breakdown not in BREAKDOWN_COLUMNS:
+        errors["breakdown"] = f"must be one of {', '.join(BREAKDOWN_COLUMNS)}"
+    top_n = _int(params.get("breakdown_top_n"), errors, "breakdown_top_n", DEFAULT_TOP_N, 1, MAX_TOP_N)
+    if errors:
+        raise QueryValidationError(errors)
+    assert date_from is not None and date_to is not None
+    return FunnelQuery(
+        date_from=date_from,
+        date_to=date_to,
+        steps=steps,
+        window_seconds=window,
+        funnel_type=funnel_type,
+        breakdown=breakdown,
+        breakdown_top_n=top_n,
+    )

@@ -1,0 +1,266 @@
+"""Funnel SQL: one pure builder per funnel type, each returning (sql, params).
+
+Every user value (step types, names, filter values, dates, window) is a ClickHouse query parameter; SQL text
+is built only from identifiers we control (standard column names, generated parameter names).
+
+Query shape (all funnel types):
+
+    per_user:  one row per user: `lvl` (furthest step reached), `t1..tn` (ms time of each step on the chosen
+               path, NULL past `lvl`) and `bd` (first-touch breakdown value, '' without a breakdown)
+    by_value:  per breakdown value: users per step and exact-median states of the step-to-step times
+    result:    top-N values by step-1 users kept, the rest merged into 'Others', ordered by rank
+
+How the closed funnel works: each user's matching events are collected into one array sorted by
+(time, step) and folded left to right (`arrayFold`). The fold keeps, for every level k, `f_k` = the latest
+start time of a chain that has completed steps 1..k, and `P_k` = that chain's step times. A later start
+dominates an earlier one at the same level (it has more of its window left), so this is exact, like
+ClickHouse's own `windowFunnel`, but it also enforces that one event serves at most one step and records
+the path for the medians: the latest start that reaches the user's furthest step, each step at the earliest
+moment it could be reached from that start (see docs/semantics.md).
+
+When no event can match two steps (`FunnelQuery.steps_exclusive`) the fold takes one event at a time;
+ties in the same millisecond are ordered by step, so consecutive steps in one millisecond chain up. When
+steps may overlap (e.g. page → connect → page), events of one millisecond are a group, and the fold tracks
+which sets of steps the group's events can cover with distinct events (`cov`), so any arrival order within
+the millisecond gives the same, exact answer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from funnels.analytics.query import NUMBER_PATTERN, NUMERIC_OPERATORS, Filter, FunnelQuery, Step
+
+Params = dict[str, object]
+PerUser = Callable[[FunnelQuery, Params], str]
+
+_COMPARATORS = {"gt": ">", "lt": "<", "gte": ">=", "lte": "<="}
+TS_MS = "toInt64(toUnixTimestamp64Milli(ts))"
+
+
+class _Binder:
+    """Hands out parameter names and records their values."""
+
+    def __init__(self, params: Params) -> None:
+        self.params = params
+
+    def __call__(self, value: object, type_: str) -> str:
+        name = f"p{len(self.params)}"
+        self.params[name] = value
+        return f"{{{name}:{type_}}}"
+
+
+def _property_text(key: str) -> str:
+    """A JSON property as text: strings as they are, integers and booleans spelled as in JSON, else ''."""
+    return (
+        f"multiIf(JSONType(properties, {key}) = 'String', JSONExtractString(properties, {key}), "
+        f"JSONType(properties, {key}) IN ('Int64', 'UInt64', 'Bool'), JSONExtractRaw(properties, {key}), '')"
+    )
+
+
+def _text_number(text: str) -> str:
+    return f"if(match({text}, '{NUMBER_PATTERN}'), toFloat64OrNull({text}), NULL)"
+
+
+def _property_number(key: str) -> str:
+    """A JSON property as a number: JSON numbers, and strings that spell a number; else NULL."""
+    return (
+        f"multiIf(JSONType(properties, {key}) IN ('Int64', 'UInt64', 'Double'), JSONExtractFloat(properties, {key}), "
+        f"JSONType(properties, {key}) = 'String', {_text_number(f'JSONExtractString(properties, {key})')}, NULL)"
+    )
+
+
+def filter_sql(item: Filter, bind: _Binder) -> str:
+    if item.is_column:
+        text, number = item.operand, _text_number(item.operand)
+    else:
+        key = bind(item.operand, "String")
+        text, number = _property_text(key), _property_number(key)
+    if item.operator in NUMERIC_OPERATORS:
+        return f"ifNull({number} {_COMPARATORS[item.operator]} {bind(item.number, 'Float64')}, 0)"
+    match item.operator:
+        case "equals":
+            return f"{text} = {bind(item.value, 'String')}"
+        case "notEquals":
+            return f"{text} != {bind(item.value, 'String')}"
+        case "in":
+            return f"has({bind(list(item.values), 'Array(String)')}, {text})"
+        case "notIn":
+            return f"NOT has({bind(list(item.values), 'Array(String)')}, {text})"
+        case "startsWith":
+            return f"startsWith({text}, {bind(item.value, 'String')})"
+        case "endsWith":
+            return f"endsWith({text}, {bind(item.value, 'String')})"
+        case "includes":
+            return f"position({text}, {bind(item.value, 'String')}) > 0"
+    raise ValueError(f"unknown operator {item.operator}")
+
+
+def step_sql(step: Step, bind: _Binder) -> str:
+    """The condition an event must meet to match a step."""
+    parts = [f"type = {bind(step.stored_type, 'String')}"]
+    if step.stored_event is not None:
+        parts.append(f"event = {bind(step.stored_event, 'String')}")
+    parts += [filter_sql(item, bind) for item in step.filters]
+    return "(" + " AND ".join(parts) + ")"
+
+
+def _scan(query: FunnelQuery, bind: _Binder, conditions: list[str]) -> tuple[str, str]:
+    """The WHERE clause over the scanned range and the first-touch breakdown expression."""
+    wanted = " OR ".join(conditions)
+    if query.breakdown:
+        wanted += f" OR {query.breakdown} != ''"
+        breakdown = f"tupleElement(minIf(({TS_MS}, {query.breakdown}), {query.breakdown} != ''), 2)"
+    else:
+        breakdown = "''"
+    where = (
+        f"ts >= fromUnixTimestamp64Milli({bind(query.from_ms, 'Int64')}, 'UTC') "
+        f"AND ts <= fromUnixTimestamp64Milli({bind(query.scan_end_ms, 'Int64')}, 'UTC') AND ({wanted})"
+    )
+    return where, breakdown
+
+
+def _fold_keys(n: int) -> list[tuple[object, ...]]:
+    """State layout: f_k for each level, then P_k_i (time of step i on the level-k chain)."""
+    return [("f", k) for k in range(1, n + 1)] + [("p", k, i) for k in range(1, n + 1) for i in range(1, k + 1)]
+
+
+def _levels_and_path(n: int, state: dict[tuple[object, ...], str]) -> str:
+    """`lvl` and `t1..tn` from the final fold state."""
+    lvl = "multiIf(" + ", ".join(f"{state['f', k]} >= 0, {k}" for k in range(n, 0, -1)) + ", 0) AS lvl"
+    times = []
+    for i in range(1, n + 1):
+        branches = ", ".join(f"lvl = {k}, {state['p', k, i]}" for k in range(n, i - 1, -1))
+        times.append(f"multiIf({branches}, NULL) AS t{i}")
+    return ", ".join([lvl, *times])
+
+
+def closed_exclusive_per_user(query: FunnelQuery, params: Params) -> str:
+    """Closed funnel when no event can match two steps: a one-event-at-a-time fold."""
+    bind = _Binder(params)
+    n = len(query.steps)
+    conditions = [step_sql(step, bind) for step in query.steps]
+    where, breakdown = _scan(query, bind, conditions)
+    to_end, window = bind(query.to_end_ms, "Int64"), bind(query.window_ms, "Int64")
+    keys = _fold_keys(n)
+    acc = {key: f"acc.{index + 1}" for index, key in enumerate(keys)}
+    t, s = "x.1", "x.2"
+    out: dict[tuple[object, ...], str] = {}
+    for k in range(1, n + 1):
+        if k == 1:
+            moves = f"({s} = 1 AND {t} <= {to_end} AND {t} > {acc['f', 1]})"
+            out["f", 1] = f"if({moves}, {t}, {acc['f', 1]})"
+        else:
+            prev = acc["f", k - 1]
+            moves = f"({s} = {k} AND {prev} >= 0 AND {t} - {prev} <= {window} AND {prev} > {acc['f', k]})"
+            out["f", k] = f"if({moves}, {prev}, {acc['f', k]})"
+        for i in range(1, k + 1):
+            new = t if i == k else acc["p", k - 1, i]
+            out["p", k, i] = f"if({moves}, {new}, {acc['p', k, i]})"
+    fold = "(acc, x) -> (" + ", ".join(out[key] for key in keys) + ")"
+    init = "(" + ", ".join("toInt64(-1)" for _ in keys) + ")"
+    step_of = "multiIf(" + ", ".join(f"{c}, {i + 1}" for i, c in enumerate(conditions)) + ", 0)"
+    final = {key: f"st.{index + 1}" for index, key in enumerate(keys)}
+    return (
+        f"SELECT {_levels_and_path(n, final)}, bd0 FROM ("
+        f"SELECT user_key, arrayFold({fold}, arraySort(groupArrayIf(({TS_MS}, toUInt8(step)), step > 0)), {init}) AS st, "
+        f"{breakdown} AS bd0 FROM (SELECT *, {step_of} AS step FROM events WHERE {where}) GROUP BY user_key)"
+    )
+
+
+def closed_general_per_user(query: FunnelQuery, params: Params) -> str:
+    """Closed funnel when an event may match several steps: events of one millisecond form a group."""
+    bind = _Binder(params)
+    n = len(query.steps)
+    conditions = [step_sql(step, bind) for step in query.steps]
+    where, breakdown = _scan(query, bind, conditions)
+    to_end, window = bind(query.to_end_ms, "Int64"), bind(query.window_ms, "Int64")
+    keys = _fold_keys(n)
+    # State: cur (group time), the pre-group snapshot (f0, P0), the current values (f, P), cov.
+    layout = [("cur",), *[("0", *key) for key in keys], *keys, ("cov",)]
+    acc = {key: f"acc.{index + 1}" for index, key in enumerate(layout)}
+    t, m = "x.1", "x.2"
+    new_group = f"({t} != {acc['cur',]})"
+    snap = {key: f"if({new_group}, {acc[key]}, {acc[('0', *key)]})" for key in keys}
+    bits = "arrayFilter(b -> bitAnd(" + m + ", b) != 0, [" + ", ".join(str(1 << i) for i in range(n)) + "])"
+    cov0 = f"if({new_group}, [toUInt16(0)], {acc['cov',]})"
+    cov = (
+        f"arrayDistinct(arrayConcat({cov0}, arrayFlatten(arrayMap(b -> arrayMap(c -> bitOr(c, b), "
+        f"arrayFilter(c -> bitAnd(c, b) = 0, {cov0})), {bits}))))"
+    )
+    out: dict[tuple[object, ...], str] = {}
+    for k in range(1, n + 1):
+        candidates: dict[int, str] = {}
+        for j in range(k):
+            covered = f"has({cov}, toUInt16({sum(1 << i for i in range(j, k))}))"
+            if j == 0:
+                candidates[0] = f"if({t} <= {to_end} AND {covered}, {t}, -1)"
+            else:
+                start = snap["f", j]
+                candidates[j] = f"if({start} >= 0 AND {t} - {start} <= {window} AND {covered}, {start}, -1)"
+        best = "greatest(" + ", ".join(candidates.values()) + ")"
+        out["f", k] = f"greatest({snap['f', k]}, {best})"
+        for i in range(1, k + 1):
+            # On equal starts prefer the chain that got furthest before this group: its times are earlier.
+            branches = [f"{best} <= {snap['f', k]}", snap["p", k, i]]
+            for j in range(k - 1, -1, -1):
+                branches += [f"{candidates[j]} = {best}", snap["p", j, i] if i <= j else t]
+            out["p", k, i] = "multiIf(" + ", ".join(branches[:-2] + [branches[-1]]) + ")"
+    body = ", ".join([t, *[snap[key] for key in keys], *[out[key] for key in keys], cov])
+    fold = f"(acc, x) -> ({body})"
+    init = "(toInt64(-1), " + ", ".join("toInt64(-1)" for _ in range(2 * len(keys))) + ", [toUInt16(0)])"
+    mask = " + ".join(f"toUInt16({c}) * {1 << i}" for i, c in enumerate(conditions))
+    final = {key: f"st.{index + 2 + len(keys)}" for index, key in enumerate(keys)}
+    return (
+        f"SELECT {_levels_and_path(n, final)}, bd0 FROM ("
+        f"SELECT user_key, arrayFold({fold}, arraySort(groupArrayIf(({TS_MS}, mask), mask > 0)), {init}) AS st, "
+        f"{breakdown} AS bd0 FROM (SELECT *, toUInt16({mask}) AS mask FROM events WHERE {where}) GROUP BY user_key)"
+    )
+
+
+def open_per_user(query: FunnelQuery, params: Params) -> str:
+    """Open funnel: the first time each step fired; step 1 inside the date range, others in the scan."""
+    bind = _Binder(params)
+    n = len(query.steps)
+    conditions = [step_sql(step, bind) for step in query.steps]
+    where, breakdown = _scan(query, bind, conditions)
+    to_end = bind(query.to_end_ms, "Int64")
+    firsts = [f"minOrNullIf({TS_MS}, {conditions[0]} AND {TS_MS} <= {to_end}) AS t1"]
+    firsts += [f"minOrNullIf({TS_MS}, {c}) AS t{i + 1}" for i, c in enumerate(conditions) if i > 0]
+    lvl = "multiIf(" + ", ".join(f"t{k} IS NULL, {k - 1}" for k in range(1, n + 1)) + f", {n}) AS lvl"
+    return (
+        f"SELECT {lvl}, {', '.join(f't{k}' for k in range(1, n + 1))}, bd0 FROM ("
+        f"SELECT user_key, {', '.join(firsts)}, {breakdown} AS bd0 FROM events WHERE {where} GROUP BY user_key)"
+    )
+
+
+def choose_per_user(query: FunnelQuery) -> PerUser:
+    if query.funnel_type == "open":
+        return open_per_user
+    return closed_exclusive_per_user if query.steps_exclusive else closed_general_per_user
+
+
+def funnel_sql(query: FunnelQuery) -> tuple[str, Params]:
+    """The whole funnel query: one row per kept breakdown value (or one row without a breakdown).
+
+    Columns: bucket, then u1..un (users reaching each step), then mp2..mpn and ms2..msn (exact median
+    milliseconds from the previous step and from the start), ordered by rank.
+    """
+    params: Params = {}
+    n = len(query.steps)
+    per_user = choose_per_user(query)(query, params)
+    counts = [f"countIf(lvl >= {k}) AS u{k}" for k in range(1, n + 1)]
+    states = [f"quantileExactInclusiveStateIf(0.5)(t{k} - t{k - 1}, lvl >= {k}) AS mp{k}" for k in range(2, n + 1)]
+    states += [f"quantileExactInclusiveStateIf(0.5)(t{k} - t1, lvl >= {k}) AS ms{k}" for k in range(2, n + 1)]
+    merged = [f"sum(u{k}) AS u{k}" for k in range(1, n + 1)]
+    merged += [f"quantileExactInclusiveMerge(0.5)(mp{k}) AS mp{k}" for k in range(2, n + 1)]
+    merged += [f"quantileExactInclusiveMerge(0.5)(ms{k}) AS ms{k}" for k in range(2, n + 1)]
+    top_n = f"{{p{len(params)}:UInt32}}"
+    params[f"p{len(params)}"] = query.breakdown_top_n
+    sql = (
+        f"SELECT if(rnk <= {top_n}, bd, 'Others') AS bucket, {', '.join(merged)} FROM ("
+        f"SELECT *, row_number() OVER (ORDER BY u1 DESC, bd ASC) AS rnk FROM ("
+        f"SELECT if(bd0 = '', '(none)', bd0) AS bd, {', '.join(counts + states)} "
+        f"FROM ({per_user}) WHERE lvl >= 1 GROUP BY bd)) GROUP BY bucket ORDER BY min(rnk)"
+    )
+    return sql, params

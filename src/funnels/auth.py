@@ -1,0 +1,83 @@
+"""API keys: `fk_<id>_<secret>`, stored as a salted hash of the secret, each with scopes."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+
+from sqlalchemy import insert, select, update
+
+from funnels.clock import Clock
+from funnels.store.state import StateStore, api_keys
+from funnels.types import SCOPES
+
+KEY_PREFIX = "fk_"
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    id: str
+    scopes: frozenset[str]
+    name: str = ""
+
+    def allows(self, scope: str) -> bool:
+        return scope in self.scopes or "admin" in self.scopes
+
+
+def _hash(key_id: str, secret: str) -> str:
+    return hashlib.sha256(f"{key_id}:{secret}".encode()).hexdigest()
+
+
+def create_key(store: StateStore, clock: Clock, scopes: list[str], name: str = "") -> str:
+    """Create a key with these scopes and return it; only its hash is kept."""
+    unknown = sorted(set(scopes) - set(SCOPES))
+    if unknown or not scopes:
+        raise ValueError(f"scopes must be among {', '.join(SCOPES)}; got {', '.join(unknown) or 'none'}")
+    key_id = secrets.token_hex(6)
+    secret = secrets.token_urlsafe(24)
+    with store.write() as connection:
+        connection.execute(
+            insert(api_keys).values(
+                id=key_id,
+                secret_hash=_hash(key_id, secret),
+                scopes=" ".join(sorted(set(scopes))),
+                name=name,
+                created_ms=clock.now_ms(),
+            )
+        )
+    return f"{KEY_PREFIX}{key_id}_{secret}"
+
+
+def verify_key(store: StateStore, key: str) -> ApiKey | None:
+    """The key's record if it is well-formed, known, not revoked and its secret matches."""
+    if not key.startswith(KEY_PREFIX) or key.count("_") < 2:
+        return None
+    key_id, _, secret = key[len(KEY_PREFIX) :].partition("_")
+    with store.read() as connection:
+        row = connection.execute(select(api_keys).where(api_keys.c.id == key_id)).first()
+    if row is None or row.revoked_ms is not None:
+        return None
+    if not hmac.compare_digest(row.secret_hash, _hash(key_id, secret)):
+        return None
+    return ApiKey(id=row.id, scopes=frozenset(row.scopes.split()), name=row.name)
+
+
+def revoke_key(store: StateStore, clock: Clock, key_id: str) -> bool:
+    with store.write() as connection:
+        result = connection.execute(
+            update(api_keys)
+            .where(api_keys.c.id == key_id, api_keys.c.revoked_ms.is_(None))
+            .values(revoked_ms=clock.now_ms())
+        )
+    return result.rowcount > 0
+
+
+def list_keys(store: StateStore) -> list[dict[str, object]]:
+    with store.read() as connection:
+        rows = connection.execute(select(api_keys).order_by(api_keys.c.created_ms)).all()
+    return [
+        {"id": r.id, "scopes": r.scopes.split(), "name": r.name, "created_ms": r.created_ms, "revoked": r.revoked_ms is not None}
+        for r in rows
+    ]

@@ -1,0 +1,183 @@
+"""The one normalized `Event` every ingestion path produces, and the native event shape (`POST /v0/events`)."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from funnels.types import MAX_TIMESTAMP_MS, MIN_TIMESTAMP_MS, NAMED_BY_TYPE, STANDARD_COLUMNS, JSONDict
+
+MAX_NAME_LENGTH = 200
+MAX_ID_LENGTH = 400
+
+
+@dataclass(slots=True)
+class Event:
+    """An event as stored: one row of the event store."""
+
+    event_id: str
+    type: str
+    event: str
+    user_key: str
+    ts_ms: int
+    received_ms: int
+    user_id: str = ""
+    anonymous_id: str = ""
+    properties: JSONDict = field(default_factory=dict)
+    columns: dict[str, str] = field(default_factory=dict)  # standard columns with a non-empty value
+
+    def properties_json(self) -> str:
+        return dumps_properties(self.properties)
+
+    def to_log_record(self) -> bytes:
+        """The event as written to the durable event log."""
+        return orjson.dumps(
+            {
+                "event_id": self.event_id,
+                "type": self.type,
+                "event": self.event,
+                "user_key": self.user_key,
+                "user_id": self.user_id,
+                "anonymous_id": self.anonymous_id,
+                "ts_ms": self.ts_ms,
+                "received_ms": self.received_ms,
+                "properties": self.properties,
+                "columns": self.columns,
+            }
+        )
+
+    @classmethod
+    def from_log_record(cls, raw: bytes) -> Event:
+        return cls(**orjson.loads(raw))
+
+
+def dumps_properties(properties: JSONDict) -> str:
+    """Properties as stored: compact JSON (one serializer everywhere, so stored text is predictable)."""
+    return orjson.dumps(properties, option=orjson.OPT_NON_STR_KEYS).decode()
+
+
+def new_event_id() -> str:
+    return uuid.uuid4().hex
+
+
+def parse_timestamp(value: Any) -> int:
+    """ISO 8601 text or epoch milliseconds → epoch milliseconds (UTC). Naive ISO times are taken as UTC."""
+    if isinstance(value, bool):
+        raise ValueError("must be an ISO 8601 string or epoch milliseconds")
+    if isinstance(value, int | float):
+        if value != value or value in (float("inf"), float("-inf")):
+            raise ValueError("must be a finite number of epoch milliseconds")
+        ms = int(value)
+    elif isinstance(value, str):
+        text = value.strip()
+        if text.lstrip("-").isdigit():
+            ms = int(text)
+        else:
+            try:
+                parsed = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+            except ValueError:
+                raise ValueError("must be an ISO 8601 string or epoch milliseconds") from None
+            if parsed.tzinfo is None:
+                parsed = parsed.replace(tzinfo=UTC)
+            ms = int(parsed.timestamp() * 1000) if parsed.year >= 1970 else -1
+    else:
+        raise ValueError("must be an ISO 8601 string or epoch milliseconds")
+    if not MIN_TIMESTAMP_MS <= ms <= MAX_TIMESTAMP_MS:
+        raise ValueError("must be between 1970-01-01 and 2199-12-31")
+    return ms
+
+
+def column_text(value: Any) -> str | None:
+    """A standard column's stored text: strings as they are, numbers and booleans spelled out, else None."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    if isinstance(value, str):
+        return value
+    raise ValueError("must be a string, number or boolean")
+
+
+def id_text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise ValueError("must be a string or a number")
+    text = str(value)
+    if len(text) > MAX_ID_LENGTH:
+        raise ValueError(f"must be at most {MAX_ID_LENGTH} characters")
+    return text
+
+
+class NativeEvent(BaseModel):
+    """The body of `POST /v0/events` (one element of it, when the body is an array)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    type: str = Field(default="track", min_length=1, max_length=MAX_NAME_LENGTH)
+    event: str | None = Field(default=None, min_length=1, max_length=MAX_NAME_LENGTH)
+    user_id: str | int | None = None
+    anonymous_id: str | int | None = None
+    timestamp: str | int | float | None = None
+    message_id: str | None = Field(default=None, min_length=1, max_length=MAX_ID_LENGTH)
+    properties: JSONDict = Field(default_factory=dict)
+    context: JSONDict = Field(default_factory=dict)
+    columns: dict[str, str] = Field(default_factory=dict, exclude=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _collect_columns(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            raise ValueError("an event must be a JSON object")
+        columns: dict[str, str] = {}
+        context = data.get("context")
+        for source in (context if isinstance(context, dict) else {}, data):
+            for name in STANDARD_COLUMNS:
+                if name in source:
+                    text = column_text(source[name])
+                    if text:
+                        columns[name] = text
+        return {**data, "columns": columns}
+
+    @field_validator("user_id", "anonymous_id", mode="before")
+    @classmethod
+    def _id(cls, value: Any) -> str:
+        return id_text(value)
+
+    @field_validator("timestamp", mode="before")
+    @classmethod
+    def _timestamp(cls, value: Any) -> Any:
+        if value is not None:
+            parse_timestamp(value)
+        return value
+
+    @model_validator(mode="after")
+    def _check(self) -> NativeEvent:
+        if not self.user_id and not self.anonymous_id:
+            raise ValueError("one of user_id or anonymous_id is required")
+        if self.event is None and self.type not in NAMED_BY_TYPE:
+            raise ValueError(f"event (the event name) is required for type {self.type!r}")
+        return self
+
+    def to_event(self, received_ms: int) -> Event:
+        user_id = str(self.user_id or "")
+        anonymous_id = str(self.anonymous_id or "")
+        return Event(
+            event_id=self.message_id or new_event_id(),
+            type=self.type,
+            event=self.event or self.type,
+            user_key=user_id or anonymous_id,
+            user_id=user_id,
+            anonymous_id=anonymous_id,
+            ts_ms=parse_timestamp(self.timestamp) if self.timestamp is not None else received_ms,
+            received_ms=received_ms,
+            properties=self.properties,
+            columns=self.columns,
+        )

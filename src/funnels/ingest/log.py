@@ -1,0 +1,140 @@
+"""The write-ahead event log and the shipper that moves it into the event store.
+
+How it works: an ingest request commits its events to `event_log` in SQLite (synchronous=FULL) and only
+then answers 2xx, so an acknowledged event survives a crash. `event_log.event_id` is unique, so a repeated
+message id is a no-op for as long as its row is kept (the dedup window, 7 days by default).
+
+The shipper copies log rows to the event store in sequence order, each tagged with its `log_seq`. Its
+watermark is `max(log_seq)` read back from the event store at start, so a crash between "inserted into
+chDB" and anything recorded afterwards never ships a row twice, and nothing is skipped.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from funnels.clock import Clock
+from funnels.events import Event
+from funnels.store.events import EventStore
+from funnels.store.state import StateStore, event_log
+
+log = logging.getLogger(__name__)
+
+DEDUP_WINDOW_MS = 7 * 24 * 3600 * 1000
+
+
+@dataclass(frozen=True)
+class AppendResult:
+    accepted: int
+    duplicates: int
+
+
+def append_events(state: StateStore, events: Sequence[Event]) -> AppendResult:
+    """Commit events to the log in one transaction; events whose id is already logged are skipped."""
+    if not events:
+        return AppendResult(0, 0)
+    accepted = 0
+    with state.write() as connection:
+        for event in events:
+            result = connection.execute(
+                sqlite_insert(event_log)
+                .values(event_id=event.event_id, record=event.to_log_record(), received_ms=event.received_ms)
+                .on_conflict_do_nothing(index_elements=["event_id"])
+            )
+            accepted += result.rowcount
+    return AppendResult(accepted=accepted, duplicates=len(events) - accepted)
+
+
+class Shipper:
+    """Ships the event log to the event store in batches, on a background thread or on demand."""
+
+    def __init__(
+        self,
+        state: StateStore,
+        events: EventStore,
+        clock: Clock,
+        batch_size: int = 10_000,
+        interval_s: float = 0.2,
+        dedup_window_ms: int = DEDUP_WINDOW_MS,
+    ) -> None:
+        self.state = state
+        self.events = events
+        self.clock = clock
+        self.batch_size = batch_size
+        self.interval_s = interval_s
+        self.dedup_window_ms = dedup_window_ms
+        self.watermark = events.max_log_seq()
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def ship_once(self) -> int:
+        """Ship one batch; returns how many events it shipped."""
+        with self._lock:
+            with self.state.read() as connection:
+                rows = connection.execute(
+                    select(event_log.c.seq, event_log.c.record)
+                    .where(event_log.c.seq > self.watermark)
+                    .order_by(event_log.c.seq)
+                    .limit(self.batch_size)
+                ).all()
+            if not rows:
+                return 0
+            self.events.insert_events([Event.from_log_record(r.record) for r in rows], [r.seq for r in rows])
+            self.watermark = rows[-1].seq
+            self._prune()
+            return len(rows)
+
+    def _prune(self) -> None:
+        cutoff = self.clock.now_ms() - self.dedup_window_ms
+        with self.state.write() as connection:
+            connection.execute(
+                delete(event_log).where(event_log.c.seq <= self.watermark, event_log.c.received_ms < cutoff)
+            )
+
+    def flush(self) -> int:
+        """Ship until the log is empty; returns how many events were shipped."""
+        total = 0
+        while shipped := self.ship_once():
+            total += shipped
+        return total
+
+    def backlog(self) -> int:
+        with self.state.read() as connection:
+            return int(
+                connection.execute(
+                    select(func.count()).select_from(event_log).where(event_log.c.seq > self.watermark)
+                ).scalar_one()
+            )
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="funnels-shipper", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+        self.flush()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self.interval_s)
+            self._wake.clear()
+            try:
+                while not self._stop.is_set() and self.ship_once() == self.batch_size:
+                    pass
+            except Exception:  # keep shipping after a transient failure; rows stay in the log
+                log.exception("shipping the event log failed; will retry")
+                self._stop.wait(1.0)

@@ -1,0 +1,178 @@
+"""The event store: a ClickHouse MergeTree table on chDB (embedded ClickHouse) inside the data directory.
+
+Rows are sorted by (user_key, ts, event_id), so one user's events sit together in time order, which is what
+funnel queries read. The table is a ReplacingMergeTree keyed on that sort key: a row written twice (the
+same event id, user and time) collapses on merge. Rows shipped from the event log carry their log sequence
+number, which makes shipping idempotent (see `funnels.ingest.log`).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pyarrow as pa
+from chdb import session as chdb_session
+
+from funnels.events import Event
+from funnels.types import STANDARD_COLUMNS
+
+HIGH_CARDINALITY = frozenset({"referrer", "page_path", "ref"})
+
+EVENT_COLUMNS: tuple[str, ...] = (
+    "event_id",
+    "type",
+    "event",
+    "user_key",
+    "user_id",
+    "anonymous_id",
+    "ts",
+    "received_at",
+    "properties",
+    *STANDARD_COLUMNS,
+    "log_seq",
+)
+
+
+def _column_type(name: str) -> str:
+    if name in ("ts", "received_at"):
+        return "DateTime64(3, 'UTC')"
+    if name == "log_seq":
+        return "UInt64"
+    if name in ("type", "event") or (name in STANDARD_COLUMNS and name not in HIGH_CARDINALITY):
+        return "LowCardinality(String)"
+    return "String"
+
+
+EVENTS_DDL = (
+    "CREATE TABLE IF NOT EXISTS events (\n"
+    + ",\n".join(f"    {name} {_column_type(name)}" for name in EVENT_COLUMNS)
+    + "\n) ENGINE = ReplacingMergeTree\nPARTITION BY toYYYYMM(ts)\nORDER BY (user_key, ts, event_id)"
+)
+
+ARROW_SCHEMA = pa.schema(
+    [
+        pa.field(name, pa.timestamp("ms", tz="UTC"))
+        if name in ("ts", "received_at")
+        else pa.field(name, pa.uint64() if name == "log_seq" else pa.string())
+        for name in EVENT_COLUMNS
+    ]
+)
+
+
+class EventStoreError(Exception):
+    """A query or write the event store refused."""
+
+
+@dataclass
+class Results:
+    """A query result: column metadata, rows as lists, and ClickHouse's statistics."""
+
+    meta: list[dict[str, str]]
+    rows: list[list[Any]]
+    statistics: dict[str, Any] = field(default_factory=dict)
+
+    def dicts(self) -> list[dict[str, Any]]:
+        names = [column["name"] for column in self.meta]
+        return [dict(zip(names, row, strict=True)) for row in self.rows]
+
+    def first(self) -> list[Any] | None:
+        return self.rows[0] if self.rows else None
+
+
+def events_to_arrow(events: Sequence[Event], log_seqs: Sequence[int] | None = None) -> pa.Table:
+    """Events as an Arrow table in the store's column order."""
+    columns: dict[str, list[Any]] = {
+        "event_id": [e.event_id for e in events],
+        "type": [e.type for e in events],
+        "event": [e.event for e in events],
+        "user_key": [e.user_key for e in events],
+        "user_id": [e.user_id for e in events],
+        "anonymous_id": [e.anonymous_id for e in events],
+        "ts": [e.ts_ms for e in events],
+        "received_at": [e.received_ms for e in events],
+        "properties": [e.properties_json() for e in events],
+    }
+    for name in STANDARD_COLUMNS:
+        columns[name] = [e.columns.get(name, "") for e in events]
+    columns["log_seq"] = list(log_seqs) if log_seqs is not None else [0] * len(events)
+    return pa.Table.from_pydict(columns, schema=ARROW_SCHEMA)
+
+
+class EventStore:
+    """The embedded event store. One instance per process; calls are serialized by a lock."""
+
+    def __init__(self, path: Path) -> None:
+        path.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._lock = threading.Lock()
+        self._session = chdb_session.Session(str(path))
+        self.execute(EVENTS_DDL)
+
+    def close(self) -> None:
+        with self._lock:
+            self._session.close()
+
+    def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> None:
+        """Run a statement that returns nothing."""
+        with self._lock:
+            try:
+                self._session.query(sql, "Null", params=dict(params or {}))
+            except Exception as error:  # chDB raises plain RuntimeError/ChdbError
+                raise EventStoreError(str(error)) from error
+
+    def query(self, sql: str, params: Mapping[str, Any] | None = None) -> Results:
+        """Run a SELECT; every user value must come in `params` (bound as ClickHouse query parameters)."""
+        with self._lock:
+            try:
+                raw = self._session.query(sql, "JSONCompact", params=dict(params or {})).bytes()
+            except Exception as error:
+                raise EventStoreError(str(error)) from error
+        if not raw:
+            return Results(meta=[], rows=[])
+        body = orjson.loads(raw)
+        return Results(meta=body["meta"], rows=body["data"], statistics=body.get("statistics", {}))
+
+    def insert_arrow(self, table: pa.Table) -> None:
+        """Append an Arrow table whose columns are (a subset of) the store's columns, in one insert."""
+        if table.num_rows == 0:
+            return
+        names = ", ".join(table.column_names)
+        with self._lock:
+            try:
+                self._session.query(f"INSERT INTO events ({names}) SELECT {names} FROM Python(table)", "Null")
+            except Exception as error:
+                raise EventStoreError(str(error)) from error
+
+    def insert_events(self, events: Sequence[Event], log_seqs: Sequence[int] | None = None) -> None:
+        self.insert_arrow(events_to_arrow(events, log_seqs))
+
+    def max_log_seq(self) -> int:
+        row = self.query("SELECT max(log_seq) FROM events").first()
+        return int(row[0]) if row else 0
+
+    def count(self) -> int:
+        row = self.query("SELECT count() FROM events").first()
+        return int(row[0]) if row else 0
+
+    def distinct_values(self, column: str, limit: int = 200) -> list[str]:
+        """Most frequent values of a column we name (never a user-supplied identifier)."""
+        if column not in ("type", "event", *STANDARD_COLUMNS):
+            raise ValueError(f"unknown column {column}")
+        sql = f"SELECT {column} FROM events WHERE {column} != '' GROUP BY {column} ORDER BY count() DESC LIMIT {{limit:UInt32}}"
+        return [row[0] for row in self.query(sql, {"limit": limit}).rows]
+
+
+def iter_batches(items: Iterable[Any], size: int) -> Iterable[list[Any]]:
+    batch: list[Any] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
