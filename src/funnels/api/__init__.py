@@ -1,0 +1,1 @@
+"""HTTP API: routes, auth (bearer keys with scopes), the error envelope, OpenAPI."""

@@ -1,0 +1,93 @@
+"""Request plumbing shared by the routes: services, API-key auth with scopes, bounded JSON bodies."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import gzip
+import io
+import zlib
+from typing import Any
+
+import orjson
+from fastapi import Depends, Request
+from fastapi.security import HTTPBearer
+
+from funnels.api.errors import ApiError
+from funnels.auth import ApiKey, verify_key
+from funnels.services import Services
+
+bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer fk_...`")
+
+
+def services(request: Request) -> Services:
+    result: Services = request.app.state.services
+    return result
+
+
+def key_from_headers(request: Request) -> str | None:
+    """The API key from `Authorization: Bearer KEY` or HTTP Basic (the key as username)."""
+    header = request.headers.get("authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    if scheme.lower() == "basic" and value.strip():
+        try:
+            decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+        return decoded.partition(":")[0] or None
+    return None
+
+
+def authorize(request: Request, scope: str, key: str | None = None) -> ApiKey:
+    """The key's record, or 401 (no or unknown key) / 403 (missing scope)."""
+    key = key or key_from_headers(request)
+    if not key:
+        raise ApiError("UNAUTHORIZED", "An API key is required: send `Authorization: Bearer <key>`.")
+    record = verify_key(services(request).state, key)
+    if record is None:
+        raise ApiError("UNAUTHORIZED", "The API key is unknown or revoked.")
+    if not record.allows(scope):
+        raise ApiError("FORBIDDEN", f"This API key lacks the `{scope}` scope.")
+    return record
+
+
+def require(scope: str) -> Any:
+    """A route dependency: the request must carry a key with `scope` (documented as bearer auth)."""
+
+    def dependency(request: Request, _token: Any = Depends(bearer)) -> ApiKey:
+        return authorize(request, scope)
+
+    return Depends(dependency)
+
+
+async def read_json(request: Request, limit: int, what: str = "request body") -> Any:
+    """The body as JSON, whatever the Content-Type (Segment's analytics.js sends text/plain); gzip and
+    deflate are decoded; over `limit` bytes (after decoding) is a 400 naming the limit."""
+    too_large = ApiError("BAD_REQUEST", f"The {what} is larger than the limit of {limit // 1024} KB.")
+    raw = bytearray()
+    async for chunk in request.stream():
+        raw += chunk
+        if len(raw) > limit * 4 + 1024:  # compressed bodies are checked again after decoding
+            raise too_large
+    body = bytes(raw)
+    encoding = request.headers.get("content-encoding", "").strip().lower()
+    if encoding in ("gzip", "x-gzip", "deflate"):
+        try:
+            if encoding == "deflate":
+                body = zlib.decompressobj().decompress(body, limit + 1)
+            else:
+                body = gzip.GzipFile(fileobj=io.BytesIO(body)).read(limit + 1)
+        except (OSError, EOFError, zlib.error):
+            raise ApiError("BAD_REQUEST", f"The {what} is not valid {encoding} data.") from None
+    elif encoding not in ("", "identity"):
+        raise ApiError("BAD_REQUEST", f"Unsupported Content-Encoding {encoding!r}; use gzip or none.")
+    if len(body) > limit:
+        raise too_large
+    if not body.strip():
+        raise ApiError("BAD_REQUEST", f"The {what} is empty; send JSON.")
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as error:
+        raise ApiError("BAD_REQUEST", f"The {what} is not valid JSON: {error.msg} at position {error.pos}.") from None

@@ -1,0 +1,95 @@
+"""The spec's error envelope: every non-2xx response is `{error: {code, message, doc_url, param?, details?}}`."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger(__name__)
+
+# code → (HTTP status, what it means); also rendered on the /errors page that doc_url points to.
+ERROR_CODES: dict[str, tuple[int, str]] = {
+    "INVALID_VALIDATION_REQUEST": (400, "A parameter or body field is invalid; `details` maps each field to the problem."),
+    "BAD_REQUEST": (400, "The request cannot be read: malformed JSON, an unsupported encoding, or over a size limit."),
+    "UNAUTHORIZED": (401, "No API key, or an unknown or revoked one."),
+    "FORBIDDEN": (403, "The API key lacks the scope this endpoint requires."),
+    "NOT_FOUND": (404, "No such endpoint or resource."),
+    "CONFLICT": (409, "The request conflicts with the current state."),
+    "IDEMPOTENCY_IN_PROGRESS": (409, "A request with the same Idempotency-Key is still being processed."),
+    "TOO_MANY_REQUESTS": (429, "Slow down."),
+    "INTERNAL_SERVER_ERROR": (500, "A bug: the request could not be completed. Nothing acknowledged was lost."),
+    "SERVICE_UNAVAILABLE": (503, "A store is not available right now; retry later."),
+}
+
+
+class ApiError(Exception):
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        *,
+        param: str | None = None,
+        details: dict[str, Any] | None = None,
+        status: int | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.param = param
+        self.details = details
+        self.status = status or ERROR_CODES[code][0]
+        self.headers = headers
+
+
+def validation_error(details: dict[str, str], message: str | None = None) -> ApiError:
+    param = next(iter(details))
+    return ApiError(
+        "INVALID_VALIDATION_REQUEST", message or f"Invalid {param}: {details[param]}", param=param, details=details
+    )
+
+
+def error_body(request: Request, error: ApiError) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "code": error.code,
+        "message": error.message,
+        "doc_url": f"{str(request.base_url).rstrip('/')}/errors#{error.code.lower()}",
+    }
+    if error.param is not None:
+        body["param"] = error.param
+    if error.details is not None:
+        body["details"] = error.details
+    return {"error": body}
+
+
+def _field_path(location: tuple[Any, ...]) -> str:
+    return ".".join(str(part) for part in location)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, error: ApiError) -> JSONResponse:
+        return JSONResponse(error_body(request, error), status_code=error.status, headers=error.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, error: RequestValidationError) -> JSONResponse:
+        details = {_field_path(item["loc"]): item["msg"] for item in error.errors()}
+        return await _api_error(request, validation_error(details or {"request": "invalid"}))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, error: StarletteHTTPException) -> JSONResponse:
+        code = {401: "UNAUTHORIZED", 403: "FORBIDDEN", 404: "NOT_FOUND", 409: "CONFLICT", 429: "TOO_MANY_REQUESTS"}.get(
+            error.status_code, "BAD_REQUEST" if error.status_code < 500 else "INTERNAL_SERVER_ERROR"
+        )
+        api_error = ApiError(code, str(error.detail), status=error.status_code)
+        return await _api_error(request, api_error)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, error: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return await _api_error(request, ApiError("INTERNAL_SERVER_ERROR", "Internal server error."))

@@ -1,0 +1,77 @@
+"""`POST /v0/events`: the native ingestion endpoint (one event or an array of up to 1,000)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
+from pydantic import ValidationError
+
+from funnels.api.deps import read_json, require, services
+from funnels.api.errors import ApiError, validation_error
+from funnels.events import Event, NativeEvent
+
+router = APIRouter(tags=["Events"])
+
+MAX_BATCH = 1_000
+MAX_EVENT_BYTES = 32 * 1024
+MAX_BODY_BYTES = 5 * 1024 * 1024
+
+
+def pydantic_details(error: ValidationError, prefix: str) -> dict[str, str]:
+    details = {}
+    for item in error.errors():
+        path = ".".join(str(part) for part in (prefix, *item["loc"]) if part != "")
+        details[path] = item["msg"].removeprefix("Value error, ")
+    return details
+
+
+def parse_native(payload: Any, received_ms: int) -> list[Event]:
+    """Validate a body into events, all or nothing; every problem is reported with its path."""
+    items, prefix = (payload, "body.{}") if isinstance(payload, list) else ([payload], "body")
+    if isinstance(payload, list) and not 1 <= len(payload) <= MAX_BATCH:
+        raise validation_error({"body": f"must hold 1 to {MAX_BATCH} events; got {len(payload)}"})
+    details: dict[str, str] = {}
+    events = []
+    for index, item in enumerate(items):
+        path = prefix.format(index)
+        if len(orjson.dumps(item)) > MAX_EVENT_BYTES:
+            details[path] = f"the event is larger than the limit of {MAX_EVENT_BYTES // 1024} KB"
+            continue
+        try:
+            events.append(NativeEvent.model_validate(item).to_event(received_ms))
+        except ValidationError as error:
+            details |= pydantic_details(error, path)
+            if isinstance(item, dict) and not item.get("user_id") and not item.get("anonymous_id"):
+                details.setdefault(path, "one of user_id or anonymous_id is required")
+    if details:
+        raise validation_error(details, f"{len(details)} invalid field(s); nothing was stored")
+    return events
+
+
+@router.post(
+    "/v0/events",
+    summary="Ingest events",
+    description=(
+        "One event object or a JSON array of up to 1,000. Fields: `type` (default `track`), `event`, `user_id` "
+        "and/or `anonymous_id`, `timestamp` (ISO 8601 or epoch ms; default now), `message_id` (dedup key), "
+        "`properties`, and the standard columns top-level or inside `context`. All or nothing: an invalid event "
+        "rejects the request with per-field `details`. 200 means every event is durable."
+    ),
+    dependencies=[require("events:write")],
+)
+async def post_events(request: Request) -> dict[str, Any]:
+    svc = services(request)
+    payload = await read_json(request, MAX_BODY_BYTES)
+    if not isinstance(payload, dict | list):
+        raise ApiError("BAD_REQUEST", "The body must be a JSON object or an array of objects.")
+    events = parse_native(payload, svc.clock.now_ms())
+    result = await run_in_threadpool(svc.ingest, events)
+    return {
+        "success": True,
+        "accepted": result.accepted,
+        "duplicates": result.duplicates,
+        "ids": [event.event_id for event in events],
+    }

@@ -1,0 +1,49 @@
+"""`GET /v0/funnel`: the funnel analytics endpoint of the spec."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi.concurrency import run_in_threadpool
+
+from funnels.analytics.funnel import run_funnel
+from funnels.analytics.query import QueryValidationError, parse_funnel_query
+from funnels.api.deps import require, services
+from funnels.api.errors import validation_error
+from funnels.types import BREAKDOWN_COLUMNS
+
+router = APIRouter(tags=["Query"])
+
+BREAKDOWN = list(BREAKDOWN_COLUMNS)
+
+
+@router.get(
+    "/v0/funnel",
+    summary="Get multi-step conversion funnel",
+    description=(
+        "Per-step unique users, conversion from start and from the previous step, drop-off, and exact median "
+        "time-to-convert. `funnel_type=closed` (default): ordered, distinct events, within `window_seconds` of "
+        "the first step; `open`: each step fired at least once in any order, adds `dropped_off_users`. "
+        "`breakdown` groups users by first-touch value (top N + `Others`). See docs/semantics.md."
+    ),
+    dependencies=[require("query:read")],
+)
+async def get_funnel(
+    request: Request,
+    date_from: Annotated[str | None, Query(description="Inclusive start date (YYYY-MM-DD, UTC); alias dateFrom")] = None,
+    date_to: Annotated[str | None, Query(description="Inclusive end date for step 1 (YYYY-MM-DD, UTC); alias dateTo")] = None,
+    steps: Annotated[str | None, Query(description="JSON array of 2–10 step specs {type, event, name, filters?}")] = None,
+    window_seconds: Annotated[str | None, Query(description="Conversion window in seconds (default 1209600)")] = None,
+    funnel_type: Annotated[str | None, Query(json_schema_extra={"enum": ["closed", "open"]})] = None,
+    breakdown: Annotated[
+        str | None, Query(description="First-touch dimension to break down by", json_schema_extra={"enum": BREAKDOWN})
+    ] = None,
+    breakdown_top_n: Annotated[str | None, Query(description="Breakdown values kept (default 8)")] = None,
+) -> dict[str, Any]:
+    raw = dict(request.query_params)
+    try:
+        query = parse_funnel_query(raw)
+    except QueryValidationError as error:
+        raise validation_error(error.details) from None
+    return await run_in_threadpool(run_funnel, services(request).events, query)

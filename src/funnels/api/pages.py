@@ -1,0 +1,61 @@
+"""Pages and probes: `GET /` (the Funnels page), `GET /errors` (what `doc_url` points to), `GET /healthz`."""
+
+from __future__ import annotations
+
+import html
+from importlib import resources
+
+from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import HTMLResponse, JSONResponse
+from sqlalchemy import text
+
+from funnels.api.deps import services
+from funnels.api.errors import ERROR_CODES
+from funnels.services import Services
+
+router = APIRouter()
+
+
+@router.get("/", response_class=HTMLResponse, include_in_schema=False)
+async def funnels_page() -> HTMLResponse:
+    page = resources.files("funnels.web").joinpath("funnels.html").read_text(encoding="utf-8")
+    return HTMLResponse(page)
+
+
+@router.get("/errors", response_class=HTMLResponse, include_in_schema=False)
+async def errors_page() -> HTMLResponse:
+    rows = "".join(
+        f'<tr id="{code.lower()}"><td><code>{code}</code></td><td>{status}</td><td>{html.escape(text_)}</td></tr>'
+        for code, (status, text_) in ERROR_CODES.items()
+    )
+    return HTMLResponse(
+        "<!doctype html><meta charset=utf-8><title>funnels · error codes</title>"
+        "<h1>Error codes</h1><p>Every non-2xx response is <code>{error: {code, message, doc_url, param?, details?}}"
+        f"</code>. Branch on <code>code</code>.</p><table><tr><th>code<th>status<th>meaning</tr>{rows}</table>"
+    )
+
+
+def _probe(svc: Services) -> dict[str, str]:
+    checks = {}
+    with svc.state.write() as connection:  # a write transaction proves the state store is writable
+        connection.execute(text("CREATE TABLE IF NOT EXISTS health (id INTEGER PRIMARY KEY, at INTEGER)"))
+        connection.execute(text("INSERT OR REPLACE INTO health (id, at) VALUES (1, :at)"), {"at": svc.clock.now_ms()})
+    checks["state"] = "ok"
+    svc.events.query("SELECT count() FROM events WHERE log_seq = 0 AND 0")
+    svc.events.execute("CREATE TABLE IF NOT EXISTS health (at UInt64) ENGINE = Memory")
+    checks["events"] = "ok"
+    checks["shipper_backlog"] = str(svc.shipper.backlog())
+    return checks
+
+
+@router.get("/healthz", tags=["Health"], summary="200 when the stores can be read and written")
+async def healthz(request: Request) -> JSONResponse:
+    try:
+        checks = await run_in_threadpool(_probe, services(request))
+    except Exception as error:  # report, never raise: a probe answers
+        return JSONResponse(
+            {"error": {"code": "SERVICE_UNAVAILABLE", "message": f"A store is unavailable: {error}", "doc_url": str(request.base_url) + "errors#service_unavailable"}},
+            status_code=503,
+        )
+    return JSONResponse({"status": "ok", **checks})

@@ -1,0 +1,188 @@
+"""The `funnels` command: serve, import, query, keys, demo."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import orjson
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from funnels.analytics.funnel import run_funnel
+from funnels.analytics.query import QueryValidationError, parse_funnel_query
+from funnels.auth import create_key, list_keys, revoke_key
+from funnels.clock import SystemClock
+from funnels.services import DataDirBusy, Services
+from funnels.settings import resolve_data_dir
+from funnels.store.state import StateStore
+from funnels.types import SCOPES
+
+app = typer.Typer(help="funnels: a self-hosted funnel engine.", no_args_is_help=True, add_completion=False)
+keys_app = typer.Typer(help="Manage API keys.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+err = Console(stderr=True)
+
+DataDir = Annotated[
+    Path | None, typer.Option("--data-dir", help="Data directory (else $FUNNELS_DATA_DIR, else ./.funnels).")
+]
+
+
+def _fail(message: str, code: int = 1) -> None:
+    err.print(f"[red]error:[/red] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+def _open(data_dir: Path | None) -> Services:
+    try:
+        return Services.open(resolve_data_dir(data_dir))
+    except DataDirBusy as error:
+        _fail(str(error))
+        raise  # unreachable
+
+
+def _state(data_dir: Path | None) -> StateStore:
+    return StateStore(resolve_data_dir(data_dir) / "state.sqlite3")
+
+
+@app.command()
+def serve(
+    data_dir: DataDir = None,
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port (default $PORT or 8000).")] = int(os.environ.get("PORT", "8000")),
+) -> None:
+    """Serve the API and the dashboard."""
+    import uvicorn
+
+    from funnels.api.app import create_app
+
+    svc = _open(data_dir)
+    err.print(f"funnels: data in {svc.data_dir}; serving on http://{host}:{port}/", highlight=False)
+    try:
+        uvicorn.run(create_app(svc), host=host, port=port, log_level="warning")
+    finally:
+        svc.close()
+
+
+@keys_app.command("create")
+def keys_create(
+    scope: Annotated[list[str], typer.Option("--scope", help=f"A scope: {', '.join(SCOPES)} (repeatable).")],
+    name: Annotated[str, typer.Option(help="A label for the key.")] = "",
+    data_dir: DataDir = None,
+) -> None:
+    """Create an API key; prints only the key."""
+    try:
+        key = create_key(_state(data_dir), SystemClock(), scope, name)
+    except ValueError as error:
+        _fail(str(error), 2)
+    typer.echo(key)
+
+
+@keys_app.command("list")
+def keys_list(data_dir: DataDir = None) -> None:
+    """List API keys (ids and scopes; secrets are never stored)."""
+    table = Table("id", "scopes", "name", "revoked")
+    for key in list_keys(_state(data_dir)):
+        table.add_row(str(key["id"]), " ".join(key["scopes"]), str(key["name"]), "yes" if key["revoked"] else "")  # type: ignore[arg-type]
+    Console().print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: str, data_dir: DataDir = None) -> None:
+    """Revoke a key by its id (the part after `fk_`, before the next `_`)."""
+    if not revoke_key(_state(data_dir), SystemClock(), key_id):
+        _fail(f"no active key with id {key_id}")
+
+
+def _print_table(response: dict[str, Any]) -> None:
+    names = [column["name"] for column in response["meta"]]
+    table = Table(*names)
+    for row in response["data"]:
+        table.add_row(*("–" if row[n] is None else f"{row[n]:g}" if isinstance(row[n], float) else str(row[n]) for n in names))
+    Console().print(table)
+
+
+@app.command()
+def query(
+    date_from: Annotated[str, typer.Option("--date-from", help="YYYY-MM-DD")],
+    date_to: Annotated[str, typer.Option("--date-to", help="YYYY-MM-DD")],
+    steps: Annotated[str, typer.Option("--steps", help="JSON array of 2–10 step specs")],
+    window_seconds: Annotated[int | None, typer.Option("--window-seconds")] = None,
+    funnel_type: Annotated[str | None, typer.Option("--funnel-type", help="closed or open")] = None,
+    breakdown: Annotated[str | None, typer.Option("--breakdown")] = None,
+    breakdown_top_n: Annotated[int | None, typer.Option("--breakdown-top-n")] = None,
+    output: Annotated[str, typer.Option("--format", help="json (the API's body) or table")] = "table",
+    data_dir: DataDir = None,
+) -> None:
+    """Run a funnel query on the data directory directly (the server must not be running on it)."""
+    if output not in ("json", "table"):
+        _fail("--format must be json or table", 2)
+    params = {
+        "date_from": date_from,
+        "date_to": date_to,
+        "steps": steps,
+        "window_seconds": window_seconds,
+        "funnel_type": funnel_type,
+        "breakdown": breakdown,
+        "breakdown_top_n": breakdown_top_n,
+    }
+    try:
+        parsed = parse_funnel_query({k: v for k, v in params.items() if v is not None})
+    except QueryValidationError as error:
+        _fail("; ".join(f"{path}: {message}" for path, message in error.details.items()), 2)
+    svc = _open(data_dir)
+    try:
+        svc.shipper.flush()
+        response = run_funnel(svc.events, parsed)
+    finally:
+        svc.close()
+    if output == "json":
+        sys.stdout.write(orjson.dumps(response).decode() + "\n")
+    else:
+        _print_table(response)
+
+
+@app.command("import")
+def import_(
+    files: Annotated[list[Path], typer.Argument(help="NDJSON (.ndjson/.jsonl), CSV (.csv) or Parquet (.parquet) files")],
+    data_dir: DataDir = None,
+) -> None:
+    """Import historical events straight into the event store (fires no automation)."""
+    from funnels.ingest.importer import import_files
+
+    svc = _open(data_dir)
+    try:
+        report = import_files(svc.events, files, console=err)
+    finally:
+        svc.close()
+    err.print(
+        f"imported {report.imported:,} events, skipped {report.skipped:,} bad rows in {report.seconds:.1f}s",
+        highlight=False,
+    )
+    if report.skipped:
+        raise typer.Exit(1)
+
+
+@app.command()
+def demo(
+    port: Annotated[int, typer.Option(help="Port (default $PORT or 8000).")] = int(os.environ.get("PORT", "8000")),
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    data_dir: Annotated[Path, typer.Option("--data-dir", help="Demo data directory (recreated).")] = Path(".funnels-demo"),
+    no_serve: Annotated[bool, typer.Option("--no-serve", help="Set up only; do not serve.")] = False,
+) -> None:
+    """Load the bundled sample dataset into a fresh data directory, create a key, and serve."""
+    from funnels.demo import setup_demo
+
+    result = setup_demo(data_dir)
+    typer.echo(f"Sample data: {result.events:,} events from {result.users:,} users in {result.data_dir}")
+    typer.echo(f"API key (all scopes): {result.key}")
+    typer.echo(f"Dashboard: http://{host}:{port}/?{result.query_string}")
+    if not no_serve:
+        serve(data_dir=result.data_dir, host=host, port=port)
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()

@@ -1,0 +1,48 @@
+"""Shared fixtures: real stores in a temporary data directory, the ASGI app, API keys.
+
+chDB allows one open event store per process at a time, so a test opens at most one `Services` (the
+`services` fixture); tests that need many event sets reuse it and `TRUNCATE TABLE events` between them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from funnels.api.app import create_app
+from funnels.auth import create_key
+from funnels.clock import ManualClock
+from funnels.services import Services
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock(start_ms=1_775_001_600_000)  # 2026-04-01T00:00:00Z
+
+
+@pytest.fixture
+def services(tmp_path: Path, clock: ManualClock) -> Iterator[Services]:
+    svc = Services.open(tmp_path / "data", clock)
+    yield svc
+    svc.close()
+
+
+@pytest.fixture
+def client(services: Services) -> Iterator[TestClient]:
+    with TestClient(create_app(services)) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def keys(services: Services, clock: ManualClock) -> dict[str, str]:
+    """One key per scope, plus `all` with every scope."""
+    made = {scope: create_key(services.state, clock, [scope]) for scope in ("events:write", "query:read", "admin")}
+    made["all"] = create_key(services.state, clock, ["events:write", "query:read", "admin"])
+    return made
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
