@@ -1,0 +1,153 @@
+"""`make bench`: generate 10M events for 1M users, import them from Parquet, time `/v0/funnel` next to a bare
+`windowFunnel` level count on the same data in the same run. Not a test: it prints figures for
+docs/benchmarks.md (and writes them to bench/data/results.json).
+
+    .venv/bin/python bench/run.py [--events 10000000] [--users 1000000] [--repeat 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from funnels.analytics.funnel import run_funnel
+from funnels.analytics.query import parse_funnel_query
+from funnels.analytics.sql import _Binder, step_sql
+from funnels.ingest.importer import import_files
+from funnels.services import Services
+
+DATA = Path(__file__).parent / "data"
+START_MS = 1_775_001_600_000  # 2026-04-01
+SPAN_DAYS = 44
+FUNNEL = [
+    {"type": "event", "event": "page", "name": "page::0"},
+    {"type": "track", "event": "connect", "name": "connect::1"},
+    {"type": "track", "event": "swap", "name": "swap::2", "filters": [{"operand": "chain", "operator": "equals", "value": "ethereum"}]},
+]
+BASE = {"date_from": "2026-04-01", "date_to": "2026-04-30", "window_seconds": "1209600"}
+
+
+def generate(path: Path, events: int, users: int, seed: int = 42) -> None:
+    """A Parquet file of `events` events: 50% page views, 30% connect, 20% swap, uniform users and times."""
+    rng = np.random.default_rng(seed)
+    kind = rng.integers(0, 100, events)
+    kind = np.where(kind < 50, 0, np.where(kind < 80, 1, 2))
+    take = lambda values, idx: pa.array(values).take(pa.array(idx))  # noqa: E731
+    props = ['{"path":"/"}', '{"provider_name":"MetaMask"}', '{"chain":"ethereum","price":120.5}', '{"chain":"base","price":18}']
+    prop_idx = np.where(kind < 2, kind, 2 + rng.integers(0, 2, events))
+    table = pa.table(
+        {
+            "message_id": pc.binary_join_element_wise("m", pa.array(np.arange(events)).cast(pa.string()), ""),
+            "type": take(["page", "track", "track"], kind),
+            "event": take(["page", "connect", "swap"], kind),
+            "user_id": pc.binary_join_element_wise("u", pa.array(rng.integers(0, users, events)).cast(pa.string()), ""),
+            "timestamp": pa.array(START_MS + rng.integers(0, SPAN_DAYS * 86_400_000, events), pa.int64()).cast(pa.timestamp("ms", tz="UTC")),
+            "properties": take(props, prop_idx),
+            "device": take(["desktop", "mobile", "tablet"], rng.integers(0, 3, events)),
+            "utm_source": take(["google", "twitter", "", "newsletter", ""], rng.integers(0, 5, events)),
+            "location": take(["US", "DE", "GB", "IN", "BR"], rng.integers(0, 5, events)),
+        }
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, path, row_group_size=1_000_000)
+
+
+def window_funnel_sql(query_params: dict[str, str]) -> tuple[str, dict[str, object]]:
+    """The bare ClickHouse windowFunnel level count for the same steps, with the same bound conditions."""
+    query = parse_funnel_query(query_params)
+    params: dict[str, object] = {}
+    bind = _Binder(params)
+    conditions = [step_sql(step, bind) for step in query.steps]
+    to_end = bind(query.to_end_ms, "Int64")
+    conditions[0] = f"{conditions[0]} AND toUnixTimestamp64Milli(ts) <= {to_end}"
+    sql = (
+        f"SELECT level, count() FROM (SELECT user_key, windowFunnel({bind(query.window_ms, 'UInt64')})"
+        f"(toUInt64(toUnixTimestamp64Milli(ts)), {', '.join(conditions)}) AS level FROM events "
+        f"WHERE ts >= fromUnixTimestamp64Milli({bind(query.from_ms, 'Int64')}, 'UTC') "
+        f"AND ts <= fromUnixTimestamp64Milli({bind(query.scan_end_ms, 'Int64')}, 'UTC') GROUP BY user_key) "
+        "GROUP BY level ORDER BY level"
+    )
+    return sql, params
+
+
+def timed(fn, repeat: int) -> list[float]:  # type: ignore[no-untyped-def]
+    times = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - started)
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=10_000_000)
+    parser.add_argument("--users", type=int, default=1_000_000)
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args()
+
+    source = DATA / f"events-{args.events}-{args.users}.parquet"
+    if not source.exists():
+        started = time.perf_counter()
+        generate(source, args.events, args.users)
+        print(f"generated {source.name} in {time.perf_counter() - started:.1f}s", file=sys.stderr)
+    data_dir = DATA / "dir"
+    shutil.rmtree(data_dir, ignore_errors=True)
+    svc = Services.open(data_dir)
+    try:
+        report = import_files(svc.events, [source])
+        import_rate = report.imported / report.seconds
+        svc.events.execute("OPTIMIZE TABLE events FINAL")  # a settled table, as after background merges
+
+        results: dict[str, object] = {
+            "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+            "events": args.events,
+            "users": args.users,
+            "import_events_per_s": round(import_rate),
+        }
+        queries = {
+            "closed 3 steps (medians)": {**BASE, "steps": orjson.dumps(FUNNEL).decode()},
+            "open 3 steps": {**BASE, "steps": orjson.dumps(FUNNEL).decode(), "funnel_type": "open"},
+            "closed + breakdown utm_source": {**BASE, "steps": orjson.dumps(FUNNEL).decode(), "breakdown": "utm_source"},
+            "closed, overlapping steps (page → connect → page)": {
+                **BASE,
+                "steps": orjson.dumps([FUNNEL[0], FUNNEL[1], {**FUNNEL[0], "name": "page::2"}]).decode(),
+            },
+        }
+        wf_sql, wf_params = window_funnel_sql(queries["closed 3 steps (medians)"])
+        ours = parse_funnel_query(queries["closed 3 steps (medians)"])
+        ours_times, wf_times = [], []
+        for _ in range(args.repeat):  # interleaved, so background load hits both alike
+            ours_times += timed(lambda: run_funnel(svc.events, ours), 1)
+            wf_times += timed(lambda: svc.events.query(wf_sql, wf_params), 1)
+        levels = {int(level): int(count) for level, count in svc.events.query(wf_sql, wf_params).rows}
+        users = [row["users"] for row in run_funnel(svc.events, ours)["data"]]
+        assert users == [sum(c for lv, c in levels.items() if lv >= k) for k in (1, 2, 3)], (users, levels)
+        results["closed_ms_median"] = round(statistics.median(ours_times) * 1000)
+        results["window_funnel_ms_median"] = round(statistics.median(wf_times) * 1000)
+        results["ratio"] = round(statistics.median(ours_times) / statistics.median(wf_times), 2)
+        for name, params in list(queries.items())[1:]:
+            query = parse_funnel_query(params)
+            results[f"{name} ms"] = round(statistics.median(timed(lambda q=query: run_funnel(svc.events, q), 3)) * 1000)
+    finally:
+        svc.close()
+    DATA.mkdir(exist_ok=True)
+    (DATA / "results.json").write_text(json.dumps(results, indent=2))
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
