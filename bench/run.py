@@ -22,11 +22,11 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from funnels.ingest.importer import import_files
 
 from funnels.analytics.funnel import run_funnel
 from funnels.analytics.query import parse_funnel_query
 from funnels.analytics.sql import _Binder, step_sql
-from funnels.ingest.importer import import_files
 from funnels.services import Services
 
 DATA = Path(__file__).parent / "data"
@@ -35,7 +35,12 @@ SPAN_DAYS = 44
 FUNNEL = [
     {"type": "event", "event": "page", "name": "page::0"},
     {"type": "track", "event": "connect", "name": "connect::1"},
-    {"type": "track", "event": "swap", "name": "swap::2", "filters": [{"operand": "chain", "operator": "equals", "value": "ethereum"}]},
+    {
+        "type": "track",
+        "event": "swap",
+        "name": "swap::2",
+        "filters": [{"operand": "chain", "operator": "equals", "value": "ethereum"}],
+    },
 ]
 BASE = {"date_from": "2026-04-01", "date_to": "2026-04-30", "window_seconds": "1209600"}
 
@@ -46,15 +51,24 @@ def generate(path: Path, events: int, users: int, seed: int = 42) -> None:
     kind = rng.integers(0, 100, events)
     kind = np.where(kind < 50, 0, np.where(kind < 80, 1, 2))
     take = lambda values, idx: pa.array(values).take(pa.array(idx))  # noqa: E731
-    props = ['{"path":"/"}', '{"provider_name":"MetaMask"}', '{"chain":"ethereum","price":120.5}', '{"chain":"base","price":18}']
+    props = [
+        '{"path":"/"}',
+        '{"provider_name":"MetaMask"}',
+        '{"chain":"ethereum","price":120.5}',
+        '{"chain":"base","price":18}',
+    ]
     prop_idx = np.where(kind < 2, kind, 2 + rng.integers(0, 2, events))
     table = pa.table(
         {
             "message_id": pc.binary_join_element_wise("m", pa.array(np.arange(events)).cast(pa.string()), ""),
             "type": take(["page", "track", "track"], kind),
             "event": take(["page", "connect", "swap"], kind),
-            "user_id": pc.binary_join_element_wise("u", pa.array(rng.integers(0, users, events)).cast(pa.string()), ""),
-            "timestamp": pa.array(START_MS + rng.integers(0, SPAN_DAYS * 86_400_000, events), pa.int64()).cast(pa.timestamp("ms", tz="UTC")),
+            "user_id": pc.binary_join_element_wise(
+                "u", pa.array(rng.integers(0, users, events)).cast(pa.string()), ""
+            ),
+            "timestamp": pa.array(
+                START_MS + rng.integers(0, SPAN_DAYS * 86_400_000, events), pa.int64()
+            ).cast(pa.timestamp("ms", tz="UTC")),
             "properties": take(props, prop_idx),
             "device": take(["desktop", "mobile", "tablet"], rng.integers(0, 3, events)),
             "utm_source": take(["google", "twitter", "", "newsletter", ""], rng.integers(0, 5, events)),
@@ -93,7 +107,9 @@ def timed(fn, repeat: int) -> list[float]:  # type: ignore[no-untyped-def]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--events", type=int, default=10_000_000)
     parser.add_argument("--users", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=5)
@@ -121,7 +137,11 @@ def main() -> None:
         queries = {
             "closed 3 steps (medians)": {**BASE, "steps": orjson.dumps(FUNNEL).decode()},
             "open 3 steps": {**BASE, "steps": orjson.dumps(FUNNEL).decode(), "funnel_type": "open"},
-            "closed + breakdown utm_source": {**BASE, "steps": orjson.dumps(FUNNEL).decode(), "breakdown": "utm_source"},
+            "closed + breakdown utm_source": {
+                **BASE,
+                "steps": orjson.dumps(FUNNEL).decode(),
+                "breakdown": "utm_source",
+            },
             "closed, overlapping steps (page → connect → page)": {
                 **BASE,
                 "steps": orjson.dumps([FUNNEL[0], FUNNEL[1], {**FUNNEL[0], "name": "page::2"}]).decode(),
@@ -141,7 +161,9 @@ def main() -> None:
         results["ratio"] = round(statistics.median(ours_times) / statistics.median(wf_times), 2)
         for name, params in list(queries.items())[1:]:
             query = parse_funnel_query(params)
-            results[f"{name} ms"] = round(statistics.median(timed(lambda q=query: run_funnel(svc.events, q), 3)) * 1000)
+            results[f"{name} ms"] = round(
+                statistics.median(timed(lambda q=query: run_funnel(svc.events, q), 3)) * 1000
+            )
     finally:
         svc.close()
     DATA.mkdir(exist_ok=True)

@@ -39,7 +39,9 @@ def client(services: Services) -> Iterator[TestClient]:
 @pytest.fixture
 def keys(services: Services, clock: ManualClock) -> dict[str, str]:
     """One key per scope, plus `all` with every scope."""
-    made = {scope: create_key(services.state, clock, [scope]) for scope in ("events:write", "query:read", "admin")}
+    made = {
+        scope: create_key(services.state, clock, [scope]) for scope in ("events:write", "query:read", "admin")
+    }
     made["all"] = create_key(services.state, clock, ["events:write", "query:read", "admin"])
     return made
 

@@ -56,11 +56,21 @@ def test_kill_9_mid_stream_loses_no_acknowledged_event(tmp_path: Path) -> None:
     stop = threading.Event()
 
     def send() -> None:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {key}"}) as client:
+        with httpx.Client(
+            base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {key}"}
+        ) as client:
             batch = 0
             while not stop.is_set():
                 ids = [f"b{batch}-{i}" for i in range(20)]
-                body = [{"event": "connect", "user_id": f"u-{id_}", "message_id": id_, "timestamp": 1_775_001_600_000} for id_ in ids]
+                body = [
+                    {
+                        "event": "connect",
+                        "user_id": f"u-{id_}",
+                        "message_id": id_,
+                        "timestamp": 1_775_001_600_000,
+                    }
+                    for id_ in ids
+                ]
                 try:
                     response = client.post("/v0/events", json=body, timeout=5)
                 except httpx.HTTPError:

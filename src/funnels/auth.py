@@ -78,6 +78,12 @@ def list_keys(store: StateStore) -> list[dict[str, object]]:
     with store.read() as connection:
         rows = connection.execute(select(api_keys).order_by(api_keys.c.created_ms)).all()
     return [
-        {"id": r.id, "scopes": r.scopes.split(), "name": r.name, "created_ms": r.created_ms, "revoked": r.revoked_ms is not None}
+        {
+            "id": r.id,
+            "scopes": r.scopes.split(),
+            "name": r.name,
+            "created_ms": r.created_ms,
+            "revoked": r.revoked_ms is not None,
+        }
         for r in rows
     ]

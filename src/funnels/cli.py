@@ -24,7 +24,7 @@ from funnels.types import SCOPES
 app = typer.Typer(help="funnels: a self-hosted funnel engine.", no_args_is_help=True, add_completion=False)
 keys_app = typer.Typer(help="Manage API keys.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 
 DataDir = Annotated[
     Path | None, typer.Option("--data-dir", help="Data directory (else $FUNNELS_DATA_DIR, else ./.funnels).")
@@ -52,7 +52,9 @@ def _state(data_dir: Path | None) -> StateStore:
 def serve(
     data_dir: DataDir = None,
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port (default $PORT or 8000).")] = int(os.environ.get("PORT", "8000")),
+    port: Annotated[int, typer.Option(help="Port (default $PORT or 8000).")] = int(
+        os.environ.get("PORT", "8000")
+    ),
 ) -> None:
     """Serve the API and the dashboard."""
     import uvicorn
@@ -86,7 +88,9 @@ def keys_list(data_dir: DataDir = None) -> None:
     """List API keys (ids and scopes; secrets are never stored)."""
     table = Table("id", "scopes", "name", "revoked")
     for key in list_keys(_state(data_dir)):
-        table.add_row(str(key["id"]), " ".join(key["scopes"]), str(key["name"]), "yes" if key["revoked"] else "")  # type: ignore[arg-type]
+        table.add_row(
+            str(key["id"]), " ".join(key["scopes"]), str(key["name"]), "yes" if key["revoked"] else ""
+        )  # type: ignore[arg-type]
     Console().print(table)
 
 
@@ -97,12 +101,35 @@ def keys_revoke(key_id: str, data_dir: DataDir = None) -> None:
         _fail(f"no active key with id {key_id}")
 
 
+TABLE_HEADERS = {
+    "conversion_from_start": "conv. from start",
+    "conversion_from_previous": "conv. from prev",
+    "dropoff_from_previous": "drop-off",
+    "dropped_off_users": "dropped",
+    "median_seconds_from_previous": "median s from prev",
+    "median_seconds_from_start": "median s from start",
+}
+
+
+def _cell(name: str, value: Any) -> str:
+    if value is None:
+        return "–"
+    if name.startswith(("conversion", "dropoff")):
+        return f"{value * 100:.2f}%"
+    if isinstance(value, float):
+        return f"{value:,.1f}"
+    return f"{value:,}" if isinstance(value, int) else str(value)
+
+
 def _print_table(response: dict[str, Any]) -> None:
     names = [column["name"] for column in response["meta"]]
-    table = Table(*names)
+    table = Table(*(TABLE_HEADERS.get(name, name) for name in names))
+    for column, name in zip(table.columns, names, strict=True):
+        column.overflow = "fold"
+        column.justify = "left" if name in ("event", "breakdown") else "right"
     for row in response["data"]:
-        table.add_row(*("–" if row[n] is None else f"{row[n]:g}" if isinstance(row[n], float) else str(row[n]) for n in names))
-    Console().print(table)
+        table.add_row(*(_cell(name, row[name]) for name in names))
+    Console(width=None if sys.stdout.isatty() else 200).print(table)  # piped output: no folding
 
 
 @app.command()
@@ -147,7 +174,9 @@ def query(
 
 @app.command("import")
 def import_(
-    files: Annotated[list[Path], typer.Argument(help="NDJSON (.ndjson/.jsonl), CSV (.csv) or Parquet (.parquet) files")],
+    files: Annotated[
+        list[Path], typer.Argument(help="NDJSON (.ndjson/.jsonl), CSV (.csv) or Parquet (.parquet) files")
+    ],
     data_dir: DataDir = None,
 ) -> None:
     """Import historical events straight into the event store (fires no automation)."""
@@ -168,9 +197,13 @@ def import_(
 
 @app.command()
 def demo(
-    port: Annotated[int, typer.Option(help="Port (default $PORT or 8000).")] = int(os.environ.get("PORT", "8000")),
+    port: Annotated[int, typer.Option(help="Port (default $PORT or 8000).")] = int(
+        os.environ.get("PORT", "8000")
+    ),
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
-    data_dir: Annotated[Path, typer.Option("--data-dir", help="Demo data directory (recreated).")] = Path(".funnels-demo"),
+    data_dir: Annotated[Path, typer.Option("--data-dir", help="Demo data directory (recreated).")] = Path(
+        ".funnels-demo"
+    ),
     no_serve: Annotated[bool, typer.Option("--no-serve", help="Set up only; do not serve.")] = False,
 ) -> None:
     """Load the bundled sample dataset into a fresh data directory, create a key, and serve."""

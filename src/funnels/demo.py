@@ -28,13 +28,28 @@ DAYS = 30
 DEMO_STEPS = [
     {"type": "event", "event": "page", "name": "page::0", "filters": []},
     {"type": "track", "event": "connect", "name": "connect::1", "filters": []},
-    {"type": "track", "event": "swap", "name": "swap::2", "filters": [{"operand": "chain", "operator": "equals", "value": "ethereum"}]},
+    {
+        "type": "track",
+        "event": "swap",
+        "name": "swap::2",
+        "filters": [{"operand": "chain", "operator": "equals", "value": "ethereum"}],
+    },
 ]
 
-_SOURCES = [("google", "cpc", "spring_launch"), ("twitter", "social", "airdrop"), ("farcaster", "social", "frames"),
-            ("newsletter", "email", "weekly"), ("", "", "")]
-_DEVICES = [("desktop", "Chrome", "Mac OS X"), ("desktop", "Firefox", "Windows"), ("mobile", "Mobile Safari", "iOS"),
-            ("mobile", "Chrome Mobile", "Android"), ("tablet", "Mobile Safari", "iOS")]
+_SOURCES = [
+    ("google", "cpc", "spring_launch"),
+    ("twitter", "social", "airdrop"),
+    ("farcaster", "social", "frames"),
+    ("newsletter", "email", "weekly"),
+    ("", "", ""),
+]
+_DEVICES = [
+    ("desktop", "Chrome", "Mac OS X"),
+    ("desktop", "Firefox", "Windows"),
+    ("mobile", "Mobile Safari", "iOS"),
+    ("mobile", "Chrome Mobile", "Android"),
+    ("tablet", "Mobile Safari", "iOS"),
+]
 _COUNTRIES = ["US", "DE", "GB", "FR", "IN", "BR", "SG", "CA"]
 _REFERRERS = ["https://www.google.com/", "https://twitter.com/", "https://warpcast.com/", "", ""]
 
@@ -56,26 +71,56 @@ def sample_events(today: datetime, users: int = USERS, seed: int = SEED) -> list
     events: list[Event] = []
     counter = 0
 
-    def add(user: str, type_: str, name: str, ts: int, columns: dict[str, str], properties: dict[str, object]) -> None:
+    def add(
+        user: str, type_: str, name: str, ts: int, columns: dict[str, str], properties: dict[str, object]
+    ) -> None:
         nonlocal counter
         counter += 1
-        events.append(Event(event_id=f"demo-{counter}", type=type_, event=name, user_key=user, user_id=user,
-                            ts_ms=ts, received_ms=ts, properties=properties, columns={k: v for k, v in columns.items() if v}))
+        events.append(
+            Event(
+                event_id=f"demo-{counter}",
+                type=type_,
+                event=name,
+                user_key=user,
+                user_id=user,
+                ts_ms=ts,
+                received_ms=ts,
+                properties=properties,
+                columns={k: v for k, v in columns.items() if v},
+            )
+        )
 
     for index in range(users):
         user = f"user-{index:05d}"
         source, medium, campaign = rnd.choices(_SOURCES, weights=[30, 20, 10, 10, 30])[0]
         device, browser, os_ = rnd.choices(_DEVICES, weights=[35, 15, 25, 20, 5])[0]
-        first = {"utm_source": source, "utm_medium": medium, "utm_campaign": campaign, "device": device, "browser": browser,
-                 "os": os_, "location": rnd.choice(_COUNTRIES), "referrer": rnd.choice(_REFERRERS)}
+        first = {
+            "utm_source": source,
+            "utm_medium": medium,
+            "utm_campaign": campaign,
+            "device": device,
+            "browser": browser,
+            "os": os_,
+            "location": rnd.choice(_COUNTRIES),
+            "referrer": rnd.choice(_REFERRERS),
+        }
         later = {"device": device, "browser": browser, "os": os_, "location": first["location"]}
         t = start_ms + rnd.randrange(span_ms)
         for visit in range(rnd.choice([1, 1, 1, 2, 3])):
             columns = first if visit == 0 else later
             for path in rnd.sample(["/", "/swap", "/earn", "/docs", "/pricing"], k=rnd.randint(1, 3)):
-                add(user, "page", "page", t, {**columns, "page_path": path}, {"title": path.strip("/") or "home"})
+                add(
+                    user,
+                    "page",
+                    "page",
+                    t,
+                    {**columns, "page_path": path},
+                    {"title": path.strip("/") or "home"},
+                )
                 t += rnd.randint(2_000, 90_000)
-            converts = {"desktop": 0.5, "mobile": 0.35, "tablet": 0.3}[device] + (0.1 if source == "twitter" else 0)
+            converts = {"desktop": 0.5, "mobile": 0.35, "tablet": 0.3}[device] + (
+                0.1 if source == "twitter" else 0
+            )
             if rnd.random() < converts:
                 t += rnd.randint(5_000, 600_000)
                 provider = rnd.choice(["MetaMask", "Rabby", "Coinbase Wallet"])
@@ -83,7 +128,14 @@ def sample_events(today: datetime, users: int = USERS, seed: int = SEED) -> list
                 if rnd.random() < 0.45:
                     t += rnd.randint(20_000, 3 * 86_400_000)
                     chain = rnd.choices(["ethereum", "base", "polygon"], weights=[50, 35, 15])[0]
-                    add(user, "track", "swap", t, later, {"chain": chain, "price": round(rnd.uniform(5, 900), 2)})
+                    add(
+                        user,
+                        "track",
+                        "swap",
+                        t,
+                        later,
+                        {"chain": chain, "price": round(rnd.uniform(5, 900), 2)},
+                    )
             t += rnd.randint(3_600_000, 5 * 86_400_000)
     return [event for event in events if event.ts_ms <= int(today.timestamp() * 1000)]
 

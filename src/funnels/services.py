@@ -42,7 +42,9 @@ class Services:
         data_dir.mkdir(parents=True, exist_ok=True)
         state = StateStore(data_dir / "state.sqlite3")
         events = open_event_store(data_dir)
-        return cls(data_dir=data_dir, clock=clock, state=state, events=events, shipper=Shipper(state, events, clock))
+        return cls(
+            data_dir=data_dir, clock=clock, state=state, events=events, shipper=Shipper(state, events, clock)
+        )
 
     def ingest(self, events: Sequence[Event]) -> AppendResult:
         """Make events durable (the event log), then nudge the shipper; returns once they are durable."""

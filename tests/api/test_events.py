@@ -25,7 +25,9 @@ def funnel(client: TestClient, key: str, **extra: str) -> dict:
     return response.json()
 
 
-def test_acknowledged_event_is_visible_in_funnel_within_two_seconds(client: TestClient, keys: dict[str, str]) -> None:
+def test_acknowledged_event_is_visible_in_funnel_within_two_seconds(
+    client: TestClient, keys: dict[str, str]
+) -> None:
     events = [
         {"type": "page", "user_id": "u1", "timestamp": "2026-04-02T10:00:00Z"},
         {"event": "connect", "user_id": "u1", "timestamp": "2026-04-02T10:00:05Z"},
@@ -52,7 +54,9 @@ def test_repeated_message_id_is_a_no_op(client: TestClient, keys: dict[str, str]
     assert services.events.count() == 1
 
 
-def test_invalid_batch_is_rejected_whole_with_field_details(client: TestClient, keys: dict[str, str], services: Services) -> None:
+def test_invalid_batch_is_rejected_whole_with_field_details(
+    client: TestClient, keys: dict[str, str], services: Services
+) -> None:
     events = [
         {"event": "ok", "user_id": "u1"},
         {"event": "bad", "timestamp": "yesterday"},
@@ -62,7 +66,9 @@ def test_invalid_batch_is_rejected_whole_with_field_details(client: TestClient, 
     error = response.json()["error"]
     assert error["code"] == "INVALID_VALIDATION_REQUEST"
     assert "body.1.timestamp" in error["details"]
-    assert any(path.startswith("body.1") and "user_id" in message for path, message in error["details"].items())
+    assert any(
+        path.startswith("body.1") and "user_id" in message for path, message in error["details"].items()
+    )
     assert error["doc_url"].endswith("/errors#invalid_validation_request")
     services.shipper.flush()
     assert services.events.count() == 0
@@ -71,7 +77,9 @@ def test_invalid_batch_is_rejected_whole_with_field_details(client: TestClient, 
 def test_auth_errors_use_the_envelope(client: TestClient, keys: dict[str, str]) -> None:
     missing = client.post("/v0/events", json={"event": "x", "user_id": "u"})
     unknown = client.post("/v0/events", json={"event": "x", "user_id": "u"}, headers=bearer("fk_nope_nope"))
-    forbidden = client.post("/v0/events", json={"event": "x", "user_id": "u"}, headers=bearer(keys["query:read"]))
+    forbidden = client.post(
+        "/v0/events", json={"event": "x", "user_id": "u"}, headers=bearer(keys["query:read"])
+    )
     assert (missing.status_code, missing.json()["error"]["code"]) == (401, "UNAUTHORIZED")
     assert (unknown.status_code, unknown.json()["error"]["code"]) == (401, "UNAUTHORIZED")
     assert (forbidden.status_code, forbidden.json()["error"]["code"]) == (403, "FORBIDDEN")

@@ -49,7 +49,10 @@ def meta(query: FunnelQuery) -> list[dict[str, str]]:
     ]
     if query.funnel_type == "open":
         columns.append(("dropped_off_users", "Nullable(UInt64)"))
-    columns += [("median_seconds_from_previous", "Nullable(Float64)"), ("median_seconds_from_start", "Nullable(Float64)")]
+    columns += [
+        ("median_seconds_from_previous", "Nullable(Float64)"),
+        ("median_seconds_from_start", "Nullable(Float64)"),
+    ]
     return [{"name": name, "type": type_} for name, type_ in columns]
 
 

@@ -76,7 +76,9 @@ class Step:
         """Whether one event could match both steps (filters only narrow, so compare type and name)."""
         if self.stored_type != other.stored_type:
             return False
-        return self.stored_event is None or other.stored_event is None or self.stored_event == other.stored_event
+        return (
+            self.stored_event is None or other.stored_event is None or self.stored_event == other.stored_event
+        )
 
 
 @dataclass(frozen=True)
@@ -91,7 +93,10 @@ class FunnelQuery:
 
     @property
     def from_ms(self) -> int:
-        return int(datetime(self.date_from.year, self.date_from.month, self.date_from.day, tzinfo=UTC).timestamp() * 1000)
+        return int(
+            datetime(self.date_from.year, self.date_from.month, self.date_from.day, tzinfo=UTC).timestamp()
+            * 1000
+        )
 
     @property
     def to_end_ms(self) -> int:
@@ -227,9 +232,11 @@ def parse_funnel_query(params: dict[str, Any]) -> FunnelQuery:
     if date_from and date_to and date_from > date_to:
         errors["date_to"] = "must be on or after date_from"
     steps = _steps(params.get("steps"), errors)
-    window = _int(params.get("window_seconds"), errors, "window_seconds", DEFAULT_WINDOW_SECONDS, 1, MAX_WINDOW_SECONDS)
-    funnel_type = params.get("funnel_type") or "closed"
-    if funnel_type not in ("closed", "open"):
+    window = _int(
+        params.get("window_seconds"), errors, "window_seconds", DEFAULT_WINDOW_SECONDS, 1, MAX_WINDOW_SECONDS
+    )
+    funnel_type: Literal["closed", "open"] = "open" if params.get("funnel_type") == "open" else "closed"
+    if params.get("funnel_type") not in (None, "", "closed", "open"):
         errors["funnel_type"] = "must be closed or open"
     breakdown = params.get("breakdown") or None
     if breakdown is not None and breakdown not in BREAKDOWN_COLUMNS:

@@ -153,8 +153,14 @@ def reference_funnel(query: FunnelQuery, events: Iterable[Event]) -> dict[str, o
         Bucket(
             name=value,
             users=tuple(sum(1 for p in group if len(p) >= k) for k in range(1, n + 1)),
-            median_from_previous_ms=(None, *(median([p[k] - p[k - 1] for p in group if len(p) > k]) for k in range(1, n))),
-            median_from_start_ms=(None, *(median([p[k] - p[0] for p in group if len(p) > k]) for k in range(1, n))),
+            median_from_previous_ms=(
+                None,
+                *(median([p[k] - p[k - 1] for p in group if len(p) > k]) for k in range(1, n)),
+            ),
+            median_from_start_ms=(
+                None,
+                *(median([p[k] - p[0] for p in group if len(p) > k]) for k in range(1, n)),
+            ),
         )
         for value, group in groups
     ]

@@ -126,7 +126,9 @@ def _fold_keys(n: int, with_starts: bool) -> list[tuple[object, ...]]:
     P_k_1 is always f_k, so the exclusive fold leaves it out (`with_starts=False`): every state field costs
     time on each folded element."""
     first = 1 if with_starts else 2
-    return [("f", k) for k in range(1, n + 1)] + [("p", k, i) for k in range(1, n + 1) for i in range(first, k + 1)]
+    return [("f", k) for k in range(1, n + 1)] + [
+        ("p", k, i) for k in range(1, n + 1) for i in range(first, k + 1)
+    ]
 
 
 def _path_field(state: dict[tuple[object, ...], str], k: int, i: int) -> str:
@@ -224,7 +226,7 @@ def closed_general_per_user(query: FunnelQuery, params: Params) -> str:
             branches = [f"{best} <= {snap['f', k]}", snap["p", k, i]]
             for j in range(k - 1, -1, -1):
                 branches += [f"{candidates[j]} = {best}", snap["p", j, i] if i <= j else t]
-            out["p", k, i] = "multiIf(" + ", ".join(branches[:-2] + [branches[-1]]) + ")"
+            out["p", k, i] = "multiIf(" + ", ".join([*branches[:-2], branches[-1]]) + ")"
     body = ", ".join([t, *[snap[key] for key in keys], *[out[key] for key in keys], cov])
     fold = f"(acc, x) -> ({body})"
     init = "(toInt64(-1), " + ", ".join("toInt64(-1)" for _ in range(2 * len(keys))) + ", [toUInt16(0)])"
@@ -269,7 +271,9 @@ def funnel_sql(query: FunnelQuery) -> tuple[str, Params]:
     n = len(query.steps)
     per_user = choose_per_user(query)(query, params)
     counts = [f"countIf(lvl >= {k}) AS u{k}" for k in range(1, n + 1)]
-    states = [f"quantileExactInclusiveStateIf(0.5)(t{k} - t{k - 1}, lvl >= {k}) AS mp{k}" for k in range(2, n + 1)]
+    states = [
+        f"quantileExactInclusiveStateIf(0.5)(t{k} - t{k - 1}, lvl >= {k}) AS mp{k}" for k in range(2, n + 1)
+    ]
     states += [f"quantileExactInclusiveStateIf(0.5)(t{k} - t1, lvl >= {k}) AS ms{k}" for k in range(2, n + 1)]
     merged = [f"sum(u{k}) AS u{k}" for k in range(1, n + 1)]
     merged += [f"quantileExactInclusiveMerge(0.5)(mp{k}) AS mp{k}" for k in range(2, n + 1)]

@@ -90,4 +90,6 @@ async def read_json(request: Request, limit: int, what: str = "request body") ->
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as error:
-        raise ApiError("BAD_REQUEST", f"The {what} is not valid JSON: {error.msg} at position {error.pos}.") from None
+        raise ApiError(
+            "BAD_REQUEST", f"The {what} is not valid JSON: {error.msg} at position {error.pos}."
+        ) from None

@@ -14,15 +14,24 @@ log = logging.getLogger(__name__)
 
 # code → (HTTP status, what it means); also rendered on the /errors page that doc_url points to.
 ERROR_CODES: dict[str, tuple[int, str]] = {
-    "INVALID_VALIDATION_REQUEST": (400, "A parameter or body field is invalid; `details` maps each field to the problem."),
-    "BAD_REQUEST": (400, "The request cannot be read: malformed JSON, an unsupported encoding, or over a size limit."),
+    "INVALID_VALIDATION_REQUEST": (
+        400,
+        "A parameter or body field is invalid; `details` maps each field to the problem.",
+    ),
+    "BAD_REQUEST": (
+        400,
+        "The request cannot be read: malformed JSON, an unsupported encoding, or over a size limit.",
+    ),
     "UNAUTHORIZED": (401, "No API key, or an unknown or revoked one."),
     "FORBIDDEN": (403, "The API key lacks the scope this endpoint requires."),
     "NOT_FOUND": (404, "No such endpoint or resource."),
     "CONFLICT": (409, "The request conflicts with the current state."),
     "IDEMPOTENCY_IN_PROGRESS": (409, "A request with the same Idempotency-Key is still being processed."),
     "TOO_MANY_REQUESTS": (429, "Slow down."),
-    "INTERNAL_SERVER_ERROR": (500, "A bug: the request could not be completed. Nothing acknowledged was lost."),
+    "INTERNAL_SERVER_ERROR": (
+        500,
+        "A bug: the request could not be completed. Nothing acknowledged was lost.",
+    ),
     "SERVICE_UNAVAILABLE": (503, "A store is not available right now; retry later."),
 }
 
@@ -50,7 +59,10 @@ class ApiError(Exception):
 def validation_error(details: dict[str, str], message: str | None = None) -> ApiError:
     param = next(iter(details))
     return ApiError(
-        "INVALID_VALIDATION_REQUEST", message or f"Invalid {param}: {details[param]}", param=param, details=details
+        "INVALID_VALIDATION_REQUEST",
+        message or f"Invalid {param}: {details[param]}",
+        param=param,
+        details=details,
     )
 
 
@@ -83,9 +95,13 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, error: StarletteHTTPException) -> JSONResponse:
-        code = {401: "UNAUTHORIZED", 403: "FORBIDDEN", 404: "NOT_FOUND", 409: "CONFLICT", 429: "TOO_MANY_REQUESTS"}.get(
-            error.status_code, "BAD_REQUEST" if error.status_code < 500 else "INTERNAL_SERVER_ERROR"
-        )
+        code = {
+            401: "UNAUTHORIZED",
+            403: "FORBIDDEN",
+            404: "NOT_FOUND",
+            409: "CONFLICT",
+            429: "TOO_MANY_REQUESTS",
+        }.get(error.status_code, "BAD_REQUEST" if error.status_code < 500 else "INTERNAL_SERVER_ERROR")
         api_error = ApiError(code, str(error.detail), status=error.status_code)
         return await _api_error(request, api_error)
 

@@ -31,13 +31,22 @@ BREAKDOWN = list(BREAKDOWN_COLUMNS)
 )
 async def get_funnel(
     request: Request,
-    date_from: Annotated[str | None, Query(description="Inclusive start date (YYYY-MM-DD, UTC); alias dateFrom")] = None,
-    date_to: Annotated[str | None, Query(description="Inclusive end date for step 1 (YYYY-MM-DD, UTC); alias dateTo")] = None,
-    steps: Annotated[str | None, Query(description="JSON array of 2–10 step specs {type, event, name, filters?}")] = None,
-    window_seconds: Annotated[str | None, Query(description="Conversion window in seconds (default 1209600)")] = None,
+    date_from: Annotated[
+        str | None, Query(description="Inclusive start date (YYYY-MM-DD, UTC); alias dateFrom")
+    ] = None,
+    date_to: Annotated[
+        str | None, Query(description="Inclusive end date for step 1 (YYYY-MM-DD, UTC); alias dateTo")
+    ] = None,
+    steps: Annotated[
+        str | None, Query(description="JSON array of 2–10 step specs {type, event, name, filters?}")
+    ] = None,
+    window_seconds: Annotated[
+        str | None, Query(description="Conversion window in seconds (default 1209600)")
+    ] = None,
     funnel_type: Annotated[str | None, Query(json_schema_extra={"enum": ["closed", "open"]})] = None,
     breakdown: Annotated[
-        str | None, Query(description="First-touch dimension to break down by", json_schema_extra={"enum": BREAKDOWN})
+        str | None,
+        Query(description="First-touch dimension to break down by", json_schema_extra={"enum": BREAKDOWN}),
     ] = None,
     breakdown_top_n: Annotated[str | None, Query(description="Breakdown values kept (default 8)")] = None,
 ) -> dict[str, Any]:

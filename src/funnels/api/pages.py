@@ -40,7 +40,9 @@ def _probe(svc: Services) -> dict[str, str]:
     checks = {}
     with svc.state.write() as connection:  # a write transaction proves the state store is writable
         connection.execute(text("CREATE TABLE IF NOT EXISTS health (id INTEGER PRIMARY KEY, at INTEGER)"))
-        connection.execute(text("INSERT OR REPLACE INTO health (id, at) VALUES (1, :at)"), {"at": svc.clock.now_ms()})
+        connection.execute(
+            text("INSERT OR REPLACE INTO health (id, at) VALUES (1, :at)"), {"at": svc.clock.now_ms()}
+        )
     checks["state"] = "ok"
     svc.events.query("SELECT count() FROM events WHERE log_seq = 0 AND 0")
     svc.events.execute("CREATE TABLE IF NOT EXISTS health (at UInt64) ENGINE = Memory")
@@ -55,7 +57,13 @@ async def healthz(request: Request) -> JSONResponse:
         checks = await run_in_threadpool(_probe, services(request))
     except Exception as error:  # report, never raise: a probe answers
         return JSONResponse(
-            {"error": {"code": "SERVICE_UNAVAILABLE", "message": f"A store is unavailable: {error}", "doc_url": str(request.base_url) + "errors#service_unavailable"}},
+            {
+                "error": {
+                    "code": "SERVICE_UNAVAILABLE",
+                    "message": f"A store is unavailable: {error}",
+                    "doc_url": str(request.base_url) + "errors#service_unavailable",
+                }
+            },
             status_code=503,
         )
     return JSONResponse({"status": "ok", **checks})

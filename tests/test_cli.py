@@ -1,0 +1,124 @@
+"""The `funnels` command as a user runs it: a real subprocess over a real data directory."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from funnels.api.app import create_app
+from funnels.demo import DEMO_STEPS
+from funnels.services import Services
+from tests.test_crash import free_port, start_server
+
+BIN = str(Path(sys.executable).parent / "funnels")
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([BIN, *args], capture_output=True, text=True, timeout=120)
+
+
+def test_keys_create_prints_only_the_key(tmp_path: Path) -> None:
+    result = run("keys", "create", "--scope", "query:read", "--scope", "admin", "--data-dir", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("fk_")
+    listed = run("keys", "list", "--data-dir", str(tmp_path))
+    key_id = lines[0].split("_")[1]
+    assert key_id in listed.stdout and "admin query:read" in listed.stdout
+    assert run("keys", "revoke", key_id, "--data-dir", str(tmp_path)).returncode == 0
+    assert run("keys", "revoke", key_id, "--data-dir", str(tmp_path)).returncode == 1
+
+
+def test_keys_create_rejects_unknown_scope(tmp_path: Path) -> None:
+    result = run("keys", "create", "--scope", "everything", "--data-dir", str(tmp_path))
+    assert result.returncode == 2
+    assert result.stdout == "" and "scopes must be among" in result.stderr
+
+
+@pytest.fixture(scope="module")
+def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
+    data_dir = tmp_path_factory.mktemp("demo") / "data"
+    result = run("demo", "--no-serve", "--data-dir", str(data_dir))
+    assert result.returncode == 0, result.stderr
+    url = next(line for line in result.stdout.splitlines() if line.startswith("Dashboard:"))
+    from urllib.parse import parse_qsl, urlsplit
+
+    return data_dir, dict(parse_qsl(urlsplit(url.split(" ", 1)[1]).query))
+
+
+def test_query_json_is_exactly_the_api_body(demo_dir: tuple[Path, dict[str, str]]) -> None:
+    data_dir, params = demo_dir
+    result = run(
+        "query", "--data-dir", str(data_dir), "--date-from", params["date_from"], "--date-to", params["date_to"],
+        "--steps", params["steps"], "--breakdown", "device", "--format", "json",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    cli_body = json.loads(result.stdout)
+    svc = Services.open(data_dir)
+    try:
+        with TestClient(create_app(svc, run_shipper=False)) as client:
+            key = run("keys", "create", "--scope", "query:read", "--data-dir", str(data_dir)).stdout.strip()
+            api = client.get(
+                "/v0/funnel",
+                params={**params, "breakdown": "device"},
+                headers={"Authorization": f"Bearer {key}"},
+            )
+    finally:
+        svc.close()
+    api_body = api.json()
+    assert (
+        set(cli_body) == set(api_body) == {"meta", "data", "rows", "rows_before_limit_at_least", "statistics"}
+    )
+    assert cli_body["meta"] == api_body["meta"] and cli_body["data"] == api_body["data"]
+    assert cli_body["rows"] == 9 and cli_body["data"][0]["users"] > 0
+    assert json.loads(params["steps"]) == DEMO_STEPS
+
+
+def test_query_table_and_parameter_errors(demo_dir: tuple[Path, dict[str, str]]) -> None:
+    data_dir, params = demo_dir
+    table = run(
+        "query",
+        "--data-dir",
+        str(data_dir),
+        "--date-from",
+        params["date_from"],
+        "--date-to",
+        params["date_to"],
+        "--steps",
+        params["steps"],
+    )
+    assert table.returncode == 0 and "connect::1" in table.stdout
+    bad = run(
+        "query", "--data-dir", str(data_dir), "--date-from", "2026-02-30", "--date-to", "x", "--steps", "[]"
+    )
+    assert bad.returncode == 2
+    assert "date_from" in bad.stderr and "date_to" in bad.stderr and "steps" in bad.stderr
+    assert "Traceback" not in bad.stderr
+
+
+def test_query_refuses_clearly_while_a_server_holds_the_data_dir(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    server = start_server(data_dir, free_port())
+    try:
+        steps = json.dumps(DEMO_STEPS)
+        result = run(
+            "query",
+            "--data-dir",
+            str(data_dir),
+            "--date-from",
+            "2026-04-01",
+            "--date-to",
+            "2026-04-02",
+            "--steps",
+            steps,
+        )
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    assert result.returncode == 1
+    assert "in use by another process" in result.stderr and "Traceback" not in result.stderr
