@@ -30,7 +30,7 @@ _NUMBER = re.compile(NUMBER_PATTERN)
 
 def parse_number(text: str) -> float | None:
     """The number a text spells, if it matches `NUMBER_PATTERN`."""
-    return float(text) if _NUMBER.match(text) else None
+    return float(text) if _NUMBER.fullmatch(text) else None  # fullmatch: `$` alone also accepts a final "\n"
 
 
 @dataclass(frozen=True)

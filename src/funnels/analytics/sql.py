@@ -83,10 +83,10 @@ def filter_sql(item: Filter, bind: _Binder) -> str:
             return f"{text} = {bind(item.value, 'String')}"
         case "notEquals":
             return f"{text} != {bind(item.value, 'String')}"
-        case "in":
-            return f"has({bind(list(item.values), 'Array(String)')}, {text})"
-        case "notIn":
-            return f"NOT has({bind(list(item.values), 'Array(String)')}, {text})"
+        case "in" | "notIn":
+            # One String parameter per value: chDB does not quote list parameters for Array(String).
+            values = ", ".join(bind(value, "String") for value in item.values)
+            return f"{text} {'IN' if item.operator == 'in' else 'NOT IN'} ({values})"
         case "startsWith":
             return f"startsWith({text}, {bind(item.value, 'String')})"
         case "endsWith":
@@ -105,9 +105,10 @@ def step_sql(step: Step, bind: _Binder) -> str:
     return "(" + " AND ".join(parts) + ")"
 
 
-def _scan(query: FunnelQuery, bind: _Binder, conditions: list[str]) -> tuple[str, str]:
-    """The WHERE clause over the scanned range and the first-touch breakdown expression."""
-    wanted = " OR ".join(conditions)
+def _scan(query: FunnelQuery, bind: _Binder, matched: str) -> tuple[str, str]:
+    """The WHERE clause over the scanned range (`matched`: an expression over the inner query's own step
+    columns, so each step condition is written and evaluated once) and the first-touch breakdown aggregate."""
+    wanted = matched
     if query.breakdown:
         wanted += f" OR {query.breakdown} != ''"
         breakdown = f"tupleElement(minIf(({TS_MS}, {query.breakdown}), {query.breakdown} != ''), 2)"
@@ -118,6 +119,10 @@ def _scan(query: FunnelQuery, bind: _Binder, conditions: list[str]) -> tuple[str
         f"AND ts <= fromUnixTimestamp64Milli({bind(query.scan_end_ms, 'Int64')}, 'UTC') AND ({wanted})"
     )
     return where, breakdown
+
+
+def _breakdown_column(query: FunnelQuery) -> str:
+    return f"{query.breakdown}, " if query.breakdown else ""
 
 
 def _fold_keys(n: int, with_starts: bool) -> list[tuple[object, ...]]:
@@ -155,8 +160,8 @@ def closed_exclusive_per_user(query: FunnelQuery, params: Params) -> str:
     bind = _Binder(params)
     n = len(query.steps)
     conditions = [step_sql(step, bind) for step in query.steps]
-    where, breakdown = _scan(query, bind, conditions)
     to_end, window = bind(query.to_end_ms, "Int64"), bind(query.window_ms, "Int64")
+    where, breakdown = _scan(query, bind, "step > 0")
     keys = _fold_keys(n, with_starts=False)
     acc = {key: f"acc.{index + 1}" for index, key in enumerate(keys)}
     t, s = "x.1", "x.2"
@@ -185,57 +190,57 @@ def closed_exclusive_per_user(query: FunnelQuery, params: Params) -> str:
         f"SELECT {_levels_and_path(n, final)}, bd0 FROM ("
         f"SELECT user_key, arraySort(groupArrayIf(({TS_MS}, toUInt8(step)), step > 0)) AS a, "
         f"arrayFold({fold}, {runs}, {init}) AS st, "
-        f"{breakdown} AS bd0 FROM (SELECT *, {step_of} AS step FROM events WHERE {where}) GROUP BY user_key)"
+        f"{breakdown} AS bd0 FROM (SELECT user_key, ts, {_breakdown_column(query)}{step_of} AS step "
+        f"FROM events WHERE {where}) GROUP BY user_key)"
     )
 
 
 def closed_general_per_user(query: FunnelQuery, params: Params) -> str:
-    """Closed funnel when an event may match several steps: events of one millisecond form a group."""
+    """Closed funnel when an event may match several steps: events of one millisecond form a group.
+
+    Each group becomes (t, cov): `cov` lists the sets of steps (bitmasks) that the group's events can cover
+    with distinct events, built by adding one event at a time. The fold then walks the groups; from level j
+    a chain moves to level k in a group at time t when the group covers steps j+1..k. State is two arrays
+    (f[k], P[k]) written once over all levels, so the SQL does not grow with the number of steps.
+    """
     bind = _Binder(params)
     n = len(query.steps)
     conditions = [step_sql(step, bind) for step in query.steps]
-    where, breakdown = _scan(query, bind, conditions)
+    where, breakdown = _scan(query, bind, "mask > 0")
     to_end, window = bind(query.to_end_ms, "Int64"), bind(query.window_ms, "Int64")
-    keys = _fold_keys(n, with_starts=True)
-    # State: cur (group time), the pre-group snapshot (f0, P0), the current values (f, P), cov.
-    layout = [("cur",), *[("0", *key) for key in keys], *keys, ("cov",)]
-    acc = {key: f"acc.{index + 1}" for index, key in enumerate(layout)}
-    t, m = "x.1", "x.2"
-    new_group = f"({t} != {acc['cur',]})"
-    snap = {key: f"if({new_group}, {acc[key]}, {acc[('0', *key)]})" for key in keys}
-    bits = "arrayFilter(b -> bitAnd(" + m + ", b) != 0, [" + ", ".join(str(1 << i) for i in range(n)) + "])"
-    cov0 = f"if({new_group}, [toUInt16(0)], {acc['cov',]})"
-    cov = (
-        f"arrayDistinct(arrayConcat({cov0}, arrayFlatten(arrayMap(b -> arrayMap(c -> bitOr(c, b), "
-        f"arrayFilter(c -> bitAnd(c, b) = 0, {cov0})), {bits}))))"
+    bits = "[" + ", ".join(f"toUInt16({1 << i})" for i in range(n)) + "]"
+    add_event = (
+        f"(c, e) -> arrayDistinct(arrayConcat(c, arrayFlatten(arrayMap(b -> arrayMap(s -> bitOr(s, b), "
+        f"arrayFilter(s -> bitAnd(s, b) = 0, c)), arrayFilter(b -> bitAnd(e.2, b) != 0, {bits})))))"
     )
-    out: dict[tuple[object, ...], str] = {}
-    for k in range(1, n + 1):
-        candidates: dict[int, str] = {}
-        for j in range(k):
-            covered = f"has({cov}, toUInt16({sum(1 << i for i in range(j, k))}))"
-            if j == 0:
-                candidates[0] = f"if({t} <= {to_end} AND {covered}, {t}, -1)"
-            else:
-                start = snap["f", j]
-                candidates[j] = f"if({start} >= 0 AND {t} - {start} <= {window} AND {covered}, {start}, -1)"
-        best = "greatest(" + ", ".join(candidates.values()) + ")"
-        out["f", k] = f"greatest({snap['f', k]}, {best})"
-        for i in range(1, k + 1):
-            # On equal starts prefer the chain that got furthest before this group: its times are earlier.
-            branches = [f"{best} <= {snap['f', k]}", snap["p", k, i]]
-            for j in range(k - 1, -1, -1):
-                branches += [f"{candidates[j]} = {best}", snap["p", j, i] if i <= j else t]
-            out["p", k, i] = "multiIf(" + ", ".join([*branches[:-2], branches[-1]]) + ")"
-    body = ", ".join([t, *[snap[key] for key in keys], *[out[key] for key in keys], cov])
-    fold = f"(acc, x) -> ({body})"
-    init = "(toInt64(-1), " + ", ".join("toInt64(-1)" for _ in range(2 * len(keys))) + ", [toUInt16(0)])"
+    groups = "arraySplit((x, i) -> x.1 != a[i - 1].1, a, arrayEnumerate(a))"
+    covered = f"arrayMap(g -> (g[1].1, arrayFold({add_event}, g, [toUInt16(0)])), {groups})"
+    # For level k (1-based), the candidate start from each level j in 0..k-1 (j = 0: a new start at t).
+    candidates = (
+        f"arrayMap(j -> if(has(x.2, bitShiftLeft(toUInt16(1), k) - bitShiftLeft(toUInt16(1), j)) AND "
+        f"if(j = 0, x.1 <= {to_end}, acc.1[j] >= 0 AND x.1 - acc.1[j] <= {window}), if(j = 0, x.1, acc.1[j]), -1), "
+        f"range(toUInt64(k)))"
+    )
+    # On equal starts prefer the chain that got furthest before this group: its times are earlier.
+    step_level = (
+        f"arrayMap(k -> ({candidates} AS cands_, arrayMax(cands_) AS best_, best_ > acc.1[k] AS moved_, "
+        f"toUInt64(arrayLastIndex(v -> v = best_, cands_) - 1) AS src_, "
+        f"if(moved_, best_, acc.1[k]), "
+        f"if(moved_, arrayConcat(arraySlice(acc.2[src_], 1, src_), arrayWithConstant(k - src_, x.1)), acc.2[k])), "
+        f"range(1, {n + 1}))"
+    )
+    fold = (
+        f"(acc, x) -> ({step_level} AS levels_, (arrayMap(v -> v.5, levels_), arrayMap(v -> v.6, levels_))).2"
+    )
+    init = f"(arrayWithConstant({n}, toInt64(-1)), arrayWithConstant({n}, CAST([], 'Array(Int64)')))"
     mask = " + ".join(f"toUInt16({c}) * {1 << i}" for i, c in enumerate(conditions))
-    final = {key: f"st.{index + 2 + len(keys)}" for index, key in enumerate(keys)}
+    times = ", ".join(f"if(lvl >= {i}, st.2[lvl][{i}], NULL) AS t{i}" for i in range(1, n + 1))
     return (
-        f"SELECT {_levels_and_path(n, final)}, bd0 FROM ("
-        f"SELECT user_key, arrayFold({fold}, arraySort(groupArrayIf(({TS_MS}, mask), mask > 0)), {init}) AS st, "
-        f"{breakdown} AS bd0 FROM (SELECT *, toUInt16({mask}) AS mask FROM events WHERE {where}) GROUP BY user_key)"
+        f"SELECT arrayCount(v -> v >= 0, st.1) AS lvl, {times}, bd0 FROM ("
+        f"SELECT user_key, arraySort(groupArrayIf(({TS_MS}, mask), mask > 0)) AS a, "
+        f"arrayFold({fold}, {covered}, {init}) AS st, {breakdown} AS bd0 "
+        f"FROM (SELECT user_key, ts, {_breakdown_column(query)}toUInt16({mask}) AS mask FROM events WHERE {where}) "
+        f"GROUP BY user_key)"
     )
 
 
@@ -243,15 +248,16 @@ def open_per_user(query: FunnelQuery, params: Params) -> str:
     """Open funnel: the first time each step fired; step 1 inside the date range, others in the scan."""
     bind = _Binder(params)
     n = len(query.steps)
-    conditions = [step_sql(step, bind) for step in query.steps]
-    where, breakdown = _scan(query, bind, conditions)
+    matches = ", ".join(f"{step_sql(step, bind)} AS m{i}" for i, step in enumerate(query.steps, 1))
     to_end = bind(query.to_end_ms, "Int64")
-    firsts = [f"minOrNullIf({TS_MS}, {conditions[0]} AND {TS_MS} <= {to_end}) AS t1"]
-    firsts += [f"minOrNullIf({TS_MS}, {c}) AS t{i + 1}" for i, c in enumerate(conditions) if i > 0]
+    where, breakdown = _scan(query, bind, " OR ".join(f"m{i}" for i in range(1, n + 1)))
+    firsts = [f"minOrNullIf({TS_MS}, m1 AND {TS_MS} <= {to_end}) AS t1"]
+    firsts += [f"minOrNullIf({TS_MS}, m{i}) AS t{i}" for i in range(2, n + 1)]
     lvl = "multiIf(" + ", ".join(f"t{k} IS NULL, {k - 1}" for k in range(1, n + 1)) + f", {n}) AS lvl"
     return (
         f"SELECT {lvl}, {', '.join(f't{k}' for k in range(1, n + 1))}, bd0 FROM ("
-        f"SELECT user_key, {', '.join(firsts)}, {breakdown} AS bd0 FROM events WHERE {where} GROUP BY user_key)"
+        f"SELECT user_key, {', '.join(firsts)}, {breakdown} AS bd0 FROM ("
+        f"SELECT user_key, ts, {_breakdown_column(query)}{matches} FROM events WHERE {where}) GROUP BY user_key)"
     )
 
 

@@ -64,6 +64,18 @@ ARROW_SCHEMA = pa.schema(
 )
 
 
+_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r", "\0": "\\0", "'": "\\'"})
+
+
+def bind_params(params: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Parameters as chDB needs them: ClickHouse reads string parameter values in its escaped format, so
+    backslashes, control characters and quotes are escaped to arrive exactly as given."""
+    return {
+        name: value.translate(_ESCAPES) if isinstance(value, str) else value
+        for name, value in (params or {}).items()
+    }
+
+
 class EventStoreError(Exception):
     """A query or write the event store refused."""
 
@@ -121,7 +133,7 @@ class EventStore:
         """Run a statement that returns nothing."""
         with self._lock:
             try:
-                self._session.query(sql, "Null", params=dict(params or {}))
+                self._session.query(sql, "Null", params=bind_params(params))
             except Exception as error:  # chDB raises plain RuntimeError/ChdbError
                 raise EventStoreError(str(error)) from error
 
@@ -129,7 +141,7 @@ class EventStore:
         """Run a SELECT; every user value must come in `params` (bound as ClickHouse query parameters)."""
         with self._lock:
             try:
-                raw = self._session.query(sql, "JSONCompact", params=dict(params or {})).bytes()
+                raw = self._session.query(sql, "JSONCompact", params=bind_params(params)).bytes()
             except Exception as error:
                 raise EventStoreError(str(error)) from error
         if not raw:
