@@ -22,7 +22,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from funnels.ingest.importer import import_files
+
 
 from funnels.analytics.funnel import run_funnel
 from funnels.analytics.query import parse_funnel_query
@@ -124,6 +124,8 @@ def main() -> None:
     shutil.rmtree(data_dir, ignore_errors=True)
     svc = Services.open(data_dir)
     try:
+        from funnels.ingest.importer import import_files
+
         report = import_files(svc.events, [source])
         import_rate = report.imported / report.seconds
         svc.events.execute("OPTIMIZE TABLE events FINAL")  # a settled table, as after background merges

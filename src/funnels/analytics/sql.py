@@ -125,69 +125,41 @@ def _breakdown_column(query: FunnelQuery) -> str:
     return f"{query.breakdown}, " if query.breakdown else ""
 
 
-def _fold_keys(n: int, with_starts: bool) -> list[tuple[object, ...]]:
-    """State layout: f_k (latest start at level k), then P_k_i (time of step i on the level-k chain).
-
-    P_k_1 is always f_k, so the exclusive fold leaves it out (`with_starts=False`): every state field costs
-    time on each folded element."""
-    first = 1 if with_starts else 2
-    return [("f", k) for k in range(1, n + 1)] + [
-        ("p", k, i) for k in range(1, n + 1) for i in range(first, k + 1)
-    ]
-
-
-def _path_field(state: dict[tuple[object, ...], str], k: int, i: int) -> str:
-    return state["f", k] if i == 1 and ("p", k, 1) not in state else state["p", k, i]
-
-
-def _levels_and_path(n: int, state: dict[tuple[object, ...], str]) -> str:
-    """`lvl` and `t1..tn` from the final fold state."""
-    lvl = "multiIf(" + ", ".join(f"{state['f', k]} >= 0, {k}" for k in range(n, 0, -1)) + ", 0) AS lvl"
-    times = []
-    for i in range(1, n + 1):
-        branches = ", ".join(f"lvl = {k}, {_path_field(state, k, i)}" for k in range(n, i - 1, -1))
-        times.append(f"multiIf({branches}, NULL) AS t{i}")
-    return ", ".join([lvl, *times])
-
-
 def closed_exclusive_per_user(query: FunnelQuery, params: Params) -> str:
-    """Closed funnel when no event can match two steps: a one-event-at-a-time fold.
+    """Closed funnel when no event can match two steps: a one-event-at-a-time fold over starts only.
+
+    The fold keeps just f_k, the latest start at each level. The path is recovered afterwards from the
+    winning start s* = f_lvl: each following step is the first event of that step at or after the previous
+    one (`arrayFirst`, native and cheap), which is the earliest it can be reached from s*.
 
     Before folding, runs of the same step are cut down to the one element that can change the state: the
     first of a run of step k > 1 (a later one finds level k already taken from the same start), and the
     last of a run of step-1 events (the latest start). Step-1 events after `date_to` are dropped up front.
+    Every state field and every folded element costs time, so both cuts matter at scale.
     """
     bind = _Binder(params)
     n = len(query.steps)
     conditions = [step_sql(step, bind) for step in query.steps]
     to_end, window = bind(query.to_end_ms, "Int64"), bind(query.window_ms, "Int64")
     where, breakdown = _scan(query, bind, "step > 0")
-    keys = _fold_keys(n, with_starts=False)
-    acc = {key: f"acc.{index + 1}" for index, key in enumerate(keys)}
-    t, s = "x.1", "x.2"
-    out: dict[tuple[object, ...], str] = {}
-    for k in range(1, n + 1):
-        if k == 1:
-            moves = f"({s} = 1 AND {t} > {acc['f', 1]})"
-            out["f", 1] = f"if({moves}, {t}, {acc['f', 1]})"
-        else:
-            prev = acc["f", k - 1]
-            moves = f"({s} = {k} AND {prev} >= 0 AND {t} - {prev} <= {window} AND {prev} > {acc['f', k]})"
-            out["f", k] = f"if({moves}, {prev}, {acc['f', k]})"
-        for i in range(2, k + 1):
-            new = t if i == k else _path_field(acc, k - 1, i)
-            out["p", k, i] = f"if({moves}, {new}, {acc['p', k, i]})"
-    fold = "(acc, x) -> (" + ", ".join(out[key] for key in keys) + ")"
-    init = "(" + ", ".join("toInt64(-1)" for _ in keys) + ")"
+    out = ["if(x.2 = 1 AND x.1 > acc.1, x.1, acc.1)"]
+    for k in range(2, n + 1):
+        prev, cur = f"acc.{k - 1}", f"acc.{k}"
+        out.append(f"if(x.2 = {k} AND {prev} >= 0 AND x.1 - {prev} <= {window} AND {prev} > {cur}, {prev}, {cur})")
+    fold = "(acc, x) -> (" + ", ".join(out) + ")"
+    init = "(" + ", ".join("toInt64(-1)" for _ in range(n)) + ")"
     step_of = (
         f"multiIf({conditions[0]} AND {TS_MS} <= {to_end}, 1, "
         + "".join(f"{c}, {i + 1}, " for i, c in enumerate(conditions) if i)
         + "0)"
     )
     runs = "arrayFilter((x, i) -> NOT ((x.2 > 1 AND a[i - 1].2 = x.2) OR (x.2 = 1 AND a[i + 1].2 = 1)), a, arrayEnumerate(a))"
-    final = {key: f"st.{index + 1}" for index, key in enumerate(keys)}
+    lvl = "multiIf(" + ", ".join(f"st.{k} >= 0, {k}" for k in range(n, 0, -1)) + ", 0) AS lvl"
+    start = "multiIf(" + ", ".join(f"lvl = {k}, st.{k}" for k in range(n, 0, -1)) + ", -1)"
+    times = [f"if(lvl >= 1, {start}, NULL) AS t1"]
+    times += [f"if(lvl >= {i}, arrayFirst(x -> x.2 = {i} AND x.1 >= t{i - 1}, a).1, NULL) AS t{i}" for i in range(2, n + 1)]
     return (
-        f"SELECT {_levels_and_path(n, final)}, bd0 FROM ("
+        f"SELECT {lvl}, {', '.join(times)}, bd0 FROM ("
         f"SELECT user_key, arraySort(groupArrayIf(({TS_MS}, toUInt8(step)), step > 0)) AS a, "
         f"arrayFold({fold}, {runs}, {init}) AS st, "
         f"{breakdown} AS bd0 FROM (SELECT user_key, ts, {_breakdown_column(query)}{step_of} AS step "
