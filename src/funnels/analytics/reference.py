@@ -142,9 +142,10 @@ def reference_funnel(query: FunnelQuery, events: Iterable[Event]) -> dict[str, o
     n = len(query.steps)
     ranked = sorted(paths, key=lambda value: (-len(paths[value]), value))
     kept, rest = ranked[: query.breakdown_top_n], ranked[query.breakdown_top_n :]
-    groups = [(value, paths[value]) for value in kept]
-    if rest:
-        groups.append(("Others", [path for value in rest for path in paths[value]]))
+    groups: dict[str, list[Path]] = {value: paths[value] for value in kept}
+    if rest:  # a real value spelled "Others" shares the bucket, at its own rank (as the SQL groups by label)
+        groups.setdefault("Others", [])
+        groups["Others"] = groups["Others"] + [path for value in rest for path in paths[value]]
 
     def median(values: list[int]) -> float | None:
         return float(stats.median(values)) if values else None
@@ -162,6 +163,6 @@ def reference_funnel(query: FunnelQuery, events: Iterable[Event]) -> dict[str, o
                 *(median([p[k] - p[0] for p in group if len(p) > k]) for k in range(1, n)),
             ),
         )
-        for value, group in groups
+        for value, group in groups.items()
     ]
     return build_response(query, buckets, {})

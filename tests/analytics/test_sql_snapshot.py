@@ -1,0 +1,216 @@
+"""The generated funnel SQL, snapshotted, and proof that user values reach ClickHouse only as parameters.
+
+Snapshots live in tests/analytics/snapshots/: `<case>.sql` (the SQL text, with a line break in place of the
+space before each clause keyword and after each comma, so a change shows as a readable diff; joining the
+lines with spaces gives the exact text) and `<case>.params.json` (the parameters). Any change to the SQL
+builders changes them and shows up in review. After an intended change, regenerate them with
+
+    FUNNELS_UPDATE_SNAPSHOTS=1 .venv/bin/python -m pytest tests/analytics/test_sql_snapshot.py
+
+and review the diff before committing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from funnels.analytics.funnel import run_funnel
+from funnels.analytics.query import FunnelQuery
+from funnels.analytics.reference import reference_funnel
+from funnels.analytics.sql import funnel_sql
+from funnels.store.events import EventStore
+from tests.analytics.conftest import at, column, day, ev, funnel_query, load, step
+
+SNAPSHOTS = Path(__file__).parent / "snapshots"
+UPDATE = os.environ.get("FUNNELS_UPDATE_SNAPSHOTS") == "1"
+
+ALL_OPERATOR_FILTERS = [
+    ("device", "equals", "mobile"),
+    ("utm_source", "notEquals", "spam"),
+    ("chain", "in", "ethereum|base"),
+    ("country", "notIn", "XX|YY"),
+    ("page_path", "startsWith", "/swap"),
+    ("provider", "endsWith", "Mask"),
+    ("utm_campaign", "includes", "launch"),
+]
+NUMERIC_FILTERS = [
+    ("price", "gt", "100"),
+    ("amount", "lt", "1e3"),
+    ("version", "gte", "2"),
+    ("fee", "lte", "0.5"),
+]
+
+CASES: dict[str, FunnelQuery] = {
+    "closed_exclusive": funnel_query(
+        [
+            step("event", "page"),
+            step("track", "connect"),
+            step("track", "swap", ("chain", "equals", "ethereum")),
+        ],
+        day(0),
+        day(29),
+        window_seconds=86_400,
+    ),
+    "closed_overlapping": funnel_query(
+        [step("event", "page"), step("track", "connect"), step("event", "page")], day(0), day(29)
+    ),
+    "open_breakdown": funnel_query(
+        [
+            step("event", "page", ("page_path", "startsWith", "/swap")),
+            step("track", "connect"),
+            step("track", "swap"),
+        ],
+        day(0),
+        day(6),
+        funnel_type="open",
+        breakdown="utm_source",
+        breakdown_top_n=3,
+    ),
+    "closed_breakdown_all_operators": funnel_query(
+        [step("event", "page", *ALL_OPERATOR_FILTERS), step("transaction", "swap", *NUMERIC_FILTERS)],
+        day(0),
+        day(0),
+        window_seconds=3600,
+        breakdown="device",
+        breakdown_top_n=5,
+    ),
+}
+
+
+def pretty(sql: str) -> str:
+    """Line breaks before clause keywords and after commas, each replacing one space (so reversible)."""
+    assert "\n" not in sql
+    broken = re.sub(r" (?=(FROM|WHERE|GROUP BY|ORDER BY|AND|OR) )", "\n", sql)
+    return broken.replace(", ", ",\n") + "\n"
+
+
+def unpretty(text: str) -> str:
+    return text.removesuffix("\n").replace("\n", " ")
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_sql_snapshot(name: str) -> None:
+    sql, params = funnel_sql(CASES[name])
+    sql_file, params_file = SNAPSHOTS / f"{name}.sql", SNAPSHOTS / f"{name}.params.json"
+    params_text = json.dumps(params, indent=2, ensure_ascii=False) + "\n"
+    assert unpretty(pretty(sql)) == sql
+    if UPDATE:
+        SNAPSHOTS.mkdir(exist_ok=True)
+        sql_file.write_text(pretty(sql))
+        params_file.write_text(params_text)
+    hint = (
+        "SQL changed; if intended, regenerate with FUNNELS_UPDATE_SNAPSHOTS=1 (see this module's docstring)"
+    )
+    assert sql_file.exists() and params_file.exists(), f"no snapshot for {name}; {hint}"
+    assert unpretty(sql_file.read_text()) == sql, hint
+    assert params_file.read_text() == params_text, hint
+
+
+def test_no_stray_snapshot_files() -> None:
+    """Every snapshot file belongs to a case (a renamed case must not leave its old snapshot behind)."""
+    expected = {f"{name}{suffix}" for name in CASES for suffix in (".sql", ".params.json")}
+    assert {path.name for path in SNAPSHOTS.iterdir()} == expected
+
+
+# --- user values stay out of the SQL text ---
+
+HOSTILE = [
+    "O'Brien",
+    "'; DROP TABLE events; --",
+    "\\'; DROP TABLE events; --",
+    "x') OR 1=1 OR ('",
+    "{evil:String}",
+    "C:\\tmp\\",
+    "tab\tand\nnewline",
+    'quote" and `backtick`',
+]
+
+
+def hostile_query(value: str, funnel_type: str = "closed") -> FunnelQuery:
+    """Every user-controlled position holds `value`: filter values (all string operators), a property name
+    used as an operand (string and numeric operators), and the event name of step 2."""
+    first = step(
+        "track",
+        "connect",
+        ("who", "equals", value),
+        ("who", "startsWith", value),
+        ("who", "endsWith", value),
+        ("who", "includes", value),
+        ("who", "notEquals", value + "!"),
+        ("utm_source", "in", f"zzz|{value}"),
+        ("utm_source", "notIn", f"zzz|{value}!"),
+        (value, "equals", "1"),
+        (value, "gte", "1"),
+    )
+    return funnel_query(
+        [first, step("track", value)],
+        day(0),
+        day(0),
+        window_seconds=60,
+        funnel_type=funnel_type,
+        breakdown="utm_source",
+    )
+
+
+@pytest.mark.parametrize("funnel_type", ["closed", "open"])
+@pytest.mark.parametrize("value", HOSTILE)
+def test_user_values_never_in_sql_text(value: str, funnel_type: str) -> None:
+    sql, params = funnel_sql(hostile_query(value, funnel_type))
+    assert value not in sql
+    assert f"{value}!" not in sql and "zzz" not in sql  # nor the other filter values
+    assert len(params) >= 12  # type, event and nine filters' values and operand names are parameters
+
+
+@pytest.mark.parametrize("funnel_type", ["closed", "open"])
+@pytest.mark.parametrize("value", HOSTILE)
+def test_hostile_values_run_and_match(store: EventStore, value: str, funnel_type: str) -> None:
+    t = at(0, 10 * 3_600_000)
+    events = [
+        ev("hit", t, "track", "connect", props={"who": value, value: 1}, utm_source=value),
+        ev("hit", t + 1000, "track", value),
+        ev("near", t, "track", "connect", props={"who": value + "?", value: 1}, utm_source=value),
+        ev("near", t + 1000, "track", value),
+        ev("other", t, "track", "connect", props={"who": value, value: 0}, utm_source="zzz"),
+        ev("other", t + 1000, "track", "swap"),
+    ]
+    load(store, events)
+    before = store.count()
+    query = hostile_query(value, funnel_type)
+    sql, reference = run_funnel(store, query), reference_funnel(query, events)
+    assert column(sql, "users") == column(reference, "users") == [1, 1]
+    assert column(sql, "breakdown") == [value, value]
+    assert sql["data"] == reference["data"]
+    assert store.count() == before == len(events)  # the table is intact
+
+
+def test_snapshot_cases_run(store: EventStore) -> None:
+    """The snapshotted queries are valid SQL and agree with the reference on a small event set."""
+    t = at(0, 10 * 3_600_000)
+    props: dict[str, Any] = {
+        "chain": "ethereum",
+        "provider": "MetaMask",
+        "price": 150,
+        "amount": "10",
+        "fee": 0.5,
+    }
+    events = [
+        ev("u1", t, "page", device="mobile", page_path="/swap/x", utm_campaign="launch-1", props=props),
+        ev("u1", t + 1000, "track", "connect"),
+        ev("u1", t + 2000, "track", "swap", props={"chain": "ethereum"}),
+        ev("u1", t + 3000, "transaction", "swap", version="2", props=props),
+        ev("u2", t, "page", device="desktop", utm_source="twitter", page_path="/swap"),
+        ev("u2", t + 5000, "page"),
+        ev("u3", t + 1000, "track", "connect"),
+        ev("u3", t + 2000, "page", utm_source="farcaster", page_path="/swap/y"),
+    ]
+    load(store, events)
+    for name, query in CASES.items():
+        sql, reference = run_funnel(store, query), reference_funnel(query, events)
+        assert sql["data"] == reference["data"], name
+        assert column(sql, "users")[0] > 0, name
