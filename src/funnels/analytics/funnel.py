@@ -60,7 +60,11 @@ def build_response(query: FunnelQuery, buckets: list[Bucket], statistics: dict[s
     """Rows ordered by step, then by breakdown rank; ratios rounded to 4 decimals, medians in seconds."""
     n = len(query.steps)
     if not buckets and not query.breakdown:  # nobody entered: still one row per step, with zeros
-        buckets = [Bucket(name="", users=(0,) * n, median_from_previous_ms=(None,) * n, median_from_start_ms=(None,) * n)]
+        buckets = [
+            Bucket(
+                name="", users=(0,) * n, median_from_previous_ms=(None,) * n, median_from_start_ms=(None,) * n
+            )
+        ]
     totals = [sum(bucket.users[k] for bucket in buckets) for k in range(n)]
     data = []
     for k, step in enumerate(query.steps):

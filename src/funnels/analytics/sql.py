@@ -145,7 +145,9 @@ def closed_exclusive_per_user(query: FunnelQuery, params: Params) -> str:
     out = ["if(x.2 = 1 AND x.1 > acc.1, x.1, acc.1)"]
     for k in range(2, n + 1):
         prev, cur = f"acc.{k - 1}", f"acc.{k}"
-        out.append(f"if(x.2 = {k} AND {prev} >= 0 AND x.1 - {prev} <= {window} AND {prev} > {cur}, {prev}, {cur})")
+        out.append(
+            f"if(x.2 = {k} AND {prev} >= 0 AND x.1 - {prev} <= {window} AND {prev} > {cur}, {prev}, {cur})"
+        )
     fold = "(acc, x) -> (" + ", ".join(out) + ")"
     init = "(" + ", ".join("toInt64(-1)" for _ in range(n)) + ")"
     step_of = (
@@ -157,7 +159,10 @@ def closed_exclusive_per_user(query: FunnelQuery, params: Params) -> str:
     lvl = "multiIf(" + ", ".join(f"st.{k} >= 0, {k}" for k in range(n, 0, -1)) + ", 0) AS lvl"
     start = "multiIf(" + ", ".join(f"lvl = {k}, st.{k}" for k in range(n, 0, -1)) + ", -1)"
     times = [f"if(lvl >= 1, {start}, NULL) AS t1"]
-    times += [f"if(lvl >= {i}, arrayFirst(x -> x.2 = {i} AND x.1 >= t{i - 1}, a).1, NULL) AS t{i}" for i in range(2, n + 1)]
+    times += [
+        f"if(lvl >= {i}, arrayFirst(x -> x.2 = {i} AND x.1 >= t{i - 1}, a).1, NULL) AS t{i}"
+        for i in range(2, n + 1)
+    ]
     return (
         f"SELECT {lvl}, {', '.join(times)}, bd0 FROM ("
         f"SELECT user_key, arraySort(groupArrayIf(({TS_MS}, toUInt8(step)), step > 0)) AS a, "
