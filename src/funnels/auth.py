@@ -74,16 +74,20 @@ def revoke_key(store: StateStore, clock: Clock, key_id: str) -> bool:
     return result.rowcount > 0
 
 
-def list_keys(store: StateStore) -> list[dict[str, object]]:
+@dataclass(frozen=True)
+class KeyInfo:
+    """What is kept of a key: never its secret."""
+
+    id: str
+    scopes: tuple[str, ...]
+    name: str
+    created_ms: int
+    revoked: bool
+
+
+def list_keys(store: StateStore) -> list[KeyInfo]:
     with store.read() as connection:
         rows = connection.execute(select(api_keys).order_by(api_keys.c.created_ms)).all()
     return [
-        {
-            "id": r.id,
-            "scopes": r.scopes.split(),
-            "name": r.name,
-            "created_ms": r.created_ms,
-            "revoked": r.revoked_ms is not None,
-        }
-        for r in rows
+        KeyInfo(r.id, tuple(r.scopes.split()), r.name, r.created_ms, r.revoked_ms is not None) for r in rows
     ]

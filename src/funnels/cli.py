@@ -88,9 +88,7 @@ def keys_list(data_dir: DataDir = None) -> None:
     """List API keys (ids and scopes; secrets are never stored)."""
     table = Table("id", "scopes", "name", "revoked")
     for key in list_keys(_state(data_dir)):
-        table.add_row(
-            str(key["id"]), " ".join(key["scopes"]), str(key["name"]), "yes" if key["revoked"] else ""
-        )  # type: ignore[arg-type]
+        table.add_row(key.id, " ".join(key.scopes), key.name, "yes" if key.revoked else "")
     Console().print(table)
 
 
@@ -185,6 +183,9 @@ def import_(
     svc = _open(data_dir)
     try:
         report = import_files(svc.events, files, console=err)
+    except ValueError as error:  # an unsupported, missing or unreadable file: nothing was written
+        _fail(str(error))
+        raise  # unreachable
     finally:
         svc.close()
     err.print(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from funnels.types import MAX_TIMESTAMP_MS, MIN_TIMESTAMP_MS, NAMED_BY_TYPE, STANDARD_COLUMNS, JSONDict
 
 MAX_NAME_LENGTH = 200
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MAX_ID_LENGTH = 400
 
 
@@ -84,7 +85,8 @@ def parse_timestamp(value: Any) -> int:
                 raise ValueError("must be an ISO 8601 string or epoch milliseconds") from None
             if parsed.tzinfo is None:
                 parsed = parsed.replace(tzinfo=UTC)
-            ms = int(parsed.timestamp() * 1000) if parsed.year >= 1970 else -1
+            # Exact integer arithmetic: `timestamp() * 1000` is 1 ms off for some times (float rounding).
+            ms = (parsed - EPOCH) // timedelta(milliseconds=1) if parsed.year >= 1970 else -1
     else:
         raise ValueError("must be an ISO 8601 string or epoch milliseconds")
     if not MIN_TIMESTAMP_MS <= ms <= MAX_TIMESTAMP_MS:
