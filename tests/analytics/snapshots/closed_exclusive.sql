@@ -42,44 +42,52 @@ st.1,
 -1),
 NULL) AS t1,
 if(lvl >= 2,
-arrayFirst(x -> x.2 = 2
-AND x.1 >= t1,
-a).1,
+bitShiftRight(arrayFirst(x -> bitAnd(x,
+15) = 2
+AND bitShiftRight(x,
+4) >= t1,
+a),
+4),
 NULL) AS t2,
 if(lvl >= 3,
-arrayFirst(x -> x.2 = 3
-AND x.1 >= t2,
-a).1,
+bitShiftRight(arrayFirst(x -> bitAnd(x,
+15) = 3
+AND bitShiftRight(x,
+4) >= t2,
+a),
+4),
 NULL) AS t3,
 bd0
 FROM (SELECT user_key,
-arraySort(groupArrayIf((toInt64(toUnixTimestamp64Milli(ts)),
-toUInt8(step)),
+arraySort(groupArrayIf(bitOr(bitShiftLeft(toInt64(toUnixTimestamp64Milli(ts)),
+4),
+step),
 step > 0)) AS a,
 arrayFold((acc,
-x) -> (if(x.2 = 1
-AND x.1 > acc.1,
-x.1,
+x) -> (if(bitAnd(x,
+15) = 1
+AND bitShiftRight(x,
+4) > acc.1,
+bitShiftRight(x,
+4),
 acc.1),
-if(x.2 = 2
+if(bitAnd(x,
+15) = 2
 AND acc.1 >= 0
-AND x.1 - acc.1 <= {p8:Int64}
+AND bitShiftRight(x,
+4) - acc.1 <= {p8:Int64}
 AND acc.1 > acc.2,
 acc.1,
 acc.2),
-if(x.2 = 3
+if(bitAnd(x,
+15) = 3
 AND acc.2 >= 0
-AND x.1 - acc.2 <= {p8:Int64}
+AND bitShiftRight(x,
+4) - acc.2 <= {p8:Int64}
 AND acc.2 > acc.3,
 acc.2,
 acc.3)),
-arrayFilter((x,
-i) -> NOT ((x.2 > 1
-AND a[i - 1].2 = x.2)
-OR (x.2 = 1
-AND a[i + 1].2 = 1)),
 a,
-arrayEnumerate(a)),
 (toInt64(-1),
 toInt64(-1),
 toInt64(-1))) AS st,
