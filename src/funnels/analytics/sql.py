@@ -245,22 +245,27 @@ def choose_per_user(query: FunnelQuery) -> PerUser:
 
 
 def funnel_sql(query: FunnelQuery) -> tuple[str, Params]:
-    """The whole funnel query: one row per kept breakdown value (or one row without a breakdown).
+    """The whole funnel query: one row per kept breakdown value (one row, possibly of zeros, without).
 
     Columns: bucket, then u1..un (users reaching each step), then mp2..mpn and ms2..msn (exact median
-    milliseconds from the previous step and from the start), ordered by rank.
+    milliseconds from the previous step and from the start), ordered by rank. Without a breakdown the
+    medians are computed directly; with one, per-value median states are merged for `Others`.
     """
     params: Params = {}
     n = len(query.steps)
     per_user = choose_per_user(query)(query, params)
     counts = [f"countIf(lvl >= {k}) AS u{k}" for k in range(1, n + 1)]
-    states = [
-        f"quantileExactInclusiveStateIf(0.5)(t{k} - t{k - 1}, lvl >= {k}) AS mp{k}" for k in range(2, n + 1)
+    medians = [
+        f"quantileExactInclusive{{}}If(0.5)(t{k} - t{k - 1}, lvl >= {k}) AS mp{k}" for k in range(2, n + 1)
     ]
-    states += [f"quantileExactInclusiveStateIf(0.5)(t{k} - t1, lvl >= {k}) AS ms{k}" for k in range(2, n + 1)]
+    medians += [f"quantileExactInclusive{{}}If(0.5)(t{k} - t1, lvl >= {k}) AS ms{k}" for k in range(2, n + 1)]
+    if not query.breakdown:
+        direct = ", ".join(counts + [median.format("") for median in medians])
+        return f"SELECT '' AS bucket, {direct} FROM ({per_user}) WHERE lvl >= 1", params
     merged = [f"sum(u{k}) AS u{k}" for k in range(1, n + 1)]
     merged += [f"quantileExactInclusiveMerge(0.5)(mp{k}) AS mp{k}" for k in range(2, n + 1)]
     merged += [f"quantileExactInclusiveMerge(0.5)(ms{k}) AS ms{k}" for k in range(2, n + 1)]
+    states = [median.format("State") for median in medians]
     top_n = f"{{p{len(params)}:UInt32}}"
     params[f"p{len(params)}"] = query.breakdown_top_n
     sql = (

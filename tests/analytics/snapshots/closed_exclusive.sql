@@ -1,29 +1,14 @@
-SELECT if(rnk <= {p11:UInt32},
-bd,
-'Others') AS bucket,
-sum(u1) AS u1,
-sum(u2) AS u2,
-sum(u3) AS u3,
-quantileExactInclusiveMerge(0.5)(mp2) AS mp2,
-quantileExactInclusiveMerge(0.5)(mp3) AS mp3,
-quantileExactInclusiveMerge(0.5)(ms2) AS ms2,
-quantileExactInclusiveMerge(0.5)(ms3) AS ms3
-FROM (SELECT *,
-row_number() OVER (ORDER BY u1 DESC,
-bd ASC) AS rnk
-FROM (SELECT if(bd0 = '',
-'(none)',
-bd0) AS bd,
+SELECT '' AS bucket,
 countIf(lvl >= 1) AS u1,
 countIf(lvl >= 2) AS u2,
 countIf(lvl >= 3) AS u3,
-quantileExactInclusiveStateIf(0.5)(t2 - t1,
+quantileExactInclusiveIf(0.5)(t2 - t1,
 lvl >= 2) AS mp2,
-quantileExactInclusiveStateIf(0.5)(t3 - t2,
+quantileExactInclusiveIf(0.5)(t3 - t2,
 lvl >= 3) AS mp3,
-quantileExactInclusiveStateIf(0.5)(t2 - t1,
+quantileExactInclusiveIf(0.5)(t2 - t1,
 lvl >= 2) AS ms2,
-quantileExactInclusiveStateIf(0.5)(t3 - t1,
+quantileExactInclusiveIf(0.5)(t3 - t1,
 lvl >= 3) AS ms3
 FROM (SELECT multiIf(st.3 >= 0,
 3,
@@ -123,6 +108,3 @@ AND ts <= fromUnixTimestamp64Milli({p10:Int64},
 AND (step > 0))
 GROUP BY user_key))
 WHERE lvl >= 1
-GROUP BY bd))
-GROUP BY bucket
-ORDER BY min(rnk)
