@@ -23,7 +23,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-
 from funnels.analytics.funnel import run_funnel
 from funnels.analytics.query import parse_funnel_query
 from funnels.analytics.sql import _Binder, step_sql

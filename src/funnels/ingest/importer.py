@@ -215,12 +215,16 @@ class _Advance:
 
 @contextmanager
 def _fast_inserts(store: EventStore) -> Iterator[None]:
-    """Turn off insert-time deduplication for the import (3x faster writes in chDB); merges still dedup."""
+    """Bulk-load mode for the import: no insert-time deduplication (3x faster writes in chDB) and background
+    merges paused (they compete for the same cores: 0.72M → 1.11M rows/s raw insert at 10M rows). Both are
+    restored afterwards; merges then collapse duplicates and compact the new parts in the background."""
     row = store.query("SELECT getSetting('optimize_on_insert')").first()
     store.execute("SET optimize_on_insert = 0")
+    store.execute("SYSTEM STOP MERGES events")
     try:
         yield
     finally:
+        store.execute("SYSTEM START MERGES events")
         store.execute(f"SET optimize_on_insert = {0 if row is not None and not row[0] else 1}")
 
 
@@ -852,13 +856,12 @@ def _properties(path: Path, batch: pa.RecordBatch, problems: Problems) -> pa.Arr
     if pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_string_view(kind):
         text = column.cast(pa.string())
         text = pc.if_else(pc.equal(pc.fill_null(text, ""), ""), "{}", text)
-        values = text.to_pylist()
-        try:
-            parsed_types = set(map(type, map(orjson.loads, values)))
+        try:  # each distinct text is parsed once: event properties repeat a lot in practice
+            parsed_types = set(map(type, map(orjson.loads, pc.unique(text).to_pylist())))
         except orjson.JSONDecodeError:
             parsed_types = set()
         if parsed_types != {dict}:
-            _flag_json_text(values, problems)
+            _flag_json_text(text.to_pylist(), problems)
         return text
     if pa.types.is_struct(kind) or pa.types.is_map(kind):
         is_map = pa.types.is_map(kind)
