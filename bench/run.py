@@ -21,6 +21,7 @@ import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from funnels.analytics.funnel import run_funnel
@@ -96,6 +97,35 @@ def window_funnel_sql(query_params: dict[str, str]) -> tuple[str, dict[str, obje
     return sql, params
 
 
+def text_import_rates(source: Path, rows: int) -> dict[str, int]:
+    """Import rate of the same events as NDJSON and as CSV (`rows` of them, timestamps as epoch ms)."""
+    from funnels.ingest.importer import import_files
+
+    sample = pq.read_table(source).slice(0, rows)
+    sample = sample.set_column(
+        sample.schema.get_field_index("timestamp"), "timestamp", sample.column("timestamp").cast(pa.int64())
+    )
+    ndjson, csv = DATA / f"events-{rows}.ndjson", DATA / f"events-{rows}.csv"
+    if not ndjson.exists():
+        with ndjson.open("wb") as out:
+            for row in sample.to_pylist():  # NDJSON carries properties as an object, CSV as JSON text
+                out.write(orjson.dumps({**row, "properties": orjson.loads(row["properties"])}) + b"\n")
+    if not csv.exists():
+        pacsv.write_csv(sample, csv)
+    rates = {}
+    for path in (ndjson, csv):
+        data_dir = DATA / "dir-text"
+        shutil.rmtree(data_dir, ignore_errors=True)
+        svc = Services.open(data_dir)
+        try:
+            report = import_files(svc.events, [path])
+        finally:
+            svc.close()
+        assert report.imported == rows and report.skipped == 0, (path, report.skipped, report.errors[:3])
+        rates[f"import_{path.suffix[1:]}_events_per_s"] = round(report.imported / report.seconds)
+    return rates
+
+
 def timed(fn, repeat: int) -> list[float]:  # type: ignore[no-untyped-def]
     times = []
     for _ in range(repeat):
@@ -167,6 +197,7 @@ def main() -> None:
             )
     finally:
         svc.close()
+    results |= text_import_rates(source, rows=1_000_000)
     DATA.mkdir(exist_ok=True)
     (DATA / "results.json").write_text(json.dumps(results, indent=2))
     print(json.dumps(results, indent=2))
