@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 
 from funnels.analytics.funnel import run_funnel
 from funnels.analytics.query import parse_funnel_query
-from funnels.analytics.sql import _Binder, step_sql
+from funnels.analytics.sql import Binder, step_sql
 from funnels.services import Services
 
 DATA = Path(__file__).parent / "data"
@@ -83,7 +83,7 @@ def window_funnel_sql(query_params: dict[str, str]) -> tuple[str, dict[str, obje
     """The bare ClickHouse windowFunnel level count for the same steps, with the same bound conditions."""
     query = parse_funnel_query(query_params)
     params: dict[str, object] = {}
-    bind = _Binder(params)
+    bind = Binder(params)
     conditions = [step_sql(step, bind) for step in query.steps]
     to_end = bind(query.to_end_ms, "Int64")
     conditions[0] = f"{conditions[0]} AND toUnixTimestamp64Milli(ts) <= {to_end}"

@@ -6,23 +6,24 @@ is built only from identifiers we control (standard column names, generated para
 Query shape (all funnel types):
 
     per_user:  one row per user: `lvl` (furthest step reached), `t1..tn` (ms time of each step on the chosen
-               path, NULL past `lvl`) and `bd` (first-touch breakdown value, '' without a breakdown)
-    by_value:  per breakdown value: users per step and exact-median states of the step-to-step times
-    result:    top-N values by step-1 users kept, the rest merged into 'Others', ordered by rank
+               path, NULL past `lvl`) and `bd0` (first-touch breakdown value, '' without a breakdown)
+    result:    without a breakdown, users per step and exact medians of the step-to-step times directly;
+               with one, the same per value as median states, the top N values by step-1 users kept and
+               the rest merged into 'Others', ordered by rank
 
 How the closed funnel works: each user's matching events are collected into one array sorted by
-(time, step) and folded left to right (`arrayFold`). The fold keeps, for every level k, `f_k` = the latest
-start time of a chain that has completed steps 1..k, and `P_k` = that chain's step times. A later start
-dominates an earlier one at the same level (it has more of its window left), so this is exact, like
-ClickHouse's own `windowFunnel`, but it also enforces that one event serves at most one step and records
-the path for the medians: the latest start that reaches the user's furthest step, each step at the earliest
-moment it could be reached from that start (see docs/semantics.md).
+(time, step) and folded left to right (`arrayFold`). The fold keeps, for every level k, the latest start
+time of a chain of distinct events that has completed steps 1..k. A later start dominates an earlier one
+at the same level (it has more of its window left), so this is exact, like ClickHouse's own
+`windowFunnel`, but it also enforces that one event serves at most one step. The path for the medians is
+the latest start that reaches the user's furthest step, each step at the earliest moment it can be
+reached from that start (see docs/semantics.md).
 
 When no event can match two steps (`FunnelQuery.steps_exclusive`) the fold takes one event at a time;
 ties in the same millisecond are ordered by step, so consecutive steps in one millisecond chain up. When
 steps may overlap (e.g. page → connect → page), events of one millisecond are a group, and the fold tracks
 which sets of steps the group's events can cover with distinct events (`cov`), so any arrival order within
-the millisecond gives the same, exact answer.
+the millisecond gives the same, exact answer; that fold also carries each level's path.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ _COMPARATORS = {"gt": ">", "lt": "<", "gte": ">=", "lte": "<="}
 TS_MS = "toInt64(toUnixTimestamp64Milli(ts))"
 
 
-class _Binder:
+class Binder:
     """Hands out parameter names and records their values."""
 
     def __init__(self, params: Params) -> None:
@@ -70,7 +71,7 @@ def _property_number(key: str) -> str:
     )
 
 
-def filter_sql(item: Filter, bind: _Binder) -> str:
+def filter_sql(item: Filter, bind: Binder) -> str:
     if item.is_column:
         text, number = item.operand, _text_number(item.operand)
     else:
@@ -96,7 +97,7 @@ def filter_sql(item: Filter, bind: _Binder) -> str:
     raise ValueError(f"unknown operator {item.operator}")
 
 
-def step_sql(step: Step, bind: _Binder) -> str:
+def step_sql(step: Step, bind: Binder) -> str:
     """The condition an event must meet to match a step."""
     parts = [f"type = {bind(step.stored_type, 'String')}"]
     if step.stored_event is not None:
@@ -105,7 +106,7 @@ def step_sql(step: Step, bind: _Binder) -> str:
     return "(" + " AND ".join(parts) + ")"
 
 
-def _scan(query: FunnelQuery, bind: _Binder, matched: str) -> tuple[str, str]:
+def _scan(query: FunnelQuery, bind: Binder, matched: str) -> tuple[str, str]:
     """The WHERE clause over the scanned range (`matched`: an expression over the inner query's own step
     columns, so each step condition is written and evaluated once) and the first-touch breakdown aggregate."""
     wanted = matched
@@ -137,7 +138,7 @@ def closed_exclusive_per_user(query: FunnelQuery, params: Params) -> str:
     (bench/, docs/benchmarks.md): a narrow state (9 fields was 2.0x `windowFunnel`, 3 fields 1.4x) and the
     packed element (1.4x to 1.3x); cutting runs of repeated steps before folding cost more than it saved.
     """
-    bind = _Binder(params)
+    bind = Binder(params)
     n = len(query.steps)
     conditions = [step_sql(step, bind) for step in query.steps]
     to_end, window = bind(query.to_end_ms, "Int64"), bind(query.window_ms, "Int64")
@@ -180,7 +181,7 @@ def closed_general_per_user(query: FunnelQuery, params: Params) -> str:
     a chain moves to level k in a group at time t when the group covers steps j+1..k. State is two arrays
     (f[k], P[k]) written once over all levels, so the SQL does not grow with the number of steps.
     """
-    bind = _Binder(params)
+    bind = Binder(params)
     n = len(query.steps)
     conditions = [step_sql(step, bind) for step in query.steps]
     where, breakdown = _scan(query, bind, "mask > 0")
@@ -223,7 +224,7 @@ def closed_general_per_user(query: FunnelQuery, params: Params) -> str:
 
 def open_per_user(query: FunnelQuery, params: Params) -> str:
     """Open funnel: the first time each step fired; step 1 inside the date range, others in the scan."""
-    bind = _Binder(params)
+    bind = Binder(params)
     n = len(query.steps)
     matches = ", ".join(f"{step_sql(step, bind)} AS m{i}" for i, step in enumerate(query.steps, 1))
     to_end = bind(query.to_end_ms, "Int64")

@@ -287,7 +287,7 @@ def _import_ndjson(path: Path, run: _Run, writer: _Writer, advance: _Advance, ba
     advance.start(path.stat().st_size)
     batch = _RowBatch()
     done = 0
-    loads, fast, slow = orjson.loads, _fast_row, _slow_row
+    loads = orjson.loads
     with path.open("rb") as file:
         if file.read(4096).removeprefix(b"\xef\xbb\xbf").lstrip().startswith(b"["):
             raise ImportFileError(f"{path}: holds a JSON array; expected one JSON object per line (NDJSON)")
@@ -301,14 +301,9 @@ def _import_ndjson(path: Path, run: _Run, writer: _Writer, advance: _Advance, ba
             except orjson.JSONDecodeError as error:
                 batch.reject(line_no, f"not valid JSON: {error}")
                 continue
-            row = fast(obj) or slow(obj)
-            if isinstance(row, str):
-                batch.reject(line_no, row)
-            else:
-                batch.add(line_no, row)
-                if len(batch.rows) >= batch_size:
-                    _emit(path, batch, run, writer, advance, done)
-                    batch = _RowBatch()
+            if batch.take(line_no, obj) >= batch_size:
+                _emit(path, batch, run, writer, advance, done)
+                batch = _RowBatch()
     _emit(path, batch, run, writer, advance, done)
 
 
@@ -339,7 +334,7 @@ def _read_csv(
     width = len(header)
     json_cells = [(i, name) for i, name in enumerate(header) if name in ("properties", "context")]
     batch = _RowBatch()
-    fast, slow, loads = _fast_row, _slow_row, orjson.loads
+    loads = orjson.loads
     end = reader.line_num
     for record in reader:
         line_no, end = end + 1, reader.line_num  # a quoted cell may span lines: report the record's first
@@ -356,14 +351,9 @@ def _read_csv(
         except orjson.JSONDecodeError as error:
             batch.reject(line_no, f"{name}: not valid JSON ({error})")
             continue
-        row = fast(obj) or slow(obj)
-        if isinstance(row, str):
-            batch.reject(line_no, row)
-        else:
-            batch.add(line_no, row)
-            if len(batch.rows) >= batch_size:
-                _emit(path, batch, run, writer, advance, file.buffer.tell())
-                batch = _RowBatch()
+        if batch.take(line_no, obj) >= batch_size:
+            _emit(path, batch, run, writer, advance, file.buffer.tell())
+            batch = _RowBatch()
     _emit(path, batch, run, writer, advance, file.buffer.tell())
 
 
@@ -492,6 +482,15 @@ class _RowBatch:
     def add(self, line_no: int, row: Row) -> None:
         self.rows.append(row)
         self.lines.append(line_no)
+
+    def take(self, line_no: int, obj: Any) -> int:
+        """Validate one parsed row into the batch (or its rejects); returns the batch's row count."""
+        row = _fast_row(obj) or _slow_row(obj)
+        if isinstance(row, str):
+            self.reject(line_no, row)
+        else:
+            self.add(line_no, row)
+        return len(self.rows)
 
     def reject(self, line_no: int, message: str) -> None:
         self.problems.append((line_no, message))
