@@ -1,0 +1,113 @@
+"""No input, however malformed, produces a 5xx: arbitrary parameters and bodies against the real app."""
+
+from __future__ import annotations
+
+import json
+
+from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.conftest import bearer
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4)
+    ),
+    max_leaves=12,
+)
+FIELDS = [
+    "type",
+    "event",
+    "name",
+    "filters",
+    "operand",
+    "operator",
+    "value",
+    "user_id",
+    "userId",
+    "timestamp",
+    "batch",
+]
+STEP = st.fixed_dictionaries(
+    {},
+    optional={
+        "type": JSON | st.sampled_from(["event", "track", "page"]),
+        "event": JSON | st.sampled_from(["page", "connect"]),
+        "name": JSON,
+        "filters": st.lists(
+            st.fixed_dictionaries(
+                {},
+                optional={
+                    "operand": JSON | st.sampled_from(["device", "price", ""]),
+                    "operator": JSON | st.sampled_from(["equals", "in", "gt", "includes"]),
+                    "value": JSON,
+                },
+            ),
+            max_size=3,
+        )
+        | JSON,
+    },
+)
+VALID_STEPS = st.lists(
+    st.builds(
+        lambda kind, event, filters: {"type": kind, "event": event, "filters": filters},
+        st.sampled_from(["event", "track", "page", "transaction"]),
+        st.sampled_from(["page", "connect", "track"]) | st.text(min_size=1, max_size=8),
+        st.lists(
+            st.builds(
+                lambda operand, operator, value: {"operand": operand, "operator": operator, "value": value},
+                st.sampled_from(["device", "page_path", "price", "chain"]) | st.text(min_size=1, max_size=8),
+                st.sampled_from(["equals", "notEquals", "in", "notIn", "startsWith", "endsWith", "includes"]),
+                st.text(max_size=12),
+            ),
+            max_size=3,
+        ),
+    ),
+    min_size=2,
+    max_size=10,
+).map(lambda steps: json.dumps([{**step, "name": f"s{i}"} for i, step in enumerate(steps)]))
+PARAMS = st.fixed_dictionaries(
+    {
+        # Mostly valid dates, so that many generated queries get past validation and run as SQL.
+        "date_from": st.sampled_from(["2026-04-01"] * 6 + ["1970-01-01", "", "x"]) | st.text(max_size=12),
+        "date_to": st.sampled_from(["2026-04-30"] * 6 + ["2199-12-31", "0000-00-00"]),
+        "steps": VALID_STEPS | st.lists(STEP, max_size=11).map(json.dumps) | st.text(max_size=40),
+    },
+    optional={
+        "window_seconds": st.integers(-(10**20), 10**20).map(str)
+        | st.sampled_from(["1", "86400", "316224000"]),
+        "funnel_type": st.sampled_from(["open", "closed", "", "OPEN"]),
+        "breakdown": st.sampled_from(["device", "referrer", "", "properties"]),
+        "breakdown_top_n": st.integers(-5, 10**12).map(str),
+    },
+)
+STATUSES: list[int] = []
+SUPPRESS = [HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=SUPPRESS, derandomize=True)
+@given(params=PARAMS)
+def test_funnel_never_answers_5xx(client: TestClient, keys: dict[str, str], params: dict[str, str]) -> None:
+    response = client.get("/v0/funnel", params=params, headers=bearer(keys["query:read"]))
+    assert response.status_code in (200, 400), response.text
+    STATUSES.append(response.status_code)
+    if response.status_code == 400:
+        assert response.json()["error"]["code"] == "INVALID_VALIDATION_REQUEST"
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=SUPPRESS, derandomize=True)
+@given(body=JSON | st.lists(st.dictionaries(st.sampled_from(FIELDS), JSON, max_size=6), max_size=3))
+def test_event_endpoints_never_answer_5xx(client: TestClient, keys: dict[str, str], body: object) -> None:
+    for path in ("/v0/events", "/v1/track", "/v1/batch"):
+        wrapped = {"batch": body} if path == "/v1/batch" and isinstance(body, list) else body
+        response = client.post(path, content=json.dumps(wrapped), headers=bearer(keys["events:write"]))
+        assert response.status_code < 500, (path, response.text)
+        if response.status_code >= 400:
+            assert set(response.json()["error"]) >= {"code", "message", "doc_url"}
+
+
+def test_the_funnel_fuzz_reached_the_sql_path() -> None:
+    """Runs after the fuzz test (file order): some generated queries must have been valid and executed."""
+    assert STATUSES.count(200) >= 10, STATUSES.count(200)
