@@ -197,6 +197,22 @@ def import_(
 
 
 @app.command()
+def validate(file: Annotated[Path, typer.Argument(help="The config file (JSON or YAML).")]) -> None:
+    """Check a config file: every problem is listed with its path; exit status 1 if there are any."""
+    from funnels.config import ConfigInvalid, load_config
+
+    try:
+        config = load_config(file)
+    except ConfigInvalid as invalid:
+        for error in invalid.errors:
+            err.print(str(error), markup=False, highlight=False)
+        err.print(f"{len(invalid.errors)} problem(s) in {file}", markup=False, highlight=False)
+        raise typer.Exit(1) from None
+    steps = sum(len(funnel.steps) for funnel in config.funnels)
+    typer.echo(f"{file}: ok ({len(config.models)} models, {len(config.funnels)} funnels, {steps} steps)")
+
+
+@app.command()
 def demo(
     port: Annotated[int, typer.Option(help="Port (default $PORT or 8000).")] = int(
         os.environ.get("PORT", "8000")

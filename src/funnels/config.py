@@ -1,0 +1,303 @@
+"""The config file: models, funnels, steps and actions, parsed into typed objects and validated whole.
+
+Accepts exactly the spec's shapes, including the single-object forms (`forModels: "customer"`, `steps: {...}`,
+`actions: {...}`). Every problem is reported at once with the path where it is, as written in the file
+(`funnels[0].steps[2].actions[1].args.url`), and what was expected. Checks: the shape of each section,
+unknown or duplicate names (models in `forModels`, funnel ids, action types), each action type's args
+(`funnels.channels`), Liquid syntax in every string of `args`, durations (`delay`), quiet hours
+(`notBefore`/`notAfter`), and `unless` references to steps of the same funnel.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+import yaml
+from liquid import Environment
+from liquid.exceptions import LiquidError
+from pydantic import TypeAdapter, ValidationError
+
+from funnels.channels import ACTION_TYPES
+
+TOP_LEVEL = ("models", "funnels", "segment", "email", "sms", "slack", "webhook")
+_SHORT_DURATION = re.compile(r"^\s*(\d+)\s*(s|m|h|d|w)\s*$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
+_CLOCK = re.compile(r"^([01]?\d|2[0-3]):([0-5]\d)$")
+_LIQUID = Environment()
+
+
+@dataclass(frozen=True)
+class ConfigError:
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}"
+
+
+class ConfigInvalid(Exception):
+    """The config has problems; `errors` lists every one."""
+
+    def __init__(self, errors: list[ConfigError]) -> None:
+        self.errors = errors
+        super().__init__("\n".join(str(error) for error in errors))
+
+
+@dataclass(frozen=True)
+class Action:
+    type: str
+    args: dict[str, Any]
+    delay: timedelta | None = None
+    unless: tuple[str, ...] = ()
+    not_before_minute: int | None = None  # minutes after midnight in the instance's timezone
+    not_after_minute: int | None = None
+
+
+@dataclass(frozen=True)
+class Step:
+    event: str
+    actions: tuple[Action, ...] = ()
+
+
+@dataclass(frozen=True)
+class Funnel:
+    id: str
+    for_models: tuple[str, ...]
+    steps: tuple[Step, ...]
+
+
+@dataclass(frozen=True)
+class Config:
+    models: tuple[str, ...]
+    funnels: tuple[Funnel, ...]
+    segment_model: str
+    settings: dict[str, dict[str, Any]]  # the email / sms / slack / webhook sections, as given
+
+
+def parse_duration(value: Any) -> timedelta:
+    """`"30s"`, `"5m"`, `"3h"`, `"3d"`, `"2w"`, or ISO 8601 (`"P3D"`, `"PT30M"`); must be positive."""
+    if isinstance(value, str) and (match := _SHORT_DURATION.match(value)):
+        duration = timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2)])
+    elif isinstance(value, str) and value.strip().upper().startswith("P"):
+        try:
+            duration = TypeAdapter(timedelta).validate_python(value.strip())
+        except ValidationError:
+            raise ValueError(f"{value!r} is not an ISO 8601 duration") from None
+    else:
+        raise ValueError('expected a duration such as "30s", "3d" or ISO 8601 "P3D"')
+    if duration <= timedelta(0):
+        raise ValueError("must be positive")
+    return duration
+
+
+def _minute_of_day(value: Any) -> int:
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 23:
+        return value * 60
+    if isinstance(value, str) and (match := _CLOCK.match(value.strip())):
+        return int(match.group(1)) * 60 + int(match.group(2))
+    raise ValueError('expected an hour 0–23 or a time "HH:MM"')
+
+
+def _as_list(value: Any, path: str) -> Iterator[tuple[Any, str]]:
+    """The spec's "X or list of X": items with their paths as written."""
+    if isinstance(value, list):
+        yield from ((item, f"{path}[{index}]") for index, item in enumerate(value))
+    else:
+        yield value, path
+
+
+def _strings(value: Any, path: str) -> Iterator[tuple[str, str]]:
+    if isinstance(value, str):
+        yield value, path
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _strings(item, f"{path}.{key}")
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _strings(item, f"{path}[{index}]")
+
+
+class _Checker:
+    def __init__(self) -> None:
+        self.errors: list[ConfigError] = []
+
+    def fail(self, path: str, message: str) -> None:
+        self.errors.append(ConfigError(path, message))
+
+    def text(self, value: Any, path: str) -> str | None:
+        if isinstance(value, str) and value.strip():
+            return value
+        self.fail(path, "expected a non-empty string")
+        return None
+
+    def action(self, raw: Any, path: str) -> Action | None:
+        if not isinstance(raw, dict):
+            self.fail(path, "expected an action object {type, args}")
+            return None
+        for key in sorted(set(raw) - {"type", "args", "delay", "unless", "notBefore", "notAfter"}):
+            self.fail(
+                f"{path}.{key}", "unknown field (expected type, args, delay, unless, notBefore, notAfter)"
+            )
+        kind = self.text(raw.get("type"), f"{path}.type")
+        args = raw.get("args", {})
+        if not isinstance(args, dict):
+            self.fail(f"{path}.args", "expected an object")
+            args = {}
+        if kind is not None and kind not in ACTION_TYPES:
+            self.fail(
+                f"{path}.type", f"unknown action type {kind!r} (expected one of {', '.join(ACTION_TYPES)})"
+            )
+        elif kind is not None:
+            try:
+                ACTION_TYPES[kind].model_validate(args)
+            except ValidationError as error:
+                for item in error.errors():
+                    where = ".".join(str(part) for part in item["loc"])
+                    message = item["msg"].removeprefix("Value error, ")
+                    self.fail(f"{path}.args" + (f".{where}" if where else ""), message)
+        for template, where in _strings(args, f"{path}.args"):
+            try:
+                _LIQUID.from_string(template)
+            except LiquidError as error:
+                self.fail(where, f"Liquid syntax error: {str(error).splitlines()[0]}")
+        delay = None
+        if "delay" in raw:
+            try:
+                delay = parse_duration(raw["delay"])
+            except ValueError as error:
+                self.fail(f"{path}.delay", str(error))
+        unless = tuple(
+            name
+            for item, where in _as_list(raw.get("unless", []), f"{path}.unless")
+            if (name := self.text(item, where))
+        )
+        minutes: dict[str, int | None] = {"notBefore": None, "notAfter": None}
+        for key in minutes:
+            if key in raw:
+                try:
+                    minutes[key] = _minute_of_day(raw[key])
+                except ValueError as error:
+                    self.fail(f"{path}.{key}", str(error))
+        return Action(
+            type=kind or "",
+            args=args,
+            delay=delay,
+            unless=unless,
+            not_before_minute=minutes["notBefore"],
+            not_after_minute=minutes["notAfter"],
+        )
+
+    def funnel(self, raw: Any, path: str, models: set[str]) -> Funnel | None:
+        if not isinstance(raw, dict):
+            self.fail(path, "expected a funnel object {id, forModels, steps}")
+            return None
+        for key in sorted(set(raw) - {"id", "forModels", "steps"}):
+            self.fail(f"{path}.{key}", "unknown field (expected id, forModels, steps)")
+        funnel_id = self.text(raw.get("id"), f"{path}.id")
+        for_models = []
+        for item, where in _as_list(raw.get("forModels"), f"{path}.forModels"):
+            name = self.text(item, where)
+            if name is not None and name not in models:
+                self.fail(where, f"unknown model {name!r} (declared: {', '.join(sorted(models)) or 'none'})")
+            if name is not None:
+                for_models.append(name)
+        steps: list[Step] = []
+        action_paths: list[tuple[Action, str]] = []
+        for item, where in _as_list(raw.get("steps"), f"{path}.steps"):
+            if not isinstance(item, dict):
+                self.fail(where, "expected a step object {event, actions?}")
+                continue
+            for key in sorted(set(item) - {"event", "actions"}):
+                self.fail(f"{where}.{key}", "unknown field (expected event, actions)")
+            event = self.text(item.get("event"), f"{where}.event")
+            actions = []
+            for raw_action, action_path in _as_list(item.get("actions", []), f"{where}.actions"):
+                if (action := self.action(raw_action, action_path)) is not None:
+                    actions.append(action)
+                    action_paths.append((action, action_path))
+            if event is not None:
+                steps.append(Step(event=event, actions=tuple(actions)))
+        if raw.get("steps") in (None, []):
+            self.fail(f"{path}.steps", "expected a step or a non-empty list of steps")
+        events = {step.event for step in steps}
+        for action, action_path in action_paths:
+            for name in action.unless:
+                if name not in events:
+                    self.fail(
+                        f"{action_path}.unless",
+                        f"{name!r} is not a step of funnel {funnel_id!r} (steps: {', '.join(s.event for s in steps)})",
+                    )
+        if funnel_id is None or not for_models:
+            return None
+        return Funnel(id=funnel_id, for_models=tuple(for_models), steps=tuple(steps))
+
+
+def validate_config(raw: Any) -> Config:
+    """The typed config, or `ConfigInvalid` listing every problem."""
+    check = _Checker()
+    if not isinstance(raw, dict):
+        raise ConfigInvalid([ConfigError("$", "expected an object with `models` and `funnels`")])
+    for key in sorted(set(raw) - set(TOP_LEVEL)):
+        check.fail(key, f"unknown section (expected {', '.join(TOP_LEVEL)})")
+    models: list[str] = []
+    for item, where in _as_list(raw.get("models", []), "models"):
+        name = check.text(item.get("name"), f"{where}.name") if isinstance(item, dict) else None
+        if not isinstance(item, dict):
+            check.fail(where, "expected a model object {name}")
+        elif name is not None and name in models:
+            check.fail(f"{where}.name", f"duplicate model name {name!r}")
+        elif name is not None:
+            models.append(name)
+    if not models:
+        check.fail("models", "declare at least one model, e.g. [{name: customer}]")
+    funnels: list[Funnel] = []
+    seen: dict[str, str] = {}
+    for item, where in _as_list(raw.get("funnels", []), "funnels"):
+        funnel = check.funnel(item, where, set(models))
+        if funnel is None:
+            continue
+        if funnel.id in seen:
+            check.fail(f"{where}.id", f"duplicate funnel id {funnel.id!r} (first at {seen[funnel.id]})")
+        seen.setdefault(funnel.id, where)
+        funnels.append(funnel)
+    segment = raw.get("segment", {})
+    segment_model = models[0] if models else ""
+    if not isinstance(segment, dict):
+        check.fail("segment", "expected an object {model}")
+    elif "model" in segment:
+        segment_model = check.text(segment["model"], "segment.model") or segment_model
+        if segment_model not in models:
+            check.fail("segment.model", f"unknown model {segment_model!r}")
+    settings = {}
+    for section in ("email", "sms", "slack", "webhook"):
+        value = raw.get(section, {})
+        if not isinstance(value, dict):
+            check.fail(section, "expected an object of settings")
+        else:
+            settings[section] = value
+    if check.errors:
+        raise ConfigInvalid(check.errors)
+    return Config(
+        models=tuple(models), funnels=tuple(funnels), segment_model=segment_model, settings=settings
+    )
+
+
+def load_config(path: Path) -> Config:
+    """Read a JSON or YAML file (by extension; anything else is tried as YAML, which includes JSON)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigInvalid([ConfigError(str(path), f"cannot read the file ({error})")]) from None
+    try:
+        raw = orjson.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+    except orjson.JSONDecodeError as error:
+        raise ConfigInvalid([ConfigError(str(path), f"not valid JSON: {error}")]) from None
+    except yaml.YAMLError as error:
+        raise ConfigInvalid([ConfigError(str(path), f"not valid YAML: {error}")]) from None
+    return validate_config(raw)

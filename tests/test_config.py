@@ -1,0 +1,181 @@
+"""The config file: the spec's shapes are accepted, and every problem is reported with its path."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from funnels.config import ConfigInvalid, load_config, parse_duration, validate_config
+
+ONBOARDING = {
+    "models": [{"name": "customer"}, {"name": "organization"}],
+    "funnels": [
+        {
+            "id": "onboarding",
+            "forModels": "customer",
+            "steps": [
+                {
+                    "event": "sign_up",
+                    "actions": [
+                        {
+                            "type": "slack",
+                            "args": {
+                                "url": "http://127.0.0.1:9/hook",
+                                "content": "{{ displayName }} signed up",
+                            },
+                        },
+                        {
+                            "type": "email",
+                            "delay": "3d",
+                            "unless": "development_api_call",
+                            "notBefore": 9,
+                            "notAfter": "17:30",
+                            "args": {
+                                "to": "{{ modelProperties.email }}",
+                                "subject": "Need a hand?",
+                                "text": "Hi {{ displayName }}",
+                            },
+                        },
+                    ],
+                },
+                {"event": "development_api_call"},
+                {
+                    "event": "production_api_call",
+                    "actions": {
+                        "type": "webhook",
+                        "args": {"url": "https://example.test/x", "body": {"id": "{{ ids[0] }}"}},
+                    },
+                },
+            ],
+        }
+    ],
+}
+
+
+def errors_of(raw: object) -> dict[str, str]:
+    with pytest.raises(ConfigInvalid) as caught:
+        validate_config(raw)
+    return {error.path: error.message for error in caught.value.errors}
+
+
+def test_the_specs_onboarding_example_is_accepted_with_single_object_forms() -> None:
+    config = validate_config(ONBOARDING)
+    assert config.models == ("customer", "organization") and config.segment_model == "customer"
+    (funnel,) = config.funnels
+    assert funnel.for_models == ("customer",)
+    assert [step.event for step in funnel.steps] == ["sign_up", "development_api_call", "production_api_call"]
+    reminder = funnel.steps[0].actions[1]
+    assert reminder.delay == timedelta(days=3) and reminder.unless == ("development_api_call",)
+    assert (reminder.not_before_minute, reminder.not_after_minute) == (540, 1050)
+    assert funnel.steps[2].actions[0].type == "webhook"
+    assert (
+        validate_config({**ONBOARDING, "funnels": {**ONBOARDING["funnels"][0], "steps": {"event": "x"}}})
+        .funnels[0]
+        .steps[0]
+        .event
+        == "x"
+    )
+
+
+def test_every_problem_is_reported_with_its_path() -> None:
+    funnel = json.loads(json.dumps(ONBOARDING["funnels"][0]))
+    funnel["forModels"] = ["customer", "robot"]
+    actions = funnel["steps"][0]["actions"]
+    actions[0]["args"] = {"content": "{{ oops"}
+    actions[1]["delay"] = "soon"
+    actions[1]["unless"] = ["development_api_call", "never_a_step"]
+    actions[1]["notBefore"] = 25
+    actions[1]["args"].pop("subject")
+    funnel["steps"][2]["actions"] = [
+        {"type": "fax", "args": {}},
+        {"type": "webhook", "args": {"method": "POST"}},
+    ]
+    raw = {"models": [{"name": "customer"}], "funnels": [funnel, dict(funnel)], "extra": 1}
+    errors = errors_of(raw)
+    assert errors["funnels[0].forModels[1]"].startswith("unknown model 'robot'")
+    assert (
+        "url" in errors["funnels[0].steps[0].actions[0].args"]
+        and "token" in errors["funnels[0].steps[0].actions[0].args"]
+    )
+    assert errors["funnels[0].steps[0].actions[0].args.content"].startswith("Liquid syntax error")
+    assert "duration" in errors["funnels[0].steps[0].actions[1].delay"]
+    assert "never_a_step" in errors["funnels[0].steps[0].actions[1].unless"]
+    assert "hour" in errors["funnels[0].steps[0].actions[1].notBefore"]
+    assert errors["funnels[0].steps[0].actions[1].args.subject"] == "Field required"
+    assert errors["funnels[0].steps[2].actions[0].type"].startswith("unknown action type 'fax'")
+    assert errors["funnels[0].steps[2].actions[1].args.url"] == "Field required"
+    assert errors["funnels[1].id"].startswith("duplicate funnel id 'onboarding'")
+    assert errors["extra"].startswith("unknown section")
+
+
+@pytest.mark.parametrize(
+    ("raw", "path"),
+    [
+        ({"funnels": []}, "models"),
+        ({"models": [{"name": "a"}, {"name": "a"}]}, "models[1].name"),
+        ({"models": [{"name": "a"}], "funnels": [{"id": "f", "forModels": "a"}]}, "funnels[0].steps"),
+        (
+            {"models": [{"name": "a"}], "funnels": [{"id": "f", "forModels": "a", "steps": {"event": ""}}]},
+            "funnels[0].steps.event",
+        ),
+        ({"models": [{"name": "a"}], "segment": {"model": "b"}}, "segment.model"),
+        ({"models": [{"name": "a"}], "email": "smtp://x"}, "email"),
+        ([], "$"),
+    ],
+)
+def test_shape_errors(raw: object, path: str) -> None:
+    assert path in errors_of(raw)
+
+
+def test_durations() -> None:
+    assert parse_duration("30s") == timedelta(seconds=30)
+    assert parse_duration("3d") == timedelta(days=3)
+    assert parse_duration("P3D") == timedelta(days=3)
+    assert parse_duration("PT1H30M") == timedelta(minutes=90)
+    for bad in ("0s", "3 days", "P", 5, "-1d"):
+        with pytest.raises(ValueError):
+            parse_duration(bad)
+
+
+def test_yaml_and_json_files_and_syntax_errors(tmp_path: Path) -> None:
+    (tmp_path / "c.json").write_text(json.dumps(ONBOARDING))
+    import yaml
+
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(ONBOARDING))
+    assert load_config(tmp_path / "c.json") == load_config(tmp_path / "c.yaml")
+    (tmp_path / "bad.yaml").write_text("models: [\n")
+    with pytest.raises(ConfigInvalid, match="not valid YAML"):
+        load_config(tmp_path / "bad.yaml")
+
+
+def test_validate_command(tmp_path: Path) -> None:
+    funnels = str(Path(sys.executable).parent / "funnels")
+    good, bad = tmp_path / "good.json", tmp_path / "bad.json"
+    good.write_text(json.dumps(ONBOARDING))
+    bad.write_text(
+        json.dumps(
+            {
+                "models": [{"name": "customer"}],
+                "funnels": [
+                    {
+                        "id": "f",
+                        "forModels": "x",
+                        "steps": {"event": "e", "actions": {"type": "sms", "args": {}}},
+                    }
+                ],
+            }
+        )
+    )
+    ok = subprocess.run([funnels, "validate", str(good)], capture_output=True, text=True, timeout=60)
+    assert ok.returncode == 0 and "ok (2 models, 1 funnels, 3 steps)" in ok.stdout
+    failed = subprocess.run([funnels, "validate", str(bad)], capture_output=True, text=True, timeout=60)
+    assert failed.returncode == 1
+    assert "funnels[0].forModels: unknown model 'x'" in failed.stderr
+    assert "funnels[0].steps.actions.args.to: Field required" in failed.stderr
+    assert "funnels[0].steps.actions.args.body: Field required" in failed.stderr
+    assert "3 problem(s)" in failed.stderr
