@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import orjson
 import typer
@@ -31,7 +31,7 @@ DataDir = Annotated[
 ]
 
 
-def _fail(message: str, code: int = 1) -> None:
+def _fail(message: str, code: int = 1) -> NoReturn:
     err.print(f"[red]error:[/red] {message}", highlight=False)
     raise typer.Exit(code)
 
@@ -41,7 +41,6 @@ def _open(data_dir: Path | None) -> Services:
         return Services.open(resolve_data_dir(data_dir))
     except DataDirBusy as error:
         _fail(str(error))
-        raise  # unreachable
 
 
 def _state(data_dir: Path | None) -> StateStore:
@@ -185,7 +184,6 @@ def import_(
         report = import_files(svc.events, files, console=err)
     except ValueError as error:  # an unsupported, missing or unreadable file: nothing was written
         _fail(str(error))
-        raise  # unreachable
     finally:
         svc.close()
     err.print(

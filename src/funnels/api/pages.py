@@ -11,7 +11,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from sqlalchemy import text
 
 from funnels.api.deps import services
-from funnels.api.errors import ERROR_CODES
+from funnels.api.errors import ERROR_CODES, ApiError
 from funnels.services import Services
 
 router = APIRouter()
@@ -55,15 +55,6 @@ def _probe(svc: Services) -> dict[str, str]:
 async def healthz(request: Request) -> JSONResponse:
     try:
         checks = await run_in_threadpool(_probe, services(request))
-    except Exception as error:  # report, never raise: a probe answers
-        return JSONResponse(
-            {
-                "error": {
-                    "code": "SERVICE_UNAVAILABLE",
-                    "message": f"A store is unavailable: {error}",
-                    "doc_url": str(request.base_url) + "errors#service_unavailable",
-                }
-            },
-            status_code=503,
-        )
+    except Exception as error:  # a probe answers: any store failure is a 503 in the usual envelope
+        raise ApiError("SERVICE_UNAVAILABLE", f"A store is unavailable: {error}") from None
     return JSONResponse({"status": "ok", **checks})

@@ -9,7 +9,7 @@ number, which makes shipping idempotent (see `funnels.ingest.log`).
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -170,21 +170,3 @@ class EventStore:
     def count(self) -> int:
         row = self.query("SELECT count() FROM events").first()
         return int(row[0]) if row else 0
-
-    def distinct_values(self, column: str, limit: int = 200) -> list[str]:
-        """Most frequent values of a column we name (never a user-supplied identifier)."""
-        if column not in ("type", "event", *STANDARD_COLUMNS):
-            raise ValueError(f"unknown column {column}")
-        sql = f"SELECT {column} FROM events WHERE {column} != '' GROUP BY {column} ORDER BY count() DESC LIMIT {{limit:UInt32}}"
-        return [row[0] for row in self.query(sql, {"limit": limit}).rows]
-
-
-def iter_batches(items: Iterable[Any], size: int) -> Iterable[list[Any]]:
-    batch: list[Any] = []
-    for item in items:
-        batch.append(item)
-        if len(batch) >= size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
