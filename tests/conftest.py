@@ -48,3 +48,20 @@ def keys(services: Services, clock: ManualClock) -> dict[str, str]:
 
 def bearer(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
+
+
+from tests.receivers import HttpReceiver, SmtpReceiver  # noqa: E402 (appended with the fixtures that use it)
+
+
+@pytest.fixture
+def http_receiver() -> Iterator[HttpReceiver]:
+    """A real HTTP server on 127.0.0.1 that records requests (see tests/receivers.py)."""
+    with HttpReceiver() as receiver:
+        yield receiver
+
+
+@pytest.fixture
+def smtp_receiver() -> Iterator[SmtpReceiver]:
+    """A real SMTP server (aiosmtpd) on 127.0.0.1 that records messages (see tests/receivers.py)."""
+    with SmtpReceiver() as receiver:
+        yield receiver

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from funnels.config import ConfigInvalid, load_config, parse_duration, validate_config
+from funnels.config import ConfigInvalid, DeliveryPolicy, load_config, parse_duration, validate_config
 
 ONBOARDING = {
     "models": [{"name": "customer"}, {"name": "organization"}],
@@ -179,3 +179,109 @@ def test_validate_command(tmp_path: Path) -> None:
     assert "funnels[0].steps.actions.args.to: Field required" in failed.stderr
     assert "funnels[0].steps.actions.args.body: Field required" in failed.stderr
     assert "3 problem(s)" in failed.stderr
+
+
+def with_sections(**sections: object) -> dict[str, object]:
+    return {**ONBOARDING, **sections}
+
+
+def test_channel_settings_are_validated_with_paths() -> None:
+    errors = errors_of(
+        with_sections(
+            email={"port": "abc", "security": "tls", "hots": "smtp.example.test"},
+            slack={"apiUrl": 5},
+            sms=["AC123"],
+            webhook={"secret": 1},
+        )
+    )
+    assert errors["email.port"].startswith("Input should be a valid integer")
+    assert errors["email.security"].startswith("Input should be 'starttls', 'ssl' or 'none'")
+    assert errors["email.hots"] == "unknown field (expected host, port, username, password, security, from)"
+    assert errors["slack.apiUrl"] == "Input should be a valid string"
+    assert errors["sms"] == "expected an object of settings"
+    assert errors["webhook.secret"] == "Input should be a valid string"
+    assert "email.port" in errors_of(with_sections(email={"port": 70000}))
+
+
+def test_channel_settings_are_resolved_with_the_environment_at_load_time() -> None:
+    environ = {
+        "FUNNELS_SMTP_HOST": "smtp.env.test",
+        "FUNNELS_SMTP_PORT": "465",
+        "FUNNELS_WEBHOOK_SECRET": "env",
+    }
+    config = validate_config(
+        with_sections(email={"from": "hello@acme.test"}, webhook={"secret": "file"}), environ
+    )
+    assert set(config.channel_settings) == {"webhook", "slack", "email", "sms"}
+    email = config.channel_settings["email"]
+    assert (email.host, email.port, email.security, email.from_) == (  # type: ignore[attr-defined]
+        "smtp.env.test",
+        465,
+        "ssl",
+        "hello@acme.test",
+    )
+    assert config.channel_settings["webhook"].secret.get_secret_value() == "file"  # type: ignore[attr-defined]
+    assert config.channel_settings["slack"].api_url == "https://slack.com/api"  # type: ignore[attr-defined]
+
+
+def test_a_bad_environment_value_is_reported_with_its_variable() -> None:
+    with pytest.raises(ConfigInvalid) as caught:
+        validate_config(ONBOARDING, {"FUNNELS_SMTP_PORT": "smtp"})
+    (error,) = caught.value.errors
+    assert error.path == "email.port" and error.message.startswith("from FUNNELS_SMTP_PORT: Input should be")
+
+
+def test_the_delivery_policy() -> None:
+    assert validate_config(ONBOARDING, {}).delivery == DeliveryPolicy(
+        max_attempts=8,
+        timeout=timedelta(seconds=10),
+        backoff_base=timedelta(seconds=2),
+        backoff_max=timedelta(hours=1),
+    )
+    custom = validate_config(
+        with_sections(
+            delivery={"maxAttempts": 3, "timeout": "5s", "backoffBase": "30s", "backoffMax": "PT2H"}
+        ),
+        {},
+    )
+    assert custom.delivery == DeliveryPolicy(
+        3, timedelta(seconds=5), timedelta(seconds=30), timedelta(hours=2)
+    )
+    errors = errors_of(
+        with_sections(
+            delivery={
+                "maxAttempts": 0,
+                "timeout": "soon",
+                "backoffBase": "1h",
+                "backoffMax": "1m",
+                "retries": 2,
+            }
+        )
+    )
+    assert errors["delivery.maxAttempts"] == "expected a whole number of at least 1"
+    assert "duration" in errors["delivery.timeout"]
+    assert errors["delivery.backoffMax"] == "must be at least backoffBase (1h)"
+    assert errors["delivery.retries"].startswith("unknown field (expected maxAttempts, timeout")
+    for bad in (True, "3", 2.5):
+        assert "delivery.maxAttempts" in errors_of(with_sections(delivery={"maxAttempts": bad}))
+    assert errors_of(with_sections(delivery=[]))["delivery"].startswith("expected an object")
+
+
+def test_unless_must_name_a_later_step() -> None:
+    funnel = json.loads(json.dumps(ONBOARDING["funnels"][0]))
+    funnel["steps"][0]["actions"][1]["unless"] = ["sign_up", "development_api_call", "never_a_step"]
+    funnel["steps"][1]["actions"] = {
+        "type": "webhook",
+        "unless": "sign_up",
+        "args": {"url": "https://x.test"},
+    }
+    with pytest.raises(ConfigInvalid) as caught:
+        validate_config({**ONBOARDING, "funnels": [funnel]}, {})
+    messages = [str(error) for error in caught.value.errors]
+    assert messages == [
+        "funnels[0].steps[0].actions[1].unless: 'sign_up' is not a later step than 'sign_up' (the action would always be cancelled)",
+        "funnels[0].steps[0].actions[1].unless: 'never_a_step' is not a step of funnel 'onboarding' "
+        "(steps: sign_up, development_api_call, production_api_call)",
+        "funnels[0].steps[1].actions.unless: 'sign_up' is not a later step than 'development_api_call' "
+        "(the action would always be cancelled)",
+    ]

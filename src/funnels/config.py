@@ -5,14 +5,17 @@ Accepts exactly the spec's shapes, including the single-object forms (`forModels
 (`funnels[0].steps[2].actions[1].args.url`), and what was expected. Checks: the shape of each section,
 unknown or duplicate names (models in `forModels`, funnel ids, action types), each action type's args
 (`funnels.channels`), Liquid syntax in every string of `args`, durations (`delay`), quiet hours
-(`notBefore`/`notAfter`), and `unless` references to steps of the same funnel.
+(`notBefore`/`notAfter`), `unless` references to later steps of the same funnel, each channel's settings
+section (`webhook`, `slack`, `email`, `sms`; gaps filled from environment variables at load time) and the
+`delivery` policy (attempts, timeout, backoff).
 """
 
 from __future__ import annotations
 
+import os
 import re
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -21,11 +24,13 @@ import orjson
 import yaml
 from liquid import Environment
 from liquid.exceptions import LiquidError
-from pydantic import TypeAdapter, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from funnels.channels import ACTION_TYPES
+from funnels.channels.base import resolve_settings
 
-TOP_LEVEL = ("models", "funnels", "segment", "email", "sms", "slack", "webhook")
+TOP_LEVEL = ("models", "funnels", "segment", "delivery", *ACTION_TYPES)
+DELIVERY_FIELDS = ("maxAttempts", "timeout", "backoffBase", "backoffMax")
 _SHORT_DURATION = re.compile(r"^\s*(\d+)\s*(s|m|h|d|w)\s*$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
 _CLOCK = re.compile(r"^([01]?\d|2[0-3]):([0-5]\d)$")
@@ -73,11 +78,23 @@ class Funnel:
 
 
 @dataclass(frozen=True)
+class DeliveryPolicy:
+    """How hard the worker tries: attempts per action, the timeout of one attempt, exponential backoff."""
+
+    max_attempts: int = 8
+    timeout: timedelta = timedelta(seconds=10)
+    backoff_base: timedelta = timedelta(seconds=2)  # the wait after the first failed attempt, doubling
+    backoff_max: timedelta = timedelta(hours=1)
+
+
+@dataclass(frozen=True)
 class Config:
     models: tuple[str, ...]
     funnels: tuple[Funnel, ...]
     segment_model: str
-    settings: dict[str, dict[str, Any]]  # the email / sms / slack / webhook sections, as given
+    # channel name → its settings model (config section, gaps filled from the environment at load time)
+    channel_settings: dict[str, BaseModel] = field(default_factory=dict)
+    delivery: DeliveryPolicy = DeliveryPolicy()
 
 
 def parse_duration(value: Any) -> timedelta:
@@ -130,6 +147,16 @@ class _Checker:
     def fail(self, path: str, message: str) -> None:
         self.errors.append(ConfigError(path, message))
 
+    def pydantic(self, error: ValidationError, path: str, model: type[BaseModel]) -> None:
+        """One error per pydantic problem, at its path under `path`."""
+        for item in error.errors():
+            where = ".".join(str(part) for part in item["loc"])
+            message = item["msg"].removeprefix("Value error, ")
+            if item["type"] == "extra_forbidden":
+                known = ", ".join(info.alias or name for name, info in model.model_fields.items())
+                message = f"unknown field (expected {known})"
+            self.fail(path + (f".{where}" if where else ""), message)
+
     def text(self, value: Any, path: str) -> str | None:
         if isinstance(value, str) and value.strip():
             return value
@@ -154,13 +181,11 @@ class _Checker:
                 f"{path}.type", f"unknown action type {kind!r} (expected one of {', '.join(ACTION_TYPES)})"
             )
         elif kind is not None:
+            model = ACTION_TYPES[kind].args
             try:
-                ACTION_TYPES[kind].model_validate(args)
+                model.model_validate(args)
             except ValidationError as error:
-                for item in error.errors():
-                    where = ".".join(str(part) for part in item["loc"])
-                    message = item["msg"].removeprefix("Value error, ")
-                    self.fail(f"{path}.args" + (f".{where}" if where else ""), message)
+                self.pydantic(error, f"{path}.args", model)
         for template, where in _strings(args, f"{path}.args"):
             try:
                 _LIQUID.from_string(template)
@@ -193,6 +218,65 @@ class _Checker:
             not_after_minute=minutes["notAfter"],
         )
 
+    def delivery_duration(self, raw: Mapping[str, Any], key: str, default: timedelta) -> timedelta:
+        if key not in raw:
+            return default
+        try:
+            return parse_duration(raw[key])
+        except ValueError as error:
+            self.fail(f"delivery.{key}", str(error))
+            return default
+
+    def delivery(self, raw: Any) -> DeliveryPolicy:
+        default = DeliveryPolicy()
+        if not isinstance(raw, dict):
+            self.fail("delivery", f"expected an object {{{', '.join(DELIVERY_FIELDS)}}}")
+            return default
+        for key in sorted(set(raw) - set(DELIVERY_FIELDS)):
+            self.fail(f"delivery.{key}", f"unknown field (expected {', '.join(DELIVERY_FIELDS)})")
+        attempts = raw.get("maxAttempts", default.max_attempts)
+        if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1:
+            self.fail("delivery.maxAttempts", "expected a whole number of at least 1")
+            attempts = default.max_attempts
+        base = self.delivery_duration(raw, "backoffBase", default.backoff_base)
+        most = self.delivery_duration(raw, "backoffMax", default.backoff_max)
+        if most < base:
+            self.fail("delivery.backoffMax", f"must be at least backoffBase ({raw.get('backoffBase', '2s')})")
+        return DeliveryPolicy(
+            max_attempts=attempts,
+            timeout=self.delivery_duration(raw, "timeout", default.timeout),
+            backoff_base=base,
+            backoff_max=most,
+        )
+
+    def channel_settings(self, raw: Mapping[str, Any], environ: Mapping[str, str]) -> dict[str, BaseModel]:
+        """Each channel's section checked as written, then resolved with the environment's fallbacks."""
+        resolved = {}
+        for name, channel in ACTION_TYPES.items():
+            section = raw.get(name, {})
+            if not isinstance(section, dict):
+                self.fail(name, "expected an object of settings")
+                continue
+            try:
+                channel.settings.model_validate(section)
+            except ValidationError as error:
+                self.pydantic(error, name, channel.settings)
+                continue
+            try:
+                resolved[name] = resolve_settings(channel, section, environ)
+            except ValidationError as error:  # the section is valid: an environment variable is not
+                variables = {
+                    channel.settings.model_fields[attribute].alias or attribute: variable
+                    for attribute, variable in channel.env.items()
+                }
+                for item in error.errors():
+                    where = ".".join(str(part) for part in item["loc"])
+                    source = variables.get(str(item["loc"][0]) if item["loc"] else "", "the environment")
+                    self.fail(
+                        f"{name}.{where}", f"from {source}: {item['msg'].removeprefix('Value error, ')}"
+                    )
+        return resolved
+
     def funnel(self, raw: Any, path: str, models: set[str]) -> Funnel | None:
         if not isinstance(raw, dict):
             self.fail(path, "expected a funnel object {id, forModels, steps}")
@@ -208,8 +292,9 @@ class _Checker:
             if name is not None:
                 for_models.append(name)
         steps: list[Step] = []
-        action_paths: list[tuple[Action, str]] = []
-        for item, where in _as_list(raw.get("steps"), f"{path}.steps"):
+        positions: list[tuple[int, str]] = []  # (position in the file, event) of each valid step
+        action_paths: list[tuple[Action, str, int, str | None]] = []  # with its step's position and event
+        for position, (item, where) in enumerate(_as_list(raw.get("steps"), f"{path}.steps")):
             if not isinstance(item, dict):
                 self.fail(where, "expected a step object {event, actions?}")
                 continue
@@ -220,26 +305,33 @@ class _Checker:
             for raw_action, action_path in _as_list(item.get("actions", []), f"{where}.actions"):
                 if (action := self.action(raw_action, action_path)) is not None:
                     actions.append(action)
-                    action_paths.append((action, action_path))
+                    action_paths.append((action, action_path, position, event))
             if event is not None:
                 steps.append(Step(event=event, actions=tuple(actions)))
+                positions.append((position, event))
         if raw.get("steps") in (None, []):
             self.fail(f"{path}.steps", "expected a step or a non-empty list of steps")
         events = {step.event for step in steps}
-        for action, action_path in action_paths:
+        for action, action_path, owner, owner_event in action_paths:
             for name in action.unless:
                 if name not in events:
                     self.fail(
                         f"{action_path}.unless",
                         f"{name!r} is not a step of funnel {funnel_id!r} (steps: {', '.join(s.event for s in steps)})",
                     )
+                elif owner_event is not None and not any(p > owner and e == name for p, e in positions):
+                    # The model has already reached that step when the action is scheduled.
+                    self.fail(
+                        f"{action_path}.unless",
+                        f"{name!r} is not a later step than {owner_event!r} (the action would always be cancelled)",
+                    )
         if funnel_id is None or not for_models:
             return None
         return Funnel(id=funnel_id, for_models=tuple(for_models), steps=tuple(steps))
 
 
-def validate_config(raw: Any) -> Config:
-    """The typed config, or `ConfigInvalid` listing every problem."""
+def validate_config(raw: Any, environ: Mapping[str, str] | None = None) -> Config:
+    """The typed config, or `ConfigInvalid` listing every problem; settings fall back to `environ` (os.environ)."""
     check = _Checker()
     if not isinstance(raw, dict):
         raise ConfigInvalid([ConfigError("$", "expected an object with `models` and `funnels`")])
@@ -274,21 +366,20 @@ def validate_config(raw: Any) -> Config:
         segment_model = check.text(segment["model"], "segment.model") or segment_model
         if segment_model not in models:
             check.fail("segment.model", f"unknown model {segment_model!r}")
-    settings = {}
-    for section in ("email", "sms", "slack", "webhook"):
-        value = raw.get(section, {})
-        if not isinstance(value, dict):
-            check.fail(section, "expected an object of settings")
-        else:
-            settings[section] = value
+    channel_settings = check.channel_settings(raw, os.environ if environ is None else environ)
+    delivery = check.delivery(raw.get("delivery", {}))
     if check.errors:
         raise ConfigInvalid(check.errors)
     return Config(
-        models=tuple(models), funnels=tuple(funnels), segment_model=segment_model, settings=settings
+        models=tuple(models),
+        funnels=tuple(funnels),
+        segment_model=segment_model,
+        channel_settings=channel_settings,
+        delivery=delivery,
     )
 
 
-def load_config(path: Path) -> Config:
+def load_config(path: Path, environ: Mapping[str, str] | None = None) -> Config:
     """Read a JSON or YAML file (by extension; anything else is tried as YAML, which includes JSON)."""
     try:
         text = path.read_text(encoding="utf-8")
@@ -300,4 +391,4 @@ def load_config(path: Path) -> Config:
         raise ConfigInvalid([ConfigError(str(path), f"not valid JSON: {error}")]) from None
     except yaml.YAMLError as error:
         raise ConfigInvalid([ConfigError(str(path), f"not valid YAML: {error}")]) from None
-    return validate_config(raw)
+    return validate_config(raw, environ)

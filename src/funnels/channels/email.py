@@ -1,15 +1,32 @@
-"""`email`: a message over SMTP (server settings in the config's `email` section or the environment)."""
+"""`email`: a message over SMTP (server settings in the config's `email` section or the environment).
+
+The `Message-ID` is derived from the idempotency key, so every attempt of one action sends the same id and
+a receiving system (or a person) can tell a retry from a second message. SMTP's own reply classes decide
+retries: 4xx is temporary, 5xx is permanent.
+"""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+import hashlib
+import smtplib
+import ssl
+from email.message import EmailMessage
+from email.utils import formatdate
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+
+from funnels.channels.base import Channel, DeliveryRequest, DeliveryResult, Text, excerpt, failure
+
+Security = Literal["starttls", "ssl", "none"]
+_SECURITY_BY_PORT: dict[str, Security] = {"587": "starttls", "465": "ssl"}
 
 
 class EmailArgs(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
-    to: str | list[str]
-    subject: str
+    to: Text | list[Text]
+    subject: Text
     from_: str | None = Field(default=None, alias="from")
     text: str | None = None
     html: str | None = None
@@ -19,3 +36,149 @@ class EmailArgs(BaseModel):
         if self.text is None and self.html is None:
             raise ValueError("needs `text` or `html`")
         return self
+
+
+class EmailSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    host: str | None = None
+    port: int = Field(default=587, ge=1, le=65535)
+    username: str | None = None
+    password: SecretStr | None = None
+    security: Security  # default by port: starttls on 587, ssl on 465, else none
+    from_: str | None = Field(default=None, alias="from")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _security_from_port(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("security") is None:
+            return {**data, "security": _SECURITY_BY_PORT.get(str(data.get("port", 587)).strip(), "none")}
+        return data
+
+
+def message_id(idempotency_key: str) -> str:
+    """The same `Message-ID` for every attempt of one action job."""
+    return f"<{hashlib.sha256(idempotency_key.encode()).hexdigest()[:32]}@funnels>"
+
+
+def _build(args: EmailArgs, sender: str, recipients: list[str], request: DeliveryRequest) -> EmailMessage:
+    message = EmailMessage()
+    message["Message-ID"] = message_id(request.idempotency_key)
+    message["Date"] = formatdate(request.now_ms / 1000, usegmt=True)
+    message["From"] = sender
+    message["To"] = ", ".join(recipients)
+    message["Subject"] = args.subject
+    if args.text is not None:
+        message.set_content(args.text)
+        if args.html is not None:
+            message.add_alternative(args.html, subtype="html")
+    elif args.html is not None:
+        message.set_content(args.html, subtype="html")
+    return message
+
+
+def _refusals(recipients: dict[str, tuple[int, bytes]]) -> str:
+    return excerpt(
+        "; ".join(
+            f"{rcpt}: {code} {reply.decode(errors='replace')}" for rcpt, (code, reply) in recipients.items()
+        ),
+        400,
+    )
+
+
+def _smtp_failure(error: Exception, sent: dict[str, Any]) -> DeliveryResult:
+    """Classify an SMTP or connection error: 4xx replies and network trouble are worth retrying."""
+    if isinstance(error, smtplib.SMTPRecipientsRefused):
+        temporary = all(400 <= code < 500 for code, _ in error.recipients.values())
+        return failure(f"recipients refused: {_refusals(error.recipients)}", retryable=temporary, sent=sent)
+    if isinstance(error, smtplib.SMTPResponseException):
+        reply = error.smtp_error
+        reply = reply.decode(errors="replace") if isinstance(reply, bytes) else str(reply)
+        return DeliveryResult(
+            ok=False,
+            retryable=400 <= error.smtp_code < 500,
+            error=f"SMTP {error.smtp_code}: {excerpt(reply)}",
+            status_code=error.smtp_code,
+            response=excerpt(reply),
+            sent=sent,
+        )
+    if isinstance(error, smtplib.SMTPServerDisconnected):
+        return failure(f"{type(error).__name__}: {error}", retryable=True, sent=sent)
+    if isinstance(error, smtplib.SMTPException):
+        # The rest (STARTTLS or AUTH not offered, no usable AUTH mechanism): the setup, not the moment.
+        return failure(f"{type(error).__name__}: {error}", sent=sent)
+    if isinstance(error, ssl.SSLCertVerificationError):  # a configuration problem: retrying will not help
+        return failure(f"TLS certificate rejected: {error}", sent=sent)
+    # Network and TLS trouble (refused, unreachable, reset, timed out, handshake failed): worth retrying.
+    return failure(f"{type(error).__name__}: {error}", retryable=True, sent=sent)
+
+
+def _send(
+    message: EmailMessage, settings: EmailSettings, host: str, timeout_s: float
+) -> dict[str, tuple[int, bytes]]:
+    """One SMTP session; the recipients the server refused (when it accepted at least one)."""
+    context = ssl.create_default_context()
+    smtp = (
+        smtplib.SMTP_SSL(host, settings.port, timeout=timeout_s, context=context)
+        if settings.security == "ssl"
+        else smtplib.SMTP(host, settings.port, timeout=timeout_s)
+    )
+    with smtp:
+        if settings.security == "starttls":
+            smtp.starttls(context=context)
+        if settings.username:
+            password = settings.password.get_secret_value() if settings.password else ""
+            smtp.login(settings.username, password)
+        return smtp.send_message(message)
+
+
+def deliver_email(args: EmailArgs, settings: EmailSettings, request: DeliveryRequest) -> DeliveryResult:
+    """Send the message through the configured SMTP server."""
+    recipients = [args.to] if isinstance(args.to, str) else list(args.to)
+    sender = args.from_ or settings.from_
+    sent: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "security": settings.security,
+        "username": settings.username,
+        "from": sender,
+        "to": recipients,
+        "subject": args.subject,
+        "messageId": message_id(request.idempotency_key),
+        "text": args.text,
+        "html": args.html,
+    }
+    if not settings.host:
+        return failure("email is not configured: set email.host or FUNNELS_SMTP_HOST", sent=sent)
+    if not sender:
+        return failure("no sender: set args.from or email.from (FUNNELS_SMTP_FROM)", sent=sent)
+    if not recipients:
+        return failure("no recipients in args.to", sent=sent)
+    try:
+        message = _build(args, sender, recipients, request)
+    except (ValueError, TypeError) as error:  # e.g. a line break in a rendered subject (header injection)
+        return failure(f"cannot build the message: {error}", sent=sent)
+    try:
+        refused = _send(message, settings, settings.host, request.timeout_s)
+    except (smtplib.SMTPException, OSError) as error:
+        return _smtp_failure(error, sent)
+    if refused:
+        # Some recipients took it: retrying would send it to them twice, so this counts as delivered.
+        return DeliveryResult(ok=True, response=f"accepted, except {_refusals(refused)}", sent=sent)
+    return DeliveryResult(ok=True, response="accepted", sent=sent)
+
+
+CHANNEL = Channel(
+    name="email",
+    args=EmailArgs,
+    settings=EmailSettings,
+    deliver=deliver_email,
+    env={
+        "host": "FUNNELS_SMTP_HOST",
+        "port": "FUNNELS_SMTP_PORT",
+        "username": "FUNNELS_SMTP_USERNAME",
+        "password": "FUNNELS_SMTP_PASSWORD",
+        "security": "FUNNELS_SMTP_SECURITY",
+        "from_": "FUNNELS_SMTP_FROM",
+    },
+)
