@@ -22,6 +22,11 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
         400,
         "The request cannot be read: malformed JSON, an unsupported encoding, or over a size limit.",
     ),
+    "INVALID_IDEMPOTENCY_KEY": (
+        400,
+        "The Idempotency-Key header is not 1 to 255 printable ASCII characters, or it was already used "
+        "with a different request (method, path, query or body).",
+    ),
     "UNAUTHORIZED": (401, "No API key, or an unknown or revoked one."),
     "FORBIDDEN": (403, "The API key lacks the scope this endpoint requires."),
     "NOT_FOUND": (404, "No such endpoint or resource."),

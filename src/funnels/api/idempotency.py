@@ -1,0 +1,238 @@
+"""`Idempotency-Key` on POST/PUT/PATCH/DELETE: a retried request gets the first response back instead of
+running twice.
+
+How it works: the middleware buffers the request body, fingerprints the request (method, path, query,
+raw body) and, in one write transaction, claims a record scoped to the credential (a hash of the
+`Authorization` header), method, path and key (`funnels.store.idempotency.begin`). A finished record is
+replayed with `Idempotent-Replayed: true` without calling the app; a live claim is a 409
+IDEMPOTENCY_IN_PROGRESS; the same key with a different request is a 400 INVALID_IDEMPOTENCY_KEY. Otherwise
+the app runs on the buffered body, its response is forwarded as it streams and stored once complete. A 5xx,
+an exception or an incomplete response drops the claim so a retry runs again; so do 401 (the credential
+was wrong, and unauthenticated traffic must not fill the table) and 429 (it asks the client to retry).
+Requests without the header, and other methods, pass through untouched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
+
+import anyio
+import anyio.to_thread
+from starlette.datastructures import Headers
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from funnels.api.errors import ApiError, error_body
+from funnels.services import Services
+from funnels.store.idempotency import (
+    Claim,
+    RecordKey,
+    StoredResponse,
+    abandon,
+    begin,
+    finish,
+    prune,
+)
+
+METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+MAX_KEY_LENGTH = 255
+# Above anything an endpoint reads (5 MB of events, up to 4× that compressed): buffering stays bounded.
+MAX_BODY_BYTES = 24 * 1024 * 1024
+PRUNE_EVERY_MS = 60 * 1000
+REPLAYED_HEADER = (b"idempotent-replayed", b"true")
+# Headers that describe the connection or the moment of sending rather than the response; a replay gets
+# its own.
+NOT_STORED_HEADERS = frozenset(
+    {"content-length", "date", "server", "connection", "keep-alive", "transfer-encoding"}
+)
+# Why `begin` refused to run the request, as the error the client gets.
+REFUSALS: dict[str, Callable[[], ApiError]] = {
+    "mismatch": lambda: ApiError(
+        "INVALID_IDEMPOTENCY_KEY",
+        "This Idempotency-Key was used with a different request.",
+        param="Idempotency-Key",
+    ),
+    "in_progress": lambda: ApiError(
+        "IDEMPOTENCY_IN_PROGRESS",
+        "A request with this Idempotency-Key is still being processed; retry shortly.",
+    ),
+}
+# Responses that say "try again" (or that the caller was no one) are not worth replaying.
+NOT_STORED_STATUSES = frozenset({401, 429})
+
+
+def valid_key(key: str) -> bool:
+    """1–255 printable ASCII characters."""
+    return 1 <= len(key) <= MAX_KEY_LENGTH and all(" " <= char <= "~" for char in key)
+
+
+def _sha256(*parts: bytes) -> str:
+    digest = hashlib.sha256()
+    for part in parts:  # length-prefixed, so no two different part lists hash alike
+        digest.update(len(part).to_bytes(8, "big"))
+        digest.update(part)
+    return digest.hexdigest()
+
+
+def fingerprint(scope: Scope, body: bytes) -> str:
+    """What makes two requests the same request: method, path, query string and the raw body bytes."""
+    return _sha256(scope["method"].encode(), scope["path"].encode(), scope.get("query_string", b""), body)
+
+
+def record_key(scope: Scope, headers: Headers, key: str) -> RecordKey:
+    """The record's scope: one credential (hashed, never stored), one method and path, one key."""
+    credential = hashlib.sha256(headers.get("authorization", "").encode("latin-1")).hexdigest()
+    return RecordKey(credential=credential, method=scope["method"], path=scope["path"], key=key)
+
+
+@dataclass
+class CapturedResponse:
+    """The app's response as it went out."""
+
+    status: int | None = None
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    chunks: list[bytes] = field(default_factory=list)
+    complete: bool = False
+
+    def stored(self) -> StoredResponse | None:
+        """The response to keep, or None when a retry should run again."""
+        if not self.complete or self.status is None or self.status >= 500:
+            return None
+        if self.status in NOT_STORED_STATUSES:
+            return None
+        headers = [(name, value) for name, value in self.headers if name not in NOT_STORED_HEADERS]
+        return StoredResponse(self.status, headers, b"".join(self.chunks))
+
+
+class IdempotencyMiddleware:
+    """Pure ASGI middleware: replays the stored response to a repeated `Idempotency-Key`."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self._next_prune_ms = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in METHODS:
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        key = headers.get("idempotency-key")
+        if key is None:
+            await self.app(scope, receive, send)
+            return
+        if not valid_key(key):
+            message = f"The Idempotency-Key must be 1 to {MAX_KEY_LENGTH} printable ASCII characters."
+            await self._error(
+                scope, receive, send, ApiError("INVALID_IDEMPOTENCY_KEY", message, param="Idempotency-Key")
+            )
+            return
+        body = await self._read_body(receive)
+        if body is None:  # the client went away before sending its body
+            return
+        if len(body) > MAX_BODY_BYTES:
+            await self._error(
+                scope,
+                receive,
+                send,
+                ApiError(
+                    "BAD_REQUEST",
+                    f"The request body is larger than the limit of {MAX_BODY_BYTES // 1024} KB.",
+                ),
+            )
+            return
+
+        services: Services = scope["app"].state.services
+        record = record_key(scope, headers, key)
+        now_ms = services.clock.now_ms()
+        prune_due = now_ms >= self._next_prune_ms
+        if prune_due:
+            self._next_prune_ms = now_ms + PRUNE_EVERY_MS
+
+        def claim() -> Claim:
+            if prune_due:
+                prune(services.state, now_ms)
+            return begin(services.state, record, fingerprint(scope, body), now_ms)
+
+        result = await anyio.to_thread.run_sync(claim)
+        if result.response is not None:
+            await self._replay(send, result.response)
+        elif result.outcome in REFUSALS:
+            await self._error(scope, receive, send, REFUSALS[result.outcome]())
+        else:
+            await self._run(scope, receive, send, body, services, record, result.token)
+
+    async def _run(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        body: bytes,
+        services: Services,
+        record: RecordKey,
+        token: str,
+    ) -> None:
+        """Run the app on the buffered body, then store its response or drop the claim."""
+        body_given = False
+        captured = CapturedResponse()
+
+        async def replay_receive() -> Message:
+            nonlocal body_given
+            if not body_given:
+                body_given = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()  # after the body: wait for the disconnect, as the server would
+
+        async def capture_send(message: Message) -> None:
+            # recorded before forwarding, so a response the client failed to receive is still kept
+            if message["type"] == "http.response.start":
+                captured.status = message["status"]
+                captured.headers = [
+                    (name.decode("latin-1").lower(), value.decode("latin-1"))
+                    for name, value in message.get("headers", [])
+                ]
+            elif message["type"] == "http.response.body":
+                captured.chunks.append(message.get("body", b""))
+                captured.complete = not message.get("more_body", False)
+            await send(message)
+
+        try:
+            await self.app(scope, replay_receive, capture_send)
+        finally:
+            stored = captured.stored()
+            settle = (
+                partial(finish, services.state, record, token, stored, services.clock.now_ms())
+                if stored is not None
+                else partial(abandon, services.state, record, token)
+            )
+            # shielded: a cancelled request must still release or finish its claim
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(settle)
+
+    @staticmethod
+    async def _read_body(receive: Receive) -> bytes | None:
+        """The whole request body (reading stops past the limit), or None if the client disconnected."""
+        body = bytearray()
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return None
+            body += message.get("body", b"")
+            if not message.get("more_body", False) or len(body) > MAX_BODY_BYTES:
+                return bytes(body)
+
+    @staticmethod
+    async def _replay(send: Send, response: StoredResponse) -> None:
+        headers = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in response.headers]
+        headers += [(b"content-length", str(len(response.body)).encode()), REPLAYED_HEADER]
+        await send({"type": "http.response.start", "status": response.status, "headers": headers})
+        await send({"type": "http.response.body", "body": response.body})
+
+    @staticmethod
+    async def _error(scope: Scope, receive: Receive, send: Send, error: ApiError) -> None:
+        """The error in the same envelope every other error uses."""
+        response = JSONResponse(error_body(Request(scope), error), status_code=error.status)
+        await response(scope, receive, send)

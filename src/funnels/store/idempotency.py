@@ -1,0 +1,161 @@
+"""Idempotency records: the first response to each `Idempotency-Key`, kept 24 h so a retry is replayed.
+
+A record is claimed (in progress, `status` NULL) before the request runs and finished with the response
+after it. Each claim carries a random token, so a request that outlived its lease and was taken over can
+neither finish nor abandon the record its successor now owns.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from typing import Literal
+
+import orjson
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    ColumnElement,
+    Index,
+    Integer,
+    LargeBinary,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+    delete,
+    func,
+    insert,
+    select,
+    update,
+)
+
+from funnels.store.state import StateStore, metadata
+
+TTL_MS = 24 * 3600 * 1000  # a finished response is replayed this long after its request began
+LEASE_MS = 60 * 1000  # an unfinished claim older than this belongs to a request that died with its process
+
+idempotency_keys = Table(
+    "idempotency_keys",
+    metadata,
+    Column("credential", String(64), nullable=False),  # SHA-256 hex of the Authorization header, or of ""
+    Column("method", String(10), nullable=False),
+    Column("path", Text, nullable=False),
+    Column("key", String(255), nullable=False),
+    Column("fingerprint", String(64), nullable=False),  # SHA-256 hex of method, path, query and body
+    Column("token", String(32), nullable=False),  # the claim's owner
+    Column("created_ms", BigInteger, nullable=False),
+    Column("status", Integer, nullable=True),  # NULL while in progress
+    Column("headers", Text, nullable=True),  # JSON [[name, value], ...]
+    Column("body", LargeBinary, nullable=True),
+    Column("finished_ms", BigInteger, nullable=True),
+    PrimaryKeyConstraint("credential", "method", "path", "key"),
+    Index("ix_idempotency_keys_created", "created_ms"),
+)
+
+
+@dataclass(frozen=True)
+class RecordKey:
+    """Where a record lives: one credential's one endpoint's one Idempotency-Key."""
+
+    credential: str
+    method: str
+    path: str
+    key: str
+
+
+@dataclass(frozen=True)
+class StoredResponse:
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What `begin` decided; `token` is set when the request may proceed, `response` when it is replayed."""
+
+    outcome: Literal["proceed", "replay", "in_progress", "mismatch"]
+    token: str = ""
+    response: StoredResponse | None = None
+
+
+def _where(record: RecordKey) -> list[ColumnElement[bool]]:
+    table = idempotency_keys.c
+    return [
+        table.credential == record.credential,
+        table.method == record.method,
+        table.path == record.path,
+        table.key == record.key,
+    ]
+
+
+def begin(state: StateStore, record: RecordKey, fingerprint: str, now_ms: int) -> Claim:
+    """Claim the record for this request, or say why not (one write transaction: never two claims)."""
+    with state.write() as connection:
+        row = connection.execute(select(idempotency_keys).where(*_where(record))).first()
+        if row is not None and now_ms - row.created_ms < TTL_MS:
+            if row.fingerprint != fingerprint:
+                return Claim("mismatch")
+            if row.status is not None:
+                headers = [(name, value) for name, value in orjson.loads(row.headers)]
+                return Claim("replay", response=StoredResponse(row.status, headers, row.body))
+            if now_ms - row.created_ms < LEASE_MS:
+                return Claim("in_progress")
+        # absent, expired, or a claim whose request died: start afresh
+        if row is not None:
+            connection.execute(delete(idempotency_keys).where(*_where(record)))
+        token = secrets.token_hex(16)
+        connection.execute(
+            insert(idempotency_keys).values(
+                credential=record.credential,
+                method=record.method,
+                path=record.path,
+                key=record.key,
+                fingerprint=fingerprint,
+                token=token,
+                created_ms=now_ms,
+            )
+        )
+        return Claim("proceed", token=token)
+
+
+def finish(state: StateStore, record: RecordKey, token: str, response: StoredResponse, now_ms: int) -> bool:
+    """Store the response of a claimed request; False if the claim was taken over meanwhile."""
+    with state.write() as connection:
+        result = connection.execute(
+            update(idempotency_keys)
+            .where(*_where(record), idempotency_keys.c.token == token)
+            .values(
+                status=response.status,
+                headers=orjson.dumps(response.headers).decode(),
+                body=response.body,
+                finished_ms=now_ms,
+            )
+        )
+        return result.rowcount == 1
+
+
+def abandon(state: StateStore, record: RecordKey, token: str) -> None:
+    """Drop a claim whose request failed, so a retry runs again."""
+    with state.write() as connection:
+        connection.execute(
+            delete(idempotency_keys).where(
+                *_where(record), idempotency_keys.c.token == token, idempotency_keys.c.status.is_(None)
+            )
+        )
+
+
+def prune(state: StateStore, now_ms: int) -> int:
+    """Delete every expired record; returns how many."""
+    with state.write() as connection:
+        result = connection.execute(
+            delete(idempotency_keys).where(idempotency_keys.c.created_ms <= now_ms - TTL_MS)
+        )
+        return result.rowcount
+
+
+def count(state: StateStore) -> int:
+    """How many records exist (in progress or finished)."""
+    with state.read() as connection:
+        return int(connection.execute(select(func.count()).select_from(idempotency_keys)).scalar_one())
