@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -14,42 +11,12 @@ from pathlib import Path
 import httpx
 
 from funnels.services import Services
-
-BIN = Path(sys.executable).parent / "funnels"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def start_server(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
-    log = data_dir.parent / "server.log"
-    with log.open("ab") as sink:
-        process = subprocess.Popen(
-            [str(BIN), "serve", "--data-dir", str(data_dir), "--port", str(port)], stdout=sink, stderr=sink
-        )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                return process
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    process.kill()
-    process.wait()
-    raise AssertionError(f"server did not start: {log.read_text()}")
+from tests.processes import create_key, free_port, start_server
 
 
 def test_kill_9_mid_stream_loses_no_acknowledged_event(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
-    key = subprocess.run(
-        [str(BIN), "keys", "create", "--scope", "events:write", "--data-dir", str(data_dir)],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
+    key = create_key(data_dir, "events:write")
     port = free_port()
     server = start_server(data_dir, port)
     acknowledged: list[str] = []

@@ -1,9 +1,11 @@
-"""The `funnels` command: serve, import, query, keys, demo."""
+"""The `funnels` command: serve, worker, import, query, replay, validate, keys, demo."""
 
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -15,7 +17,9 @@ from rich.table import Table
 from funnels.analytics.funnel import run_funnel
 from funnels.analytics.query import QueryValidationError, parse_funnel_query
 from funnels.auth import create_key, list_keys, revoke_key
+from funnels.automation.runtime import Automation
 from funnels.clock import SystemClock
+from funnels.config import ConfigInvalid, load_config
 from funnels.services import DataDirBusy, Services
 from funnels.settings import resolve_data_dir
 from funnels.store.state import StateStore
@@ -36,11 +40,46 @@ def _fail(message: str, code: int = 1) -> NoReturn:
     raise typer.Exit(code)
 
 
-def _open(data_dir: Path | None) -> Services:
+ConfigFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--config", envvar="FUNNELS_CONFIG", help="Automation config, JSON or YAML (else $FUNNELS_CONFIG)."
+    ),
+]
+
+
+def _print_config_errors(invalid: ConfigInvalid, file: Path) -> None:
+    for error in invalid.errors:
+        err.print(str(error), markup=False, highlight=False)
+    err.print(f"{len(invalid.errors)} problem(s) in {file}", markup=False, highlight=False)
+
+
+def _open(data_dir: Path | None, config: Path | None = None) -> Services:
     try:
-        return Services.open(resolve_data_dir(data_dir))
+        return Services.open(resolve_data_dir(data_dir), config_path=config)
     except DataDirBusy as error:
         _fail(str(error))
+    except ConfigInvalid as invalid:
+        assert config is not None
+        _print_config_errors(invalid, config)
+        _fail(f"not starting: the config {config} is invalid")
+
+
+def _reload_on_sighup(automation: Automation) -> None:
+    """`kill -HUP` re-reads the config; a bad file is reported and the running config stays."""
+
+    def reload() -> None:
+        try:
+            config = automation.reload()
+        except ConfigInvalid as invalid:
+            assert automation.path is not None
+            _print_config_errors(invalid, automation.path)
+            err.print("config reload failed; the previous config stays in effect", highlight=False)
+            return
+        err.print(f"config reloaded: {len(config.funnels)} funnels", highlight=False)
+
+    # The handler runs on the main thread between bytecodes: hand the file I/O to a thread.
+    signal.signal(signal.SIGHUP, lambda _signum, _frame: threading.Thread(target=reload).start())
 
 
 def _state(data_dir: Path | None) -> StateStore:
@@ -54,18 +93,52 @@ def serve(
     port: Annotated[int, typer.Option(help="Port (default $PORT or 8000).")] = int(
         os.environ.get("PORT", "8000")
     ),
+    config: ConfigFile = None,
+    worker: Annotated[bool, typer.Option(help="Deliver actions in this process too.")] = True,
 ) -> None:
-    """Serve the API and the dashboard."""
+    """Serve the API and the dashboard; with --config, run the automation (and its worker) too."""
     import uvicorn
 
     from funnels.api.app import create_app
 
-    svc = _open(data_dir)
+    svc = _open(data_dir, config)
+    if config is not None:
+        _reload_on_sighup(svc.automation)
     err.print(f"funnels: data in {svc.data_dir}; serving on http://{host}:{port}/", highlight=False)
     try:
-        uvicorn.run(create_app(svc), host=host, port=port, log_level="warning")
+        uvicorn.run(create_app(svc, run_worker=worker), host=host, port=port, log_level="warning")
     finally:
         svc.close()
+
+
+@app.command("worker")
+def worker_(
+    config: Annotated[Path, typer.Option("--config", envvar="FUNNELS_CONFIG", help="The automation config.")],
+    data_dir: DataDir = None,
+    concurrency: Annotated[int, typer.Option(help="Sends in flight at once.")] = 16,
+) -> None:
+    """Deliver due actions from the data directory's outbox (alongside `funnels serve`, or several)."""
+    from funnels.automation.worker import Worker
+
+    state = _state(data_dir)
+    clock = SystemClock()
+    try:
+        automation = Automation(state, clock, config)
+    except ConfigInvalid as invalid:
+        _print_config_errors(invalid, config)
+        _fail(f"not starting: the config {config} is invalid")
+    _reload_on_sighup(automation)
+    runner = Worker(state, automation.delivery, clock, concurrency=concurrency)
+    err.print(f"funnels worker: delivering from {state.path} (Ctrl-C to stop)", highlight=False)
+    stopped = threading.Event()
+    signal.signal(signal.SIGTERM, lambda _signum, _frame: stopped.set())
+    runner.start()
+    try:
+        stopped.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        runner.close()
 
 
 @keys_app.command("create")
@@ -197,17 +270,66 @@ def import_(
 @app.command()
 def validate(file: Annotated[Path, typer.Argument(help="The config file (JSON or YAML).")]) -> None:
     """Check a config file: every problem is listed with its path; exit status 1 if there are any."""
-    from funnels.config import ConfigInvalid, load_config
-
     try:
         config = load_config(file)
     except ConfigInvalid as invalid:
-        for error in invalid.errors:
-            err.print(str(error), markup=False, highlight=False)
-        err.print(f"{len(invalid.errors)} problem(s) in {file}", markup=False, highlight=False)
+        _print_config_errors(invalid, file)
         raise typer.Exit(1) from None
     steps = sum(len(funnel.steps) for funnel in config.funnels)
     typer.echo(f"{file}: ok ({len(config.models)} models, {len(config.funnels)} funnels, {steps} steps)")
+
+
+@app.command()
+def replay(
+    events_file: Annotated[
+        Path, typer.Argument(help="NDJSON (one identify or event a line) or a .json array, with timestamps.")
+    ],
+    config: Annotated[
+        Path, typer.Option("--config", envvar="FUNNELS_CONFIG", help="The automation config to test.")
+    ],
+    date_from: Annotated[
+        str | None, typer.Option("--from", help="Feed events from this ISO date or time (UTC if no zone).")
+    ] = None,
+    date_to: Annotated[
+        str | None,
+        typer.Option("--to", help="Feed events up to, and stop the clock at, this date (its end) or time."),
+    ] = None,
+    output: Annotated[str, typer.Option("--format", help="table, or json (one object a line)")] = "table",
+) -> None:
+    """Replay historical events through a config on a virtual clock: what would fire when; sends nothing."""
+    from funnels.automation.replay import ReplayFileError, parse_moment, replay, rows_table
+
+    if output not in ("json", "table"):
+        _fail("--format must be json or table", 2)
+    try:
+        start_ms = None if date_from is None else parse_moment(date_from)
+        end_ms = None if date_to is None else parse_moment(date_to, end_of_day=True)
+    except ValueError as error:
+        _fail(f"--from/--to: {error} (e.g. 2026-04-01 or 2026-04-01T09:30:00Z)", 2)
+    if start_ms is not None and end_ms is not None and start_ms > end_ms:
+        _fail("--from must not be after --to", 2)
+    try:
+        report = replay(events_file, config, start_ms, end_ms)
+    except ReplayFileError as error:
+        _fail(str(error), 2)
+    except ConfigInvalid as invalid:
+        _print_config_errors(invalid, config)
+        _fail(f"not replaying: the config {config} is invalid", 2)
+    for bad_line in report.errors[:100]:
+        err.print(str(bad_line), markup=False, highlight=False)
+    if len(report.errors) > 100:
+        err.print(f"... and {len(report.errors) - 100:,} more bad lines (not shown)", highlight=False)
+    for note in report.notes:
+        err.print(f"note: {note}", markup=False, highlight=False)
+    if output == "json":
+        sys.stdout.write("".join(orjson.dumps(row.as_dict()).decode() + "\n" for row in report.rows))
+        err.print(report.summary(), highlight=False)
+    else:
+        Console(width=None if sys.stdout.isatty() else 200).print(rows_table(report))
+        typer.echo(report.summary())
+    if report.errors:
+        err.print(f"skipped {len(report.errors):,} bad lines", highlight=False)
+        raise typer.Exit(1)
 
 
 @app.command()

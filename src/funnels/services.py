@@ -1,4 +1,5 @@
-"""The server's parts wired together over one data directory: stores, clock, event log shipper."""
+"""The server's parts wired together over one data directory: stores, clock, event log shipper, and
+automation (the loaded config and the action worker)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from funnels.automation.engine import Outcome, Signal, apply_signals
+from funnels.automation.runtime import Automation
+from funnels.automation.worker import Worker
 from funnels.clock import Clock, SystemClock
 from funnels.events import Event
-from funnels.ingest.log import AppendResult, Shipper, append_events
+from funnels.ingest.log import Shipper
 from funnels.store.events import EventStore, EventStoreError
 from funnels.store.state import StateStore
 
@@ -28,6 +32,19 @@ def open_event_store(data_dir: Path) -> EventStore:
         ) from error
 
 
+@dataclass(frozen=True)
+class IngestResult:
+    outcomes: list[Outcome]
+
+    @property
+    def duplicates(self) -> int:
+        return sum(outcome.status == "duplicate" for outcome in self.outcomes)
+
+    @property
+    def accepted(self) -> int:
+        return len(self.outcomes) - self.duplicates
+
+
 @dataclass
 class Services:
     data_dir: Path
@@ -35,25 +52,44 @@ class Services:
     state: StateStore
     events: EventStore
     shipper: Shipper
+    automation: Automation
+    worker: Worker
 
     @classmethod
-    def open(cls, data_dir: Path, clock: Clock | None = None) -> Services:
+    def open(cls, data_dir: Path, clock: Clock | None = None, config_path: Path | None = None) -> Services:
+        """Open the stores; with `config_path`, load the automation config (`ConfigInvalid` if it has problems)."""
         clock = clock or SystemClock()
         data_dir.mkdir(parents=True, exist_ok=True)
         state = StateStore(data_dir / "state.sqlite3")
+        automation = Automation(state, clock, config_path)
         events = open_event_store(data_dir)
         return cls(
-            data_dir=data_dir, clock=clock, state=state, events=events, shipper=Shipper(state, events, clock)
+            data_dir=data_dir,
+            clock=clock,
+            state=state,
+            events=events,
+            shipper=Shipper(state, events, clock),
+            automation=automation,
+            worker=Worker(state, automation.delivery, clock),
         )
 
-    def ingest(self, events: Sequence[Event]) -> AppendResult:
-        """Make events durable (the event log), then nudge the shipper; returns once they are durable."""
-        result = append_events(self.state, events)
+    def ingest(self, items: Sequence[Event | Signal]) -> IngestResult:
+        """Make events durable (the event log) with everything automation makes of them (progress, action
+        jobs) in one transaction, then nudge the shipper and the worker; returns once all is durable."""
+        signals = [item if isinstance(item, Signal) else self.automation.signal_for(item) for item in items]
+        if not signals:
+            return IngestResult([])
+        with self.state.write() as connection:
+            outcomes = apply_signals(connection, self.automation.plan, signals, self.clock.now_ms())
+        result = IngestResult(outcomes)
         if result.accepted:
             self.shipper.wake()
+        if any(outcome.scheduled for outcome in outcomes):
+            self.worker.wake()
         return result
 
     def close(self) -> None:
+        self.worker.close()
         self.shipper.stop()
         self.events.close()
         self.state.close()

@@ -14,9 +14,8 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import Connection, delete, func, select
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from funnels.clock import Clock
@@ -29,26 +28,28 @@ log = logging.getLogger(__name__)
 DEDUP_WINDOW_MS = 7 * 24 * 3600 * 1000
 
 
-@dataclass(frozen=True)
-class AppendResult:
-    accepted: int
-    duplicates: int
+def known_event_ids(connection: Connection, event_ids: Sequence[str]) -> set[str]:
+    """Which of these event ids the log already holds (the dedup window)."""
+    found: set[str] = set()
+    unique = list(dict.fromkeys(event_ids))
+    for start in range(0, len(unique), 500):  # stay well under SQLite's bound-parameter limit
+        chunk = unique[start : start + 500]
+        found.update(
+            connection.execute(select(event_log.c.event_id).where(event_log.c.event_id.in_(chunk))).scalars()
+        )
+    return found
 
 
-def append_events(state: StateStore, events: Sequence[Event]) -> AppendResult:
-    """Commit events to the log in one transaction; events whose id is already logged are skipped."""
-    if not events:
-        return AppendResult(0, 0)
-    accepted = 0
-    with state.write() as connection:
-        for event in events:
-            result = connection.execute(
-                sqlite_insert(event_log)
-                .values(event_id=event.event_id, record=event.to_log_record(), received_ms=event.received_ms)
-                .on_conflict_do_nothing(index_elements=["event_id"])
-            )
-            accepted += result.rowcount
-    return AppendResult(accepted=accepted, duplicates=len(events) - accepted)
+def log_events(connection: Connection, events: Sequence[Event]) -> None:
+    """Append events to the log in the caller's transaction (their ids must be new: see `known_event_ids`)."""
+    if events:
+        connection.execute(
+            sqlite_insert(event_log).on_conflict_do_nothing(index_elements=["event_id"]),
+            [
+                {"event_id": e.event_id, "record": e.to_log_record(), "received_ms": e.received_ms}
+                for e in events
+            ],
+        )
 
 
 class Shipper:

@@ -1,4 +1,5 @@
-"""The state store: SQLite (WAL) through SQLAlchemy Core. Holds API keys and the durable event log.
+"""The state store: SQLite (WAL) through SQLAlchemy Core. Holds API keys, the durable event log and the
+automation state: model instances and their ids, funnel progress, and the action jobs (the outbox).
 
 All writes go through `write()`, which takes one process-wide lock and opens the transaction with
 `BEGIN IMMEDIATE`, so SQLite never sees two writers and never upgrades a read lock mid-transaction.
@@ -16,9 +17,11 @@ from sqlalchemy import (
     BigInteger,
     Column,
     Connection,
+    Index,
     Integer,
     LargeBinary,
     MetaData,
+    PrimaryKeyConstraint,
     String,
     Table,
     Text,
@@ -52,6 +55,122 @@ event_log = Table(
     sqlite_autoincrement=True,
 )
 
+# --- automation -------------------------------------------------------------------------------------------
+
+# A model instance. `primary_id` is the first id it was identified with: the user key its events carry in
+# the event store, so analytics counts an instance once however many ids it has.
+instances = Table(
+    "instances",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("model", String(200), nullable=False),
+    Column("primary_id", String(400), nullable=False),
+    Column("display_name", Text, nullable=True),
+    Column("properties", Text, nullable=False, default="{}"),  # JSON object, merged on identify
+    Column("created_ms", BigInteger, nullable=False),
+    Column("updated_ms", BigInteger, nullable=False),
+    sqlite_autoincrement=True,
+)
+
+# Every id of every instance; an id names one instance within its model.
+instance_ids = Table(
+    "instance_ids",
+    metadata,
+    Column("model", String(200), nullable=False),
+    Column("id_text", String(400), nullable=False),
+    Column("instance_id", Integer, nullable=False),
+    PrimaryKeyConstraint("model", "id_text"),
+    Index("ix_instance_ids_id_text", "id_text"),  # resolution without a model: any model's id
+    Index("ix_instance_ids_instance", "instance_id"),
+)
+
+# Parent–child pairs by id, so either side may name an instance that does not exist yet: the pair
+# resolves through `instance_ids` when it is read.
+relationships = Table(
+    "relationships",
+    metadata,
+    Column("parent_model", String(200), nullable=False),
+    Column("parent_id", String(400), nullable=False),
+    Column("child_model", String(200), nullable=False),
+    Column("child_id", String(400), nullable=False),
+    Column("created_ms", BigInteger, nullable=False),
+    PrimaryKeyConstraint("parent_model", "parent_id", "child_model", "child_id"),
+    Index("ix_relationships_child", "child_model", "child_id"),
+)
+
+# Funnel progress: one row per satisfied step. Steps are satisfied in order, so an instance's level in a
+# funnel is the number of its rows there.
+satisfied_steps = Table(
+    "satisfied_steps",
+    metadata,
+    Column("instance_id", Integer, nullable=False),
+    Column("funnel_id", String(200), nullable=False),
+    Column("step_index", Integer, nullable=False),
+    Column("event", String(200), nullable=False),
+    Column("event_id", String(400), nullable=False),
+    Column("event_ts_ms", BigInteger, nullable=False),
+    Column("satisfied_ms", BigInteger, nullable=False),
+    PrimaryKeyConstraint("instance_id", "funnel_id", "step_index"),
+)
+
+# An action as it was configured when a job was scheduled, stored once per distinct definition.
+action_specs = Table(
+    "action_specs",
+    metadata,
+    Column("id", String(64), primary_key=True),  # SHA-256 of the canonical JSON
+    Column("spec", Text, nullable=False),
+)
+
+# The outbox: one row per action to deliver, written in the transaction that satisfied its step.
+# `next_ms` is when a worker should look at the job next (due time, retry time, or lease expiry while
+# sending) and NULL once it is final, so the claim query is one range scan of one index.
+action_jobs = Table(
+    "action_jobs",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("key", String(80), nullable=False, unique=True),  # the idempotency key every attempt carries
+    Column("funnel_id", String(200), nullable=False),
+    Column("step_index", Integer, nullable=False),
+    Column("action_index", Integer, nullable=False),
+    Column("action_type", String(40), nullable=False),
+    Column("model", String(200), nullable=False),
+    Column("instance_id", Integer, nullable=False),
+    Column("spec_id", String(64), nullable=False),
+    Column("event_id", String(400), nullable=False),
+    Column("event", String(200), nullable=False),
+    Column("event_properties", Text, nullable=False),
+    Column("event_ts_ms", BigInteger, nullable=False),
+    Column("status", String(16), nullable=False),  # scheduled, sending, sent, failed, dead, cancelled
+    Column("due_ms", BigInteger, nullable=False),
+    Column("next_ms", BigInteger, nullable=True),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("last_error", Text, nullable=True),
+    Column("rendered", Text, nullable=True),  # JSON: what went out on the last attempt
+    Column("created_ms", BigInteger, nullable=False),
+    Column("updated_ms", BigInteger, nullable=False),
+    Column("sent_ms", BigInteger, nullable=True),
+    sqlite_autoincrement=True,
+)
+Index("ix_action_jobs_next", action_jobs.c.next_ms, sqlite_where=action_jobs.c.next_ms.is_not(None))
+Index("ix_action_jobs_instance", action_jobs.c.instance_id, action_jobs.c.funnel_id)
+Index("ix_action_jobs_status", action_jobs.c.status, action_jobs.c.id)
+
+# Every delivery attempt of a job, with its outcome: the delivery log's detail. `attempt` counts from 1
+# again after a manual retry, so the row id orders them.
+action_attempts = Table(
+    "action_attempts",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("job_id", Integer, nullable=False, index=True),
+    Column("attempt", Integer, nullable=False),
+    Column("started_ms", BigInteger, nullable=False),
+    Column("finished_ms", BigInteger, nullable=False),
+    Column("outcome", String(16), nullable=False),  # sent, failed, dead
+    Column("status_code", Integer, nullable=True),
+    Column("error", Text, nullable=True),
+    Column("response", Text, nullable=True),
+)
+
 
 class StateStore:
     """The embedded state store in `<data-dir>/state.sqlite3`."""
@@ -73,6 +192,8 @@ class StateStore:
         @event.listens_for(self.engine, "begin")
         def _begin(connection: Connection) -> None:
             connection.exec_driver_sql("BEGIN IMMEDIATE" if connection.info.get("writer") else "BEGIN")
+
+        import funnels.store.idempotency  # noqa: F401  (its table lives in its own module, on `metadata`)
 
         metadata.create_all(self.engine)
 

@@ -1,0 +1,170 @@
+"""Automation's admin endpoints (scope `admin`): the delivery log, retries, one instance, the config."""
+
+from __future__ import annotations
+
+import threading
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query, Request
+from fastapi.concurrency import run_in_threadpool
+
+from funnels.api.deps import require, services
+from funnels.api.errors import ApiError, validation_error
+from funnels.automation.deliveries import STATUSES, JobFilter, get_job, iso, list_jobs, retry_job
+from funnels.automation.people import Cursor, describe, find_instance
+from funnels.config import ConfigInvalid
+
+router = APIRouter(tags=["Automation admin"], dependencies=[require("admin")])
+_reload_lock = threading.Lock()
+
+
+@router.get("/v0/actions", summary="The delivery log: action jobs, newest first")
+async def actions(
+    request: Request,
+    status: Annotated[str | None, Query(description=f"One of {', '.join(STATUSES)}")] = None,
+    funnel: Annotated[str | None, Query(description="A funnel id")] = None,
+    model: Annotated[str | None, Query(description="A model name")] = None,
+    id: Annotated[str | None, Query(description="Any id of one instance")] = None,
+    page: Annotated[int, Query(ge=1)] = 1,
+    size: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> dict[str, Any]:
+    if status is not None and status not in STATUSES:
+        raise validation_error({"status": f"must be one of {', '.join(STATUSES)}"})
+    svc = services(request)
+
+    def run() -> dict[str, Any]:
+        with svc.state.read() as connection:
+            return list_jobs(connection, JobFilter(status, funnel, model, id), page, size)
+
+    return await run_in_threadpool(run)
+
+
+@router.get("/v0/actions/{job_id}", summary="One action job with its attempts")
+async def action(request: Request, job_id: Annotated[int, Path(ge=1)]) -> dict[str, Any]:
+    svc = services(request)
+
+    def run() -> dict[str, Any] | None:
+        with svc.state.read() as connection:
+            return get_job(connection, job_id)
+
+    job = await run_in_threadpool(run)
+    if job is None:
+        raise ApiError("NOT_FOUND", f"No action job {job_id}.")
+    return job
+
+
+@router.post("/v0/actions/{job_id}/retry", summary="Send a dead (or failing) action job again now")
+async def retry(request: Request, job_id: Annotated[int, Path(ge=1)]) -> dict[str, Any]:
+    svc = services(request)
+
+    def run() -> tuple[str | None, dict[str, Any] | None]:
+        with svc.state.write() as connection:
+            before = retry_job(connection, job_id, svc.clock.now_ms())
+            return before, get_job(connection, job_id)
+
+    before, job = await run_in_threadpool(run)
+    if before is None or job is None:
+        raise ApiError("NOT_FOUND", f"No action job {job_id}.")
+    if job["status"] != "scheduled" or before not in ("dead", "failed"):
+        raise ApiError(
+            "CONFLICT", f"Action job {job_id} is {before}; only dead or failed jobs can be retried."
+        )
+    svc.worker.wake()
+    return job
+
+
+@router.get(
+    "/v0/models/{model}/{instance_id}", summary="One model instance: ids, properties, progress, timeline"
+)
+async def instance(
+    request: Request,
+    model: str,
+    instance_id: str,
+    before: Annotated[
+        str | None,
+        Query(
+            description="Timeline page: `next_before` of the previous page, or a time (ISO 8601 or epoch ms)"
+        ),
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> dict[str, Any]:
+    svc = services(request)
+    cursor = None
+    if before is not None:
+        try:
+            cursor = Cursor.parse(before)
+        except ValueError as error:
+            raise validation_error({"before": f"{error}, or the next_before of a previous page"}) from None
+
+    def run() -> dict[str, Any] | None:
+        with svc.state.read() as connection:
+            found = find_instance(connection, model, instance_id)
+            if found is None:
+                return None
+            return describe(connection, svc.events, svc.automation.plan, found, cursor, limit)
+
+    body = await run_in_threadpool(run)
+    if body is None:
+        raise ApiError("NOT_FOUND", f"No {model} instance has the id {instance_id!r}.")
+    return body
+
+
+def _config_body(request: Request) -> dict[str, Any]:
+    automation = services(request).automation
+    plan = automation.plan
+    status = automation.status
+    return {
+        "path": status.path,
+        "loaded_at": iso(status.loaded_ms),
+        "valid": not status.errors,
+        "errors": list(status.errors),
+        "models": list(plan.config.models) if plan else [],
+        "funnels": [
+            {
+                "id": funnel.id,
+                "forModels": list(funnel.for_models),
+                "steps": [
+                    {
+                        "event": step.event,
+                        "actions": [
+                            {
+                                "type": action.type,
+                                "delay_seconds": action.delay.total_seconds() if action.delay else None,
+                                "unless": list(action.unless),
+                            }
+                            for action in step.actions
+                        ],
+                    }
+                    for step in funnel.steps
+                ],
+            }
+            for funnel in (plan.config.funnels if plan else ())
+        ],
+    }
+
+
+@router.get("/v0/config", summary="The loaded automation config and the state of the last reload")
+async def config(request: Request) -> dict[str, Any]:
+    return _config_body(request)
+
+
+@router.post("/v0/config/reload", summary="Re-read the config file; on any problem keep the current one")
+async def reload(request: Request) -> dict[str, Any]:
+    automation = services(request).automation
+    if automation.path is None:
+        raise ApiError(
+            "CONFLICT", "The server was started without a config file (--config or FUNNELS_CONFIG)."
+        )
+
+    def run() -> None:
+        with _reload_lock:
+            automation.reload()
+
+    try:
+        await run_in_threadpool(run)
+    except ConfigInvalid as invalid:
+        details = {error.path: error.message for error in invalid.errors}
+        raise validation_error(
+            details, f"The config has {len(invalid.errors)} problem(s); the previous config stays in effect."
+        ) from None
+    return _config_body(request)

@@ -1,0 +1,1 @@
+"""Funnels that act: identity, the step rule, scheduling and delivery of actions."""

@@ -1,0 +1,165 @@
+"""One model instance as a person sees it: ids, properties, relationships, funnel progress, timeline."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from sqlalchemy import Connection, and_, or_, select
+
+from funnels.automation.deliveries import iso, job_rows
+from funnels.automation.engine import Plan
+from funnels.automation.identity import Instance, ids_of, instance_by_id, related
+from funnels.events import parse_timestamp
+from funnels.store.events import EventStore
+from funnels.store.state import action_jobs, instances, satisfied_steps
+
+
+def find_instance(connection: Connection, model: str, id_text: str) -> Instance | None:
+    return instance_by_id(connection, model, id_text)
+
+
+def progress(connection: Connection, plan: Plan | None, instance: Instance) -> list[dict[str, Any]]:
+    """Each funnel of the instance's model with which steps are satisfied, when, and by which event."""
+    satisfied = {
+        (row.funnel_id, row.step_index): row
+        for row in connection.execute(
+            select(satisfied_steps).where(satisfied_steps.c.instance_id == instance.id)
+        )
+    }
+    funnels = plan.funnels_by_model.get(instance.model, ()) if plan else ()
+    result = []
+    for funnel in funnels:
+        steps = []
+        for index, step in enumerate(funnel.steps):
+            row = satisfied.get((funnel.id, index))
+            steps.append(
+                {
+                    "step": index + 1,
+                    "event": step.event,
+                    "satisfied_at": iso(row.satisfied_ms) if row else None,
+                    "event_id": row.event_id if row else None,
+                    "event_at": iso(row.event_ts_ms) if row else None,
+                }
+            )
+        level = sum(1 for step in steps if step["satisfied_at"])
+        result.append({"id": funnel.id, "level": level, "completed": level == len(steps), "steps": steps})
+    return result
+
+
+@dataclass(frozen=True)
+class Cursor:
+    """A timeline position: items sort by (time, rank, id), newest first; a page holds what sorts after."""
+
+    ms: int
+    rank: int  # actions (1) sort before events (0) at the same millisecond; a plain time is rank -1
+    id: str = ""
+
+    @classmethod
+    def parse(cls, text: str) -> Cursor:
+        """`next_before` of a previous page (`ms:kind:id`), or a time (ISO 8601 or epoch ms)."""
+        ms, _, rest = text.partition(":")
+        kind, _, id_ = rest.partition(":")
+        if ms.isdigit() and kind in RANKS and id_:
+            return cls(int(ms), RANKS[kind], id_)
+        return cls(parse_timestamp(text), -1)
+
+    def bound(self, rank: int) -> tuple[str, bool]:
+        """For items of `rank`: `<=` or `<` on time, and whether same-time items need `id <` too."""
+        if self.rank > rank:
+            return "<=", False
+        return "<", self.rank == rank
+
+
+RANKS = {"event": 0, "action": 1}
+START = Cursor(2**62, 2)
+
+
+def timeline(
+    connection: Connection,
+    events: EventStore,
+    instance: Instance,
+    ids: list[str],
+    cursor: Cursor | None,
+    limit: int,
+) -> dict[str, Any]:
+    """Events (from the event store, by any of the instance's ids) and actions, newest first, one page."""
+    cursor = cursor or START
+    params: dict[str, Any] = {f"id{index}": id_ for index, id_ in enumerate(ids)}
+    placeholders = ", ".join(f"{{{name}:String}}" for name in params)
+    op, tie = cursor.bound(RANKS["event"])
+    at = "toUnixTimestamp64Milli(ts)"
+    where = f"{at} {op} {{before:Int64}}"
+    if tie:
+        where = f"({where} OR ({at} = {{before:Int64}} AND event_id < {{after_id:String}}))"
+    event_rows = events.query(
+        f"SELECT event_id, type, event, {at} AS ts_ms, properties FROM events"
+        f" WHERE user_key IN ({placeholders}) AND {where}"
+        " ORDER BY ts DESC, event_id DESC LIMIT {limit:UInt32}",
+        {**params, "before": cursor.ms, "after_id": cursor.id, "limit": limit},
+    ).dicts()
+    op, tie = cursor.bound(RANKS["action"])
+    created = action_jobs.c.created_ms
+    condition = created <= cursor.ms if op == "<=" else created < cursor.ms
+    if tie:
+        condition = or_(condition, and_(created == cursor.ms, action_jobs.c.id < int(cursor.id)))
+    action_rows = connection.execute(
+        select(action_jobs)
+        .where(action_jobs.c.instance_id == instance.id, condition)
+        .order_by(created.desc(), action_jobs.c.id.desc())
+        .limit(limit)
+    ).all()
+    items: list[tuple[tuple[int, int, Any], dict[str, Any]]] = [
+        (
+            (int(row["ts_ms"]), RANKS["event"], row["event_id"]),
+            {
+                "kind": "event",
+                "at": iso(int(row["ts_ms"])),
+                "id": row["event_id"],
+                "type": row["type"],
+                "event": row["event"],
+                "properties": orjson.loads(row["properties"] or "{}"),
+            },
+        )
+        for row in event_rows
+    ]
+    for row, job in zip(action_rows, job_rows(connection, list(action_rows)), strict=True):
+        items.append(
+            (
+                (int(row.created_ms), RANKS["action"], int(row.id)),
+                {"kind": "action", "at": iso(row.created_ms), **job},
+            )
+        )
+    items.sort(key=lambda item: item[0], reverse=True)
+    page = items[:limit]
+    more = len(items) > limit or len(event_rows) == limit or len(action_rows) == limit
+    last = page[-1][0] if page else None
+    return {
+        "items": [item for _, item in page],
+        "next_before": f"{last[0]}:{'action' if last[1] else 'event'}:{last[2]}" if last and more else None,
+    }
+
+
+def describe(
+    connection: Connection,
+    events: EventStore,
+    plan: Plan | None,
+    instance: Instance,
+    cursor: Cursor | None,
+    limit: int,
+) -> dict[str, Any]:
+    ids = ids_of(connection, instance.id)
+    row = connection.execute(select(instances).where(instances.c.id == instance.id)).one()
+    return {
+        "model": instance.model,
+        "id": instance.primary_id,
+        "ids": ids,
+        "displayName": instance.display_name,
+        "properties": instance.properties,
+        "created_at": iso(row.created_ms),
+        "updated_at": iso(row.updated_ms),
+        **related(connection, instance, ids),
+        "funnels": progress(connection, plan, instance),
+        "timeline": timeline(connection, events, instance, ids, cursor, limit),
+    }

@@ -1,0 +1,422 @@
+"""The worker: claims due action jobs, renders them, sends them through their channel, records the outcome.
+
+How it works: a claim is one write transaction that takes the due jobs with the smallest `next_ms` (one
+range scan of a partial index, however many jobs are pending) and marks them `sending` with a lease:
+their `next_ms` becomes the lease's expiry. A worker that dies mid-send leaves the job to be claimed again
+when the lease expires; the resend carries the same idempotency key, so at worst the receiver sees a
+duplicate it can drop. Before sending, a job whose `unless` step the instance has reached is cancelled,
+and one due outside its quiet hours waits for the window (neither counts as an attempt). Outcomes:
+`sent`; `failed` (a retryable failure: network, timeout, 429, 5xx) with the next attempt after an
+exponential backoff with jitter, or the receiver's `Retry-After` if longer; `dead` when attempts are
+exhausted, the receiver refused for good (other 4xx) or the action cannot be rendered.
+
+Several workers may run against one state store (`funnels worker`): claims are transactions, so a job is
+held by one worker at a time.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import httpx
+import orjson
+from pydantic import BaseModel, ValidationError
+from sqlalchemy import Connection, func, insert, literal_column, select, tuple_, update
+
+from funnels.automation.identity import Instance, load_instances
+from funnels.automation.templates import TemplateRenderError, render_args
+from funnels.channels import ACTION_TYPES
+from funnels.channels.base import Channel, DeliveryRequest, DeliveryResult
+from funnels.clock import Clock
+from funnels.config import DeliveryPolicy
+from funnels.store.state import (
+    StateStore,
+    action_attempts,
+    action_jobs,
+    action_specs,
+    instance_ids,
+    satisfied_steps,
+)
+
+log = logging.getLogger(__name__)
+
+Dispatch = Callable[[Channel, BaseModel, BaseModel, DeliveryRequest], DeliveryResult]
+UTC_ZONE = ZoneInfo("UTC")
+
+
+def send(channel: Channel, args: BaseModel, settings: BaseModel, request: DeliveryRequest) -> DeliveryResult:
+    """The real dispatch: the channel's own delivery function."""
+    return channel.deliver(args, settings, request)
+
+
+@dataclass(frozen=True)
+class Job:
+    """A claimed job with everything its delivery needs."""
+
+    id: int
+    key: str
+    funnel_id: str
+    step_index: int
+    step_event: str
+    action_type: str
+    model: str
+    event: str
+    event_properties: dict[str, Any]
+    attempts: int
+    spec: dict[str, Any]
+    instance: Instance | None
+    ids: tuple[str, ...]
+    reached: frozenset[str]  # step events the instance has satisfied in this funnel
+
+
+@dataclass(frozen=True)
+class Result:
+    job_id: int
+    status: str  # sent, failed, dead, cancelled, scheduled (waiting for quiet hours)
+    next_ms: int | None = None
+    error: str | None = None
+    rendered: dict[str, Any] | None = None
+    delivery: DeliveryResult | None = None  # set when an attempt was made
+    started_ms: int = 0
+
+
+def backoff_ms(attempt: int, policy: DeliveryPolicy, rng: random.Random, retry_after_s: float | None) -> int:
+    """Exponential backoff with "equal jitter" (half fixed, half random); a longer Retry-After wins."""
+    ceiling = min(
+        policy.backoff_max.total_seconds(), policy.backoff_base.total_seconds() * 2 ** (attempt - 1)
+    )
+    delay = rng.uniform(ceiling / 2, ceiling)
+    if retry_after_s is not None:
+        delay = max(delay, min(retry_after_s, 86_400.0))
+    return int(delay * 1000)
+
+
+def next_window_ms(now_ms: int, timezone: str | None, not_before: int | None, not_after: int | None) -> int:
+    """`now_ms` if it is inside the quiet-hours window (minutes of the day in `timezone`), else when the
+    next window opens. A window whose start is after its end spans midnight."""
+    if not_before is None and not_after is None:
+        return now_ms
+    try:
+        zone = ZoneInfo(timezone) if isinstance(timezone, str) and timezone else UTC_ZONE
+    except (ZoneInfoNotFoundError, ValueError):
+        zone = UTC_ZONE
+    local = datetime.fromtimestamp(now_ms / 1000, zone)
+    minute = local.hour * 60 + local.minute
+    start = 0 if not_before is None else not_before
+    end = 24 * 60 if not_after is None else not_after
+    inside = start <= minute < end if start <= end else (minute >= start or minute < end)
+    if inside:
+        return now_ms
+    day = local.replace(hour=0, minute=0, second=0, microsecond=0)
+    opening = day + timedelta(minutes=start)
+    if opening <= local:
+        opening += timedelta(days=1)
+    # Wall-clock arithmetic in the zone, then back to UTC: a window opens at 09:00 local across DST.
+    opening = opening.replace(tzinfo=None).replace(tzinfo=zone)
+    return int(opening.timestamp() * 1000)
+
+
+def template_context(job: Job) -> dict[str, Any]:
+    instance = job.instance
+    return {
+        "modelProperties": instance.properties if instance else {},
+        "displayName": (instance.display_name or "") if instance else "",
+        "model": job.model,
+        "funnel": job.funnel_id,
+        "event": job.event,
+        "eventProperties": job.event_properties,
+        "ids": list(job.ids),
+        "step": job.step_event,
+        "stepNumber": job.step_index + 1,
+    }
+
+
+def _error_of(delivery: DeliveryResult) -> str:
+    if delivery.error:
+        return delivery.error
+    return f"HTTP {delivery.status_code}" if delivery.status_code else "delivery failed"
+
+
+class Worker:
+    """Claims and delivers due jobs; `run_until_idle` for tests and replay, `start` for a background thread."""
+
+    def __init__(
+        self,
+        state: StateStore,
+        policy: Callable[[], tuple[DeliveryPolicy, dict[str, BaseModel]]],
+        clock: Clock,
+        *,
+        concurrency: int = 16,
+        poll_s: float = 0.5,
+        dispatch: Dispatch = send,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.state = state
+        self.policy = policy  # the current config's delivery policy and channel settings (reloadable)
+        self.clock = clock
+        self.concurrency = concurrency
+        self.poll_s = poll_s
+        self.dispatch = dispatch
+        self.rng = rng or random.Random()
+        self.http = httpx.Client(follow_redirects=False)
+        self._specs: dict[str, dict[str, Any]] = {}
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # --- claim ---------------------------------------------------------------------------------------
+
+    def claim(self, limit: int) -> list[Job]:
+        """Take up to `limit` due jobs (oldest due first) and lease them to this worker."""
+        now = self.clock.now_ms()
+        policy, _settings = self.policy()
+        lease_ms = int(policy.timeout.total_seconds() * 2000) + 5_000
+        with self.state.write() as connection:
+            due = (
+                connection.execute(
+                    select(action_jobs.c.id)
+                    .where(action_jobs.c.next_ms <= now)
+                    .order_by(action_jobs.c.next_ms)
+                    .limit(limit)
+                )
+                .scalars()
+                .all()
+            )
+            if not due:
+                return []
+            rows = connection.execute(
+                update(action_jobs)
+                .where(action_jobs.c.id.in_(due))
+                .values(status="sending", next_ms=now + lease_ms, updated_ms=now)
+                .returning(*action_jobs.c)
+            ).all()
+            return self._jobs(connection, rows)
+
+    def _jobs(self, connection: Connection, rows: Sequence[Any]) -> list[Job]:
+        missing = {row.spec_id for row in rows} - set(self._specs)
+        if missing:
+            for spec_id, spec in connection.execute(
+                select(action_specs.c.id, action_specs.c.spec).where(action_specs.c.id.in_(missing))
+            ):
+                self._specs[spec_id] = orjson.loads(spec)
+        instance_keys = {row.instance_id for row in rows}
+        instances = load_instances(connection, list(instance_keys))
+        ids: dict[int, list[str]] = {}
+        for instance_id, id_text in connection.execute(
+            select(instance_ids.c.instance_id, instance_ids.c.id_text)
+            .where(instance_ids.c.instance_id.in_(instance_keys))
+            .order_by(instance_ids.c.instance_id, literal_column("instance_ids.rowid"))
+        ):
+            ids.setdefault(instance_id, []).append(id_text)
+        reached: dict[tuple[int, str], set[str]] = {}
+        steps: dict[tuple[int, str, int], str] = {}
+        for instance_id, funnel_id, step_index, event in connection.execute(
+            select(
+                satisfied_steps.c.instance_id,
+                satisfied_steps.c.funnel_id,
+                satisfied_steps.c.step_index,
+                satisfied_steps.c.event,
+            ).where(
+                tuple_(satisfied_steps.c.instance_id, satisfied_steps.c.funnel_id).in_(
+                    {(row.instance_id, row.funnel_id) for row in rows}
+                )
+            )
+        ):
+            reached.setdefault((instance_id, funnel_id), set()).add(event)
+            steps[(instance_id, funnel_id, step_index)] = event
+        return [
+            Job(
+                id=row.id,
+                key=row.key,
+                funnel_id=row.funnel_id,
+                step_index=row.step_index,
+                step_event=steps.get((row.instance_id, row.funnel_id, row.step_index), row.event),
+                action_type=row.action_type,
+                model=row.model,
+                event=row.event,
+                event_properties=orjson.loads(row.event_properties),
+                attempts=row.attempts,
+                spec=self._specs[row.spec_id],
+                instance=instances.get(row.instance_id),
+                ids=tuple(ids.get(row.instance_id, ())),
+                reached=frozenset(reached.get((row.instance_id, row.funnel_id), ())),
+            )
+            for row in rows
+        ]
+
+    # --- one job -------------------------------------------------------------------------------------
+
+    def handle(self, job: Job) -> Result:
+        """Decide and, if due, deliver one claimed job. Never raises."""
+        now = self.clock.now_ms()
+        try:
+            return self._handle(job, now)
+        except Exception as error:  # a bug must not kill the worker or lose the job: retry it later
+            log.exception("action job %s failed unexpectedly", job.id)
+            return Result(job.id, "failed", next_ms=now + 60_000, error=f"internal error: {error!r}")
+
+    def _handle(self, job: Job, now: int) -> Result:
+        spec = job.spec
+        reached = sorted(set(spec["unless"]) & job.reached)
+        if reached:
+            return Result(job.id, "cancelled", error=f"cancelled: {reached[0]!r} was reached first")
+        timezone = job.instance.properties.get("timezone") if job.instance else None
+        opening = next_window_ms(now, timezone, spec["not_before_minute"], spec["not_after_minute"])
+        if opening > now:
+            return Result(job.id, "scheduled", next_ms=opening)
+        channel = ACTION_TYPES.get(job.action_type)
+        if channel is None:
+            return Result(job.id, "dead", error=f"unknown action type {job.action_type!r}")
+        try:
+            rendered = render_args(spec["args"], template_context(job))
+        except TemplateRenderError as error:
+            return Result(job.id, "dead", error=f"template: {error}")
+        try:
+            args = channel.args.model_validate(rendered)
+        except ValidationError as error:
+            problems = "; ".join(
+                f"args.{'.'.join(str(p) for p in item['loc'])}: {item['msg'].removeprefix('Value error, ')}"
+                for item in error.errors()
+            )
+            return Result(job.id, "dead", error=f"after rendering: {problems}", rendered=rendered)
+        policy, settings = self.policy()
+        request = DeliveryRequest(
+            idempotency_key=job.key, timeout_s=policy.timeout.total_seconds(), http=self.http, now_ms=now
+        )
+        channel_settings = settings.get(job.action_type) or channel.settings.model_validate({})
+        delivery = self.dispatch(channel, args, channel_settings, request)
+        attempt = job.attempts + 1
+        shown = delivery.sent or rendered
+        if delivery.ok:
+            return Result(job.id, "sent", rendered=shown, delivery=delivery, started_ms=now)
+        problem = _error_of(delivery)
+        if delivery.retryable and attempt < policy.max_attempts:
+            retry_at = self.clock.now_ms() + backoff_ms(attempt, policy, self.rng, delivery.retry_after_s)
+            return Result(
+                job.id,
+                "failed",
+                next_ms=retry_at,
+                error=problem,
+                rendered=shown,
+                delivery=delivery,
+                started_ms=now,
+            )
+        if delivery.retryable:
+            problem = f"{problem} (gave up after {attempt} attempts)"
+        return Result(job.id, "dead", error=problem, rendered=shown, delivery=delivery, started_ms=now)
+
+    # --- record --------------------------------------------------------------------------------------
+
+    def record(self, results: Sequence[Result]) -> None:
+        """Write outcomes in one transaction; a job is only updated while this worker still holds it."""
+        if not results:
+            return
+        now = self.clock.now_ms()
+        with self.state.write() as connection:
+            for result in results:
+                values: dict[str, Any] = {
+                    "status": result.status,
+                    "next_ms": result.next_ms,
+                    "updated_ms": now,
+                    "last_error": result.error,
+                }
+                if result.rendered is not None:
+                    values["rendered"] = orjson.dumps(result.rendered).decode()
+                if result.status == "sent":
+                    values["sent_ms"] = now
+                if result.delivery is not None:
+                    values["attempts"] = action_jobs.c.attempts + 1
+                updated = connection.execute(
+                    update(action_jobs)
+                    .where(action_jobs.c.id == result.job_id, action_jobs.c.status == "sending")
+                    .values(**values)
+                    .returning(action_jobs.c.attempts)
+                ).first()
+                if updated is not None and result.delivery is not None:
+                    delivery = result.delivery
+                    connection.execute(
+                        insert(action_attempts).values(
+                            job_id=result.job_id,
+                            attempt=updated.attempts,
+                            started_ms=result.started_ms,
+                            finished_ms=now,
+                            outcome=result.status,
+                            status_code=delivery.status_code,
+                            error=None if delivery.ok else _error_of(delivery),
+                            response=delivery.response,
+                        )
+                    )
+
+    # --- loops ---------------------------------------------------------------------------------------
+
+    def run_until_idle(self, max_rounds: int = 10_000) -> int:
+        """Deliver every job due now, synchronously (tests, replay); returns how many were handled."""
+        handled = 0
+        for _ in range(max_rounds):
+            jobs = self.claim(self.concurrency)
+            if not jobs:
+                break
+            self.record([self.handle(job) for job in jobs])
+            handled += len(jobs)
+        return handled
+
+    def next_due_ms(self) -> int | None:
+        with self.state.read() as connection:
+            value = connection.execute(select(func.min(action_jobs.c.next_ms))).scalar()
+        return None if value is None else int(value)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="funnels-worker", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+            self._thread = None
+        self._stop.clear()
+
+    def close(self) -> None:
+        self.stop()
+        self.http.close()
+
+    def _idle_wait_s(self) -> float:
+        due = self.next_due_ms()
+        if due is None:
+            return self.poll_s
+        return min(self.poll_s, max(0.0, (due - self.clock.now_ms()) / 1000))
+
+    def _run(self) -> None:
+        """Keep up to `concurrency` sends in flight; record each as it finishes."""
+        inflight: dict[Future[Result], int] = {}
+        with ThreadPoolExecutor(self.concurrency, thread_name_prefix="funnels-send") as pool:
+            while not self._stop.is_set():
+                try:
+                    free = self.concurrency - len(inflight)
+                    for job in self.claim(free) if free > 0 else []:
+                        inflight[pool.submit(self.handle, job)] = job.id
+                    if not inflight:
+                        self._wake.wait(self._idle_wait_s())
+                        self._wake.clear()
+                        continue
+                    done, _pending = wait(inflight, timeout=0.05, return_when=FIRST_COMPLETED)
+                    for future in done:
+                        del inflight[future]
+                    self.record([future.result() for future in done])
+                except Exception:  # the store was unavailable: leased jobs are claimed again later
+                    log.exception("the action worker failed; retrying in a second")
+                    self._stop.wait(1.0)
+            wait(inflight)
+            self.record([future.result() for future in inflight])
