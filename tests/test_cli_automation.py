@@ -1,0 +1,162 @@
+"""The automation's process-level behaviour: refusing an invalid config, SIGHUP reload, `funnels worker`."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from funnels.automation.deliveries import JobFilter, list_jobs
+from funnels.automation.engine import Signal
+from funnels.automation.identity import Identify
+from funnels.events import Event
+from funnels.services import Services
+from tests.processes import BIN, create_key, free_port, start_server
+from tests.receivers import HttpReceiver
+
+
+def config_with(receiver: HttpReceiver, *step_events: str) -> dict[str, Any]:
+    return {
+        "models": [{"name": "customer"}],
+        "funnels": [
+            {
+                "id": "f",
+                "forModels": "customer",
+                "steps": [
+                    {
+                        "event": event,
+                        "actions": {"type": "webhook", "args": {"url": f"{receiver.url}/{event}"}},
+                    }
+                    for event in step_events
+                ],
+            }
+        ],
+    }
+
+
+def wait_until(check: Any, timeout: float = 20.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := check():
+            return value
+        time.sleep(0.1)
+    raise AssertionError("timed out")
+
+
+def test_serve_refuses_an_invalid_config_with_every_problem(tmp_path: Path) -> None:
+    config = tmp_path / "bad.yaml"
+    config.write_text(
+        "models: [{name: customer}]\nfunnels:\n  - {id: f, forModels: robot, steps: {event: ''}}\n"
+    )
+    result = subprocess.run(
+        [
+            str(BIN),
+            "serve",
+            "--data-dir",
+            str(tmp_path / "data"),
+            "--port",
+            str(free_port()),
+            "--config",
+            str(config),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert "funnels[0].forModels: unknown model 'robot'" in result.stderr
+    assert "funnels[0].steps.event: expected a non-empty string" in result.stderr
+    assert "not starting" in result.stderr
+
+
+def test_sighup_reloads_a_valid_config_and_keeps_the_old_one_on_errors(
+    tmp_path: Path, http_receiver: HttpReceiver
+) -> None:
+    config = tmp_path / "funnels.json"
+    config.write_text(json.dumps(config_with(http_receiver, "sign_up")))
+    data_dir = tmp_path / "data"
+    key = create_key(data_dir, "admin")
+    port = free_port()
+    server = start_server(data_dir, port, "--config", str(config))
+    try:
+        with httpx.Client(
+            base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {key}"}
+        ) as client:
+
+            def steps() -> list[str]:
+                body = client.get("/v0/config").json()
+                return [step["event"] for step in body["funnels"][0]["steps"]]
+
+            assert steps() == ["sign_up"]
+            config.write_text(json.dumps(config_with(http_receiver, "sign_up", "activated")))
+            server.send_signal(signal.SIGHUP)
+            wait_until(lambda: steps() == ["sign_up", "activated"])
+
+            config.write_text(json.dumps({"models": [], "funnels": []}))
+            server.send_signal(signal.SIGHUP)
+            errors = wait_until(lambda: client.get("/v0/config").json()["errors"])
+            assert any(error.startswith("models:") for error in errors)
+            assert steps() == ["sign_up", "activated"]  # the old config stays in effect
+
+            client.post("/api/v1/identify", json={"model": "customer", "ids": ["c1"]})
+            result = client.post("/api/v1/events", json={"name": "sign_up", "ids": ["c1"]}).json()
+            assert result["results"][0]["satisfied"] == [{"funnel": "f", "step": 1, "event": "sign_up"}]
+            assert http_receiver.wait_for(1)[0].path == "/sign_up"  # the in-process worker delivered it
+    finally:
+        server.send_signal(signal.SIGINT)
+        server.wait(timeout=30)
+
+
+def test_funnels_worker_delivers_from_the_outbox_of_a_stopped_server(
+    tmp_path: Path, http_receiver: HttpReceiver
+) -> None:
+    config = tmp_path / "funnels.json"
+    config.write_text(json.dumps(config_with(http_receiver, "sign_up")))
+    data_dir = tmp_path / "data"
+    svc = Services.open(data_dir, config_path=config)
+    try:
+        now = svc.clock.now_ms()
+        event = Event(event_id="e1", type="track", event="sign_up", user_key="c1", ts_ms=now, received_ms=now)
+        identify = Event(
+            event_id="i1", type="identify", event="identify", user_key="c1", ts_ms=now, received_ms=now
+        )
+        svc.ingest(
+            [
+                Signal(
+                    identify,
+                    model="customer",
+                    ids=("c1",),
+                    identify=Identify("customer", ("c1",)),
+                    explicit=True,
+                ),
+                Signal(event, ids=("c1",), explicit=True),
+            ]
+        )
+    finally:
+        svc.close()  # nothing was delivered: the app (and its worker) never ran
+    assert http_receiver.requests == []
+
+    with (tmp_path / "worker.log").open("wb") as sink:
+        worker = subprocess.Popen(
+            [str(BIN), "worker", "--config", str(config), "--data-dir", str(data_dir)],
+            stdout=sink,
+            stderr=sink,
+        )
+    try:
+        (request,) = http_receiver.wait_for(1, timeout=20)
+        assert request.path == "/sign_up" and request.headers["idempotency-key"].startswith("fnl_")
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(timeout=30) == 0
+    svc = Services.open(data_dir, config_path=config)
+    try:
+        with svc.state.read() as connection:
+            jobs = list_jobs(connection, JobFilter(), 1, 10)["data"]
+    finally:
+        svc.close()
+    assert [(job["status"], job["attempts"]) for job in jobs] == [("sent", 1)]
