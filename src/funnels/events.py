@@ -168,11 +168,11 @@ class NativeEvent(BaseModel):
             raise ValueError(f"event (the event name) is required for type {self.type!r}")
         return self
 
-    def to_event(self, received_ms: int) -> Event:
+    def to_event(self, received_ms: int, default_id: str | None = None) -> Event:
         user_id = str(self.user_id or "")
         anonymous_id = str(self.anonymous_id or "")
         return Event(
-            event_id=self.message_id or new_event_id(),
+            event_id=self.message_id or default_id or new_event_id(),
             type=self.type,
             event=self.event or self.type,
             user_key=user_id or anonymous_id,

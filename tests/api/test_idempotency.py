@@ -322,3 +322,24 @@ def test_real_concurrent_pair(test_client: TestClient, gate: Gate) -> None:
     assert replay.headers["x-run"] == "1"  # the app's own headers are replayed too
     assert replay.headers["idempotent-replayed"] == "true"
     assert gate.runs["slow"] == 1
+
+
+def test_a_takeover_after_a_crash_dedups_events_sent_without_a_message_id(
+    client: TestClient, services: Services, clock: ManualClock, keys: dict[str, str]
+) -> None:
+    """A crash after the events commit but before the response is stored leaves the claim in progress; the
+    retry that takes it over derives the same event ids (same key, credential, body and claim epoch), so it
+    logs nothing twice. A key reused after 24 h starts a new epoch: new events."""
+    headers = {**bearer(keys["events:write"]), "Idempotency-Key": "crash-window"}
+    body = [{"event": "connect", "user_id": "u1"}, {"event": "swap", "user_id": "u1"}]
+    first = client.post("/v0/events", json=body, headers=headers).json()
+    with services.state.write() as connection:  # as if the process died before storing the response
+        connection.execute(records.idempotency_keys.update().values(status=None, headers=None, body=None))
+    clock.advance(LEASE_MS)
+    again = client.post("/v0/events", json=body, headers=headers).json()
+    assert (again["accepted"], again["duplicates"], again["ids"]) == (0, 2, first["ids"])
+    clock.advance(TTL_MS)
+    later = client.post("/v0/events", json=body, headers=headers).json()
+    assert later["accepted"] == 2 and set(later["ids"]).isdisjoint(first["ids"])
+    services.shipper.flush()
+    assert services.events.count() == 4

@@ -14,7 +14,7 @@ from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from funnels.api.deps import read_json, require, services
+from funnels.api.deps import default_event_ids, read_json, require, services
 from funnels.api.errors import ApiError, validation_error
 from funnels.api.events import MAX_BATCH, MAX_BODY_BYTES, pydantic_details
 from funnels.automation.engine import Signal
@@ -59,9 +59,9 @@ class _Body(BaseModel):
             parse_timestamp(value)
         return value
 
-    def event(self, type_: str, name: str, user: str, received_ms: int) -> Event:
+    def event(self, type_: str, name: str, user: str, received_ms: int, default_id: str | None) -> Event:
         return Event(
-            event_id=self.message_id or new_event_id(),
+            event_id=self.message_id or default_id or new_event_id(),
             type=type_,
             event=name,
             user_key=user,
@@ -99,7 +99,7 @@ class IdentifyBody(_Body):
             raise ValueError("parentIds needs parentModel")
         return self
 
-    def signal(self, received_ms: int) -> Signal:
+    def signal(self, received_ms: int, default_id: str | None = None) -> Signal:
         identify = Identify(
             model=self.model,
             ids=tuple(self.ids),
@@ -110,7 +110,7 @@ class IdentifyBody(_Body):
             parent_model=self.parent_model,
             parent_ids=tuple(self.parent_ids),
         )
-        event = self.event("identify", "identify", self.ids[0], received_ms)
+        event = self.event("identify", "identify", self.ids[0], received_ms, default_id)
         return Signal(event, model=self.model, ids=tuple(self.ids), identify=identify, explicit=True)
 
 
@@ -131,8 +131,8 @@ class EventBody(_Body):
     def _ids(cls, value: Any) -> list[str]:
         return _ids(value)
 
-    def signal(self, received_ms: int) -> Signal:
-        event = self.event("track", self.name, self.ids[0], received_ms)
+    def signal(self, received_ms: int, default_id: str | None = None) -> Signal:
+        event = self.event("track", self.name, self.ids[0], received_ms, default_id)
         return Signal(event, model=self.model, ids=tuple(self.ids), explicit=True)
 
 
@@ -152,7 +152,11 @@ def unknown_models(automation: Automation, body: IdentifyBody | EventBody, path:
 
 
 def parse_items(
-    payload: Any, shape: type[IdentifyBody | EventBody], automation: Automation, now: int
+    payload: Any,
+    shape: type[IdentifyBody | EventBody],
+    automation: Automation,
+    now: int,
+    default_ids: list[str | None] | None = None,
 ) -> list[Signal]:
     items, prefix = (payload, "body.{}") if isinstance(payload, list) else ([payload], "body")
     if isinstance(payload, list) and not 1 <= len(payload) <= MAX_BATCH:
@@ -169,7 +173,7 @@ def parse_items(
         if problems := unknown_models(automation, body, path):
             details |= problems
             continue
-        signals.append(body.signal(now))
+        signals.append(body.signal(now, default_ids[index] if default_ids else None))
     if details:
         raise validation_error(details, f"{len(details)} invalid field(s); nothing was stored")
     return signals
@@ -180,7 +184,10 @@ async def _ingest(request: Request, shape: type[IdentifyBody | EventBody]) -> di
     payload = await read_json(request, MAX_BODY_BYTES)
     if not isinstance(payload, dict | list):
         raise ApiError("BAD_REQUEST", "The body must be a JSON object or an array of objects.")
-    signals = parse_items(payload, shape, svc.automation, svc.clock.now_ms())
+    count = len(payload) if isinstance(payload, list) else 1
+    signals = parse_items(
+        payload, shape, svc.automation, svc.clock.now_ms(), default_event_ids(request, payload, count)
+    )
     result = await run_in_threadpool(svc.ingest, signals)
     return {
         "success": True,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import gzip
+import hashlib
 import io
 import zlib
 from typing import Any
@@ -93,3 +94,17 @@ async def read_json(request: Request, limit: int, what: str = "request body") ->
         raise ApiError(
             "BAD_REQUEST", f"The {what} is not valid JSON: {error.msg} at position {error.pos}."
         ) from None
+
+
+def default_event_ids(request: Request, payload: Any, count: int) -> list[str | None]:
+    """Ids for events sent without a message id. Under an `Idempotency-Key` they derive from the key, the
+    credential, the path, the body and the key's claim epoch: a retry that takes over the claim of a request
+    that died after committing (its response never stored) logs the same ids again and dedups instead of
+    doubling the events, while a key reused after its 24 h gets a new epoch and runs anew. Else: none."""
+    epoch = getattr(request.state, "idempotency_epoch_ms", None)
+    key = request.headers.get("idempotency-key")
+    if epoch is None or not key:
+        return [None] * count
+    parts = (request.headers.get("authorization", ""), request.url.path, key, str(epoch))
+    digest = hashlib.sha256("\x1f".join(parts).encode() + b"\x1f" + orjson.dumps(payload)).hexdigest()[:32]
+    return [f"idem_{digest}_{index}" for index in range(count)]

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from pydantic import ValidationError
 
-from funnels.api.deps import read_json, require, services
+from funnels.api.deps import default_event_ids, read_json, require, services
 from funnels.api.errors import ApiError, validation_error
 from funnels.events import Event, NativeEvent
 
@@ -28,9 +28,10 @@ def pydantic_details(error: ValidationError, prefix: str) -> dict[str, str]:
     return details
 
 
-def parse_native(payload: Any, received_ms: int) -> list[Event]:
+def parse_native(payload: Any, received_ms: int, default_ids: list[str | None] | None = None) -> list[Event]:
     """Validate a body into events, all or nothing; every problem is reported with its path."""
     items, prefix = (payload, "body.{}") if isinstance(payload, list) else ([payload], "body")
+    default_ids = default_ids or [None] * len(items)
     if isinstance(payload, list) and not 1 <= len(payload) <= MAX_BATCH:
         raise validation_error({"body": f"must hold 1 to {MAX_BATCH} events; got {len(payload)}"})
     details: dict[str, str] = {}
@@ -41,7 +42,7 @@ def parse_native(payload: Any, received_ms: int) -> list[Event]:
             details[path] = f"the event is larger than the limit of {MAX_EVENT_BYTES // 1024} KB"
             continue
         try:
-            events.append(NativeEvent.model_validate(item).to_event(received_ms))
+            events.append(NativeEvent.model_validate(item).to_event(received_ms, default_ids[index]))
         except ValidationError as error:
             details |= pydantic_details(error, path)
             if isinstance(item, dict) and not item.get("user_id") and not item.get("anonymous_id"):
@@ -67,7 +68,8 @@ async def post_events(request: Request) -> dict[str, Any]:
     payload = await read_json(request, MAX_BODY_BYTES)
     if not isinstance(payload, dict | list):
         raise ApiError("BAD_REQUEST", "The body must be a JSON object or an array of objects.")
-    events = parse_native(payload, svc.clock.now_ms())
+    count = len(payload) if isinstance(payload, list) else 1
+    events = parse_native(payload, svc.clock.now_ms(), default_event_ids(request, payload, count))
     result = await run_in_threadpool(svc.ingest, events)
     return {
         "success": True,

@@ -163,6 +163,8 @@ class IdempotencyMiddleware:
         elif result.outcome in REFUSALS:
             await self._error(scope, receive, send, REFUSALS[result.outcome]())
         else:
+            # The routes derive default event ids from the claim's epoch (see `api.deps.default_event_ids`).
+            scope.setdefault("state", {})["idempotency_epoch_ms"] = result.epoch_ms
             await self._run(scope, receive, send, body, services, record, result.token)
 
     async def _run(

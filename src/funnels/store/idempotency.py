@@ -45,6 +45,9 @@ idempotency_keys = Table(
     Column("fingerprint", String(64), nullable=False),  # SHA-256 hex of method, path, query and body
     Column("token", String(32), nullable=False),  # the claim's owner
     Column("created_ms", BigInteger, nullable=False),
+    # When the first of a run of claims began; a claim that takes over a dead request's keeps it, so the
+    # rerun derives the same default event ids and dedups what the dead request may have committed.
+    Column("epoch_ms", BigInteger, nullable=False),
     Column("status", Integer, nullable=True),  # NULL while in progress
     Column("headers", Text, nullable=True),  # JSON [[name, value], ...]
     Column("body", LargeBinary, nullable=True),
@@ -78,6 +81,7 @@ class Claim:
     outcome: Literal["proceed", "replay", "in_progress", "mismatch"]
     token: str = ""
     response: StoredResponse | None = None
+    epoch_ms: int = 0
 
 
 def _where(record: RecordKey) -> list[ColumnElement[bool]]:
@@ -103,7 +107,10 @@ def begin(state: StateStore, record: RecordKey, fingerprint: str, now_ms: int) -
             if now_ms - row.created_ms < LEASE_MS:
                 return Claim("in_progress")
         # absent, expired, or a claim whose request died: start afresh
+        epoch_ms = now_ms
         if row is not None:
+            if now_ms - row.created_ms < TTL_MS:  # a takeover: the dead request may have committed
+                epoch_ms = row.epoch_ms
             connection.execute(delete(idempotency_keys).where(*_where(record)))
         token = secrets.token_hex(16)
         connection.execute(
@@ -115,9 +122,10 @@ def begin(state: StateStore, record: RecordKey, fingerprint: str, now_ms: int) -
                 fingerprint=fingerprint,
                 token=token,
                 created_ms=now_ms,
+                epoch_ms=epoch_ms,
             )
         )
-        return Claim("proceed", token=token)
+        return Claim("proceed", token=token, epoch_ms=epoch_ms)
 
 
 def finish(state: StateStore, record: RecordKey, token: str, response: StoredResponse, now_ms: int) -> bool:
