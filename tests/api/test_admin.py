@@ -222,7 +222,9 @@ def test_timeline_pages_by_limit_and_next_before(world: World) -> None:
     assert [item["event"] for item in last["items"]] == ["identify"]
     assert last["next_before"] is None
     assert len(walk_timeline(world, 3)) == 5
-    at_time = world.get("/v0/models/customer/c1", before=str(world.clock.now_ms() + 3 * MINUTE_MS))["timeline"]
+    at_time = world.get("/v0/models/customer/c1", before=str(world.clock.now_ms() + 3 * MINUTE_MS))[
+        "timeline"
+    ]
     assert [item["id"] for item in at_time["items"]][:2] == ["n2", "n1"]  # a plain time: strictly before it
 
 
