@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import random
-import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ from sqlalchemy import Connection, func, insert, literal_column, select, tuple_,
 
 from funnels.automation.identity import Instance, load_instances
 from funnels.automation.templates import TemplateRenderError, render_args
+from funnels.background import BackgroundLoop
 from funnels.channels import ACTION_TYPES
 from funnels.channels.base import Channel, DeliveryRequest, DeliveryResult
 from funnels.clock import Clock
@@ -145,8 +145,10 @@ def _error_of(delivery: DeliveryResult) -> str:
     return f"HTTP {delivery.status_code}" if delivery.status_code else "delivery failed"
 
 
-class Worker:
+class Worker(BackgroundLoop):
     """Claims and delivers due jobs; `run_until_idle` for tests and replay, `start` for a background thread."""
+
+    thread_name = "funnels-worker"
 
     def __init__(
         self,
@@ -168,9 +170,7 @@ class Worker:
         self.rng = rng or random.Random()
         self.http = httpx.Client(follow_redirects=False)
         self._specs: dict[str, dict[str, Any]] = {}
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        super().__init__()
 
     # --- claim ---------------------------------------------------------------------------------------
 
@@ -372,21 +372,6 @@ class Worker:
         with self.state.read() as connection:
             value = connection.execute(select(func.min(action_jobs.c.next_ms))).scalar()
         return None if value is None else int(value)
-
-    def wake(self) -> None:
-        self._wake.set()
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="funnels-worker", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
-            self._thread = None
-        self._stop.clear()
 
     def close(self) -> None:
         self.stop()

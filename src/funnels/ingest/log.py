@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from sqlalchemy import Connection, delete, func, select
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from funnels.background import BackgroundLoop
 from funnels.clock import Clock
 from funnels.events import Event
 from funnels.store.events import EventStore
@@ -52,8 +53,10 @@ def log_events(connection: Connection, events: Sequence[Event]) -> None:
         )
 
 
-class Shipper:
+class Shipper(BackgroundLoop):
     """Ships the event log to the event store in batches, on a background thread or on demand."""
+
+    thread_name = "funnels-shipper"
 
     def __init__(
         self,
@@ -72,9 +75,7 @@ class Shipper:
         self.dedup_window_ms = dedup_window_ms
         self.watermark = events.max_log_seq()
         self._lock = threading.Lock()
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        super().__init__()
 
     def ship_once(self) -> int:
         """Ship one batch; returns how many events it shipped."""
@@ -115,18 +116,9 @@ class Shipper:
                 ).scalar_one()
             )
 
-    def wake(self) -> None:
-        self._wake.set()
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="funnels-shipper", daemon=True)
-        self._thread.start()
-
     def stop(self) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
+        """End the background loop, then ship what is left."""
+        super().stop()
         self.flush()
 
     def _run(self) -> None:
