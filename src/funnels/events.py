@@ -5,10 +5,10 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Annotated, Any
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from funnels.types import MAX_TIMESTAMP_MS, MIN_TIMESTAMP_MS, NAMED_BY_TYPE, STANDARD_COLUMNS, JSONDict
 
@@ -94,6 +94,16 @@ def parse_timestamp(value: Any) -> int:
     return ms
 
 
+def _check_timestamp(value: Any) -> Any:
+    if value is not None:
+        parse_timestamp(value)
+    return value
+
+
+# A request's raw `timestamp`, checked where it is read (so errors name the field) and parsed when used.
+RawTimestamp = Annotated[str | int | float | None, BeforeValidator(_check_timestamp)]
+
+
 def column_text(value: Any) -> str | None:
     """A standard column's stored text: strings as they are, numbers and booleans spelled out, else None."""
     if value is None:
@@ -127,7 +137,7 @@ class NativeEvent(BaseModel):
     event: str | None = Field(default=None, min_length=1, max_length=MAX_NAME_LENGTH)
     user_id: str | int | None = None
     anonymous_id: str | int | None = None
-    timestamp: str | int | float | None = None
+    timestamp: RawTimestamp = None
     message_id: str | None = Field(default=None, min_length=1, max_length=MAX_ID_LENGTH)
     properties: JSONDict = Field(default_factory=dict)
     context: JSONDict = Field(default_factory=dict)
@@ -152,13 +162,6 @@ class NativeEvent(BaseModel):
     @classmethod
     def _id(cls, value: Any) -> str:
         return id_text(value)
-
-    @field_validator("timestamp", mode="before")
-    @classmethod
-    def _timestamp(cls, value: Any) -> Any:
-        if value is not None:
-            parse_timestamp(value)
-        return value
 
     @model_validator(mode="after")
     def _check(self) -> NativeEvent:

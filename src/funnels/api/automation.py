@@ -20,7 +20,15 @@ from funnels.api.events import MAX_BATCH, MAX_BODY_BYTES, pydantic_details
 from funnels.automation.engine import Signal
 from funnels.automation.identity import Identify
 from funnels.automation.runtime import Automation
-from funnels.events import MAX_ID_LENGTH, MAX_NAME_LENGTH, Event, id_text, new_event_id, parse_timestamp
+from funnels.events import (
+    MAX_ID_LENGTH,
+    MAX_NAME_LENGTH,
+    Event,
+    RawTimestamp,
+    id_text,
+    new_event_id,
+    parse_timestamp,
+)
 from funnels.types import JSONDict
 
 router = APIRouter(tags=["Automation"])
@@ -39,7 +47,7 @@ def _ids(value: Any) -> list[str]:
 class _Body(BaseModel):
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
 
-    timestamp: str | int | float | None = None
+    timestamp: RawTimestamp = None
     message_id: str | None = Field(default=None, alias="messageId", min_length=1, max_length=MAX_ID_LENGTH)
     properties: JSONDict = Field(default_factory=dict)
 
@@ -51,13 +59,6 @@ class _Body(BaseModel):
         if "message_id" in data and "messageId" not in data:
             data = {**data, "messageId": data["message_id"]}
         return data
-
-    @field_validator("timestamp", mode="before")
-    @classmethod
-    def _timestamp(cls, value: Any) -> Any:
-        if value is not None:
-            parse_timestamp(value)
-        return value
 
     def event(self, type_: str, name: str, user: str, received_ms: int, default_id: str | None) -> Event:
         return Event(
