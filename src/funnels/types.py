@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Final
 
 JSONDict = dict[str, Any]
@@ -50,3 +51,16 @@ NAMED_BY_TYPE: Final[frozenset[str]] = frozenset({"page", "identify", "screen", 
 # Timestamps are stored in milliseconds; these bounds keep every value inside ClickHouse's DateTime64 range.
 MIN_TIMESTAMP_MS: Final[int] = 0  # 1970-01-01
 MAX_TIMESTAMP_MS: Final[int] = 7_258_118_399_999  # 2199-12-31 23:59:59.999
+
+
+@dataclass
+class RowError:
+    """One skipped row: its file, its 1-based line (NDJSON, CSV) or row (Parquet), and what is wrong."""
+
+    file: str
+    line: int
+    message: str
+    unit: str = "line"
+
+    def __str__(self) -> str:
+        return f"{self.file} {self.unit} {self.line}: {self.message}"

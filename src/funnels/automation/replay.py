@@ -40,6 +40,7 @@ from funnels.channels.base import Channel, DeliveryRequest, DeliveryResult
 from funnels.clock import ManualClock
 from funnels.events import EPOCH, NativeEvent, parse_timestamp
 from funnels.store.state import StateStore, action_jobs, action_specs, instances, satisfied_steps
+from funnels.types import RowError
 
 TIMESTAMP_REQUIRED = "timestamp: is required to replay an event"
 DAY_MS = 86_400_000
@@ -52,19 +53,6 @@ _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 class ReplayFileError(ValueError):
     """The events file cannot be read at all (missing, unreadable, or a `.json` that is not an array)."""
-
-
-@dataclass(frozen=True)
-class LineError:
-    """One skipped line: its file, 1-based line (or item of a JSON array), and what is wrong."""
-
-    file: str
-    line: int
-    message: str
-    unit: str = "line"
-
-    def __str__(self) -> str:
-        return f"{self.file} {self.unit} {self.line}: {self.message}"
 
 
 @dataclass(frozen=True)
@@ -133,7 +121,7 @@ class ReplayReport:
     rows: list[ReplayRow] = field(default_factory=list)
     events: int = 0  # events fed (valid and within --from/--to)
     instances: int = 0
-    errors: list[LineError] = field(default_factory=list)
+    errors: list[RowError] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # not errors: identity conflicts, unknown instances
     end_ms: int = 0
 
@@ -235,14 +223,14 @@ def _signal(obj: Any, automation: Automation) -> tuple[int, Signal] | str:
     return ts_ms, body.signal(ts_ms)
 
 
-def read_events(path: Path, automation: Automation) -> tuple[list[_Item], list[LineError]]:
+def read_events(path: Path, automation: Automation) -> tuple[list[_Item], list[RowError]]:
     """Every valid event of the file as a signal, in file order, and every bad line."""
     items: list[_Item] = []
-    errors: list[LineError] = []
+    errors: list[RowError] = []
     for position, unit, obj in _objects(path):
         parsed = _signal(obj, automation)
         if isinstance(parsed, str):
-            errors.append(LineError(str(path), position, parsed, unit))
+            errors.append(RowError(str(path), position, parsed, unit))
         else:
             items.append(_Item(f"{path} {unit} {position}", *parsed))
     return items, errors

@@ -76,7 +76,14 @@ from funnels.ingest.columns import (
 from funnels.ingest.parquet_columns import parquet_batch, text_timestamps
 from funnels.ingest.parquet_native import native_import
 from funnels.store.events import ARROW_SCHEMA, EventStore
-from funnels.types import MAX_TIMESTAMP_MS, MIN_TIMESTAMP_MS, NAMED_BY_TYPE, STANDARD_COLUMNS, JSONDict
+from funnels.types import (
+    MAX_TIMESTAMP_MS,
+    MIN_TIMESTAMP_MS,
+    NAMED_BY_TYPE,
+    STANDARD_COLUMNS,
+    JSONDict,
+    RowError,
+)
 
 FORMATS: dict[str, str] = {
     ".ndjson": "ndjson",
@@ -96,19 +103,6 @@ _STANDARD = frozenset(STANDARD_COLUMNS)
 _FIELDS = ("type", "event", "user_id", "anonymous_id", "timestamp", "message_id", "properties")
 Row = tuple[str, str, str, str, Any, str | None, str, dict[str, str]]
 """A checked event: type, name, user_id, anonymous_id, raw timestamp, message_id, properties JSON, columns."""
-
-
-@dataclass
-class RowError:
-    """One skipped row: its file, its 1-based line (NDJSON, CSV) or row (Parquet), and what is wrong."""
-
-    file: str
-    line: int
-    message: str
-    unit: str = "line"
-
-    def __str__(self) -> str:
-        return f"{self.file} {self.unit} {self.line}: {self.message}"
 
 
 @dataclass
