@@ -15,7 +15,7 @@ cancelled in the same transaction; the worker checks `unless` again when a job c
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,7 +23,16 @@ import orjson
 from sqlalchemy import Connection, func, select, tuple_, update
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from funnels.automation.identity import Identify, IdentityConflict, Instance, identify, resolve
+from funnels.automation.identity import (
+    Identify,
+    IdentityConflict,
+    Instance,
+    choose,
+    chunks,
+    identify,
+    load_instances,
+    owners_of,
+)
 from funnels.config import Action, Config, Funnel
 from funnels.events import Event
 from funnels.ingest.log import known_event_ids, log_events
@@ -138,33 +147,53 @@ class Plan:
             connection.execute(sqlite_insert(action_specs).on_conflict_do_nothing(), rows)
 
 
-def _levels(connection: Connection, instance_id: int) -> dict[str, int]:
-    rows = connection.execute(
-        select(satisfied_steps.c.funnel_id, func.count())
-        .where(satisfied_steps.c.instance_id == instance_id)
-        .group_by(satisfied_steps.c.funnel_id)
-    ).all()
-    return {funnel_id: int(count) for funnel_id, count in rows}
+def levels_of(connection: Connection, instance_ids: Iterable[int]) -> dict[int, dict[str, int]]:
+    """Each instance's level (satisfied steps) per funnel; every instance asked for has an entry."""
+    levels: dict[int, dict[str, int]] = {instance_id: {} for instance_id in instance_ids}
+    for chunk in chunks(levels):
+        rows = connection.execute(
+            select(satisfied_steps.c.instance_id, satisfied_steps.c.funnel_id, func.count())
+            .where(satisfied_steps.c.instance_id.in_(chunk))
+            .group_by(satisfied_steps.c.instance_id, satisfied_steps.c.funnel_id)
+        )
+        for instance_id, funnel_id, count in rows:
+            levels[instance_id][funnel_id] = int(count)
+    return levels
 
 
 class _Batch:
-    """One ingest transaction's automation work, with per-batch caches of instances and levels."""
+    """One ingest transaction's automation work.
 
-    def __init__(self, connection: Connection, plan: Plan | None, now_ms: int) -> None:
+    Reads are done up front for the whole batch (ids, instances, levels: a few queries, not a few per
+    event) and kept current as the batch identifies instances and satisfies steps; writes of satisfied
+    steps and jobs are buffered and written with one statement each (`flush`)."""
+
+    def __init__(self, connection: Connection, plan: Plan, now_ms: int, signals: Sequence[Signal]) -> None:
         self.connection = connection
         self.plan = plan
         self.now_ms = now_ms
-        self.resolved: dict[tuple[str | None, tuple[str, ...]], Instance | None] = {}
-        self.levels: dict[int, dict[str, int]] = {}
+        wanted = [signal for signal in signals if self.wanted(signal)]
+        ids = {
+            id_
+            for signal in wanted
+            for id_ in (*signal.ids, *(signal.identify.ids if signal.identify else ()))
+        }
+        self.owners = owners_of(connection, ids)
+        found = {instance_id for owners in self.owners.values() for _model, instance_id in owners}
+        self.instances = load_instances(connection, found)
+        self.levels = levels_of(connection, found)
+        self.steps: list[dict[str, Any]] = []
+        self.jobs: list[tuple[Outcome, dict[str, Any]]] = []
+
+    def wanted(self, signal: Signal) -> bool:
+        """Whether automation looks at this signal at all (cheap: no I/O)."""
+        if signal.identify is not None:
+            return True
+        return bool(signal.ids) and (signal.explicit or signal.event.event in self.plan.step_events)
 
     def process(self, signal: Signal) -> Outcome:
         event = signal.event
-        if self.plan is None:
-            return Outcome(
-                event.event_id, event.event, "off", reason="automation is off: the server has no config"
-            )
-        wanted = signal.identify is not None or signal.explicit or event.event in self.plan.step_events
-        if not wanted or not (signal.ids or signal.identify):
+        if not self.wanted(signal):
             return Outcome(event.event_id, event.event, "unmatched", reason="not a step event of any funnel")
         found = self.instance_for(signal)
         if isinstance(found, Outcome):
@@ -176,34 +205,33 @@ class _Batch:
     def instance_for(self, signal: Signal) -> Instance | Outcome:
         """Identify or resolve the signal's instance, or the outcome that says why there is none."""
         event = signal.event
-        assert self.plan is not None
         if signal.identify is not None:
             try:
                 instance, _created = identify(self.connection, signal.identify, self.now_ms)
             except IdentityConflict as conflict:
                 return Outcome(event.event_id, event.event, "conflict", reason=str(conflict))
-            self.resolved.clear()  # ids moved: cached resolutions may be stale
+            model = signal.identify.model
+            for id_ in signal.identify.ids:  # keep the prefetched view current for later signals
+                others = [owner for owner in self.owners.get(id_, []) if owner[0] != model]
+                self.owners[id_] = [*others, (model, instance.id)]
+            self.instances[instance.id] = instance
+            if instance.id not in self.levels:
+                self.levels.update(levels_of(self.connection, [instance.id]))
             return instance
-        key = (signal.model, signal.ids)
-        if key not in self.resolved:
-            self.resolved[key] = resolve(self.connection, signal.ids, signal.model, self.plan.config.models)
-        found = self.resolved[key]
-        if found is None:
+        instance_id = choose(self.owners, signal.ids, signal.model, self.plan.config.models)
+        if instance_id is None:
             where = f"{signal.model} instance" if signal.model else "instance of any model"
             reason = f"no {where} has any of the ids {list(signal.ids)}; identify it first"
             return Outcome(event.event_id, event.event, "unmatched", reason=reason)
-        return found
+        return self.instances[instance_id]
 
     def apply(self, signal: Signal, instance: Instance) -> Outcome:
-        assert self.plan is not None
         event = signal.event
         outcome = Outcome(event.event_id, event.event, "processed", instance=instance.ref())
         names = IDENTIFY_EVENTS if signal.identify is not None else (event.event,)
         if not any(name in self.plan.events_by_model.get(instance.model, ()) for name in names):
             outcome.reason = f"{names[0]!r} is not a step of any funnel for model {instance.model!r}"
             return outcome
-        if instance.id not in self.levels:
-            self.levels[instance.id] = _levels(self.connection, instance.id)
         levels = self.levels[instance.id]
         for funnel in self.plan.funnels_by_model.get(instance.model, ()):
             level = levels.get(funnel.id, 0)
@@ -220,22 +248,22 @@ class _Batch:
     def _satisfy(
         self, funnel: Funnel, step_index: int, event: Event, instance: Instance, out: Outcome
     ) -> None:
-        assert self.plan is not None
         step = funnel.steps[step_index]
-        self.connection.execute(
-            satisfied_steps.insert().values(
-                instance_id=instance.id,
-                funnel_id=funnel.id,
-                step_index=step_index,
-                event=step.event,
-                event_id=event.event_id,
-                event_ts_ms=event.ts_ms,
-                satisfied_ms=self.now_ms,
-            )
+        self.steps.append(
+            {
+                "instance_id": instance.id,
+                "funnel_id": funnel.id,
+                "step_index": step_index,
+                "event": step.event,
+                "event_id": event.event_id,
+                "event_ts_ms": event.ts_ms,
+                "satisfied_ms": self.now_ms,
+            }
         )
         out.satisfied.append({"funnel": funnel.id, "step": step_index + 1, "event": step.event})
         cancel = self.plan.cancels.get((funnel.id, step.event), ())
         if cancel:
+            self.flush()  # jobs of this batch are cancellable too
             result = self.connection.execute(
                 update(action_jobs)
                 .where(
@@ -256,51 +284,68 @@ class _Batch:
         # Delays count from the event's time (an SDK may send late), never from the future, and a job is
         # never due before now.
         base_ms = min(event.ts_ms, self.now_ms)
-        rows: list[dict[str, Any]] = []
+        event_properties = orjson.dumps(event.properties).decode() if step.actions else ""
         for action_index, action in enumerate(step.actions):
             spec_id, _raw = self.plan.specs[(funnel.id, step_index, action_index)]
             delay_ms = int(action.delay.total_seconds() * 1000) if action.delay else 0
             due_ms = max(self.now_ms, base_ms + delay_ms)
-            rows.append(
-                {
-                    "key": job_key(funnel.id, instance.model, instance.primary_id, step_index, action_index),
-                    "funnel_id": funnel.id,
-                    "step_index": step_index,
-                    "action_index": action_index,
-                    "action_type": action.type,
-                    "model": instance.model,
-                    "instance_id": instance.id,
-                    "spec_id": spec_id,
-                    "event_id": event.event_id,
-                    "event": event.event,
-                    "event_properties": orjson.dumps(event.properties).decode(),
-                    "event_ts_ms": event.ts_ms,
-                    "status": "scheduled",
-                    "due_ms": due_ms,
-                    "next_ms": due_ms,
-                    "attempts": 0,
-                    "created_ms": self.now_ms,
-                    "updated_ms": self.now_ms,
-                }
-            )
-        for row in rows:
-            inserted = self.connection.execute(
-                sqlite_insert(action_jobs)
-                .values(**row)
-                .on_conflict_do_nothing(index_elements=["key"])
-                .returning(action_jobs.c.id)
-            ).first()
-            if inserted is not None:
-                out.scheduled.append(
+            self.jobs.append(
+                (
+                    out,
                     {
-                        "id": int(inserted.id),
-                        "funnel": funnel.id,
-                        "step": step_index + 1,
+                        "key": job_key(
+                            funnel.id, instance.model, instance.primary_id, step_index, action_index
+                        ),
+                        "funnel_id": funnel.id,
+                        "step_index": step_index,
+                        "action_index": action_index,
+                        "action_type": action.type,
+                        "model": instance.model,
+                        "instance_id": instance.id,
+                        "spec_id": spec_id,
+                        "event_id": event.event_id,
+                        "event": event.event,
+                        "event_properties": event_properties,
+                        "event_ts_ms": event.ts_ms,
+                        "status": "scheduled",
+                        "due_ms": due_ms,
+                        "next_ms": due_ms,
+                        "attempts": 0,
+                        "created_ms": self.now_ms,
+                        "updated_ms": self.now_ms,
+                    },
+                )
+            )
+
+    def flush(self) -> None:
+        """Write the buffered satisfied steps and jobs (one statement each); jobs report their ids."""
+        if self.steps:
+            self.connection.execute(satisfied_steps.insert(), self.steps)
+            self.steps = []
+        if not self.jobs:
+            return
+        inserted = {
+            row.key: int(row.id)
+            for row in self.connection.execute(
+                sqlite_insert(action_jobs)
+                .on_conflict_do_nothing(index_elements=["key"])
+                .returning(action_jobs.c.id, action_jobs.c.key),
+                [row for _outcome, row in self.jobs],
+            )
+        }
+        for outcome, row in self.jobs:
+            if row["key"] in inserted:  # a job with this key already existed: it is not scheduled twice
+                outcome.scheduled.append(
+                    {
+                        "id": inserted[row["key"]],
+                        "funnel": row["funnel_id"],
+                        "step": row["step_index"] + 1,
                         "action": row["action_index"] + 1,
                         "type": row["action_type"],
                         "due_ms": row["due_ms"],
                     }
                 )
+        self.jobs = []
 
 
 def apply_signals(
@@ -309,12 +354,13 @@ def apply_signals(
     """Log the events and run the step rule for each, in order, in the caller's transaction.
 
     Every new event is written to the event log whatever automation makes of it (analytics keeps them
-    all); an event id already in the log is a no-op. An event for a known instance carries the instance's
-    primary id as its user key, so analytics counts each instance once. One outcome per signal."""
-    batch = _Batch(connection, plan, now_ms)
+    all); an event id already in the log is a no-op. An `/api/v1` event for a known instance carries the
+    instance's primary id as its user key, so analytics counts each instance once. One outcome per signal."""
     seen = known_event_ids(connection, [signal.event.event_id for signal in signals])
+    fresh = [signal for signal in signals if signal.event.event_id not in seen]
+    batch = _Batch(connection, plan, now_ms, fresh) if plan is not None else None
     outcomes: list[Outcome] = []
-    fresh: list[Event] = []
+    logged: list[Event] = []
     for signal in signals:
         event = signal.event
         if event.event_id in seen:
@@ -323,7 +369,16 @@ def apply_signals(
             )
             continue
         seen.add(event.event_id)
-        fresh.append(event)
-        outcomes.append(batch.process(signal))
-    log_events(connection, fresh)
+        logged.append(event)
+        if batch is None:
+            outcomes.append(
+                Outcome(
+                    event.event_id, event.event, "off", reason="automation is off: the server has no config"
+                )
+            )
+        else:
+            outcomes.append(batch.process(signal))
+    if batch is not None:
+        batch.flush()
+    log_events(connection, logged)
     return outcomes

@@ -1,4 +1,4 @@
-"""Model instances and their ids: `identify` creates or updates one, `resolve` finds the one an event names.
+"""Model instances and their ids: `identify` creates or updates one, `choose` picks the one an event names.
 
 Several ids may name one instance (a numeric id and an email). Within a model an id names at most one
 instance: identify with ids that match one instance updates it and adds the new ids; ids that match two
@@ -9,7 +9,7 @@ yet and pair up when those appear.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -67,9 +67,49 @@ def _instance(row: Any) -> Instance:
     )
 
 
-def load_instances(connection: Connection, ids: Sequence[int]) -> dict[int, Instance]:
-    rows = connection.execute(select(instances).where(instances.c.id.in_(list(ids)))).all()
-    return {row.id: _instance(row) for row in rows}
+def chunks(values: Iterable[Any], size: int = 500) -> Iterator[list[Any]]:
+    """Values in lists of at most `size`: IN lists stay far below SQLite's bound-parameter limit."""
+    items = list(values)
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def load_instances(connection: Connection, ids: Iterable[int]) -> dict[int, Instance]:
+    found = {}
+    for chunk in chunks(ids):
+        for row in connection.execute(select(instances).where(instances.c.id.in_(chunk))):
+            found[row.id] = _instance(row)
+    return found
+
+
+Owners = dict[str, list[tuple[str, int]]]  # id → (model, instance id) of every model where it names one
+
+
+def owners_of(connection: Connection, ids: Iterable[str]) -> Owners:
+    """Which instances, of which models, these ids name (one query per 500 ids)."""
+    owners: Owners = {}
+    for chunk in chunks(set(ids)):
+        rows = connection.execute(
+            select(instance_ids.c.id_text, instance_ids.c.model, instance_ids.c.instance_id).where(
+                instance_ids.c.id_text.in_(chunk)
+            )
+        )
+        for id_text, model, instance_id in rows:
+            owners.setdefault(id_text, []).append((model, instance_id))
+    return owners
+
+
+def choose(owners: Owners, ids: Sequence[str], model: str | None, models: Sequence[str]) -> int | None:
+    """The instance an event names: with `model`, that model's; without, the first declared model (in
+    `models` order) with a matching id. Among several matches, the earliest id in `ids` wins."""
+    rank = {name: index for index, name in enumerate(models)}
+    best: tuple[int, int, int] | None = None
+    for id_rank, id_ in enumerate(ids):
+        for owner_model, instance_id in owners.get(id_, ()):
+            if owner_model in rank and (model is None or owner_model == model):
+                candidate = (rank[owner_model], id_rank, instance_id)
+                best = candidate if best is None or candidate < best else best
+    return None if best is None else best[2]
 
 
 def identify(connection: Connection, data: Identify, now_ms: int) -> tuple[Instance, bool]:
@@ -131,33 +171,6 @@ def identify(connection: Connection, data: Identify, now_ms: int) -> tuple[Insta
             ],
         )
     return instance, created
-
-
-def resolve(
-    connection: Connection, ids: Sequence[str], model: str | None, models: Sequence[str]
-) -> Instance | None:
-    """The instance an event names: with `model`, that model's; without, the first declared model (in
-    `models` order) with a matching id. Among several matches, the earliest id in `ids` wins."""
-    if not ids:
-        return None
-    query = select(instance_ids.c.model, instance_ids.c.id_text, instance_ids.c.instance_id).where(
-        instance_ids.c.id_text.in_(list(ids))
-    )
-    if model is not None:
-        query = query.where(instance_ids.c.model == model)
-    rows = connection.execute(query).all()
-    if not rows:
-        return None
-    model_rank = {name: rank for rank, name in enumerate(models)}
-    id_rank = {id_: rank for rank, id_ in enumerate(ids)}
-    best = min(
-        (row for row in rows if row.model in model_rank),
-        key=lambda row: (model_rank[row.model], id_rank[row.id_text]),
-        default=None,
-    )
-    if best is None:
-        return None
-    return load_instances(connection, [best.instance_id])[best.instance_id]
 
 
 def instance_by_id(connection: Connection, model: str, id_text: str) -> Instance | None:
