@@ -179,17 +179,17 @@ class Worker(BackgroundLoop):
         now = self.clock.now_ms()
         policy, _settings = self.policy()
         lease_ms = int(policy.timeout.total_seconds() * 2000) + 5_000
+        due_query = (
+            select(action_jobs.c.id)
+            .where(action_jobs.c.next_ms <= now)
+            .order_by(action_jobs.c.next_ms)
+            .limit(limit)
+        )
+        with self.state.read() as connection:  # most polls find nothing: don't take the writer for them
+            if connection.execute(due_query.limit(1)).first() is None:
+                return []
         with self.state.write() as connection:
-            due = (
-                connection.execute(
-                    select(action_jobs.c.id)
-                    .where(action_jobs.c.next_ms <= now)
-                    .order_by(action_jobs.c.next_ms)
-                    .limit(limit)
-                )
-                .scalars()
-                .all()
-            )
+            due = connection.execute(due_query).scalars().all()
             if not due:
                 return []
             rows = connection.execute(
