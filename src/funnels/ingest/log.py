@@ -66,6 +66,7 @@ class Shipper(BackgroundLoop):
         batch_size: int = 10_000,
         interval_s: float = 0.2,
         dedup_window_ms: int = DEDUP_WINDOW_MS,
+        prune_every_ms: int = 60_000,
     ) -> None:
         self.state = state
         self.events = events
@@ -73,6 +74,8 @@ class Shipper(BackgroundLoop):
         self.batch_size = batch_size
         self.interval_s = interval_s
         self.dedup_window_ms = dedup_window_ms
+        self.prune_every_ms = prune_every_ms
+        self._next_prune_ms = 0
         self.watermark = events.max_log_seq()
         self._lock = threading.Lock()
         super().__init__()
@@ -95,7 +98,13 @@ class Shipper(BackgroundLoop):
             return len(rows)
 
     def _prune(self) -> None:
-        cutoff = self.clock.now_ms() - self.dedup_window_ms
+        """Drop shipped rows older than the dedup window, at most once a `prune_every_ms`: the delete visits
+        every shipped row still kept, which must not be paid per batch (it holds the writer)."""
+        now = self.clock.now_ms()
+        if now < self._next_prune_ms:
+            return
+        self._next_prune_ms = now + self.prune_every_ms
+        cutoff = now - self.dedup_window_ms
         with self.state.write() as connection:
             connection.execute(
                 delete(event_log).where(event_log.c.seq <= self.watermark, event_log.c.received_ms < cutoff)
