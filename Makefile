@@ -31,6 +31,7 @@ lint: install
 
 bench: install
 	$(BIN)/python bench/run.py
+	$(BIN)/python bench/automation.py
 
 clean:
 	rm -rf $(VENV) .funnels .pytest_cache .hypothesis
