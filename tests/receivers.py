@@ -97,7 +97,11 @@ class _Handler(BaseHTTPRequestHandler):
         for name, value in self.headers.items():
             key = name.lower()
             headers[key] = f"{headers[key]}, {value}" if key in headers else value
-        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length)
+        if len(body) < length:  # the sender died mid-request: like any server, act on nothing
+            self.close_connection = True
+            return
         request = _parse_request(self.command, self.path, headers, body)
         reply = self.server.receiver._record(request)
         # Waiting on the closing event (not sleeping) lets close() release a slow reply at once.
