@@ -11,7 +11,8 @@ from fastapi.concurrency import run_in_threadpool
 from funnels.api.deps import require, services
 from funnels.api.errors import ApiError, validation_error
 from funnels.automation.deliveries import STATUSES, JobFilter, get_job, iso, list_jobs, retry_job
-from funnels.automation.people import Cursor, describe, find_instance
+from funnels.automation.identity import instance_by_id
+from funnels.automation.people import Cursor, describe
 from funnels.config import ConfigInvalid
 
 router = APIRouter(tags=["Automation admin"], dependencies=[require("admin")])
@@ -98,7 +99,7 @@ async def instance(
 
     def run() -> dict[str, Any] | None:
         with svc.state.read() as connection:
-            found = find_instance(connection, model, instance_id)
+            found = instance_by_id(connection, model, instance_id)
             if found is None:
                 return None
             return describe(connection, svc.events, svc.automation.plan, found, cursor, limit)

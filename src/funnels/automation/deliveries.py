@@ -30,7 +30,7 @@ class JobFilter:
     id: str | None = None  # any id of an instance (of `model`, when given)
 
 
-def _where(connection: Connection, query: Any, where: JobFilter) -> Any:
+def _where(query: Any, where: JobFilter) -> Any:
     if where.status:
         query = query.where(action_jobs.c.status == where.status)
     if where.funnel:
@@ -100,13 +100,9 @@ def job_rows(connection: Connection, rows: list[Any]) -> list[dict[str, Any]]:
 
 def list_jobs(connection: Connection, where: JobFilter, page: int, size: int) -> dict[str, Any]:
     """One page of jobs, newest first, in the spec's list shape `{data, total, page, size, has_more}`."""
-    total = int(
-        connection.execute(
-            _where(connection, select(func.count()).select_from(action_jobs), where)
-        ).scalar_one()
-    )
+    total = int(connection.execute(_where(select(func.count()).select_from(action_jobs), where)).scalar_one())
     rows = connection.execute(
-        _where(connection, select(action_jobs), where)
+        _where(select(action_jobs), where)
         .order_by(action_jobs.c.id.desc())
         .limit(size)
         .offset((page - 1) * size)

@@ -10,14 +10,10 @@ from sqlalchemy import Connection, and_, or_, select
 
 from funnels.automation.deliveries import iso, job_rows
 from funnels.automation.engine import Plan
-from funnels.automation.identity import Instance, ids_of, instance_by_id, related
+from funnels.automation.identity import Instance, ids_of, related
 from funnels.events import parse_timestamp
 from funnels.store.events import EventStore
 from funnels.store.state import action_jobs, instances, satisfied_steps
-
-
-def find_instance(connection: Connection, model: str, id_text: str) -> Instance | None:
-    return instance_by_id(connection, model, id_text)
 
 
 def progress(connection: Connection, plan: Plan | None, instance: Instance) -> list[dict[str, Any]]:
