@@ -28,7 +28,6 @@ from funnels.automation.identity import (
     IdentityConflict,
     Instance,
     choose,
-    chunks,
     identify,
     load_instances,
     owners_of,
@@ -36,7 +35,7 @@ from funnels.automation.identity import (
 from funnels.config import Action, Config, Funnel
 from funnels.events import Event
 from funnels.ingest.log import known_event_ids, log_events
-from funnels.store.state import action_jobs, action_specs, satisfied_steps
+from funnels.store.state import action_jobs, action_specs, chunks, satisfied_steps
 
 IDENTIFY_EVENTS = ("onFunctionaryIdentify", "$identify")  # the special event an identify fires
 ACTIVE = ("scheduled", "failed")  # statuses of jobs that will still be tried

@@ -9,7 +9,7 @@ yet and pair up when those appear.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,7 +17,7 @@ import orjson
 from sqlalchemy import Connection, insert, literal_column, select, update
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from funnels.store.state import instance_ids, instances, relationships
+from funnels.store.state import chunks, instance_ids, instances, relationships
 from funnels.types import JSONDict
 
 
@@ -65,13 +65,6 @@ def _instance(row: Any) -> Instance:
         display_name=row.display_name,
         properties=orjson.loads(row.properties),
     )
-
-
-def chunks(values: Iterable[Any], size: int = 500) -> Iterator[list[Any]]:
-    """Values in lists of at most `size`: IN lists stay far below SQLite's bound-parameter limit."""
-    items = list(values)
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
 
 
 def load_instances(connection: Connection, ids: Iterable[int]) -> dict[int, Instance]:

@@ -22,7 +22,7 @@ from funnels.background import BackgroundLoop
 from funnels.clock import Clock
 from funnels.events import Event
 from funnels.store.events import EventStore
-from funnels.store.state import StateStore, event_log
+from funnels.store.state import StateStore, chunks, event_log
 
 log = logging.getLogger(__name__)
 
@@ -32,9 +32,7 @@ DEDUP_WINDOW_MS = 7 * 24 * 3600 * 1000
 def known_event_ids(connection: Connection, event_ids: Sequence[str]) -> set[str]:
     """Which of these event ids the log already holds (the dedup window)."""
     found: set[str] = set()
-    unique = list(dict.fromkeys(event_ids))
-    for start in range(0, len(unique), 500):  # stay well under SQLite's bound-parameter limit
-        chunk = unique[start : start + 500]
+    for chunk in chunks(dict.fromkeys(event_ids)):
         found.update(
             connection.execute(select(event_log.c.event_id).where(event_log.c.event_id.in_(chunk))).scalars()
         )

@@ -8,7 +8,7 @@ All writes go through `write()`, which takes one process-wide lock and opens the
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -170,6 +170,13 @@ action_attempts = Table(
     Column("error", Text, nullable=True),
     Column("response", Text, nullable=True),
 )
+
+
+def chunks(values: Iterable[Any], size: int = 500) -> Iterator[list[Any]]:
+    """Values in lists of at most `size`: IN lists stay far below SQLite's bound-parameter limit."""
+    items = list(values)
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
 
 
 class StateStore:
