@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, func, select, tuple_, update
+from sqlalchemy import Connection, bindparam, func, select, tuple_, update
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from funnels.automation.identity import (
@@ -146,16 +146,18 @@ class Plan:
             connection.execute(sqlite_insert(action_specs).on_conflict_do_nothing(), rows)
 
 
+_LEVELS = (
+    select(satisfied_steps.c.instance_id, satisfied_steps.c.funnel_id, func.count())
+    .where(satisfied_steps.c.instance_id.in_(bindparam("keys", expanding=True)))
+    .group_by(satisfied_steps.c.instance_id, satisfied_steps.c.funnel_id)
+)
+
+
 def levels_of(connection: Connection, instance_ids: Iterable[int]) -> dict[int, dict[str, int]]:
     """Each instance's level (satisfied steps) per funnel; every instance asked for has an entry."""
     levels: dict[int, dict[str, int]] = {instance_id: {} for instance_id in instance_ids}
     for chunk in chunks(levels):
-        rows = connection.execute(
-            select(satisfied_steps.c.instance_id, satisfied_steps.c.funnel_id, func.count())
-            .where(satisfied_steps.c.instance_id.in_(chunk))
-            .group_by(satisfied_steps.c.instance_id, satisfied_steps.c.funnel_id)
-        )
-        for instance_id, funnel_id, count in rows:
+        for instance_id, funnel_id, count in connection.execute(_LEVELS, {"keys": chunk}):
             levels[instance_id][funnel_id] = int(count)
     return levels
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, insert, literal_column, select, update
+from sqlalchemy import Connection, bindparam, insert, literal_column, select, update
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from funnels.store.state import chunks, instance_ids, instances, relationships
@@ -67,10 +67,17 @@ def _instance(row: Any) -> Instance:
     )
 
 
+# Built once: these run for every ingest batch and every claimed batch of jobs.
+_INSTANCES = select(instances).where(instances.c.id.in_(bindparam("keys", expanding=True)))
+_OWNERS = select(instance_ids.c.id_text, instance_ids.c.model, instance_ids.c.instance_id).where(
+    instance_ids.c.id_text.in_(bindparam("ids", expanding=True))
+)
+
+
 def load_instances(connection: Connection, ids: Iterable[int]) -> dict[int, Instance]:
     found = {}
     for chunk in chunks(ids):
-        for row in connection.execute(select(instances).where(instances.c.id.in_(chunk))):
+        for row in connection.execute(_INSTANCES, {"keys": chunk}):
             found[row.id] = _instance(row)
     return found
 
@@ -82,12 +89,7 @@ def owners_of(connection: Connection, ids: Iterable[str]) -> Owners:
     """Which instances, of which models, these ids name (one query per 500 ids)."""
     owners: Owners = {}
     for chunk in chunks(set(ids)):
-        rows = connection.execute(
-            select(instance_ids.c.id_text, instance_ids.c.model, instance_ids.c.instance_id).where(
-                instance_ids.c.id_text.in_(chunk)
-            )
-        )
-        for id_text, model, instance_id in rows:
+        for id_text, model, instance_id in connection.execute(_OWNERS, {"ids": chunk}):
             owners.setdefault(id_text, []).append((model, instance_id))
     return owners
 

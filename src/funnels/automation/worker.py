@@ -28,7 +28,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import httpx
 import orjson
 from pydantic import BaseModel, ValidationError
-from sqlalchemy import Connection, func, insert, literal_column, select, tuple_, update
+from sqlalchemy import Connection, bindparam, func, insert, literal_column, select, update
 
 from funnels.automation.identity import Instance, load_instances
 from funnels.automation.templates import TemplateRenderError, render_args
@@ -50,6 +50,49 @@ log = logging.getLogger(__name__)
 
 Dispatch = Callable[[Channel, BaseModel, BaseModel, DeliveryRequest], DeliveryResult]
 UTC_ZONE = ZoneInfo("UTC")
+
+
+# The worker's statements, built once (they run for every claimed job).
+_DUE_IDS = (
+    select(action_jobs.c.id)
+    .where(action_jobs.c.next_ms <= bindparam("now"))
+    .order_by(action_jobs.c.next_ms)
+    .limit(bindparam("claim_limit"))
+)
+_ANY_DUE = _DUE_IDS.limit(1)
+_CLAIM = (
+    update(action_jobs)
+    .where(action_jobs.c.id.in_(_DUE_IDS.scalar_subquery()))
+    .values(status="sending", next_ms=bindparam("lease_until"), updated_ms=bindparam("now"))
+    .returning(*action_jobs.c)
+)
+_SPECS = select(action_specs.c.id, action_specs.c.spec).where(
+    action_specs.c.id.in_(bindparam("spec_ids", expanding=True))
+)
+_IDS = (
+    select(instance_ids.c.instance_id, instance_ids.c.id_text)
+    .where(instance_ids.c.instance_id.in_(bindparam("instance_ids", expanding=True)))
+    .order_by(instance_ids.c.instance_id, literal_column("instance_ids.rowid"))
+)
+_SATISFIED = select(
+    satisfied_steps.c.instance_id,
+    satisfied_steps.c.funnel_id,
+    satisfied_steps.c.step_index,
+    satisfied_steps.c.event,
+).where(satisfied_steps.c.instance_id.in_(bindparam("instance_ids", expanding=True)))
+_RECORD = (
+    update(action_jobs)
+    .where(action_jobs.c.id == bindparam("job_id"), action_jobs.c.status == "sending")
+    .values(
+        status=bindparam("status"),
+        next_ms=bindparam("next_ms"),
+        updated_ms=bindparam("updated_ms"),
+        last_error=bindparam("last_error"),
+        rendered=func.coalesce(bindparam("rendered"), action_jobs.c.rendered),
+        sent_ms=func.coalesce(bindparam("sent_ms"), action_jobs.c.sent_ms),
+        attempts=action_jobs.c.attempts + bindparam("attempted"),
+    )
+)
 
 
 def send(channel: Channel, args: BaseModel, settings: BaseModel, request: DeliveryRequest) -> DeliveryResult:
@@ -86,6 +129,7 @@ class Result:
     rendered: dict[str, Any] | None = None
     delivery: DeliveryResult | None = None  # set when an attempt was made
     started_ms: int = 0
+    attempt: int = 0  # which attempt `delivery` was (counting from 1 since the job's last manual retry)
 
 
 def backoff_ms(attempt: int, policy: DeliveryPolicy, rng: random.Random, retry_after_s: float | None) -> int:
@@ -179,56 +223,29 @@ class Worker(BackgroundLoop):
         now = self.clock.now_ms()
         policy, _settings = self.policy()
         lease_ms = int(policy.timeout.total_seconds() * 2000) + 5_000
-        due_query = (
-            select(action_jobs.c.id)
-            .where(action_jobs.c.next_ms <= now)
-            .order_by(action_jobs.c.next_ms)
-            .limit(limit)
-        )
         with self.state.read() as connection:  # most polls find nothing: don't take the writer for them
-            if connection.execute(due_query.limit(1)).first() is None:
+            if connection.execute(_ANY_DUE, {"now": now}).first() is None:
                 return []
         with self.state.write() as connection:
-            due = connection.execute(due_query).scalars().all()
-            if not due:
-                return []
             rows = connection.execute(
-                update(action_jobs)
-                .where(action_jobs.c.id.in_(due))
-                .values(status="sending", next_ms=now + lease_ms, updated_ms=now)
-                .returning(*action_jobs.c)
+                _CLAIM, {"now": now, "lease_until": now + lease_ms, "claim_limit": limit}
             ).all()
-            return self._jobs(connection, rows)
+            return self._jobs(connection, rows) if rows else []
 
     def _jobs(self, connection: Connection, rows: Sequence[Any]) -> list[Job]:
-        missing = {row.spec_id for row in rows} - set(self._specs)
+        missing = list({row.spec_id for row in rows} - set(self._specs))
         if missing:
-            for spec_id, spec in connection.execute(
-                select(action_specs.c.id, action_specs.c.spec).where(action_specs.c.id.in_(missing))
-            ):
+            for spec_id, spec in connection.execute(_SPECS, {"spec_ids": missing}):
                 self._specs[spec_id] = orjson.loads(spec)
-        instance_keys = {row.instance_id for row in rows}
-        instances = load_instances(connection, list(instance_keys))
+        instance_keys = list({row.instance_id for row in rows})
+        instances = load_instances(connection, instance_keys)
         ids: dict[int, list[str]] = {}
-        for instance_id, id_text in connection.execute(
-            select(instance_ids.c.instance_id, instance_ids.c.id_text)
-            .where(instance_ids.c.instance_id.in_(instance_keys))
-            .order_by(instance_ids.c.instance_id, literal_column("instance_ids.rowid"))
-        ):
+        for instance_id, id_text in connection.execute(_IDS, {"instance_ids": instance_keys}):
             ids.setdefault(instance_id, []).append(id_text)
         reached: dict[tuple[int, str], set[str]] = {}
         steps: dict[tuple[int, str, int], str] = {}
         for instance_id, funnel_id, step_index, event in connection.execute(
-            select(
-                satisfied_steps.c.instance_id,
-                satisfied_steps.c.funnel_id,
-                satisfied_steps.c.step_index,
-                satisfied_steps.c.event,
-            ).where(
-                tuple_(satisfied_steps.c.instance_id, satisfied_steps.c.funnel_id).in_(
-                    {(row.instance_id, row.funnel_id) for row in rows}
-                )
-            )
+            _SATISFIED, {"instance_ids": instance_keys}
         ):
             reached.setdefault((instance_id, funnel_id), set()).add(event)
             steps[(instance_id, funnel_id, step_index)] = event
@@ -296,7 +313,7 @@ class Worker(BackgroundLoop):
         attempt = job.attempts + 1
         shown = delivery.sent or rendered
         if delivery.ok:
-            return Result(job.id, "sent", rendered=shown, delivery=delivery, started_ms=now)
+            return Result(job.id, "sent", rendered=shown, delivery=delivery, started_ms=now, attempt=attempt)
         problem = _error_of(delivery)
         if delivery.retryable and attempt < policy.max_attempts:
             retry_at = self.clock.now_ms() + backoff_ms(attempt, policy, self.rng, delivery.retry_after_s)
@@ -308,52 +325,53 @@ class Worker(BackgroundLoop):
                 rendered=shown,
                 delivery=delivery,
                 started_ms=now,
+                attempt=attempt,
             )
         if delivery.retryable:
             problem = f"{problem} (gave up after {attempt} attempts)"
-        return Result(job.id, "dead", error=problem, rendered=shown, delivery=delivery, started_ms=now)
+        return Result(
+            job.id, "dead", error=problem, rendered=shown, delivery=delivery, started_ms=now, attempt=attempt
+        )
 
     # --- record --------------------------------------------------------------------------------------
 
     def record(self, results: Sequence[Result]) -> None:
-        """Write outcomes in one transaction; a job is only updated while this worker still holds it."""
+        """Write outcomes in one transaction (one statement per kind of row); a job is only updated while
+        it is still leased (`sending`), but every attempt made is logged."""
         if not results:
             return
         now = self.clock.now_ms()
+        jobs = [
+            {
+                "job_id": result.job_id,
+                "status": result.status,
+                "next_ms": result.next_ms,
+                "updated_ms": now,
+                "last_error": result.error,
+                "rendered": None if result.rendered is None else orjson.dumps(result.rendered).decode(),
+                "sent_ms": now if result.status == "sent" else None,
+                "attempted": int(result.delivery is not None),
+            }
+            for result in results
+        ]
+        attempts = [
+            {
+                "job_id": result.job_id,
+                "attempt": result.attempt,
+                "started_ms": result.started_ms,
+                "finished_ms": now,
+                "outcome": result.status,
+                "status_code": result.delivery.status_code,
+                "error": None if result.delivery.ok else _error_of(result.delivery),
+                "response": result.delivery.response,
+            }
+            for result in results
+            if result.delivery is not None
+        ]
         with self.state.write() as connection:
-            for result in results:
-                values: dict[str, Any] = {
-                    "status": result.status,
-                    "next_ms": result.next_ms,
-                    "updated_ms": now,
-                    "last_error": result.error,
-                }
-                if result.rendered is not None:
-                    values["rendered"] = orjson.dumps(result.rendered).decode()
-                if result.status == "sent":
-                    values["sent_ms"] = now
-                if result.delivery is not None:
-                    values["attempts"] = action_jobs.c.attempts + 1
-                updated = connection.execute(
-                    update(action_jobs)
-                    .where(action_jobs.c.id == result.job_id, action_jobs.c.status == "sending")
-                    .values(**values)
-                    .returning(action_jobs.c.attempts)
-                ).first()
-                if updated is not None and result.delivery is not None:
-                    delivery = result.delivery
-                    connection.execute(
-                        insert(action_attempts).values(
-                            job_id=result.job_id,
-                            attempt=updated.attempts,
-                            started_ms=result.started_ms,
-                            finished_ms=now,
-                            outcome=result.status,
-                            status_code=delivery.status_code,
-                            error=None if delivery.ok else _error_of(delivery),
-                            response=delivery.response,
-                        )
-                    )
+            connection.execute(_RECORD, jobs)
+            if attempts:
+                connection.execute(insert(action_attempts), attempts)
 
     # --- loops ---------------------------------------------------------------------------------------
 
