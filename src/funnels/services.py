@@ -4,14 +4,16 @@ automation (the loaded config and the action worker)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from funnels.auth import KeyCache
 from funnels.automation.engine import Outcome, Signal, apply_signals
 from funnels.automation.runtime import Automation
 from funnels.automation.worker import Worker
 from funnels.clock import Clock, SystemClock
 from funnels.events import Event
+from funnels.ingest.committer import GroupCommitter
 from funnels.ingest.log import Shipper
 from funnels.store.events import EventStore, EventStoreError
 from funnels.store.state import StateStore
@@ -54,6 +56,13 @@ class Services:
     shipper: Shipper
     automation: Automation
     worker: Worker
+    # Group commit for the HTTP endpoints (`ingest_async`); started and stopped with the app.
+    committer: GroupCommitter[Signal, Outcome] = field(init=False)
+    keys: KeyCache = field(init=False)  # API-key verification for requests
+
+    def __post_init__(self) -> None:
+        self.committer = GroupCommitter(self._commit)
+        self.keys = KeyCache(self.state)
 
     @classmethod
     def open(cls, data_dir: Path, clock: Clock | None = None, config_path: Path | None = None) -> Services:
@@ -76,19 +85,29 @@ class Services:
     def ingest(self, items: Sequence[Event | Signal]) -> IngestResult:
         """Make events durable (the event log) with everything automation makes of them (progress, action
         jobs) in one transaction, then nudge the worker if a job is due; returns once all is durable."""
-        signals = [item if isinstance(item, Signal) else self.automation.signal_for(item) for item in items]
-        if not signals:
-            return IngestResult([])
+        signals = self._signals(items)
+        return IngestResult(self._commit(signals) if signals else [])
+
+    async def ingest_async(self, items: Sequence[Event | Signal]) -> IngestResult:
+        """`ingest` for request handlers: shares a transaction with concurrent requests (group commit);
+        returns once all is durable."""
+        signals = self._signals(items)
+        return IngestResult(await self.committer.submit(signals) if signals else [])
+
+    def _signals(self, items: Sequence[Event | Signal]) -> list[Signal]:
+        return [item if isinstance(item, Signal) else self.automation.signal_for(item) for item in items]
+
+    def _commit(self, signals: Sequence[Signal]) -> list[Outcome]:
         with self.state.write() as connection:
             outcomes = apply_signals(connection, self.automation.plan, signals, self.clock.now_ms())
-        result = IngestResult(outcomes)
         # The shipper is not woken: it ships every 0.2 s, so a busy server ships a few large batches rather
         # than one per request (a chDB insert costs ~18 ms of CPU whatever its size).
         if any(outcome.scheduled for outcome in outcomes):
             self.worker.wake()
-        return result
+        return outcomes
 
     def close(self) -> None:
+        self.committer.stop()
         self.worker.close()
         self.shipper.stop()
         self.events.close()

@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from funnels.api.deps import default_event_ids, read_json, require, services
@@ -189,7 +188,7 @@ async def _ingest(request: Request, shape: type[IdentifyBody | EventBody]) -> di
     signals = parse_items(
         payload, shape, svc.automation, svc.clock.now_ms(), default_event_ids(request, payload, count)
     )
-    result = await run_in_threadpool(svc.ingest, signals)
+    result = await svc.ingest_async(signals)
     return {
         "success": True,
         "accepted": result.accepted,

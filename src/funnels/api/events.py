@@ -6,7 +6,6 @@ from typing import Any
 
 import orjson
 from fastapi import APIRouter, Request
-from fastapi.concurrency import run_in_threadpool
 from pydantic import ValidationError
 
 from funnels.api.deps import default_event_ids, read_json, require, services
@@ -70,7 +69,7 @@ async def post_events(request: Request) -> dict[str, Any]:
         raise ApiError("BAD_REQUEST", "The body must be a JSON object or an array of objects.")
     count = len(payload) if isinstance(payload, list) else 1
     events = parse_native(payload, svc.clock.now_ms(), default_event_ids(request, payload, count))
-    result = await run_in_threadpool(svc.ingest, events)
+    result = await svc.ingest_async(events)
     return {
         "success": True,
         "accepted": result.accepted,

@@ -87,7 +87,7 @@ async def read_authorized(request: Request, limit: int, what: str) -> dict[str, 
 
 async def store(request: Request, events: list[Event]) -> dict[str, Any]:
     """Make the events durable; the response fields every Segment endpoint shares."""
-    result = await run_in_threadpool(services(request).ingest, events)
+    result = await services(request).ingest_async(events)
     return {"success": True, "accepted": result.accepted, "duplicates": result.duplicates}
 
 
