@@ -5,6 +5,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy import insert, select, update
@@ -62,6 +65,50 @@ def verify_key(store: StateStore, key: str) -> ApiKey | None:
     if not hmac.compare_digest(row.secret_hash, _hash(key_id, secret)):
         return None
     return ApiKey(id=row.id, scopes=frozenset(row.scopes.split()), name=row.name)
+
+
+class KeyCache:
+    """`verify_key` with memory: a key verified in the last `ttl_s` seconds costs a dict lookup instead of
+    a SQLite read and a hash on every request. Only valid keys are remembered (at most `max_keys`). A key
+    revoked through `revoke` stops working at once; one revoked by another process (`funnels keys
+    revoke` while the server runs) within `ttl_s`."""
+
+    def __init__(
+        self,
+        store: StateStore,
+        ttl_s: float = 5.0,
+        max_keys: int = 1_000,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.store = store
+        self.ttl_s = ttl_s
+        self.max_keys = max_keys
+        self.monotonic = monotonic  # cache freshness is not business time: not the injected clock
+        self._known: dict[str, tuple[ApiKey, float]] = {}  # presented key → (record, monotonic expiry)
+        self._lock = threading.Lock()
+
+    def verify(self, key: str) -> ApiKey | None:
+        now = self.monotonic()
+        with self._lock:
+            hit = self._known.get(key)
+        if hit is not None and hit[1] > now:
+            return hit[0]
+        record = verify_key(self.store, key)
+        with self._lock:
+            if record is None:
+                self._known.pop(key, None)
+            else:
+                if len(self._known) >= self.max_keys:
+                    self._known.clear()
+                self._known[key] = (record, now + self.ttl_s)
+        return record
+
+    def revoke(self, clock: Clock, key_id: str) -> bool:
+        """`revoke_key`, effective at once for this process."""
+        revoked = revoke_key(self.store, clock, key_id)
+        with self._lock:
+            self._known = {key: hit for key, hit in self._known.items() if hit[0].id != key_id}
+        return revoked
 
 
 def revoke_key(store: StateStore, clock: Clock, key_id: str) -> bool:

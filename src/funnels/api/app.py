@@ -22,6 +22,7 @@ def create_app(svc: Services, *, run_shipper: bool = True, run_worker: bool = Tr
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        svc.committer.start()
         if run_shipper:
             svc.shipper.start()
         if run_worker:
@@ -29,6 +30,7 @@ def create_app(svc: Services, *, run_shipper: bool = True, run_worker: bool = Tr
         try:
             yield
         finally:
+            svc.committer.stop()  # after the last request: what it holds is committed first
             if run_worker:
                 svc.worker.stop()
             if run_shipper:
@@ -46,6 +48,7 @@ def create_app(svc: Services, *, run_shipper: bool = True, run_worker: bool = Tr
     app.state.services = svc
     install_error_handlers(app)
     app.add_middleware(IdempotencyMiddleware)
-    for module in (pages, events, segment, funnel, automation, admin):
+    # Starlette tries routes in order: the ingest routes, which take most requests, come first.
+    for module in (automation, events, segment, funnel, admin, pages):
         app.include_router(module.router)
     return app

@@ -15,7 +15,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPBearer
 
 from funnels.api.errors import ApiError
-from funnels.auth import ApiKey, verify_key
+from funnels.auth import ApiKey
 from funnels.services import Services
 
 bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer fk_...`")
@@ -46,7 +46,7 @@ def authorize(request: Request, scope: str, key: str | None = None) -> ApiKey:
     key = key or key_from_headers(request)
     if not key:
         raise ApiError("UNAUTHORIZED", "An API key is required: send `Authorization: Bearer <key>`.")
-    record = verify_key(services(request).state, key)
+    record = services(request).keys.verify(key)
     if record is None:
         raise ApiError("UNAUTHORIZED", "The API key is unknown or revoked.")
     if not record.allows(scope):
@@ -57,7 +57,9 @@ def authorize(request: Request, scope: str, key: str | None = None) -> ApiKey:
 def require(scope: str) -> Any:
     """A route dependency: the request must carry a key with `scope` (documented as bearer auth)."""
 
-    def dependency(request: Request, _token: Any = Depends(bearer)) -> ApiKey:
+    # Async: FastAPI runs it on the event loop (a sync dependency costs a thread-pool hop per request);
+    # a key verified in the last few seconds is a dict lookup (`KeyCache`).
+    async def dependency(request: Request, _token: Any = Depends(bearer)) -> ApiKey:
         return authorize(request, scope)
 
     return Depends(dependency)
