@@ -17,9 +17,11 @@ held by one worker at a time.
 from __future__ import annotations
 
 import logging
+import queue
 import random
+import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -405,24 +407,39 @@ class Worker(BackgroundLoop):
         return min(self.poll_s, max(0.0, (due - self.clock.now_ms()) / 1000))
 
     def _run(self) -> None:
-        """Keep up to `concurrency` sends in flight; record each as it finishes."""
-        inflight: dict[Future[Result], int] = {}
+        """Keep up to `concurrency` sends in flight. A finished send and a newly due job both set `_wake`;
+        each round records every outcome that has come in (one transaction) and claims as many jobs as
+        there are free slots."""
+        outcomes: queue.SimpleQueue[Result] = queue.SimpleQueue()
+        inflight = 0
+
+        def deliver(job: Job) -> None:
+            outcomes.put(self.handle(job))  # `handle` never raises
+            self._wake.set()
+
         with ThreadPoolExecutor(self.concurrency, thread_name_prefix="funnels-send") as pool:
-            while not self._stop.is_set():
+            while not self._stop.is_set() or inflight:
+                self._wake.clear()  # before looking: a wake from here on ends the wait below at once
                 try:
-                    free = self.concurrency - len(inflight)
-                    for job in self.claim(free) if free > 0 else []:
-                        inflight[pool.submit(self.handle, job)] = job.id
-                    if not inflight:
-                        self._wake.wait(self._idle_wait_s())
-                        self._wake.clear()
-                        continue
-                    done, _pending = wait(inflight, timeout=0.05, return_when=FIRST_COMPLETED)
-                    for future in done:
-                        del inflight[future]
-                    self.record([future.result() for future in done])
+                    finished = _drain(outcomes)
+                    inflight -= len(finished)
+                    self.record(finished)
+                    free = self.concurrency - inflight
+                    jobs = self.claim(free) if free > 0 and not self._stop.is_set() else []
+                    for job in jobs:
+                        pool.submit(deliver, job)
+                    inflight += len(jobs)
+                    if not jobs:
+                        self._wake.wait(self._idle_wait_s() if not inflight else self.poll_s)
                 except Exception:  # the store was unavailable: leased jobs are claimed again later
                     log.exception("the action worker failed; retrying in a second")
-                    self._stop.wait(1.0)
-            wait(inflight)
-            self.record([future.result() for future in inflight])
+                    time.sleep(1.0)
+
+
+def _drain(outcomes: queue.SimpleQueue[Result]) -> list[Result]:
+    finished = []
+    while True:
+        try:
+            finished.append(outcomes.get_nowait())
+        except queue.Empty:
+            return finished
