@@ -447,6 +447,8 @@ def latency(
         "request_ms": summary([(acked[i] - sent[i]) * 1000 for i in done]),
         "send_lag_ms": summary(lag_ms),
         "server_cores_used": round(cpu / send_s, 2),
+        # Ingest, delivery and shipping per event: less sensitive than latency to other load on the machine.
+        "server_cpu_ms_per_event": round(cpu / max(len(done), 1) * 1000, 2),
     }
 
 
@@ -625,6 +627,7 @@ def latency_rows(run: dict[str, Any], target: bool) -> list[tuple[str, str, str]
             f"{run['request_ms'].get('p50')} / {run['request_ms'].get('p99')}",
             "",
         ),
+        ("… server CPU per event (ingest + delivery)", f"{run['server_cpu_ms_per_event']} ms", ""),
     ]
 
 
