@@ -85,3 +85,15 @@ def test_idempotency_records_are_per_session(client: TestClient, keys: dict[str,
     second = client.post("/v0/keys", json=NEW_KEY, headers=headers)
     assert second.status_code == 201 and "idempotent-replayed" not in second.headers
     assert second.json()["key"] != first.json()["key"]
+
+
+def test_a_csrf_failure_is_not_replayed_to_the_retry_that_sends_the_token(
+    client: TestClient, keys: dict[str, str]
+) -> None:
+    sign_in(client, keys["admin"])
+    refused = client.post("/v0/keys", json=NEW_KEY, headers={"Idempotency-Key": "k-1"})
+    assert refused.status_code == 403
+    retried = client.post(
+        "/v0/keys", json=NEW_KEY, headers={"Idempotency-Key": "k-1", "X-CSRF-Token": csrf_token(client)}
+    )
+    assert retried.status_code == 201 and "idempotent-replayed" not in retried.headers

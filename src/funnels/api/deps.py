@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 from fastapi import Depends, Request
-from fastapi.security import HTTPBearer
+from fastapi.security import APIKeyCookie, HTTPBearer
 
 from funnels.api.errors import ApiError
 from funnels.auth import ApiKey, verify_key
@@ -25,6 +25,11 @@ CSRF_HEADER = "X-CSRF-Token"
 _UNRESOLVED = object()
 
 bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer fk_...`")
+session_cookie = APIKeyCookie(
+    name=SESSION_COOKIE,
+    auto_error=False,
+    description="The dashboard's session (sign in at /login); unsafe methods also need `X-CSRF-Token`",
+)
 
 
 def services(request: Request) -> Services:
@@ -92,9 +97,12 @@ def authorize(request: Request, scope: str, key: str | None = None) -> ApiKey:
 
 
 def require(scope: str) -> Any:
-    """A route dependency: the request must carry a key with `scope` (documented as bearer auth)."""
+    """A route dependency: the request must carry a key with `scope` (documented as bearer auth, or the
+    dashboard's session cookie)."""
 
-    def dependency(request: Request, _token: Any = Depends(bearer)) -> ApiKey:
+    def dependency(
+        request: Request, _token: Any = Depends(bearer), _session: Any = Depends(session_cookie)
+    ) -> ApiKey:
         return authorize(request, scope)
 
     return Depends(dependency)

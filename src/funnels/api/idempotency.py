@@ -86,17 +86,18 @@ def fingerprint(scope: Scope, body: bytes) -> str:
 
 def record_key(scope: Scope, headers: Headers, key: str) -> RecordKey:
     """The record's scope: one credential (hashed, never stored), one method and path, one key. Without an
-    `Authorization` header the dashboard's session cookie is the credential, so two signed-in browsers
-    never see each other's responses (a created key's secret, say)."""
-    credential_text = headers.get("authorization") or _session_cookie(headers)
+    `Authorization` header the dashboard's session is, so two signed-in browsers never see each other's
+    responses (a created key's secret, say)."""
+    credential_text = headers.get("authorization") or _session_credential(headers)
     credential = hashlib.sha256(credential_text.encode("latin-1")).hexdigest()
     return RecordKey(credential=credential, method=scope["method"], path=scope["path"], key=key)
 
 
-def _session_cookie(headers: Headers) -> str:
-    """`session <token>` from the Cookie header, or "" (the credential of a request without one)."""
+def _session_credential(headers: Headers) -> str:
+    """The session cookie's token and the CSRF header together (both authenticate a dashboard request, so
+    a retry that adds a missing token is a new request, not a replay of the 403), or "" without a cookie."""
     token = cookie_parser(headers.get("cookie", "")).get(SESSION_COOKIE)
-    return f"session {token}" if token else ""
+    return f"session {token} {headers.get('x-csrf-token', '')}" if token else ""
 
 
 @dataclass

@@ -81,7 +81,14 @@ def _login_page(request: Request, target: str, error: str | None = None, status:
     if not (20 <= len(token) <= 100 and token.isascii()):
         token = secrets.token_urlsafe(32)
     response = render(
-        request, "login.html", session=None, next=target, login_csrf=token, error=error, status=status
+        request,
+        "login.html",
+        session=None,
+        next=target,
+        login_csrf=token,
+        error=error,
+        status=status,
+        session_hours=SESSION_TTL_MS // 3_600_000,
     )
     response.set_cookie(
         LOGIN_CSRF_COOKIE, token, path="/login", httponly=True, samesite="strict", secure=_https(request)
