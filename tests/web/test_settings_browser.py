@@ -35,6 +35,11 @@ def test_create_a_key_see_its_secret_once_then_revoke_it(admin_page: Page, dashb
     expect(row.locator(".badge")).to_have_text("Active")
     assert dashboard.api("GET", "/v0/funnel", key=secret).status_code == 400  # authorized (no query given)
 
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=dashboard.url)
+    page.click("#copy-key")
+    expect(page.locator("#copy-key")).to_have_text("Copied")
+    assert page.evaluate("navigator.clipboard.readText()") == secret
+
     page.click("#dismiss-key")
     expect(secret_box).to_be_hidden()
     page.reload()

@@ -139,17 +139,22 @@ window.funnels = (() => {
     return iso ? dateTime.format(new Date(iso)) : "–";
   }
 
-  /** Copy text to the clipboard (falls back to a selection where the Clipboard API is not allowed). */
+  /** Copy text to the clipboard; true if it worked (the Clipboard API, else a selection and the copy command). */
   async function copy(text) {
     if (navigator.clipboard && window.isSecureContext) {
-      await navigator.clipboard.writeText(text);
-      return;
+      try {
+        await navigator.clipboard.writeText(text);
+        return true;
+      } catch {
+        // not allowed here (a browser setting, a missing user gesture): try the older way
+      }
     }
     const area = el("textarea", { readonly: true, class: "offscreen" }, text);
     document.body.append(area);
     area.select();
-    document.execCommand("copy");
+    const copied = document.execCommand("copy");
     area.remove();
+    return copied;
   }
 
   return { api, ApiError, el, on, ready, showError, clearError, chart, formatTime, copy, csrfToken };

@@ -59,8 +59,8 @@
   });
 
   on($("#copy-key"), "click", async (event) => {
-    await copy($("#new-key-value").textContent);
-    event.currentTarget.textContent = "Copied";
+    const button = event.currentTarget;
+    button.textContent = (await copy($("#new-key-value").textContent)) ? "Copied" : "Select it and copy";
   });
 
   on($("#dismiss-key"), "click", () => {
