@@ -4,10 +4,18 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PORT ?= 8000
+# The dashboard's browser tests drive Debian's Chromium (never a browser Playwright downloads).
+CHROMIUM := /usr/bin/chromium
+# Front-end libraries come from the npm registry, pinned by package-lock.json, and are served from the
+# package itself (no CDN): `npm ci` into node_modules/, then the files the pages load are copied here.
+VENDOR := src/funnels/web/static/vendor
+CHART := $(VENDOR)/chart.umd.js
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+APT_GET := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get -o DPkg::Lock::Timeout=600
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test lint bench screenshots clean
 
-install: $(STAMP)
+install: $(STAMP) $(CHART) $(CHROMIUM)
 
 # Re-install only when the dependency pins or the package metadata change.
 $(STAMP): pyproject.toml constraints.txt
@@ -16,22 +24,36 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
+$(CHART): package.json package-lock.json
+	npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+	mkdir -p $(VENDOR)
+	cp node_modules/chart.js/dist/chart.umd.js $(CHART)
+	cp node_modules/chart.js/LICENSE.md $(VENDOR)/chart.js.LICENSE.md
+
+# Only when missing; the package lists are refreshed only when apt cannot install from the ones it has.
+$(CHROMIUM):
+	$(APT_GET) install -y --no-install-recommends chromium \
+		|| { $(APT_GET) update && $(APT_GET) install -y --no-install-recommends chromium; }
+
 demo: install
 	$(BIN)/funnels demo --port $(PORT)
 
 test: install
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench scripts
+	$(BIN)/ruff format --check src tests bench scripts
 	$(BIN)/python -m pytest
 
 lint: install
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench scripts
+	$(BIN)/ruff format --check src tests bench scripts
 	$(BIN)/mypy
 
 bench: install
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/automation.py
 
+screenshots: install
+	$(BIN)/python scripts/screenshots.py
+
 clean:
-	rm -rf $(VENV) .funnels .pytest_cache .hypothesis
+	rm -rf $(VENV) .funnels .pytest_cache .hypothesis node_modules $(VENDOR)

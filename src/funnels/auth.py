@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import insert, select, update
 
@@ -129,12 +130,29 @@ class KeyInfo:
     scopes: tuple[str, ...]
     name: str
     created_ms: int
-    revoked: bool
+    revoked_ms: int | None
+
+    @property
+    def revoked(self) -> bool:
+        return self.revoked_ms is not None
+
+
+def _info(row: Any) -> KeyInfo:
+    return KeyInfo(row.id, tuple(row.scopes.split()), row.name, row.created_ms, row.revoked_ms)
 
 
 def list_keys(store: StateStore) -> list[KeyInfo]:
     with store.read() as connection:
         rows = connection.execute(select(api_keys).order_by(api_keys.c.created_ms)).all()
-    return [
-        KeyInfo(r.id, tuple(r.scopes.split()), r.name, r.created_ms, r.revoked_ms is not None) for r in rows
-    ]
+    return [_info(row) for row in rows]
+
+
+def key_info(store: StateStore, key_id: str) -> KeyInfo | None:
+    with store.read() as connection:
+        row = connection.execute(select(api_keys).where(api_keys.c.id == key_id)).first()
+    return None if row is None else _info(row)
+
+
+def key_id_of(key: str) -> str:
+    """The public id of a key as `create_key` returns it (`fk_<id>_<secret>`)."""
+    return key[len(KEY_PREFIX) :].partition("_")[0]

@@ -1,5 +1,5 @@
-"""The ASGI application: `create_app(services)` wires routes, error handlers, and the lifetimes of the
-event-log shipper and the action worker."""
+"""The ASGI application: `create_app(services)` wires the API's routes, the dashboard's pages and static
+files, error handlers, and the lifetimes of the event-log shipper and the action worker."""
 
 from __future__ import annotations
 
@@ -7,12 +7,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from starlette.staticfiles import StaticFiles
 
 from funnels import __version__
-from funnels.api import admin, automation, events, funnel, pages, segment
+from funnels.api import admin, automation, events, funnel, keys, pages, segment
 from funnels.api.errors import install_error_handlers
 from funnels.api.idempotency import IdempotencyMiddleware
 from funnels.services import Services
+from funnels.web import routes as dashboard
 
 
 def create_app(svc: Services, *, run_shipper: bool = True, run_worker: bool = True) -> FastAPI:
@@ -49,6 +51,7 @@ def create_app(svc: Services, *, run_shipper: bool = True, run_worker: bool = Tr
     install_error_handlers(app)
     app.add_middleware(IdempotencyMiddleware)
     # Starlette tries routes in order: the ingest routes, which take most requests, come first.
-    for module in (automation, events, segment, funnel, admin, pages):
+    for module in (automation, events, segment, funnel, admin, keys, dashboard, pages):
         app.include_router(module.router)
+    app.mount("/static", StaticFiles(packages=[("funnels.web", "static")]), name="static")
     return app

@@ -1,4 +1,5 @@
-"""Request plumbing shared by the routes: services, API-key auth with scopes, bounded JSON bodies."""
+"""Request plumbing shared by the routes: services, auth with scopes (an API key, or the dashboard's session
+cookie with its CSRF token), bounded JSON bodies."""
 
 from __future__ import annotations
 
@@ -12,13 +13,23 @@ from typing import Any
 
 import orjson
 from fastapi import Depends, Request
-from fastapi.security import HTTPBearer
+from fastapi.security import APIKeyCookie, HTTPBearer
 
 from funnels.api.errors import ApiError
 from funnels.auth import ApiKey
 from funnels.services import Services
+from funnels.sessions import SESSION_COOKIE, DashboardSession, find_session
+
+UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+CSRF_HEADER = "X-CSRF-Token"
+_UNRESOLVED = object()
 
 bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer fk_...`")
+session_cookie = APIKeyCookie(
+    name=SESSION_COOKIE,
+    auto_error=False,
+    description="The dashboard's session (sign in at /login); unsafe methods also need `X-CSRF-Token`",
+)
 
 
 def services(request: Request) -> Services:
@@ -41,25 +52,59 @@ def key_from_headers(request: Request) -> str | None:
     return None
 
 
+def dashboard_session(request: Request) -> DashboardSession | None:
+    """The live dashboard session the request's cookie names, if any (looked up once per request)."""
+    found = getattr(request.state, "dashboard_session", _UNRESOLVED)
+    if found is _UNRESOLVED:
+        token = request.cookies.get(SESSION_COOKIE)
+        svc = services(request)
+        found = find_session(svc.state, svc.clock, token) if token else None
+        request.state.dashboard_session = found
+    return found  # type: ignore[return-value]
+
+
 def authorize(request: Request, scope: str, key: str | None = None) -> ApiKey:
-    """The key's record, or 401 (no or unknown key) / 403 (missing scope)."""
+    """The caller's key, or 401 (no or unknown key) / 403 (missing scope, or a missing CSRF token).
+
+    Without a key in the request, the dashboard's session cookie stands for its key; then an unsafe method
+    must also carry the session's CSRF token in the `X-CSRF-Token` header (a bearer key needs none: a
+    browser never sends one on its own)."""
     key = key or key_from_headers(request)
-    if not key:
-        raise ApiError("UNAUTHORIZED", "An API key is required: send `Authorization: Bearer <key>`.")
-    record = services(request).keys.verify(key)
-    if record is None:
-        raise ApiError("UNAUTHORIZED", "The API key is unknown or revoked.")
+    if key:
+        record = services(request).keys.verify(key)
+        if record is None:
+            raise ApiError("UNAUTHORIZED", "The API key is unknown or revoked.")
+    else:
+        session = dashboard_session(request)
+        if session is None:
+            if request.cookies.get(SESSION_COOKIE):
+                raise ApiError(
+                    "UNAUTHORIZED",
+                    "The dashboard session has ended (signed out, expired, or its key was revoked); "
+                    "sign in again.",
+                )
+            raise ApiError("UNAUTHORIZED", "An API key is required: send `Authorization: Bearer <key>`.")
+        if request.method in UNSAFE_METHODS and not session.csrf_matches(request.headers.get(CSRF_HEADER)):
+            raise ApiError(
+                "CSRF_FAILED",
+                f"A request signed in by the dashboard's session cookie must send the session's CSRF token "
+                f"in the `{CSRF_HEADER}` header.",
+            )
+        record = session.key
     if not record.allows(scope):
         raise ApiError("FORBIDDEN", f"This API key lacks the `{scope}` scope.")
     return record
 
 
 def require(scope: str) -> Any:
-    """A route dependency: the request must carry a key with `scope` (documented as bearer auth)."""
+    """A route dependency: the request must carry a key with `scope` (documented as bearer auth, or the
+    dashboard's session cookie)."""
 
     # Async: FastAPI runs it on the event loop (a sync dependency costs a thread-pool hop per request);
     # a key verified in the last few seconds is a dict lookup (`KeyCache`).
-    async def dependency(request: Request, _token: Any = Depends(bearer)) -> ApiKey:
+    async def dependency(
+        request: Request, _token: Any = Depends(bearer), _session: Any = Depends(session_cookie)
+    ) -> ApiKey:
         return authorize(request, scope)
 
     return Depends(dependency)

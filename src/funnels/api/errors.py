@@ -29,6 +29,11 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     ),
     "UNAUTHORIZED": (401, "No API key, or an unknown or revoked one."),
     "FORBIDDEN": (403, "The API key lacks the scope this endpoint requires."),
+    "CSRF_FAILED": (
+        403,
+        "A request authenticated by the dashboard's session cookie changed state without the session's "
+        "CSRF token (the `X-CSRF-Token` header, or the `csrf_token` field of a form).",
+    ),
     "NOT_FOUND": (404, "No such endpoint or resource."),
     "CONFLICT": (409, "The request conflicts with the current state."),
     "IDEMPOTENCY_IN_PROGRESS": (409, "A request with the same Idempotency-Key is still being processed."),

@@ -3,7 +3,7 @@ running twice.
 
 How it works: the middleware buffers the request body, fingerprints the request (method, path, query,
 raw body) and, in one write transaction, claims a record scoped to the credential (a hash of the
-`Authorization` header), method, path and key (`funnels.store.idempotency.begin`). A finished record is
+`Authorization` header, else of the dashboard's session cookie), method, path and key (`funnels.store.idempotency.begin`). A finished record is
 replayed with `Idempotent-Replayed: true` without calling the app; a live claim is a 409
 IDEMPOTENCY_IN_PROGRESS; the same key with a different request is a 400 INVALID_IDEMPOTENCY_KEY. Otherwise
 the app runs on the buffered body, its response is forwarded as it streams and stored once complete. A 5xx,
@@ -22,12 +22,13 @@ from functools import partial
 import anyio
 import anyio.to_thread
 from starlette.datastructures import Headers
-from starlette.requests import Request
+from starlette.requests import Request, cookie_parser
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from funnels.api.errors import ApiError, error_body
 from funnels.services import Services
+from funnels.sessions import SESSION_COOKIE
 from funnels.store.idempotency import (
     Claim,
     RecordKey,
@@ -84,9 +85,19 @@ def fingerprint(scope: Scope, body: bytes) -> str:
 
 
 def record_key(scope: Scope, headers: Headers, key: str) -> RecordKey:
-    """The record's scope: one credential (hashed, never stored), one method and path, one key."""
-    credential = hashlib.sha256(headers.get("authorization", "").encode("latin-1")).hexdigest()
+    """The record's scope: one credential (hashed, never stored), one method and path, one key. Without an
+    `Authorization` header the dashboard's session is, so two signed-in browsers never see each other's
+    responses (a created key's secret, say)."""
+    credential_text = headers.get("authorization") or _session_credential(headers)
+    credential = hashlib.sha256(credential_text.encode("latin-1")).hexdigest()
     return RecordKey(credential=credential, method=scope["method"], path=scope["path"], key=key)
+
+
+def _session_credential(headers: Headers) -> str:
+    """The session cookie's token and the CSRF header together (both authenticate a dashboard request, so
+    a retry that adds a missing token is a new request, not a replay of the 403), or "" without a cookie."""
+    token = cookie_parser(headers.get("cookie", "")).get(SESSION_COOKIE)
+    return f"session {token} {headers.get('x-csrf-token', '')}" if token else ""
 
 
 @dataclass

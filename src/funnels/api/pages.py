@@ -1,9 +1,8 @@
-"""Pages and probes: `GET /` (the Funnels page), `GET /errors` (what `doc_url` points to), `GET /healthz`."""
+"""Pages and probes outside the dashboard: `GET /errors` (what `doc_url` points to), `GET /healthz`."""
 
 from __future__ import annotations
 
 import html
-from importlib import resources
 
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
@@ -15,12 +14,6 @@ from funnels.api.errors import ERROR_CODES, ApiError
 from funnels.services import Services
 
 router = APIRouter()
-
-
-@router.get("/", response_class=HTMLResponse, include_in_schema=False)
-async def funnels_page() -> HTMLResponse:
-    page = resources.files("funnels.web").joinpath("funnels.html").read_text(encoding="utf-8")
-    return HTMLResponse(page)
 
 
 @router.get("/errors", response_class=HTMLResponse, include_in_schema=False)

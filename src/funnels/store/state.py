@@ -1,5 +1,5 @@
-"""The state store: SQLite (WAL) through SQLAlchemy Core. Holds API keys, the durable event log and the
-automation state: model instances and their ids, funnel progress, and the action jobs (the outbox).
+"""The state store: SQLite (WAL) through SQLAlchemy Core. Holds API keys and dashboard sessions, the durable
+event log and the automation state: model instances and their ids, funnel progress, and the action jobs (the outbox).
 
 All writes go through `write()`, which takes one process-wide lock and opens the transaction with
 `BEGIN IMMEDIATE`, so SQLite never sees two writers and never upgrades a read lock mid-transaction.
@@ -41,6 +41,18 @@ api_keys = Table(
     Column("name", String(200), nullable=False, default=""),
     Column("created_ms", BigInteger, nullable=False),
     Column("revoked_ms", BigInteger, nullable=True),
+)
+
+# Dashboard sign-ins (`funnels.sessions`): only a hash of the cookie's token is kept, so a copy of the
+# database opens no session. The CSRF token is kept as is: it is worthless without the cookie.
+dashboard_sessions = Table(
+    "dashboard_sessions",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),  # SHA-256 hex of the cookie's token
+    Column("key_id", String(32), nullable=False, index=True),
+    Column("csrf_token", String(64), nullable=False),
+    Column("created_ms", BigInteger, nullable=False),
+    Column("expires_ms", BigInteger, nullable=False, index=True),
 )
 
 # The write-ahead event log: an event is acknowledged once its row is committed here. A background task

@@ -1,0 +1,1 @@
+"""The dashboard: page routes, templates and static files (docs/dashboard.md)."""

@@ -1,0 +1,80 @@
+"""API keys over HTTP (scope `admin`): list, create (the secret is in that response only), revoke."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Request
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, ConfigDict, Field
+
+from funnels.api.deps import require, services
+from funnels.api.errors import ApiError, validation_error
+from funnels.auth import KeyInfo, create_key, key_id_of, key_info, list_keys
+from funnels.automation.deliveries import iso
+from funnels.types import SCOPES
+
+router = APIRouter(tags=["API keys"], dependencies=[require("admin")])
+
+KeyId = Annotated[str, Path(min_length=1, max_length=32, pattern=r"^[0-9a-f]+$")]
+
+
+class NewKey(BaseModel):
+    """The body of `POST /v0/keys`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field("", max_length=200, description="A label, e.g. who or what uses the key")
+    scopes: list[str] = Field(min_length=1, description=f"Some of {', '.join(SCOPES)}")
+
+
+def key_body(info: KeyInfo) -> dict[str, Any]:
+    """A key as the API shows it: never its secret."""
+    return {
+        "id": info.id,
+        "name": info.name,
+        "scopes": list(info.scopes),
+        "created": iso(info.created_ms),
+        "revoked": info.revoked,
+        "revoked_at": iso(info.revoked_ms),
+    }
+
+
+@router.get("/v0/keys", summary="Every API key, newest first (ids, names, scopes; never secrets)")
+async def keys(request: Request) -> dict[str, Any]:
+    infos = await run_in_threadpool(list_keys, services(request).state)
+    return {"data": [key_body(info) for info in reversed(infos)]}
+
+
+@router.post("/v0/keys", status_code=201, summary="Create an API key; the response is the only one with it")
+async def create(request: Request, body: NewKey) -> dict[str, Any]:
+    unknown = [scope for scope in body.scopes if scope not in SCOPES]
+    if unknown:
+        raise validation_error(
+            {"body.scopes": f"unknown scope(s) {', '.join(unknown)}; use {', '.join(SCOPES)}"}
+        )
+    svc = services(request)
+
+    def run() -> tuple[str, KeyInfo | None]:
+        key = create_key(svc.state, svc.clock, body.scopes, body.name.strip())
+        return key, key_info(svc.state, key_id_of(key))
+
+    key, info = await run_in_threadpool(run)
+    assert info is not None  # just created
+    return {**key_body(info), "key": key}
+
+
+@router.post("/v0/keys/{key_id}/revoke", summary="Revoke an API key: it stops working at once, sessions too")
+async def revoke(request: Request, key_id: KeyId) -> dict[str, Any]:
+    svc = services(request)
+
+    def run() -> tuple[bool, KeyInfo | None]:
+        revoked = svc.keys.revoke(svc.clock, key_id)
+        return revoked, key_info(svc.state, key_id)
+
+    revoked, info = await run_in_threadpool(run)
+    if info is None:
+        raise ApiError("NOT_FOUND", f"No API key {key_id}.")
+    if not revoked:
+        raise ApiError("CONFLICT", f"API key {key_id} is already revoked.")
+    return key_body(info)

@@ -1,0 +1,158 @@
+"""Fixtures for the dashboard's tests.
+
+HTTP level (in-process, the ASGI app): `sign_in(client, key)` and `csrf_token(client)`.
+
+Browser level (a real `funnels serve` subprocess and Debian's headless Chromium driven by Playwright):
+`dashboard` (the server, with a data directory, a config file and an admin and a query:read key),
+`browser`, `page` (a fresh browser context: no cookies; fails the test on any uncaught script error) and
+`admin_page` (signed in with the admin key). The server and the browser are shared by the tests of one
+module: a test that changes state (keys, the config) makes its own keys or puts things back.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+from fastapi.testclient import TestClient
+from playwright.sync_api import Browser, Page, Playwright, expect, sync_playwright
+
+from funnels.auth import create_key
+from funnels.clock import SystemClock
+from funnels.store.state import StateStore
+from tests.processes import free_port, start_server
+from tests.web.browser import VIEWPORT, launch
+
+# Waits, not deadlines: how long a locator may take to reach its expected state on a busy 2-core machine.
+expect.set_options(timeout=20_000)
+
+DASHBOARD_CONFIG: dict[str, Any] = {
+    "models": [{"name": "customer"}],
+    "funnels": [
+        {
+            "id": "onboarding",
+            "forModels": "customer",
+            "steps": [
+                {
+                    "event": "sign_up",
+                    "actions": [{"type": "webhook", "args": {"url": "http://127.0.0.1:9/x"}}],
+                },
+                {"event": "first_query"},
+            ],
+        }
+    ],
+}
+
+
+# --- HTTP level ------------------------------------------------------------------------------------------
+
+
+def form_csrf(html: str) -> str:
+    match = re.search(r'name="csrf_token" value="([^"]*)"', html)
+    assert match, "no csrf_token field in the page"
+    return match.group(1)
+
+
+def sign_in(client: TestClient, key: str, next: str = "") -> httpx.Response:
+    """Post the sign-in form as a browser would (the form's CSRF token from GET /login); no redirects."""
+    token = form_csrf(client.get("/login").text)
+    return client.post("/login", data={"key": key, "csrf_token": token, "next": next}, follow_redirects=False)
+
+
+def csrf_token(client: TestClient, path: str = "/funnels") -> str:
+    """The session's CSRF token, as a signed-in page carries it in `<meta name="csrf-token">`."""
+    match = re.search(r'<meta name="csrf-token" content="([^"]+)">', client.get(path).text)
+    assert match, "the page has no CSRF token: not signed in?"
+    return match.group(1)
+
+
+# --- browser level ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class Dashboard:
+    """A running `funnels serve` with a config and keys made before it started."""
+
+    url: str
+    data_dir: Path
+    config_path: Path
+    admin_key: str
+    query_key: str
+    log: Path = field(repr=False, default=Path())
+
+    def api(self, method: str, path: str, key: str | None = None, **kwargs: Any) -> httpx.Response:
+        """A bearer request to the server (the admin key unless another is given)."""
+        headers = {"Authorization": f"Bearer {key or self.admin_key}"}
+        return httpx.request(method, f"{self.url}{path}", headers=headers, timeout=30, **kwargs)
+
+    def create_key(self, *scopes: str, name: str = "") -> str:
+        response = self.api("POST", "/v0/keys", json={"name": name, "scopes": list(scopes)})
+        assert response.status_code == 201, response.text
+        key: str = response.json()["key"]
+        return key
+
+
+@pytest.fixture(scope="module")
+def dashboard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dashboard]:
+    root = tmp_path_factory.mktemp("dashboard")
+    data_dir = root / "data"
+    data_dir.mkdir()
+    config_path = root / "funnels.yaml"
+    config_path.write_text(yaml.safe_dump(DASHBOARD_CONFIG, sort_keys=False))
+    state = StateStore(data_dir / "state.sqlite3")
+    admin_key = create_key(state, SystemClock(), ["admin"], name="Test admin")
+    query_key = create_key(state, SystemClock(), ["query:read"], name="Test analyst")
+    state.close()
+    port = free_port()
+    server = start_server(data_dir, port, "--config", str(config_path))
+    try:
+        yield Dashboard(
+            f"http://127.0.0.1:{port}", data_dir, config_path, admin_key, query_key, root / "server.log"
+        )
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def playwright() -> Iterator[Playwright]:
+    with sync_playwright() as driver:
+        yield driver
+
+
+@pytest.fixture(scope="module")
+def browser(playwright: Playwright) -> Iterator[Browser]:
+    browser = launch(playwright)
+    yield browser
+    browser.close()
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    context = browser.new_context(viewport=VIEWPORT)  # type: ignore[arg-type]
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    yield page
+    context.close()
+    assert errors == [], f"uncaught errors in the page's scripts: {errors}"
+
+
+def browser_sign_in(page: Page, dashboard: Dashboard, key: str) -> None:
+    """Sign in through the form; returns on the page the sign-in lands on."""
+    page.goto(f"{dashboard.url}/login")
+    page.fill('input[name="key"]', key)
+    page.click('button[type="submit"]')
+    page.wait_for_url(re.compile(r"^(?!.*/login).*$"))
+
+
+@pytest.fixture
+def admin_page(page: Page, dashboard: Dashboard) -> Page:
+    browser_sign_in(page, dashboard, dashboard.admin_key)
+    return page
