@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from funnels import __version__
-from funnels.api import admin, automation, events, funnel, pages, segment
+from funnels.api import admin, automation, catalog, events, funnel, pages, segment
 from funnels.api.errors import install_error_handlers
 from funnels.api.idempotency import IdempotencyMiddleware
 from funnels.services import Services
@@ -46,6 +46,6 @@ def create_app(svc: Services, *, run_shipper: bool = True, run_worker: bool = Tr
     app.state.services = svc
     install_error_handlers(app)
     app.add_middleware(IdempotencyMiddleware)
-    for module in (pages, events, segment, funnel, automation, admin):
+    for module in (pages, events, segment, funnel, catalog, automation, admin):
         app.include_router(module.router)
     return app
