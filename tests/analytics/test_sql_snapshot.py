@@ -1,4 +1,5 @@
-"""The generated funnel SQL, snapshotted, and proof that user values reach ClickHouse only as parameters.
+"""The generated funnel and catalog SQL, snapshotted, and proof that user values reach ClickHouse only as
+parameters.
 
 Snapshots live in tests/analytics/snapshots/: `<case>.sql` (the SQL text, with a line break in place of the
 space before each clause keyword and after each comma, so a change shows as a readable diff; joining the
@@ -20,6 +21,19 @@ from typing import Any
 
 import pytest
 
+from funnels.analytics.catalog import (
+    extent_sql,
+    names_sql,
+    operands_sql,
+    parse_names_query,
+    parse_operands_query,
+    parse_values_query,
+    seen_names,
+    seen_operands,
+    seen_values,
+    types_sql,
+    values_sql,
+)
 from funnels.analytics.funnel import run_funnel
 from funnels.analytics.query import FunnelQuery
 from funnels.analytics.reference import reference_funnel
@@ -83,6 +97,33 @@ CASES: dict[str, FunnelQuery] = {
 }
 
 
+# The catalog's queries (funnels.analytics.catalog), built: name → (sql, params).
+CATALOG_CASES: dict[str, tuple[str, dict[str, Any]]] = {
+    "catalog_names": names_sql(
+        parse_names_query(
+            {"date_from": day(0), "date_to": day(29), "type": "track", "q": "swa", "limit": "50"}
+        )
+    ),
+    "catalog_types": types_sql(parse_names_query({"date_from": day(0)})),
+    "catalog_operands": operands_sql(
+        parse_operands_query({"type": "track", "event": "swap", "date_from": day(0), "date_to": day(6)})
+    ),
+    "catalog_values_property": values_sql(
+        parse_values_query(
+            {"type": "event", "event": "page", "operand": "chain", "q": "eth", "date_to": day(6)}
+        )
+    ),
+    "catalog_values_column": values_sql(
+        parse_values_query({"type": "track", "event": "swap", "operand": "device"})
+    ),
+    "catalog_extent": (extent_sql(), {}),
+}
+
+
+def built(name: str) -> tuple[str, dict[str, Any]]:
+    return CATALOG_CASES[name] if name in CATALOG_CASES else funnel_sql(CASES[name])
+
+
 def pretty(sql: str) -> str:
     """Line breaks before clause keywords and after commas, each replacing one space (so reversible)."""
     assert "\n" not in sql
@@ -94,9 +135,9 @@ def unpretty(text: str) -> str:
     return text.removesuffix("\n").replace("\n", " ")
 
 
-@pytest.mark.parametrize("name", list(CASES))
+@pytest.mark.parametrize("name", [*CASES, *CATALOG_CASES])
 def test_sql_snapshot(name: str) -> None:
-    sql, params = funnel_sql(CASES[name])
+    sql, params = built(name)
     sql_file, params_file = SNAPSHOTS / f"{name}.sql", SNAPSHOTS / f"{name}.params.json"
     params_text = json.dumps(params, indent=2, ensure_ascii=False) + "\n"
     assert unpretty(pretty(sql)) == sql
@@ -114,7 +155,7 @@ def test_sql_snapshot(name: str) -> None:
 
 def test_no_stray_snapshot_files() -> None:
     """Every snapshot file belongs to a case (a renamed case must not leave its old snapshot behind)."""
-    expected = {f"{name}{suffix}" for name in CASES for suffix in (".sql", ".params.json")}
+    expected = {f"{name}{suffix}" for name in [*CASES, *CATALOG_CASES] for suffix in (".sql", ".params.json")}
     assert {path.name for path in SNAPSHOTS.iterdir()} == expected
 
 
@@ -187,6 +228,34 @@ def test_hostile_values_run_and_match(store: EventStore, value: str, funnel_type
     assert column(sql, "breakdown") == [value, value]
     assert sql["data"] == reference["data"]
     assert store.count() == before == len(events)  # the table is intact
+
+
+@pytest.mark.parametrize("value", HOSTILE)
+def test_catalog_user_values_never_in_sql_text(value: str) -> None:
+    for sql, params in [
+        names_sql(parse_names_query({"type": value, "q": value})),
+        types_sql(parse_names_query({"type": value})),
+        operands_sql(parse_operands_query({"type": value, "event": value})),
+        values_sql(parse_values_query({"type": value, "event": value, "operand": value, "q": value})),
+    ]:
+        assert value not in sql
+        assert value in params.values()
+
+
+@pytest.mark.parametrize("value", HOSTILE)
+def test_catalog_hostile_values_run_and_match(store: EventStore, value: str) -> None:
+    load(store, [ev("u1", at(0), "track", value, props={value: value}, utm_source=value)])
+    names = seen_names(store, parse_names_query({"type": "track", "q": value}))
+    assert [(row["event"], row["count"]) for row in names["data"]] == [(value, 1)]
+    operands = seen_operands(store, parse_operands_query({"type": "track", "event": value}))
+    assert [(item["operand"], item["values"]) for item in operands["properties"]] == [
+        (value, [{"value": value, "count": 1}])
+    ]
+    assert operands["columns"][0]["values"] == [{"value": value, "count": 1}]
+    for operand in (value, "utm_source"):
+        query = parse_values_query({"type": "track", "event": value, "operand": operand, "q": value})
+        assert seen_values(store, query)["data"] == [{"value": value, "count": 1}]
+    assert store.count() == 1  # the table is intact
 
 
 def test_snapshot_cases_run(store: EventStore) -> None:

@@ -8,6 +8,8 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from funnels.events import Event
+from funnels.services import Services
 from tests.conftest import bearer
 
 JSON = st.recursive(
@@ -113,3 +115,55 @@ def test_event_endpoints_never_answer_5xx(client: TestClient, keys: dict[str, st
 def test_the_funnel_fuzz_reached_the_sql_path() -> None:
     """Runs after the fuzz test (file order): some generated queries must have been valid and executed."""
     assert STATUSES.count(200) >= 5, STATUSES.count(200)
+
+
+CATALOG_STATUSES: list[int] = []
+TEXT = st.text(max_size=12) | st.sampled_from(
+    ["track", "page", "event", "connect", "device", "chain", "MetaMask"]
+)
+CATALOG_PARAMS = st.fixed_dictionaries(
+    {},
+    optional={
+        "type": TEXT,
+        "event": TEXT,
+        "operand": TEXT,
+        "q": TEXT,
+        "limit": st.integers(-5, 10**21).map(str) | st.sampled_from(["", "1", "x"]),
+        "date_from": st.sampled_from(["2026-04-01", "", "1970-01-01", "2026-02-30", "x"]),
+        "dateTo": st.sampled_from(["2026-04-30", "2199-12-31", "0000-00-00"]),
+    },
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=SUPPRESS, derandomize=True)
+@given(params=CATALOG_PARAMS)
+def test_catalog_endpoints_never_answer_5xx(
+    client: TestClient, keys: dict[str, str], services: Services, params: dict[str, str]
+) -> None:
+    if services.events.count() == 0:
+        services.events.insert_events(
+            [
+                Event(
+                    event_id="e1",
+                    type="track",
+                    event="connect",
+                    user_key="u1",
+                    user_id="u1",
+                    ts_ms=1_775_001_600_000,
+                    received_ms=1_775_001_600_000,
+                    properties={"chain": "base", "n": 1.5, "": None, "nested": {"a": [1]}},
+                    columns={"device": "mobile"},
+                )
+            ]
+        )
+    for path in ("/v0/events/names", "/v0/events/properties", "/v0/events/values"):
+        response = client.get(path, params=params, headers=bearer(keys["query:read"]))
+        assert response.status_code in (200, 400), (path, response.text)
+        CATALOG_STATUSES.append(response.status_code)
+        if response.status_code == 400:
+            assert response.json()["error"]["code"] == "INVALID_VALIDATION_REQUEST"
+
+
+def test_the_catalog_fuzz_reached_the_sql_path() -> None:
+    """Runs after the catalog fuzz test (file order): some generated queries must have run."""
+    assert CATALOG_STATUSES.count(200) >= 30, CATALOG_STATUSES.count(200)

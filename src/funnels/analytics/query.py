@@ -128,9 +128,10 @@ class QueryValidationError(Exception):
         super().__init__(f"Invalid {self.param}: {details[self.param]}")
 
 
-def _date(value: Any, errors: dict[str, str], name: str) -> date | None:
+def _date(value: Any, errors: dict[str, str], name: str, required: bool) -> date | None:
     if value is None or value == "":
-        errors[name] = "required (YYYY-MM-DD)"
+        if required:
+            errors[name] = "required (YYYY-MM-DD)"
         return None
     try:
         parsed = date.fromisoformat(str(value)) if re.fullmatch(r"\d{4}-\d{2}-\d{2}", str(value)) else None
@@ -144,7 +145,19 @@ def _date(value: Any, errors: dict[str, str], name: str) -> date | None:
     return parsed
 
 
-def _int(value: Any, errors: dict[str, str], name: str, default: int, low: int, high: int) -> int:
+def parse_dates(
+    params: dict[str, Any], errors: dict[str, str], required: bool = True
+) -> tuple[date | None, date | None]:
+    """`date_from`/`dateFrom` and `date_to`/`dateTo` as dates (inclusive UTC days); problems go to `errors`."""
+    date_from = _date(params.get("date_from", params.get("dateFrom")), errors, "date_from", required)
+    date_to = _date(params.get("date_to", params.get("dateTo")), errors, "date_to", required)
+    if date_from and date_to and date_from > date_to:
+        errors["date_to"] = "must be on or after date_from"
+    return date_from, date_to
+
+
+def parse_int(value: Any, errors: dict[str, str], name: str, default: int, low: int, high: int) -> int:
+    """An integer parameter in [low, high], `default` when absent; problems go to `errors`."""
     if value is None or value == "":
         return default
     text = str(value).strip()
@@ -157,7 +170,8 @@ def _int(value: Any, errors: dict[str, str], name: str, default: int, low: int, 
     return number
 
 
-def _text(raw: Any, path: str, errors: dict[str, str], required: bool = True) -> str:
+def parse_text(raw: Any, path: str, errors: dict[str, str], required: bool = True) -> str:
+    """A string of at most `MAX_TEXT` characters (numbers are taken as their text); problems go to `errors`."""
     if isinstance(raw, int | float) and not isinstance(raw, bool):
         raw = str(raw)
     if not isinstance(raw, str) or (required and not raw):
@@ -183,12 +197,12 @@ def _filters(raw: Any, path: str, errors: dict[str, str]) -> tuple[Filter, ...]:
         if not isinstance(item, dict):
             errors[here] = "must be an object {operand, operator, value}"
             continue
-        operand = _text(item.get("operand"), f"{here}.operand", errors)
+        operand = parse_text(item.get("operand"), f"{here}.operand", errors)
         operator = item.get("operator")
         if operator not in OPERATORS:
             errors[f"{here}.operator"] = f"must be one of {', '.join(OPERATORS)}"
             continue
-        value = _text(item.get("value"), f"{here}.value", errors, required=False)
+        value = parse_text(item.get("value"), f"{here}.value", errors, required=False)
         if operator in NUMERIC_OPERATORS and parse_number(value) is None:
             errors[f"{here}.value"] = f"must be a number for {operator}"
         filters.append(Filter(operand=operand, operator=operator, value=value))
@@ -213,9 +227,9 @@ def _steps(raw: Any, errors: dict[str, str]) -> tuple[Step, ...]:
         if not isinstance(item, dict):
             errors[path] = "must be an object {type, event, name, filters?}"
             continue
-        step_type = _text(item.get("type"), f"{path}.type", errors)
-        event = _text(item.get("event"), f"{path}.event", errors)
-        name = _text(item.get("name"), f"{path}.name", errors)
+        step_type = parse_text(item.get("type"), f"{path}.type", errors)
+        event = parse_text(item.get("event"), f"{path}.event", errors)
+        name = parse_text(item.get("name"), f"{path}.name", errors)
         if name and name in names:
             errors[f"{path}.name"] = f"duplicate step name {name!r}; names must be unique"
         names.add(name)
@@ -227,12 +241,9 @@ def _steps(raw: Any, errors: dict[str, str]) -> tuple[Step, ...]:
 def parse_funnel_query(params: dict[str, Any]) -> FunnelQuery:
     """Validate raw parameters (strings, as from a query string) into a `FunnelQuery`; collect every error."""
     errors: dict[str, str] = {}
-    date_from = _date(params.get("date_from", params.get("dateFrom")), errors, "date_from")
-    date_to = _date(params.get("date_to", params.get("dateTo")), errors, "date_to")
-    if date_from and date_to and date_from > date_to:
-        errors["date_to"] = "must be on or after date_from"
+    date_from, date_to = parse_dates(params, errors)
     steps = _steps(params.get("steps"), errors)
-    window = _int(
+    window = parse_int(
         params.get("window_seconds"), errors, "window_seconds", DEFAULT_WINDOW_SECONDS, 1, MAX_WINDOW_SECONDS
     )
     funnel_type: Literal["closed", "open"] = "open" if params.get("funnel_type") == "open" else "closed"
@@ -241,7 +252,7 @@ def parse_funnel_query(params: dict[str, Any]) -> FunnelQuery:
     breakdown = params.get("breakdown") or None
     if breakdown is not None and breakdown not in BREAKDOWN_COLUMNS:
         errors["breakdown"] = f"must be one of {', '.join(BREAKDOWN_COLUMNS)}"
-    top_n = _int(params.get("breakdown_top_n"), errors, "breakdown_top_n", DEFAULT_TOP_N, 1, MAX_TOP_N)
+    top_n = parse_int(params.get("breakdown_top_n"), errors, "breakdown_top_n", DEFAULT_TOP_N, 1, MAX_TOP_N)
     if errors:
         raise QueryValidationError(errors)
     assert date_from is not None and date_to is not None

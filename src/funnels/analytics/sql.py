@@ -51,7 +51,7 @@ class Binder:
         return f"{{{name}:{type_}}}"
 
 
-def _property_text(key: str) -> str:
+def property_text(key: str) -> str:
     """A JSON property as text: strings as they are, integers and booleans spelled as in JSON, else ''."""
     return (
         f"multiIf(JSONType(properties, {key}) = 'String', JSONExtractString(properties, {key}), "
@@ -76,7 +76,7 @@ def filter_sql(item: Filter, bind: Binder) -> str:
         text, number = item.operand, _text_number(item.operand)
     else:
         key = bind(item.operand, "String")
-        text, number = _property_text(key), _property_number(key)
+        text, number = property_text(key), _property_number(key)
     if item.operator in NUMERIC_OPERATORS:
         return f"ifNull({number} {_COMPARATORS[item.operator]} {bind(item.number, 'Float64')}, 0)"
     match item.operator:

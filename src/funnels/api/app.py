@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from starlette.staticfiles import StaticFiles
 
 from funnels import __version__
-from funnels.api import admin, automation, events, funnel, keys, pages, segment
+from funnels.api import admin, automation, catalog, events, funnel, keys, pages, segment
 from funnels.api.errors import install_error_handlers
 from funnels.api.idempotency import IdempotencyMiddleware
 from funnels.services import Services
@@ -51,7 +51,7 @@ def create_app(svc: Services, *, run_shipper: bool = True, run_worker: bool = Tr
     install_error_handlers(app)
     app.add_middleware(IdempotencyMiddleware)
     # Starlette tries routes in order: the ingest routes, which take most requests, come first.
-    for module in (automation, events, segment, funnel, admin, keys, dashboard, pages):
+    for module in (automation, events, segment, funnel, catalog, admin, keys, dashboard, pages):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(packages=[("funnels.web", "static")]), name="static")
     return app

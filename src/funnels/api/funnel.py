@@ -1,4 +1,5 @@
-"""`GET /v0/funnel`: the funnel analytics endpoint of the spec."""
+"""`GET /v0/funnel`: the funnel analytics endpoint of the spec; `GET /v0/funnels`: the configured funnels,
+each with the parameters that chart it."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
 
+from funnels.analytics.catalog import seen_extent, utc_day
+from funnels.analytics.configured import configured_funnels
 from funnels.analytics.funnel import run_funnel
 from funnels.analytics.query import QueryValidationError, parse_funnel_query
 from funnels.api.deps import require, services
@@ -56,3 +59,24 @@ async def get_funnel(
     except QueryValidationError as error:
         raise validation_error(error.details) from None
     return await run_in_threadpool(run_funnel, services(request).events, query)
+
+
+@router.get(
+    "/v0/funnels",
+    summary="The configured funnels, each with the /v0/funnel parameters that chart it",
+    description=(
+        "The funnels of the loaded automation config (an empty list without one): id, `forModels`, each step's "
+        "event with the `/v0/funnel` step that matches the events automation counts for it, and `query`, the "
+        "`/v0/funnel` parameters (closed, longest window, every day with events), or null and `reason` when "
+        "the funnel API cannot chart it (it takes 2–10 steps)."
+    ),
+    dependencies=[require("query:read")],
+)
+async def get_funnels(request: Request) -> dict[str, Any]:
+    svc = services(request)
+    plan = svc.automation.plan
+    extent = await run_in_threadpool(seen_extent, svc.events) if plan is not None else None
+    today = utc_day(svc.clock.now_ms())
+    date_from, date_to = extent or (today, today)
+    funnels = configured_funnels(plan.config if plan else None, date_from, date_to)
+    return {"data": funnels, "rows": len(funnels)}

@@ -4,6 +4,12 @@ Rows are sorted by (user_key, ts, event_id), so one user's events sit together i
 funnel queries read. The table is a ReplacingMergeTree keyed on that sort key: a row written twice (the
 same event id, user and time) collapses on merge. Rows shipped from the event log carry their log sequence
 number, which makes shipping idempotent (see `funnels.ingest.log`).
+
+The `names_by_day` projection keeps, per (type, event, UTC day), the event count and the last time: listing
+the event names seen (`funnels.analytics.catalog`) reads a few rows per name and day instead of every
+event. ClickHouse keeps it in step with the table on insert, and rebuilds it when a merge collapses
+duplicates (`deduplicate_merge_projection_mode = 'rebuild'`, which a ReplacingMergeTree needs for a
+projection), so it always counts what the table holds.
 """
 
 from __future__ import annotations
@@ -48,10 +54,18 @@ def _column_type(name: str) -> str:
     return "String"
 
 
+NAMES_PROJECTION = "names_by_day"
+NAMES_PROJECTION_QUERY = (
+    "SELECT type, event, toDate32(ts), count(), max(ts) GROUP BY type, event, toDate32(ts)"
+)
+PROJECTION_MODE = "deduplicate_merge_projection_mode = 'rebuild'"
+
 EVENTS_DDL = (
     "CREATE TABLE IF NOT EXISTS events (\n"
     + ",\n".join(f"    {name} {_column_type(name)}" for name in EVENT_COLUMNS)
+    + f",\n    PROJECTION {NAMES_PROJECTION} ({NAMES_PROJECTION_QUERY})"
     + "\n) ENGINE = ReplacingMergeTree\nPARTITION BY toYYYYMM(ts)\nORDER BY (user_key, ts, event_id)"
+    + f"\nSETTINGS {PROJECTION_MODE}"
 )
 
 ARROW_SCHEMA = pa.schema(
@@ -124,6 +138,23 @@ class EventStore:
         self._lock = threading.Lock()
         self._session = chdb_session.Session(str(path))
         self.execute(EVENTS_DDL)
+        self._add_names_projection()
+
+    def _add_names_projection(self) -> None:
+        """Give a table made before the projection existed its projection; existing rows are projected by a
+        background mutation (until it is done, queries read those parts' rows instead, with the same result)."""
+        found = self.query(
+            "SELECT count() FROM system.projections WHERE database = currentDatabase() AND table = 'events' "
+            "AND name = {name:String}",
+            {"name": NAMES_PROJECTION},
+        ).first()
+        if found is not None and int(found[0]):
+            return
+        self.execute(f"ALTER TABLE events MODIFY SETTING {PROJECTION_MODE}")
+        self.execute(
+            f"ALTER TABLE events ADD PROJECTION IF NOT EXISTS {NAMES_PROJECTION} ({NAMES_PROJECTION_QUERY})"
+        )
+        self.execute(f"ALTER TABLE events MATERIALIZE PROJECTION {NAMES_PROJECTION}")
 
     def close(self) -> None:
         with self._lock:

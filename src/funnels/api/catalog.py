@@ -1,0 +1,111 @@
+"""`GET /v0/events/names`, `/v0/events/properties`, `/v0/events/values`: what a funnel builder can choose
+from, as seen in the event store (`funnels.analytics.catalog`)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
+
+from fastapi import APIRouter, Query, Request
+from fastapi.concurrency import run_in_threadpool
+
+from funnels.analytics.catalog import (
+    SAMPLE_EVENTS,
+    TOP_VALUES,
+    parse_names_query,
+    parse_operands_query,
+    parse_values_query,
+    seen_names,
+    seen_operands,
+    seen_values,
+)
+from funnels.analytics.query import QueryValidationError
+from funnels.api.deps import require, services
+from funnels.api.errors import validation_error
+from funnels.store.events import EventStore
+
+router = APIRouter(tags=["Query"], dependencies=[require("query:read")])
+
+Parsed = TypeVar("Parsed")
+
+DateFrom = Annotated[str | None, Query(description="Inclusive first day (YYYY-MM-DD, UTC); alias dateFrom")]
+DateTo = Annotated[str | None, Query(description="Inclusive last day (YYYY-MM-DD, UTC); alias dateTo")]
+StepType = Annotated[
+    str | None,
+    Query(description="Step type as in `/v0/funnel` steps (`event`: any name of the type in `event`)"),
+]
+StepEvent = Annotated[str | None, Query(description="Step event as in `/v0/funnel` steps")]
+
+
+async def _answer(
+    request: Request,
+    parse: Callable[[dict[str, Any]], Parsed],
+    run: Callable[[EventStore, Parsed], dict[str, Any]],
+) -> dict[str, Any]:
+    try:
+        query = parse(dict(request.query_params))
+    except QueryValidationError as error:
+        raise validation_error(error.details) from None
+    return await run_in_threadpool(run, services(request).events, query)
+
+
+@router.get(
+    "/v0/events/names",
+    summary="Event names seen, per type, with counts and last seen time",
+    description=(
+        "Each stored type (with the step that matches any of its names) and the (type, event) pairs seen in "
+        "the date range, by count, with the step that matches each. Read from a per-day summary of the "
+        "events table, so it costs a few rows per name and day."
+    ),
+)
+async def event_names(
+    request: Request,
+    date_from: DateFrom = None,
+    date_to: DateTo = None,
+    type: Annotated[str | None, Query(description="Only this stored type (e.g. `track`, `page`)")] = None,
+    q: Annotated[str | None, Query(description="Only names containing this text (any case)")] = None,
+    limit: Annotated[str | None, Query(description="Names listed, 1–1000 (default 200)")] = None,
+) -> dict[str, Any]:
+    return await _answer(request, parse_names_query, seen_names)
+
+
+@router.get(
+    "/v0/events/properties",
+    summary="The operands a step can filter on, with top values",
+    description=(
+        f"Every standard column and the property keys seen for the step, each with how many events have it, "
+        f"how many of those hold a number, and its top {TOP_VALUES} values, from a sample: the first "
+        f"{SAMPLE_EVENTS:,} events of the step in the date range the store reads."
+    ),
+)
+async def event_properties(
+    request: Request,
+    type: StepType = None,
+    event: StepEvent = None,
+    date_from: DateFrom = None,
+    date_to: DateTo = None,
+    limit: Annotated[str | None, Query(description="Property keys listed, 1–1000 (default 100)")] = None,
+) -> dict[str, Any]:
+    return await _answer(request, parse_operands_query, seen_operands)
+
+
+@router.get(
+    "/v0/events/values",
+    summary="Values of one operand of a step, by count",
+    description=(
+        f"The values a filter on `operand` (a standard column or a property key) can match, by count, "
+        f"optionally only those starting with `q` (any case), from the same sample as "
+        f"`/v0/events/properties` (the first {SAMPLE_EVENTS:,} events of the step)."
+    ),
+)
+async def event_values(
+    request: Request,
+    type: StepType = None,
+    event: StepEvent = None,
+    operand: Annotated[str | None, Query(description="A standard column or a property key")] = None,
+    q: Annotated[str | None, Query(description="Only values starting with this text (any case)")] = None,
+    date_from: DateFrom = None,
+    date_to: DateTo = None,
+    limit: Annotated[str | None, Query(description="Values listed, 1–1000 (default 20)")] = None,
+) -> dict[str, Any]:
+    return await _answer(request, parse_values_query, seen_values)

@@ -1,0 +1,168 @@
+"""`GET /v0/funnels`: the configured funnels with the `/v0/funnel` query that charts each, over real stores.
+
+The end-to-end check: instances identified and driven through the automation API (and Segment), then each
+generated query run through `/v0/funnel`, whose users per step must equal the instances automation has
+satisfied that step for.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+
+from funnels.analytics.query import MAX_WINDOW_SECONDS
+from funnels.store.state import satisfied_steps
+from tests.automation.conftest import DEAD_URL, Config, World, default_config, error_of
+from tests.automation.conftest import open_world as open_world  # the fixture, used by `world` below
+from tests.conftest import bearer
+
+MINUTE_MS = 60_000
+
+
+def funnels_config() -> Config:
+    config = default_config()
+    hook = {"type": "webhook", "args": {"url": DEAD_URL}}
+    config["funnels"] += [
+        {
+            "id": "welcome",
+            "forModels": ["customer"],
+            "steps": [{"event": "onFunctionaryIdentify"}, {"event": "sign_up", "actions": hook}],
+        },
+        {"id": "org_welcome", "forModels": "organization", "steps": {"event": "$identify", "actions": hook}},
+    ]
+    return config
+
+
+@pytest.fixture
+def world(open_world: Callable[[Config], World]) -> World:
+    return open_world(funnels_config())
+
+
+def configured(world: World, expect: int = 200, key: str = "query:read") -> Any:
+    response = world.client.get("/v0/funnels", headers=bearer(world.keys[key]))
+    assert response.status_code == expect, response.text
+    return response.json()
+
+
+def test_each_configured_funnel_with_its_steps_and_query(world: World) -> None:
+    body = configured(world)
+    assert body["rows"] == 4
+    assert [funnel["id"] for funnel in body["data"]] == ["onboarding", "twice", "welcome", "org_welcome"]
+    welcome = body["data"][2]
+    assert welcome["forModels"] == ["customer"]
+    assert welcome["steps"] == [
+        {
+            "event": "onFunctionaryIdentify",
+            "step": {"type": "event", "event": "identify", "name": "onFunctionaryIdentify::0"},
+        },
+        {"event": "sign_up", "step": {"type": "track", "event": "sign_up", "name": "sign_up::1"}},
+    ]
+    assert welcome["reason"] is None
+    assert welcome["query"] == {
+        "date_from": "2026-04-01",  # no events yet: today, on the server's clock
+        "date_to": "2026-04-01",
+        "steps": json.dumps([step["step"] for step in welcome["steps"]], separators=(",", ":")),
+        "window_seconds": str(MAX_WINDOW_SECONDS),
+        "funnel_type": "closed",
+    }
+    twice = body["data"][1]
+    assert [step["step"]["name"] for step in twice["steps"]] == ["visit::0", "visit::1", "buy::2"]
+    org_welcome = body["data"][3]
+    assert org_welcome["query"] is None
+    assert org_welcome["reason"] == "the funnel API charts 2–10 steps; this funnel has 1"
+    assert org_welcome["steps"][0]["step"] == {"type": "event", "event": "identify", "name": "$identify::0"}
+
+
+def test_without_a_config_the_list_is_empty(client: TestClient, keys: dict[str, str]) -> None:
+    response = client.get("/v0/funnels", headers=bearer(keys["query:read"]))
+    assert response.status_code == 200, response.text
+    assert response.json() == {"data": [], "rows": 0}
+
+
+def test_it_needs_a_query_read_key(world: World) -> None:
+    error_of(world.client.get("/v0/funnels"), 401, "UNAUTHORIZED")
+    error_of(world.client.get("/v0/funnels", headers=world.writer), 403, "FORBIDDEN")
+    configured(world, key="admin")
+
+
+def basic(key: str) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{key}:".encode()).decode()}
+
+
+def populate(world: World) -> None:
+    """Customers at every level of each funnel, via `/api/v1/*` and Segment, a minute apart."""
+    steps: list[tuple[str, Any]] = [
+        ("identify", ["c1", "ada@example.com"]),
+        ("identify", ["c2"]),
+        ("identify", ["c3"]),
+        ("event", ("sign_up", ["ada@example.com"])),  # keyed by c1, the instance's first id
+        ("event", ("development_api_call", ["c3"])),  # before c3's sign_up: not a step yet
+        ("event", ("sign_up", ["c2"])),
+        ("event", ("development_api_call", ["c1"])),
+        ("event", ("production_api_call", ["c2"])),  # c2 skipped a step: not satisfied
+        ("event", ("sign_up", ["c3"])),
+        ("event", ("production_api_call", ["ada@example.com"])),
+        ("identify", ["c4"]),  # identified only
+        ("event", ("visit", ["c1"])),
+        ("event", ("visit", ["c2"])),
+        ("event", ("buy", ["c2"])),  # c2 visited once: buy is not its next step
+        ("event", ("visit", ["c1"])),
+        ("event", ("buy", ["c1"])),
+        ("identify", ["c1"]),  # again: identify fires the step again, already satisfied
+        ("segment", ("identify", {"userId": "c5", "traits": {"name": "Eve"}})),
+        ("segment", ("track", {"userId": "c5", "event": "sign_up"})),
+        ("segment", ("track", {"userId": "c5", "event": "development_api_call"})),
+    ]
+    for kind, args in steps:
+        world.clock.advance(MINUTE_MS)
+        if kind == "identify":
+            world.identify(args)
+        elif kind == "event":
+            world.event(*args)
+        else:
+            path, body = args
+            response = world.client.post(f"/v1/{path}", json=body, headers=basic(world.keys["events:write"]))
+            assert response.status_code == 200, response.text
+    world.svc.shipper.flush()
+
+
+def automation_levels(world: World) -> dict[str, list[int]]:
+    """Per funnel, how many instances automation has satisfied each step for."""
+    with world.svc.state.read() as connection:
+        rows = connection.execute(
+            select(satisfied_steps.c.funnel_id, satisfied_steps.c.step_index, func.count()).group_by(
+                satisfied_steps.c.funnel_id, satisfied_steps.c.step_index
+            )
+        ).all()
+    levels: dict[str, list[int]] = {}
+    for funnel_id, step_index, count in sorted(rows):
+        levels.setdefault(funnel_id, []).append(count)
+        assert len(levels[funnel_id]) == step_index + 1
+    return levels
+
+
+def test_the_generated_queries_count_what_automation_counted(world: World) -> None:
+    populate(world)
+    funnels = configured(world)["data"]
+    levels = automation_levels(world)
+    assert levels == {"onboarding": [4, 2, 1], "twice": [2, 1, 1], "welcome": [5, 4]}
+    charted = 0
+    for funnel in funnels:
+        if funnel["query"] is None:
+            continue
+        assert (funnel["query"]["date_from"], funnel["query"]["date_to"]) == ("2026-04-01", "2026-04-01")
+        response = world.client.get(
+            "/v0/funnel", params=funnel["query"], headers=bearer(world.keys["query:read"])
+        )
+        assert response.status_code == 200, response.text
+        users = [row["users"] for row in response.json()["data"]]
+        expected = levels[funnel["id"]] + [0] * (len(users) - len(levels[funnel["id"]]))
+        assert users == expected, funnel["id"]
+        charted += 1
+    assert charted == 3
