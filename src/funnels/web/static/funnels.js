@@ -440,7 +440,7 @@
 
   function renderTable(labels, series, breakdown) {
     const table = $("#funnel-table");
-    const heads = ["Step", ...(breakdown ? [breakdown] : []), "Users", "From start", "From previous", "Drop-off", "Time from prev.", "Time from start"];
+    const heads = ["Step", ...(breakdown ? [breakdown] : []), "Users", "From start", "From prev.", "Drop-off", "Time from prev.", "Time from start"];
     table.tHead.replaceChildren(el("tr", {}, heads.map((head, index) => el("th", { class: index >= (breakdown ? 2 : 1) ? "num" : "", title: head.startsWith("Time") ? "Median time to convert" : null }, head))));
     const rows = [];
     series.forEach((s, seriesIndex) => {
