@@ -12,9 +12,12 @@ import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from urllib.parse import urlencode
 
 import httpx
+import orjson
 import yaml
 from playwright.sync_api import Page, sync_playwright
 
@@ -26,7 +29,7 @@ from tests.web.browser import VIEWPORT, launch  # noqa: E402
 
 from funnels.auth import create_key, key_id_of, revoke_key  # noqa: E402
 from funnels.clock import SystemClock  # noqa: E402
-from funnels.demo import setup_demo  # noqa: E402
+from funnels.demo import DAYS, DEMO_STEPS, setup_demo  # noqa: E402
 from funnels.store.state import StateStore  # noqa: E402
 
 OUT = ROOT / "docs" / "screenshots"
@@ -104,9 +107,27 @@ def settle(page: Page) -> None:
     page.wait_for_load_state("networkidle")
 
 
+def demo_funnel(page: Page) -> None:
+    """The demo's funnel (page → connect → swap on ethereum) by UTM source, opened from its URL."""
+    today = datetime.now(UTC).date()
+    query = {
+        "date_from": (today - timedelta(days=DAYS)).isoformat(),
+        "date_to": today.isoformat(),
+        "steps": orjson.dumps(DEMO_STEPS).decode(),
+        "window_seconds": "1209600",
+        "funnel_type": "closed",
+        "breakdown": "utm_source",
+        "breakdown_top_n": "5",
+    }
+    page.goto(f"{page.url.split('?')[0]}?{urlencode(query)}")
+    page.wait_for_selector("#funnel-table tbody tr[data-step]")
+    settle(page)
+
+
 # page → what to do once it is open (after `settle`). The login page is shot signed out.
 SHOTS: dict[str, Callable[[Page], None]] = {
     "login": lambda page: None,
+    "funnels": demo_funnel,
     "settings": lambda page: page.wait_for_selector("#keys-table tbody tr[data-key-id]"),
 }
 

@@ -10,8 +10,16 @@ from typing import Any
 
 from starlette.requests import Request
 
+from funnels.analytics.query import (
+    DEFAULT_TOP_N,
+    DEFAULT_WINDOW_SECONDS,
+    MAX_STEPS,
+    MIN_STEPS,
+    NUMERIC_OPERATORS,
+    OPERATORS,
+)
 from funnels.auth import ApiKey
-from funnels.types import SCOPES
+from funnels.types import BREAKDOWN_COLUMNS, NAMED_BY_TYPE, SCOPES
 
 # What each scope allows, for the key form on the Settings page.
 SCOPE_HELP: dict[str, str] = {
@@ -45,6 +53,27 @@ def _settings_context(_request: Request) -> Mapping[str, Any]:
     return {"scopes": list(SCOPE_HELP.items())}
 
 
+# The step types a `/v0/funnel` step may have: `event` (any name of a stored type), `track` (one track
+# event by name) and the types that carry a name of their own (page, screen, identify, ...).
+STEP_TYPES: tuple[str, ...] = ("event", "track", *sorted(NAMED_BY_TYPE))
+
+
+def _funnels_context(_request: Request) -> Mapping[str, Any]:
+    """The funnel builder's fixed choices (what `/v0/funnel` accepts); the data comes from the API."""
+    return {
+        "builder": {
+            "stepTypes": list(STEP_TYPES),
+            "operators": list(OPERATORS),
+            "numericOperators": list(NUMERIC_OPERATORS),
+            "breakdowns": list(BREAKDOWN_COLUMNS),
+            "minSteps": MIN_STEPS,
+            "maxSteps": MAX_STEPS,
+            "defaultWindowSeconds": DEFAULT_WINDOW_SECONDS,
+            "defaultTopN": DEFAULT_TOP_N,
+        },
+    }
+
+
 PAGES: tuple[Page, ...] = (
     Page(
         "funnels",
@@ -52,6 +81,7 @@ PAGES: tuple[Page, ...] = (
         "query:read",
         "Build a funnel from your events and see how many people reach each step, and how fast.",
         charts=True,
+        context=_funnels_context,
     ),
     Page(
         "people",

@@ -1,0 +1,517 @@
+// Funnels: the funnel builder (steps, filters, dates, window, order, breakdown) and its chart and table,
+// all from the JSON API: GET /v0/funnel runs the query; /v0/events/names, /properties and /values suggest
+// events, operands and values; GET /v0/funnels lists the configured funnels. The address bar holds the
+// whole query as /v0/funnel's own query string, so a reload or a shared link shows the same funnel.
+"use strict";
+
+(() => {
+  const { api, el, on, ready, showError, clearError } = window.funnels;
+  const $ = (selector, root = document) => root.querySelector(selector);
+  const $$ = (selector, root = document) => [...root.querySelectorAll(selector)];
+
+  const form = $("#builder");
+  const config = JSON.parse(form.dataset.builder); // stepTypes, operators, breakdowns, min/maxSteps, defaults
+  const errorBox = $("#funnel-error");
+  const stepList = $("#steps");
+  const PARAMS = ["date_from", "date_to", "steps", "window_seconds", "funnel_type", "breakdown", "breakdown_top_n"];
+
+  let uid = 0; // makes datalist ids unique
+  let chart = null;
+
+  // --- formatting -----------------------------------------------------------------------------------------
+
+  const integer = new Intl.NumberFormat();
+  const percent = (ratio) => (ratio === null || ratio === undefined ? "–" : `${(ratio * 100).toFixed(1)}%`);
+  const count = (n) => integer.format(n);
+
+  /** Seconds as a short duration: 42 s, 12 min, 3.5 h, 2.1 d ("–" for none). */
+  function duration(seconds) {
+    if (seconds === null || seconds === undefined) return "–";
+    if (seconds < 60) return `${Math.round(seconds)} s`;
+    if (seconds < 3600) return `${(seconds / 60).toFixed(seconds < 600 ? 1 : 0)} min`;
+    if (seconds < 86400) return `${(seconds / 3600).toFixed(1)} h`;
+    return `${(seconds / 86400).toFixed(1)} d`;
+  }
+
+  /** A step's label: its name without the `::index` suffix the builder adds. */
+  const stepLabel = (name) => name.replace(/::\d+$/, "");
+
+  const isoDay = (date) => date.toISOString().slice(0, 10);
+
+  // --- suggestions (the event catalog) ---------------------------------------------------------------------
+
+  const catalog = { names: null, properties: new Map(), values: new Map() };
+
+  /** One <datalist> per step type, filled from GET /v0/events/names: type `event` offers the stored types. */
+  async function loadNames() {
+    const answer = await api("/v0/events/names", { query: { limit: 1000 }, errors: false }).catch(() => null);
+    if (!answer) return;
+    catalog.names = answer;
+    const byType = new Map(config.stepTypes.map((type) => [type, []]));
+    byType.get("event").push(...answer.types.map((t) => t.type));
+    for (const item of answer.data) if (byType.has(item.type)) byType.get(item.type).push(item.event);
+    for (const [type, names] of byType) {
+      const list = el("datalist", { id: `events-${type}` }, names.map((name) => el("option", { value: name })));
+      document.getElementById(list.id)?.remove();
+      document.body.append(list);
+    }
+  }
+
+  /** The operands of one step (standard columns with values, then property keys) into its datalist. */
+  async function loadOperands(stepNode) {
+    const { type, event } = readStep(stepNode);
+    const list = $(`#${stepNode.dataset.operands}`);
+    if (!event) return list.replaceChildren();
+    const key = `${type}\u0000${event}`;
+    if (!catalog.properties.has(key)) {
+      const answer = api("/v0/events/properties", { query: { type, event }, errors: false }).catch(() => null);
+      catalog.properties.set(key, answer);
+    }
+    const answer = await catalog.properties.get(key);
+    if (!answer) return;
+    const operands = [...answer.properties, ...answer.columns.filter((column) => column.count > 0)];
+    list.replaceChildren(...operands.map((o) => el("option", { value: o.operand }, `${o.count} events`)));
+  }
+
+  /** The common values of one filter's operand into the filter's datalist (GET /v0/events/values). */
+  async function loadValues(stepNode, filterNode) {
+    const { type, event } = readStep(stepNode);
+    const operand = $('[name="operand"]', filterNode).value.trim();
+    const list = $(`#${filterNode.dataset.values}`);
+    if (!event || !operand) return list.replaceChildren();
+    const key = `${type}\u0000${event}\u0000${operand}`;
+    if (!catalog.values.has(key)) {
+      const query = { type, event, operand, limit: 50 };
+      catalog.values.set(key, api("/v0/events/values", { query, errors: false }).catch(() => null));
+    }
+    const answer = await catalog.values.get(key);
+    if (answer) list.replaceChildren(...answer.data.map((v) => el("option", { value: v.value }, `${v.count} events`)));
+  }
+
+  // --- the builder ----------------------------------------------------------------------------------------
+
+  function filterRow(stepNode, filter = { operand: "", operator: "equals", value: "" }) {
+    const values = `values-${++uid}`;
+    const row = el(
+      "div",
+      { class: "filter", dataset: { filter: "", values } },
+      el("input", { name: "operand", value: filter.operand, list: stepNode.dataset.operands, placeholder: "property or column", "aria-label": "Operand" }),
+      el("select", { name: "operator", "aria-label": "Operator" }, config.operators.map((op) => el("option", { value: op, selected: op === filter.operator }, op))),
+      el("input", { name: "value", value: filter.value, list: values, placeholder: "value", "aria-label": "Value" }),
+      el("button", { type: "button", class: "button ghost small icon", title: "Remove this filter", dataset: { action: "remove-filter" } }, "×"),
+      el("datalist", { id: values }),
+    );
+    $('[name="operand"]', row).addEventListener("change", () => loadValues(stepNode, row));
+    $('[name="value"]', row).addEventListener("focus", () => loadValues(stepNode, row));
+    return row;
+  }
+
+  function stepRow(step = { type: "track", event: "", filters: [] }) {
+    const operands = `operands-${++uid}`;
+    const node = el(
+      "li",
+      { class: "step", dataset: { step: "", operands, name: step.name ?? "", nameFor: step.name ? `${step.type}/${step.event}` : "" } },
+      el(
+        "div",
+        { class: "step-head" },
+        el("span", { class: "step-num" }),
+        el("select", { name: "type", "aria-label": "Step type" }, config.stepTypes.map((t) => el("option", { value: t, selected: t === step.type }, t))),
+        el("input", { name: "event", value: step.event, list: `events-${step.type}`, placeholder: "event name", required: true, "aria-label": "Event" }),
+        el("span", { class: "step-tools" },
+          el("button", { type: "button", class: "button ghost small icon", title: "Move up", dataset: { action: "up" } }, "↑"),
+          el("button", { type: "button", class: "button ghost small icon", title: "Move down", dataset: { action: "down" } }, "↓"),
+          el("button", { type: "button", class: "button ghost small icon", title: "Remove this step", dataset: { action: "remove-step" } }, "×"),
+        ),
+      ),
+      el("div", { class: "filters" }),
+      el("button", { type: "button", class: "button ghost small add-filter", dataset: { action: "add-filter" } }, "+ Filter"),
+      el("datalist", { id: operands }),
+    );
+    $(".filters", node).append(...(step.filters ?? []).map((filter) => filterRow(node, filter)));
+    const typeSelect = $('[name="type"]', node);
+    typeSelect.addEventListener("change", () => {
+      $('[name="event"]', node).setAttribute("list", `events-${typeSelect.value}`);
+      loadOperands(node);
+    });
+    $('[name="event"]', node).addEventListener("change", () => loadOperands(node));
+    return node;
+  }
+
+  /** Number the steps and enable only the moves and removals that keep 2–10 steps. */
+  function renumber() {
+    const steps = $$("[data-step]", stepList);
+    steps.forEach((node, index) => {
+      $(".step-num", node).textContent = String(index + 1);
+      $('[data-action="up"]', node).disabled = index === 0;
+      $('[data-action="down"]', node).disabled = index === steps.length - 1;
+      $('[data-action="remove-step"]', node).disabled = steps.length <= config.minSteps;
+    });
+    $("#add-step").disabled = steps.length >= config.maxSteps;
+  }
+
+  function setSteps(steps) {
+    stepList.replaceChildren(...steps.map(stepRow));
+    renumber();
+    for (const node of $$("[data-step]", stepList)) loadOperands(node);
+  }
+
+  // Step and filter buttons, by their data-action.
+  stepList.addEventListener("click", (event) => {
+    const button = event.target.closest("button[data-action]");
+    if (!button) return;
+    const node = button.closest("[data-step]");
+    const action = button.dataset.action;
+    if (action === "up" && node.previousElementSibling) node.previousElementSibling.before(node);
+    if (action === "down" && node.nextElementSibling) node.nextElementSibling.after(node);
+    if (action === "remove-step") node.remove();
+    if (action === "add-filter") $(".filters", node).append(filterRow(node));
+    if (action === "remove-filter") button.closest("[data-filter]").remove();
+    renumber();
+  });
+
+  $("#add-step").addEventListener("click", () => {
+    const node = stepRow();
+    stepList.append(node);
+    renumber();
+    $('[name="event"]', node).focus();
+  });
+
+  function readStep(node) {
+    return { type: $('[name="type"]', node).value, event: $('[name="event"]', node).value.trim() };
+  }
+
+  /** The builder as /v0/funnel's query parameters (strings, as in a query string). */
+  function readQuery() {
+    const used = new Set();
+    const steps = $$("[data-step]", stepList).map((node, index) => {
+      const { type, event } = readStep(node);
+      // Keep a name that came with the query (a configured funnel's) while the step is unchanged.
+      let name = node.dataset.nameFor === `${type}/${event}` ? node.dataset.name : `${event}::${index}`;
+      if (used.has(name)) name = `${event}::${index}`;
+      used.add(name);
+      const filters = $$("[data-filter]", node)
+        .map((row) => ({
+          operand: $('[name="operand"]', row).value.trim(),
+          operator: $('[name="operator"]', row).value,
+          value: $('[name="value"]', row).value,
+        }))
+        .filter((filter) => filter.operand);
+      return { type, event, name, filters };
+    });
+    const query = {
+      date_from: $("#date-from").value,
+      date_to: $("#date-to").value,
+      steps: JSON.stringify(steps),
+      window_seconds: String(Math.round(Number($("#window").value) * Number($("#window-unit").value))),
+      funnel_type: $("#funnel-type").value,
+    };
+    const breakdown = $("#breakdown").value;
+    if (breakdown) {
+      query.breakdown = breakdown;
+      query.breakdown_top_n = $("#top-n").value || String(config.defaultTopN);
+    }
+    return query;
+  }
+
+  /** Fill the builder from /v0/funnel parameters (the URL's, or a configured funnel's `query`). */
+  function fillForm(params) {
+    let steps = [];
+    try {
+      steps = JSON.parse(params.steps ?? "[]");
+    } catch {
+      steps = [];
+    }
+    if (!Array.isArray(steps) || !steps.length) steps = [{ type: "event", event: "page" }, { type: "track", event: "" }];
+    setSteps(steps.map((s) => ({ type: s.type ?? "track", event: s.event ?? "", name: s.name, filters: s.filters ?? [] })));
+    const today = new Date();
+    $("#date-to").value = params.date_to ?? params.dateTo ?? isoDay(today);
+    $("#date-from").value = params.date_from ?? params.dateFrom ?? isoDay(new Date(today.getTime() - 30 * 86400000));
+    // The window in the largest unit that divides it.
+    const seconds = Number(params.window_seconds ?? config.defaultWindowSeconds);
+    const unit = [86400, 3600, 60].find((u) => seconds % u === 0) ?? 60;
+    $("#window-unit").value = String(unit);
+    $("#window").value = String(unit === 60 && seconds % 60 ? seconds / 60 : seconds / unit);
+    $("#funnel-type").value = params.funnel_type === "open" ? "open" : "closed";
+    $("#breakdown").value = params.breakdown ?? "";
+    $("#top-n").value = params.breakdown_top_n ?? String(config.defaultTopN);
+    $("#top-n").disabled = !$("#breakdown").value;
+  }
+
+  $("#breakdown").addEventListener("change", () => {
+    $("#top-n").disabled = !$("#breakdown").value;
+  });
+
+  // --- running ----------------------------------------------------------------------------------------------
+
+  /** Run the builder's query: keep it in the address bar, call GET /v0/funnel, show the answer. */
+  async function run({ push = true } = {}) {
+    clearError(errorBox);
+    const query = readQuery();
+    const search = `?${new URLSearchParams(query)}`;
+    if (search !== location.search) history[push ? "pushState" : "replaceState"](null, "", search);
+    const results = $("#results");
+    const button = $("#run");
+    button.disabled = true;
+    button.textContent = "Running…";
+    results.classList.add("loading");
+    results.setAttribute("aria-busy", "true");
+    setStatus("Running…");
+    try {
+      const answer = await api("/v0/funnel", { query, errors: errorBox });
+      render(query, answer);
+      setStatus(`${answer.statistics.elapsed.toFixed(3)} s · ${count(answer.statistics.rows_read)} rows read`);
+    } catch (error) {
+      setStatus("Failed");
+      throw error;
+    } finally {
+      button.disabled = false;
+      button.textContent = "Run funnel";
+      results.classList.remove("loading");
+      results.removeAttribute("aria-busy");
+    }
+  }
+
+  function setStatus(text) {
+    const status = $("#results-status");
+    status.textContent = text;
+    status.hidden = !text;
+  }
+
+  on(form, "submit", async (event) => {
+    event.preventDefault();
+    await run();
+  });
+
+  // Back and forward between runs show the query of that entry.
+  on(window, "popstate", async () => {
+    const params = Object.fromEntries(new URLSearchParams(location.search));
+    fillForm(params);
+    if (params.steps) await run({ push: false });
+  });
+
+  // --- results ----------------------------------------------------------------------------------------------
+
+  const PALETTE = ["#3b5bdb", "#12b886", "#f59f00", "#e8590c", "#7048e8", "#1098ad", "#d6336c", "#5c940d", "#868e96", "#364fc7"];
+
+  /** The answer's rows as series: one per breakdown value (or one, "All users"), each with a row per step. */
+  function seriesOf(answer, breakdown) {
+    const series = new Map();
+    for (const row of answer.data) {
+      const name = breakdown ? row.breakdown : "All users";
+      if (!series.has(name)) series.set(name, []);
+      series.get(name).push(row);
+    }
+    return [...series].map(([name, rows]) => ({ name, rows: rows.sort((a, b) => a.step - b.step) }));
+  }
+
+  function render(query, answer) {
+    const steps = JSON.parse(query.steps);
+    const labels = steps.map((step, index) => `${index + 1}. ${stepLabel(step.name)}`);
+    const breakdown = query.breakdown ?? "";
+    const series = seriesOf(answer, breakdown);
+    // Totals per step (over every breakdown value): the first row of each step carries `total`.
+    const totals = steps.map((_, index) => answer.data.find((row) => row.step === index + 1)?.total ?? 0);
+
+    $("#results-empty").hidden = true;
+    $("#results-body").hidden = false;
+    const range = `${query.date_from} – ${query.date_to}`;
+    $("#results-caption").textContent = breakdown
+      ? `${range} · by ${breakdown} (top ${query.breakdown_top_n}) · ${query.funnel_type}`
+      : `${range} · ${query.funnel_type}`;
+
+    renderSummary(steps, totals, series, breakdown);
+    renderChart(labels, series, breakdown);
+    renderDropoffs(labels, totals);
+    renderTable(labels, series, breakdown);
+  }
+
+  /** The headline numbers, also as data- attributes (a canvas cannot be read by tests). */
+  function renderSummary(steps, totals, series, breakdown) {
+    const summary = $("#funnel-summary");
+    const first = totals[0];
+    const last = totals[totals.length - 1];
+    const median = !breakdown && series[0] ? series[0].rows[series[0].rows.length - 1].median_seconds_from_start : null;
+    summary.dataset.users = JSON.stringify(totals);
+    summary.dataset.breakdown = breakdown;
+    summary.dataset.series = JSON.stringify(series.map((s) => s.name));
+    const fact = (term, value, hint) => el("div", {}, el("dt", {}, term), el("dd", {}, value, hint ? el("small", { class: "muted" }, ` ${hint}`) : null));
+    // With a breakdown, medians do not add up: show the best converting value instead.
+    const rate = (s) => s.rows[s.rows.length - 1]?.conversion_from_start ?? -1;
+    const best = breakdown ? [...series].sort((a, b) => rate(b) - rate(a))[0] : null;
+    summary.replaceChildren(
+      fact("Entered", count(first)),
+      fact("Converted", count(last), `reached step ${steps.length}`),
+      fact("Conversion", first ? percent(last / first) : "–"),
+      best
+        ? fact("Best converting", best.name || "(none)", percent(rate(best)))
+        : fact("Median time to convert", duration(median)),
+    );
+  }
+
+  // Draws each bar's users and conversion from the start above it (one series only; with a breakdown the
+  // numbers are in the tooltips and the table).
+  const barLabels = {
+    id: "barLabels",
+    afterDatasetsDraw(instance) {
+      if (instance.data.datasets.length !== 1) return;
+      const { ctx } = instance;
+      const meta = instance.getDatasetMeta(0);
+      const rows = instance.data.datasets[0].rows;
+      ctx.save();
+      ctx.textAlign = "center";
+      meta.data.forEach((bar, index) => {
+        const row = rows[index];
+        ctx.fillStyle = "#18202f";
+        ctx.font = "600 13px system-ui, sans-serif";
+        ctx.fillText(count(row.users), bar.x, bar.y - 22);
+        ctx.fillStyle = "#5d6779";
+        ctx.font = "12px system-ui, sans-serif";
+        const previous = index ? ` · ${percent(row.conversion_from_previous)} of prev.` : "";
+        ctx.fillText(`${percent(row.conversion_from_start)}${previous}`, bar.x, bar.y - 7);
+      });
+      ctx.restore();
+    },
+  };
+
+  function renderChart(labels, series, breakdown) {
+    const datasets = series.map((s, index) => ({
+      label: s.name === "" ? "(none)" : s.name,
+      data: s.rows.map((row) => row.users),
+      rows: s.rows,
+      backgroundColor: PALETTE[index % PALETTE.length],
+      borderRadius: 4,
+      maxBarThickness: breakdown ? 36 : 110,
+    }));
+    if (chart) chart.destroy();
+    const canvas = $("#funnel-chart");
+    if (!canvas) return; // replaced by the "no Chart.js" note
+    chart = window.funnels.chart(canvas, {
+      type: "bar",
+      data: { labels, datasets },
+      plugins: [barLabels],
+      options: {
+        responsive: true,
+        maintainAspectRatio: false,
+        animation: false,
+        layout: { padding: { top: breakdown ? 4 : 34 } },
+        scales: {
+          y: { beginAtZero: true, ticks: { precision: 0 }, grid: { color: "#eef0f4" } },
+          x: { grid: { display: false } },
+        },
+        plugins: {
+          legend: { display: Boolean(breakdown), position: "bottom", labels: { boxWidth: 12, boxHeight: 12 } },
+          tooltip: {
+            callbacks: {
+              label(item) {
+                const row = item.dataset.rows[item.dataIndex];
+                const who = breakdown ? `${item.dataset.label}: ` : "";
+                return `${who}${count(row.users)} users · ${percent(row.conversion_from_start)} of start`;
+              },
+              afterLabel(item) {
+                const row = item.dataset.rows[item.dataIndex];
+                if (row.step === 1) return "";
+                return `${percent(row.conversion_from_previous)} of previous · ${percent(row.dropoff_from_previous)} dropped off`;
+              },
+            },
+          },
+        },
+      },
+    });
+  }
+
+  /** Between each two bars: how many of all users dropped off. */
+  function renderDropoffs(labels, totals) {
+    const items = [];
+    for (let index = 1; index < totals.length; index += 1) {
+      const previous = totals[index - 1];
+      const lost = previous - totals[index];
+      items.push(
+        el(
+          "li",
+          { dataset: { from: index, to: index + 1, dropped: lost } },
+          el("span", { class: "dropoff-arrow" }, `${index} → ${index + 1}`),
+          el("strong", {}, previous ? `−${percent(lost / previous)}` : "–"),
+          el("span", { class: "muted" }, `${count(lost)} dropped off`),
+        ),
+      );
+    }
+    $("#dropoffs").replaceChildren(...items);
+  }
+
+  function renderTable(labels, series, breakdown) {
+    const table = $("#funnel-table");
+    const heads = ["Step", ...(breakdown ? [breakdown] : []), "Users", "From start", "From prev.", "Drop-off", "Time from prev.", "Time from start"];
+    table.tHead.replaceChildren(el("tr", {}, heads.map((head, index) => el("th", { class: index >= (breakdown ? 2 : 1) ? "num" : "", title: head.startsWith("Time") ? "Median time to convert" : null }, head))));
+    const rows = [];
+    series.forEach((s, seriesIndex) => {
+      s.rows.forEach((row) => {
+        rows.push(
+          el(
+            "tr",
+            {
+              class: row.step === 1 && seriesIndex ? "group-start" : "",
+              dataset: {
+                step: row.step,
+                breakdown: breakdown ? row.breakdown : "",
+                users: row.users,
+                conversionFromStart: row.conversion_from_start ?? "",
+                conversionFromPrevious: row.conversion_from_previous ?? "",
+              },
+            },
+            el("td", {}, labels[row.step - 1]),
+            breakdown ? el("td", {}, row.step === 1 ? el("span", { class: "swatch", dataset: { color: seriesIndex % PALETTE.length } }) : null, row.breakdown === "" ? el("span", { class: "muted" }, "(none)") : row.breakdown) : null,
+            el("td", { class: "num" }, count(row.users)),
+            el("td", { class: "num" }, percent(row.conversion_from_start)),
+            el("td", { class: "num" }, percent(row.conversion_from_previous)),
+            el("td", { class: "num" }, percent(row.dropoff_from_previous)),
+            el("td", { class: "num" }, duration(row.median_seconds_from_previous)),
+            el("td", { class: "num" }, duration(row.median_seconds_from_start)),
+          ),
+        );
+      });
+    });
+    if (!rows.length) rows.push(el("tr", {}, el("td", { colspan: heads.length, class: "muted" }, "Nobody entered this funnel in these dates.")));
+    table.tBodies[0].replaceChildren(...rows);
+  }
+
+  // --- configured funnels -----------------------------------------------------------------------------------
+
+  async function loadConfigured() {
+    const list = $("#configured-list");
+    const answer = await api("/v0/funnels", { errors: false }).catch((error) => {
+      list.replaceChildren(el("li", { class: "muted" }, `Could not load them: ${error.message}`));
+      return null;
+    });
+    if (!answer) return;
+    if (!answer.data.length) {
+      list.replaceChildren(el("li", { class: "muted" }, "No config loaded: the server runs without funnels of its own."));
+      return;
+    }
+    list.replaceChildren(
+      ...answer.data.map((funnel) => {
+        const steps = funnel.steps.map((s) => s.event).join(" → ");
+        const button = el(
+          "button",
+          { type: "button", class: "configured-item", disabled: !funnel.query, title: funnel.reason ?? `Chart ${funnel.id}`, dataset: { funnelId: funnel.id } },
+          el("strong", {}, funnel.id),
+          el("span", { class: "muted" }, funnel.query ? steps : funnel.reason),
+        );
+        on(button, "click", async () => {
+          fillForm(funnel.query);
+          await run();
+        });
+        return el("li", {}, button);
+      }),
+    );
+  }
+
+  // --- start ------------------------------------------------------------------------------------------------
+
+  ready(async () => {
+    const params = Object.fromEntries(new URLSearchParams(location.search));
+    fillForm(params);
+    loadNames(); // suggestions arrive when they arrive
+    loadConfigured();
+    if (PARAMS.some((name) => name in params) && params.steps) await run({ push: false });
+  });
+})();
