@@ -11,6 +11,7 @@ from typing import Any
 from starlette.requests import Request
 
 from funnels.auth import ApiKey
+from funnels.automation.deliveries import STATUSES
 from funnels.types import SCOPES
 
 # What each scope allows, for the key form on the Settings page.
@@ -41,6 +42,10 @@ class Page:
         return f"{self.name}.html"
 
 
+def _deliveries_context(_request: Request) -> Mapping[str, Any]:
+    return {"statuses": STATUSES}
+
+
 def _settings_context(_request: Request) -> Mapping[str, Any]:
     return {"scopes": list(SCOPE_HELP.items())}
 
@@ -64,6 +69,7 @@ PAGES: tuple[Page, ...] = (
         "Deliveries",
         "admin",
         "Every action the automation scheduled or sent, with its attempts; retry the ones that failed.",
+        context=_deliveries_context,
     ),
     Page(
         "settings",
