@@ -1,13 +1,14 @@
 // People: one model instance by any of its ids (GET /v0/models/{model}/{id}): ids, properties, parents and
 // children, progress in each funnel, and its timeline (cursor-paginated with `before`). `?model=&id=` in
-// the URL opens a person, so people link to each other and from the Deliveries page.
+// the URL opens a person (`&limit=` sets the timeline's page size), so people link to each other and from the Deliveries page.
 "use strict";
 
 (() => {
   const { api, el, on, ready, formatTime, clearError, showError, ApiError } = window.funnels;
   const $ = (selector) => document.querySelector(selector);
   const form = $("#person-search");
-  const PAGE = 25;
+  // Timeline items per request; `?limit=` in the URL changes it (1–200).
+  const PAGE = Math.min(200, Math.max(1, Number(new URLSearchParams(location.search).get("limit")) || 25));
   const STATUS_BADGE = { sent: "ok", dead: "bad", failed: "warn", scheduled: "info", sending: "info", cancelled: "muted" };
   let current = null; // {model, id, before}
 
