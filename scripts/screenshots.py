@@ -1,6 +1,6 @@
 """Screenshots of the dashboard for the README: `make screenshots` (or `.venv/bin/python scripts/screenshots.py
-[PAGE ...]`) starts a demo server in a temporary directory (the sample dataset, a config, a few keys and
-some automation traffic) and saves each page at 1280×800 to docs/screenshots/<page>.png with Playwright
+[PAGE ...]`) starts a demo server in a temporary directory (what `funnels demo` sets up: the sample
+dataset, the automation config and its customers and deliveries; plus a few keys) and saves each page at 1280×800 to docs/screenshots/<page>.png with Playwright
 driving Debian's /usr/bin/chromium.
 
 To add a page: give it an entry in `SHOTS` (what to do on the page before the shot, e.g. run a query).
@@ -16,9 +16,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlencode
 
-import httpx
 import orjson
-import yaml
 from playwright.sync_api import Page, sync_playwright
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,69 +28,16 @@ from tests.web.browser import VIEWPORT, launch  # noqa: E402
 from funnels.auth import create_key, key_id_of, revoke_key  # noqa: E402
 from funnels.clock import SystemClock  # noqa: E402
 from funnels.demo import DAYS, DEMO_STEPS, setup_demo  # noqa: E402
+from funnels.demo_automation import DemoSink  # noqa: E402
 from funnels.store.state import StateStore  # noqa: E402
 
 OUT = ROOT / "docs" / "screenshots"
-
-CONFIG = {
-    "models": [{"name": "customer"}, {"name": "organization"}],
-    "funnels": [
-        {
-            "id": "onboarding",
-            "forModels": "customer",
-            "steps": [
-                {
-                    "event": "sign_up",
-                    "actions": [
-                        {"type": "webhook", "args": {"url": "http://127.0.0.1:9/welcome"}},
-                        {
-                            "type": "webhook",
-                            "delay": "3d",
-                            "unless": "development_api_call",
-                            "args": {"url": "http://127.0.0.1:9/nudge"},
-                        },
-                    ],
-                },
-                {"event": "development_api_call"},
-                {
-                    "event": "production_api_call",
-                    "actions": {"type": "webhook", "args": {"url": "http://127.0.0.1:9/live"}},
-                },
-            ],
-        },
-        {
-            "id": "org_activation",
-            "forModels": "organization",
-            "steps": [{"event": "$identify"}, {"event": "invite_sent"}, {"event": "second_seat"}],
-        },
-    ],
-}
 
 
 @dataclass(frozen=True)
 class Demo:
     url: str
     admin_key: str
-
-
-def seed_automation(url: str, key: str) -> None:
-    """A few customers moving through the onboarding funnel (the People and Deliveries pages show them)."""
-    headers = {"Authorization": f"Bearer {key}"}
-    people = [("c-1001", "Ada Lovelace"), ("c-1002", "Grace Hopper"), ("c-1003", "Alan Turing")]
-    for id_, name in people:
-        email = name.split()[0].lower() + "@example.com"
-        body = {"model": "customer", "ids": [id_, email], "displayName": name, "properties": {"email": email}}
-        httpx.post(f"{url}/api/v1/identify", json=body, headers=headers).raise_for_status()
-    events = [
-        ("sign_up", "c-1001"),
-        ("sign_up", "c-1002"),
-        ("sign_up", "c-1003"),
-        ("development_api_call", "c-1001"),
-    ]
-    for name, id_ in events:
-        httpx.post(
-            f"{url}/api/v1/events", json={"name": name, "ids": [id_]}, headers=headers
-        ).raise_for_status()
 
 
 def sign_in(page: Page, demo: Demo) -> None:
@@ -124,11 +69,25 @@ def demo_funnel(page: Page) -> None:
     settle(page)
 
 
+def open_person(page: Page) -> None:
+    """A customer who reached two steps, with a parent organization and a few actions."""
+    page.goto(page.url.split("/people")[0] + "/people?model=customer&id=cus_1002")
+    page.wait_for_selector("#timeline li.timeline-item")
+    settle(page)
+
+
+def open_delivery(page: Page) -> None:
+    """The newest page of the log: sent, scheduled, cancelled and failing jobs side by side."""
+    page.wait_for_selector("#deliveries-table tr.job")
+
+
 # page → what to do once it is open (after `settle`). The login page is shot signed out.
 SHOTS: dict[str, Callable[[Page], None]] = {
     "login": lambda page: None,
     "funnels": demo_funnel,
     "settings": lambda page: page.wait_for_selector("#keys-table tbody tr[data-key-id]"),
+    "people": lambda page: open_person(page),
+    "deliveries": lambda page: open_delivery(page),
 }
 
 
@@ -137,7 +96,7 @@ def shoot(names: list[str]) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         data_dir = work / "data"
-        setup_demo(data_dir)
+        result = setup_demo(data_dir)
         state = StateStore(data_dir / "state.sqlite3")
         clock = SystemClock()
         admin_key = create_key(state, clock, ["admin"], name="Ada Lovelace")
@@ -146,13 +105,11 @@ def shoot(names: list[str]) -> None:
         old = create_key(state, clock, ["events:write"], name="Old staging server")
         revoke_key(state, clock, key_id_of(old))
         state.close()
-        config = work / "funnels.yaml"
-        config.write_text(yaml.safe_dump(CONFIG, sort_keys=False))
         port = free_port()
-        server = start_server(data_dir, port, "--config", str(config))
+        sink = DemoSink(result.sink_port)  # the webhooks of the demo's config post here
+        server = start_server(data_dir, port, "--config", str(result.config_path))
         demo = Demo(f"http://127.0.0.1:{port}", admin_key)
         try:
-            seed_automation(demo.url, admin_key)
             with sync_playwright() as playwright:
                 browser = launch(playwright)
                 page = browser.new_page(viewport=VIEWPORT)  # type: ignore[arg-type]
@@ -172,6 +129,7 @@ def shoot(names: list[str]) -> None:
         finally:
             server.terminate()
             server.wait()
+            sink.close()
 
 
 def main() -> None:

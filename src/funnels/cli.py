@@ -343,15 +343,30 @@ def demo(
     ),
     no_serve: Annotated[bool, typer.Option("--no-serve", help="Set up only; do not serve.")] = False,
 ) -> None:
-    """Load the bundled sample dataset into a fresh data directory, create a key, and serve."""
+    """Load the bundled sample dataset and the automation demo (a config, customers, deliveries in every
+    status, all to 127.0.0.1) into a fresh data directory, create a key, and serve."""
     from funnels.demo import setup_demo
+    from funnels.demo_automation import DemoSink
 
     result = setup_demo(data_dir)
     typer.echo(f"Sample data: {result.events:,} events from {result.users:,} users in {result.data_dir}")
+    typer.echo(
+        f"Automation: {result.config_path} (webhooks to the demo's sink on 127.0.0.1:{result.sink_port}, "
+        "email to a closed local port)"
+    )
     typer.echo(f"API key (all scopes): {result.key}")
     typer.echo(f"Dashboard: http://{host}:{port}/?{result.query_string}")
     if not no_serve:
-        serve(data_dir=result.data_dir, host=host, port=port)
+        try:
+            sink = DemoSink(result.sink_port)
+        except OSError as error:  # taken meanwhile: those deliveries fail and are retried, nothing else
+            err.print(f"funnels demo: the webhook sink could not start again ({error})", highlight=False)
+            sink = None
+        try:
+            serve(data_dir=result.data_dir, host=host, port=port, config=result.config_path)
+        finally:
+            if sink is not None:
+                sink.close()
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -18,6 +18,7 @@ import orjson
 
 from funnels.auth import create_key
 from funnels.clock import SystemClock
+from funnels.demo_automation import seed_automation
 from funnels.events import Event
 from funnels.services import Services
 
@@ -61,6 +62,8 @@ class DemoResult:
     events: int
     users: int
     query_string: str
+    config_path: Path  # the automation config (funnels.yaml in the data directory)
+    sink_port: int  # the port of the demo's webhook sink (run it again while serving: `DemoSink(port)`)
 
 
 def sample_events(today: datetime, users: int = USERS, seed: int = SEED) -> list[Event]:
@@ -140,8 +143,9 @@ def sample_events(today: datetime, users: int = USERS, seed: int = SEED) -> list
     return [event for event in events if event.ts_ms <= int(today.timestamp() * 1000)]
 
 
-def setup_demo(data_dir: Path, today: datetime | None = None) -> DemoResult:
-    """Recreate `data_dir` with the sample dataset and an all-scopes key."""
+def setup_demo(data_dir: Path, today: datetime | None = None, sink_port: int = 0) -> DemoResult:
+    """Recreate `data_dir` with the sample dataset, an all-scopes key, and the automation demo: a config
+    (`funnels.yaml`) and customers whose deliveries are in every status (see `funnels.demo_automation`)."""
     if data_dir.exists():
         shutil.rmtree(data_dir)
     now = today or datetime.now(UTC)
@@ -154,6 +158,7 @@ def setup_demo(data_dir: Path, today: datetime | None = None) -> DemoResult:
         key = create_key(svc.state, SystemClock(), ["events:write", "query:read", "admin"], name="demo")
     finally:
         svc.close()
+    config_path, sink_port = seed_automation(data_dir.resolve(), now, sink_port)
     query = {
         "date_from": (day_end - timedelta(days=DAYS)).date().isoformat(),
         "date_to": day_end.date().isoformat(),
@@ -167,4 +172,6 @@ def setup_demo(data_dir: Path, today: datetime | None = None) -> DemoResult:
         events=len(events),
         users=len({event.user_key for event in events}),
         query_string=urlencode(query),
+        config_path=config_path,
+        sink_port=sink_port,
     )

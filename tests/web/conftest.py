@@ -12,6 +12,7 @@ module: a test that changes state (keys, the config) makes its own keys or puts 
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,7 @@ from funnels.auth import create_key
 from funnels.clock import SystemClock
 from funnels.store.state import StateStore
 from tests.processes import free_port, start_server
+from tests.receivers import HttpReceiver
 from tests.web.browser import VIEWPORT, launch
 
 # Waits, not deadlines: how long a locator may take to reach its expected state on a busy 2-core machine.
@@ -155,4 +157,125 @@ def browser_sign_in(page: Page, dashboard: Dashboard, key: str) -> None:
 @pytest.fixture
 def admin_page(page: Page, dashboard: Dashboard) -> Page:
     browser_sign_in(page, dashboard, dashboard.admin_key)
+    return page
+
+
+# --- a server with automation traffic (People, Deliveries) -----------------------------------------------
+
+SEEDED_CUSTOMERS = 30  # more than one page of the Deliveries table (25 rows)
+REFUSED = ("cus_2003", "cus_2007")  # their production_api_call webhook is refused (410): dead jobs
+
+
+def seeded_config(receiver_url: str) -> dict[str, Any]:
+    return {
+        "models": [{"name": "customer"}, {"name": "organization"}],
+        "funnels": [
+            {
+                "id": "onboarding",
+                "forModels": "customer",
+                "steps": [
+                    {
+                        "event": "sign_up",
+                        "actions": {"type": "webhook", "args": {"url": f"{receiver_url}/welcome"}},
+                    },
+                    {"event": "development_api_call"},
+                    {
+                        "event": "production_api_call",
+                        "actions": {"type": "webhook", "args": {"url": f"{receiver_url}/crm"}},
+                    },
+                ],
+            }
+        ],
+        "delivery": {"maxAttempts": 2, "backoffBase": "1s", "backoffMax": "1s", "timeout": "5s"},
+    }
+
+
+@dataclass
+class Seeded:
+    dashboard: Dashboard
+    receiver: HttpReceiver
+
+    def wait_for_totals(self, **expected: int) -> None:
+        """Wait until the worker has delivered what the seeding scheduled (the job counts per status)."""
+        deadline = time.monotonic() + 60
+        while True:
+            totals = {
+                status: self.dashboard.api("GET", "/v0/actions", params={"status": status, "size": 1}).json()[
+                    "total"
+                ]
+                for status in expected
+            }
+            if totals == expected:
+                return
+            assert time.monotonic() < deadline, f"deliveries {totals}, expected {expected}"
+            time.sleep(0.2)
+
+
+@pytest.fixture(scope="module")
+def seeded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seeded]:
+    """A `funnels serve` with a config whose webhooks go to an `HttpReceiver`, an organization and
+    `SEEDED_CUSTOMERS` customers who signed up (welcome webhooks sent), some calling the API; the CRM webhook
+    of the `REFUSED` customers answers 410, so their jobs are dead."""
+    root = tmp_path_factory.mktemp("seeded")
+    data_dir = root / "data"
+    data_dir.mkdir()
+    with HttpReceiver() as receiver:
+        config_path = root / "funnels.yaml"
+        config_path.write_text(yaml.safe_dump(seeded_config(receiver.url), sort_keys=False))
+        state = StateStore(data_dir / "state.sqlite3")
+        admin_key = create_key(state, SystemClock(), ["admin"], name="Test admin")
+        query_key = create_key(state, SystemClock(), ["query:read"], name="Test analyst")
+        state.close()
+        port = free_port()
+        server = start_server(data_dir, port, "--config", str(config_path))
+        dashboard = Dashboard(f"http://127.0.0.1:{port}", data_dir, config_path, admin_key, query_key)
+        try:
+            post = dashboard.api
+            org = {
+                "model": "organization",
+                "ids": ["org-acme", "acme.test"],
+                "displayName": "Acme Rockets",
+                "properties": {"domain": "acme.test"},
+            }
+            assert post("POST", "/api/v1/identify", json=org).status_code == 200
+            people = [
+                {
+                    "model": "customer",
+                    "ids": [f"cus_{2000 + n}", f"person{n}@acme.test"],
+                    "displayName": f"Person {n}",
+                    "properties": {
+                        "email": f"person{n}@acme.test",
+                        "plan": ["free", "team"][n % 2],
+                        "seats": n,
+                    },
+                    "parentModel": "organization",
+                    "parentIds": ["org-acme"],
+                }
+                for n in range(1, SEEDED_CUSTOMERS + 1)
+            ]
+            assert post("POST", "/api/v1/identify", json=people).status_code == 200
+            events = [
+                {"name": "sign_up", "ids": [f"cus_{2000 + n}"], "properties": {"source": "docs"}}
+                for n in range(1, SEEDED_CUSTOMERS + 1)
+            ]
+            assert post("POST", "/api/v1/events", json=events).status_code == 200
+            for _refused in REFUSED:
+                receiver.reply("/crm", 410, {"error": "gone"})
+            later = [
+                {"name": name, "ids": [customer]}
+                for customer in REFUSED
+                for name in ("development_api_call", "production_api_call")
+            ]
+            assert post("POST", "/api/v1/events", json=later).status_code == 200
+            seeded = Seeded(dashboard, receiver)
+            seeded.wait_for_totals(sent=SEEDED_CUSTOMERS, dead=len(REFUSED))
+            yield seeded
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+
+
+@pytest.fixture
+def seeded_page(page: Page, seeded: Seeded) -> Page:
+    browser_sign_in(page, seeded.dashboard, seeded.dashboard.admin_key)
     return page

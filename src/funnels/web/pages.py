@@ -19,6 +19,7 @@ from funnels.analytics.query import (
     OPERATORS,
 )
 from funnels.auth import ApiKey
+from funnels.automation.deliveries import STATUSES
 from funnels.types import BREAKDOWN_COLUMNS, NAMED_BY_TYPE, SCOPES
 
 # What each scope allows, for the key form on the Settings page.
@@ -47,6 +48,10 @@ class Page:
     @property
     def template(self) -> str:
         return f"{self.name}.html"
+
+
+def _deliveries_context(_request: Request) -> Mapping[str, Any]:
+    return {"statuses": STATUSES}
 
 
 def _settings_context(_request: Request) -> Mapping[str, Any]:
@@ -94,6 +99,7 @@ PAGES: tuple[Page, ...] = (
         "Deliveries",
         "admin",
         "Every action the automation scheduled or sent, with its attempts; retry the ones that failed.",
+        context=_deliveries_context,
     ),
     Page(
         "settings",

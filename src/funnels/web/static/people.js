@@ -1,0 +1,212 @@
+// People: one model instance by any of its ids (GET /v0/models/{model}/{id}): ids, properties, parents and
+// children, progress in each funnel, and its timeline (cursor-paginated with `before`). `?model=&id=` in
+// the URL opens a person (`&limit=` sets the timeline's page size), so people link to each other and from the Deliveries page.
+"use strict";
+
+(() => {
+  const { api, el, on, ready, formatTime, clearError, showError, ApiError } = window.funnels;
+  const $ = (selector) => document.querySelector(selector);
+  const form = $("#person-search");
+  // Timeline items per request; `?limit=` in the URL changes it (1–200).
+  const PAGE = Math.min(200, Math.max(1, Number(new URLSearchParams(location.search).get("limit")) || 25));
+  const STATUS_BADGE = { sent: "ok", dead: "bad", failed: "warn", scheduled: "info", sending: "info", cancelled: "muted" };
+  let current = null; // {model, id, before}
+
+  const personHref = (model, id) => `/people?${new URLSearchParams({ model, id })}`;
+  const valueText = (value) => (typeof value === "string" ? value : JSON.stringify(value));
+  const statusBadge = (status) => el("span", { class: `badge ${STATUS_BADGE[status] ?? "muted"}`, dataset: { status } }, status);
+
+  function initials(name) {
+    const words = String(name).split(/[\s._@-]+/).filter(Boolean);
+    return (words.slice(0, 2).map((word) => word[0].toUpperCase()).join("") || "?");
+  }
+
+  function relationList(relations) {
+    if (!relations.length) return [el("span", { class: "muted" }, "none")];
+    return relations.map((relation) =>
+      el(
+        "a",
+        { class: `relation${relation.exists ? "" : " missing"}`, href: personHref(relation.model, relation.id), dataset: { model: relation.model, id: relation.id }, title: relation.exists ? null : "Named by an identify call, not identified itself yet" },
+        el("span", { class: "scope" }, relation.model),
+        relation.id,
+      ),
+    );
+  }
+
+  function funnelProgress(funnel) {
+    const done = funnel.steps.filter((step) => step.satisfied_at).length;
+    return el(
+      "div",
+      { class: "funnel-progress", dataset: { funnel: funnel.id } },
+      el(
+        "div",
+        { class: "funnel-progress-head" },
+        el("code", {}, funnel.id),
+        funnel.completed ? el("span", { class: "badge ok" }, "completed") : el("span", { class: "badge muted" }, `${done} of ${funnel.steps.length} steps`),
+      ),
+      el(
+        "ol",
+        { class: "progress-steps" },
+        funnel.steps.map((step) =>
+          el(
+            "li",
+            { class: step.satisfied_at ? "done" : "pending", dataset: { step: step.step, event: step.event, satisfied: step.satisfied_at ?? "" } },
+            el("span", { class: "dot", "aria-hidden": "true" }, step.satisfied_at ? "✓" : String(step.step)),
+            el("span", { class: "step-name" }, step.event),
+            el("span", { class: "step-when muted" }, step.satisfied_at ? formatTime(step.satisfied_at) : "not yet"),
+          ),
+        ),
+      ),
+    );
+  }
+
+  function propertySummary(properties) {
+    const entries = Object.entries(properties ?? {});
+    if (!entries.length) return null;
+    return el("span", { class: "props" }, entries.slice(0, 4).map(([name, value]) => el("span", { class: "prop" }, `${name}: ${valueText(value)}`)));
+  }
+
+  function timelineItem(item) {
+    if (item.kind === "event") {
+      return el(
+        "li",
+        { class: "timeline-item event", dataset: { kind: "event", id: item.id } },
+        el("span", { class: "marker", "aria-hidden": "true" }),
+        el(
+          "div",
+          { class: "timeline-body" },
+          el("div", { class: "timeline-line" }, el("strong", { class: "item-title" }, item.event), el("span", { class: "kind" }, item.type), propertySummary(item.properties)),
+        ),
+        el("time", { class: "muted nowrap", datetime: item.at }, formatTime(item.at)),
+      );
+    }
+    const when = item.sent_at ? `sent ${formatTime(item.sent_at)}` : item.status === "scheduled" ? `due ${formatTime(item.due_at)}` : `updated ${formatTime(item.updated_at)}`;
+    return el(
+      "li",
+      { class: "timeline-item action", dataset: { kind: "action", id: item.id } },
+      el("span", { class: "marker", "aria-hidden": "true" }),
+      el(
+        "div",
+        { class: "timeline-body" },
+        el(
+          "div",
+          { class: "timeline-line" },
+          el("strong", { class: "item-title" }, `${item.type} action`),
+          statusBadge(item.status),
+          el("span", { class: "muted" }, `${item.funnel} · step ${item.step} (${item.event}) · `, el("a", { href: `/deliveries?${new URLSearchParams({ job: item.id })}` }, `job #${item.id}`)),
+        ),
+        item.last_error ? el("div", { class: "error-text" }, item.last_error) : null,
+        el("div", { class: "muted small" }, when),
+      ),
+      el("time", { class: "muted nowrap", datetime: item.at }, formatTime(item.at)),
+    );
+  }
+
+  function render(person) {
+    const name = person.displayName || person.id;
+    $("#person-name").textContent = name;
+    $("#person-avatar").textContent = initials(name);
+    $("#person-model").textContent = person.model;
+    $("#person-seen").textContent = `identified ${formatTime(person.created_at)} · updated ${formatTime(person.updated_at)}`;
+    $("#person-ids").replaceChildren(...person.ids.map((id) => el("code", { class: "id-chip", dataset: { id } }, id)));
+    $("#person-parents").replaceChildren(...relationList(person.parents));
+    $("#person-children").replaceChildren(...relationList(person.children));
+    $("#person-deliveries").replaceChildren(el("a", { href: `/deliveries?${new URLSearchParams({ model: person.model, id: person.id })}` }, "See this instance's deliveries"));
+    const properties = Object.entries(person.properties);
+    $("#person-properties tbody").replaceChildren(
+      ...(properties.length
+        ? properties.map(([property, value]) => el("tr", { dataset: { property } }, el("td", {}, el("code", {}, property)), el("td", { class: "value" }, valueText(value))))
+        : [el("tr", {}, el("td", { colspan: 2, class: "muted" }, "No properties."))]),
+    );
+    $("#person-funnels").replaceChildren(
+      ...(person.funnels.length ? person.funnels.map(funnelProgress) : [el("p", { class: "muted" }, "No funnel is configured for this model.")]),
+    );
+    $("#timeline").replaceChildren();
+    appendTimeline(person.timeline);
+  }
+
+  function appendTimeline(timeline) {
+    const list = $("#timeline");
+    list.append(...timeline.items.map(timelineItem));
+    if (!list.children.length) list.append(el("li", { class: "timeline-empty muted" }, "Nothing happened to this instance yet."));
+    current.before = timeline.next_before ?? null;
+    $("#timeline-more").hidden = !current.before;
+  }
+
+  function showOnly(which) {
+    $("#person-empty").hidden = which !== "empty";
+    $("#person-missing").hidden = which !== "missing";
+    $("#person").hidden = which !== "person";
+  }
+
+  async function open(model, id) {
+    clearError();
+    form.elements.model.value = model;
+    form.elements.id.value = id;
+    current = { model, id, before: null };
+    let person;
+    try {
+      person = await api(`/v0/models/${encodeURIComponent(model)}/${encodeURIComponent(id)}`, { query: { limit: PAGE }, errors: false });
+    } catch (error) {
+      if (error instanceof ApiError && error.status === 404) {
+        $("#person-missing-text").textContent = error.message;
+        showOnly("missing");
+        return;
+      }
+      showOnly("empty");
+      showError(error);
+      throw error;
+    }
+    render(person);
+    showOnly("person");
+    document.title = `${person.displayName || person.id} · People · funnels`;
+  }
+
+  function fromUrl() {
+    const params = new URLSearchParams(location.search);
+    return { model: params.get("model") ?? "", id: params.get("id") ?? "" };
+  }
+
+  on(form, "submit", async (event) => {
+    event.preventDefault();
+    const model = form.elements.model.value;
+    const id = form.elements.id.value.trim();
+    if (!model || !id) return;
+    history.pushState(null, "", personHref(model, id));
+    await open(model, id);
+  });
+
+  on($("#timeline-more"), "click", async (event) => {
+    const button = event.currentTarget;
+    button.disabled = true;
+    try {
+      const { model, id, before } = current;
+      const person = await api(`/v0/models/${encodeURIComponent(model)}/${encodeURIComponent(id)}`, { query: { limit: PAGE, before } });
+      appendTimeline(person.timeline);
+    } finally {
+      button.disabled = false;
+    }
+  });
+
+  on(window, "popstate", async () => {
+    const { model, id } = fromUrl();
+    if (model && id) await open(model, id);
+    else showOnly("empty");
+  });
+
+  ready(async () => {
+    const config = await api("/v0/config");
+    const select = form.elements.model;
+    const wanted = fromUrl();
+    const models = [...config.models];
+    if (wanted.model && !models.includes(wanted.model)) models.push(wanted.model);
+    select.replaceChildren(...models.map((model) => el("option", { value: model }, model)));
+    if (!models.length) {
+      select.replaceChildren(el("option", { value: "" }, "no models"));
+      $("#person-empty").replaceChildren(el("h2", {}, "No models configured"), el("p", { class: "muted" }, "People are the instances of the config's models: start the server with --config."));
+      return;
+    }
+    if (wanted.model && wanted.id) await open(wanted.model, wanted.id);
+    else form.elements.id.focus();
+  });
+})();

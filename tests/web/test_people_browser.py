@@ -1,0 +1,104 @@
+"""The People page in real headless Chromium against a `funnels serve` subprocess with automation traffic:
+a person found by any id shows what `GET /v0/models/{model}/{id}` says (ids, properties, parents, progress,
+timeline), the timeline pages with the API's cursor, people link to each other, and an unknown id is a
+friendly message."""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+from playwright.sync_api import Page, expect
+
+from tests.web.conftest import REFUSED, Seeded
+
+
+def test_find_a_person_by_any_id_shows_what_the_api_says(seeded_page: Page, seeded: Seeded) -> None:
+    page = seeded_page
+    customer = REFUSED[0]
+    person = seeded.dashboard.api("GET", f"/v0/models/customer/{customer}", params={"limit": 25}).json()
+    page.goto(f"{seeded.dashboard.url}/people")
+    page.select_option("#person-search select[name=model]", "customer")
+    page.fill("#person-search input[name=id]", person["properties"]["email"])  # any id finds it
+    page.click("#person-search button[type=submit]")
+
+    expect(page.locator("#person-name")).to_have_text(person["displayName"])
+    assert "model=customer" in page.url and quote(person["properties"]["email"]) in page.url.replace(
+        "@", "%40"
+    )
+    expect(page.locator("#person-ids [data-id]")).to_have_text(person["ids"])
+    rows = page.locator("#person-properties tbody tr")
+    expect(rows).to_have_count(len(person["properties"]))
+    for name, value in person["properties"].items():
+        expect(page.locator(f'#person-properties tr[data-property="{name}"] td.value')).to_have_text(
+            str(value)
+        )
+    expect(page.locator("#person-parents a")).to_have_text(["organizationorg-acme"])
+
+    (funnel,) = person["funnels"]
+    steps = page.locator(f'#person-funnels [data-funnel="{funnel["id"]}"] li')
+    expect(steps).to_have_count(len(funnel["steps"]))
+    for index, step in enumerate(funnel["steps"]):
+        expect(steps.nth(index)).to_have_attribute("class", "done" if step["satisfied_at"] else "pending")
+        expect(steps.nth(index).locator(".step-name")).to_have_text(step["event"])
+
+    items = person["timeline"]["items"]
+    shown = page.locator("#timeline li.timeline-item")
+    expect(shown).to_have_count(len(items))
+    for index, item in enumerate(items):
+        expect(shown.nth(index)).to_have_attribute("data-kind", item["kind"])
+        expect(shown.nth(index)).to_have_attribute("data-id", str(item["id"]))
+    dead = page.locator('#timeline li[data-kind="action"] .badge[data-status="dead"]')
+    expect(dead).to_have_count(1)  # the refused CRM webhook
+
+
+def test_the_timeline_pages_with_the_cursor(seeded_page: Page, seeded: Seeded) -> None:
+    page = seeded_page
+    everything = seeded.dashboard.api("GET", "/v0/models/organization/org-acme", params={"limit": 200}).json()
+    page.goto(f"{seeded.dashboard.url}/people?model=organization&id=acme.test")
+    expect(page.locator("#person-name")).to_have_text("Acme Rockets")
+    children = page.locator("#person-children a")
+    expect(children).to_have_count(len(everything["children"]))
+    children.first.click()  # people link to each other
+    expect(page.locator("#person-parents a")).to_have_text(["organizationorg-acme"])
+    page.go_back()
+    expect(page.locator("#person-name")).to_have_text("Acme Rockets")
+    customer = seeded.dashboard.api("GET", f"/v0/models/customer/{REFUSED[1]}", params={"limit": 200}).json()
+    total = len(customer["timeline"]["items"])
+    assert total > 3
+    page.goto(f"{seeded.dashboard.url}/people?model=customer&id={REFUSED[1]}")
+    items = page.locator("#timeline li.timeline-item")
+    expect(items).to_have_count(total)  # one page of 25 holds them all
+    assert [items.nth(i).get_attribute("data-id") for i in range(total)] == [
+        str(item["id"]) for item in customer["timeline"]["items"]
+    ]
+    expect(page.locator("#timeline-more")).to_be_hidden()
+
+
+def test_load_more_follows_the_cursor(seeded_page: Page, seeded: Seeded) -> None:
+    page = seeded_page
+    customer = REFUSED[0]
+    everything = seeded.dashboard.api("GET", f"/v0/models/customer/{customer}", params={"limit": 200}).json()
+    expected = [str(item["id"]) for item in everything["timeline"]["items"]]
+    assert len(expected) > 4
+    page.goto(f"{seeded.dashboard.url}/people?model=customer&id={customer}&limit=2")
+    items = page.locator("#timeline li.timeline-item")
+    expect(items).to_have_count(2)
+    more = page.locator("#timeline-more")
+    while len(expected) > items.count():
+        shown = items.count()
+        more.click()
+        expect(items).to_have_count(min(shown + 2, len(expected)))
+    if more.is_visible():  # a full last page still carries a cursor; the next one is empty and has none
+        more.click()
+    expect(more).to_be_hidden()
+    expect(items).to_have_count(len(expected))
+    assert [items.nth(i).get_attribute("data-id") for i in range(len(expected))] == expected
+
+
+def test_an_unknown_id_is_a_friendly_message(seeded_page: Page, seeded: Seeded) -> None:
+    page = seeded_page
+    page.goto(f"{seeded.dashboard.url}/people?model=customer&id=nobody-here")
+    expect(page.locator("#person-missing")).to_be_visible()
+    expect(page.locator("#person-missing-text")).to_contain_text("nobody-here")
+    expect(page.locator("#person")).to_be_hidden()
+    expect(page.locator("[data-flash]")).to_be_hidden()
