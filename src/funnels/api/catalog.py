@@ -3,11 +3,9 @@ from, as seen in the event store (`funnels.analytics.catalog`)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
-from fastapi.concurrency import run_in_threadpool
 
 from funnels.analytics.catalog import (
     SAMPLE_EVENTS,
@@ -19,14 +17,9 @@ from funnels.analytics.catalog import (
     seen_operands,
     seen_values,
 )
-from funnels.analytics.query import QueryValidationError
-from funnels.api.deps import require, services
-from funnels.api.errors import validation_error
-from funnels.store.events import EventStore
+from funnels.api.deps import require, run_query
 
 router = APIRouter(tags=["Query"], dependencies=[require("query:read")])
-
-Parsed = TypeVar("Parsed")
 
 DateFrom = Annotated[str | None, Query(description="Inclusive first day (YYYY-MM-DD, UTC); alias dateFrom")]
 DateTo = Annotated[str | None, Query(description="Inclusive last day (YYYY-MM-DD, UTC); alias dateTo")]
@@ -35,18 +28,6 @@ StepType = Annotated[
     Query(description="Step type as in `/v0/funnel` steps (`event`: any name of the type in `event`)"),
 ]
 StepEvent = Annotated[str | None, Query(description="Step event as in `/v0/funnel` steps")]
-
-
-async def _answer(
-    request: Request,
-    parse: Callable[[dict[str, Any]], Parsed],
-    run: Callable[[EventStore, Parsed], dict[str, Any]],
-) -> dict[str, Any]:
-    try:
-        query = parse(dict(request.query_params))
-    except QueryValidationError as error:
-        raise validation_error(error.details) from None
-    return await run_in_threadpool(run, services(request).events, query)
 
 
 @router.get(
@@ -66,7 +47,7 @@ async def event_names(
     q: Annotated[str | None, Query(description="Only names containing this text (any case)")] = None,
     limit: Annotated[str | None, Query(description="Names listed, 1–1000 (default 200)")] = None,
 ) -> dict[str, Any]:
-    return await _answer(request, parse_names_query, seen_names)
+    return await run_query(request, parse_names_query, seen_names)
 
 
 @router.get(
@@ -86,7 +67,7 @@ async def event_properties(
     date_to: DateTo = None,
     limit: Annotated[str | None, Query(description="Property keys listed, 1–1000 (default 100)")] = None,
 ) -> dict[str, Any]:
-    return await _answer(request, parse_operands_query, seen_operands)
+    return await run_query(request, parse_operands_query, seen_operands)
 
 
 @router.get(
@@ -108,4 +89,4 @@ async def event_values(
     date_to: DateTo = None,
     limit: Annotated[str | None, Query(description="Values listed, 1–1000 (default 20)")] = None,
 ) -> dict[str, Any]:
-    return await _answer(request, parse_values_query, seen_values)
+    return await run_query(request, parse_values_query, seen_values)

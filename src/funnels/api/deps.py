@@ -9,16 +9,20 @@ import gzip
 import hashlib
 import io
 import zlib
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import orjson
 from fastapi import Depends, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import APIKeyCookie, HTTPBearer
 
-from funnels.api.errors import ApiError
+from funnels.analytics.query import QueryValidationError
+from funnels.api.errors import ApiError, validation_error
 from funnels.auth import ApiKey
 from funnels.services import Services
 from funnels.sessions import SESSION_COOKIE, DashboardSession, find_session
+from funnels.store.events import EventStore
 
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 CSRF_HEADER = "X-CSRF-Token"
@@ -155,3 +159,20 @@ def default_event_ids(request: Request, payload: Any, count: int) -> list[str | 
     parts = (request.headers.get("authorization", ""), request.url.path, key, str(epoch))
     digest = hashlib.sha256("\x1f".join(parts).encode() + b"\x1f" + orjson.dumps(payload)).hexdigest()[:32]
     return [f"idem_{digest}_{index}" for index in range(count)]
+
+
+Parsed = TypeVar("Parsed")
+
+
+async def run_query(
+    request: Request,
+    parse: Callable[[dict[str, Any]], Parsed],
+    run: Callable[[EventStore, Parsed], dict[str, Any]],
+) -> dict[str, Any]:
+    """An analytics endpoint's body: parse the query string (every problem a 400 with `details`), then run
+    the parsed query on the event store in a worker thread."""
+    try:
+        query = parse(dict(request.query_params))
+    except QueryValidationError as error:
+        raise validation_error(error.details) from None
+    return await run_in_threadpool(run, services(request).events, query)

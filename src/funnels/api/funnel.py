@@ -11,9 +11,8 @@ from fastapi.concurrency import run_in_threadpool
 from funnels.analytics.catalog import seen_extent, utc_day
 from funnels.analytics.configured import configured_funnels
 from funnels.analytics.funnel import run_funnel
-from funnels.analytics.query import QueryValidationError, parse_funnel_query
-from funnels.api.deps import require, services
-from funnels.api.errors import validation_error
+from funnels.analytics.query import parse_funnel_query
+from funnels.api.deps import require, run_query, services
 from funnels.types import BREAKDOWN_COLUMNS
 
 router = APIRouter(tags=["Query"])
@@ -53,12 +52,7 @@ async def get_funnel(
     ] = None,
     breakdown_top_n: Annotated[str | None, Query(description="Breakdown values kept (default 8)")] = None,
 ) -> dict[str, Any]:
-    raw = dict(request.query_params)
-    try:
-        query = parse_funnel_query(raw)
-    except QueryValidationError as error:
-        raise validation_error(error.details) from None
-    return await run_in_threadpool(run_funnel, services(request).events, query)
+    return await run_query(request, parse_funnel_query, run_funnel)
 
 
 @router.get(
