@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Iterator, Sequence
 
 import pytest
@@ -140,4 +141,43 @@ def test_a_cancelled_request_is_still_committed_and_the_committer_goes_on(
         return await committer.submit(["after"])
 
     assert asyncio.run(scenario()) == ["ok:after"]
-    assert recorder.transactions == [["a"], ["gone"], ["after"]]
+    # "gone" and "after" may share a transaction (both can be queued when "a" finishes).
+    assert [item for transaction in recorder.transactions for item in transaction] == ["a", "gone", "after"]
+
+
+def test_a_busy_committer_lets_requests_gather_for_its_interval(recorder: Recorder) -> None:
+    paced: GroupCommitter[str, str] = GroupCommitter(recorder, min_interval_s=0.3)
+    paced.start()
+
+    async def scenario() -> tuple[float, list[list[str]]]:
+        started = time.monotonic()
+        assert await paced.submit(["a"]) == ["ok:a"]  # idle: committed at once, no wait
+        first_s = time.monotonic() - started
+        # Within the interval after that commit, requests wait for its end and share one transaction.
+        return first_s, await asyncio.gather(*(paced.submit([item]) for item in ("b", "c", "d")))
+
+    try:
+        first_s, results = asyncio.run(scenario())
+    finally:
+        paced.stop()
+    assert first_s < 0.2
+    assert results == [["ok:b"], ["ok:c"], ["ok:d"]]
+    assert recorder.transactions == [["a"], ["b", "c", "d"]]
+
+
+def test_an_idle_committer_commits_each_request_at_once(recorder: Recorder) -> None:
+    paced: GroupCommitter[str, str] = GroupCommitter(recorder, min_interval_s=0.05)
+    paced.start()
+
+    async def scenario() -> list[list[str]]:
+        results = []
+        for item in ("a", "b"):
+            await asyncio.sleep(0.1)  # longer than the interval: each request finds the committer idle
+            results.append(await paced.submit([item]))
+        return results
+
+    try:
+        assert asyncio.run(scenario()) == [["ok:a"], ["ok:b"]]
+    finally:
+        paced.stop()
+    assert recorder.transactions == [["a"], ["b"]]
