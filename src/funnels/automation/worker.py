@@ -204,6 +204,7 @@ class Worker(BackgroundLoop):
         *,
         concurrency: int = 16,
         poll_s: float = 0.5,
+        min_interval_s: float = 0.005,
         dispatch: Dispatch = send,
         rng: random.Random | None = None,
     ) -> None:
@@ -212,6 +213,7 @@ class Worker(BackgroundLoop):
         self.clock = clock
         self.concurrency = concurrency
         self.poll_s = poll_s
+        self.min_interval_s = min_interval_s  # between the starts of two rounds (claim and record)
         self.dispatch = dispatch
         self.rng = rng or random.Random()
         self.http = httpx.Client(follow_redirects=False)
@@ -222,17 +224,28 @@ class Worker(BackgroundLoop):
 
     def claim(self, limit: int) -> list[Job]:
         """Take up to `limit` due jobs (oldest due first) and lease them to this worker."""
+        with self.state.read() as connection:  # most polls find nothing: don't take the writer for them
+            if connection.execute(_ANY_DUE, {"now": self.clock.now_ms()}).first() is None:
+                return []
+        with self.state.write() as connection:
+            return self._claim(connection, limit)
+
+    def record_and_claim(self, results: Sequence[Result], limit: int) -> list[Job]:
+        """`record` the results and `claim` up to `limit` jobs in one write transaction."""
+        if not results:
+            return self.claim(limit) if limit > 0 else []
+        with self.state.write() as connection:
+            self._record(connection, results)
+            return self._claim(connection, limit) if limit > 0 else []
+
+    def _claim(self, connection: Connection, limit: int) -> list[Job]:
         now = self.clock.now_ms()
         policy, _settings = self.policy()
         lease_ms = int(policy.timeout.total_seconds() * 2000) + 5_000
-        with self.state.read() as connection:  # most polls find nothing: don't take the writer for them
-            if connection.execute(_ANY_DUE, {"now": now}).first() is None:
-                return []
-        with self.state.write() as connection:
-            rows = connection.execute(
-                _CLAIM, {"now": now, "lease_until": now + lease_ms, "claim_limit": limit}
-            ).all()
-            return self._jobs(connection, rows) if rows else []
+        rows = connection.execute(
+            _CLAIM, {"now": now, "lease_until": now + lease_ms, "claim_limit": limit}
+        ).all()
+        return self._jobs(connection, rows) if rows else []
 
     def _jobs(self, connection: Connection, rows: Sequence[Any]) -> list[Job]:
         missing = list({row.spec_id for row in rows} - set(self._specs))
@@ -340,8 +353,11 @@ class Worker(BackgroundLoop):
     def record(self, results: Sequence[Result]) -> None:
         """Write outcomes in one transaction (one statement per kind of row); a job is only updated while
         it is still leased (`sending`), but every attempt made is logged."""
-        if not results:
-            return
+        if results:
+            with self.state.write() as connection:
+                self._record(connection, results)
+
+    def _record(self, connection: Connection, results: Sequence[Result]) -> None:
         now = self.clock.now_ms()
         jobs = [
             {
@@ -370,10 +386,9 @@ class Worker(BackgroundLoop):
             for result in results
             if result.delivery is not None
         ]
-        with self.state.write() as connection:
-            connection.execute(_RECORD, jobs)
-            if attempts:
-                connection.execute(insert(action_attempts), attempts)
+        connection.execute(_RECORD, jobs)
+        if attempts:
+            connection.execute(insert(action_attempts), attempts)
 
     # --- loops ---------------------------------------------------------------------------------------
 
@@ -408,10 +423,13 @@ class Worker(BackgroundLoop):
 
     def _run(self) -> None:
         """Keep up to `concurrency` sends in flight. A finished send and a newly due job both set `_wake`;
-        each round records every outcome that has come in (one transaction) and claims as many jobs as
-        there are free slots."""
+        each round records every outcome that has come in and claims as many jobs as there are free slots,
+        in one transaction. Rounds start at most every `min_interval_s`: an idle worker starts one at
+        once, a busy one lets jobs and outcomes gather for the rest of the interval, so a claim and a
+        record serve several jobs (a claim of one job costs ~0.7 ms of CPU, of four ~0.25 ms each)."""
         outcomes: queue.SimpleQueue[Result] = queue.SimpleQueue()
         inflight = 0
+        last_round = -self.min_interval_s
 
         def deliver(job: Job) -> None:
             outcomes.put(self.handle(job))  # `handle` never raises
@@ -419,13 +437,15 @@ class Worker(BackgroundLoop):
 
         with ThreadPoolExecutor(self.concurrency, thread_name_prefix="funnels-send") as pool:
             while not self._stop.is_set() or inflight:
+                if not self._stop.is_set():
+                    self._stop.wait(last_round + self.min_interval_s - time.monotonic())
+                last_round = time.monotonic()
                 self._wake.clear()  # before looking: a wake from here on ends the wait below at once
                 try:
                     finished = _drain(outcomes)
                     inflight -= len(finished)
-                    self.record(finished)
-                    free = self.concurrency - inflight
-                    jobs = self.claim(free) if free > 0 and not self._stop.is_set() else []
+                    free = 0 if self._stop.is_set() else self.concurrency - inflight
+                    jobs = self.record_and_claim(finished, free)
                     for job in jobs:
                         pool.submit(deliver, job)
                     inflight += len(jobs)
