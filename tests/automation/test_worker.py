@@ -341,3 +341,20 @@ def test_retry_of_a_dead_job_schedules_it_and_it_is_sent(world: World, http_rece
 
 def test_retry_of_an_unknown_job_is_404(world: World) -> None:
     error_of(world.client.post("/v0/actions/999/retry", headers=world.admin), 404, "NOT_FOUND")
+
+
+def test_one_round_records_the_finished_and_claims_the_due(world: World, http_receiver: HttpReceiver) -> None:
+    world.identify(["c1"], properties={"plan": "pro"})
+    world.identify(["c2"], properties={"plan": "pro"})
+    world.event("sign_up", ["c1"])
+    worker = world.svc.worker
+    (first,) = worker.claim(16)
+    result = worker.handle(first)
+    world.event("sign_up", ["c2"])
+    (second,) = worker.record_and_claim([result], 16)  # the background loop's round
+    assert second.id != first.id and second.ids == ("c2",)
+    assert only_job(world, id="c1")["status"] == "sent"
+    assert only_job(world, id="c2")["status"] == "sending"  # leased, in the same transaction
+    assert worker.record_and_claim([worker.handle(second)], 0) == []  # no free slot: record only
+    assert only_job(world, id="c2")["status"] == "sent"
+    assert [request.json["first_id"] for request in http_receiver.requests] == ["c1", "c2"]
