@@ -6,6 +6,8 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Callable
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -65,8 +67,9 @@ def _open(data_dir: Path | None, config: Path | None = None) -> Services:
         _fail(f"not starting: the config {config} is invalid")
 
 
-def _reload_on_sighup(automation: Automation) -> None:
-    """`kill -HUP` re-reads the config; a bad file is reported and the running config stays."""
+def _reload_on_sighup(automation: Automation) -> Callable[[], None]:
+    """`kill -HUP` re-reads the config; a bad file is reported and the running config stays. Returns the
+    reload function."""
 
     def reload() -> None:
         try:
@@ -80,10 +83,19 @@ def _reload_on_sighup(automation: Automation) -> None:
 
     # The handler runs on the main thread between bytecodes: hand the file I/O to a thread.
     signal.signal(signal.SIGHUP, lambda _signum, _frame: threading.Thread(target=reload).start())
+    return reload
 
 
 def _state(data_dir: Path | None) -> StateStore:
     return StateStore(resolve_data_dir(data_dir) / "state.sqlite3")
+
+
+class Delivery(StrEnum):
+    """Where `funnels serve` delivers actions."""
+
+    process = "process"  # a `funnels worker` child it supervises (the default)
+    thread = "thread"  # a thread in the server process
+    off = "off"  # not at all: run `funnels worker` yourself
 
 
 @app.command()
@@ -94,19 +106,33 @@ def serve(
         os.environ.get("PORT", "8000")
     ),
     config: ConfigFile = None,
-    worker: Annotated[bool, typer.Option(help="Deliver actions in this process too.")] = True,
+    delivery: Annotated[
+        Delivery,
+        typer.Option(
+            help="Deliver actions from a child process the server supervises (process), "
+            "a thread of the server (thread), or not at all (off: run `funnels worker`)."
+        ),
+    ] = Delivery.process,
 ) -> None:
-    """Serve the API and the dashboard; with --config, run the automation (and its worker) too."""
+    """Serve the API and the dashboard; with --config, run the automation and deliver its actions too."""
     import uvicorn
 
     from funnels.api.app import create_app
+    from funnels.automation.process import WorkerProcess
 
     svc = _open(data_dir, config)
     if config is not None:
         _reload_on_sighup(svc.automation)
+        if delivery is Delivery.process:
+            automation = svc.automation
+            svc.worker_process = WorkerProcess(
+                svc.data_dir, lambda: automation.plan.config.raw if automation.plan else {}
+            )
+            automation.on_reload.append(svc.worker_process.reload)
     err.print(f"funnels: data in {svc.data_dir}; serving on http://{host}:{port}/", highlight=False)
     try:
-        uvicorn.run(create_app(svc, run_worker=worker), host=host, port=port, log_level="warning")
+        app = create_app(svc, run_worker=delivery is Delivery.thread)
+        uvicorn.run(app, host=host, port=port, log_level="warning")
     finally:
         svc.close()
 
@@ -116,6 +142,9 @@ def worker_(
     config: Annotated[Path, typer.Option("--config", envvar="FUNNELS_CONFIG", help="The automation config.")],
     data_dir: DataDir = None,
     concurrency: Annotated[int, typer.Option(help="Sends in flight at once.")] = 16,
+    wake_fd: Annotated[
+        int | None, typer.Option(hidden=True, help="Supervised by `funnels serve`: its wake-up pipe.")
+    ] = None,
 ) -> None:
     """Deliver due actions from the data directory's outbox (alongside `funnels serve`, or several)."""
     from funnels.automation.worker import Worker
@@ -127,11 +156,14 @@ def worker_(
     except ConfigInvalid as invalid:
         _print_config_errors(invalid, config)
         _fail(f"not starting: the config {config} is invalid")
-    _reload_on_sighup(automation)
+    reload = _reload_on_sighup(automation)
     runner = Worker(state, automation.delivery, clock, concurrency=concurrency)
     err.print(f"funnels worker: delivering from {state.path} (Ctrl-C to stop)", highlight=False)
     stopped = threading.Event()
     signal.signal(signal.SIGTERM, lambda _signum, _frame: stopped.set())
+    if wake_fd is not None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the server, and the server stops us
+        _follow_wake_pipe(wake_fd, runner.wake, reload, stopped)
     runner.start()
     try:
         stopped.wait()
@@ -139,6 +171,29 @@ def worker_(
         pass
     finally:
         runner.close()
+
+
+def _follow_wake_pipe(
+    fd: int, wake: Callable[[], None], reload: Callable[[], None], stopped: threading.Event
+) -> None:
+    """Messages from the server (`automation/process.py`): wake the worker, reload the config; stop when
+    the server closes the pipe or dies."""
+    from funnels.automation.process import RELOAD
+
+    def follow() -> None:
+        while True:
+            try:
+                data = os.read(fd, 4096)
+            except OSError:
+                data = b""
+            if not data:
+                stopped.set()
+                return
+            if RELOAD in data:
+                reload()
+            wake()
+
+    threading.Thread(target=follow, name="funnels-wake", daemon=True).start()
 
 
 @keys_app.command("create")

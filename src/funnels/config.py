@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -95,6 +95,8 @@ class Config:
     # channel name → its settings model (config section, gaps filled from the environment at load time)
     channel_settings: dict[str, BaseModel] = field(default_factory=dict)
     delivery: DeliveryPolicy = DeliveryPolicy()
+    # The document as read (before environment fallbacks): what the server hands its delivery process.
+    raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
 
 def parse_duration(value: Any) -> timedelta:
@@ -391,4 +393,4 @@ def load_config(path: Path, environ: Mapping[str, str] | None = None) -> Config:
         raise ConfigInvalid([ConfigError(str(path), f"not valid JSON: {error}")]) from None
     except yaml.YAMLError as error:
         raise ConfigInvalid([ConfigError(str(path), f"not valid YAML: {error}")]) from None
-    return validate_config(raw, environ)
+    return replace(validate_config(raw, environ), raw=raw)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from funnels.auth import KeyCache
 from funnels.automation.engine import Outcome, Signal, apply_signals
+from funnels.automation.process import WorkerProcess
 from funnels.automation.runtime import Automation
 from funnels.automation.worker import Worker
 from funnels.clock import Clock, SystemClock
@@ -55,7 +56,8 @@ class Services:
     events: EventStore
     shipper: Shipper
     automation: Automation
-    worker: Worker
+    worker: Worker  # delivers in this process when the app runs it (`run_worker`)
+    worker_process: WorkerProcess | None = None  # or a child process does (`funnels serve`'s default)
     # Group commit for the HTTP endpoints (`ingest_async`); started and stopped with the app.
     committer: GroupCommitter[Signal, Outcome] = field(init=False)
     keys: KeyCache = field(init=False)  # API-key verification for requests
@@ -103,11 +105,19 @@ class Services:
         # The shipper is not woken: it ships every 0.2 s, so a busy server ships a few large batches rather
         # than one per request (a chDB insert costs ~18 ms of CPU whatever its size).
         if any(outcome.scheduled for outcome in outcomes):
-            self.worker.wake()
+            self.wake_worker()
         return outcomes
+
+    def wake_worker(self) -> None:
+        """A job may be due now: wake whichever worker delivers (the thread, or the child process)."""
+        self.worker.wake()
+        if self.worker_process is not None:
+            self.worker_process.wake()
 
     def close(self) -> None:
         self.committer.stop()
+        if self.worker_process is not None:
+            self.worker_process.stop()
         self.worker.close()
         self.shipper.stop()
         self.events.close()

@@ -70,7 +70,7 @@ async def retry(request: Request, job_id: Annotated[int, Path(ge=1)]) -> dict[st
         raise ApiError(
             "CONFLICT", f"Action job {job_id} is {before}; only dead or failed jobs can be retried."
         )
-    svc.worker.wake()
+    svc.wake_worker()
     return job
 
 

@@ -19,7 +19,7 @@ from funnels.web import routes as dashboard
 
 def create_app(svc: Services, *, run_shipper: bool = True, run_worker: bool = True) -> FastAPI:
     """The app over these services. While it runs, so do the event-log shipper (`run_shipper`) and, when
-    a config is loaded, the action worker (`run_worker`)."""
+    a config is loaded, the action worker (`run_worker`: a thread here) or the services' worker process."""
     run_worker = run_worker and svc.automation.plan is not None
 
     @asynccontextmanager
@@ -29,12 +29,16 @@ def create_app(svc: Services, *, run_shipper: bool = True, run_worker: bool = Tr
             svc.shipper.start()
         if run_worker:
             svc.worker.start()
+        if svc.worker_process is not None:
+            svc.worker_process.start()
         try:
             yield
         finally:
             svc.committer.stop()  # after the last request: what it holds is committed first
             if run_worker:
                 svc.worker.stop()
+            if svc.worker_process is not None:
+                svc.worker_process.stop()
             if run_shipper:
                 svc.shipper.stop()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +36,7 @@ class Automation:
         self._lock = threading.Lock()
         self._plan: Plan | None = None
         self.status = ConfigStatus(path=str(path) if path else None, loaded_ms=None)
+        self.on_reload: list[Callable[[], None]] = []  # called after each successful reload
         if path is not None:
             self.install(load_config(path))  # ConfigInvalid propagates: the server refuses to start
 
@@ -63,6 +65,8 @@ class Automation:
             )
             raise
         self.install(config)
+        for callback in self.on_reload:
+            callback()
         return config
 
     def delivery(self) -> tuple[DeliveryPolicy, dict[str, BaseModel]]:
