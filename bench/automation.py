@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import multiprocessing
 import os
 import platform
 import random
@@ -108,65 +109,98 @@ def free_port() -> int:
 
 
 class Receiver:
-    """A threaded HTTP server on 127.0.0.1 that answers 200 and records when each request arrived, by its
-    `Idempotency-Key` and by its `n` query parameter, on this process's monotonic and wall clocks."""
+    """A threaded HTTP server on 127.0.0.1, in a process of its own (so the load generator's threads do not
+    slow it down, nor it them), that answers 200 and records when each request arrived: by its
+    `Idempotency-Key` and by its `n` query parameter, on the machine's monotonic clock (the same in every
+    process, so comparable with the senders' times) and the wall clock. This process asks it over HTTP
+    (`/_bench/…`) what it has received."""
 
     def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.by_key: dict[str, tuple[float, float]] = {}  # key → (monotonic, wall) of the first receipt
-        self.by_n: dict[str, float] = {}  # n → monotonic
-        self.paths: dict[str, int] = {}
-        self.repeats = 0
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"  # keep-alive, as the worker's client expects
-
-            def do_POST(self) -> None:
-                mono, wall = time.monotonic(), time.time()
-                self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                receiver.record(self.path, self.headers.get("Idempotency-Key", ""), mono, wall)
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            do_GET = do_POST
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def record(self, target: str, key: str, mono: float, wall: float) -> None:
-        parts = urlsplit(target)
-        with self.lock:
-            if key in self.by_key:
-                self.repeats += 1
-                return
-            self.by_key[key] = (mono, wall)
-            self.paths[parts.path] = self.paths.get(parts.path, 0) + 1
-            if n := parse_qs(parts.query).get("n"):
-                self.by_n[n[0]] = mono
+        context = multiprocessing.get_context("fork")
+        parent, child = context.Pipe()
+        self.process = context.Process(target=_serve_receiver, args=(child,), daemon=True)
+        self.process.start()
+        self.url = f"http://127.0.0.1:{parent.recv()}"
+        self.client = httpx.Client(base_url=self.url, timeout=60)
 
     def count(self, path: str) -> int:
-        with self.lock:
-            return self.paths.get(path, 0)
+        return int(self.client.get("/_bench/count", params={"path": path}).json())
+
+    def by_n(self, prefix: str) -> dict[str, float]:
+        """n → monotonic time of arrival, for every `n` starting with `prefix`."""
+        return dict(self.client.get("/_bench/by-n", params={"prefix": prefix}).json())
+
+    def by_key(self, keys: Sequence[str]) -> dict[str, tuple[float, float]]:
+        """Idempotency key → (monotonic, wall) time of the first arrival, for those of `keys` received."""
+        answer = self.client.post("/_bench/by-key", content=orjson.dumps(list(keys))).json()
+        return {key: (mono, wall) for key, (mono, wall) in answer.items()}
 
     def wait_for(self, ready: Callable[[], bool], timeout_s: float) -> bool:
         deadline = time.monotonic() + timeout_s
         while not ready():
             if time.monotonic() > deadline:
                 return False
-            time.sleep(0.02)
+            time.sleep(0.05)
         return True
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.client.close()
+        self.process.terminate()
+        self.process.join(10)
+
+
+def _serve_receiver(report_port: Any) -> None:
+    """The receiver process: serve until terminated."""
+    lock = threading.Lock()
+    by_key: dict[str, tuple[float, float]] = {}  # key → (monotonic, wall) of the first receipt
+    by_n: dict[str, float] = {}  # n → monotonic
+    paths: dict[str, int] = {}
+
+    def record(target: str, key: str, mono: float, wall: float) -> None:
+        parts = urlsplit(target)
+        with lock:
+            if key in by_key:
+                return
+            by_key[key] = (mono, wall)
+            paths[parts.path] = paths.get(parts.path, 0) + 1
+            if n := parse_qs(parts.query).get("n"):
+                by_n[n[0]] = mono
+
+    def stats(target: str, body: bytes) -> Any:
+        parts = urlsplit(target)
+        query = {name: values[0] for name, values in parse_qs(parts.query).items()}
+        with lock:
+            if parts.path == "/_bench/count":
+                return paths.get(query["path"], 0)
+            if parts.path == "/_bench/by-n":
+                return {n: mono for n, mono in by_n.items() if n.startswith(query["prefix"])}
+            return {key: by_key[key] for key in orjson.loads(body) if key in by_key}
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive, as the worker's client expects
+
+        def do_POST(self) -> None:
+            mono, wall = time.monotonic(), time.time()
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            answer = b""
+            if self.path.startswith("/_bench/"):
+                answer = orjson.dumps(stats(self.path, body))
+            else:
+                record(self.path, self.headers.get("Idempotency-Key", ""), mono, wall)
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(answer)))
+            self.end_headers()
+            self.wfile.write(answer)
+
+        do_GET = do_POST
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    report_port.send(server.server_address[1])
+    server.serve_forever()
 
 
 # --- the server --------------------------------------------------------------------------------------
@@ -175,9 +209,12 @@ class Receiver:
 class Server:
     """`funnels serve --config` on a free port over a data directory, as a subprocess."""
 
-    def __init__(self, data_dir: Path, config: Path, key: str, separate_worker: bool = False) -> None:
+    def __init__(
+        self, data_dir: Path, config: Path, key: str, separate_worker: bool = False, delivery: str = "process"
+    ) -> None:
         self.data_dir, self.config, self.key = data_dir, config, key
-        self.separate_worker = separate_worker  # `serve --no-worker` plus a `funnels worker` process
+        self.separate_worker = separate_worker  # `serve --delivery off` plus a `funnels worker` process
+        self.delivery = "off" if separate_worker else delivery  # serve's --delivery
         self.port, self.url = 0, ""
         self.process: subprocess.Popen[bytes] | None = None
         self.worker: subprocess.Popen[bytes] | None = None
@@ -195,7 +232,8 @@ class Server:
             str(self.config),
             "--data-dir",
             str(self.data_dir),
-            *(["--no-worker"] if self.separate_worker else []),
+            "--delivery",
+            self.delivery,
         ]
         with (self.data_dir.parent / "server.log").open("ab") as log:
             self.process = subprocess.Popen([*command, "--port", str(self.port)], stdout=log, stderr=log)
@@ -224,14 +262,11 @@ class Server:
         return self.started_s
 
     def cpu_s(self) -> float:
-        """The server's user + system CPU seconds so far (all its threads, and the worker process's)."""
+        """The server's user + system CPU seconds so far: all its threads, its delivery process (a child)
+        and the separate worker process's (`--separate-worker`)."""
         assert self.process is not None
-        total = 0.0
-        for process in (self.process, self.worker):
-            if process is not None:
-                fields = Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-                total += (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-        return total
+        pids = [process.pid for process in (self.process, self.worker) if process is not None]
+        return sum(cpu_s(pid) for pid in pids + children(self.process.pid))
 
     def client(self) -> httpx.Client:
         headers = {"Authorization": f"Bearer {self.key}", "Content-Type": "application/json"}
@@ -251,6 +286,28 @@ class Server:
             self.process.kill()
             self.process.wait()
             raise RuntimeError("the server did not stop within 60 s of SIGTERM; killed") from None
+
+
+def stat_fields(pid: int) -> list[str]:
+    """/proc/<pid>/stat after the command name (field 3 onwards); [] if the process is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return []
+
+
+def cpu_s(pid: int) -> float:
+    fields = stat_fields(pid)
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS if fields else 0.0
+
+
+def children(pid: int) -> list[int]:
+    """The live child processes of `pid` (the server's delivery process)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and (fields := stat_fields(int(entry.name))) and int(fields[1]) == pid:
+            found.append(int(entry.name))
+    return found
 
 
 def post_all(
@@ -428,10 +485,9 @@ def latency(
     send_s = time.monotonic() - start
     done = [i for i in range(count) if acked[i]]
     names = {f"{prefix}{i}": i for i in done}
-    receiver.wait_for(lambda: sum(n in receiver.by_n for n in names) >= len(done), 30)
+    receiver.wait_for(lambda: len(receiver.by_n(prefix).keys() & names.keys()) >= len(done), 30)
     cpu = server.cpu_s() - cpu_before
-    with receiver.lock:
-        received = {names[n]: mono for n, mono in receiver.by_n.items() if n in names}
+    received = {names[n]: mono for n, mono in receiver.by_n(prefix).items() if n in names}
     latencies_ms = [(received[i] - acked[i]) * 1000 for i in done if i in received]
     lag_ms = [(sent[i] - start - i / rate) * 1000 for i in done]
     return {
@@ -576,11 +632,9 @@ def due_precision(server: Server, receiver: Receiver, args: argparse.Namespace) 
     restart_s = server.start()
     ready_ms = time.time_ns() // 1_000_000
     last_due_s = max(due.values()) / 1000
-    receiver.wait_for(lambda: all(key in receiver.by_key for key in due), last_due_s - time.time() + 10)
-    with receiver.lock:
-        late_ms = [
-            receiver.by_key[key][1] * 1000 - due_ms for key, due_ms in due.items() if key in receiver.by_key
-        ]
+    receiver.wait_for(lambda: len(receiver.by_key(list(due))) == len(due), last_due_s - time.time() + 10)
+    arrived = receiver.by_key(list(due))
+    late_ms = [arrived[key][1] * 1000 - due_ms for key, due_ms in due.items() if key in arrived]
     return {
         "pending": pending,
         "insert_s": round(insert_s, 1),
@@ -708,9 +762,15 @@ def main() -> None:
     )
     parser.add_argument("--idle-seconds", type=float, default=5.0, help="idle CPU sampling at the end")
     parser.add_argument(
+        "--delivery",
+        choices=["process", "thread"],
+        default="process",
+        help="serve --delivery: from the server's child process (its default) or a thread in it",
+    )
+    parser.add_argument(
         "--separate-worker",
         action="store_true",
-        help="deliver from a `funnels worker` process (serve --no-worker)",
+        help="deliver from a `funnels worker` process started by the bench (serve --delivery off)",
     )
     args = parser.parse_args()
 
@@ -726,7 +786,7 @@ def main() -> None:
         capture_output=True,
         text=True,
     ).stdout.strip()
-    server = Server(data_dir, config, key, separate_worker=args.separate_worker)
+    server = Server(data_dir, config, key, separate_worker=args.separate_worker, delivery=args.delivery)
     bench_cpu = time.process_time()
     results: dict[str, Any] = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
