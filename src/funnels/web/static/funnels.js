@@ -243,8 +243,11 @@
 
   // --- running ----------------------------------------------------------------------------------------------
 
+  let runs = 0; // the latest run's number: an older run's answer (back, then forward at once) is dropped
+
   /** Run the builder's query: keep it in the address bar, call GET /v0/funnel, show the answer. */
   async function run({ push = true } = {}) {
+    const current = ++runs;
     clearError(errorBox);
     const query = readQuery();
     const search = `?${new URLSearchParams(query)}`;
@@ -257,18 +260,41 @@
     results.setAttribute("aria-busy", "true");
     setStatus("Running…");
     try {
-      const answer = await api("/v0/funnel", { query, errors: errorBox });
+      // Errors are shown here, not by api(): an older run's failure must not land next to a newer run.
+      const answer = await api("/v0/funnel", { query, errors: false });
+      if (current !== runs) return;
       render(query, answer);
       setStatus(`${answer.statistics.elapsed.toFixed(3)} s · ${count(answer.statistics.rows_read)} rows read`);
     } catch (error) {
+      if (current !== runs) return;
       setStatus("Failed");
+      showError(error, errorBox);
       throw error;
     } finally {
-      button.disabled = false;
-      button.textContent = "Run funnel";
-      results.classList.remove("loading");
-      results.removeAttribute("aria-busy");
+      if (current === runs) finishRun();
     }
+  }
+
+  function finishRun() {
+    const results = $("#results");
+    const button = $("#run");
+    button.disabled = false;
+    button.textContent = "Run funnel";
+    results.classList.remove("loading");
+    results.removeAttribute("aria-busy");
+  }
+
+  /** No query (back to the page as opened): no results either, as when it was opened. */
+  function showEmpty() {
+    runs += 1; // a run still under way is no longer shown
+    finishRun();
+    clearError(errorBox);
+    setStatus("");
+    if (chart) chart.destroy();
+    chart = null;
+    $("#results-empty").hidden = false;
+    $("#results-body").hidden = true;
+    $("#results-caption").textContent = "Choose the steps and run the funnel.";
   }
 
   function setStatus(text) {
@@ -287,6 +313,7 @@
     const params = Object.fromEntries(new URLSearchParams(location.search));
     fillForm(params);
     if (params.steps) await run({ push: false });
+    else showEmpty();
   });
 
   // --- results ----------------------------------------------------------------------------------------------
