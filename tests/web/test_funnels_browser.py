@@ -1,6 +1,7 @@
 """The Funnels page in real headless Chromium against a `funnels serve` subprocess on the demo dataset:
 building the demo funnel (page → connect → swap on ethereum) by UTM source through the builder, its numbers
-against `GET /v0/funnel` called directly, the URL holding the query, a configured funnel, and an error."""
+against `GET /v0/funnel` called directly, the URL holding the query, a configured funnel, an error, moving
+and removing steps, back and forward, suggestions following the dates, and a server without a config."""
 
 from __future__ import annotations
 
@@ -300,6 +301,37 @@ def test_back_and_forward_rerun_the_funnel_of_that_entry(analyst_page: Page, das
     expect(page.locator("#results-empty")).to_be_visible()
     expect(page.locator("#results-body")).to_be_hidden()
     assert step_fields(page) == [("event", "page"), ("track", "")]
+
+
+def test_suggestions_follow_the_builder_dates(analyst_page: Page) -> None:
+    """/v0/events/names, /properties and /values get the builder's dates: `OLD_EVENT` (2020) is suggested,
+    with its property and value, only while the dates include its day."""
+    page = analyst_page
+    fill_dates(page)
+    track_names = page.locator("#events-track")
+    expect(track_names.locator("option[value='connect']")).to_have_count(1)  # loaded
+    expect(track_names.locator("option[value='legacy_checkout']")).to_have_count(0)
+
+    second = page.locator("#steps [data-step]").nth(1)
+    fill_steps(page, [("event", "page"), ("track", "legacy_checkout")])
+    second.locator('[name="event"]').dispatch_event("change")
+    second.locator('[data-action="add-filter"]').click()
+    second.locator('[name="operand"]').fill("coupon")
+    second.locator('[name="operand"]').dispatch_event("change")
+    operands = page.locator(f"#{second.get_attribute('data-operands')}")
+    values = second.locator("[data-filter] datalist")
+    expect(operands.locator("option[value='device']")).to_have_count(0)  # no event of it in these dates
+
+    fill_dates(page, date_from="2020-01-01")
+    expect(track_names.locator("option[value='legacy_checkout']")).to_have_count(1)
+    expect(operands.locator("option[value='coupon']")).to_have_count(1)
+    expect(values.locator("option[value='WINTER20']")).to_have_count(1)
+
+    fill_dates(page, date_from="2020-01-16")  # the day after it
+    expect(track_names.locator("option[value='legacy_checkout']")).to_have_count(0)
+    expect(track_names.locator("option[value='connect']")).to_have_count(1)
+    expect(operands.locator("option")).to_have_count(0)
+    expect(values.locator("option")).to_have_count(0)
 
 
 @pytest.fixture(scope="module")
