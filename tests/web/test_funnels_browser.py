@@ -282,17 +282,16 @@ def test_back_and_forward_rerun_the_funnel_of_that_entry(analyst_page: Page, das
     assert rows_b == api_rows(dashboard, url_query(page))
     assert url_a != url_b and rows_a != rows_b
 
-    page.go_back()
-    expect(page).to_have_url(url_a)
-    expect_table(page, "1. page", "2. connect")
-    assert shown_rows(page) == rows_a
-    assert step_fields(page) == [("event", "page"), ("track", "connect")]
+    def shows(url: str, second: str, rows: list[dict[str, Any]]) -> None:
+        expect(page).to_have_url(url)
+        expect_table(page, "1. page", f"2. {second}")
+        assert shown_rows(page) == rows
+        assert step_fields(page) == [("event", "page"), ("track", second)]
 
+    page.go_back()
+    shows(url_a, "connect", rows_a)
     page.go_forward()
-    expect(page).to_have_url(url_b)
-    expect_table(page, "1. page", "2. swap")
-    assert shown_rows(page) == rows_b
-    assert step_fields(page) == [("event", "page"), ("track", "swap")]
+    shows(url_b, "swap", rows_b)
 
     # Back to the page as opened (no query): a fresh builder and no results, not B's left over.
     page.go_back()

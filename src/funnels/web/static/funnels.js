@@ -289,12 +289,7 @@
     const query = readQuery();
     const search = `?${new URLSearchParams(query)}`;
     if (search !== location.search) history[push ? "pushState" : "replaceState"](null, "", search);
-    const results = $("#results");
-    const button = $("#run");
-    button.disabled = true;
-    button.textContent = "Running…";
-    results.classList.add("loading");
-    results.setAttribute("aria-busy", "true");
+    setBusy(true);
     setStatus("Running…");
     try {
       // Errors are shown here, not by api(): an older run's failure must not land next to a newer run.
@@ -308,23 +303,25 @@
       showError(error, errorBox);
       throw error;
     } finally {
-      if (current === runs) finishRun();
+      if (current === runs) setBusy(false);
     }
   }
 
-  function finishRun() {
-    const results = $("#results");
+  /** While a query runs: the button says so and is disabled, and the old results are dimmed. */
+  function setBusy(busy) {
     const button = $("#run");
-    button.disabled = false;
-    button.textContent = "Run funnel";
-    results.classList.remove("loading");
-    results.removeAttribute("aria-busy");
+    button.disabled = busy;
+    button.textContent = busy ? "Running…" : "Run funnel";
+    const results = $("#results");
+    results.classList.toggle("loading", busy);
+    if (busy) results.setAttribute("aria-busy", "true");
+    else results.removeAttribute("aria-busy");
   }
 
   /** No query (back to the page as opened): no results either, as when it was opened. */
   function showEmpty() {
     runs += 1; // a run still under way is no longer shown
-    finishRun();
+    setBusy(false);
     clearError(errorBox);
     setStatus("");
     if (chart) chart.destroy();
