@@ -5,7 +5,8 @@ HTTP level (in-process, the ASGI app): `sign_in(client, key)` and `csrf_token(cl
 Browser level (a real `funnels serve` subprocess and Debian's headless Chromium driven by Playwright):
 `dashboard` (the server, with a data directory, a config file and an admin and a query:read key),
 `browser`, `page` (a fresh browser context: no cookies; fails the test on any uncaught script error) and
-`admin_page` (signed in with the admin key). The server and the browser are shared by the tests of one
+`admin_page` (signed in with the admin key). Helpers to start other servers: `make_keys(state)`,
+`write_config(root, config)` and `serving(data_dir, config_path, keys)`. The server and the browser are shared by the tests of one
 module: a test that changes state (keys, the config) makes its own keys or puts things back.
 """
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -83,7 +85,7 @@ class Dashboard:
 
     url: str
     data_dir: Path
-    config_path: Path
+    config_path: Path | None  # None: started without --config
     admin_key: str
     query_key: str
     log: Path = field(repr=False, default=Path())
@@ -100,26 +102,43 @@ class Dashboard:
         return key
 
 
+def make_keys(state: StateStore) -> tuple[str, str]:
+    """An admin key and a query:read key, made in the state store before the server starts."""
+    admin_key = create_key(state, SystemClock(), ["admin"], name="Test admin")
+    query_key = create_key(state, SystemClock(), ["query:read"], name="Test analyst")
+    return admin_key, query_key
+
+
+def write_config(root: Path, config: dict[str, Any]) -> Path:
+    path = root / "funnels.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+@contextmanager
+def serving(data_dir: Path, config_path: Path | None, keys: tuple[str, str]) -> Iterator[Dashboard]:
+    """`funnels serve` on `data_dir` (with `--config config_path` unless None) until the block ends."""
+    port = free_port()
+    server = start_server(data_dir, port, *(("--config", str(config_path)) if config_path else ()))
+    try:
+        yield Dashboard(
+            f"http://127.0.0.1:{port}", data_dir, config_path, *keys, data_dir.parent / "server.log"
+        )
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
 @pytest.fixture(scope="module")
 def dashboard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dashboard]:
     root = tmp_path_factory.mktemp("dashboard")
     data_dir = root / "data"
     data_dir.mkdir()
-    config_path = root / "funnels.yaml"
-    config_path.write_text(yaml.safe_dump(DASHBOARD_CONFIG, sort_keys=False))
     state = StateStore(data_dir / "state.sqlite3")
-    admin_key = create_key(state, SystemClock(), ["admin"], name="Test admin")
-    query_key = create_key(state, SystemClock(), ["query:read"], name="Test analyst")
+    keys = make_keys(state)
     state.close()
-    port = free_port()
-    server = start_server(data_dir, port, "--config", str(config_path))
-    try:
-        yield Dashboard(
-            f"http://127.0.0.1:{port}", data_dir, config_path, admin_key, query_key, root / "server.log"
-        )
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+    with serving(data_dir, write_config(root, DASHBOARD_CONFIG), keys) as dashboard:
+        yield dashboard
 
 
 @pytest.fixture(scope="module")
@@ -220,16 +239,11 @@ def seeded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seeded]:
     data_dir = root / "data"
     data_dir.mkdir()
     with HttpReceiver() as receiver:
-        config_path = root / "funnels.yaml"
-        config_path.write_text(yaml.safe_dump(seeded_config(receiver.url), sort_keys=False))
         state = StateStore(data_dir / "state.sqlite3")
-        admin_key = create_key(state, SystemClock(), ["admin"], name="Test admin")
-        query_key = create_key(state, SystemClock(), ["query:read"], name="Test analyst")
+        keys = make_keys(state)
         state.close()
-        port = free_port()
-        server = start_server(data_dir, port, "--config", str(config_path))
-        dashboard = Dashboard(f"http://127.0.0.1:{port}", data_dir, config_path, admin_key, query_key)
-        try:
+        config_path = write_config(root, seeded_config(receiver.url))
+        with serving(data_dir, config_path, keys) as dashboard:
             post = dashboard.api
             org = {
                 "model": "organization",
@@ -270,9 +284,6 @@ def seeded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seeded]:
             seeded = Seeded(dashboard, receiver)
             seeded.wait_for_totals(sent=SEEDED_CUSTOMERS, dead=len(REFUSED))
             yield seeded
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
 
 
 @pytest.fixture

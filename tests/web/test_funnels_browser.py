@@ -1,6 +1,7 @@
 """The Funnels page in real headless Chromium against a `funnels serve` subprocess on the demo dataset:
 building the demo funnel (page → connect → swap on ethereum) by UTM source through the builder, its numbers
-against `GET /v0/funnel` called directly, the URL holding the query, a configured funnel, and an error."""
+against `GET /v0/funnel` called directly, the URL holding the query, a configured funnel, an error, moving
+and removing steps, back and forward, suggestions following the dates, and a server without a config."""
 
 from __future__ import annotations
 
@@ -12,44 +13,52 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import pytest
-import yaml
 from playwright.sync_api import Page, expect
 
-from funnels.auth import create_key
-from funnels.clock import SystemClock
 from funnels.demo import DAYS, DEMO_STEPS, sample_events
+from funnels.events import Event
 from funnels.services import Services
-from tests.processes import free_port, start_server
-from tests.web.conftest import DASHBOARD_CONFIG, Dashboard, browser_sign_in
+from tests.web.conftest import DASHBOARD_CONFIG, Dashboard, browser_sign_in, make_keys, serving, write_config
 
 TODAY = datetime.now(UTC).replace(hour=23, minute=59, second=59, microsecond=0)
 DATE_FROM = (TODAY - timedelta(days=DAYS)).date().isoformat()
 DATE_TO = TODAY.date().isoformat()
 
 
+# One event long before the demo's dates, of a name and with a property seen nowhere else: the builder's
+# suggestions offer them only when its dates include that day.
+OLD_DAY = "2020-01-15"
+OLD_EVENT = Event(
+    event_id="old-1",
+    type="track",
+    event="legacy_checkout",
+    user_key="user-old",
+    user_id="user-old",
+    ts_ms=int(datetime.fromisoformat(f"{OLD_DAY}T12:00:00+00:00").timestamp() * 1000),
+    received_ms=int(datetime.fromisoformat(f"{OLD_DAY}T12:00:00+00:00").timestamp() * 1000),
+    properties={"coupon": "WINTER20"},
+)
+
+
+def demo_data(root: Path, users: int) -> tuple[Path, tuple[str, str]]:
+    """A data directory holding the demo's sample events (and `OLD_EVENT`), and its two keys."""
+    data_dir = root / "data"
+    svc = Services.open(data_dir)
+    try:
+        svc.events.insert_events([*sample_events(TODAY, users=users), OLD_EVENT])
+        keys = make_keys(svc.state)
+    finally:
+        svc.close()
+    return data_dir, keys
+
+
 @pytest.fixture(scope="module")
 def dashboard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dashboard]:
     """The conftest's server, on a data directory holding the demo's sample events (1,500 users)."""
     root = tmp_path_factory.mktemp("funnels-dashboard")
-    data_dir = root / "data"
-    config_path = root / "funnels.yaml"
-    config_path.write_text(yaml.safe_dump(DASHBOARD_CONFIG, sort_keys=False))
-    svc = Services.open(data_dir)
-    try:
-        svc.events.insert_events(sample_events(TODAY, users=1_500))
-        admin_key = create_key(svc.state, SystemClock(), ["admin"], name="Test admin")
-        query_key = create_key(svc.state, SystemClock(), ["query:read"], name="Test analyst")
-    finally:
-        svc.close()
-    port = free_port()
-    server = start_server(data_dir, port, "--config", str(config_path))
-    try:
-        yield Dashboard(
-            f"http://127.0.0.1:{port}", data_dir, config_path, admin_key, query_key, Path(root / "server.log")
-        )
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+    data_dir, keys = demo_data(root, users=1_500)
+    with serving(data_dir, write_config(root, DASHBOARD_CONFIG), keys) as dashboard:
+        yield dashboard
 
 
 @pytest.fixture
@@ -194,3 +203,155 @@ def test_an_api_error_is_shown_next_to_the_form(analyst_page: Page) -> None:
     expect(error).to_be_visible()
     expect(error).to_contain_text("date_to")
     expect(page.locator("#run")).to_be_enabled()
+
+
+# --- the builder's steps, history, the date range of suggestions, no config ------------------------------
+
+
+def fill_steps(page: Page, steps: list[tuple[str, str]]) -> None:
+    """Make the builder's steps these (type, event) pairs, adding steps as needed."""
+    rows = page.locator("#steps [data-step]")
+    while rows.count() < len(steps):
+        page.click("#add-step")
+    for index, (type_, event) in enumerate(steps):
+        rows.nth(index).locator('[name="type"]').select_option(type_)
+        rows.nth(index).locator('[name="event"]').fill(event)
+
+
+def fill_dates(page: Page, date_from: str = DATE_FROM, date_to: str = DATE_TO) -> None:
+    page.fill("#date-from", date_from)
+    page.fill("#date-to", date_to)
+
+
+def expect_table(page: Page, *labels: str) -> None:
+    """Wait until the table shows a run of these steps (its first column, per step)."""
+    expect(page.locator("#funnel-table tbody tr[data-step] td:first-child")).to_have_text(list(labels))
+
+
+def test_move_and_remove_steps_then_run(analyst_page: Page, dashboard: Dashboard) -> None:
+    page = analyst_page
+    fill_dates(page)
+    fill_steps(page, [("track", "swap"), ("event", "page"), ("track", "connect"), ("track", "sign_up")])
+    steps = page.locator("#steps [data-step]")
+    steps.nth(1).locator('[data-action="up"]').click()  # page, swap, connect, sign_up
+    steps.nth(1).locator('[data-action="down"]').click()  # page, connect, swap, sign_up
+    steps.nth(3).locator('[data-action="remove-step"]').click()  # page, connect, swap
+    assert step_fields(page) == [("event", "page"), ("track", "connect"), ("track", "swap")]
+    expect(page.locator("#steps .step-num")).to_have_text(["1", "2", "3"])
+    expect(steps.nth(0).locator('[data-action="up"]')).to_be_disabled()
+    expect(steps.nth(2).locator('[data-action="down"]')).to_be_disabled()
+    expect(steps.nth(1).locator('[data-action="up"]')).to_be_enabled()
+
+    page.click("#run")
+    expect_table(page, "1. page", "2. connect", "3. swap")
+    built = [
+        {"type": "event", "event": "page", "name": "page::0", "filters": []},
+        {"type": "track", "event": "connect", "name": "connect::1", "filters": []},
+        {"type": "track", "event": "swap", "name": "swap::2", "filters": []},
+    ]
+    query = url_query(page)
+    assert json.loads(query["steps"]) == built
+    response = dashboard.api(
+        "GET", "/v0/funnel", key=dashboard.query_key, params={**query, "steps": json.dumps(built)}
+    )
+    assert response.status_code == 200, response.text
+    expected = [(row["step"], row["users"]) for row in response.json()["data"]]
+    shown = page.eval_on_selector_all(
+        "#funnel-table tbody tr[data-step]",
+        "rows => rows.map(row => [Number(row.dataset.step), Number(row.dataset.users)])",
+    )
+    assert [tuple(row) for row in shown] == expected  # in the table's order
+    users = [users for _, users in expected]
+    assert users[0] > users[1] > users[2] > 0  # the order matters: these are page → connect → swap
+
+
+def test_back_and_forward_rerun_the_funnel_of_that_entry(analyst_page: Page, dashboard: Dashboard) -> None:
+    page = analyst_page
+    start = page.url
+    fill_dates(page)
+    fill_steps(page, [("event", "page"), ("track", "connect")])
+    page.click("#run")
+    expect_table(page, "1. page", "2. connect")
+    url_a, rows_a = page.url, shown_rows(page)
+    assert rows_a == api_rows(dashboard, url_query(page))
+
+    page.locator("#steps [data-step]").nth(1).locator('[name="event"]').fill("swap")
+    page.click("#run")
+    expect_table(page, "1. page", "2. swap")
+    url_b, rows_b = page.url, shown_rows(page)
+    assert rows_b == api_rows(dashboard, url_query(page))
+    assert url_a != url_b and rows_a != rows_b
+
+    def shows(url: str, second: str, rows: list[dict[str, Any]]) -> None:
+        expect(page).to_have_url(url)
+        expect_table(page, "1. page", f"2. {second}")
+        assert shown_rows(page) == rows
+        assert step_fields(page) == [("event", "page"), ("track", second)]
+
+    page.go_back()
+    shows(url_a, "connect", rows_a)
+    page.go_forward()
+    shows(url_b, "swap", rows_b)
+
+    # Back to the page as opened (no query): a fresh builder and no results, not B's left over.
+    page.go_back()
+    page.go_back()
+    expect(page).to_have_url(start)
+    expect(page.locator("#results-empty")).to_be_visible()
+    expect(page.locator("#results-body")).to_be_hidden()
+    assert step_fields(page) == [("event", "page"), ("track", "")]
+
+
+def test_suggestions_follow_the_builder_dates(analyst_page: Page) -> None:
+    """/v0/events/names, /properties and /values get the builder's dates: `OLD_EVENT` (2020) is suggested,
+    with its property and value, only while the dates include its day."""
+    page = analyst_page
+    fill_dates(page)
+    track_names = page.locator("#events-track")
+    expect(track_names.locator("option[value='connect']")).to_have_count(1)  # loaded
+    expect(track_names.locator("option[value='legacy_checkout']")).to_have_count(0)
+
+    second = page.locator("#steps [data-step]").nth(1)
+    fill_steps(page, [("event", "page"), ("track", "legacy_checkout")])
+    second.locator('[name="event"]').dispatch_event("change")
+    second.locator('[data-action="add-filter"]').click()
+    second.locator('[name="operand"]').fill("coupon")
+    second.locator('[name="operand"]').dispatch_event("change")
+    operands = page.locator(f"#{second.get_attribute('data-operands')}")
+    values = second.locator("[data-filter] datalist")
+    expect(operands.locator("option[value='device']")).to_have_count(0)  # no event of it in these dates
+
+    fill_dates(page, date_from="2020-01-01")
+    expect(track_names.locator("option[value='legacy_checkout']")).to_have_count(1)
+    expect(operands.locator("option[value='coupon']")).to_have_count(1)
+    expect(values.locator("option[value='WINTER20']")).to_have_count(1)
+
+    fill_dates(page, date_from="2020-01-16")  # the day after it
+    expect(track_names.locator("option[value='legacy_checkout']")).to_have_count(0)
+    expect(track_names.locator("option[value='connect']")).to_have_count(1)
+    expect(operands.locator("option")).to_have_count(0)
+    expect(values.locator("option")).to_have_count(0)
+
+
+@pytest.fixture(scope="module")
+def unconfigured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dashboard]:
+    """A server started without --config, on a smaller copy of the demo's events."""
+    data_dir, keys = demo_data(tmp_path_factory.mktemp("unconfigured"), users=200)
+    with serving(data_dir, None, keys) as dashboard:
+        yield dashboard
+
+
+def test_without_a_config_a_note_says_so_and_the_builder_works(page: Page, unconfigured: Dashboard) -> None:
+    browser_sign_in(page, unconfigured, unconfigured.query_key)
+    configured = page.locator("#configured-list")
+    expect(configured).to_contain_text("No config loaded")
+    expect(configured.locator("[data-funnel-id]")).to_have_count(0)
+    assert unconfigured.api("GET", "/v0/funnels").json()["data"] == []
+
+    fill_dates(page)
+    fill_steps(page, [("event", "page"), ("track", "connect")])
+    page.click("#run")
+    expect_table(page, "1. page", "2. connect")
+    expected = api_rows(unconfigured, url_query(page))
+    assert shown_rows(page) == expected
+    assert expected[1]["users"] > 0

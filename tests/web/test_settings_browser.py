@@ -93,9 +93,11 @@ def test_the_config_view_shows_the_loaded_config_and_a_failed_reload(
     admin_page: Page, dashboard: Dashboard
 ) -> None:
     page = admin_page
+    config_path = dashboard.config_path
+    assert config_path is not None
     page.goto(f"{dashboard.url}/settings")
     expect(page.locator("#config-state")).to_have_text("Valid")
-    expect(page.locator("#config-path")).to_have_text(str(dashboard.config_path))
+    expect(page.locator("#config-path")).to_have_text(str(config_path))
     expect(page.locator("#config-models .scope")).to_have_text(["customer"])
     expect(page.locator("#config-funnels tbody tr")).to_have_count(1)
     expect(page.locator("#config-funnels tbody")).to_contain_text("onboarding")
@@ -103,7 +105,7 @@ def test_the_config_view_shows_the_loaded_config_and_a_failed_reload(
     assert '"id": "onboarding"' in page.locator("#config-json").text_content()  # type: ignore[operator]
 
     broken = {**DASHBOARD_CONFIG, "funnels": [{"id": "onboarding", "forModels": "nobody", "steps": []}]}
-    dashboard.config_path.write_text(yaml.safe_dump(broken))
+    config_path.write_text(yaml.safe_dump(broken))
     try:
         page.click("#reload-config")
         expect(page.locator("#config-error")).to_contain_text("previous config stays in effect")
@@ -111,7 +113,7 @@ def test_the_config_view_shows_the_loaded_config_and_a_failed_reload(
         expect(page.locator("#config-problems")).to_contain_text("nobody")
         expect(page.locator("#config-funnels tbody .steps li")).to_have_text(["sign_up", "first_query"])
     finally:
-        dashboard.config_path.write_text(yaml.safe_dump(DASHBOARD_CONFIG, sort_keys=False))
+        config_path.write_text(yaml.safe_dump(DASHBOARD_CONFIG, sort_keys=False))
     page.click("#reload-config")
     expect(page.locator("#config-state")).to_have_text("Valid")
     expect(page.locator("#config-error")).to_be_hidden()

@@ -94,25 +94,12 @@ window.funnels = (() => {
     throw error;
   }
 
-  /** addEventListener for an async handler: an ApiError was already shown; anything else is shown now. */
-  function on(target, event, handler) {
-    target.addEventListener(event, async (ev) => {
+  /** `fn` as an async function whose failures are not lost: an ApiError was already shown; anything else is
+   * shown in the page's alert and rethrown (an uncaught error, for the console and the tests). */
+  function guarded(fn) {
+    return async (...args) => {
       try {
-        await handler(ev);
-      } catch (error) {
-        if (!(error instanceof ApiError)) {
-          showError(error);
-          throw error;
-        }
-      }
-    });
-  }
-
-  /** Run a page's async start-up code with the same error handling as `on`. */
-  function ready(start) {
-    const run = async () => {
-      try {
-        await start();
+        await fn(...args);
       } catch (error) {
         if (!(error instanceof ApiError)) {
           showError(error);
@@ -120,6 +107,16 @@ window.funnels = (() => {
         }
       }
     };
+  }
+
+  /** addEventListener for an async handler, guarded. */
+  function on(target, event, handler) {
+    target.addEventListener(event, guarded(handler));
+  }
+
+  /** Run a page's async start-up code, guarded, once the document is parsed. */
+  function ready(start) {
+    const run = guarded(start);
     if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", run);
     else run();
   }

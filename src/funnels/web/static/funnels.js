@@ -40,13 +40,34 @@
 
   // --- suggestions (the event catalog) ---------------------------------------------------------------------
 
-  const catalog = { names: null, properties: new Map(), values: new Map() };
+  // Suggestions are for the builder's dates: `range` is the date range they were fetched for (as query
+  // parameters); answers are cached per step and operand until the dates change.
+  const catalog = { range: null, properties: new Map(), values: new Map() };
+
+  /** The builder's dates as the catalog's parameters: none (all time) until both are set and in order. */
+  function dateRange() {
+    const date_from = $("#date-from").value;
+    const date_to = $("#date-to").value;
+    return date_from && date_to && date_from <= date_to ? { date_from, date_to } : {};
+  }
+
+  /** After the dates changed: drop the cached suggestions and fetch the names again. True if they changed. */
+  function syncCatalog() {
+    const range = dateRange();
+    if (catalog.range && JSON.stringify(range) === JSON.stringify(catalog.range)) return false;
+    catalog.range = range;
+    catalog.properties = new Map();
+    catalog.values = new Map();
+    loadNames(); // suggestions arrive when they arrive
+    return true;
+  }
 
   /** One <datalist> per step type, filled from GET /v0/events/names: type `event` offers the stored types. */
   async function loadNames() {
-    const answer = await api("/v0/events/names", { query: { limit: 1000 }, errors: false }).catch(() => null);
-    if (!answer) return;
-    catalog.names = answer;
+    const range = catalog.range;
+    const query = { ...range, limit: 1000 };
+    const answer = await api("/v0/events/names", { query, errors: false }).catch(() => null);
+    if (!answer || range !== catalog.range) return; // failed, or the dates changed meanwhile
     const byType = new Map(config.stepTypes.map((type) => [type, []]));
     byType.get("event").push(...answer.types.map((t) => t.type));
     for (const item of answer.data) if (byType.has(item.type)) byType.get(item.type).push(item.event);
@@ -63,12 +84,14 @@
     const list = $(`#${stepNode.dataset.operands}`);
     if (!event) return list.replaceChildren();
     const key = `${type}\u0000${event}`;
-    if (!catalog.properties.has(key)) {
-      const answer = api("/v0/events/properties", { query: { type, event }, errors: false }).catch(() => null);
-      catalog.properties.set(key, answer);
+    const { properties } = catalog;
+    if (!properties.has(key)) {
+      const query = { ...catalog.range, type, event };
+      properties.set(key, api("/v0/events/properties", { query, errors: false }).catch(() => null));
     }
-    const answer = await catalog.properties.get(key);
-    if (!answer) return;
+    const answer = await properties.get(key);
+    if (properties !== catalog.properties) return; // the dates changed meanwhile: no longer cached (cleared)
+    if (!answer) return list.replaceChildren();
     const operands = [...answer.properties, ...answer.columns.filter((column) => column.count > 0)];
     list.replaceChildren(...operands.map((o) => el("option", { value: o.operand }, `${o.count} events`)));
   }
@@ -80,12 +103,23 @@
     const list = $(`#${filterNode.dataset.values}`);
     if (!event || !operand) return list.replaceChildren();
     const key = `${type}\u0000${event}\u0000${operand}`;
-    if (!catalog.values.has(key)) {
-      const query = { type, event, operand, limit: 50 };
-      catalog.values.set(key, api("/v0/events/values", { query, errors: false }).catch(() => null));
+    const { values } = catalog;
+    if (!values.has(key)) {
+      const query = { ...catalog.range, type, event, operand, limit: 50 };
+      values.set(key, api("/v0/events/values", { query, errors: false }).catch(() => null));
     }
-    const answer = await catalog.values.get(key);
-    if (answer) list.replaceChildren(...answer.data.map((v) => el("option", { value: v.value }, `${v.count} events`)));
+    const answer = await values.get(key);
+    if (values !== catalog.values) return; // the dates changed meanwhile
+    list.replaceChildren(...(answer?.data ?? []).map((v) => el("option", { value: v.value }, `${v.count} events`)));
+  }
+
+  /** The dates changed: suggestions for the new range, for every step and filter already there. */
+  function datesChanged() {
+    if (!syncCatalog()) return;
+    for (const node of $$("[data-step]", stepList)) {
+      loadOperands(node);
+      for (const row of $$("[data-filter]", node)) loadValues(node, row);
+    }
   }
 
   // --- the builder ----------------------------------------------------------------------------------------
@@ -222,10 +256,12 @@
       steps = [];
     }
     if (!Array.isArray(steps) || !steps.length) steps = [{ type: "event", event: "page" }, { type: "track", event: "" }];
-    setSteps(steps.map((s) => ({ type: s.type ?? "track", event: s.event ?? "", name: s.name, filters: s.filters ?? [] })));
+    // The dates first: the steps' suggestions are for them.
     const today = new Date();
     $("#date-to").value = params.date_to ?? params.dateTo ?? isoDay(today);
     $("#date-from").value = params.date_from ?? params.dateFrom ?? isoDay(new Date(today.getTime() - 30 * 86400000));
+    syncCatalog();
+    setSteps(steps.map((s) => ({ type: s.type ?? "track", event: s.event ?? "", name: s.name, filters: s.filters ?? [] })));
     // The window in the largest unit that divides it.
     const seconds = Number(params.window_seconds ?? config.defaultWindowSeconds);
     const unit = [86400, 3600, 60].find((u) => seconds % u === 0) ?? 60;
@@ -240,35 +276,59 @@
   $("#breakdown").addEventListener("change", () => {
     $("#top-n").disabled = !$("#breakdown").value;
   });
+  for (const input of [$("#date-from"), $("#date-to")]) input.addEventListener("change", datesChanged);
 
   // --- running ----------------------------------------------------------------------------------------------
 
+  let runs = 0; // the latest run's number: an older run's answer (back, then forward at once) is dropped
+
   /** Run the builder's query: keep it in the address bar, call GET /v0/funnel, show the answer. */
   async function run({ push = true } = {}) {
+    const current = ++runs;
     clearError(errorBox);
     const query = readQuery();
     const search = `?${new URLSearchParams(query)}`;
     if (search !== location.search) history[push ? "pushState" : "replaceState"](null, "", search);
-    const results = $("#results");
-    const button = $("#run");
-    button.disabled = true;
-    button.textContent = "Running…";
-    results.classList.add("loading");
-    results.setAttribute("aria-busy", "true");
+    setBusy(true);
     setStatus("Running…");
     try {
-      const answer = await api("/v0/funnel", { query, errors: errorBox });
+      // Errors are shown here, not by api(): an older run's failure must not land next to a newer run.
+      const answer = await api("/v0/funnel", { query, errors: false });
+      if (current !== runs) return;
       render(query, answer);
       setStatus(`${answer.statistics.elapsed.toFixed(3)} s · ${count(answer.statistics.rows_read)} rows read`);
     } catch (error) {
+      if (current !== runs) return;
       setStatus("Failed");
+      showError(error, errorBox);
       throw error;
     } finally {
-      button.disabled = false;
-      button.textContent = "Run funnel";
-      results.classList.remove("loading");
-      results.removeAttribute("aria-busy");
+      if (current === runs) setBusy(false);
     }
+  }
+
+  /** While a query runs: the button says so and is disabled, and the old results are dimmed. */
+  function setBusy(busy) {
+    const button = $("#run");
+    button.disabled = busy;
+    button.textContent = busy ? "Running…" : "Run funnel";
+    const results = $("#results");
+    results.classList.toggle("loading", busy);
+    if (busy) results.setAttribute("aria-busy", "true");
+    else results.removeAttribute("aria-busy");
+  }
+
+  /** No query (back to the page as opened): no results either, as when it was opened. */
+  function showEmpty() {
+    runs += 1; // a run still under way is no longer shown
+    setBusy(false);
+    clearError(errorBox);
+    setStatus("");
+    if (chart) chart.destroy();
+    chart = null;
+    $("#results-empty").hidden = false;
+    $("#results-body").hidden = true;
+    $("#results-caption").textContent = "Choose the steps and run the funnel.";
   }
 
   function setStatus(text) {
@@ -287,6 +347,7 @@
     const params = Object.fromEntries(new URLSearchParams(location.search));
     fillForm(params);
     if (params.steps) await run({ push: false });
+    else showEmpty();
   });
 
   // --- results ----------------------------------------------------------------------------------------------
@@ -509,8 +570,7 @@
 
   ready(async () => {
     const params = Object.fromEntries(new URLSearchParams(location.search));
-    fillForm(params);
-    loadNames(); // suggestions arrive when they arrive
+    fillForm(params); // and the suggestions for its dates
     loadConfigured();
     if (PARAMS.some((name) => name in params) && params.steps) await run({ push: false });
   });
