@@ -51,6 +51,7 @@ lint: install
 bench: install
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/automation.py
+	$(BIN)/python bench/dashboard.py
 
 screenshots: install
 	$(BIN)/python scripts/screenshots.py
