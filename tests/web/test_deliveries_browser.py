@@ -15,6 +15,11 @@ def test_rows_and_load_more(seeded_page: Page, seeded: Seeded) -> None:
     page.goto(f"{seeded.dashboard.url}/deliveries")
     rows = page.locator("#deliveries-table tr.job")
     expect(rows).to_have_count(25)
+    # The filters are one row at 1280 px (the builder's step filters once shared their class name).
+    status = page.locator('#delivery-filters select[name="status"]').bounding_box()
+    submit = page.locator('#delivery-filters button[type="submit"]').bounding_box()
+    assert status and submit and abs(status["y"] + status["height"] - submit["y"] - submit["height"]) < 4
+    assert submit["x"] > status["x"] + status["width"]
     first = api["data"][0]
     row = rows.first
     expect(row).to_have_attribute("data-job-id", str(first["id"]))

@@ -5,6 +5,7 @@ and removing steps, back and forward, suggestions following the dates, and a ser
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -134,6 +135,11 @@ def test_build_the_demo_funnel_by_utm_source_and_reload_it(analyst_page: Page, d
     expect(third.locator("[data-filter] datalist option[value='ethereum']")).to_have_count(1)
     third.locator('[name="operator"]').select_option("equals")
     third.locator('[name="value"]').fill("ethereum")
+    # The filter's fields sit side by side without overlapping (a stray min-width once made them).
+    boxes = [third.locator(f'[name="{name}"]').bounding_box() for name in ("operand", "operator", "value")]
+    edges = [(box["x"], box["x"] + box["width"]) for box in boxes if box is not None]
+    assert len(edges) == 3
+    assert all(left[1] <= right[0] for left, right in itertools.pairwise(edges))
 
     page.fill("#date-from", DATE_FROM)
     page.fill("#date-to", DATE_TO)
