@@ -34,7 +34,7 @@ from playwright.sync_api import Page, sync_playwright
 
 sys.path.insert(0, str(Path(__file__).parent.parent))
 from bench.run import BASE, DATA, FUNNEL, generate
-from tests.processes import BIN, create_key, free_port
+from tests.processes import BIN, create_key, free_port, start_server
 from tests.web.browser import VIEWPORT, launch
 
 QUERY = {**BASE, "steps": orjson.dumps(FUNNEL).decode()}
@@ -81,24 +81,11 @@ def main() -> None:
     key = create_key(data_dir, "query:read")
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    with (DATA / "dashboard-server.log").open("ab") as log:
-        server = subprocess.Popen(
-            [str(BIN), "serve", "--data-dir", str(data_dir), "--port", str(port)], stdout=log, stderr=log
-        )
+    server = start_server(data_dir, port)  # its output goes to bench/data/server.log
     api_s: list[float] = []
     run_s: list[float] = []
     open_s: list[float] = []
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("the server did not start")
-            time.sleep(0.1)
         bookmark = f"{url}/funnels?{urlencode(QUERY)}"
         with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=120) as client:
 
