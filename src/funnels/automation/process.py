@@ -61,7 +61,6 @@ class WorkerProcess:
         self.restart_delay_s = restart_delay_s
         self.stop_timeout_s = stop_timeout_s
         self.process: subprocess.Popen[bytes] | None = None
-        self.restarts = 0
         self._read_fd = -1
         self._write_fd = -1
         self._stopping = threading.Event()
@@ -112,10 +111,12 @@ class WorkerProcess:
             if self._stopping.is_set():
                 return
             log.error("the delivery process exited with %s; starting another", code)
-            if self._stopping.wait(self.restart_delay_s):
-                return
-            self.restarts += 1
-            self._spawn()
+            while not self._stopping.wait(self.restart_delay_s):
+                try:
+                    self._spawn()
+                    break
+                except OSError as error:  # e.g. out of processes: keep trying while the server runs
+                    log.error("cannot start the delivery process (%s); trying again", error)
 
     def wake(self) -> None:
         """Tell the child a job is due now (never blocks)."""
