@@ -13,8 +13,11 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
+
+T = TypeVar("T")
 
 BIN = Path(sys.executable).parent / "funnels"
 
@@ -88,11 +91,14 @@ def sending(port: int, key: str, post_batch: Callable[[httpx.Client, int], list[
         thread.join()
 
 
-def wait_until(condition: Callable[[], bool], seconds: float = 60) -> None:
-    """Poll `condition` every 10 ms until it holds or `seconds` pass (the caller asserts what it needs)."""
-    deadline = time.monotonic() + seconds
-    while not condition() and time.monotonic() < deadline:
-        time.sleep(0.01)
+def wait_until(check: Callable[[], T], timeout: float = 20.0, interval: float = 0.1) -> T:
+    """Poll `check` until it returns something truthy, and return that; AssertionError after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := check():
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s")
 
 
 def kill_9(server: subprocess.Popen[bytes]) -> None:

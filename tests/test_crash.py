@@ -27,8 +27,10 @@ def test_kill_9_mid_stream_loses_no_acknowledged_event(tmp_path: Path) -> None:
     port = free_port()
     server = start_server(data_dir, port)
     with sending(port, key, post_connects) as acknowledged:
-        wait_until(lambda: len(acknowledged) >= 400)  # let the shipper work concurrently for a while
-        kill_9(server)
+        try:  # let the shipper work concurrently for a while
+            wait_until(lambda: len(acknowledged) >= 400, timeout=60, interval=0.01)
+        finally:
+            kill_9(server)
 
     # Restart once so the log is shipped by the server itself, then stop it cleanly.
     server = start_server(data_dir, port)

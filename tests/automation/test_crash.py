@@ -71,8 +71,10 @@ def test_kill_9_loses_no_scheduled_action_and_delivers_each_once(
         http_receiver.reply("/now", 200, {"ok": True}, delay_s=0.02)
     server = start_server(data_dir, port, "--config", str(config))
     with sending(port, key, post_signups) as acknowledged:
-        wait_until(lambda: len(http_receiver.requests) >= 40)  # deliveries are under way
-        kill_9(server)
+        try:  # until deliveries are under way
+            wait_until(lambda: len(http_receiver.requests) >= 40, timeout=60, interval=0.01)
+        finally:
+            kill_9(server)
     assert len(acknowledged) >= 40
 
     server = start_server(data_dir, port, "--config", str(config))
