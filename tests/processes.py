@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -17,15 +16,11 @@ from typing import TypeVar
 
 import httpx
 
+from tests.receivers import free_port as free_port  # the process tests import it from here
+
 T = TypeVar("T")
 
 BIN = Path(sys.executable).parent / "funnels"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def create_key(data_dir: Path, *scopes: str) -> str:
