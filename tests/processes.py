@@ -54,9 +54,11 @@ def start_server(data_dir: Path, port: int, *extra: str) -> subprocess.Popen[byt
     raise AssertionError(f"server did not start: {log.read_text()}")
 
 
-def client(port: int, key: str) -> httpx.Client:
-    """An HTTP client on the server at `port`, authorized with `key`."""
-    return httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {key}"})
+def client(port: int, key: str, timeout: float = 5.0) -> httpx.Client:
+    """An HTTP client on the server at `port`, authorized with `key` (5 s is httpx's default timeout)."""
+    return httpx.Client(
+        base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {key}"}, timeout=timeout
+    )
 
 
 @contextmanager

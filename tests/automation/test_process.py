@@ -12,10 +12,9 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
-from tests.processes import create_key, free_port, start_server, wait_until
+from tests.processes import client, create_key, free_port, start_server, wait_until
 from tests.receivers import HttpReceiver
 
 
@@ -51,11 +50,7 @@ class Server:
         self.key = create_key(self.data_dir, "events:write", "admin")
         self.port = free_port()
         self.process = start_server(self.data_dir, self.port, "--config", str(self.config), *extra)
-        self.client = httpx.Client(
-            base_url=f"http://127.0.0.1:{self.port}",
-            headers={"Authorization": f"Bearer {self.key}"},
-            timeout=10,
-        )
+        self.client = client(self.port, self.key, timeout=10)
         self.log = tmp_path / "server.log"
 
     def write_config(self, receiver: HttpReceiver, funnel_id: str, secret: str | None = None) -> None:
