@@ -1,22 +1,26 @@
-"""A real `funnels` server in a subprocess, for tests about the process (crash, restart, signals)."""
+"""A real `funnels` server in a subprocess, for tests about the process (crash, restart, signals), and a
+sender thread that streams batches to it until it is killed."""
 
 from __future__ import annotations
 
-import socket
+import os
+import signal
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
 
+from tests.receivers import free_port as free_port  # the process tests import it from here
+
+T = TypeVar("T")
+
 BIN = Path(sys.executable).parent / "funnels"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def create_key(data_dir: Path, *scopes: str) -> str:
@@ -48,3 +52,53 @@ def start_server(data_dir: Path, port: int, *extra: str) -> subprocess.Popen[byt
     process.kill()
     process.wait()
     raise AssertionError(f"server did not start: {log.read_text()}")
+
+
+def client(port: int, key: str, timeout: float = 5.0) -> httpx.Client:
+    """An HTTP client on the server at `port`, authorized with `key` (5 s is httpx's default timeout)."""
+    return httpx.Client(
+        base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {key}"}, timeout=timeout
+    )
+
+
+@contextmanager
+def sending(port: int, key: str, post_batch: Callable[[httpx.Client, int], list[str]]) -> Iterator[list[str]]:
+    """A thread that calls `post_batch(client, n)` for n = 0, 1, … until the block ends or a post fails;
+    yields the list it grows with the ids each call returns (those the server acknowledged). An
+    `httpx.HTTPError` (the server died mid-request) ends the thread: that batch was never acknowledged."""
+    acknowledged: list[str] = []
+    stop = threading.Event()
+
+    def run() -> None:
+        with client(port, key) as http:
+            batch = 0
+            while not stop.is_set():
+                try:
+                    acknowledged.extend(post_batch(http, batch))
+                except httpx.HTTPError:
+                    return
+                batch += 1
+
+    thread = threading.Thread(target=run, name="sender")
+    thread.start()
+    try:
+        yield acknowledged
+    finally:
+        stop.set()
+        thread.join()
+
+
+def wait_until(check: Callable[[], T], timeout: float = 20.0, interval: float = 0.1) -> T:
+    """Poll `check` until it returns something truthy, and return that; AssertionError after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := check():
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s")
+
+
+def kill_9(server: subprocess.Popen[bytes]) -> None:
+    """SIGKILL the server: no shutdown, no flush, whatever it was doing is cut off."""
+    os.kill(server.pid, signal.SIGKILL)
+    server.wait()

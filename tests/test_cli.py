@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from funnels.api.app import create_app
 from funnels.demo import DEMO_STEPS
 from funnels.services import Services
-from tests.test_crash import free_port, start_server
+from tests.processes import free_port, start_server
 
 BIN = str(Path(sys.executable).parent / "funnels")
 

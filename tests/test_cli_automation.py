@@ -5,18 +5,15 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
-
-import httpx
 
 from funnels.automation.deliveries import JobFilter, list_jobs
 from funnels.automation.engine import Signal
 from funnels.automation.identity import Identify
 from funnels.events import Event
 from funnels.services import Services
-from tests.processes import BIN, create_key, free_port, start_server
+from tests.processes import BIN, client, create_key, free_port, start_server, wait_until
 from tests.receivers import HttpReceiver
 
 
@@ -37,15 +34,6 @@ def config_with(receiver: HttpReceiver, *step_events: str) -> dict[str, Any]:
             }
         ],
     }
-
-
-def wait_until(check: Any, timeout: float = 20.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := check():
-            return value
-        time.sleep(0.1)
-    raise AssertionError("timed out")
 
 
 def test_serve_refuses_an_invalid_config_with_every_problem(tmp_path: Path) -> None:
@@ -84,12 +72,10 @@ def test_sighup_reloads_a_valid_config_and_keeps_the_old_one_on_errors(
     port = free_port()
     server = start_server(data_dir, port, "--config", str(config))
     try:
-        with httpx.Client(
-            base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {key}"}
-        ) as client:
+        with client(port, key) as http:
 
             def steps() -> list[str]:
-                body = client.get("/v0/config").json()
+                body = http.get("/v0/config").json()
                 return [step["event"] for step in body["funnels"][0]["steps"]]
 
             assert steps() == ["sign_up"]
@@ -99,12 +85,12 @@ def test_sighup_reloads_a_valid_config_and_keeps_the_old_one_on_errors(
 
             config.write_text(json.dumps({"models": [], "funnels": []}))
             server.send_signal(signal.SIGHUP)
-            errors = wait_until(lambda: client.get("/v0/config").json()["errors"])
+            errors = wait_until(lambda: http.get("/v0/config").json()["errors"])
             assert any(error.startswith("models:") for error in errors)
             assert steps() == ["sign_up", "activated"]  # the old config stays in effect
 
-            client.post("/api/v1/identify", json={"model": "customer", "ids": ["c1"]})
-            result = client.post("/api/v1/events", json={"name": "sign_up", "ids": ["c1"]}).json()
+            http.post("/api/v1/identify", json={"model": "customer", "ids": ["c1"]})
+            result = http.post("/api/v1/events", json={"name": "sign_up", "ids": ["c1"]}).json()
             assert result["results"][0]["satisfied"] == [{"funnel": "f", "step": 1, "event": "sign_up"}]
             assert http_receiver.wait_for(1)[0].path == "/sign_up"  # the in-process worker delivered it
     finally:

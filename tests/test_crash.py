@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import threading
-import time
 from pathlib import Path
 
 import httpx
 
 from funnels.services import Services
-from tests.processes import create_key, free_port, start_server
+from tests.processes import create_key, free_port, kill_9, sending, start_server, wait_until
+
+
+def post_connects(http: httpx.Client, batch: int) -> list[str]:
+    """20 `connect` events with their own message ids; the ids, if the server acknowledged them."""
+    ids = [f"b{batch}-{i}" for i in range(20)]
+    body = [
+        {"event": "connect", "user_id": f"u-{id_}", "message_id": id_, "timestamp": 1_775_001_600_000}
+        for id_ in ids
+    ]
+    return ids if http.post("/v0/events", json=body, timeout=5).status_code == 200 else []
 
 
 def test_kill_9_mid_stream_loses_no_acknowledged_event(tmp_path: Path) -> None:
@@ -19,41 +26,11 @@ def test_kill_9_mid_stream_loses_no_acknowledged_event(tmp_path: Path) -> None:
     key = create_key(data_dir, "events:write")
     port = free_port()
     server = start_server(data_dir, port)
-    acknowledged: list[str] = []
-    stop = threading.Event()
-
-    def send() -> None:
-        with httpx.Client(
-            base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {key}"}
-        ) as client:
-            batch = 0
-            while not stop.is_set():
-                ids = [f"b{batch}-{i}" for i in range(20)]
-                body = [
-                    {
-                        "event": "connect",
-                        "user_id": f"u-{id_}",
-                        "message_id": id_,
-                        "timestamp": 1_775_001_600_000,
-                    }
-                    for id_ in ids
-                ]
-                try:
-                    response = client.post("/v0/events", json=body, timeout=5)
-                except httpx.HTTPError:
-                    return  # the server died mid-request: this batch was never acknowledged
-                if response.status_code == 200:
-                    acknowledged.extend(ids)
-                batch += 1
-
-    sender = threading.Thread(target=send)
-    sender.start()
-    while len(acknowledged) < 400:  # let the shipper work concurrently for a while
-        time.sleep(0.01)
-    os.kill(server.pid, signal.SIGKILL)
-    server.wait()
-    stop.set()
-    sender.join()
+    with sending(port, key, post_connects) as acknowledged:
+        try:  # let the shipper work concurrently for a while
+            wait_until(lambda: len(acknowledged) >= 400, timeout=60, interval=0.01)
+        finally:
+            kill_9(server)
 
     # Restart once so the log is shipped by the server itself, then stop it cleanly.
     server = start_server(data_dir, port)

@@ -34,6 +34,7 @@ import yaml
 from funnels.api.automation import EventBody, IdentifyBody
 from funnels.automation.worker import Worker
 from funnels.clock import ManualClock
+from funnels.examples import onboarding_funnel
 from funnels.services import Services
 
 SEED = 20260402
@@ -108,45 +109,24 @@ def demo_config(sink_url: str, smtp_port: int) -> dict[str, Any]:
         "models": [{"name": "customer"}, {"name": "organization"}],
         "segment": {"model": "customer"},
         "funnels": [
-            {
-                "id": "onboarding",
-                "forModels": "customer",
-                "steps": [
-                    {
-                        "event": "sign_up",
-                        "actions": [
-                            {
-                                "type": "slack",
-                                "args": {
-                                    "url": f"{sink_url}/slack/growth",
-                                    "content": "{{ displayName }} signed up ({{ modelProperties.plan }})",
-                                },
-                            },
-                            {
-                                "type": "email",
-                                "delay": "3d",
-                                "unless": "development_api_call",
-                                "args": {
-                                    "to": "{{ modelProperties.email }}",
-                                    "subject": "Need a hand getting started?",
-                                    "text": "Hi {{ displayName }}, your first API call is one curl away.",
-                                },
-                            },
-                        ],
+            onboarding_funnel(
+                slack={
+                    "url": f"{sink_url}/slack/growth",
+                    "content": "{{ displayName }} signed up ({{ modelProperties.plan }})",
+                },
+                reminder={
+                    "to": "{{ modelProperties.email }}",
+                    "subject": "Need a hand getting started?",
+                    "text": "Hi {{ displayName }}, your first API call is one curl away.",
+                },
+                converted={
+                    "type": "webhook",
+                    "args": {
+                        "url": sink_url + "/crm/{{ modelProperties.plan }}/converted",
+                        "body": {"id": "{{ ids[0] }}", "name": "{{ displayName }}"},
                     },
-                    {"event": "development_api_call"},
-                    {
-                        "event": "production_api_call",
-                        "actions": {
-                            "type": "webhook",
-                            "args": {
-                                "url": sink_url + "/crm/{{ modelProperties.plan }}/converted",
-                                "body": {"id": "{{ ids[0] }}", "name": "{{ displayName }}"},
-                            },
-                        },
-                    },
-                ],
-            },
+                },
+            ),
             {
                 "id": "org_activation",
                 "forModels": "organization",

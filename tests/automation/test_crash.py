@@ -4,15 +4,13 @@ that drops repeats by idempotency key acts on every action exactly once."""
 from __future__ import annotations
 
 import json
-import os
 import signal
-import threading
 import time
 from pathlib import Path
 
 import httpx
 
-from tests.processes import create_key, free_port, start_server
+from tests.processes import client, create_key, free_port, kill_9, sending, start_server, wait_until
 from tests.receivers import HttpReceiver
 
 BATCH = 10
@@ -47,6 +45,20 @@ def crash_config(receiver: HttpReceiver) -> dict[str, object]:
     }
 
 
+def post_signups(http: httpx.Client, batch: int) -> list[str]:
+    """Identify `BATCH` customers, then their `sign_up`s; their ids, if the server acknowledged the events."""
+    ids = [f"c{batch}-{i}" for i in range(BATCH)]
+    http.post(
+        "/api/v1/identify", json=[{"model": "customer", "ids": [id_]} for id_ in ids], timeout=5
+    ).raise_for_status()  # not identified: stop sending
+    signed = http.post(
+        "/api/v1/events",
+        json=[{"name": "sign_up", "ids": [id_], "messageId": f"s-{id_}"} for id_ in ids],
+        timeout=5,
+    )
+    return ids if signed.status_code == 200 else []
+
+
 def test_kill_9_loses_no_scheduled_action_and_delivers_each_once(
     tmp_path: Path, http_receiver: HttpReceiver
 ) -> None:
@@ -58,58 +70,23 @@ def test_kill_9_loses_no_scheduled_action_and_delivers_each_once(
     for _ in range(10_000):  # slow receiver: some sends are in flight when the server dies
         http_receiver.reply("/now", 200, {"ok": True}, delay_s=0.02)
     server = start_server(data_dir, port, "--config", str(config))
-    acknowledged: list[str] = []
-    stop = threading.Event()
-
-    def send() -> None:
-        with httpx.Client(
-            base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {key}"}
-        ) as client:
-            batch = 0
-            while not stop.is_set():
-                ids = [f"c{batch}-{i}" for i in range(BATCH)]
-                try:
-                    identified = client.post(
-                        "/api/v1/identify",
-                        json=[{"model": "customer", "ids": [id_]} for id_ in ids],
-                        timeout=5,
-                    )
-                    if identified.status_code != 200:
-                        return
-                    signed = client.post(
-                        "/api/v1/events",
-                        json=[{"name": "sign_up", "ids": [id_], "messageId": f"s-{id_}"} for id_ in ids],
-                        timeout=5,
-                    )
-                except httpx.HTTPError:
-                    return  # the server died mid-request: this batch was never acknowledged
-                if signed.status_code == 200:
-                    acknowledged.extend(ids)
-                batch += 1
-
-    sender = threading.Thread(target=send)
-    sender.start()
-    deadline = time.monotonic() + 60
-    while len(http_receiver.requests) < 40 and time.monotonic() < deadline:  # deliveries are under way
-        time.sleep(0.01)
-    os.kill(server.pid, signal.SIGKILL)
-    server.wait()
-    stop.set()
-    sender.join()
+    with sending(port, key, post_signups) as acknowledged:
+        try:  # until deliveries are under way
+            wait_until(lambda: len(http_receiver.requests) >= 40, timeout=60, interval=0.01)
+        finally:
+            kill_9(server)
     assert len(acknowledged) >= 40
 
     server = start_server(data_dir, port, "--config", str(config))
     expected = {(path, id_) for id_ in acknowledged for path in ("/now", "/later")}
     unfinished: dict[str, int] = {}
     try:
-        with httpx.Client(
-            base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {key}"}
-        ) as client:
+        with client(port, key) as http:
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline:
                 delivered = {(r.path, r.json["n"]) for r in http_receiver.unique()}
                 unfinished = {
-                    status: client.get("/v0/actions", params={"status": status, "size": 1}).json()["total"]
+                    status: http.get("/v0/actions", params={"status": status, "size": 1}).json()["total"]
                     for status in ("scheduled", "sending", "failed", "dead")
                 }
                 if expected <= delivered and not any(unfinished.values()):

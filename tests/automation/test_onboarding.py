@@ -17,6 +17,7 @@ from funnels.api.app import create_app
 from funnels.auth import create_key
 from funnels.channels.webhook import verify_signature
 from funnels.clock import ManualClock
+from funnels.examples import onboarding_funnel
 from funnels.services import Services
 from tests.conftest import bearer
 from tests.receivers import HttpReceiver, SmtpReceiver
@@ -32,54 +33,30 @@ def onboarding_config(http: HttpReceiver, smtp: SmtpReceiver) -> dict[str, objec
         "email": {"host": smtp.host, "port": smtp.port, "security": "none", "from": "team@funnels.test"},
         "sms": {"accountSid": "AC123", "authToken": "tok", "from": "+15550000000", "baseUrl": http.url},
         "funnels": [
-            {
-                "id": "onboarding",
-                "forModels": "customer",
-                "steps": [
+            onboarding_funnel(
+                slack={
+                    "url": f"{http.url}/slack",
+                    "content": "{{ displayName }} signed up ({{ modelProperties.plan }})",
+                },
+                reminder={
+                    "to": "{{ modelProperties.email }}",
+                    "subject": "Need a hand, {{ displayName }}?",
+                    "text": "You signed up 3 days ago via {{ eventProperties.source }}.",
+                },
+                converted=[
                     {
-                        "event": "sign_up",
-                        "actions": [
-                            {
-                                "type": "slack",
-                                "args": {
-                                    "url": f"{http.url}/slack",
-                                    "content": "{{ displayName }} signed up ({{ modelProperties.plan }})",
-                                },
-                            },
-                            {
-                                "type": "email",
-                                "delay": "3d",
-                                "unless": "development_api_call",
-                                "args": {
-                                    "to": "{{ modelProperties.email }}",
-                                    "subject": "Need a hand, {{ displayName }}?",
-                                    "text": "You signed up 3 days ago via {{ eventProperties.source }}.",
-                                },
-                            },
-                        ],
+                        "type": "webhook",
+                        "args": {
+                            "url": f"{http.url}/congrats",
+                            "body": {"customer": "{{ ids[0] }}", "step": "{{ step }}"},
+                        },
                     },
-                    {"event": "development_api_call"},
                     {
-                        "event": "production_api_call",
-                        "actions": [
-                            {
-                                "type": "webhook",
-                                "args": {
-                                    "url": f"{http.url}/congrats",
-                                    "body": {"customer": "{{ ids[0] }}", "step": "{{ step }}"},
-                                },
-                            },
-                            {
-                                "type": "sms",
-                                "args": {
-                                    "to": "{{ modelProperties.phone }}",
-                                    "body": "Congrats {{ displayName }}!",
-                                },
-                            },
-                        ],
+                        "type": "sms",
+                        "args": {"to": "{{ modelProperties.phone }}", "body": "Congrats {{ displayName }}!"},
                     },
                 ],
-            }
+            )
         ],
     }
 

@@ -12,10 +12,9 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
-from tests.processes import create_key, free_port, start_server
+from tests.processes import client, create_key, free_port, start_server, wait_until
 from tests.receivers import HttpReceiver
 
 
@@ -43,15 +42,6 @@ def alive(pid: int) -> bool:
     return stat[0] != "Z"
 
 
-def eventually(check: Callable[[], bool], timeout_s: float = 20) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
-
-
 class Server:
     def __init__(self, tmp_path: Path, receiver: HttpReceiver, *extra: str) -> None:
         self.config = tmp_path / "funnels.json"
@@ -60,11 +50,7 @@ class Server:
         self.key = create_key(self.data_dir, "events:write", "admin")
         self.port = free_port()
         self.process = start_server(self.data_dir, self.port, "--config", str(self.config), *extra)
-        self.client = httpx.Client(
-            base_url=f"http://127.0.0.1:{self.port}",
-            headers={"Authorization": f"Bearer {self.key}"},
-            timeout=10,
-        )
+        self.client = client(self.port, self.key, timeout=10)
         self.log = tmp_path / "server.log"
 
     def write_config(self, receiver: HttpReceiver, funnel_id: str, secret: str | None = None) -> None:
@@ -112,28 +98,28 @@ def delivered(receiver: HttpReceiver, path: str, id_: str) -> Callable[[], bool]
 def test_a_child_process_delivers_and_ends_when_the_server_is_killed(
     server: Server, http_receiver: HttpReceiver
 ) -> None:
-    assert eventually(lambda: len(children(server.process.pid)) == 1)
+    wait_until(lambda: len(children(server.process.pid)) == 1)
     (child,) = children(server.process.pid)
     server.hello("ada")
-    assert eventually(delivered(http_receiver, "/hello", "ada"))
+    wait_until(delivered(http_receiver, "/hello", "ada"))
 
     os.kill(server.process.pid, signal.SIGKILL)
     server.process.wait()
     # The server's end of the wake-up pipe closed with it: the child finishes and exits on its own.
-    assert eventually(lambda: not alive(child))
+    wait_until(lambda: not alive(child))
 
 
 def test_a_dead_delivery_process_is_replaced(server: Server, http_receiver: HttpReceiver) -> None:
-    assert eventually(lambda: len(children(server.process.pid)) == 1)
+    wait_until(lambda: len(children(server.process.pid)) == 1)
     (first,) = children(server.process.pid)
     # The replacement runs the server's config, not the file, which has been broken in the meantime.
     server.config.write_text("{not: a config")
     os.kill(first, signal.SIGKILL)
-    assert eventually(lambda: children(server.process.pid) not in ([], [first]))
+    wait_until(lambda: children(server.process.pid) not in ([], [first]))
     (second,) = children(server.process.pid)
     assert second != first
     server.hello("grace")
-    assert eventually(delivered(http_receiver, "/hello", "grace"))
+    wait_until(delivered(http_receiver, "/hello", "grace"))
     assert "the delivery process exited with -9; starting another" in server.log.read_text()
 
     server.stop()  # SIGINT: the server stops its child before it exits
@@ -142,7 +128,7 @@ def test_a_dead_delivery_process_is_replaced(server: Server, http_receiver: Http
 
 def test_a_reload_reaches_the_delivery_process(server: Server, http_receiver: HttpReceiver) -> None:
     server.hello("lin")
-    assert eventually(delivered(http_receiver, "/hello", "lin"))
+    wait_until(delivered(http_receiver, "/hello", "lin"))
     assert "funnels-signature" not in http_receiver.requests[-1].headers
 
     # A signing secret is a channel setting, which the delivering process reads from its own config.
@@ -150,9 +136,9 @@ def test_a_reload_reaches_the_delivery_process(server: Server, http_receiver: Ht
     reloaded = server.client.post("/v0/config/reload")
     assert reloaded.status_code == 200, reloaded.text
     # POST /v0/config/reload prints nothing; the child's SIGHUP handler prints this line.
-    assert eventually(lambda: "config reloaded: 1 funnels" in server.log.read_text())
+    wait_until(lambda: "config reloaded: 1 funnels" in server.log.read_text())
     server.hello("mo")
-    assert eventually(delivered(http_receiver, "/hello", "mo"))
+    wait_until(delivered(http_receiver, "/hello", "mo"))
     assert http_receiver.requests[-1].headers["funnels-signature"].startswith("v1=")
 
 
@@ -164,7 +150,7 @@ def test_other_delivery_modes_start_no_child(
     try:
         running.hello("kay")
         if delivers:
-            assert eventually(delivered(http_receiver, "/hello", "kay"))
+            wait_until(delivered(http_receiver, "/hello", "kay"))
         else:
             time.sleep(1.5)  # longer than a worker's poll: nothing delivers without `funnels worker`
             assert not delivered(http_receiver, "/hello", "kay")()

@@ -15,6 +15,7 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from funnels.cli import app
+from funnels.examples import onboarding_funnel
 
 CLOSED = "http://127.0.0.1:9"
 T0 = "2026-04-01T09:00:00Z"
@@ -26,39 +27,18 @@ ONBOARDING: dict[str, Any] = {
     "models": [{"name": "customer"}],
     "email": {"host": "127.0.0.1", "port": 9, "security": "none", "from": "team@example.com"},
     "funnels": [
-        {
-            "id": "onboarding",
-            "forModels": "customer",
-            "steps": [
-                {
-                    "event": "sign_up",
-                    "actions": [
-                        {
-                            "type": "slack",
-                            "args": {"url": f"{CLOSED}/slack", "content": "{{ displayName }} signed up"},
-                        },
-                        {
-                            "type": "email",
-                            "delay": "3d",
-                            "unless": "development_api_call",
-                            "args": {
-                                "to": "{{ modelProperties.email }}",
-                                "subject": "Need a hand, {{ displayName }}?",
-                                "text": "You signed up via {{ eventProperties.source }}.",
-                            },
-                        },
-                    ],
-                },
-                {"event": "development_api_call"},
-                {
-                    "event": "production_api_call",
-                    "actions": {
-                        "type": "webhook",
-                        "args": {"url": f"{CLOSED}/converted", "body": {"customer": "{{ ids[0] }}"}},
-                    },
-                },
-            ],
-        }
+        onboarding_funnel(
+            slack={"url": f"{CLOSED}/slack", "content": "{{ displayName }} signed up"},
+            reminder={
+                "to": "{{ modelProperties.email }}",
+                "subject": "Need a hand, {{ displayName }}?",
+                "text": "You signed up via {{ eventProperties.source }}.",
+            },
+            converted={
+                "type": "webhook",
+                "args": {"url": f"{CLOSED}/converted", "body": {"customer": "{{ ids[0] }}"}},
+            },
+        )
     ],
 }
 

@@ -97,6 +97,19 @@ def only_job(world: World, **filters: Any) -> dict[str, Any]:
     return job
 
 
+def sign_up(world: World) -> None:
+    """Customer c1, on the pro plan, signs up: the `hooks` funnel's webhook is due at once."""
+    world.identify(["c1"], properties={"plan": "pro"})
+    world.event("sign_up", ["c1"])
+
+
+def first_attempt(world: World) -> dict[str, Any]:
+    """c1 signs up and the worker runs (the clock stays): the `hooks` job after its first attempt."""
+    sign_up(world)
+    world.run()
+    return only_job(world, funnel="hooks")
+
+
 def test_an_immediate_webhook_is_delivered_signed_with_the_job_key(
     world: World, http_receiver: HttpReceiver
 ) -> None:
@@ -149,11 +162,8 @@ def test_templates_see_the_instance_as_it_is_at_send_time(world: World, http_rec
 
 def test_a_5xx_is_retried_after_backoff_and_then_sent(world: World, http_receiver: HttpReceiver) -> None:
     http_receiver.reply("/hook", 500, "boom")
-    world.identify(["c1"], properties={"plan": "pro"})
-    world.event("sign_up", ["c1"])
     start = world.clock.now_ms()
-    world.run()
-    job = only_job(world, funnel="hooks")
+    job = first_attempt(world)
     assert job["status"] == "failed"
     assert job["attempts"] == 1
     assert "500" in job["last_error"]
@@ -174,11 +184,8 @@ def test_a_5xx_is_retried_after_backoff_and_then_sent(world: World, http_receive
 
 def test_429_with_retry_after_waits_at_least_that_long(world: World, http_receiver: HttpReceiver) -> None:
     http_receiver.reply("/hook", 429, "slow down", headers={"Retry-After": "120"})
-    world.identify(["c1"], properties={"plan": "pro"})
-    world.event("sign_up", ["c1"])
     start = world.clock.now_ms()
-    world.run()
-    job = only_job(world, funnel="hooks")
+    job = first_attempt(world)
     assert job["status"] == "failed"
     assert ms(job["next_attempt_at"]) >= start + 120 * SECOND_MS
     assert world.run(119 * SECOND_MS) == 0
@@ -189,10 +196,7 @@ def test_429_with_retry_after_waits_at_least_that_long(world: World, http_receiv
 
 def test_a_404_is_dead_at_once(world: World, http_receiver: HttpReceiver) -> None:
     http_receiver.reply("/hook", 404, "no such hook")
-    world.identify(["c1"], properties={"plan": "pro"})
-    world.event("sign_up", ["c1"])
-    world.run()
-    job = only_job(world, funnel="hooks")
+    job = first_attempt(world)
     assert job["status"] == "dead"
     assert job["attempts"] == 1
     assert "404" in job["last_error"]
@@ -204,9 +208,7 @@ def test_a_404_is_dead_at_once(world: World, http_receiver: HttpReceiver) -> Non
 def test_exhausted_retries_are_dead_with_the_count(world: World, http_receiver: HttpReceiver) -> None:
     for _ in range(5):
         http_receiver.reply("/hook", 503, "unavailable")
-    world.identify(["c1"], properties={"plan": "pro"})
-    world.event("sign_up", ["c1"])
-    world.run()
+    first_attempt(world)
     for _ in range(4):  # backoffMax is 1 minute: each advance is past any next attempt
         world.run(61 * SECOND_MS)
     job = only_job(world, funnel="hooks")
@@ -280,8 +282,7 @@ def test_quiet_hours_let_a_job_inside_the_window_go_at_once(
 def test_an_expired_lease_is_claimed_again_and_sent_with_the_same_key(
     world: World, http_receiver: HttpReceiver
 ) -> None:
-    world.identify(["c1"], properties={"plan": "pro"})
-    world.event("sign_up", ["c1"])
+    sign_up(world)
     (claimed,) = world.svc.worker.claim(10)
     world.svc.worker.handle(claimed)  # it sent, then "crashed" before recording
     assert only_job(world, funnel="hooks")["status"] == "sending"
@@ -312,10 +313,7 @@ def test_email_goes_through_smtp_with_the_rendered_subject_and_body(
 
 def test_retry_of_a_dead_job_schedules_it_and_it_is_sent(world: World, http_receiver: HttpReceiver) -> None:
     http_receiver.reply("/hook", 410, "gone")
-    world.identify(["c1"], properties={"plan": "pro"})
-    world.event("sign_up", ["c1"])
-    world.run()
-    dead = only_job(world, funnel="hooks")
+    dead = first_attempt(world)
     assert dead["status"] == "dead"
 
     response = world.client.post(f"/v0/actions/{dead['id']}/retry", headers=world.admin)
