@@ -103,7 +103,9 @@ class WorkerProcess:
     def _spawn(self) -> None:
         with self._lock:
             if not self._stopping.is_set():
-                self.process = subprocess.Popen(self.command(), pass_fds=(self._read_fd,))
+                # Its own process group: a Ctrl-C in the server's terminal stops the server, which then
+                # stops the child through the pipe (after its in-flight sends), not both at once.
+                self.process = subprocess.Popen(self.command(), pass_fds=(self._read_fd,), process_group=0)
 
     def _supervise(self) -> None:
         while (process := self.process) is not None:
