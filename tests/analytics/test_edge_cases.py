@@ -368,6 +368,25 @@ CASES = [
         users=[1, 1],
         from_previous=[None, -5.0],
     ),
+    Case(
+        "open funnel: a user whose only step-1 event is after date_to, in the window tail, does not enter",
+        [page("u", at(1, 30 * S)), track("u", at(1, 40 * S), "connect"), page("control", T)],
+        opened(PAGE, CONNECT),
+        users=[1, 0],
+        dropped_off=[None, 1],
+    ),
+    Case(
+        "open funnel: nor when its later steps fired inside the date range",
+        [
+            track("u", T, "connect"),
+            track("u", T + S, "swap"),
+            page("u", at(1, 60 * S - 1)),  # the last millisecond of the scan
+            page("control", T),
+        ],
+        opened(PAGE, CONNECT, SWAP),
+        users=[1, 0, 0],
+        dropped_off=[None, 1, 0],
+    ),
     # --- filters ---
     Case(
         "numeric filters read JSON numbers and numeric strings; other values never match",

@@ -86,8 +86,9 @@ def test_without_a_config_the_list_is_empty(client: TestClient, keys: dict[str, 
 
 
 def test_it_needs_a_query_read_key(world: World) -> None:
-    error_of(world.client.get("/v0/funnels"), 401, "UNAUTHORIZED")
-    error_of(world.client.get("/v0/funnels", headers=world.writer), 403, "FORBIDDEN")
+    for path in ("/v0/funnels", "/v0/funnel"):  # every route: tests/api/test_app.py
+        error_of(world.client.get(path), 401, "UNAUTHORIZED")
+        error_of(world.client.get(path, headers=world.writer), 403, "FORBIDDEN")
     configured(world, key="admin")
 
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
+from pathlib import Path
 
 import httpx
 import pytest
@@ -65,6 +68,56 @@ def test_a_signed_json_post_carries_idempotency_and_signature_headers(
     )
     assert SECRET not in json.dumps(result.sent)
     assert result.sent["body"] == request.text and result.sent["headers"]["Idempotency-Key"] == "job-42"
+
+
+def documented_signature(secret: str, timestamp: str, body: bytes) -> str:
+    """docs/config.md's recipe ("Verifying webhook signatures"), written out here without `sign`: HMAC-SHA256
+    keyed by the secret's UTF-8 bytes over `{Funnels-Timestamp}.{raw body}`, as `v1=` + lower-case hex."""
+    mac = hmac.new(secret.encode("utf-8"), timestamp.encode("ascii") + b"." + body, hashlib.sha256)
+    return "v1=" + mac.hexdigest()
+
+
+def test_the_signature_is_the_documented_hmac_of_the_bytes_the_receiver_got(
+    http_receiver: HttpReceiver, http: httpx.Client
+) -> None:
+    secret = "whsec-ключ-✓"  # not ASCII: the key is the secret's UTF-8 bytes
+    url = f"{http_receiver.url}/hooks"
+    sends = [
+        WebhookArgs(url=url, body={"b": 1, "a": [1.5, None, True], "name": 'Zoë "q" <t>', "n": {"z": "✓"}}),
+        WebhookArgs(url=url, method="PUT", body="plain text, ünïcode"),
+        WebhookArgs(url=url, method="GET", body={"ignored": True}),
+    ]
+    for index, args in enumerate(sends):
+        request = delivery_request(http, key=f"job-{index}", now_ms=NOW_MS + index * 1_500)
+        assert deliver_webhook(args, settings(secret), request).ok
+    received = http_receiver.wait_for(len(sends))
+    assert [request.method for request in received] == ["POST", "PUT", "GET"]
+    assert received[0].body and received[1].body and received[2].body == b""
+    for index, request in enumerate(received):
+        timestamp = request.headers["funnels-timestamp"]
+        assert timestamp == str((NOW_MS + index * 1_500) // 1000)  # Unix seconds, as a decimal
+        assert request.headers["funnels-signature"] == documented_signature(secret, timestamp, request.body)
+
+
+# docs/config.md's test vector, computed with `openssl dgst -sha256 -hmac whsec_example` over the message.
+VECTOR_SECRET, VECTOR_TIMESTAMP, VECTOR_BODY = "whsec_example", 1775001600, b'{"id":"42"}'
+VECTOR_SIGNATURE = "v1=042b0e9315b3304250f3a9964a9f3b40514f41f3425b08adaddfc58febf7d89f"
+
+
+def test_a_delivery_reproduces_the_documented_test_vector(
+    http_receiver: HttpReceiver, http: httpx.Client
+) -> None:
+    docs = (Path(__file__).parents[2] / "docs" / "config.md").read_text()
+    assert VECTOR_SIGNATURE in docs and VECTOR_SECRET in docs and VECTOR_BODY.decode() in docs
+    args = WebhookArgs(url=http_receiver.url, body={"id": "42"})
+    assert deliver_webhook(
+        args, settings(VECTOR_SECRET), delivery_request(http, now_ms=VECTOR_TIMESTAMP * 1000)
+    ).ok
+    (request,) = http_receiver.wait_for(1)
+    assert request.body == VECTOR_BODY
+    assert request.headers["funnels-timestamp"] == str(VECTOR_TIMESTAMP)
+    assert request.headers["funnels-signature"] == VECTOR_SIGNATURE
+    assert verify_signature(VECTOR_SECRET, VECTOR_TIMESTAMP, VECTOR_BODY, VECTOR_SIGNATURE)
 
 
 def test_verify_signature_accepts_any_of_several_signatures_and_text_bodies() -> None:
