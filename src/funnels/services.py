@@ -44,8 +44,13 @@ class IngestResult:
         return sum(outcome.status == "duplicate" for outcome in self.outcomes)
 
     @property
+    def refused(self) -> list[tuple[int, Outcome]]:
+        """The identifies refused for a cap (index in the request, outcome): nothing of them was stored."""
+        return [(index, outcome) for index, outcome in enumerate(self.outcomes) if outcome.refused]
+
+    @property
     def accepted(self) -> int:
-        return len(self.outcomes) - self.duplicates
+        return len(self.outcomes) - self.duplicates - len(self.refused)
 
 
 @dataclass
