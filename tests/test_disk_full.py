@@ -95,4 +95,3 @@ def test_a_full_disk_is_a_retryable_503_and_heals_by_itself(tmp_path: Path) -> N
     assert [id_ for id_ in expected if id_ not in stored] == []
     assert {id_: n for id_, n in stored.items() if n > 1} == {}
     assert len(stored) == len(expected)
-
