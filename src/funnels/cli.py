@@ -14,6 +14,7 @@ from typing import Annotated, Any, NoReturn
 import orjson
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from funnels.analytics.funnel import run_funnel
@@ -23,8 +24,8 @@ from funnels.automation.runtime import Automation
 from funnels.clock import SystemClock
 from funnels.config import ConfigInvalid, load_config
 from funnels.services import DataDirBusy, Services
-from funnels.settings import resolve_data_dir
-from funnels.store.state import StateStore
+from funnels.settings import private_files, resolve_data_dir
+from funnels.store.state import StateFileDamaged, StateStore
 from funnels.types import SCOPES
 
 app = typer.Typer(help="funnels: a self-hosted funnel engine.", no_args_is_help=True, add_completion=False)
@@ -35,6 +36,12 @@ err = Console(stderr=True, soft_wrap=True)
 DataDir = Annotated[
     Path | None, typer.Option("--data-dir", help="Data directory (else $FUNNELS_DATA_DIR, else ./.funnels).")
 ]
+
+
+@app.callback()
+def _private_files() -> None:
+    """Every command that may own a data directory creates its files readable by its user only."""
+    private_files()
 
 
 def _fail(message: str, code: int = 1) -> NoReturn:
@@ -59,8 +66,8 @@ def _print_config_errors(invalid: ConfigInvalid, file: Path) -> None:
 def _open(data_dir: Path | None, config: Path | None = None) -> Services:
     try:
         return Services.open(resolve_data_dir(data_dir), config_path=config)
-    except DataDirBusy as error:
-        _fail(str(error))
+    except (DataDirBusy, StateFileDamaged) as error:
+        _fail(escape(str(error)))
     except ConfigInvalid as invalid:
         assert config is not None
         _print_config_errors(invalid, config)
@@ -86,8 +93,11 @@ def _reload_on_sighup(automation: Automation) -> Callable[[], None]:
     return reload
 
 
-def _state(data_dir: Path | None) -> StateStore:
-    return StateStore(resolve_data_dir(data_dir) / "state.sqlite3")
+def _state(data_dir: Path | None, check: bool = True) -> StateStore:
+    try:
+        return StateStore(resolve_data_dir(data_dir) / "state.sqlite3", check=check)
+    except StateFileDamaged as error:
+        _fail(escape(str(error)))
 
 
 class Delivery(StrEnum):
@@ -149,7 +159,7 @@ def worker_(
     """Deliver due actions from the data directory's outbox (alongside `funnels serve`, or several)."""
     from funnels.automation.worker import Worker
 
-    state = _state(data_dir)
+    state = _state(data_dir, check=wake_fd is None)  # `funnels serve` checked the file before starting us
     clock = SystemClock()
     try:
         automation = Automation(state, clock, config)

@@ -16,6 +16,7 @@ from funnels.clock import Clock, SystemClock
 from funnels.events import Event
 from funnels.ingest.committer import GroupCommitter
 from funnels.ingest.log import Shipper
+from funnels.settings import tighten_data_dir
 from funnels.store.events import EventStore, EventStoreError
 from funnels.store.state import StateStore
 
@@ -44,8 +45,13 @@ class IngestResult:
         return sum(outcome.status == "duplicate" for outcome in self.outcomes)
 
     @property
+    def refused(self) -> list[tuple[int, Outcome]]:
+        """The identifies refused for a cap (index in the request, outcome): nothing of them was stored."""
+        return [(index, outcome) for index, outcome in enumerate(self.outcomes) if outcome.refused]
+
+    @property
     def accepted(self) -> int:
-        return len(self.outcomes) - self.duplicates
+        return len(self.outcomes) - self.duplicates - len(self.refused)
 
 
 @dataclass
@@ -70,7 +76,7 @@ class Services:
     def open(cls, data_dir: Path, clock: Clock | None = None, config_path: Path | None = None) -> Services:
         """Open the stores; with `config_path`, load the automation config (`ConfigInvalid` if it has problems)."""
         clock = clock or SystemClock()
-        data_dir.mkdir(parents=True, exist_ok=True)
+        tighten_data_dir(data_dir)
         state = StateStore(data_dir / "state.sqlite3")
         automation = Automation(state, clock, config_path)
         events = open_event_store(data_dir)

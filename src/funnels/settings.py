@@ -3,14 +3,48 @@
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
 DEFAULT_DATA_DIR = ".funnels"
 
 
+# The data directory holds API key hashes, action args with tokens and customers' personal data: only its
+# owner may read it. Processes that own one create files with this umask (`funnels.cli`), and opening one
+# tightens what an older release (or another umask) left readable.
+PRIVATE_UMASK = 0o077
+DIR_MODE = 0o700
+FILE_MODE = 0o600
+
+
+def private_files() -> None:
+    """From now on, this process creates files only its user can read: directories 0700, files 0600."""
+    os.umask(PRIVATE_UMASK)
+
+
+def tighten_data_dir(path: Path) -> None:
+    """Create the data directory if missing; make it and everything in it 0700 (directories) or 0600 (files).
+    Symbolic links are left alone: what they point to is not the data directory's."""
+    path.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+    _restrict(path, DIR_MODE)
+    for root, dirs, files in os.walk(path):
+        for names, mode in ((dirs, DIR_MODE), (files, FILE_MODE)):
+            for name in names:
+                _restrict(Path(root) / name, mode)
+
+
+def _restrict(entry: Path, mode: int) -> None:
+    try:
+        found = os.stat(entry, follow_symlinks=False).st_mode
+        if not stat.S_ISLNK(found) and stat.S_IMODE(found) != mode:
+            os.chmod(entry, mode)
+    except FileNotFoundError:  # removed meanwhile (a merged-away part)
+        pass
+
+
 def resolve_data_dir(explicit: str | Path | None = None) -> Path:
-    """The data directory, created if missing."""
+    """The data directory, created if missing, readable by its owner only (`tighten_data_dir`)."""
     raw = explicit or os.environ.get("FUNNELS_DATA_DIR") or DEFAULT_DATA_DIR
     path = Path(raw).expanduser().resolve()
-    path.mkdir(parents=True, exist_ok=True)
+    tighten_data_dir(path)
     return path

@@ -10,14 +10,15 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from funnels.api.deps import default_event_ids, read_json, require, services
 from funnels.api.errors import ApiError, validation_error
-from funnels.api.events import MAX_BATCH, MAX_BODY_BYTES, pydantic_details
+from funnels.api.events import MAX_BATCH, MAX_BODY_BYTES, pydantic_details, raise_if_refused
 from funnels.automation.engine import Signal
-from funnels.automation.identity import Identify
+from funnels.automation.identity import MAX_IDENTIFY_PROPERTIES_BYTES, MAX_INSTANCE_IDS, Identify
 from funnels.automation.runtime import Automation
 from funnels.events import (
     MAX_ID_LENGTH,
@@ -41,6 +42,14 @@ def _ids(value: Any) -> list[str]:
     if any(text == "" for text in texts):
         raise ValueError("ids must be non-empty strings or numbers")
     return list(dict.fromkeys(texts))
+
+
+def _capped(ids: list[str]) -> list[str]:
+    if len(ids) > MAX_INSTANCE_IDS:
+        raise ValueError(
+            f"at most {MAX_INSTANCE_IDS} ids (an instance holds at most that many); got {len(ids)}"
+        )
+    return ids
 
 
 class _Body(BaseModel):
@@ -84,12 +93,23 @@ class IdentifyBody(_Body):
     @field_validator("ids", mode="before")
     @classmethod
     def _ids(cls, value: Any) -> list[str]:
-        return _ids(value)
+        return _capped(_ids(value))
 
     @field_validator("child_ids", "parent_ids", mode="before")
     @classmethod
     def _related_ids(cls, value: Any) -> list[str]:
-        return [] if value is None or value == [] else _ids(value)
+        return [] if value is None or value == [] else _capped(_ids(value))
+
+    @field_validator("properties")
+    @classmethod
+    def _properties_size(cls, value: JSONDict) -> JSONDict:
+        size = len(orjson.dumps(value))
+        if size > MAX_IDENTIFY_PROPERTIES_BYTES:
+            raise ValueError(
+                f"properties of one identify: {size:,} bytes as JSON, over the limit of "
+                f"{MAX_IDENTIFY_PROPERTIES_BYTES:,} bytes"
+            )
+        return value
 
     @model_validator(mode="after")
     def _pairs(self) -> IdentifyBody:
@@ -189,6 +209,8 @@ async def _ingest(request: Request, shape: type[IdentifyBody | EventBody]) -> di
         payload, shape, svc.automation, svc.clock.now_ms(), default_event_ids(request, payload, count)
     )
     result = await svc.ingest_async(signals)
+    if not isinstance(payload, list):
+        raise_if_refused(result)
     return {
         "success": True,
         "accepted": result.accepted,

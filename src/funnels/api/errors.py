@@ -10,6 +10,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from funnels.store import StoreUnavailable
+
 log = logging.getLogger(__name__)
 
 # code → (HTTP status, what it means); also rendered on the /errors page that doc_url points to.
@@ -42,7 +44,11 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
         500,
         "A bug: the request could not be completed. Nothing acknowledged was lost.",
     ),
-    "SERVICE_UNAVAILABLE": (503, "A store is not available right now; retry later."),
+    "SERVICE_UNAVAILABLE": (
+        503,
+        "A store is not available right now (e.g. the disk is full: `details.store` names it); nothing of "
+        "the request was stored. Retry later, after `Retry-After` seconds.",
+    ),
 }
 
 
@@ -89,6 +95,20 @@ def error_body(request: Request, error: ApiError) -> dict[str, Any]:
     return {"error": body}
 
 
+RETRY_AFTER_SECONDS = 10  # a store refusing writes (`StoreUnavailable`): when to try again
+
+
+def store_unavailable(error: StoreUnavailable) -> ApiError:
+    """A store that refuses writes (disk full or failing) as a retryable 503 naming the store."""
+    return ApiError(
+        "SERVICE_UNAVAILABLE",
+        f"The {error.store} store cannot write right now (the disk is full or failing); nothing of this "
+        "request was stored: retry later.",
+        details={"store": error.store, "reason": error.reason},
+        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+    )
+
+
 def _field_path(location: tuple[Any, ...]) -> str:
     return ".".join(str(part) for part in location)
 
@@ -114,6 +134,11 @@ def install_error_handlers(app: FastAPI) -> None:
         }.get(error.status_code, "BAD_REQUEST" if error.status_code < 500 else "INTERNAL_SERVER_ERROR")
         api_error = ApiError(code, str(error.detail), status=error.status_code)
         return await _api_error(request, api_error)
+
+    @app.exception_handler(StoreUnavailable)
+    async def _store_unavailable(request: Request, error: StoreUnavailable) -> JSONResponse:
+        log.warning("%s %s: %s", request.method, request.url.path, error)
+        return await _api_error(request, store_unavailable(error))
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, error: Exception) -> JSONResponse:

@@ -10,7 +10,9 @@ from pydantic import ValidationError
 
 from funnels.api.deps import default_event_ids, read_json, require, services
 from funnels.api.errors import ApiError, validation_error
+from funnels.automation.engine import Outcome
 from funnels.events import Event, NativeEvent
+from funnels.services import IngestResult
 
 router = APIRouter(tags=["Events"])
 
@@ -25,6 +27,28 @@ def pydantic_details(error: ValidationError, prefix: str) -> dict[str, str]:
         path = ".".join(str(part) for part in (prefix, *item["loc"]) if part != "")
         details[path] = item["msg"].removeprefix("Value error, ")
     return details
+
+
+def refusal_details(outcome: Outcome, path: str, fields: dict[str, str] | None = None) -> dict[str, str]:
+    """An identify refused for a cap (`automation.identity`), as `details` naming the field over it
+    (`fields` renames it: Segment's identify sends its properties as `traits`)."""
+    field = outcome.refused_field or "properties"
+    return {f"{path}.{(fields or {}).get(field, field)}": outcome.reason or "over a cap"}
+
+
+def refused_items(result: IngestResult, paths: list[str]) -> list[dict[str, Any]]:
+    """`rejected` entries (`{index, details}`, as a Segment batch lists invalid messages) for the refused
+    identifies of a batch; `paths[i]` is the body path of the i-th ingested item."""
+    return [
+        {"index": index, "details": refusal_details(outcome, paths[index])}
+        for index, outcome in result.refused
+    ]
+
+
+def raise_if_refused(result: IngestResult, fields: dict[str, str] | None = None) -> None:
+    """A request of one item whose identify was refused for a cap: 400 naming the field; nothing was stored."""
+    for _index, outcome in result.refused:
+        raise validation_error(refusal_details(outcome, "body", fields), outcome.reason)
 
 
 def parse_native(payload: Any, received_ms: int, default_ids: list[str | None] | None = None) -> list[Event]:
@@ -70,9 +94,14 @@ async def post_events(request: Request) -> dict[str, Any]:
     count = len(payload) if isinstance(payload, list) else 1
     events = parse_native(payload, svc.clock.now_ms(), default_event_ids(request, payload, count))
     result = await svc.ingest_async(events)
-    return {
+    if not isinstance(payload, list):
+        raise_if_refused(result)
+    body: dict[str, Any] = {
         "success": True,
         "accepted": result.accepted,
         "duplicates": result.duplicates,
         "ids": [event.event_id for event in events],
     }
+    if result.refused:
+        body["rejected"] = refused_items(result, [f"body.{index}" for index in range(len(events))])
+    return body

@@ -7,11 +7,11 @@ import html
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse
-from sqlalchemy import text
 
 from funnels.api.deps import services
-from funnels.api.errors import ERROR_CODES, ApiError
+from funnels.api.errors import ERROR_CODES, ApiError, store_unavailable
 from funnels.services import Services
+from funnels.store import StoreUnavailable
 
 router = APIRouter()
 
@@ -31,14 +31,12 @@ async def errors_page() -> HTMLResponse:
 
 def _probe(svc: Services) -> dict[str, str]:
     checks = {}
-    with svc.state.write() as connection:  # a write transaction proves the state store is writable
-        connection.execute(text("CREATE TABLE IF NOT EXISTS health (id INTEGER PRIMARY KEY, at INTEGER)"))
-        connection.execute(
-            text("INSERT OR REPLACE INTO health (id, at) VALUES (1, :at)"), {"at": svc.clock.now_ms()}
-        )
+    svc.state.probe(svc.clock.now_ms())  # a write (with headroom after a failed one) proves it writable
     checks["state"] = "ok"
     svc.events.query("SELECT count() FROM events WHERE log_seq = 0 AND 0")
     svc.events.execute("CREATE TABLE IF NOT EXISTS health (at UInt64) ENGINE = Memory")
+    if svc.shipper.failure is not None:  # the event store refused the last batch: it is retried
+        raise StoreUnavailable("events", svc.shipper.failure)
     checks["events"] = "ok"
     checks["shipper_backlog"] = str(svc.shipper.backlog())
     return checks
@@ -48,6 +46,8 @@ def _probe(svc: Services) -> dict[str, str]:
 async def healthz(request: Request) -> JSONResponse:
     try:
         checks = await run_in_threadpool(_probe, services(request))
+    except StoreUnavailable as error:
+        raise store_unavailable(error) from None
     except Exception as error:  # a probe answers: any store failure is a 503 in the usual envelope
         raise ApiError("SERVICE_UNAVAILABLE", f"A store is unavailable: {error}") from None
     return JSONResponse({"status": "ok", **checks})

@@ -32,6 +32,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from funnels.api.deps import authorize, key_from_headers, read_json, services
 from funnels.api.errors import ApiError, validation_error
+from funnels.api.events import raise_if_refused, refusal_details
 from funnels.events import Event
 from funnels.ingest.segment import (
     MAX_BATCH_BYTES,
@@ -40,8 +41,10 @@ from funnels.ingest.segment import (
     SegmentValidationError,
     segment_event,
 )
+from funnels.services import IngestResult
 
 router = APIRouter(tags=["Segment"])
+TRAITS: Final[dict[str, str]] = {"properties": "traits"}  # what an identify's properties are called here
 
 SCOPE: Final[str] = "events:write"
 SHORT_PATHS: Final[dict[str, str]] = {
@@ -85,10 +88,10 @@ async def read_authorized(request: Request, limit: int, what: str) -> dict[str, 
     return payload
 
 
-async def store(request: Request, events: list[Event]) -> dict[str, Any]:
-    """Make the events durable; the response fields every Segment endpoint shares."""
+async def store(request: Request, events: list[Event]) -> tuple[dict[str, Any], IngestResult]:
+    """Make the events durable; the response fields every Segment endpoint shares, and the result."""
     result = await services(request).ingest_async(events)
-    return {"success": True, "accepted": result.accepted, "duplicates": result.duplicates}
+    return {"success": True, "accepted": result.accepted, "duplicates": result.duplicates}, result
 
 
 def single_message_endpoint(type_: str) -> Callable[[Request], Awaitable[dict[str, Any]]]:
@@ -100,7 +103,9 @@ def single_message_endpoint(type_: str) -> Callable[[Request], Awaitable[dict[st
             event = segment_event(payload, services(request).clock.now_ms(), type_=type_)
         except SegmentValidationError as error:
             raise validation_error(error.details) from None
-        return await store(request, [event])
+        body, result = await store(request, [event])
+        raise_if_refused(result, TRAITS)  # an identify over a cap: nothing was stored
+        return body
 
     endpoint.__name__ = f"segment_{type_}"
     return endpoint
@@ -153,7 +158,16 @@ async def segment_batch(request: Request) -> dict[str, Any]:
     payload = await read_authorized(request, MAX_BATCH_BYTES, "batch")
     # Mapping parses user agents (CPU-bound, up to a few ms each): keep it off the event loop.
     events, rejected = await run_in_threadpool(map_batch, payload, services(request).clock.now_ms())
-    return {**await store(request, events), "rejected": rejected}
+    body, result = await store(request, events)
+    if result.refused:  # identifies over a cap: listed like invalid messages, by their index in the batch
+        invalid = {item["index"] for item in rejected}
+        positions = [index for index in range(len(payload["batch"])) if index not in invalid]
+        rejected += [
+            {"index": positions[i], "details": refusal_details(outcome, f"body.batch.{positions[i]}", TRAITS)}
+            for i, outcome in result.refused
+        ]
+        rejected.sort(key=lambda item: int(item["index"]))
+    return {**body, "rejected": rejected}
 
 
 for _path in ("/v1/batch", "/v1/b"):

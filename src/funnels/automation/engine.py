@@ -25,6 +25,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from funnels.automation.identity import (
     Identify,
+    IdentifyRefused,
     IdentityConflict,
     Instance,
     choose,
@@ -58,12 +59,17 @@ class Outcome:
 
     event_id: str
     event: str
-    status: str  # processed, duplicate, unmatched, conflict, off
+    status: str  # processed, duplicate, unmatched, conflict, refused (over a cap: not stored), off
     instance: dict[str, str] | None = None
     satisfied: list[dict[str, Any]] = field(default_factory=list)
     scheduled: list[dict[str, Any]] = field(default_factory=list)
     cancelled: list[int] = field(default_factory=list)
     reason: str | None = None
+    refused_field: str | None = None  # with `refused`: the identify's field over its cap
+
+    @property
+    def refused(self) -> bool:
+        return self.status == "refused"
 
     def as_dict(self) -> dict[str, Any]:
         body: dict[str, Any] = {"id": self.event_id, "event": self.event, "status": self.status}
@@ -211,6 +217,10 @@ class _Batch:
                 instance, _created = identify(self.connection, signal.identify, self.now_ms)
             except IdentityConflict as conflict:
                 return Outcome(event.event_id, event.event, "conflict", reason=str(conflict))
+            except IdentifyRefused as refused:
+                return Outcome(
+                    event.event_id, event.event, "refused", reason=str(refused), refused_field=refused.field
+                )
             model = signal.identify.model
             for id_ in signal.identify.ids:  # keep the prefetched view current for later signals
                 others = [owner for owner in self.owners.get(id_, []) if owner[0] != model]
@@ -356,7 +366,9 @@ def apply_signals(
 
     Every new event is written to the event log whatever automation makes of it (analytics keeps them
     all); an event id already in the log is a no-op. An `/api/v1` event for a known instance carries the
-    instance's primary id as its user key, so analytics counts each instance once. One outcome per signal."""
+    instance's primary id as its user key, so analytics counts each instance once. An identify over a cap
+    (`refused`) is neither applied nor logged: the client gets an error and may send it again changed.
+    One outcome per signal."""
     seen = known_event_ids(connection, [signal.event.event_id for signal in signals])
     fresh = [signal for signal in signals if signal.event.event_id not in seen]
     batch = _Batch(connection, plan, now_ms, fresh) if plan is not None else None
@@ -369,16 +381,16 @@ def apply_signals(
                 Outcome(event.event_id, event.event, "duplicate", reason="this event id was already received")
             )
             continue
-        seen.add(event.event_id)
-        logged.append(event)
         if batch is None:
-            outcomes.append(
-                Outcome(
-                    event.event_id, event.event, "off", reason="automation is off: the server has no config"
-                )
+            outcome = Outcome(
+                event.event_id, event.event, "off", reason="automation is off: the server has no config"
             )
         else:
-            outcomes.append(batch.process(signal))
+            outcome = batch.process(signal)
+        outcomes.append(outcome)
+        if not outcome.refused:
+            seen.add(event.event_id)
+            logged.append(event)
     if batch is not None:
         batch.flush()
     log_events(connection, logged)

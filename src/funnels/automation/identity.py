@@ -5,6 +5,11 @@ instance: identify with ids that match one instance updates it and adds the new 
 different instances are a conflict (`IdentityConflict`), reported rather than guessed at. Properties merge
 key by key, last write wins. Relationships are stored by id, so they may name instances that do not exist
 yet and pair up when those appear.
+
+Anyone with the events:write key (the Segment write key, shipped in browser JavaScript) can identify, so an
+instance is capped: its properties per identify, its merged properties, its number of ids
+(`IdentifyRefused`, checked before anything is written). What reads an instance can then rely on sizes
+that do not grow with what was sent to it.
 """
 
 from __future__ import annotations
@@ -14,11 +19,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, bindparam, insert, literal_column, select, update
+from sqlalchemy import Connection, bindparam, func, insert, literal_column, select, update
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from funnels.store.state import chunks, instance_ids, instances, relationships
 from funnels.types import JSONDict
+
+MAX_IDENTIFY_PROPERTIES_BYTES = 32 * 1024  # one identify's properties, as compact JSON
+MAX_INSTANCE_PROPERTIES_BYTES = 64 * 1024  # an instance's merged properties, as compact JSON
+MAX_INSTANCE_IDS = 100  # ids naming one instance
 
 
 @dataclass(frozen=True)
@@ -55,6 +64,14 @@ class IdentityConflict(Exception):
         self.owners = owners  # id → the primary id of the instance that holds it
         names = ", ".join(f"{id_!r} (instance {owner!r})" for id_, owner in owners.items())
         super().__init__(f"these ids already name different {model} instances: {names}")
+
+
+class IdentifyRefused(Exception):
+    """An identify over a cap (`field` is `properties` or `ids`); nothing of it was written."""
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        super().__init__(message)
 
 
 def _instance(row: Any) -> Instance:
@@ -107,8 +124,22 @@ def choose(owners: Owners, ids: Sequence[str], model: str | None, models: Sequen
     return None if best is None else best[2]
 
 
+def _check_size(field: str, size: int, limit: int, what: str, unit: str = "") -> None:
+    if size > limit:
+        raise IdentifyRefused(
+            field, f"{what}: {size:,}{unit}, over the limit of {limit:,}{unit}; nothing was changed"
+        )
+
+
 def identify(connection: Connection, data: Identify, now_ms: int) -> tuple[Instance, bool]:
-    """Create or update the instance these ids name; returns it and whether it was created."""
+    """Create or update the instance these ids name; returns it and whether it was created.
+
+    `IdentifyRefused` when the identify would take the instance over a cap, before anything is written."""
+    properties = orjson.dumps(data.properties)
+    _check_size(
+        "properties", len(properties), MAX_IDENTIFY_PROPERTIES_BYTES, "properties of one identify", " bytes"
+    )
+    _check_size("ids", len(set(data.ids)), MAX_INSTANCE_IDS, "ids of one identify")
     owners = connection.execute(
         select(instance_ids.c.id_text, instance_ids.c.instance_id).where(
             instance_ids.c.model == data.model, instance_ids.c.id_text.in_(data.ids)
@@ -119,13 +150,15 @@ def identify(connection: Connection, data: Identify, now_ms: int) -> tuple[Insta
         known = load_instances(connection, list(found))
         raise IdentityConflict(data.model, {row.id_text: known[row.instance_id].primary_id for row in owners})
     created = not found
+    known_ids = {row.id_text for row in owners}
+    new_ids = [id_ for id_ in dict.fromkeys(data.ids) if id_ not in known_ids]
     if created:
         instance_id: int = connection.execute(
             insert(instances).values(
                 model=data.model,
                 primary_id=data.ids[0],
                 display_name=data.display_name,
-                properties=orjson.dumps(data.properties).decode(),
+                properties=properties.decode(),
                 created_ms=now_ms,
                 updated_ms=now_ms,
             )
@@ -134,13 +167,24 @@ def identify(connection: Connection, data: Identify, now_ms: int) -> tuple[Insta
         (instance_id,) = found
         current = load_instances(connection, [instance_id])[instance_id]
         values: dict[str, Any] = {"updated_ms": now_ms}
+        if new_ids:
+            held = connection.execute(
+                select(func.count()).where(instance_ids.c.instance_id == instance_id)
+            ).scalar_one()
+            _check_size("ids", held + len(new_ids), MAX_INSTANCE_IDS, "ids of the instance with these")
         if data.properties:
-            values["properties"] = orjson.dumps({**current.properties, **data.properties}).decode()
+            merged = orjson.dumps({**current.properties, **data.properties})
+            _check_size(
+                "properties",
+                len(merged),
+                MAX_INSTANCE_PROPERTIES_BYTES,
+                "merged properties of the instance",
+                " bytes",
+            )
+            values["properties"] = merged.decode()
         if data.display_name is not None:
             values["display_name"] = data.display_name
         connection.execute(update(instances).where(instances.c.id == instance_id).values(**values))
-    known_ids = {row.id_text for row in owners}
-    new_ids = [id_ for id_ in dict.fromkeys(data.ids) if id_ not in known_ids]
     if new_ids:
         connection.execute(
             insert(instance_ids),
@@ -178,11 +222,14 @@ def instance_by_id(connection: Connection, model: str, id_text: str) -> Instance
 
 
 def ids_of(connection: Connection, instance_id: int) -> list[str]:
+    """The instance's ids in the order they were added (primary id first), at most `MAX_INSTANCE_IDS`: an
+    instance identified before the cap existed may hold more, and what reads them stays bounded."""
     return list(
         connection.execute(
             select(instance_ids.c.id_text)
             .where(instance_ids.c.instance_id == instance_id)
-            .order_by(literal_column("instance_ids.rowid"))  # the order they were added: primary id first
+            .order_by(literal_column("instance_ids.rowid"))
+            .limit(MAX_INSTANCE_IDS)
         ).scalars()
     )
 

@@ -76,6 +76,7 @@ class Shipper(BackgroundLoop):
         self._next_prune_ms = 0
         self.watermark = events.max_log_seq()
         self._lock = threading.Lock()
+        self.failure: str | None = None  # why the last round failed, until one succeeds (`/healthz`)
         super().__init__()
 
     def ship_once(self) -> int:
@@ -135,6 +136,9 @@ class Shipper(BackgroundLoop):
             try:
                 while not self._stop.is_set() and self.ship_once() == self.batch_size:
                     pass
-            except Exception:  # keep shipping after a transient failure; rows stay in the log
-                log.exception("shipping the event log failed; will retry")
+                self.failure = None
+            except Exception as error:  # keep shipping after a transient failure; rows stay in the log
+                if self.failure is None:
+                    log.exception("shipping the event log failed; will retry")
+                self.failure = str(error)
                 self._stop.wait(1.0)

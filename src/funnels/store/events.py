@@ -81,13 +81,20 @@ ARROW_SCHEMA = pa.schema(
 _ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r", "\0": "\\0", "'": "\\'"})
 
 
+def _bind(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.translate(_ESCAPES)
+    if isinstance(value, list | tuple):  # an `Array(String)` parameter: a literal of quoted strings
+        return "[" + ",".join(f"'{item.translate(_ESCAPES)}'" for item in value) + "]"
+    return value
+
+
 def bind_params(params: Mapping[str, Any] | None) -> dict[str, Any]:
     """Parameters as chDB needs them: ClickHouse reads string parameter values in its escaped format, so
-    backslashes, control characters and quotes are escaped to arrive exactly as given."""
-    return {
-        name: value.translate(_ESCAPES) if isinstance(value, str) else value
-        for name, value in (params or {}).items()
-    }
+    backslashes, control characters and quotes are escaped to arrive exactly as given; a list of strings
+    is an `Array(String)` parameter. Parameters travel beside the SQL text, so they do not count towards
+    ClickHouse's `max_query_size`: a list of values bound as one array keeps the SQL's size fixed."""
+    return {name: _bind(value) for name, value in (params or {}).items()}
 
 
 class EventStoreError(Exception):

@@ -3,12 +3,17 @@ event log and the automation state: model instances and their ids, funnel progre
 
 All writes go through `write()`, which takes one process-wide lock and opens the transaction with
 `BEGIN IMMEDIATE`, so SQLite never sees two writers and never upgrades a read lock mid-transaction.
+
+A disk that refuses writes (full, or failing) makes `write()` raise `StoreUnavailable` (the transaction is
+rolled back: nothing of it is kept) and marks the store failing until `probe()` writes again. A damaged
+file is refused when the store opens (`StateFileDamaged`), after `PRAGMA quick_check`.
 """
 
 from __future__ import annotations
 
 import fcntl
 import os
+import sqlite3
 import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -29,8 +34,12 @@ from sqlalchemy import (
     Text,
     create_engine,
     event,
+    text,
 )
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError
+
+from funnels.store import StoreUnavailable
 
 metadata = MetaData()
 
@@ -193,17 +202,52 @@ def chunks(values: Iterable[Any], size: int = 500) -> Iterator[list[Any]]:
         yield items[start : start + size]
 
 
+# SQLite's primary result codes for a disk that refuses writes: SQLITE_IOERR (a failed write, fsync, …:
+# ENOSPC mid-write, EFBIG past a file-size limit, EIO) and SQLITE_FULL.
+_DISK_ERRORS = {10: "the disk refused a write (full, or failing)", 13: "the disk is full"}
+# … and for a file that is not a sound database: SQLITE_CORRUPT, SQLITE_NOTADB.
+_DAMAGE_ERRORS = {11, 26}
+HEADROOM_BYTES = 1024 * 1024  # what `probe` writes before it calls a failing store writable again
+
+
+class StateFileDamaged(Exception):
+    """`state.sqlite3` cannot be used: it is damaged (or cannot be opened); `str()` says what to do."""
+
+    def __init__(self, path: Path, problem: str, damaged: bool = True) -> None:
+        self.path = path
+        self.problem = problem
+        advice = (
+            "restore it from a backup, or move it aside (with its -wal and -shm files) to start with an "
+            "empty state"
+            if damaged
+            else "check the file and its directory (permissions, disk)"
+        )
+        super().__init__(
+            f"the state file {path} {'is damaged' if damaged else 'cannot be opened'}: {problem}; {advice}"
+        )
+
+
+def _sqlite_code(error: BaseException) -> int | None:
+    """SQLite's primary result code of a DBAPI error, if it is one."""
+    original = error.orig if isinstance(error, DBAPIError) else error
+    code = getattr(original, "sqlite_errorcode", None)
+    return code & 0xFF if isinstance(code, int) else None
+
+
 class StateStore:
     """The embedded state store in `<data-dir>/state.sqlite3`."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, check: bool = True) -> None:
+        """Open (or create) the store; with `check`, run `PRAGMA quick_check` first. `StateFileDamaged` if
+        the file is not a sound SQLite database."""
         self.path = path
         self.engine: Engine = create_engine(f"sqlite:///{path}", connect_args={"check_same_thread": False})
         self._write_lock = threading.Lock()
         self._writer: Connection | None = None  # every write transaction's connection (see `write`)
+        self.write_failure: str | None = None  # why the last write failed, while the disk refuses writes
         # Writers in other processes (`funnels worker`, the server's delivery process) take turns through
         # an advisory lock on this file (see `write`).
-        self._lock_file = os.open(path.with_name(path.name + ".write-lock"), os.O_RDWR | os.O_CREAT, 0o644)
+        self._lock_file = os.open(path.with_name(path.name + ".write-lock"), os.O_RDWR | os.O_CREAT, 0o600)
 
         @event.listens_for(self.engine, "connect")
         def _pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -220,7 +264,23 @@ class StateStore:
 
         import funnels.store.idempotency  # noqa: F401  (its table lives in its own module, on `metadata`)
 
-        metadata.create_all(self.engine)
+        try:
+            if check:
+                self._quick_check()
+            metadata.create_all(self.engine)
+        except (DBAPIError, sqlite3.Error) as error:
+            self.close()
+            code = _sqlite_code(error)
+            problem = " ".join(str(getattr(error, "orig", None) or error).split())
+            raise StateFileDamaged(path, problem, damaged=code in _DAMAGE_ERRORS) from None
+
+    def _quick_check(self) -> None:
+        """`PRAGMA quick_check`: every page of the file read and its b-tree structure checked (not index
+        contents), so zeroed or garbage pages are found before the server answers healthy."""
+        with self.engine.connect() as connection:
+            problems = [row[0] for row in connection.exec_driver_sql("PRAGMA quick_check(3)")]
+        if problems != ["ok"]:
+            raise StateFileDamaged(self.path, " ".join("; ".join(problems).split()))
 
     @contextmanager
     def write(self) -> Iterator[Connection]:
@@ -243,8 +303,34 @@ class StateStore:
                     self._writer.info["writer"] = True
                 with self._writer.begin():
                     yield self._writer
+            except DBAPIError as error:
+                reason = _DISK_ERRORS.get(_sqlite_code(error) or 0)
+                if reason is None:
+                    raise
+                self.write_failure = f"{reason}: {error.orig}"
+                raise StoreUnavailable("state", self.write_failure) from error
             finally:
                 fcntl.flock(self._lock_file, fcntl.LOCK_UN)
+
+    def probe(self, now_ms: int) -> None:
+        """Prove the store writable (`/healthz`); `StoreUnavailable` if it is not. While writes are failing
+        (`write_failure`), `HEADROOM_BYTES` are written and deleted again first, so the store is called
+        writable again only when there is room for more than a probe's row."""
+        if self.write_failure is not None:
+            with self.write() as connection:
+                connection.execute(
+                    text("CREATE TABLE IF NOT EXISTS health_headroom (id INTEGER PRIMARY KEY, pad BLOB)")
+                )
+                connection.execute(
+                    text("INSERT OR REPLACE INTO health_headroom (id, pad) VALUES (1, zeroblob(:size))"),
+                    {"size": HEADROOM_BYTES},
+                )
+            with self.write() as connection:
+                connection.execute(text("DELETE FROM health_headroom"))
+        with self.write() as connection:
+            connection.execute(text("CREATE TABLE IF NOT EXISTS health (id INTEGER PRIMARY KEY, at INTEGER)"))
+            connection.execute(text("INSERT OR REPLACE INTO health (id, at) VALUES (1, :at)"), {"at": now_ms})
+        self.write_failure = None
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
