@@ -156,8 +156,12 @@ def default_event_ids(request: Request, payload: Any, count: int) -> list[str | 
     key = request.headers.get("idempotency-key")
     if epoch is None or not key:
         return [None] * count
+    try:
+        canonical = orjson.dumps(payload)
+    except orjson.JSONEncodeError:  # nested past what orjson writes: the parse that follows rejects it
+        return [None] * count
     parts = (request.headers.get("authorization", ""), request.url.path, key, str(epoch))
-    digest = hashlib.sha256("\x1f".join(parts).encode() + b"\x1f" + orjson.dumps(payload)).hexdigest()[:32]
+    digest = hashlib.sha256("\x1f".join(parts).encode() + b"\x1f" + canonical).hexdigest()[:32]
     return [f"idem_{digest}_{index}" for index in range(count)]
 
 
