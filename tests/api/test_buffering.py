@@ -155,3 +155,28 @@ def test_a_budget_refusal_is_not_stored_as_the_keys_response(
     response = anyio.run(main)
     assert response.status_code == 503
     assert count(services.state) == 0
+
+
+def test_bodies_read_before_or_right_after_auth_are_small(services: Services, keys: dict[str, str]) -> None:
+    """The sign-in form is read before any key, `POST /v0/keys` right after the admin check: 16 KB each,
+    and reading stops there."""
+    app = create_app(services)
+
+    async def main() -> list[tuple[httpx.Response, Streamed]]:
+        results = []
+        async with asgi_client(app) as client:
+            for path, headers in (
+                ("/login", {"Content-Type": "application/x-www-form-urlencoded"}),
+                ("/v0/keys", {**bearer(keys["admin"]), "Content-Type": "application/json"}),
+            ):
+                body = Streamed(BIG)
+                results.append((await client.post(path, content=body.chunks(), headers=headers), body))
+        return results
+
+    for response, body in anyio.run(main):
+        assert response.status_code == 400, response.text
+        error = response.json()["error"]
+        assert error["code"] == "BAD_REQUEST"
+        assert "16 KB" in error["message"]
+        assert body.pulled <= 4 * 16 * 1024 + 1024 + CHUNK  # read_json allows 4× the limit compressed
+    assert app.state.body_budget.in_use == 0
