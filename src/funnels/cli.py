@@ -10,6 +10,7 @@ from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
+from urllib.parse import urlsplit
 
 import orjson
 import typer
@@ -100,6 +101,28 @@ def _state(data_dir: Path | None, check: bool = True) -> StateStore:
         _fail(escape(str(error)))
 
 
+PublicUrl = Annotated[
+    str | None,
+    typer.Option(
+        "--public-url",
+        envvar="FUNNELS_PUBLIC_URL",
+        help="Where clients reach the server, e.g. https://funnels.example.com (else $FUNNELS_PUBLIC_URL): "
+        "errors' doc_url start with it. Without it they are relative (/errors#code), never built from the "
+        "request's Host header.",
+    ),
+]
+
+
+def _public_url(value: str | None) -> str | None:
+    """The public URL, checked: http(s)://host[:port][/path], no query or fragment; None when unset."""
+    if not value:
+        return None
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+        _fail(f"--public-url {value!r} must be an http:// or https:// URL with a host (no query or fragment)")
+    return value.rstrip("/")
+
+
 class Delivery(StrEnum):
     """Where `funnels serve` delivers actions."""
 
@@ -123,13 +146,14 @@ def serve(
             "a thread of the server (thread), or not at all (off: run `funnels worker`)."
         ),
     ] = Delivery.process,
+    public_url: PublicUrl = None,
 ) -> None:
     """Serve the API and the dashboard; with --config, run the automation and deliver its actions too."""
-    import uvicorn
-
     from funnels.api.app import create_app
+    from funnels.api.server import run
     from funnels.automation.process import WorkerProcess
 
+    public_url = _public_url(public_url)
     svc = _open(data_dir, config)
     if config is not None:
         _reload_on_sighup(svc.automation)
@@ -141,10 +165,12 @@ def serve(
             automation.on_reload.append(svc.worker_process.reload)
     err.print(f"funnels: data in {svc.data_dir}; serving on http://{host}:{port}/", highlight=False)
     try:
-        app = create_app(svc, run_worker=delivery is Delivery.thread)
-        uvicorn.run(app, host=host, port=port, log_level="warning")
+        app = create_app(svc, run_worker=delivery is Delivery.thread, public_url=public_url)
+        started = run(app, host, port, public_url)
     finally:
         svc.close()
+    if not started:
+        raise typer.Exit(3)  # uvicorn said why (the port is taken, say); 3 is uvicorn's own exit code
 
 
 @app.command("worker")
@@ -407,6 +433,7 @@ def demo(
         ".funnels-demo"
     ),
     no_serve: Annotated[bool, typer.Option("--no-serve", help="Set up only; do not serve.")] = False,
+    public_url: PublicUrl = None,
 ) -> None:
     """Load the bundled sample dataset and the automation demo (a config, customers, deliveries in every
     status, all to 127.0.0.1) into a fresh data directory, create a key, and serve."""
@@ -428,7 +455,13 @@ def demo(
             err.print(f"funnels demo: the webhook sink could not start again ({error})", highlight=False)
             sink = None
         try:
-            serve(data_dir=result.data_dir, host=host, port=port, config=result.config_path)
+            serve(
+                data_dir=result.data_dir,
+                host=host,
+                port=port,
+                config=result.config_path,
+                public_url=public_url,
+            )
         finally:
             if sink is not None:
                 sink.close()

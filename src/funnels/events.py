@@ -15,6 +15,9 @@ from funnels.types import MAX_TIMESTAMP_MS, MIN_TIMESTAMP_MS, NAMED_BY_TYPE, STA
 MAX_NAME_LENGTH = 200
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MAX_ID_LENGTH = 400
+# Objects and arrays nested below one event or message (its `properties` is the first level). orjson reads
+# 1,024 levels and writes 255: past this limit a message is rejected at the door, not failed on later.
+MAX_NESTING = 32
 
 
 @dataclass(slots=True)
@@ -60,6 +63,26 @@ class Event:
 def dumps_properties(properties: JSONDict) -> str:
     """Properties as stored: compact JSON (one serializer everywhere, so stored text is predictable)."""
     return orjson.dumps(properties, option=orjson.OPT_NON_STR_KEYS).decode()
+
+
+def nesting_problem(message: Any, path: str) -> dict[str, str]:
+    """`{path of the first object or array nested more than MAX_NESTING levels below message: problem}`,
+    or {} when the message is shallow enough. Iterative, so any depth orjson parsed is walked safely."""
+    pending: list[tuple[Any, str, int]] = [(message, path, 0)]
+    while pending:
+        value, where, depth = pending.pop()
+        if isinstance(value, dict):
+            children = [(child, f"{where}.{key}") for key, child in value.items()]
+        elif isinstance(value, list):
+            children = [(child, f"{where}.{index}") for index, child in enumerate(value)]
+        else:
+            continue
+        for child, child_path in children:
+            if isinstance(child, dict | list):
+                if depth + 1 > MAX_NESTING:
+                    return {child_path: f"nested more than {MAX_NESTING} levels deep"}
+                pending.append((child, child_path, depth + 1))
+    return {}
 
 
 def new_event_id() -> str:

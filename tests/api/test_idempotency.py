@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
+import sqlite3
 import threading
 from collections.abc import Iterator
 
@@ -287,8 +289,10 @@ def test_client(services: Services, gate: Gate) -> Iterator[TestClient]:
         yield test_client
 
 
-def test_5xx_and_exceptions_are_not_stored(test_client: TestClient, gate: Gate, services: Services) -> None:
-    headers = {"Idempotency-Key": "k"}
+def test_5xx_and_exceptions_are_not_stored(
+    test_client: TestClient, gate: Gate, services: Services, keys: dict[str, str]
+) -> None:
+    headers = {**bearer(keys["admin"]), "Idempotency-Key": "k"}
     for path in ("/test/boom", "/test/unavailable"):
         responses = [test_client.post(path, content=b"{}", headers=headers) for _ in range(2)]
         assert [r.status_code for r in responses] == ([500, 500] if path == "/test/boom" else [503, 503])
@@ -297,8 +301,8 @@ def test_5xx_and_exceptions_are_not_stored(test_client: TestClient, gate: Gate, 
     assert records.count(services.state) == 0
 
 
-def test_real_concurrent_pair(test_client: TestClient, gate: Gate) -> None:
-    headers = {"Idempotency-Key": "pair"}
+def test_real_concurrent_pair(test_client: TestClient, gate: Gate, keys: dict[str, str]) -> None:
+    headers = {**bearer(keys["admin"]), "Idempotency-Key": "pair"}
     results: dict[str, httpx.Response] = {}
 
     def first() -> None:
@@ -343,3 +347,104 @@ def test_a_takeover_after_a_crash_dedups_events_sent_without_a_message_id(
     assert later["accepted"] == 2 and set(later["ids"]).isdisjoint(first["ids"])
     services.shipper.flush()
     assert services.events.count() == 4
+
+
+# --- requests without a valid credential never touch the records --------------------------------------
+
+
+def test_unauthenticated_requests_store_nothing(
+    client: TestClient, keys: dict[str, str], services: Services
+) -> None:
+    wrong = "fk_" + "0" * 40
+    credentials: list[dict[str, str]] = [
+        {},
+        bearer(wrong),
+        {"Authorization": "Basic " + base64.b64encode(f"{wrong}:".encode()).decode()},
+        {"Authorization": "Bearer"},
+        {"Cookie": "funnels_session=no-such-session", "X-CSRF-Token": "x"},
+    ]
+    paths = ["/v0/events", "/v0/keys", "/v1/track", "/api/v1/identify", "/v0/no-such-path", "/nothing/here"]
+    for index, credential in enumerate(credentials):
+        for path in paths:
+            for body in (BODY, b"{not json", b""):
+                headers = {
+                    **credential,
+                    "Idempotency-Key": f"anon-{index}",
+                    "Content-Type": "application/json",
+                }
+                response = client.post(path, content=body, headers=headers)
+                assert response.status_code in (400, 401, 404), response.text
+                assert "error" in response.json()
+    assert records.count(services.state) == 0
+    assert stored_events(services) == 0
+
+
+# --- a secret is shown once and never stored -----------------------------------------------------------
+
+
+def stored_rows(services: Services) -> list[tuple[object, ...]]:
+    """Every column of every idempotency record, read from the SQLite file itself."""
+    with sqlite3.connect(services.state.path) as connection:
+        return connection.execute("SELECT * FROM idempotency_keys").fetchall()
+
+
+def holds(rows: list[tuple[object, ...]], secret: str) -> bool:
+    return any(
+        secret.encode() in (value if isinstance(value, bytes) else str(value).encode())
+        for row in rows
+        for value in row
+    )
+
+
+def test_a_created_key_is_never_stored(client: TestClient, keys: dict[str, str], services: Services) -> None:
+    headers = {**bearer(keys["admin"]), "Idempotency-Key": "new-key-1"}
+    created = client.post("/v0/keys", json={"name": "ci", "scopes": ["events:write"]}, headers=headers)
+    assert created.status_code == 201, created.text
+    assert created.headers["cache-control"] == "no-store"
+    secret = created.json()["key"]
+    rows = stored_rows(services)
+    assert len(rows) == 1  # the key is spent: a tombstone, not the response
+    assert not holds(rows, secret)
+    assert not holds(rows, created.json()["id"])
+
+    replay = client.post("/v0/keys", json={"name": "ci", "scopes": ["events:write"]}, headers=headers)
+    assert replay.status_code == 409, replay.text
+    assert replay.headers["idempotent-replayed"] == "true"
+    error = replay.json()["error"]
+    assert (error["code"], error["param"]) == ("CONFLICT", "Idempotency-Key")
+    assert "cannot be shown again" in error["message"]
+    assert secret not in replay.text
+    assert len(client.get("/v0/keys", headers=bearer(keys["admin"])).json()["data"]) == 5  # 4 + the one made
+
+
+def test_a_session_is_never_stored(client: TestClient, keys: dict[str, str], services: Services) -> None:
+    """`POST /login` authenticated by a key (so the middleware runs) with an Idempotency-Key."""
+    login = client.get("/login")
+    token = re.search(r'name="csrf_token" value="([^"]*)"', login.text)
+    assert token is not None
+    form = {"key": keys["query:read"], "csrf_token": token.group(1)}
+    headers = {**bearer(keys["admin"]), "Idempotency-Key": "login-1"}
+    signed_in = client.post("/login", data=form, headers=headers, follow_redirects=False)
+    assert signed_in.status_code == 303, signed_in.text
+    assert signed_in.headers["cache-control"] == "no-store"
+    session = signed_in.cookies["funnels_session"]
+    rows = stored_rows(services)
+    assert len(rows) == 1
+    assert not holds(rows, session)
+
+    replay = client.post("/login", data=form, headers=headers, follow_redirects=False)
+    assert replay.status_code == 409, replay.text
+    assert replay.json()["error"]["code"] == "CONFLICT"
+    assert "set-cookie" not in replay.headers
+
+
+def test_a_response_without_a_secret_is_still_replayed_in_full(
+    client: TestClient, keys: dict[str, str], services: Services
+) -> None:
+    made = client.post("/v0/keys", json={"scopes": ["admin"]}, headers=bearer(keys["admin"])).json()
+    headers = {**bearer(keys["admin"]), "Idempotency-Key": "revoke-1"}
+    first = client.post(f"/v0/keys/{made['id']}/revoke", headers=headers)
+    second = client.post(f"/v0/keys/{made['id']}/revoke", headers=headers)
+    assert first.status_code == second.status_code == 200
+    assert second.content == first.content
+    assert second.headers["idempotent-replayed"] == "true"

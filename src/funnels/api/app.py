@@ -11,15 +11,25 @@ from starlette.staticfiles import StaticFiles
 
 from funnels import __version__
 from funnels.api import admin, automation, catalog, events, funnel, keys, pages, segment
+from funnels.api.buffering import MAX_BUFFERED_BYTES, BodyBudget
 from funnels.api.errors import install_error_handlers
 from funnels.api.idempotency import IdempotencyMiddleware
 from funnels.services import Services
 from funnels.web import routes as dashboard
 
 
-def create_app(svc: Services, *, run_shipper: bool = True, run_worker: bool = True) -> FastAPI:
+def create_app(
+    svc: Services,
+    *,
+    run_shipper: bool = True,
+    run_worker: bool = True,
+    public_url: str | None = None,
+    max_buffered_bytes: int = MAX_BUFFERED_BYTES,
+) -> FastAPI:
     """The app over these services. While it runs, so do the event-log shipper (`run_shipper`) and, when
-    a config is loaded, the action worker (`run_worker`: a thread here) or the services' worker process."""
+    a config is loaded, the action worker (`run_worker`: a thread here) or the services' worker process.
+    `public_url` is where clients reach the server (errors' `doc_url` start with it; else they are
+    relative); `max_buffered_bytes` caps the request bytes held in memory at once (`api.buffering`)."""
     run_worker = run_worker and svc.automation.plan is not None
 
     @asynccontextmanager
@@ -50,8 +60,17 @@ def create_app(svc: Services, *, run_shipper: bool = True, run_worker: bool = Tr
             "and funnel automation (identify, step rule, actions)."
         ),
         lifespan=lifespan,
+        # The interactive docs pages load their scripts from a CDN; nothing served may load from another
+        # host. /openapi.json stays: any OpenAPI viewer reads it.
+        docs_url=None,
+        redoc_url=None,
+        # Starlette's redirect from `/path/` to `/path` is an absolute URL built from the Host header,
+        # which the client chooses: paths are exact instead (a trailing slash is a 404).
+        redirect_slashes=False,
     )
     app.state.services = svc
+    app.state.public_url = public_url
+    app.state.body_budget = BodyBudget(max_buffered_bytes)
     install_error_handlers(app)
     app.add_middleware(IdempotencyMiddleware)
     # Starlette tries routes in order: the ingest routes, which take most requests, come first.

@@ -26,6 +26,7 @@ from funnels.events import (
     Event,
     RawTimestamp,
     id_text,
+    nesting_problem,
     new_event_id,
     parse_timestamp,
 )
@@ -185,6 +186,9 @@ def parse_items(
     signals = []
     for index, item in enumerate(items):
         path = prefix.format(index)
+        if too_deep := nesting_problem(item, path):
+            details |= too_deep
+            continue
         try:
             body = shape.model_validate(item)
         except ValidationError as error:

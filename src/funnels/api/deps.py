@@ -18,6 +18,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.security import APIKeyCookie, HTTPBearer
 
 from funnels.analytics.query import QueryValidationError
+from funnels.api.buffering import Holding, holding
 from funnels.api.errors import ApiError, validation_error
 from funnels.auth import ApiKey
 from funnels.services import Services
@@ -114,37 +115,48 @@ def require(scope: str) -> Any:
     return Depends(dependency)
 
 
-async def read_json(request: Request, limit: int, what: str = "request body") -> Any:
-    """The body as JSON, whatever the Content-Type (Segment's analytics.js sends text/plain); gzip and
-    deflate are decoded; over `limit` bytes (after decoding) is a 400 naming the limit."""
-    too_large = ApiError("BAD_REQUEST", f"The {what} is larger than the limit of {limit // 1024} KB.")
+async def read_body(request: Request, held: Holding, limit: int, too_large: ApiError) -> bytes:
+    """The raw body, each chunk taken from the app's buffering budget (503 when it is spent); `too_large`
+    past `limit` bytes."""
     raw = bytearray()
     async for chunk in request.stream():
-        raw += chunk
-        if len(raw) > limit * 4 + 1024:  # compressed bodies are checked again after decoding
+        if len(raw) + len(chunk) > limit:
             raise too_large
-    body = bytes(raw)
-    encoding = request.headers.get("content-encoding", "").strip().lower()
-    if encoding in ("gzip", "x-gzip", "deflate"):
+        held.add(len(chunk))
+        raw += chunk
+    return bytes(raw)
+
+
+async def read_json(request: Request, limit: int, what: str = "request body") -> Any:
+    """The body as JSON, whatever the Content-Type (Segment's analytics.js sends text/plain); gzip and
+    deflate are decoded; over `limit` bytes (after decoding) is a 400 naming the limit. The bytes held
+    meanwhile count against the process-wide budget (`api.buffering`)."""
+    too_large = ApiError("BAD_REQUEST", f"The {what} is larger than the limit of {limit // 1024} KB.")
+    async with holding(request.app.state.body_budget) as held:
+        # compressed bodies are checked again after decoding
+        body = await read_body(request, held, limit * 4 + 1024, too_large)
+        encoding = request.headers.get("content-encoding", "").strip().lower()
+        if encoding in ("gzip", "x-gzip", "deflate"):
+            try:
+                if encoding == "deflate":
+                    body = zlib.decompressobj().decompress(body, limit + 1)
+                else:
+                    body = gzip.GzipFile(fileobj=io.BytesIO(body)).read(limit + 1)
+            except (OSError, EOFError, zlib.error):
+                raise ApiError("BAD_REQUEST", f"The {what} is not valid {encoding} data.") from None
+            held.add(len(body))
+        elif encoding not in ("", "identity"):
+            raise ApiError("BAD_REQUEST", f"Unsupported Content-Encoding {encoding!r}; use gzip or none.")
+        if len(body) > limit:
+            raise too_large
+        if not body.strip():
+            raise ApiError("BAD_REQUEST", f"The {what} is empty; send JSON.")
         try:
-            if encoding == "deflate":
-                body = zlib.decompressobj().decompress(body, limit + 1)
-            else:
-                body = gzip.GzipFile(fileobj=io.BytesIO(body)).read(limit + 1)
-        except (OSError, EOFError, zlib.error):
-            raise ApiError("BAD_REQUEST", f"The {what} is not valid {encoding} data.") from None
-    elif encoding not in ("", "identity"):
-        raise ApiError("BAD_REQUEST", f"Unsupported Content-Encoding {encoding!r}; use gzip or none.")
-    if len(body) > limit:
-        raise too_large
-    if not body.strip():
-        raise ApiError("BAD_REQUEST", f"The {what} is empty; send JSON.")
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError as error:
-        raise ApiError(
-            "BAD_REQUEST", f"The {what} is not valid JSON: {error.msg} at position {error.pos}."
-        ) from None
+            return orjson.loads(body)
+        except orjson.JSONDecodeError as error:
+            raise ApiError(
+                "BAD_REQUEST", f"The {what} is not valid JSON: {error.msg} at position {error.pos}."
+            ) from None
 
 
 def default_event_ids(request: Request, payload: Any, count: int) -> list[str | None]:
@@ -156,8 +168,12 @@ def default_event_ids(request: Request, payload: Any, count: int) -> list[str | 
     key = request.headers.get("idempotency-key")
     if epoch is None or not key:
         return [None] * count
+    try:
+        canonical = orjson.dumps(payload)
+    except orjson.JSONEncodeError:  # nested past what orjson writes: the parse that follows rejects it
+        return [None] * count
     parts = (request.headers.get("authorization", ""), request.url.path, key, str(epoch))
-    digest = hashlib.sha256("\x1f".join(parts).encode() + b"\x1f" + orjson.dumps(payload)).hexdigest()[:32]
+    digest = hashlib.sha256("\x1f".join(parts).encode() + b"\x1f" + canonical).hexdigest()[:32]
     return [f"idem_{digest}_{index}" for index in range(count)]
 
 

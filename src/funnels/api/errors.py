@@ -82,11 +82,22 @@ def validation_error(details: dict[str, str], message: str | None = None) -> Api
     )
 
 
+def doc_url(code: str, public_url: str | None) -> str:
+    """Where the code is explained: on the configured public URL, else a link relative to this server
+    (never built from the request's Host header, which the client chooses)."""
+    return f"{(public_url or '').rstrip('/')}/errors#{code.lower()}"
+
+
 def error_body(request: Request, error: ApiError) -> dict[str, Any]:
+    return envelope(error, getattr(request.app.state, "public_url", None))
+
+
+def envelope(error: ApiError, public_url: str | None) -> dict[str, Any]:
+    """The error as the spec's envelope."""
     body: dict[str, Any] = {
         "code": error.code,
         "message": error.message,
-        "doc_url": f"{str(request.base_url).rstrip('/')}/errors#{error.code.lower()}",
+        "doc_url": doc_url(error.code, public_url),
     }
     if error.param is not None:
         body["param"] = error.param

@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from funnels.api.deps import default_event_ids, read_json, require, services
 from funnels.api.errors import ApiError, validation_error
 from funnels.automation.engine import Outcome
-from funnels.events import Event, NativeEvent
+from funnels.events import Event, NativeEvent, nesting_problem
 from funnels.services import IngestResult
 
 router = APIRouter(tags=["Events"])
@@ -61,6 +61,9 @@ def parse_native(payload: Any, received_ms: int, default_ids: list[str | None] |
     events = []
     for index, item in enumerate(items):
         path = prefix.format(index)
+        if too_deep := nesting_problem(item, path):  # before measuring: orjson writes 255 levels at most
+            details |= too_deep
+            continue
         if len(orjson.dumps(item)) > MAX_EVENT_BYTES:
             details[path] = f"the event is larger than the limit of {MAX_EVENT_BYTES // 1024} KB"
             continue

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Request
+from fastapi import APIRouter, Path, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from funnels.api.deps import require, services
+from funnels.api.deps import read_json, require, services
 from funnels.api.errors import ApiError, validation_error
+from funnels.api.events import pydantic_details
 from funnels.auth import KeyInfo, create_key, key_id_of, key_info, list_keys
 from funnels.automation.deliveries import iso
 from funnels.types import SCOPES
@@ -46,8 +47,27 @@ async def keys(request: Request) -> dict[str, Any]:
     return {"data": [key_body(info) for info in reversed(infos)]}
 
 
-@router.post("/v0/keys", status_code=201, summary="Create an API key; the response is the only one with it")
-async def create(request: Request, body: NewKey) -> dict[str, Any]:
+# Read by the handler, after the router's auth dependency (FastAPI reads a body parameter before it
+# solves dependencies, so an unauthenticated client could make the server buffer a body first).
+NEW_KEY_BODY: dict[str, Any] = {
+    "requestBody": {"required": True, "content": {"application/json": {"schema": NewKey.model_json_schema()}}}
+}
+MAX_NEW_KEY_BYTES = 16 * 1024
+
+
+@router.post(
+    "/v0/keys",
+    status_code=201,
+    summary="Create an API key; the response is the only one with it",
+    openapi_extra=NEW_KEY_BODY,
+)
+async def create(request: Request, response: Response) -> dict[str, Any]:
+    try:
+        body = NewKey.model_validate(await read_json(request, MAX_NEW_KEY_BYTES))
+    except ValidationError as error:
+        raise validation_error(pydantic_details(error, "body")) from None
+    # The secret is shown once: no cache (nor the idempotency middleware) may keep this response.
+    response.headers["Cache-Control"] = "no-store"
     unknown = [scope for scope in body.scopes if scope not in SCOPES]
     if unknown:
         raise validation_error(

@@ -33,7 +33,7 @@ from fastapi.concurrency import run_in_threadpool
 from funnels.api.deps import authorize, key_from_headers, read_json, services
 from funnels.api.errors import ApiError, validation_error
 from funnels.api.events import raise_if_refused, refusal_details
-from funnels.events import Event
+from funnels.events import Event, nesting_problem
 from funnels.ingest.segment import (
     MAX_BATCH_BYTES,
     MAX_MESSAGE_BYTES,
@@ -135,10 +135,16 @@ def map_batch(payload: dict[str, Any], received_ms: int) -> tuple[list[Event], l
     context = payload.get("context")
     if context is not None and not isinstance(context, dict):
         raise validation_error({"body.context": "must be an object"})
+    # measured as each message's context, which it is merged under
+    if context is not None and (too_deep := nesting_problem({"context": context}, "body")):
+        raise validation_error(too_deep)
     events: list[Event] = []
     rejected: list[dict[str, Any]] = []
     for index, message in enumerate(batch):
         path = f"body.batch.{index}"
+        if too_deep := nesting_problem(message, path):  # before measuring: orjson writes 255 levels at most
+            rejected.append({"index": index, "details": too_deep})
+            continue
         if len(orjson.dumps(message)) > MAX_MESSAGE_BYTES:
             limit = f"the message is larger than the limit of {MAX_MESSAGE_BYTES // 1024} KB"
             rejected.append({"index": index, "details": {path: limit}})

@@ -70,7 +70,15 @@ from typing import Any, Final
 
 from ua_parser import parse as parse_user_agent
 
-from funnels.events import MAX_NAME_LENGTH, Event, column_text, id_text, new_event_id, parse_timestamp
+from funnels.events import (
+    MAX_NAME_LENGTH,
+    Event,
+    column_text,
+    id_text,
+    nesting_problem,
+    new_event_id,
+    parse_timestamp,
+)
 from funnels.types import MAX_TIMESTAMP_MS, MIN_TIMESTAMP_MS, STANDARD_COLUMNS, JSONDict
 
 SEGMENT_TYPES: Final[tuple[str, ...]] = ("track", "page", "screen", "identify", "group", "alias")
@@ -311,6 +319,8 @@ def segment_event(
         raise ValueError(f"unknown Segment type {type_!r}")
     if not isinstance(message, dict):
         raise SegmentValidationError({path: "a message must be a JSON object"})
+    if too_deep := nesting_problem(message, path):
+        raise SegmentValidationError(too_deep)
     details: dict[str, str] = {}
     kind = _message_type(message, type_, path, details)
     user_id = _id(message, "userId", path, details)

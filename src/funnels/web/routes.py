@@ -14,8 +14,11 @@ from fastapi.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException
 from starlette.responses import RedirectResponse, Response
+from starlette.types import Message
 
-from funnels.api.deps import dashboard_session, services
+from funnels.api.buffering import holding
+from funnels.api.deps import dashboard_session, read_body, services
+from funnels.api.errors import ApiError
 from funnels.auth import verify_key
 from funnels.sessions import SESSION_COOKIE, SESSION_TTL_MS, close_session, open_session
 from funnels.web.pages import PAGES, Page, visible_pages
@@ -27,6 +30,7 @@ router = APIRouter(include_in_schema=False)
 # site cannot sign a browser in with the other site's key.
 LOGIN_CSRF_COOKIE = "funnels_login_csrf"
 MAX_FORM_FIELDS = 20
+MAX_FORM_BYTES = 16 * 1024
 
 
 def _https(request: Request) -> bool:
@@ -52,11 +56,19 @@ def login_url(target: str) -> str:
 
 
 async def _form(request: Request) -> FormData | None:
-    """The posted form, or None when it cannot be read (a malformed multipart body, too many fields)."""
-    try:
-        return await request.form(max_fields=MAX_FORM_FIELDS, max_files=0)
-    except HTTPException:
-        return None
+    """The posted form, or None when it cannot be read (a malformed multipart body, too many fields). Read
+    before any sign-in, so it is small (a 400 past `MAX_FORM_BYTES`) and held within the buffering budget."""
+    too_large = ApiError("BAD_REQUEST", f"The form is larger than the limit of {MAX_FORM_BYTES // 1024} KB.")
+    async with holding(request.app.state.body_budget) as held:
+        body = await read_body(request, held, MAX_FORM_BYTES, too_large)
+
+        async def receive() -> Message:
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        try:
+            return await Request(request.scope, receive).form(max_fields=MAX_FORM_FIELDS, max_files=0)
+        except HTTPException:
+            return None
 
 
 def _text(form: FormData | None, name: str) -> str:
@@ -131,6 +143,7 @@ async def login(request: Request) -> Response:
         await run_in_threadpool(close_session, svc.state, previous)
     token, _session = await run_in_threadpool(open_session, svc.state, svc.clock, record)
     response = _redirect(target or pages[0].path)
+    response.headers["Cache-Control"] = "no-store"  # it carries the session: never cached nor stored
     response.set_cookie(
         SESSION_COOKIE,
         token,
