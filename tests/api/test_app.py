@@ -74,9 +74,6 @@ PUBLIC: dict[Route, str] = {
     ("POST", "/logout"): "ends the caller's own session, if any (with its CSRF token); else a redirect",
     ("GET", "/static"): "the dashboard's CSS, scripts and Chart.js: no data",
     ("GET", "/openapi.json"): "the API's description: no data",
-    ("GET", "/docs"): "the API's description: no data",
-    ("GET", "/docs/oauth2-redirect"): "part of /docs",
-    ("GET", "/redoc"): "the API's description: no data",
 }
 
 PATH_PARAMS = {"{job_id}": "1", "{model}": "customer", "{instance_id}": "c1", "{key_id}": "fk_0000000000"}
