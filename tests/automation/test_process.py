@@ -165,3 +165,85 @@ def test_python_dash_m_funnels_is_the_cli() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "Deliver due actions" in result.stdout
+
+
+def test_a_killed_delivery_process_is_recovered_at_once_by_each_actions_guarantee(
+    tmp_path: Path, http_receiver: HttpReceiver
+) -> None:
+    """kill -9 of the delivery child while its sends are held open by the receiver: the server releases
+    its jobs at once (not after the 25 s lease). The webhook (at-least-once) is sent again with the same
+    key; the Slack message (at-most-once) ends `unknown`, is never sent again by itself, and a retry
+    sends it once more."""
+    url = http_receiver.url
+    config = tmp_path / "funnels.json"
+    actions = [
+        {"type": "slack", "args": {"url": f"{url}/slack", "content": "hi {{ ids[0] }}"}},
+        {"type": "webhook", "args": {"url": f"{url}/hook", "body": {"id": "{{ ids[0] }}"}}},
+    ]
+    config.write_text(
+        json.dumps(
+            {
+                "models": [{"name": "customer"}],
+                "funnels": [
+                    {
+                        "id": "welcome",
+                        "forModels": "customer",
+                        "steps": {"event": "hello", "actions": actions},
+                    }
+                ],
+            }
+        )
+    )
+    data_dir = tmp_path / "data"
+    key = create_key(data_dir, "events:write", "admin")
+    port = free_port()
+    for path in ("/slack", "/hook"):
+        for _ in range(2):  # the first sends hang: the child is killed long before its 10 s timeout
+            http_receiver.reply(path, 200, {"ok": True}, delay_s=600)
+    server = start_server(data_dir, port, "--config", str(config))
+    try:
+        with client(port, key, timeout=10) as http:
+            (child,) = wait_until(lambda: children(server.pid))
+            for id_ in ("ada", "bo"):
+                assert (
+                    http.post("/api/v1/identify", json={"model": "customer", "ids": [id_]}).status_code == 200
+                )
+                assert http.post("/api/v1/events", json={"name": "hello", "ids": [id_]}).status_code == 200
+            wait_until(lambda: len(http_receiver.requests) == 4)  # all four in flight, held open
+            keys = {r.path: set() for r in http_receiver.requests}
+            for request in http_receiver.requests:
+                keys[request.path].add(request.headers["idempotency-key"])
+
+            os.kill(child, signal.SIGKILL)
+            # Released when the server sees the child die, re-sent by its replacement (after 1 s): the
+            # lease (2 × 10 s + 5 s) has not ended when this wait gives up.
+            wait_until(lambda: len(http_receiver.requests) == 6, timeout=15)
+            resent = http_receiver.requests[4:]
+            assert {r.path for r in resent} == {"/hook"}
+            assert {r.headers["idempotency-key"] for r in resent} == keys["/hook"]
+
+            def listed(status: str) -> list[dict[str, object]]:
+                body = http.get("/v0/actions", params={"status": status}).json()
+                return list(body["data"])
+
+            unknown = wait_until(lambda: len(listed("unknown")) == 2 and listed("unknown"))
+            assert {job["type"] for job in unknown} == {"slack"}
+            assert {job["idempotency_key"] for job in unknown} == keys["/slack"]
+            assert all(job["next_attempt_at"] is None for job in unknown)
+            wait_until(lambda: len(listed("sent")) == 2)  # the webhooks, recorded by the new child
+            assert [r.path for r in http_receiver.requests].count("/slack") == 2  # not sent again
+            assert (
+                "at-most-once send(s) cut off mid-send are now unknown"
+                in (tmp_path / "server.log").read_text()
+            )
+
+            retried = http.post(f"/v0/actions/{unknown[0]['id']}/retry")
+            assert retried.status_code == 200, retried.text
+            wait_until(lambda: http.get(f"/v0/actions/{unknown[0]['id']}").json()["status"] == "sent")
+            slack = [r for r in http_receiver.requests if r.path == "/slack"]
+            assert len(slack) == 3
+            assert slack[-1].headers["idempotency-key"] == unknown[0]["idempotency_key"]
+            assert http.get(f"/v0/actions/{unknown[1]['id']}").json()["status"] == "unknown"
+    finally:
+        server.send_signal(signal.SIGINT)
+        server.wait(timeout=60)

@@ -137,7 +137,10 @@ action_specs = Table(
 
 # The outbox: one row per action to deliver, written in the transaction that satisfied its step.
 # `next_ms` is when a worker should look at the job next (due time, retry time, or lease expiry while
-# sending) and NULL once it is final, so the claim query is one range scan of one index.
+# sending) and NULL once it is final, so the claim query is one range scan of one index. `lease_owner`
+# names the worker that claimed the job last; `send_started_ms` is set just before an at-most-once job's
+# send and cleared when its outcome is recorded: a job leased and so marked when its worker died may have
+# reached the receiver, and ends `unknown` instead of being sent again.
 action_jobs = Table(
     "action_jobs",
     metadata,
@@ -154,7 +157,8 @@ action_jobs = Table(
     Column("event", String(200), nullable=False),
     Column("event_properties", Text, nullable=False),
     Column("event_ts_ms", BigInteger, nullable=False),
-    Column("status", String(16), nullable=False),  # scheduled, sending, sent, failed, dead, cancelled
+    # scheduled, sending, sent, failed, dead, cancelled, unknown
+    Column("status", String(16), nullable=False),
     Column("due_ms", BigInteger, nullable=False),
     Column("next_ms", BigInteger, nullable=True),
     Column("attempts", Integer, nullable=False, default=0),
@@ -163,6 +167,8 @@ action_jobs = Table(
     Column("created_ms", BigInteger, nullable=False),
     Column("updated_ms", BigInteger, nullable=False),
     Column("sent_ms", BigInteger, nullable=True),
+    Column("lease_owner", String(80), nullable=True),
+    Column("send_started_ms", BigInteger, nullable=True),
     sqlite_autoincrement=True,
 )
 Index("ix_action_jobs_next", action_jobs.c.next_ms, sqlite_where=action_jobs.c.next_ms.is_not(None))
@@ -221,6 +227,24 @@ class StateStore:
         import funnels.store.idempotency  # noqa: F401  (its table lives in its own module, on `metadata`)
 
         metadata.create_all(self.engine)
+        self._upgrade()
+
+    def _upgrade(self) -> None:
+        """Bring a data directory written by an earlier release up to the tables above, in place.
+
+        `create_all` creates missing tables and indexes but never alters an existing table; these are the
+        columns added to existing tables since, each `ALTER TABLE … ADD COLUMN` (nullable, no default:
+        SQLite only rewrites the schema, not the rows)."""
+        added = {"action_jobs": ("lease_owner", "send_started_ms")}
+        with self.write() as connection:  # under the write lock: two processes opening at once add once
+            for table_name, names in added.items():
+                table = metadata.tables[table_name]
+                present = {row[1] for row in connection.exec_driver_sql(f"PRAGMA table_info({table_name})")}
+                for name in names:
+                    if name not in present:
+                        column = table.c[name]
+                        kind = column.type.compile(dialect=self.engine.dialect)
+                        connection.exec_driver_sql(f"ALTER TABLE {table_name} ADD COLUMN {name} {kind}")
 
     @contextmanager
     def write(self) -> Iterator[Connection]:
