@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from sqlalchemy import event
 
 from funnels.automation import worker as worker_module
 from funnels.automation.worker import Send, Worker, release_jobs
@@ -183,3 +184,31 @@ def test_the_claim_and_the_release_read_indexes_not_the_table(world: World) -> N
     assert "SCAN action_jobs" not in claim and "TEMP B-TREE" not in claim, claim
     release = plan(worker_module._RELEASE, {"owner": "w", "now": 5})
     assert "SEARCH action_jobs USING INDEX ix_action_jobs_status (status=?)" in release, release
+
+
+def test_marking_sends_started_costs_at_least_once_jobs_nothing(world: World) -> None:
+    """Write transactions per round: claim, record; at-most-once jobs add one (the mark) per round, not
+    per job; at-least-once jobs add none."""
+    statements: list[str] = []
+
+    def count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        statements.append(statement.split()[0] if statement.strip() else "")
+
+    for n in range(4):
+        world.identify([f"c{n}"])
+        world.event("sign_up", [f"c{n}"])
+    worker = world.svc.worker
+    event.listen(world.svc.state.engine, "before_cursor_execute", count)
+    try:
+        jobs = worker.claim(16)
+        prepared = [worker.prepare(job) for job in jobs]
+        hooks = [item for item in prepared if isinstance(item, Send) and not item.job.at_most_once]
+        once = [item for item in prepared if isinstance(item, Send) and item.job.at_most_once]
+        assert (len(hooks), len(once)) == (4, 8)
+        statements.clear()
+        assert worker.mark_started(hooks) == hooks
+        assert statements == []  # no transaction, no statement
+        assert worker.mark_started(once) == once
+        assert statements.count("BEGIN") == 1 and statements.count("UPDATE") == 1, statements
+    finally:
+        event.remove(world.svc.state.engine, "before_cursor_execute", count)
