@@ -582,7 +582,9 @@ class Worker(BackgroundLoop):
         each round records every outcome that has come in and claims as many jobs as there are free slots,
         in one transaction. Rounds start at most every `min_interval_s`: an idle worker starts one at
         once, a busy one lets jobs and outcomes gather for the rest of the interval, so a claim and a
-        record serve several jobs (a claim of one job costs ~0.7 ms of CPU, of four ~0.25 ms each)."""
+        record serve several jobs (a claim of one job costs ~0.7 ms of CPU, of four ~0.25 ms each). The
+        claimed jobs are prepared (rendered) here; the round's at-most-once sends are marked started in one
+        more transaction (`mark_started`, none for a round without them) before any send begins."""
         outcomes: queue.SimpleQueue[Result] = queue.SimpleQueue()
         inflight = 0
         last_round = -self.min_interval_s
