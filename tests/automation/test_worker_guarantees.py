@@ -4,13 +4,15 @@ at-least-once jobs are sent again with the same key, at-most-once jobs whose sen
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
-from sqlalchemy import event
+from sqlalchemy import event, select, update
 
 from funnels.automation import worker as worker_module
 from funnels.automation.worker import Send, Worker, release_jobs
+from funnels.store.state import action_specs
 from tests.automation.conftest import Config, World
 from tests.receivers import HttpReceiver
 
@@ -212,3 +214,22 @@ def test_marking_sends_started_costs_at_least_once_jobs_nothing(world: World) ->
         assert statements.count("BEGIN") == 1 and statements.count("UPDATE") == 1, statements
     finally:
         event.remove(world.svc.state.engine, "before_cursor_execute", count)
+
+
+def test_jobs_scheduled_before_guarantees_existed_get_their_channels_default(world: World) -> None:
+    world.identify(["c1"])
+    world.event("sign_up", ["c1"])
+    with world.svc.state.write() as connection:  # specs as the release before stored them
+        for spec_id, raw in connection.execute(select(action_specs.c.id, action_specs.c.spec)).all():
+            spec = json.loads(raw)
+            del spec["guarantee"]
+            connection.execute(
+                update(action_specs).where(action_specs.c.id == spec_id).values(spec=json.dumps(spec))
+            )
+    jobs = another_worker(world).claim(16)
+    assert all("guarantee" not in job.spec for job in jobs)
+    assert sorted((job.action_type, job.at_most_once) for job in jobs) == [
+        ("slack", True),
+        ("webhook", False),
+        ("webhook", False),  # its `guarantee: at-most-once` was not in the config then
+    ]

@@ -236,15 +236,21 @@ class StateStore:
         columns added to existing tables since, each `ALTER TABLE … ADD COLUMN` (nullable, no default:
         SQLite only rewrites the schema, not the rows)."""
         added = {"action_jobs": ("lease_owner", "send_started_ms")}
-        with self.write() as connection:  # under the write lock: two processes opening at once add once
+
+        def missing(connection: Connection) -> list[tuple[str, str]]:
+            found = []
             for table_name, names in added.items():
-                table = metadata.tables[table_name]
                 present = {row[1] for row in connection.exec_driver_sql(f"PRAGMA table_info({table_name})")}
-                for name in names:
-                    if name not in present:
-                        column = table.c[name]
-                        kind = column.type.compile(dialect=self.engine.dialect)
-                        connection.exec_driver_sql(f"ALTER TABLE {table_name} ADD COLUMN {name} {kind}")
+                found += [(table_name, name) for name in names if name not in present]
+            return found
+
+        with self.read() as connection:  # the usual case, up to date: no write
+            if not missing(connection):
+                return
+        with self.write() as connection:  # under the write lock: two processes opening at once add once
+            for table_name, name in missing(connection):
+                kind = metadata.tables[table_name].c[name].type.compile(dialect=self.engine.dialect)
+                connection.exec_driver_sql(f"ALTER TABLE {table_name} ADD COLUMN {name} {kind}")
 
     @contextmanager
     def write(self) -> Iterator[Connection]:
