@@ -285,3 +285,32 @@ def test_unless_must_name_a_later_step() -> None:
         "funnels[0].steps[1].actions.unless: 'sign_up' is not a later step than 'development_api_call' "
         "(the action would always be cancelled)",
     ]
+
+
+def test_an_actions_guarantee_defaults_by_channel_and_can_be_set() -> None:
+    (funnel,) = validate_config(ONBOARDING).funnels
+    actions = [action for step in funnel.steps for action in step.actions]
+    assert [(action.type, action.guarantee) for action in actions] == [
+        ("slack", "at-most-once"),
+        ("email", "at-most-once"),
+        ("webhook", "at-least-once"),
+    ]
+    raw = json.loads(json.dumps(ONBOARDING))
+    raw["funnels"][0]["steps"][0]["actions"][0]["guarantee"] = "at-least-once"
+    raw["funnels"][0]["steps"][2]["actions"]["guarantee"] = "at-most-once"
+    (funnel,) = validate_config(raw).funnels
+    assert [action.guarantee for step in funnel.steps for action in step.actions] == [
+        "at-least-once",
+        "at-most-once",
+        "at-most-once",
+    ]
+
+
+def test_an_unknown_guarantee_is_reported_with_its_path() -> None:
+    raw = json.loads(json.dumps(ONBOARDING))
+    raw["funnels"][0]["steps"][0]["actions"][1]["guarantee"] = "exactly-once"
+    raw["funnels"][0]["steps"][2]["actions"]["guarantee"] = True
+    errors = errors_of(raw)
+    expected = "expected one of at-least-once, at-most-once"
+    assert errors["funnels[0].steps[0].actions[1].guarantee"] == expected
+    assert errors["funnels[0].steps[2].actions.guarantee"] == expected

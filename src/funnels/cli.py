@@ -160,7 +160,9 @@ def serve(
         if delivery is Delivery.process:
             automation = svc.automation
             svc.worker_process = WorkerProcess(
-                svc.data_dir, lambda: automation.plan.config.raw if automation.plan else {}
+                svc.data_dir,
+                lambda: automation.plan.config.raw if automation.plan else {},
+                release=svc.release_jobs,
             )
             automation.on_reload.append(svc.worker_process.reload)
     err.print(f"funnels: data in {svc.data_dir}; serving on http://{host}:{port}/", highlight=False)
@@ -181,6 +183,10 @@ def worker_(
     wake_fd: Annotated[
         int | None, typer.Option(hidden=True, help="Supervised by `funnels serve`: its wake-up pipe.")
     ] = None,
+    lease_owner: Annotated[
+        str | None,
+        typer.Option(hidden=True, help="Supervised by `funnels serve`: the name its job leases carry."),
+    ] = None,
 ) -> None:
     """Deliver due actions from the data directory's outbox (alongside `funnels serve`, or several)."""
     from funnels.automation.worker import Worker
@@ -193,7 +199,7 @@ def worker_(
         _print_config_errors(invalid, config)
         _fail(f"not starting: the config {config} is invalid")
     reload = _reload_on_sighup(automation)
-    runner = Worker(state, automation.delivery, clock, concurrency=concurrency)
+    runner = Worker(state, automation.delivery, clock, concurrency=concurrency, owner=lease_owner)
     err.print(f"funnels worker: delivering from {state.path} (Ctrl-C to stop)", highlight=False)
     stopped = threading.Event()
     signal.signal(signal.SIGTERM, lambda _signum, _frame: stopped.set())

@@ -5,9 +5,9 @@ Accepts exactly the spec's shapes, including the single-object forms (`forModels
 (`funnels[0].steps[2].actions[1].args.url`), and what was expected. Checks: the shape of each section,
 unknown or duplicate names (models in `forModels`, funnel ids, action types), each action type's args
 (`funnels.channels`), Liquid syntax in every string of `args`, durations (`delay`), quiet hours
-(`notBefore`/`notAfter`), `unless` references to later steps of the same funnel, each channel's settings
-section (`webhook`, `slack`, `email`, `sms`; gaps filled from environment variables at load time) and the
-`delivery` policy (attempts, timeout, backoff).
+(`notBefore`/`notAfter`), `unless` references to later steps of the same funnel, delivery guarantees
+(`guarantee`), each channel's settings section (`webhook`, `slack`, `email`, `sms`; gaps filled from
+environment variables at load time) and the `delivery` policy (attempts, timeout, backoff).
 """
 
 from __future__ import annotations
@@ -35,6 +35,8 @@ _SHORT_DURATION = re.compile(r"^\s*(\d+)\s*(s|m|h|d|w)\s*$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
 _CLOCK = re.compile(r"^([01]?\d|2[0-3]):([0-5]\d)$")
 _LIQUID = Environment()
+GUARANTEES = ("at-least-once", "at-most-once")
+ACTION_FIELDS = ("type", "args", "delay", "unless", "notBefore", "notAfter", "guarantee")
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,7 @@ class Action:
     unless: tuple[str, ...] = ()
     not_before_minute: int | None = None  # minutes after midnight in the instance's timezone
     not_after_minute: int | None = None
+    guarantee: str = "at-least-once"  # at-least-once or at-most-once (the type's default when not given)
 
 
 @dataclass(frozen=True)
@@ -169,10 +172,8 @@ class _Checker:
         if not isinstance(raw, dict):
             self.fail(path, "expected an action object {type, args}")
             return None
-        for key in sorted(set(raw) - {"type", "args", "delay", "unless", "notBefore", "notAfter"}):
-            self.fail(
-                f"{path}.{key}", "unknown field (expected type, args, delay, unless, notBefore, notAfter)"
-            )
+        for key in sorted(set(raw) - set(ACTION_FIELDS)):
+            self.fail(f"{path}.{key}", f"unknown field (expected {', '.join(ACTION_FIELDS)})")
         kind = self.text(raw.get("type"), f"{path}.type")
         args = raw.get("args", {})
         if not isinstance(args, dict):
@@ -211,6 +212,12 @@ class _Checker:
                     minutes[key] = _minute_of_day(raw[key])
                 except ValueError as error:
                     self.fail(f"{path}.{key}", str(error))
+        guarantee = ACTION_TYPES[kind].guarantee if kind in ACTION_TYPES else GUARANTEES[0]
+        if "guarantee" in raw:
+            if raw["guarantee"] in GUARANTEES:
+                guarantee = raw["guarantee"]
+            else:
+                self.fail(f"{path}.guarantee", f"expected one of {', '.join(GUARANTEES)}")
         return Action(
             type=kind or "",
             args=args,
@@ -218,6 +225,7 @@ class _Checker:
             unless=unless,
             not_before_minute=minutes["notBefore"],
             not_after_minute=minutes["notAfter"],
+            guarantee=guarantee,
         )
 
     def delivery_duration(self, raw: Mapping[str, Any], key: str, default: timedelta) -> timedelta:

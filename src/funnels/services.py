@@ -3,6 +3,7 @@ automation (the loaded config and the action worker)."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,7 +12,7 @@ from funnels.auth import KeyCache
 from funnels.automation.engine import Outcome, Signal, apply_signals
 from funnels.automation.process import WorkerProcess
 from funnels.automation.runtime import Automation
-from funnels.automation.worker import Worker
+from funnels.automation.worker import Worker, release_jobs
 from funnels.clock import Clock, SystemClock
 from funnels.events import Event
 from funnels.ingest.committer import GroupCommitter
@@ -19,6 +20,8 @@ from funnels.ingest.log import Shipper
 from funnels.settings import tighten_data_dir
 from funnels.store.events import EventStore, EventStoreError
 from funnels.store.state import StateStore
+
+log = logging.getLogger(__name__)
 
 
 class DataDirBusy(Exception):
@@ -119,6 +122,17 @@ class Services:
         self.worker.wake()
         if self.worker_process is not None:
             self.worker_process.wake()
+
+    def release_jobs(self, owner: str) -> None:
+        """A delivery process exited: release the jobs it held now instead of when their lease ends."""
+        released, unknown = release_jobs(self.state, owner, self.clock.now_ms())
+        if released or unknown:
+            log.warning(
+                "released %d job(s) of the delivery process that exited; %d at-most-once send(s) cut off "
+                "mid-send are now unknown",
+                released,
+                unknown,
+            )
 
     def close(self) -> None:
         self.committer.stop()

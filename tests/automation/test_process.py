@@ -11,9 +11,15 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from sqlalchemy import select
 
+from funnels.automation.worker import Worker
+from funnels.clock import SystemClock
+from funnels.config import DeliveryPolicy
+from funnels.store.state import StateStore, action_jobs
 from tests.processes import client, create_key, free_port, start_server, wait_until
 from tests.receivers import HttpReceiver
 
@@ -165,3 +171,91 @@ def test_python_dash_m_funnels_is_the_cli() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "Deliver due actions" in result.stdout
+
+
+def test_a_killed_delivery_process_is_recovered_at_once_by_each_actions_guarantee(
+    tmp_path: Path, http_receiver: HttpReceiver
+) -> None:
+    """kill -9 of the delivery child while its sends are held open by the receiver: the server releases
+    its jobs at once (not after the 25 s lease). Webhooks (at-least-once) are sent again with the same key;
+    Slack messages (at-most-once) in flight end `unknown`, are never sent again by themselves, and a retry
+    sends one once more; jobs the child had claimed but not started are sent normally."""
+    url = http_receiver.url
+    config = tmp_path / "funnels.json"
+    actions = [
+        {"type": "slack", "args": {"url": f"{url}/slack", "content": "hi {{ ids[0] }}"}},
+        {"type": "webhook", "args": {"url": f"{url}/hook", "body": {"id": "{{ ids[0] }}"}}},
+    ]
+    funnel = {"id": "welcome", "forModels": "customer", "steps": {"event": "hello", "actions": actions}}
+    config.write_text(json.dumps({"models": [{"name": "customer"}], "funnels": [funnel]}))
+    data_dir = tmp_path / "data"
+    key = create_key(data_dir, "events:write", "admin")
+    port = free_port()
+    customers = [f"c{n}" for n in range(8)]  # 8 × 2 sends: the child's 16 slots, all held open
+    for path in ("/slack", "/hook"):
+        for _ in customers:  # the child is killed long before its 10 s send timeout
+            http_receiver.reply(path, 200, {"ok": True}, delay_s=600)
+    server = start_server(data_dir, port, "--config", str(config))
+    state = StateStore(data_dir / "state.sqlite3")
+    try:
+        with client(port, key, timeout=10) as http:
+
+            def hello(id_: str) -> None:
+                identified = http.post("/api/v1/identify", json={"model": "customer", "ids": [id_]})
+                assert identified.status_code == 200, identified.text
+                assert http.post("/api/v1/events", json={"name": "hello", "ids": [id_]}).status_code == 200
+
+            def listed(status: str) -> list[dict[str, Any]]:
+                return list(http.get("/v0/actions", params={"status": status, "size": 200}).json()["data"])
+
+            (child,) = wait_until(lambda: children(server.pid))
+            for id_ in customers:
+                hello(id_)
+            wait_until(lambda: len(http_receiver.requests) == 16, timeout=30)  # all in flight
+            keys: dict[str, set[str]] = {"/slack": set(), "/hook": set()}
+            for request in http_receiver.requests:
+                keys[request.path].add(request.headers["idempotency-key"])
+            # Two more jobs, claimed under the child's lease name (its slots are full, so it would only
+            # have claimed them later): claimed, their sends not started, when it dies.
+            with state.read() as connection:
+                (owner,) = set(
+                    connection.execute(
+                        select(action_jobs.c.lease_owner).where(action_jobs.c.status == "sending")
+                    ).scalars()
+                )
+            hello("late")
+            claimer = Worker(state, lambda: (DeliveryPolicy(), {}), SystemClock(), owner=owner)
+            assert sorted(job.action_type for job in claimer.claim(16)) == ["slack", "webhook"]
+
+            os.kill(child, signal.SIGKILL)
+            # Released when the server sees the child die, sent by its replacement (after 1 s): the lease
+            # (2 × 10 s + 5 s) has not ended when this wait gives up.
+            wait_until(lambda: len(http_receiver.requests) == 16 + 8 + 2, timeout=15)
+            after = http_receiver.requests[16:]
+            assert sorted(r.path for r in after) == ["/hook"] * 9 + ["/slack"]
+            late = {r.path: r for r in after if r.json in ({"id": "late"}, {"text": "hi late"})}
+            assert set(late) == {"/slack", "/hook"}  # claimed, not started: sent normally
+            resent = [r for r in after if r not in late.values()]
+            assert {r.headers["idempotency-key"] for r in resent} == keys["/hook"]  # the same keys
+
+            unknown = wait_until(lambda: len(listed("unknown")) == 8 and listed("unknown"))
+            assert {job["type"] for job in unknown} == {"slack"}
+            assert {job["idempotency_key"] for job in unknown} == keys["/slack"]
+            assert all(job["next_attempt_at"] is None for job in unknown)
+            wait_until(lambda: len(listed("sent")) == 10)  # 8 webhooks again, and the late pair
+            assert [r.path for r in http_receiver.requests].count("/slack") == 9  # none sent again
+            log = (tmp_path / "server.log").read_text()
+            assert "released 10 job(s) of the delivery process that exited; 8 at-most-once" in log
+
+            job = unknown[0]
+            retried = http.post(f"/v0/actions/{job['id']}/retry")
+            assert retried.status_code == 200, retried.text
+            wait_until(lambda: http.get(f"/v0/actions/{job['id']}").json()["status"] == "sent")
+            slack = [r for r in http_receiver.requests if r.path == "/slack"]
+            assert len(slack) == 10
+            assert slack[-1].headers["idempotency-key"] == job["idempotency_key"]
+            assert len(listed("unknown")) == 7
+    finally:
+        state.close()
+        server.send_signal(signal.SIGINT)
+        server.wait(timeout=60)

@@ -1,12 +1,29 @@
 """The Deliveries page in real headless Chromium against a `funnels serve` subprocess with automation
 traffic: rows equal `GET /v0/actions`, filters go into the URL, Load more pages through the log, a row opens
-on its payload and attempts, and Retry sends a dead job again (the receiver now accepts) until it is sent."""
+on its payload and attempts, Retry sends a dead job again (the receiver now accepts) until it is sent, and
+Send again sends an at-most-once job whose outcome a crash left unknown."""
 
 from __future__ import annotations
 
+import os
+import signal
+from pathlib import Path
+
+import pytest
 from playwright.sync_api import Page, expect
 
-from tests.web.conftest import REFUSED, SEEDED_CUSTOMERS, Seeded
+from funnels.store.state import StateStore
+from tests.processes import wait_until
+from tests.receivers import HttpReceiver
+from tests.web.conftest import (
+    REFUSED,
+    SEEDED_CUSTOMERS,
+    Seeded,
+    browser_sign_in,
+    make_keys,
+    serving,
+    write_config,
+)
 
 
 def test_rows_and_load_more(seeded_page: Page, seeded: Seeded) -> None:
@@ -83,3 +100,68 @@ def test_filter_by_instance_from_a_link(seeded_page: Page, seeded: Seeded) -> No
     expect(page.locator("#delivery-filters select[name=funnel]")).to_have_value("onboarding")
     page.click("#clear-filters")
     expect(rows).to_have_count(25)
+
+
+def delivery_processes(data_dir: Path) -> list[int]:
+    """Live `funnels worker` processes delivering from `data_dir` (the server's delivery child)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            command = (entry / "cmdline").read_bytes().split(b"\0") if entry.name.isdigit() else []
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0] if command else "Z"
+        except OSError:
+            continue
+        if b"worker" in command and str(data_dir).encode() in command and state != "Z":
+            found.append(int(entry.name))
+    return found
+
+
+def test_an_unknown_delivery_is_sent_again_with_send_again(
+    page: Page, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """A Slack message (at-most-once) in flight when the delivery process is killed ends `unknown`; the
+    Deliveries page offers Send again, which sends it once more."""
+    root = tmp_path_factory.mktemp("unknown")
+    data_dir = root / "data"
+    data_dir.mkdir()
+    with HttpReceiver() as receiver:
+        receiver.reply("/slack", 200, "ok", delay_s=600)  # held open: in flight when the child dies
+        state = StateStore(data_dir / "state.sqlite3")
+        keys = make_keys(state)
+        state.close()
+        action = {"type": "slack", "args": {"url": f"{receiver.url}/slack", "content": "hi {{ ids[0] }}"}}
+        config = {
+            "models": [{"name": "customer"}],
+            "funnels": [
+                {"id": "welcome", "forModels": "customer", "steps": {"event": "hello", "actions": action}}
+            ],
+        }
+        with serving(data_dir, write_config(root, config), keys) as dashboard:
+            assert dashboard.api(
+                "POST", "/api/v1/identify", json={"model": "customer", "ids": ["ada"]}
+            ).is_success
+            assert dashboard.api("POST", "/api/v1/events", json={"name": "hello", "ids": ["ada"]}).is_success
+            receiver.wait_for(1, timeout=30)  # the delivery process may still be starting
+            (child,) = delivery_processes(data_dir)
+            os.kill(child, signal.SIGKILL)
+            unknown = wait_until(
+                lambda: dashboard.api("GET", "/v0/actions", params={"status": "unknown"}).json()["data"]
+            )
+            job_id = unknown[0]["id"]
+
+            browser_sign_in(page, dashboard, dashboard.admin_key)
+            page.goto(f"{dashboard.url}/deliveries?status=unknown")
+            row = page.locator(f'#deliveries-table tr.job[data-job-id="{job_id}"]')
+            expect(row.locator(".badge")).to_have_text("unknown")
+            row.click()
+            detail = page.locator(f'tr.detail[data-detail-for="{job_id}"]')
+            expect(detail.locator(".last-error")).to_contain_text("outcome unknown")
+            button = detail.locator("button[data-retry]")
+            expect(button).to_have_text("Send again")
+            button.click()
+            expect(row.locator(".badge")).to_have_text("sent")
+            assert len(receiver.requests) == 2  # the cut-off send, and the one Send again made
+            assert {r.headers["idempotency-key"] for r in receiver.requests} == {
+                unknown[0]["idempotency_key"]
+            }
+            expect(detail.locator("button[data-retry]")).to_have_count(0)

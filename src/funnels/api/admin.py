@@ -10,7 +10,15 @@ from fastapi.concurrency import run_in_threadpool
 
 from funnels.api.deps import require, services
 from funnels.api.errors import ApiError, validation_error
-from funnels.automation.deliveries import STATUSES, JobFilter, get_job, iso, list_jobs, retry_job
+from funnels.automation.deliveries import (
+    RETRYABLE,
+    STATUSES,
+    JobFilter,
+    get_job,
+    iso,
+    list_jobs,
+    retry_job,
+)
 from funnels.automation.identity import instance_by_id
 from funnels.automation.people import Cursor, describe
 from funnels.config import ConfigInvalid
@@ -54,7 +62,7 @@ async def action(request: Request, job_id: Annotated[int, Path(ge=1)]) -> dict[s
     return job
 
 
-@router.post("/v0/actions/{job_id}/retry", summary="Send a dead (or failing) action job again now")
+@router.post("/v0/actions/{job_id}/retry", summary="Send a dead, failing or unknown action job again now")
 async def retry(request: Request, job_id: Annotated[int, Path(ge=1)]) -> dict[str, Any]:
     svc = services(request)
 
@@ -66,9 +74,9 @@ async def retry(request: Request, job_id: Annotated[int, Path(ge=1)]) -> dict[st
     before, job = await run_in_threadpool(run)
     if before is None or job is None:
         raise ApiError("NOT_FOUND", f"No action job {job_id}.")
-    if job["status"] != "scheduled" or before not in ("dead", "failed"):
+    if job["status"] != "scheduled" or before not in RETRYABLE:
         raise ApiError(
-            "CONFLICT", f"Action job {job_id} is {before}; only dead or failed jobs can be retried."
+            "CONFLICT", f"Action job {job_id} is {before}; only dead, failed or unknown jobs can be retried."
         )
     svc.wake_worker()
     return job

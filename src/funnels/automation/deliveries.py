@@ -1,4 +1,5 @@
-"""The delivery log: action jobs with their attempts, filtered and paginated, and retrying dead ones."""
+"""The delivery log: action jobs with their attempts, filtered and paginated, and retrying dead ones (and
+at-most-once ones whose outcome is unknown)."""
 
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ from sqlalchemy import Connection, func, select, update
 from funnels.automation.identity import load_instances
 from funnels.store.state import action_attempts, action_jobs, instance_ids
 
-STATUSES = ("scheduled", "sending", "sent", "failed", "dead", "cancelled")
-RETRYABLE = ("dead", "failed")
+STATUSES = ("scheduled", "sending", "sent", "failed", "dead", "cancelled", "unknown")
+RETRYABLE = ("dead", "failed", "unknown")
 
 
 def iso(ms: int | None) -> str | None:
@@ -122,13 +123,14 @@ def get_job(connection: Connection, job_id: int) -> dict[str, Any] | None:
 
 
 def retry_job(connection: Connection, job_id: int, now_ms: int) -> str | None:
-    """Schedule a dead (or failing) job to be sent now with a fresh set of attempts; returns its status
-    before, or None if there is no such job. Only `dead` and `failed` jobs change."""
+    """Schedule a dead, failing or unknown job to be sent now with a fresh set of attempts; returns its
+    status before, or None if there is no such job. Only `RETRYABLE` jobs change. An `unknown` job's send
+    may have reached the receiver: retrying it is a person's decision to send it once more."""
     status = connection.execute(select(action_jobs.c.status).where(action_jobs.c.id == job_id)).scalar()
     if status in RETRYABLE:
         connection.execute(
             update(action_jobs)
             .where(action_jobs.c.id == job_id)
-            .values(status="scheduled", next_ms=now_ms, attempts=0, updated_ms=now_ms)
+            .values(status="scheduled", next_ms=now_ms, attempts=0, updated_ms=now_ms, send_started_ms=None)
         )
     return status

@@ -93,6 +93,7 @@ def action_spec(action: Action) -> dict[str, Any]:
         "unless": list(action.unless),
         "not_before_minute": action.not_before_minute,
         "not_after_minute": action.not_after_minute,
+        "guarantee": action.guarantee,
     }
 
 

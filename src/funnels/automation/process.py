@@ -19,6 +19,11 @@ How it works:
 - The pipe also tells the child when the server is gone: the server holds its only write end, so when the
   server stops or dies (even `kill -9`) the child reads end-of-file, finishes its in-flight sends, records
   them and exits. Nothing is lost if it is killed too: leased jobs are claimed again when the lease ends.
+- Each child gets a fresh name for its leases (`--lease-owner`). When a child exits, the server releases
+  the jobs it still held at once (`release`, i.e. `worker.release_jobs`) rather than after their lease:
+  those not yet being sent are due again, at-most-once ones cut off mid-send end `unknown`. A dead
+  process writes nothing more, so this is safe; a `funnels worker` run separately has no supervisor and
+  is recovered by the lease.
 - If the child exits while the server runs, the server logs it and starts another after `restart_delay_s`.
 """
 
@@ -27,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import secrets
 import subprocess
 import sys
 import threading
@@ -53,6 +59,7 @@ class WorkerProcess:
         concurrency: int = 16,
         restart_delay_s: float = 1.0,
         stop_timeout_s: float = 60.0,
+        release: Callable[[str], None] | None = None,
     ) -> None:
         self.data_dir = data_dir
         self.config = config  # the document of the config the server runs now
@@ -60,6 +67,8 @@ class WorkerProcess:
         self.concurrency = concurrency
         self.restart_delay_s = restart_delay_s
         self.stop_timeout_s = stop_timeout_s
+        self.release = release  # of a lease owner's jobs, once that child has exited
+        self.owner = ""  # the lease owner name of the current child
         self.process: subprocess.Popen[bytes] | None = None
         self._read_fd = -1
         self._write_fd = -1
@@ -81,6 +90,8 @@ class WorkerProcess:
             str(self.concurrency),
             "--wake-fd",
             str(self._read_fd),
+            "--lease-owner",
+            self.owner,
         ]
 
     def write_config(self) -> None:
@@ -103,13 +114,16 @@ class WorkerProcess:
     def _spawn(self) -> None:
         with self._lock:
             if not self._stopping.is_set():
+                self.owner = f"serve-{os.getpid()}-{secrets.token_hex(6)}"
                 # Its own process group: a Ctrl-C in the server's terminal stops the server, which then
                 # stops the child through the pipe (after its in-flight sends), not both at once.
                 self.process = subprocess.Popen(self.command(), pass_fds=(self._read_fd,), process_group=0)
 
     def _supervise(self) -> None:
         while (process := self.process) is not None:
+            owner = self.owner
             code = process.wait()
+            self._release(owner)
             if self._stopping.is_set():
                 return
             log.error("the delivery process exited with %s; starting another", code)
@@ -119,6 +133,14 @@ class WorkerProcess:
                     break
                 except OSError as error:  # e.g. out of processes: keep trying while the server runs
                     log.error("cannot start the delivery process (%s); trying again", error)
+
+    def _release(self, owner: str) -> None:
+        if self.release is None:
+            return
+        try:
+            self.release(owner)
+        except Exception:  # e.g. the store is closing: the lease still ends, later
+            log.exception("cannot release the jobs of the delivery process that exited")
 
     def wake(self) -> None:
         """Tell the child a job is due now (never blocks)."""

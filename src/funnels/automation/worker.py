@@ -2,9 +2,16 @@
 
 How it works: a claim is one write transaction that takes the due jobs with the smallest `next_ms` (one
 range scan of a partial index, however many jobs are pending) and marks them `sending` with a lease:
-their `next_ms` becomes the lease's expiry. A worker that dies mid-send leaves the job to be claimed again
-when the lease expires; the resend carries the same idempotency key, so at worst the receiver sees a
-duplicate it can drop. Before sending, a job whose `unless` step the instance has reached is cancelled,
+their `next_ms` becomes the lease's expiry and `lease_owner` this worker's name. A worker that dies
+mid-send leaves the job to be claimed again when the lease expires (or at once: `release_jobs`, which
+`funnels serve` runs when its delivery process dies). What happens then is the action's guarantee:
+- at-least-once (the default for webhooks): the job is sent again, with the same idempotency key, so at
+  worst the receiver sees a duplicate it can drop;
+- at-most-once (slack, email, sms): just before its send, the worker marks the job `send_started_ms` (one
+  transaction for the round's at-most-once jobs; a round of at-least-once jobs writes nothing more). A
+  marked job whose worker died may have reached the receiver: it ends `unknown`, never sent again by
+  itself (a manual retry sends it once more). An unmarked one had not started and is sent normally.
+Before sending, a job whose `unless` step the instance has reached is cancelled,
 and one due outside its quiet hours waits for the window (neither counts as an attempt). Outcomes:
 `sent`; `failed` (a retryable failure: network, timeout, 429, 5xx) with the next attempt after an
 exponential backoff with jitter, or the receiver's `Retry-After` if longer; `dead` when attempts are
@@ -17,8 +24,10 @@ held by one worker at a time.
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import random
+import secrets
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -30,7 +39,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import httpx
 import orjson
 from pydantic import BaseModel, ValidationError
-from sqlalchemy import Connection, bindparam, func, insert, literal_column, select, update
+from sqlalchemy import ColumnElement, Connection, bindparam, func, insert, literal_column, select, update
 
 from funnels.automation.identity import Instance, load_instances
 from funnels.automation.templates import TemplateRenderError, render_args
@@ -52,6 +61,11 @@ log = logging.getLogger(__name__)
 
 Dispatch = Callable[[Channel, BaseModel, BaseModel, DeliveryRequest], DeliveryResult]
 UTC_ZONE = ZoneInfo("UTC")
+AT_MOST_ONCE = "at-most-once"
+UNKNOWN_ERROR = (
+    "outcome unknown: the worker stopped during the send (at-most-once: not sent again by itself; "
+    "retry to send it once more)"
+)
 
 
 # The worker's statements, built once (they run for every claimed job).
@@ -65,8 +79,24 @@ _ANY_DUE = _DUE_IDS.limit(1)
 _CLAIM = (
     update(action_jobs)
     .where(action_jobs.c.id.in_(_DUE_IDS.scalar_subquery()))
-    .values(status="sending", next_ms=bindparam("lease_until"), updated_ms=bindparam("now"))
-    .returning(*action_jobs.c)
+    .values(
+        status="sending",
+        next_ms=bindparam("lease_until"),
+        updated_ms=bindparam("now"),
+        lease_owner=bindparam("owner"),
+    )
+    .returning(*action_jobs.c)  # `send_started_ms` as it was: set means a send was cut off
+)
+# Just before at-most-once sends: the jobs this worker still holds are marked (and only those are sent).
+_MARK_STARTED = (
+    update(action_jobs)
+    .where(
+        action_jobs.c.id.in_(bindparam("job_ids", expanding=True)),
+        action_jobs.c.status == "sending",
+        action_jobs.c.lease_owner == bindparam("owner"),
+    )
+    .values(send_started_ms=bindparam("now"))
+    .returning(action_jobs.c.id)
 )
 _SPECS = select(action_specs.c.id, action_specs.c.spec).where(
     action_specs.c.id.in_(bindparam("spec_ids", expanding=True))
@@ -93,8 +123,66 @@ _RECORD = (
         rendered=func.coalesce(bindparam("rendered"), action_jobs.c.rendered),
         sent_ms=func.coalesce(bindparam("sent_ms"), action_jobs.c.sent_ms),
         attempts=action_jobs.c.attempts + bindparam("attempted"),
+        send_started_ms=None,
     )
 )
+
+# A dead worker's jobs: `sending` ones are few (the leased), so this reads the status index, not the table.
+_HELD_BY = (action_jobs.c.status == "sending") & (action_jobs.c.lease_owner == bindparam("owner"))
+_RELEASE = (
+    update(action_jobs)
+    .where(_HELD_BY & action_jobs.c.send_started_ms.is_(None))
+    .values(status="scheduled", next_ms=bindparam("now"), updated_ms=bindparam("now"))
+)
+
+
+def settle_unknown(
+    connection: Connection, where: ColumnElement[bool], now_ms: int, params: dict[str, Any] | None = None
+) -> int:
+    """End the at-most-once jobs matched by `where` (with bound `params`) whose send was cut off as
+    `unknown`, each with an attempt of that outcome in the delivery log; returns how many."""
+    rows = connection.execute(
+        update(action_jobs)
+        .where(where)
+        .values(
+            status="unknown",
+            next_ms=None,
+            updated_ms=now_ms,
+            last_error=UNKNOWN_ERROR,
+            attempts=action_jobs.c.attempts + 1,
+        )
+        .returning(action_jobs.c.id, action_jobs.c.attempts, action_jobs.c.send_started_ms),
+        params or {},
+    ).all()
+    if rows:
+        connection.execute(
+            insert(action_attempts),
+            [
+                {
+                    "job_id": row.id,
+                    "attempt": row.attempts,
+                    "started_ms": row.send_started_ms,
+                    "finished_ms": now_ms,
+                    "outcome": "unknown",
+                    "status_code": None,
+                    "error": UNKNOWN_ERROR,
+                    "response": None,
+                }
+                for row in rows
+            ],
+        )
+    return len(rows)
+
+
+def release_jobs(state: StateStore, owner: str, now_ms: int) -> tuple[int, int]:
+    """The jobs a worker that has died still holds, released at once instead of when their lease ends:
+    those whose send had not started are due now, at-most-once ones whose send had started end `unknown`.
+    Returns (released, unknown). Only for a worker known to be dead: a live one would send twice."""
+    with state.write() as connection:
+        started = _HELD_BY & action_jobs.c.send_started_ms.is_not(None)
+        unknown = settle_unknown(connection, started, now_ms, {"owner": owner})
+        released = connection.execute(_RELEASE, {"owner": owner, "now": now_ms}).rowcount
+    return released, unknown
 
 
 def send(channel: Channel, args: BaseModel, settings: BaseModel, request: DeliveryRequest) -> DeliveryResult:
@@ -121,11 +209,31 @@ class Job:
     ids: tuple[str, ...]
     reached: frozenset[str]  # step events the instance has satisfied in this funnel
 
+    @property
+    def at_most_once(self) -> bool:
+        guarantee = self.spec.get("guarantee")  # absent in specs stored before guarantees existed
+        if guarantee is None:
+            channel = ACTION_TYPES.get(self.action_type)
+            guarantee = channel.guarantee if channel else "at-least-once"
+        return bool(guarantee == AT_MOST_ONCE)
+
+
+@dataclass(frozen=True)
+class Send:
+    """A job rendered and validated, ready for its channel."""
+
+    job: Job
+    channel: Channel
+    args: BaseModel
+    rendered: dict[str, Any]
+
 
 @dataclass(frozen=True)
 class Result:
     job_id: int
-    status: str  # sent, failed, dead, cancelled, scheduled (waiting for quiet hours)
+    # sent, failed, dead, cancelled, scheduled (waiting for quiet hours); `lost`: the job's lease went to
+    # another worker before its at-most-once send started, so this worker neither sends nor records it
+    status: str
     next_ms: int | None = None
     error: str | None = None
     rendered: dict[str, Any] | None = None
@@ -207,6 +315,7 @@ class Worker(BackgroundLoop):
         min_interval_s: float = 0.005,
         dispatch: Dispatch = send,
         rng: random.Random | None = None,
+        owner: str | None = None,
     ) -> None:
         self.state = state
         self.policy = policy  # the current config's delivery policy and channel settings (reloadable)
@@ -216,6 +325,8 @@ class Worker(BackgroundLoop):
         self.min_interval_s = min_interval_s  # between the starts of two rounds (claim and record)
         self.dispatch = dispatch
         self.rng = rng or random.Random()
+        # The name its leases carry (`release_jobs`): given by `funnels serve` to its delivery process.
+        self.owner = owner or f"worker-{os.getpid()}-{secrets.token_hex(6)}"
         self.http = httpx.Client(follow_redirects=False)
         self._specs: dict[str, dict[str, Any]] = {}
         super().__init__()
@@ -243,8 +354,12 @@ class Worker(BackgroundLoop):
         policy, _settings = self.policy()
         lease_ms = int(policy.timeout.total_seconds() * 2000) + 5_000
         rows = connection.execute(
-            _CLAIM, {"now": now, "lease_until": now + lease_ms, "claim_limit": limit}
+            _CLAIM, {"now": now, "lease_until": now + lease_ms, "claim_limit": limit, "owner": self.owner}
         ).all()
+        cut_off = [row.id for row in rows if row.send_started_ms is not None]
+        if cut_off:  # at-most-once sends whose worker died (the lease ran out): not sent again
+            settle_unknown(connection, action_jobs.c.id.in_(cut_off), now)
+            rows = [row for row in rows if row.send_started_ms is None]
         return self._jobs(connection, rows) if rows else []
 
     def _jobs(self, connection: Connection, rows: Sequence[Any]) -> list[Job]:
@@ -287,15 +402,46 @@ class Worker(BackgroundLoop):
     # --- one job -------------------------------------------------------------------------------------
 
     def handle(self, job: Job) -> Result:
-        """Decide and, if due, deliver one claimed job. Never raises."""
+        """Decide and, if due, deliver one claimed job (`prepare`, `mark_started`, `send`). Never raises."""
+        prepared = self.prepare(job)
+        if isinstance(prepared, Result):
+            return prepared
+        if not self.mark_started([prepared]):
+            return Result(job.id, "lost")
+        return self.send(prepared)
+
+    def prepare(self, job: Job) -> Result | Send:
+        """A claimed job's outcome without sending (cancelled, waiting for quiet hours, not renderable), or
+        what to send. Never raises."""
         now = self.clock.now_ms()
         try:
-            return self._handle(job, now)
+            return self._prepare(job, now)
         except Exception as error:  # a bug must not kill the worker or lose the job: retry it later
-            log.exception("action job %s failed unexpectedly", job.id)
-            return Result(job.id, "failed", next_ms=now + 60_000, error=f"internal error: {error!r}")
+            return _internal_error(job, now, error)
 
-    def _handle(self, job: Job, now: int) -> Result:
+    def mark_started(self, sends: Sequence[Send]) -> list[Send]:
+        """Mark the at-most-once sends as started, in one transaction (none when there are none); returns
+        the sends to make: every at-least-once one and the at-most-once ones this worker still holds."""
+        marking = [ready.job.id for ready in sends if ready.job.at_most_once]
+        if not marking:
+            return list(sends)
+        with self.state.write() as connection:
+            marked = set(
+                connection.execute(
+                    _MARK_STARTED, {"job_ids": marking, "owner": self.owner, "now": self.clock.now_ms()}
+                ).scalars()
+            )
+        return [ready for ready in sends if not ready.job.at_most_once or ready.job.id in marked]
+
+    def send(self, ready: Send) -> Result:
+        """Deliver a prepared job through its channel. Never raises."""
+        now = self.clock.now_ms()
+        try:
+            return self._send(ready, now)
+        except Exception as error:
+            return _internal_error(ready.job, now, error)
+
+    def _prepare(self, job: Job, now: int) -> Result | Send:
         spec = job.spec
         reached = sorted(set(spec["unless"]) & job.reached)
         if reached:
@@ -319,6 +465,10 @@ class Worker(BackgroundLoop):
                 for item in error.errors()
             )
             return Result(job.id, "dead", error=f"after rendering: {problems}", rendered=rendered)
+        return Send(job, channel, args, rendered)
+
+    def _send(self, ready: Send, now: int) -> Result:
+        job, channel, args, rendered = ready.job, ready.channel, ready.args, ready.rendered
         policy, settings = self.policy()
         request = DeliveryRequest(
             idempotency_key=job.key, timeout_s=policy.timeout.total_seconds(), http=self.http, now_ms=now
@@ -359,6 +509,9 @@ class Worker(BackgroundLoop):
 
     def _record(self, connection: Connection, results: Sequence[Result]) -> None:
         now = self.clock.now_ms()
+        results = [result for result in results if result.status != "lost"]
+        if not results:
+            return
         jobs = [
             {
                 "job_id": result.job_id,
@@ -399,7 +552,10 @@ class Worker(BackgroundLoop):
             jobs = self.claim(self.concurrency)
             if not jobs:
                 break
-            self.record([self.handle(job) for job in jobs])
+            prepared = [self.prepare(job) for job in jobs]
+            results = [item for item in prepared if isinstance(item, Result)]
+            sends = self.mark_started([item for item in prepared if isinstance(item, Send)])
+            self.record(results + [self.send(ready) for ready in sends])
             handled += len(jobs)
         return handled
 
@@ -426,13 +582,15 @@ class Worker(BackgroundLoop):
         each round records every outcome that has come in and claims as many jobs as there are free slots,
         in one transaction. Rounds start at most every `min_interval_s`: an idle worker starts one at
         once, a busy one lets jobs and outcomes gather for the rest of the interval, so a claim and a
-        record serve several jobs (a claim of one job costs ~0.7 ms of CPU, of four ~0.25 ms each)."""
+        record serve several jobs (a claim of one job costs ~0.7 ms of CPU, of four ~0.25 ms each). The
+        claimed jobs are prepared (rendered) here; the round's at-most-once sends are marked started in one
+        more transaction (`mark_started`, none for a round without them) before any send begins."""
         outcomes: queue.SimpleQueue[Result] = queue.SimpleQueue()
         inflight = 0
         last_round = -self.min_interval_s
 
-        def deliver(job: Job) -> None:
-            outcomes.put(self.handle(job))  # `handle` never raises
+        def deliver(ready: Send) -> None:
+            outcomes.put(self.send(ready))  # `send` never raises
             self._wake.set()
 
         with ThreadPoolExecutor(self.concurrency, thread_name_prefix="funnels-send") as pool:
@@ -446,14 +604,25 @@ class Worker(BackgroundLoop):
                     inflight -= len(finished)
                     free = 0 if self._stop.is_set() else self.concurrency - inflight
                     jobs = self.record_and_claim(finished, free)
-                    for job in jobs:
-                        pool.submit(deliver, job)
-                    inflight += len(jobs)
+                    prepared = [self.prepare(job) for job in jobs]
+                    # At-most-once sends are marked started (one transaction) before any of them starts.
+                    sends = self.mark_started([item for item in prepared if isinstance(item, Send)])
+                    for item in prepared:
+                        if isinstance(item, Result):
+                            outcomes.put(item)
+                    for ready in sends:
+                        pool.submit(deliver, ready)
+                    inflight += sum(isinstance(item, Result) for item in prepared) + len(sends)
                     if not jobs:
                         self._wake.wait(self._idle_wait_s() if not inflight else self.poll_s)
                 except Exception:  # the store was unavailable: leased jobs are claimed again later
                     log.exception("the action worker failed; retrying in a second")
                     time.sleep(1.0)
+
+
+def _internal_error(job: Job, now: int, error: Exception) -> Result:
+    log.exception("action job %s failed unexpectedly", job.id)
+    return Result(job.id, "failed", next_ms=now + 60_000, error=f"internal error: {error!r}")
 
 
 def _drain(outcomes: queue.SimpleQueue[Result]) -> list[Result]:

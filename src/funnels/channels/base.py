@@ -69,6 +69,10 @@ class Channel:
     settings: type[BaseModel]
     deliver: DeliverFn
     env: Mapping[str, str] = field(default_factory=dict)  # settings field → environment variable fallback
+    # The delivery guarantee an action of this type gets unless its config says otherwise
+    # (docs/automation.md, "Delivery guarantees"): at-least-once where the receiver can drop a repeated
+    # idempotency key, at-most-once where it cannot.
+    guarantee: str = "at-least-once"
 
 
 def resolve_settings(channel: Channel, section: Mapping[str, Any], environ: Mapping[str, str]) -> BaseModel:

@@ -181,4 +181,5 @@ CHANNEL = Channel(
         "security": "FUNNELS_SMTP_SECURITY",
         "from_": "FUNNELS_SMTP_FROM",
     },
+    guarantee="at-most-once",  # its receivers cannot drop a repeated idempotency key
 )

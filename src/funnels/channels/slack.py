@@ -109,4 +109,5 @@ CHANNEL = Channel(
     settings=SlackSettings,
     deliver=deliver_slack,
     env={"token": "FUNNELS_SLACK_TOKEN", "api_url": "FUNNELS_SLACK_API_URL"},
+    guarantee="at-most-once",  # its receivers cannot drop a repeated idempotency key
 )

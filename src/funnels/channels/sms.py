@@ -70,4 +70,5 @@ CHANNEL = Channel(
         "from_": "FUNNELS_SMS_FROM",
         "base_url": "FUNNELS_TWILIO_BASE_URL",
     },
+    guarantee="at-most-once",  # its receivers cannot drop a repeated idempotency key
 )

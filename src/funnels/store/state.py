@@ -146,7 +146,10 @@ action_specs = Table(
 
 # The outbox: one row per action to deliver, written in the transaction that satisfied its step.
 # `next_ms` is when a worker should look at the job next (due time, retry time, or lease expiry while
-# sending) and NULL once it is final, so the claim query is one range scan of one index.
+# sending) and NULL once it is final, so the claim query is one range scan of one index. `lease_owner`
+# names the worker that claimed the job last; `send_started_ms` is set just before an at-most-once job's
+# send and cleared when its outcome is recorded: a job leased and so marked when its worker died may have
+# reached the receiver, and ends `unknown` instead of being sent again.
 action_jobs = Table(
     "action_jobs",
     metadata,
@@ -163,7 +166,8 @@ action_jobs = Table(
     Column("event", String(200), nullable=False),
     Column("event_properties", Text, nullable=False),
     Column("event_ts_ms", BigInteger, nullable=False),
-    Column("status", String(16), nullable=False),  # scheduled, sending, sent, failed, dead, cancelled
+    # scheduled, sending, sent, failed, dead, cancelled, unknown
+    Column("status", String(16), nullable=False),
     Column("due_ms", BigInteger, nullable=False),
     Column("next_ms", BigInteger, nullable=True),
     Column("attempts", Integer, nullable=False, default=0),
@@ -172,6 +176,8 @@ action_jobs = Table(
     Column("created_ms", BigInteger, nullable=False),
     Column("updated_ms", BigInteger, nullable=False),
     Column("sent_ms", BigInteger, nullable=True),
+    Column("lease_owner", String(80), nullable=True),
+    Column("send_started_ms", BigInteger, nullable=True),
     sqlite_autoincrement=True,
 )
 Index("ix_action_jobs_next", action_jobs.c.next_ms, sqlite_where=action_jobs.c.next_ms.is_not(None))
@@ -268,6 +274,7 @@ class StateStore:
             if check:
                 self._quick_check()
             metadata.create_all(self.engine)
+            self._upgrade()
         except (DBAPIError, sqlite3.Error) as error:
             self.close()
             code = _sqlite_code(error)
@@ -281,6 +288,29 @@ class StateStore:
             problems = [row[0] for row in connection.exec_driver_sql("PRAGMA quick_check(3)")]
         if problems != ["ok"]:
             raise StateFileDamaged(self.path, " ".join("; ".join(problems).split()))
+
+    def _upgrade(self) -> None:
+        """Bring a data directory written by an earlier release up to the tables above, in place.
+
+        `create_all` creates missing tables and indexes but never alters an existing table; these are the
+        columns added to existing tables since, each `ALTER TABLE … ADD COLUMN` (nullable, no default:
+        SQLite only rewrites the schema, not the rows)."""
+        added = {"action_jobs": ("lease_owner", "send_started_ms")}
+
+        def missing(connection: Connection) -> list[tuple[str, str]]:
+            found = []
+            for table_name, names in added.items():
+                present = {row[1] for row in connection.exec_driver_sql(f"PRAGMA table_info({table_name})")}
+                found += [(table_name, name) for name in names if name not in present]
+            return found
+
+        with self.read() as connection:  # the usual case, up to date: no write
+            if not missing(connection):
+                return
+        with self.write() as connection:  # under the write lock: two processes opening at once add once
+            for table_name, name in missing(connection):
+                kind = metadata.tables[table_name].c[name].type.compile(dialect=self.engine.dialect)
+                connection.exec_driver_sql(f"ALTER TABLE {table_name} ADD COLUMN {name} {kind}")
 
     @contextmanager
     def write(self) -> Iterator[Connection]:

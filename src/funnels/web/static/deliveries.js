@@ -1,6 +1,6 @@
 // Deliveries: the action log (GET /v0/actions with status/funnel/model/id filters, page by page), each job's
-// rendered payload and attempts in a detail row, and Retry for dead and failed jobs
-// (POST /v0/actions/{id}/retry). The filters live in the URL (`?status=dead&funnel=…`; `?job=N` opens one job).
+// rendered payload and attempts in a detail row, Retry for dead and failed jobs and Send again for unknown ones
+// (at-most-once sends cut off by a crash; POST /v0/actions/{id}/retry). The filters live in the URL (`?status=dead&funnel=…`; `?job=N` opens one job).
 "use strict";
 
 (() => {
@@ -10,8 +10,10 @@
   const tbody = $("#deliveries-table tbody");
   const FILTERS = ["status", "funnel", "model", "id"];
   const SIZE = 25;
-  const STATUS_BADGE = { sent: "ok", dead: "bad", failed: "warn", scheduled: "info", sending: "info", cancelled: "muted" };
-  const RETRYABLE = new Set(["dead", "failed"]);
+  const STATUS_BADGE = { sent: "ok", dead: "bad", failed: "warn", scheduled: "info", sending: "info", cancelled: "muted", unknown: "warn" };
+  const RETRYABLE = new Set(["dead", "failed", "unknown"]);
+  // An unknown job may have reached its receiver: sending it again is a decision, worded as one.
+  const retryLabel = (status) => (status === "unknown" ? "Send again" : "Retry now");
   let state = { filters: {}, page: 0, total: 0, shown: 0 };
 
   const personHref = (model, id) => `/people?${new URLSearchParams({ model, id })}`;
@@ -69,7 +71,7 @@
   }
 
   function detailRow(job) {
-    const retry = RETRYABLE.has(job.status) ? el("button", { type: "button", class: "button primary small", dataset: { retry: job.id } }, "Retry now") : null;
+    const retry = RETRYABLE.has(job.status) ? el("button", { type: "button", class: "button primary small", dataset: { retry: job.id } }, retryLabel(job.status)) : null;
     const facts = [
       ["Due", formatTime(job.due_at)],
       ["Next attempt", formatTime(job.next_attempt_at)],
@@ -194,6 +196,7 @@
 
   async function retry(button) {
     const id = button.dataset.retry;
+    const label = button.textContent;
     const detail = button.closest("tr.detail");
     const errors = detail.querySelector(".retry-error");
     button.disabled = true;
@@ -203,7 +206,7 @@
       job = await api(`/v0/actions/${encodeURIComponent(id)}/retry`, { method: "POST", errors });
     } catch (error) {
       button.disabled = false;
-      button.textContent = "Retry now";
+      button.textContent = label;
       throw error;
     }
     replaceJob(job, true);
