@@ -26,8 +26,18 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from funnels.channels.base import DeliveryRequest
+from funnels.channels.network import guarded_client, parse_networks
 
 NOW_MS = 1_775_001_600_000  # 2026-04-01T00:00:00Z, the tests' usual clock start
+# What a config that delivers to these receivers allows: they listen on loopback, which is refused otherwise.
+LOOPBACK = ["127.0.0.1/32"]
+NETWORK = {"allow": LOOPBACK}  # the config's `network` section for them
+
+
+def local_http() -> httpx.Client:
+    """The channels' HTTP client (as the worker builds it) with loopback allowed, for these receivers."""
+    allowed = parse_networks(LOOPBACK)
+    return guarded_client(lambda: allowed)
 
 
 def delivery_request(
