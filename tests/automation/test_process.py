@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.processes import client, create_key, free_port, start_server, wait_until
-from tests.receivers import HttpReceiver
+from tests.receivers import NETWORK, HttpReceiver
 
 
 def children(pid: int) -> list[int]:
@@ -60,6 +60,7 @@ class Server:
         }
         config: dict[str, object] = {
             "models": [{"name": "customer"}],
+            "network": NETWORK,
             "funnels": [
                 {"id": funnel_id, "forModels": "customer", "steps": {"event": "hello", "actions": hook}}
             ],
