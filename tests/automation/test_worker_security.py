@@ -133,7 +133,7 @@ def test_no_secret_in_the_log_on_failure_nor_in_an_echoing_answer(
 # --- item 5: SSRF ----------------------------------------------------------------------------------
 
 
-def internal(receiver: HttpReceiver) -> dict[str, Any]:
+def internal() -> dict[str, Any]:
     """A webhook whose URL comes from a model property, carrying a credential."""
     return {
         "type": "webhook",
@@ -144,7 +144,7 @@ def internal(receiver: HttpReceiver) -> dict[str, Any]:
 def test_a_templated_url_to_an_internal_address_is_refused(
     open_world: Callable[[Config], World], http_receiver: HttpReceiver
 ) -> None:
-    world = open_world(config(funnel("ping", internal(http_receiver))))
+    world = open_world(config(funnel("ping", internal())))
     port = http_receiver.url.rsplit(":", 1)[1]
     job = trigger(world, "ping", hook=f"http://127.0.0.1:{port}/internal-admin")
     assert job["status"] == "dead" and job["attempts"] == 1  # not retried
@@ -155,7 +155,7 @@ def test_a_templated_url_to_an_internal_address_is_refused(
 def test_a_host_name_that_resolves_to_loopback_is_refused(
     open_world: Callable[[Config], World], http_receiver: HttpReceiver
 ) -> None:
-    world = open_world(config(funnel("ping", internal(http_receiver))))
+    world = open_world(config(funnel("ping", internal())))
     port = http_receiver.url.rsplit(":", 1)[1]
     job = trigger(world, "ping", hook=f"http://localhost:{port}/internal-admin")
     assert job["status"] == "dead" and "refused to connect to localhost (" in job["last_error"]
@@ -165,7 +165,7 @@ def test_a_host_name_that_resolves_to_loopback_is_refused(
 def test_the_allow_list_lets_it_through(
     open_world: Callable[[Config], World], http_receiver: HttpReceiver
 ) -> None:
-    world = open_world(config(funnel("ping", internal(http_receiver)), network=NETWORK))
+    world = open_world(config(funnel("ping", internal()), network=NETWORK))
     job = trigger(world, "ping", hook=f"{http_receiver.url}/internal-admin")
     assert job["status"] == "sent"
     assert [request.path for request in http_receiver.requests] == ["/internal-admin"]
