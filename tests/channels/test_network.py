@@ -3,9 +3,12 @@ with it, after DNS resolution (`localhost`), whatever the address's spelling."""
 
 from __future__ import annotations
 
+import ssl
 from ipaddress import ip_address
 
+import httpx
 import pytest
+import trustme
 
 from funnels.channels.network import (
     AddressRefused,
@@ -104,3 +107,23 @@ def test_the_checked_address_is_the_one_connected_to() -> None:
     assert {str(address) for address in backend.resolve("localhost", 80)} <= {"127.0.0.1", "::1"}
     with pytest.raises(AddressRefused):
         GuardedBackend(tuple).resolve("localhost", 80)
+
+
+def test_tls_verifies_the_url_host_name_while_connecting_to_the_checked_address() -> None:
+    ca = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost").configure_cert(server_context)
+    client_context = ssl.create_default_context()
+    ca.configure_trust(client_context)
+    with HttpReceiver() as receiver:
+        receiver.wrap_tls(server_context)
+        port = receiver.url.rsplit(":", 1)[1]
+        allowed = parse_networks(["127.0.0.1/32", "::1/128"])
+        with guarded_client(lambda: allowed, client_context) as http:
+            # Connected to 127.0.0.1 (checked), the certificate verified for "localhost" (the URL's host).
+            assert http.get(f"https://localhost:{port}/tls").status_code == 200
+            with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+                http.get(f"https://127.0.0.1:{port}/tls")  # a certificate for localhost, not this address
+        with guarded_client(lambda: allowed) as http, pytest.raises(httpx.ConnectError, match="CERTIFICATE"):
+            http.get(f"https://localhost:{port}/tls")  # the default context does not trust the test CA
+        assert [request.path for request in receiver.requests] == ["/tls"]

@@ -14,6 +14,7 @@ are not used (a proxy would make the connection for us, to an address we did not
 from __future__ import annotations
 
 import socket
+import ssl
 from collections.abc import Callable, Iterable, Sequence
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
 from typing import Any
@@ -148,11 +149,13 @@ class GuardedTransport(httpx.HTTPTransport):
     fails if this stops taking effect.
     """
 
-    def __init__(self, allow: Callable[[], Sequence[Network]]) -> None:
+    def __init__(
+        self, allow: Callable[[], Sequence[Network]], ssl_context: ssl.SSLContext | None = None
+    ) -> None:
         super().__init__(trust_env=False)
         self._pool.close()
         self._pool = httpcore.ConnectionPool(
-            ssl_context=httpx.create_ssl_context(trust_env=False),
+            ssl_context=ssl_context or httpx.create_ssl_context(trust_env=False),
             max_connections=100,
             max_keepalive_connections=20,
             keepalive_expiry=5.0,
@@ -160,6 +163,11 @@ class GuardedTransport(httpx.HTTPTransport):
         )
 
 
-def guarded_client(allow: Callable[[], Sequence[Network]] = tuple) -> httpx.Client:
-    """The channels' HTTP client: no redirects followed, no environment proxies, checked addresses only."""
-    return httpx.Client(transport=GuardedTransport(allow), follow_redirects=False, trust_env=False)
+def guarded_client(
+    allow: Callable[[], Sequence[Network]] = tuple, ssl_context: ssl.SSLContext | None = None
+) -> httpx.Client:
+    """The channels' HTTP client: no redirects followed, no environment proxies, checked addresses only.
+    `ssl_context` defaults to httpx's (certifi's CA bundle, host names verified)."""
+    return httpx.Client(
+        transport=GuardedTransport(allow, ssl_context), follow_redirects=False, trust_env=False
+    )
