@@ -90,6 +90,7 @@ def bench_config(receiver: str) -> dict[str, Any]:
             },
         ],
         "delivery": {"timeout": "5s"},
+        "network": {"allow": ["127.0.0.1/32"]},  # the receiver is on loopback, refused otherwise
     }
 
 

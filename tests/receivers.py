@@ -11,6 +11,7 @@ import email
 import email.policy
 import json
 import socket
+import ssl
 import threading
 import time
 from collections import defaultdict, deque
@@ -26,8 +27,18 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from funnels.channels.base import DeliveryRequest
+from funnels.channels.network import guarded_client, parse_networks
 
 NOW_MS = 1_775_001_600_000  # 2026-04-01T00:00:00Z, the tests' usual clock start
+# What a config that delivers to these receivers allows: they listen on loopback, which is refused otherwise.
+LOOPBACK = ["127.0.0.1/32"]
+NETWORK = {"allow": LOOPBACK}  # the config's `network` section for them
+
+
+def local_http() -> httpx.Client:
+    """The channels' HTTP client (as the worker builds it) with loopback allowed, for these receivers."""
+    allowed = parse_networks(LOOPBACK)
+    return guarded_client(lambda: allowed)
 
 
 def delivery_request(
@@ -149,6 +160,7 @@ class HttpReceiver:
         self._lock = threading.Condition()
         self._closing = threading.Event()
         self._server = _Server(self)
+        self._scheme = "http"
         self._thread = threading.Thread(
             target=self._server.serve_forever, args=(0.05,), name="http-receiver", daemon=True
         )
@@ -157,7 +169,15 @@ class HttpReceiver:
     @property
     def url(self) -> str:
         host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
+        return f"{self._scheme}://{host!s}:{port}"
+
+    def wrap_tls(self, context: ssl.SSLContext) -> None:
+        """Serve HTTPS from now on, with `context`'s certificate (each connection's handshake happens in
+        its handler thread, so a client that rejects the certificate does not stall the server)."""
+        self._server.socket = context.wrap_socket(
+            self._server.socket, server_side=True, do_handshake_on_connect=False
+        )
+        self._scheme = "https"
 
     def reply(
         self,

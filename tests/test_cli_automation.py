@@ -14,12 +14,13 @@ from funnels.automation.identity import Identify
 from funnels.events import Event
 from funnels.services import Services
 from tests.processes import BIN, client, create_key, free_port, start_server, wait_until
-from tests.receivers import HttpReceiver
+from tests.receivers import NETWORK, HttpReceiver
 
 
 def config_with(receiver: HttpReceiver, *step_events: str) -> dict[str, Any]:
     return {
         "models": [{"name": "customer"}],
+        "network": NETWORK,
         "funnels": [
             {
                 "id": "f",

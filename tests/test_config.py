@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from datetime import timedelta
+from ipaddress import ip_network
 from pathlib import Path
 
 import pytest
@@ -265,6 +266,28 @@ def test_the_delivery_policy() -> None:
     for bad in (True, "3", 2.5):
         assert "delivery.maxAttempts" in errors_of(with_sections(delivery={"maxAttempts": bad}))
     assert errors_of(with_sections(delivery=[]))["delivery"].startswith("expected an object")
+
+
+def test_the_network_allow_list() -> None:
+    assert validate_config(ONBOARDING, {}).network_allow == ()
+    allowed = validate_config(with_sections(network={"allow": ["127.0.0.1/32", "10.0.0.0/8", "::1"]}), {})
+    assert allowed.network_allow == (
+        ip_network("127.0.0.1/32"),
+        ip_network("10.0.0.0/8"),
+        ip_network("::1/128"),
+    )
+    one = validate_config(
+        with_sections(network={"allow": "192.168.1.0/24"}), {}
+    )  # a single CIDR is a list of one
+    assert one.network_allow == (ip_network("192.168.1.0/24"),)
+    errors = errors_of(
+        with_sections(network={"allow": ["127.0.0.1/32", "10.0.0.1/8", "localhost", 7], "deny": []})
+    )
+    assert errors["network.allow[1]"].startswith("10.0.0.1/8 has host bits set")
+    assert errors["network.allow[2]"].startswith("'localhost' does not appear to be an IPv4 or IPv6 network")
+    assert errors["network.allow[3]"] == 'expected a network in CIDR form, e.g. "127.0.0.1/32"'
+    assert errors["network.deny"] == "unknown field (expected allow)"
+    assert errors_of(with_sections(network=["127.0.0.1/32"]))["network"] == "expected an object {allow}"
 
 
 def test_unless_must_name_a_later_step() -> None:

@@ -199,7 +199,14 @@ def worker_(
         _print_config_errors(invalid, config)
         _fail(f"not starting: the config {config} is invalid")
     reload = _reload_on_sighup(automation)
-    runner = Worker(state, automation.delivery, clock, concurrency=concurrency, owner=lease_owner)
+    runner = Worker(
+        state,
+        automation.delivery,
+        clock,
+        concurrency=concurrency,
+        owner=lease_owner,
+        allow=automation.network_allow,
+    )
     err.print(f"funnels worker: delivering from {state.path} (Ctrl-C to stop)", highlight=False)
     stopped = threading.Event()
     signal.signal(signal.SIGTERM, lambda _signum, _frame: stopped.set())

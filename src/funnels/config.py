@@ -7,7 +7,8 @@ unknown or duplicate names (models in `forModels`, funnel ids, action types), ea
 (`funnels.channels`), Liquid syntax in every string of `args`, durations (`delay`), quiet hours
 (`notBefore`/`notAfter`), `unless` references to later steps of the same funnel, delivery guarantees
 (`guarantee`), each channel's settings section (`webhook`, `slack`, `email`, `sms`; gaps filled from
-environment variables at load time) and the `delivery` policy (attempts, timeout, backoff).
+environment variables at load time), the `delivery` policy (attempts, timeout, backoff) and `network.allow`
+(CIDRs deliveries may reach although they are not public, `funnels.channels.network`).
 """
 
 from __future__ import annotations
@@ -28,8 +29,9 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from funnels.channels import ACTION_TYPES
 from funnels.channels.base import resolve_settings
+from funnels.channels.network import Network, parse_networks
 
-TOP_LEVEL = ("models", "funnels", "segment", "delivery", *ACTION_TYPES)
+TOP_LEVEL = ("models", "funnels", "segment", "delivery", "network", *ACTION_TYPES)
 DELIVERY_FIELDS = ("maxAttempts", "timeout", "backoffBase", "backoffMax")
 _SHORT_DURATION = re.compile(r"^\s*(\d+)\s*(s|m|h|d|w)\s*$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
@@ -98,6 +100,7 @@ class Config:
     # channel name → its settings model (config section, gaps filled from the environment at load time)
     channel_settings: dict[str, BaseModel] = field(default_factory=dict)
     delivery: DeliveryPolicy = DeliveryPolicy()
+    network_allow: tuple[Network, ...] = ()  # non-public networks deliveries may reach (`network.allow`)
     # The document as read (before environment fallbacks): what the server hands its delivery process.
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
@@ -259,6 +262,24 @@ class _Checker:
             backoff_max=most,
         )
 
+    def network(self, raw: Any) -> tuple[Network, ...]:
+        """`network: {allow: ["127.0.0.1/32", …]}`: the CIDRs deliveries may reach though not public."""
+        if not isinstance(raw, dict):
+            self.fail("network", "expected an object {allow}")
+            return ()
+        for key in sorted(set(raw) - {"allow"}):
+            self.fail(f"network.{key}", "unknown field (expected allow)")
+        allowed: list[Network] = []
+        for item, where in _as_list(raw.get("allow", []), "network.allow"):
+            if not isinstance(item, str):
+                self.fail(where, 'expected a network in CIDR form, e.g. "127.0.0.1/32"')
+                continue
+            try:
+                allowed.extend(parse_networks([item]))
+            except ValueError as error:
+                self.fail(where, f'{error} (expected CIDR form, e.g. "127.0.0.1/32" or "10.0.0.0/8")')
+        return tuple(allowed)
+
     def channel_settings(self, raw: Mapping[str, Any], environ: Mapping[str, str]) -> dict[str, BaseModel]:
         """Each channel's section checked as written, then resolved with the environment's fallbacks."""
         resolved = {}
@@ -378,6 +399,7 @@ def validate_config(raw: Any, environ: Mapping[str, str] | None = None) -> Confi
             check.fail("segment.model", f"unknown model {segment_model!r}")
     channel_settings = check.channel_settings(raw, os.environ if environ is None else environ)
     delivery = check.delivery(raw.get("delivery", {}))
+    network_allow = check.network(raw.get("network", {}))
     if check.errors:
         raise ConfigInvalid(check.errors)
     return Config(
@@ -386,6 +408,7 @@ def validate_config(raw: Any, environ: Mapping[str, str] | None = None) -> Confi
         segment_model=segment_model,
         channel_settings=channel_settings,
         delivery=delivery,
+        network_allow=network_allow,
     )
 
 

@@ -134,6 +134,8 @@ def demo_config(sink_url: str, smtp_port: int) -> dict[str, Any]:
             },
         ],
         "delivery": {"maxAttempts": 4, "timeout": "5s", "backoffBase": "2h", "backoffMax": "12h"},
+        # Deliveries reach only public addresses unless allowed here: the demo's sink is on loopback.
+        "network": {"allow": ["127.0.0.1/32"]},
         "email": {
             "host": "127.0.0.1",
             "port": smtp_port,
@@ -305,7 +307,13 @@ def seed_automation(data_dir: Path, now: datetime, sink_port: int = 0) -> tuple[
         config_path = write_config(data_dir / "funnels.yaml", sink.port, closed_port())
         clock = ManualClock(now_ms - (DAYS + 2) * 86_400_000)
         svc = Services.open(data_dir, clock=clock, config_path=config_path)
-        worker = Worker(svc.state, svc.automation.delivery, clock, rng=random.Random(SEED))
+        worker = Worker(
+            svc.state,
+            svc.automation.delivery,
+            clock,
+            rng=random.Random(SEED),
+            allow=svc.automation.network_allow,
+        )
         try:
             for step in demo_story(now_ms):
                 clock.set(step.at_ms)

@@ -90,7 +90,7 @@ class Services:
             events=events,
             shipper=Shipper(state, events, clock),
             automation=automation,
-            worker=Worker(state, automation.delivery, clock),
+            worker=Worker(state, automation.delivery, clock, allow=automation.network_allow),
         )
 
     def ingest(self, items: Sequence[Event | Signal]) -> IngestResult:

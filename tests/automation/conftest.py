@@ -23,6 +23,7 @@ from funnels.auth import create_key
 from funnels.clock import ManualClock
 from funnels.services import Services
 from tests.conftest import bearer
+from tests.receivers import NETWORK
 
 START_MS = 1_775_001_600_000  # 2026-04-01T00:00:00Z
 DAY_MS = 86_400_000
@@ -36,6 +37,7 @@ def default_config() -> Config:
     hook = {"type": "webhook", "args": {"url": DEAD_URL}}
     return {
         "models": [{"name": "customer"}, {"name": "organization"}],
+        "network": NETWORK,  # DEAD_URL is on loopback: a connection error, not a refused address
         "funnels": [
             {
                 "id": "onboarding",

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 
 from tests.processes import client, create_key, free_port, kill_9, sending, start_server, wait_until
-from tests.receivers import HttpReceiver
+from tests.receivers import NETWORK, HttpReceiver
 
 BATCH = 10
 
@@ -19,6 +19,7 @@ BATCH = 10
 def crash_config(receiver: HttpReceiver) -> dict[str, object]:
     return {
         "models": [{"name": "customer"}],
+        "network": NETWORK,
         "delivery": {"timeout": "1s", "backoffBase": "1s", "backoffMax": "2s", "maxAttempts": 20},
         "funnels": [
             {

@@ -28,7 +28,7 @@ from funnels.clock import ManualClock
 from funnels.examples import onboarding_funnel
 from funnels.services import Services
 from tests.conftest import bearer
-from tests.receivers import HttpReceiver, SmtpReceiver
+from tests.receivers import NETWORK, HttpReceiver, SmtpReceiver
 
 DAY_MS = 86_400_000
 SECRET = "whsec-test"
@@ -37,6 +37,7 @@ SECRET = "whsec-test"
 def onboarding_config(http: HttpReceiver, smtp: SmtpReceiver) -> dict[str, object]:
     return {
         "models": [{"name": "customer"}, {"name": "organization"}],
+        "network": NETWORK,
         "webhook": {"secret": SECRET},
         "email": {"host": smtp.host, "port": smtp.port, "security": "none", "from": "team@funnels.test"},
         "sms": {"accountSid": "AC123", "authToken": "tok", "from": "+15550000000", "baseUrl": http.url},

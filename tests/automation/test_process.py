@@ -21,7 +21,7 @@ from funnels.clock import SystemClock
 from funnels.config import DeliveryPolicy
 from funnels.store.state import StateStore, action_jobs
 from tests.processes import client, create_key, free_port, start_server, wait_until
-from tests.receivers import HttpReceiver
+from tests.receivers import NETWORK, HttpReceiver
 
 
 def children(pid: int) -> list[int]:
@@ -66,6 +66,7 @@ class Server:
         }
         config: dict[str, object] = {
             "models": [{"name": "customer"}],
+            "network": NETWORK,
             "funnels": [
                 {"id": funnel_id, "forModels": "customer", "steps": {"event": "hello", "actions": hook}}
             ],

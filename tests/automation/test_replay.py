@@ -391,3 +391,31 @@ def test_quiet_hours_shift_the_fire_time(tmp_path: Path) -> None:
         ("uma", "2026-04-01T11:00:00Z", "sent"),  # 11:00 UTC is inside 09:00–17:00 UTC
         ("taro", "2026-04-02T00:00:00Z", "sent"),  # due 20:00 in Tokyo: waits for 09:00 there
     ]
+
+
+def test_replay_output_shows_no_secrets(tmp_path: Path) -> None:
+    config = json.loads(json.dumps(ONBOARDING))
+    actions = config["funnels"][0]["steps"][0]["actions"]
+    actions[0]["args"] = {"channel": "#growth", "token": "xoxb-replay-secret", "content": "{{ displayName }}"}
+    actions.append(
+        {
+            "type": "webhook",
+            "args": {
+                "url": f"{CLOSED}/hook?token=query-secret",
+                "headers": {"Authorization": "Bearer header-secret", "X-Team": "growth"},
+            },
+        }
+    )
+    events = write(
+        tmp_path / "events.ndjson",
+        [identify(["ada"], "Ada"), {"name": "sign_up", "ids": ["ada"], "timestamp": T0}],
+    )
+    for output in ("json", "table"):
+        result = replay(tmp_path, events, "--format", output, config=config)
+        assert result.exit_code == 0, result.output
+        for secret in ("xoxb-replay-secret", "query-secret", "header-secret"):
+            assert secret not in result.output
+    result = replay(tmp_path, events, "--format", "json", config=config)
+    sent = {row["type"]: row["args"] for row in rows(result) if row["status"] == "sent"}
+    assert sent["slack"]["token"] == "***" and sent["slack"]["content"] == "Ada"
+    assert sent["webhook"]["headers"] == {"Authorization": "***", "X-Team": "growth"}

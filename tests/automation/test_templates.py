@@ -7,7 +7,9 @@ from typing import Any
 
 import pytest
 
-from funnels.automation.templates import TemplateRenderError, parse_template, render_args
+from funnels.automation.templates import TemplateRenderError, parse_template, render_action_args, render_args
+from funnels.channels.slack import SlackArgs
+from funnels.channels.webhook import WebhookArgs
 
 CONTEXT: dict[str, Any] = {
     "modelProperties": {"email": "ada@example.test", "plan": {"name": "pro"}},
@@ -114,3 +116,42 @@ def test_plain_strings_are_returned_without_parsing() -> None:
         "url": "https://example.test/x?y=1"
     }
     assert parse_template.cache_info() == before
+
+
+HOSTILE = {
+    "uid": "../../admin?x=",
+    "name": "<!channel> <https://evil.example|verify here> & co",
+    "dots": "..",
+}
+
+
+def test_values_in_a_url_are_percent_encoded_and_the_template_text_is_not() -> None:
+    args = {
+        "url": "https://crm.test/users/{{ modelProperties.uid }}/{{ modelProperties.dots }}?n={% echo name %}",
+        "headers": {"X-Uid": "{{ modelProperties.uid }}"},  # not a URL: as is
+        "body": {"uid": "{{ modelProperties.uid }}"},
+    }
+    rendered = render_action_args(args, {**CONTEXT, "modelProperties": HOSTILE, "name": "a b/c"}, WebhookArgs)
+    assert rendered == {
+        "url": "https://crm.test/users/..%2F..%2Fadmin%3Fx%3D/%2E%2E?n=a%20b%2Fc",
+        "headers": {"X-Uid": "../../admin?x="},
+        "body": {"uid": "../../admin?x="},
+    }
+
+
+def test_values_in_slack_text_are_escaped_and_the_template_markup_is_not() -> None:
+    args = {"content": "<!here> {{ displayName }} joined <https://app.test|open>", "url": "https://h.test/x"}
+    rendered = render_action_args(args, {**CONTEXT, "displayName": HOSTILE["name"]}, SlackArgs)
+    assert rendered["content"] == (
+        "<!here> &lt;!channel&gt; &lt;https://evil.example|verify here&gt; &amp; co joined <https://app.test|open>"
+    )
+
+
+def test_the_safe_filter_opts_one_value_out() -> None:
+    context = {**CONTEXT, "modelProperties": {"hook": "https://hooks.test/a?b=c", "uid": "a/b"}}
+    rendered = render_action_args(
+        {"url": "{{ modelProperties.hook | safe }}&uid={{ modelProperties.uid }}"}, context, WebhookArgs
+    )
+    assert rendered == {"url": "https://hooks.test/a?b=c&uid=a%2Fb"}
+    # Without an escaper (email, sms, other fields) `safe` changes nothing.
+    assert render_args("{{ modelProperties.uid | safe }}", context) == "a/b"

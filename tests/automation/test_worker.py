@@ -11,7 +11,7 @@ from funnels.channels.email import message_id
 from funnels.channels.webhook import verify_signature
 from funnels.events import parse_timestamp
 from tests.automation.conftest import Config, World, error_of
-from tests.receivers import HttpReceiver, SmtpReceiver
+from tests.receivers import NETWORK, HttpReceiver, SmtpReceiver
 
 SECRET = "whsec-worker-test"
 SECOND_MS = 1_000
@@ -31,6 +31,7 @@ def automation_config(http_receiver: HttpReceiver, smtp_receiver: SmtpReceiver) 
     url = http_receiver.url
     return {
         "models": [{"name": "customer"}],
+        "network": NETWORK,
         "webhook": {"secret": SECRET},
         "email": {
             "host": smtp_receiver.host,

@@ -11,12 +11,12 @@ import pytest
 
 from funnels.channels.base import resolve_settings
 from funnels.channels.email import CHANNEL, EmailArgs, EmailSettings, deliver_email, message_id
-from tests.receivers import SmtpReceiver, delivery_request, free_port
+from tests.receivers import SmtpReceiver, delivery_request, free_port, local_http
 
 
 @pytest.fixture
 def http() -> Iterator[httpx.Client]:
-    with httpx.Client() as client:  # unused by email; part of every DeliveryRequest
+    with local_http() as client:  # unused by email; part of every DeliveryRequest
         yield client
 
 
@@ -215,3 +215,50 @@ def test_every_setting_has_its_environment_variable() -> None:
         "hello@acme.test",
     )
     assert settings.password is not None and settings.password.get_secret_value() == "hunter2"
+
+
+@pytest.mark.parametrize(
+    "to",
+    [
+        "victim@example.test, attacker@evil.example",  # a model property rendered into `to`
+        ["ada@example.test", "victim@example.test, attacker@evil.example"],
+        "victim@example.test; attacker@evil.example",
+        "friends: victim@example.test, attacker@evil.example;",  # a group
+        "<victim@example.test> attacker@evil.example",
+        "victim@example.test\r\nRCPT TO:<attacker@evil.example>",
+        "not-an-address",
+    ],
+)
+def test_a_recipient_must_be_exactly_one_address(
+    smtp_receiver: SmtpReceiver, http: httpx.Client, to: str | list[str]
+) -> None:
+    result = deliver_email(args(to=to, text="x"), smtp_settings(smtp_receiver), delivery_request(http))
+    assert not result.ok and not result.retryable
+    assert result.error is not None and result.error.startswith("invalid address: to: ")
+    # The server saw no RCPT TO for this message: the next, valid one is the first it gets.
+    assert deliver_email(args(text="y"), smtp_settings(smtp_receiver), delivery_request(http)).ok
+    (mail,) = smtp_receiver.wait_for(1)
+    assert mail.rcpt_tos == ["ada@example.test"] and mail.message.get_content().strip() == "y"
+
+
+def test_the_sender_must_be_exactly_one_address_too(smtp_receiver: SmtpReceiver, http: httpx.Client) -> None:
+    hostile = args(text="x", **{"from": "ops@acme.test, attacker@evil.example"})
+    result = deliver_email(hostile, smtp_settings(smtp_receiver), delivery_request(http))
+    assert not result.ok and not result.retryable
+    assert result.error is not None and result.error.startswith("invalid address: from: ")
+    assert smtp_receiver.messages == []
+
+
+def test_a_display_name_with_a_comma_is_still_one_recipient(
+    smtp_receiver: SmtpReceiver, http: httpx.Client
+) -> None:
+    result = deliver_email(
+        args(to='"Lovelace, Ada" <ada@example.test>', text="x"),
+        smtp_settings(smtp_receiver),
+        delivery_request(http),
+    )
+    assert result.ok
+    mail = smtp_receiver.wait_for(1)[0]
+    assert mail.rcpt_tos == ["ada@example.test"] and mail.message["To"].addresses[0].display_name == (
+        "Lovelace, Ada"
+    )

@@ -11,12 +11,12 @@ from pydantic import ValidationError
 
 from funnels.channels.base import resolve_settings
 from funnels.channels.slack import CHANNEL, SlackArgs, SlackSettings, deliver_slack
-from tests.receivers import HttpReceiver, delivery_request
+from tests.receivers import HttpReceiver, delivery_request, local_http
 
 
 @pytest.fixture
 def http() -> Iterator[httpx.Client]:
-    with httpx.Client() as client:
+    with local_http() as client:
         yield client
 
 

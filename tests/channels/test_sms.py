@@ -11,14 +11,14 @@ import pytest
 
 from funnels.channels.base import resolve_settings
 from funnels.channels.sms import CHANNEL, SmsArgs, SmsSettings, deliver_sms
-from tests.receivers import HttpReceiver, delivery_request
+from tests.receivers import HttpReceiver, delivery_request, local_http
 
 MESSAGES = "/2010-04-01/Accounts/AC123/Messages.json"
 
 
 @pytest.fixture
 def http() -> Iterator[httpx.Client]:
-    with httpx.Client() as client:
+    with local_http() as client:
         yield client
 
 
@@ -56,7 +56,7 @@ def test_the_args_sender_wins(http_receiver: HttpReceiver, http: httpx.Client) -
 @pytest.mark.parametrize(("status", "retryable"), [(400, False), (401, False), (500, True), (429, True)])
 def test_failures(http_receiver: HttpReceiver, http: httpx.Client, status: int, retryable: bool) -> None:
     http_receiver.reply(MESSAGES, status, {"code": 21211, "message": "Invalid 'To' Phone Number"})
-    result = deliver_sms(SmsArgs(to="nope", body="x"), twilio(http_receiver), delivery_request(http))
+    result = deliver_sms(SmsArgs(to="+15550000000", body="x"), twilio(http_receiver), delivery_request(http))
     assert not result.ok and result.retryable is retryable and result.status_code == status
     assert result.response is not None and "21211" in result.response
 
@@ -98,3 +98,23 @@ def test_settings_from_the_environment() -> None:
     default = resolve_settings(CHANNEL, {}, {})
     assert isinstance(default, SmsSettings) and default.base_url == "https://api.twilio.com"
     assert default.account_sid is None and default.auth_token is None
+
+
+@pytest.mark.parametrize("to", ["+15557654321, +15550009999", "+15557654321 +15550009999", "call me", ""])
+def test_a_recipient_must_be_exactly_one_number(
+    http_receiver: HttpReceiver, http: httpx.Client, to: str
+) -> None:
+    result = deliver_sms(
+        SmsArgs.model_construct(to=to, body="x"), twilio(http_receiver), delivery_request(http)
+    )
+    assert not result.ok and not result.retryable
+    assert result.error is not None and result.error.startswith("invalid phone number: to: ")
+    assert http_receiver.requests == []
+
+
+def test_separators_inside_one_number_are_dropped(http_receiver: HttpReceiver, http: httpx.Client) -> None:
+    result = deliver_sms(
+        SmsArgs(to="+1 (555) 765-4321", body="x"), twilio(http_receiver), delivery_request(http)
+    )
+    assert result.ok and http_receiver.requests[0].form is not None
+    assert http_receiver.requests[0].form["To"] == "+15557654321"

@@ -24,14 +24,14 @@ from funnels.channels.webhook import (
     sign,
     verify_signature,
 )
-from tests.receivers import NOW_MS, HttpReceiver, delivery_request, free_port
+from tests.receivers import NOW_MS, HttpReceiver, delivery_request, free_port, local_http
 
 SECRET = "whsec-test-123"
 
 
 @pytest.fixture
 def http() -> Iterator[httpx.Client]:
-    with httpx.Client() as client:
+    with local_http() as client:
         yield client
 
 

@@ -30,7 +30,7 @@ from funnels.auth import create_key
 from funnels.clock import SystemClock
 from funnels.store.state import StateStore
 from tests.processes import free_port, start_server
-from tests.receivers import HttpReceiver
+from tests.receivers import NETWORK, HttpReceiver
 from tests.web.browser import VIEWPORT, launch
 
 # Waits, not deadlines: how long a locator may take to reach its expected state on a busy 2-core machine.
@@ -38,6 +38,7 @@ expect.set_options(timeout=20_000)
 
 DASHBOARD_CONFIG: dict[str, Any] = {
     "models": [{"name": "customer"}],
+    "network": NETWORK,
     "funnels": [
         {
             "id": "onboarding",
@@ -206,6 +207,7 @@ def seeded_config(receiver_url: str) -> dict[str, Any]:
             }
         ],
         "delivery": {"maxAttempts": 2, "backoffBase": "1s", "backoffMax": "1s", "timeout": "5s"},
+        "network": NETWORK,
     }
 
 

@@ -11,6 +11,8 @@ import orjson
 from sqlalchemy import Connection, func, select, update
 
 from funnels.automation.identity import load_instances
+from funnels.channels import ACTION_TYPES
+from funnels.channels.base import redact
 from funnels.store.state import action_attempts, action_jobs, instance_ids
 
 STATUSES = ("scheduled", "sending", "sent", "failed", "dead", "cancelled", "unknown")
@@ -67,6 +69,16 @@ def _attempts(connection: Connection, job_ids: list[int]) -> dict[int, list[dict
     return found
 
 
+def _shown(action_type: str, rendered: str | None) -> Any:
+    """Stored args as the API shows them: redacted again, for rows written before redaction was complete
+    (the worker stores them redacted already; `redact` is idempotent)."""
+    if not rendered:
+        return None
+    values = orjson.loads(rendered)
+    channel = ACTION_TYPES.get(action_type)
+    return redact(channel.args, values) if channel is not None and isinstance(values, dict) else values
+
+
 def job_rows(connection: Connection, rows: list[Any]) -> list[dict[str, Any]]:
     """Jobs as the API shows them, each with its attempts."""
     attempts = _attempts(connection, [row.id for row in rows])
@@ -89,7 +101,7 @@ def job_rows(connection: Connection, rows: list[Any]) -> list[dict[str, Any]]:
             "next_attempt_at": iso(row.next_ms) if row.status in ("scheduled", "failed") else None,
             "attempts": row.attempts,
             "last_error": row.last_error,
-            "rendered": orjson.loads(row.rendered) if row.rendered else None,
+            "rendered": _shown(row.action_type, row.rendered),
             "created_at": iso(row.created_ms),
             "updated_at": iso(row.updated_ms),
             "sent_at": iso(row.sent_ms),

@@ -36,7 +36,7 @@ from funnels.api.automation import EventBody, IdentifyBody, unknown_models
 from funnels.automation.engine import Signal, apply_signals
 from funnels.automation.runtime import Automation
 from funnels.automation.worker import Worker
-from funnels.channels.base import Channel, DeliveryRequest, DeliveryResult
+from funnels.channels.base import Channel, DeliveryRequest, DeliveryResult, redact
 from funnels.clock import ManualClock
 from funnels.events import EPOCH, NativeEvent, parse_timestamp
 from funnels.store.state import StateStore, action_jobs, action_specs, instances, satisfied_steps
@@ -248,7 +248,7 @@ class Recorder:
     def __call__(
         self, channel: Channel, args: BaseModel, settings: BaseModel, request: DeliveryRequest
     ) -> DeliveryResult:
-        payload = args.model_dump(by_alias=True, exclude_none=True)
+        payload = redact(channel.args, args.model_dump(by_alias=True, exclude_none=True))
         self.sent[request.idempotency_key] = Sent(
             request.now_ms, request.idempotency_key, channel.name, payload
         )

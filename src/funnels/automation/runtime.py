@@ -11,6 +11,7 @@ from pydantic import BaseModel
 
 from funnels.automation.engine import Plan, Signal
 from funnels.automation.identity import Identify
+from funnels.channels.network import Network
 from funnels.clock import Clock
 from funnels.config import Config, ConfigInvalid, DeliveryPolicy, load_config
 from funnels.events import Event
@@ -74,6 +75,11 @@ class Automation:
         if plan is None:
             return DEFAULT_POLICY, {}
         return plan.config.delivery, plan.config.channel_settings
+
+    def network_allow(self) -> tuple[Network, ...]:
+        """The current config's `network.allow` (none without a config: only public addresses)."""
+        plan = self._plan
+        return () if plan is None else plan.config.network_allow
 
     def signal_for(self, event: Event) -> Signal:
         """An event from `/v0/events` or Segment: an `identify` with a user id identifies an instance of the

@@ -42,10 +42,11 @@ from pydantic import BaseModel, ValidationError
 from sqlalchemy import ColumnElement, Connection, bindparam, func, insert, literal_column, select, update
 
 from funnels.automation.identity import Instance, load_instances
-from funnels.automation.templates import TemplateRenderError, render_args
+from funnels.automation.templates import TemplateRenderError, render_action_args
 from funnels.background import BackgroundLoop
 from funnels.channels import ACTION_TYPES
-from funnels.channels.base import Channel, DeliveryRequest, DeliveryResult
+from funnels.channels.base import Channel, DeliveryRequest, DeliveryResult, Redactor, redact
+from funnels.channels.network import Network, guarded_client
 from funnels.clock import Clock
 from funnels.config import DeliveryPolicy
 from funnels.store.state import (
@@ -316,6 +317,7 @@ class Worker(BackgroundLoop):
         dispatch: Dispatch = send,
         rng: random.Random | None = None,
         owner: str | None = None,
+        allow: Callable[[], Sequence[Network]] = tuple,
     ) -> None:
         self.state = state
         self.policy = policy  # the current config's delivery policy and channel settings (reloadable)
@@ -327,7 +329,8 @@ class Worker(BackgroundLoop):
         self.rng = rng or random.Random()
         # The name its leases carry (`release_jobs`): given by `funnels serve` to its delivery process.
         self.owner = owner or f"worker-{os.getpid()}-{secrets.token_hex(6)}"
-        self.http = httpx.Client(follow_redirects=False)
+        # Public addresses only, plus the config's `network.allow` (`allow` is read at each connection).
+        self.http: httpx.Client = guarded_client(allow)
         self._specs: dict[str, dict[str, Any]] = {}
         super().__init__()
 
@@ -454,7 +457,7 @@ class Worker(BackgroundLoop):
         if channel is None:
             return Result(job.id, "dead", error=f"unknown action type {job.action_type!r}")
         try:
-            rendered = render_args(spec["args"], template_context(job))
+            rendered = render_action_args(spec["args"], template_context(job), channel.args)
         except TemplateRenderError as error:
             return Result(job.id, "dead", error=f"template: {error}")
         try:
@@ -464,7 +467,8 @@ class Worker(BackgroundLoop):
                 f"args.{'.'.join(str(p) for p in item['loc'])}: {item['msg'].removeprefix('Value error, ')}"
                 for item in error.errors()
             )
-            return Result(job.id, "dead", error=f"after rendering: {problems}", rendered=rendered)
+            shown = redact(channel.args, rendered)  # secrets are never stored, on any path
+            return Result(job.id, "dead", error=f"after rendering: {problems}", rendered=shown)
         return Send(job, channel, args, rendered)
 
     def _send(self, ready: Send, now: int) -> Result:
@@ -474,9 +478,10 @@ class Worker(BackgroundLoop):
             idempotency_key=job.key, timeout_s=policy.timeout.total_seconds(), http=self.http, now_ms=now
         )
         channel_settings = settings.get(job.action_type) or channel.settings.model_validate({})
-        delivery = self.dispatch(channel, args, channel_settings, request)
+        redactor = Redactor.of(channel.args, rendered, channel_settings)
+        delivery = redactor.result(self.dispatch(channel, args, channel_settings, request))
         attempt = job.attempts + 1
-        shown = delivery.sent or rendered
+        shown = delivery.sent or redactor.args(rendered)
         if delivery.ok:
             return Result(job.id, "sent", rendered=shown, delivery=delivery, started_ms=now, attempt=attempt)
         problem = _error_of(delivery)

@@ -9,16 +9,18 @@ The helpers below are the one place that decides what "trying again could help" 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
 from datetime import UTC
 from email.utils import parsedate_to_datetime
 from typing import Annotated, Any
+from urllib.parse import quote
 
 import httpx
-from pydantic import AfterValidator, BaseModel
+from pydantic import AfterValidator, BaseModel, SecretStr
 
 from funnels import __version__
+from funnels.channels.network import AddressRefused
 
 USER_AGENT = f"funnels/{__version__}"
 EXCERPT_CHARS = 500
@@ -36,6 +38,144 @@ def _not_blank(value: str) -> str:
 
 # A required text arg: checked in the config file and again after rendering (a template can render to "").
 Text = Annotated[str, AfterValidator(_not_blank)]
+
+
+@dataclass(frozen=True)
+class Escape:
+    """Marks an args field whose interpolated values (each `{{ }}` output) are escaped for its syntax.
+
+    The template's literal text is left alone: only what a variable brings in is escaped, like Jinja's
+    autoescape. `funnels.automation.templates` renders the field with this escaper.
+    """
+
+    name: str
+    escape: Callable[[str], str]
+
+
+@dataclass(frozen=True)
+class Sensitive:
+    """Marks an args field that may carry a credential: `redact` gives what the delivery log may show."""
+
+    redact: Callable[[Any], Any]
+
+
+def percent_encode(value: str) -> str:
+    """A value for a URL: every character outside RFC 3986's unreserved set percent-encoded (UTF-8), so
+    a value stays one path segment or one query value (`../admin?x=` cannot climb or add a query)."""
+    if value in (".", ".."):  # dot segments: a client or server would resolve them
+        return "%2E" * len(value)
+    return quote(value, safe="")
+
+
+URL_VALUE = Escape("url", percent_encode)
+
+
+def _redact_any(value: Any) -> Any:
+    return REDACTED if value not in (None, "") else value
+
+
+def _redact_headers_any(value: Any) -> Any:
+    return redact_headers(value) if isinstance(value, Mapping) else _redact_any(value)
+
+
+def _redact_url_any(value: Any) -> Any:
+    return redact_url(value) if isinstance(value, str) else _redact_any(value)
+
+
+SECRET = Sensitive(_redact_any)  # the whole value (a token, a password)
+SECRET_HEADERS = Sensitive(_redact_headers_any)  # values of credential-like headers
+SECRET_URL = Sensitive(_redact_url_any)  # a URL's userinfo password and credential-like query values
+
+# A URL arg: interpolated values percent-encoded, credentials in it redacted in the log.
+Url = Annotated[str, AfterValidator(_not_blank), URL_VALUE, SECRET_URL]
+
+
+def _markers(model: type[BaseModel], kind: type[Any]) -> dict[str, Any]:
+    """The args fields (by the name used in the config file) carrying a marker of `kind`."""
+    found = {}
+    for name, info in model.model_fields.items():
+        for marker in info.metadata:
+            if isinstance(marker, kind):
+                found[info.alias or name] = marker
+    return found
+
+
+def escapers(model: type[BaseModel]) -> dict[str, Escape]:
+    """Args field → the escaper for values interpolated into it (fields without one are not escaped)."""
+    return _markers(model, Escape)
+
+
+def redact(model: type[BaseModel], values: Mapping[str, Any]) -> dict[str, Any]:
+    """Args (rendered or as sent) for the delivery log, the API, the dashboard and `funnels replay`: each
+    field the channel's args schema marks `Sensitive` redacted. The one redaction of args; idempotent."""
+    sensitive: dict[str, Sensitive] = _markers(model, Sensitive)
+    return {key: sensitive[key].redact(value) if key in sensitive else value for key, value in values.items()}
+
+
+def _strings(value: Any) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, Mapping):
+        for item in value.values():
+            yield from _strings(item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            yield from _strings(item)
+
+
+def _pair(before: Any, after: Any, pairs: dict[str, str]) -> None:
+    """Each string of `before` that redaction changed, with what `after` shows in its place."""
+    if isinstance(before, Mapping) and isinstance(after, Mapping):
+        for key, value in before.items():
+            _pair(value, after.get(key), pairs)
+    elif isinstance(before, list | tuple) and isinstance(after, list | tuple) and len(before) == len(after):
+        for value, shown in zip(before, after, strict=True):
+            _pair(value, shown, pairs)
+    elif isinstance(before, str):
+        if before and before != after:
+            pairs[before] = after if isinstance(after, str) else REDACTED
+    elif before != after:  # a container redacted whole
+        pairs.update((text, REDACTED) for text in _strings(before) if text)
+
+
+@dataclass(frozen=True)
+class Redactor:
+    """Removes one job's secrets from what is kept of it: its args (`redact`), and any text (an error, a
+    receiver's answer that echoes a header) where a secret value of its args or settings appears."""
+
+    model: type[BaseModel]
+    replacements: tuple[tuple[str, str], ...]  # (secret text, what shows instead), longest first
+
+    @classmethod
+    def of(cls, model: type[BaseModel], values: Mapping[str, Any], settings: BaseModel | None) -> Redactor:
+        pairs: dict[str, str] = {}
+        _pair(values, redact(model, values), pairs)
+        if settings is not None:
+            for name in type(settings).model_fields:
+                value = getattr(settings, name)
+                if isinstance(value, SecretStr) and value.get_secret_value():
+                    pairs[value.get_secret_value()] = REDACTED
+        ordered = sorted(pairs.items(), key=lambda pair: -len(pair[0]))
+        return cls(model, tuple(ordered))
+
+    def args(self, values: Mapping[str, Any]) -> dict[str, Any]:
+        return redact(self.model, values)
+
+    def text(self, text: str | None) -> str | None:
+        if text is None:
+            return None
+        for secret, shown in self.replacements:
+            text = text.replace(secret, shown)
+        return text
+
+    def result(self, result: DeliveryResult) -> DeliveryResult:
+        """The result with its `sent` args redacted and secrets removed from its error and response."""
+        return replace(
+            result,
+            error=self.text(result.error),
+            response=self.text(result.response),
+            sent=self.args(result.sent),
+        )
 
 
 @dataclass(frozen=True)
@@ -165,10 +305,13 @@ def send_http(
 ) -> tuple[httpx.Response | None, DeliveryResult]:
     """Send one HTTP request; the response (None when none came) and its classified result.
 
-    Timeouts and network errors are worth retrying; a URL or header that cannot be sent at all is not.
+    Timeouts and network errors are worth retrying; a URL or header that cannot be sent at all, or an
+    address the network guard refuses (`funnels.channels.network`), is not.
     """
     try:
         response = request.http.request(method, url, timeout=request.timeout_s, **kwargs)
+    except AddressRefused as error:  # the same address next time: not worth retrying
+        return None, failure(str(error), sent=sent)
     except httpx.TimeoutException:
         return None, failure(f"no answer within {request.timeout_s:g}s", retryable=True, sent=sent)
     except (

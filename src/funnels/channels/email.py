@@ -10,7 +10,9 @@ from __future__ import annotations
 import hashlib
 import smtplib
 import ssl
+from email.headerregistry import Address
 from email.message import EmailMessage
+from email.policy import default as default_policy
 from email.utils import formatdate
 from typing import Any, Literal
 
@@ -61,12 +63,37 @@ def message_id(idempotency_key: str) -> str:
     return f"<{hashlib.sha256(idempotency_key.encode()).hexdigest()[:32]}@funnels>"
 
 
-def _build(args: EmailArgs, sender: str, recipients: list[str], request: DeliveryRequest) -> EmailMessage:
+class AddressInvalid(ValueError):
+    """A rendered address field is not exactly one address."""
+
+
+def one_address(value: str, field: str) -> Address:
+    """`value` parsed by the standard library's RFC 5322 parser as exactly one address (`Ada <ada@x.test>`
+    or `ada@x.test`); `AddressInvalid` for none, several (`a@x.test, b@y.test`), a group, a line break or
+    anything the parser flags as a defect. A model property rendered into `to` is attacker-controlled:
+    this is what keeps it from adding recipients."""
+    if any(char in value for char in "\r\n\0"):
+        raise AddressInvalid(f"{field}: {value!r} contains a line break")
+    header = default_policy.header_factory(field, value)
+    addresses: tuple[Address, ...] = getattr(header, "addresses", ())
+    groups: tuple[Any, ...] = getattr(header, "groups", ())
+    if header.defects or len(groups) != 1 or groups[0].display_name is not None or len(addresses) != 1:
+        count = f"{len(addresses)} addresses" if len(addresses) != 1 else "not a plain address"
+        raise AddressInvalid(f"{field}: {value!r} is not exactly one email address ({count})")
+    address: Address = addresses[0]
+    if not address.username or not address.domain:
+        raise AddressInvalid(f"{field}: {value!r} is not an email address (expected name@domain)")
+    return address
+
+
+def _build(
+    args: EmailArgs, sender: Address, recipients: list[Address], request: DeliveryRequest
+) -> EmailMessage:
     message = EmailMessage()
     message["Message-ID"] = message_id(request.idempotency_key)
     message["Date"] = formatdate(request.now_ms / 1000, usegmt=True)
     message["From"] = sender
-    message["To"] = ", ".join(recipients)
+    message["To"] = recipients
     message["Subject"] = args.subject
     if args.text is not None:
         message.set_content(args.text)
@@ -114,7 +141,11 @@ def _smtp_failure(error: Exception, sent: dict[str, Any]) -> DeliveryResult:
 
 
 def _send(
-    message: EmailMessage, settings: EmailSettings, host: str, timeout_s: float
+    message: EmailMessage,
+    envelope: tuple[str, list[str]],
+    settings: EmailSettings,
+    host: str,
+    timeout_s: float,
 ) -> dict[str, tuple[int, bytes]]:
     """One SMTP session; the recipients the server refused (when it accepted at least one)."""
     context = ssl.create_default_context()
@@ -129,7 +160,8 @@ def _send(
         if settings.username:
             password = settings.password.get_secret_value() if settings.password else ""
             smtp.login(settings.username, password)
-        return smtp.send_message(message)
+        # The envelope is given, not read back from the headers: exactly the checked addresses.
+        return smtp.send_message(message, from_addr=envelope[0], to_addrs=envelope[1])
 
 
 def deliver_email(args: EmailArgs, settings: EmailSettings, request: DeliveryRequest) -> DeliveryResult:
@@ -155,11 +187,17 @@ def deliver_email(args: EmailArgs, settings: EmailSettings, request: DeliveryReq
     if not recipients:
         return failure("no recipients in args.to", sent=sent)
     try:
-        message = _build(args, sender, recipients, request)
+        sender_address = one_address(sender, "from")
+        addresses = [one_address(recipient, "to") for recipient in recipients]
+    except AddressInvalid as error:
+        return failure(f"invalid address: {error}", sent=sent)
+    try:
+        message = _build(args, sender_address, addresses, request)
     except (ValueError, TypeError) as error:  # e.g. a line break in a rendered subject (header injection)
         return failure(f"cannot build the message: {error}", sent=sent)
+    envelope = (sender_address.addr_spec, [address.addr_spec for address in addresses])
     try:
-        refused = _send(message, settings, settings.host, request.timeout_s)
+        refused = _send(message, envelope, settings, settings.host, request.timeout_s)
     except (smtplib.SMTPException, OSError) as error:
         return _smtp_failure(error, sent)
     if refused:

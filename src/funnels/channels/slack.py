@@ -6,7 +6,7 @@ with `{"ok": false, "error": …}` when it refuses a message, so a 200 is only a
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import httpx
 import orjson
@@ -14,12 +14,17 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from funnels.channels.base import (
     REDACTED,
+    SECRET,
+    URL_VALUE,
     Channel,
     DeliveryRequest,
     DeliveryResult,
+    Escape,
+    Sensitive,
     Text,
     failure,
     parse_retry_after,
+    redact,
     send_http,
 )
 
@@ -29,12 +34,29 @@ _TRANSIENT_ERRORS = frozenset(
 )
 
 
+def escape_text(value: str) -> str:
+    """Slack's escaping for message text: `&`, `<` and `>` as entities, so a value cannot mention
+    (`<!channel>`), link (`<https://…|label>`) or otherwise format anything."""
+    return value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _webhook_url_for_log(url: Any) -> Any:
+    # An incoming webhook's URL is its credential: its last path segment is the secret part.
+    if not isinstance(url, str):
+        return REDACTED if url is not None else None
+    return url.rsplit("/", 1)[0] + "/" + REDACTED if "/" in url else REDACTED
+
+
+SLACK_TEXT = Escape("slack", escape_text)
+WEBHOOK_URL = Sensitive(_webhook_url_for_log)
+
+
 class SlackArgs(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    content: Text
-    url: Text | None = None
-    token: str | None = None
+    content: Annotated[Text, SLACK_TEXT]  # interpolated values escaped; the template's own markup kept
+    url: Annotated[Text | None, URL_VALUE, WEBHOOK_URL] = None
+    token: Annotated[str | None, SECRET] = None
     channel: Text | None = None
 
     @model_validator(mode="after")
@@ -51,11 +73,6 @@ class SlackSettings(BaseModel):
 
     token: SecretStr | None = None  # the default bot token
     api_url: str = Field(default="https://slack.com/api", alias="apiUrl")
-
-
-def _webhook_url_for_log(url: str) -> str:
-    # An incoming webhook's URL is its credential: its last path segment is the secret part.
-    return url.rsplit("/", 1)[0] + "/" + REDACTED if "/" in url else REDACTED
 
 
 def _api_verdict(response: httpx.Response, result: DeliveryResult, now_ms: int) -> DeliveryResult:
@@ -83,13 +100,13 @@ def deliver_slack(args: SlackArgs, settings: SlackSettings, request: DeliveryReq
     """Post the message to the incoming webhook, or as the bot."""
     headers = {"Idempotency-Key": request.idempotency_key}
     if args.url is not None:
-        sent: dict[str, Any] = {"url": _webhook_url_for_log(args.url), "text": args.content}
+        sent: dict[str, Any] = redact(SlackArgs, {"url": args.url, "text": args.content})
         _, result = send_http(
             request, "POST", args.url, sent=sent, headers=headers, json={"text": args.content}
         )
         return result
     url = settings.api_url.rstrip("/") + "/chat.postMessage"
-    sent = {"url": url, "channel": args.channel, "text": args.content}
+    sent = {"api": url, "channel": args.channel, "text": args.content}
     token = args.token or (settings.token.get_secret_value() if settings.token else None)
     if not token:
         return failure("no Slack token: set args.token or slack.token", sent=sent)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
@@ -26,6 +27,23 @@ class SmsSettings(BaseModel):
     base_url: str = Field(default="https://api.twilio.com", alias="baseUrl")
 
 
+# Separators people write inside one number; anything else (a comma, a second "+") is not one number.
+_SEPARATORS = re.compile(r"[\s().\-]")
+_NUMBER = re.compile(r"\+?[0-9]{3,15}")  # E.164 has at most 15 digits; short codes have a few
+_PREFIXES = ("whatsapp:",)  # Twilio's channel prefixes for the same number format
+
+
+def one_number(value: str, field: str) -> str:
+    """`value` as exactly one phone number (`+15550100`: an optional `+` and 3–15 digits once spaces, dots,
+    dashes and parentheses are dropped; Twilio's `whatsapp:` prefix kept); ValueError for anything else,
+    such as two numbers."""
+    prefix = next((p for p in _PREFIXES if value.strip().lower().startswith(p)), "")
+    number = _SEPARATORS.sub("", value.strip()[len(prefix) :])
+    if not _NUMBER.fullmatch(number):
+        raise ValueError(f"{field}: {value!r} is not exactly one phone number (such as +15551234567)")
+    return prefix + number
+
+
 def deliver_sms(args: SmsArgs, settings: SmsSettings, request: DeliveryRequest) -> DeliveryResult:
     """Create the message with Twilio's Messages API."""
     sender = args.from_ or settings.from_
@@ -46,6 +64,10 @@ def deliver_sms(args: SmsArgs, settings: SmsSettings, request: DeliveryRequest) 
         return failure(f"sms is not configured: set {' and '.join(missing)}", sent=sent)
     if not sender:
         return failure("no sender: set args.from or sms.from (FUNNELS_SMS_FROM)", sent=sent)
+    try:
+        form["To"] = one_number(args.to, "to")
+    except ValueError as error:
+        return failure(f"invalid phone number: {error}", sent=sent)
     _, result = send_http(
         request,
         "POST",

@@ -9,20 +9,20 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import orjson
 from pydantic import BaseModel, ConfigDict, SecretStr
 
 from funnels.channels.base import (
+    SECRET_HEADERS,
     USER_AGENT,
     Channel,
     DeliveryRequest,
     DeliveryResult,
-    Text,
+    Url,
     failure,
-    redact_headers,
-    redact_url,
+    redact,
     send_http,
 )
 
@@ -33,9 +33,9 @@ _OURS = ("idempotency-key", "funnels-timestamp", "funnels-signature")
 class WebhookArgs(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    url: Text
+    url: Url  # values interpolated into it are percent-encoded
     method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"] = "POST"
-    headers: dict[str, str] = {}
+    headers: Annotated[dict[str, str], SECRET_HEADERS] = {}
     body: str | dict[str, Any] | list[Any] | None = None
 
 
@@ -80,7 +80,7 @@ def deliver_webhook(args: WebhookArgs, settings: WebhookSettings, request: Deliv
     if not any(name.lower() == "user-agent" for name in headers):
         headers["User-Agent"] = USER_AGENT
     headers["Idempotency-Key"] = request.idempotency_key
-    sent: dict[str, Any] = {"method": args.method, "url": redact_url(args.url)}
+    sent: dict[str, Any] = redact(WebhookArgs, {"method": args.method, "url": args.url})
     try:
         content = _encode_body(args, headers)
     except (TypeError, orjson.JSONEncodeError) as error:
@@ -89,7 +89,7 @@ def deliver_webhook(args: WebhookArgs, settings: WebhookSettings, request: Deliv
         timestamp = request.now_ms // 1000
         headers["Funnels-Timestamp"] = str(timestamp)
         headers["Funnels-Signature"] = sign(settings.secret.get_secret_value(), timestamp, content)
-    sent |= {"headers": redact_headers(headers), "body": content.decode(errors="replace")}
+    sent |= redact(WebhookArgs, {"headers": headers, "body": content.decode(errors="replace")})
     _, result = send_http(request, args.method, args.url, sent=sent, headers=headers, content=content)
     return result
 
