@@ -188,7 +188,7 @@ def test_a_killed_delivery_process_is_recovered_at_once_by_each_actions_guarante
         {"type": "webhook", "args": {"url": f"{url}/hook", "body": {"id": "{{ ids[0] }}"}}},
     ]
     funnel = {"id": "welcome", "forModels": "customer", "steps": {"event": "hello", "actions": actions}}
-    config.write_text(json.dumps({"models": [{"name": "customer"}], "funnels": [funnel]}))
+    config.write_text(json.dumps({"models": [{"name": "customer"}], "funnels": [funnel], "network": NETWORK}))
     data_dir = tmp_path / "data"
     key = create_key(data_dir, "events:write", "admin")
     port = free_port()

@@ -14,7 +14,7 @@ from funnels.automation import worker as worker_module
 from funnels.automation.worker import Send, Worker, release_jobs
 from funnels.store.state import action_specs
 from tests.automation.conftest import Config, World
-from tests.receivers import HttpReceiver
+from tests.receivers import NETWORK, HttpReceiver
 
 LEASE_MS = 2 * 10_000 + 5_000  # 2 × the default 10 s timeout + 5 s
 
@@ -24,6 +24,7 @@ def automation_config(http_receiver: HttpReceiver) -> Config:
     url = http_receiver.url
     return {
         "models": [{"name": "customer"}],
+        "network": NETWORK,
         "funnels": [
             {
                 "id": "welcome",
@@ -46,7 +47,9 @@ def automation_config(http_receiver: HttpReceiver) -> Config:
 
 
 def another_worker(world: World) -> Worker:
-    return Worker(world.svc.state, world.svc.automation.delivery, world.clock)
+    return Worker(
+        world.svc.state, world.svc.automation.delivery, world.clock, allow=world.svc.automation.network_allow
+    )
 
 
 def paths(receiver: HttpReceiver) -> list[str]:
