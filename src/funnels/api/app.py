@@ -13,6 +13,7 @@ from funnels import __version__
 from funnels.api import admin, automation, catalog, events, funnel, keys, pages, segment
 from funnels.api.errors import install_error_handlers
 from funnels.api.idempotency import IdempotencyMiddleware
+from funnels.api.schemas import install_openapi
 from funnels.services import Services
 from funnels.web import routes as dashboard
 
@@ -53,6 +54,7 @@ def create_app(svc: Services, *, run_shipper: bool = True, run_worker: bool = Tr
     )
     app.state.services = svc
     install_error_handlers(app)
+    install_openapi(app)
     app.add_middleware(IdempotencyMiddleware)
     # Starlette tries routes in order: the ingest routes, which take most requests, come first.
     for module in (automation, events, segment, funnel, catalog, admin, keys, dashboard, pages):

@@ -11,6 +11,7 @@ from sqlalchemy import text
 
 from funnels.api.deps import services
 from funnels.api.errors import ERROR_CODES, ApiError
+from funnels.api.schemas import Health, documented
 from funnels.services import Services
 
 router = APIRouter()
@@ -44,7 +45,12 @@ def _probe(svc: Services) -> dict[str, str]:
     return checks
 
 
-@router.get("/healthz", tags=["Health"], summary="200 when the stores can be read and written")
+@router.get(
+    "/healthz",
+    tags=["Health"],
+    summary="200 when the stores can be read and written",
+    **documented(Health, (503,)),
+)
 async def healthz(request: Request) -> JSONResponse:
     try:
         checks = await run_in_threadpool(_probe, services(request))

@@ -32,6 +32,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from funnels.api.deps import authorize, key_from_headers, read_json, services
 from funnels.api.errors import ApiError, validation_error
+from funnels.api.schemas import WRITE, Ingested, SegmentBatchIngested, documented
 from funnels.events import Event
 from funnels.ingest.segment import (
     MAX_BATCH_BYTES,
@@ -119,6 +120,7 @@ for _type in SEGMENT_TYPES:
                 "200 means the event is durable."
             ),
             openapi_extra=JSON_OBJECT_BODY,
+            **documented(Ingested, WRITE),
         )
 
 
@@ -168,4 +170,5 @@ for _path in ("/v1/batch", "/v1/b"):
             "lists the invalid ones in `rejected` with per-field `details`."
         ),
         openapi_extra=JSON_OBJECT_BODY,
+        **documented(SegmentBatchIngested, WRITE),
     )
