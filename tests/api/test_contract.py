@@ -28,7 +28,7 @@ BASE_URL = "http://testserver"
 # Examples per operation (schema-valid, schema-invalid) with each credential. Without a key, or with a key of
 # another scope, an operation answers 401/403 before reading anything: one request shows it. The admin key
 # passes every scope check, so its run is the one that reaches the handlers with generated data.
-EXAMPLES = {"no key": (1, 0), "events:write": (1, 0), "query:read": (1, 0), "admin": (3, 2)}
+EXAMPLES = {"no key": (1, 0), "events:write": (2, 0), "query:read": (2, 0), "admin": (10, 4)}
 CREDENTIALS = list(EXAMPLES)
 # Every other check of schemathesis runs. Excluded, with the reason:
 EXCLUDED_CHECKS = [
