@@ -117,6 +117,57 @@ def test_invalid_list_parameters_are_400_in_the_envelope(world: World) -> None:
         )
 
 
+MAX_INT64 = 2**63 - 1
+OUT_OF_RANGE = [
+    ("GET", f"/v0/actions/{MAX_INT64 + 1}", {}, "path.job_id"),
+    ("POST", f"/v0/actions/{MAX_INT64 + 1}/retry", {}, "path.job_id"),
+    ("GET", f"/v0/actions/{10**30}", {}, "path.job_id"),
+    ("GET", "/v0/actions", {"page": "1e20"}, "query.page"),
+    ("GET", "/v0/actions", {"page": MAX_INT64}, "query.page"),
+    ("GET", "/v0/actions", {"page": 10**20}, "query.page"),
+    ("GET", "/v0/actions", {"size": 10**30}, "query.size"),
+    ("GET", "/v0/models/customer/c1", {"limit": 10**30}, "query.limit"),
+    ("GET", "/v0/models/customer/c1", {"before": "1:action:x"}, "before"),
+    ("GET", "/v0/models/customer/c1", {"before": f"{10**20}:event:n1"}, "before"),
+    ("GET", "/v0/models/customer/c1", {"before": f"{10**20}:action:1"}, "before"),
+    ("GET", "/v0/models/customer/c1", {"before": f"1:action:{10**20}"}, "before"),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "params", "param"), OUT_OF_RANGE)
+def test_out_of_range_integers_are_400_naming_the_parameter(
+    world: World, method: str, path: str, params: dict[str, Any], param: str
+) -> None:
+    world.identify(["c1"])
+    response = world.client.request(method, path, params=params, headers=world.admin)
+    assert error_of(response, 400, "INVALID_VALIDATION_REQUEST")["param"] == param
+
+
+def test_the_largest_integers_in_range_are_answered(world: World) -> None:
+    error_of(world.client.get(f"/v0/actions/{MAX_INT64}", headers=world.admin), 404, "NOT_FOUND")
+    response = world.client.post(f"/v0/actions/{MAX_INT64}/retry", headers=world.admin)
+    error_of(response, 404, "NOT_FOUND")
+    last_page = world.get("/v0/actions", page=MAX_INT64 // 200, size=200)
+    assert (last_page["data"], last_page["page"], last_page["has_more"]) == ([], MAX_INT64 // 200, False)
+
+
+def test_the_integer_bounds_are_in_the_openapi_document(world: World) -> None:
+    paths = world.client.get("/openapi.json").json()["paths"]
+
+    def schema(path: str, method: str, name: str) -> dict[str, Any]:
+        (found,) = [item for item in paths[path][method]["parameters"] if item["name"] == name]
+        return found["schema"]  # type: ignore[no-any-return]
+
+    for path, method in (("/v0/actions/{job_id}", "get"), ("/v0/actions/{job_id}/retry", "post")):
+        assert (schema(path, method, "job_id")["minimum"], schema(path, method, "job_id")["maximum"]) == (
+            1,
+            MAX_INT64,
+        )
+    assert schema("/v0/actions", "get", "page")["maximum"] == MAX_INT64 // 200
+    assert schema("/v0/actions", "get", "size")["maximum"] == 200
+    assert schema("/v0/models/{model}/{instance_id}", "get", "limit")["maximum"] == 200
+
+
 ADMIN_CALLS = [
     ("GET", "/v0/actions"),
     ("GET", "/v0/actions/1"),

@@ -97,3 +97,21 @@ def test_a_csrf_failure_is_not_replayed_to_the_retry_that_sends_the_token(
         "/v0/keys", json=NEW_KEY, headers={"Idempotency-Key": "k-1", "X-CSRF-Token": csrf_token(client)}
     )
     assert retried.status_code == 201 and "idempotent-replayed" not in retried.headers
+
+
+def test_a_query_parameter_given_twice_is_a_400_naming_it(client: TestClient, keys: dict[str, str]) -> None:
+    """Found by the contract test: `?page=1&page=2` was answered with whichever value came last."""
+    for path, query in (
+        ("/v0/actions", "page=1&page=2"),
+        ("/v0/actions", "status=sent&funnel=a&status=dead"),
+        ("/v0/funnel", "date_from=2026-04-01&date_to=2026-04-02&steps=[]&steps=[]"),
+        ("/v0/events/names", "limit=5&limit=6"),
+    ):
+        response = client.get(f"{path}?{query}", headers=bearer(keys["all"]))
+        assert response.status_code == 400, (path, query, response.text)
+        error = response.json()["error"]
+        assert error["code"] == "INVALID_VALIDATION_REQUEST"
+        assert error["details"] == {error["param"]: "given more than once"}
+        assert error["param"] in ("query.page", "query.status", "query.steps", "query.limit")
+    once = client.get("/v0/actions?page=1&size=2", headers=bearer(keys["all"]))
+    assert once.status_code == 200, once.text

@@ -10,6 +10,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from funnels.api.deps import require, services
 from funnels.api.errors import ApiError, validation_error
+from funnels.api.schemas import AUTH, WRITE, ActionJob, ActionJobs, LoadedConfig, ModelInstance, documented
 from funnels.automation.deliveries import (
     RETRYABLE,
     STATUSES,
@@ -24,18 +25,26 @@ from funnels.automation.people import Cursor, describe
 from funnels.config import ConfigInvalid
 
 router = APIRouter(tags=["Automation admin"], dependencies=[require("admin")])
+
+MAX_INT64 = 2**63 - 1  # SQLite's largest integer: a job id, or a page's offset, past it is a 400, not a 500
+MAX_PAGE_SIZE = 200
+JobId = Annotated[int, Path(ge=1, le=MAX_INT64, description="An action job's id")]
 _reload_lock = threading.Lock()
 
 
-@router.get("/v0/actions", summary="The delivery log: action jobs, newest first")
+@router.get(
+    "/v0/actions",
+    summary="The delivery log: action jobs, newest first",
+    **documented(ActionJobs, (400, *AUTH)),
+)
 async def actions(
     request: Request,
     status: Annotated[str | None, Query(description=f"One of {', '.join(STATUSES)}")] = None,
     funnel: Annotated[str | None, Query(description="A funnel id")] = None,
     model: Annotated[str | None, Query(description="A model name")] = None,
     id: Annotated[str | None, Query(description="Any id of one instance")] = None,
-    page: Annotated[int, Query(ge=1)] = 1,
-    size: Annotated[int, Query(ge=1, le=200)] = 50,
+    page: Annotated[int, Query(ge=1, le=MAX_INT64 // MAX_PAGE_SIZE)] = 1,
+    size: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 50,
 ) -> dict[str, Any]:
     if status is not None and status not in STATUSES:
         raise validation_error({"status": f"must be one of {', '.join(STATUSES)}"})
@@ -48,8 +57,12 @@ async def actions(
     return await run_in_threadpool(run)
 
 
-@router.get("/v0/actions/{job_id}", summary="One action job with its attempts")
-async def action(request: Request, job_id: Annotated[int, Path(ge=1)]) -> dict[str, Any]:
+@router.get(
+    "/v0/actions/{job_id}",
+    summary="One action job with its attempts",
+    **documented(ActionJob, (400, *AUTH, 404)),
+)
+async def action(request: Request, job_id: JobId) -> dict[str, Any]:
     svc = services(request)
 
     def run() -> dict[str, Any] | None:
@@ -62,8 +75,12 @@ async def action(request: Request, job_id: Annotated[int, Path(ge=1)]) -> dict[s
     return job
 
 
-@router.post("/v0/actions/{job_id}/retry", summary="Send a dead, failing or unknown action job again now")
-async def retry(request: Request, job_id: Annotated[int, Path(ge=1)]) -> dict[str, Any]:
+@router.post(
+    "/v0/actions/{job_id}/retry",
+    summary="Send a dead, failing or unknown action job again now",
+    **documented(ActionJob, (*WRITE, 404)),
+)
+async def retry(request: Request, job_id: JobId) -> dict[str, Any]:
     svc = services(request)
 
     def run() -> tuple[str | None, dict[str, Any] | None]:
@@ -83,7 +100,9 @@ async def retry(request: Request, job_id: Annotated[int, Path(ge=1)]) -> dict[st
 
 
 @router.get(
-    "/v0/models/{model}/{instance_id}", summary="One model instance: ids, properties, progress, timeline"
+    "/v0/models/{model}/{instance_id}",
+    summary="One model instance: ids, properties, progress, timeline",
+    **documented(ModelInstance, (400, *AUTH, 404)),
 )
 async def instance(
     request: Request,
@@ -152,12 +171,20 @@ def _config_body(request: Request) -> dict[str, Any]:
     }
 
 
-@router.get("/v0/config", summary="The loaded automation config and the state of the last reload")
+@router.get(
+    "/v0/config",
+    summary="The loaded automation config and the state of the last reload",
+    **documented(LoadedConfig, AUTH),
+)
 async def config(request: Request) -> dict[str, Any]:
     return _config_body(request)
 
 
-@router.post("/v0/config/reload", summary="Re-read the config file; on any problem keep the current one")
+@router.post(
+    "/v0/config/reload",
+    summary="Re-read the config file; on any problem keep the current one",
+    **documented(LoadedConfig, WRITE),
+)
 async def reload(request: Request) -> dict[str, Any]:
     automation = services(request).automation
     if automation.path is None:

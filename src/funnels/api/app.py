@@ -6,14 +6,16 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from starlette.staticfiles import StaticFiles
 
 from funnels import __version__
 from funnels.api import admin, automation, catalog, events, funnel, keys, pages, segment
 from funnels.api.buffering import MAX_BUFFERED_BYTES, BodyBudget
+from funnels.api.deps import single_valued_query
 from funnels.api.errors import install_error_handlers
 from funnels.api.idempotency import IdempotencyMiddleware
+from funnels.api.schemas import install_openapi
 from funnels.services import Services
 from funnels.web import routes as dashboard
 
@@ -72,9 +74,12 @@ def create_app(
     app.state.public_url = public_url
     app.state.body_budget = BodyBudget(max_buffered_bytes)
     install_error_handlers(app)
+    install_openapi(app)
     app.add_middleware(IdempotencyMiddleware)
     # Starlette tries routes in order: the ingest routes, which take most requests, come first.
+    # The routes with query parameters take each once; the ingest routes, which have none, skip the check.
     for module in (automation, events, segment, funnel, catalog, admin, keys, dashboard, pages):
-        app.include_router(module.router)
+        checks = [Depends(single_valued_query)] if module in (funnel, catalog, admin) else []
+        app.include_router(module.router, dependencies=checks)
     app.mount("/static", StaticFiles(packages=[("funnels.web", "static")]), name="static")
     return app

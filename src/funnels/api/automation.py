@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from funnels.api.deps import default_event_ids, read_json, require, services
 from funnels.api.errors import ApiError, validation_error
 from funnels.api.events import MAX_BATCH, MAX_BODY_BYTES, pydantic_details, raise_if_refused
+from funnels.api.schemas import WRITE, AutomationIngested, documented, json_items_body
 from funnels.automation.engine import Signal
 from funnels.automation.identity import MAX_IDENTIFY_PROPERTIES_BYTES, MAX_INSTANCE_IDS, Identify
 from funnels.automation.runtime import Automation
@@ -232,6 +233,8 @@ async def _ingest(request: Request, shape: type[IdentifyBody | EventBody]) -> di
         "ids are added; properties merge, last write wins) and fires `onFunctionaryIdentify` for it."
     ),
     dependencies=[require("events:write")],
+    openapi_extra=json_items_body(IdentifyBody, MAX_BATCH),
+    **documented(AutomationIngested, (*WRITE, 413)),
 )
 async def post_identify(request: Request) -> dict[str, Any]:
     return await _ingest(request, IdentifyBody)
@@ -253,4 +256,6 @@ for _path in ("/api/v1/events", "/api/v1/event"):
             "is kept for analytics and its result says `unmatched`."
         ),
         dependencies=[require("events:write")],
+        openapi_extra=json_items_body(EventBody, MAX_BATCH),
+        **documented(AutomationIngested, WRITE),
     )

@@ -18,6 +18,7 @@ from funnels.analytics.catalog import (
     seen_values,
 )
 from funnels.api.deps import require, run_query
+from funnels.api.schemas import AUTH, EventNames, EventProperties, EventValues, documented
 
 router = APIRouter(tags=["Query"], dependencies=[require("query:read")])
 
@@ -38,6 +39,7 @@ StepEvent = Annotated[str | None, Query(description="Step event as in `/v0/funne
         "the date range, by count, with the step that matches each. Read from a per-day summary of the "
         "events table, so it costs a few rows per name and day."
     ),
+    **documented(EventNames, (400, *AUTH)),
 )
 async def event_names(
     request: Request,
@@ -58,6 +60,7 @@ async def event_names(
         f"how many of those hold a number, and its top {TOP_VALUES} values, from a sample: the first "
         f"{SAMPLE_EVENTS:,} events of the step in the date range the store reads."
     ),
+    **documented(EventProperties, (400, *AUTH)),
 )
 async def event_properties(
     request: Request,
@@ -78,6 +81,7 @@ async def event_properties(
         f"optionally only those starting with `q` (any case), from the same sample as "
         f"`/v0/events/properties` (the first {SAMPLE_EVENTS:,} events of the step)."
     ),
+    **documented(EventValues, (400, *AUTH)),
 )
 async def event_values(
     request: Request,

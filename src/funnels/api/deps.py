@@ -9,6 +9,7 @@ import gzip
 import hashlib
 import io
 import zlib
+from collections import Counter
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -192,3 +193,12 @@ async def run_query(
     except QueryValidationError as error:
         raise validation_error(error.details) from None
     return await run_in_threadpool(run, services(request).events, query)
+
+
+async def single_valued_query(request: Request) -> None:
+    """Each query parameter at most once: `?page=1&page=2` is a 400 naming it, not whichever comes last
+    (no API endpoint takes a list in its query string)."""
+    counts = Counter(key for key, _value in request.query_params.multi_items())
+    repeated = sorted(key for key, count in counts.items() if count > 1)
+    if repeated:
+        raise validation_error({f"query.{key}": "given more than once" for key in repeated})

@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from funnels.api.deps import default_event_ids, read_json, require, services
 from funnels.api.errors import ApiError, validation_error
+from funnels.api.schemas import WRITE, NativeIngested, documented, json_items_body
 from funnels.automation.engine import Outcome
 from funnels.events import Event, NativeEvent, nesting_problem
 from funnels.services import IngestResult
@@ -88,6 +89,8 @@ def parse_native(payload: Any, received_ms: int, default_ids: list[str | None] |
         "rejects the request with per-field `details`. 200 means every event is durable."
     ),
     dependencies=[require("events:write")],
+    openapi_extra=json_items_body(NativeEvent, MAX_BATCH),
+    **documented(NativeIngested, WRITE),
 )
 async def post_events(request: Request) -> dict[str, Any]:
     svc = services(request)

@@ -13,6 +13,7 @@ from funnels.analytics.configured import configured_funnels
 from funnels.analytics.funnel import run_funnel
 from funnels.analytics.query import parse_funnel_query
 from funnels.api.deps import require, run_query, services
+from funnels.api.schemas import AUTH, AnalyticsResponse, ConfiguredFunnels, documented
 from funnels.types import BREAKDOWN_COLUMNS
 
 router = APIRouter(tags=["Query"])
@@ -30,6 +31,7 @@ BREAKDOWN = list(BREAKDOWN_COLUMNS)
         "`breakdown` groups users by first-touch value (top N + `Others`). See docs/semantics.md."
     ),
     dependencies=[require("query:read")],
+    **documented(AnalyticsResponse, (400, *AUTH)),
 )
 async def get_funnel(
     request: Request,
@@ -65,6 +67,7 @@ async def get_funnel(
         "the funnel API cannot chart it (it takes 2–10 steps)."
     ),
     dependencies=[require("query:read")],
+    **documented(ConfiguredFunnels, AUTH),
 )
 async def get_funnels(request: Request) -> dict[str, Any]:
     svc = services(request)

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from funnels.api.deps import read_json, require, services
 from funnels.api.errors import ApiError, validation_error
 from funnels.api.events import pydantic_details
+from funnels.api.schemas import AUTH, WRITE, CreatedKey, KeyList, KeyView, documented
 from funnels.auth import KeyInfo, create_key, key_id_of, key_info, list_keys
 from funnels.automation.deliveries import iso
 from funnels.types import SCOPES
@@ -41,7 +42,11 @@ def key_body(info: KeyInfo) -> dict[str, Any]:
     }
 
 
-@router.get("/v0/keys", summary="Every API key, newest first (ids, names, scopes; never secrets)")
+@router.get(
+    "/v0/keys",
+    summary="Every API key, newest first (ids, names, scopes; never secrets)",
+    **documented(KeyList, AUTH),
+)
 async def keys(request: Request) -> dict[str, Any]:
     infos = await run_in_threadpool(list_keys, services(request).state)
     return {"data": [key_body(info) for info in reversed(infos)]}
@@ -60,6 +65,7 @@ MAX_NEW_KEY_BYTES = 16 * 1024
     status_code=201,
     summary="Create an API key; the response is the only one with it",
     openapi_extra=NEW_KEY_BODY,
+    **documented(CreatedKey, WRITE, status=201),
 )
 async def create(request: Request, response: Response) -> dict[str, Any]:
     try:
@@ -84,7 +90,11 @@ async def create(request: Request, response: Response) -> dict[str, Any]:
     return {**key_body(info), "key": key}
 
 
-@router.post("/v0/keys/{key_id}/revoke", summary="Revoke an API key: it stops working at once, sessions too")
+@router.post(
+    "/v0/keys/{key_id}/revoke",
+    summary="Revoke an API key: it stops working at once, sessions too",
+    **documented(KeyView, (*WRITE, 404)),
+)
 async def revoke(request: Request, key_id: KeyId) -> dict[str, Any]:
     svc = services(request)
 

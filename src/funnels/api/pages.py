@@ -10,6 +10,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 
 from funnels.api.deps import services
 from funnels.api.errors import ERROR_CODES, ApiError, store_unavailable
+from funnels.api.schemas import Health, documented
 from funnels.services import Services
 from funnels.store import StoreUnavailable
 
@@ -42,7 +43,12 @@ def _probe(svc: Services) -> dict[str, str]:
     return checks
 
 
-@router.get("/healthz", tags=["Health"], summary="200 when the stores can be read and written")
+@router.get(
+    "/healthz",
+    tags=["Health"],
+    summary="200 when the stores can be read and written",
+    **documented(Health, (503,)),
+)
 async def healthz(request: Request) -> JSONResponse:
     try:
         checks = await run_in_threadpool(_probe, services(request))

@@ -33,6 +33,7 @@ from fastapi.concurrency import run_in_threadpool
 from funnels.api.deps import authorize, key_from_headers, read_json, services
 from funnels.api.errors import ApiError, validation_error
 from funnels.api.events import raise_if_refused, refusal_details
+from funnels.api.schemas import WRITE, Ingested, SegmentBatchIngested, documented
 from funnels.events import Event, nesting_problem
 from funnels.ingest.segment import (
     MAX_BATCH_BYTES,
@@ -124,6 +125,7 @@ for _type in SEGMENT_TYPES:
                 "200 means the event is durable."
             ),
             openapi_extra=JSON_OBJECT_BODY,
+            **documented(Ingested, WRITE),
         )
 
 
@@ -188,4 +190,5 @@ for _path in ("/v1/batch", "/v1/b"):
             "lists the invalid ones in `rejected` with per-field `details`."
         ),
         openapi_extra=JSON_OBJECT_BODY,
+        **documented(SegmentBatchIngested, WRITE),
     )

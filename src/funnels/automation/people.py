@@ -58,7 +58,9 @@ class Cursor:
         ms, _, rest = text.partition(":")
         kind, _, id_ = rest.partition(":")
         if ms.isdigit() and kind in RANKS and id_:
-            return cls(int(ms), RANKS[kind], id_)
+            if kind == "action" and not (id_.isdigit() and int(id_) <= MAX_JOB_ID):
+                raise ValueError("not a valid page position")
+            return cls(parse_timestamp(int(ms)), RANKS[kind], id_)
         return cls(parse_timestamp(text), -1)
 
     def bound(self, rank: int) -> tuple[str, bool]:
@@ -69,6 +71,7 @@ class Cursor:
 
 
 RANKS = {"event": 0, "action": 1}
+MAX_JOB_ID = 2**63 - 1
 START = Cursor(2**62, 2)
 
 

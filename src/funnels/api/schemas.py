@@ -1,0 +1,437 @@
+"""The API's response shapes as pydantic models, for the OpenAPI document: every endpoint's success body and
+the error envelope on every error status it can answer.
+
+How it is used: a route's decorator takes `**documented(Model, errors)`, which puts the model under the
+success status and `ErrorEnvelope` under each error status in `responses`. The routes still return plain
+dicts, serialized as before (FastAPI's pydantic JSON path for `dict[str, Any]`), so a response's bytes do
+not depend on these models and the ingest routes pay nothing for them; `tests/api/test_contract.py` runs
+schemathesis against the document to check that every response conforms. The models leave out
+`additionalProperties: false` on purpose: a field added to a response is not a breaking change.
+`install_openapi` drops FastAPI's default 422 response (request validation errors are answered 400 in the
+envelope, by `api/errors.py`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Annotated, Any, Literal
+
+from fastapi import FastAPI
+from pydantic import BaseModel, ConfigDict, Field
+
+from funnels.api.errors import ERROR_CODES
+
+# What each error status means on the routes that document it (the codes themselves: `ERROR_CODES`).
+ERROR_STATUSES: dict[int, str] = {
+    400: "Invalid parameters or body (`INVALID_VALIDATION_REQUEST` with `details`), an unreadable body "
+    "(`BAD_REQUEST`), or an invalid `Idempotency-Key`",
+    401: "No API key, or an unknown or revoked one (`UNAUTHORIZED`)",
+    403: "The key lacks the endpoint's scope (`FORBIDDEN`), or a session request lacks its CSRF token",
+    404: "No such resource (`NOT_FOUND`)",
+    409: "Conflicts with the current state (`CONFLICT`), or the same `Idempotency-Key` is in progress",
+    413: "Over a size limit",
+    429: "Too many requests or bytes in flight; retry later",
+    503: "A store cannot be written right now (`SERVICE_UNAVAILABLE`); retry later",
+}
+# The error statuses of families of routes (each route's own are in its decorator).
+AUTH = (401, 403)
+WRITE = (400, 401, 403, 409, 429, 503)  # POST: idempotency keys, bytes in flight, a store that cannot write
+
+
+class ErrorDetail(BaseModel):
+    code: Annotated[
+        str,
+        Field(
+            description="Branch on this; the list is at `/errors`",
+            json_schema_extra={"enum": list(ERROR_CODES)},
+        ),
+    ]
+    message: str
+    doc_url: str = Field(description="Where the code is explained")
+    param: str | None = Field(None, description="The parameter or field at fault, when there is one")
+    details: dict[str, Any] | None = Field(None, description="Each field at fault and its problem")
+
+
+class ErrorEnvelope(BaseModel):
+    """Every non-2xx response: `{error: {code, message, doc_url, param?, details?}}`."""
+
+    error: ErrorDetail
+
+
+def documented(model: type[BaseModel], errors: Iterable[int], status: int = 200) -> dict[str, Any]:
+    """A route decorator's `responses`: `model` on `status`, the envelope on each of `errors`."""
+    responses: dict[int | str, dict[str, Any]] = {status: {"model": model}}
+    for code in sorted(set(errors)):
+        responses[code] = {"model": ErrorEnvelope, "description": ERROR_STATUSES[code]}
+    return {"responses": responses}
+
+
+def install_openapi(app: FastAPI) -> None:
+    """The app's OpenAPI document without FastAPI's 422 (never answered) and with each success schema
+    exactly the declared model (FastAPI merges it into the `dict[str, Any]` schema of the return type)."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = generate()
+        for operations in schema.get("paths", {}).values():
+            for operation in operations.values():
+                responses = operation.get("responses", {})
+                responses.pop("422", None)
+                for response in responses.values():
+                    body = response.get("content", {}).get("application/json", {}).get("schema", {})
+                    if "$ref" in body:
+                        for key in [key for key in body if key != "$ref"]:
+                            del body[key]
+        components = schema.get("components", {}).get("schemas", {})
+        for name in ("HTTPValidationError", "ValidationError"):
+            components.pop(name, None)
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+# --- ingestion ---
+
+
+class Ingested(BaseModel):
+    success: Literal[True]
+    accepted: int = Field(description="Events new to the store")
+    duplicates: int = Field(description="Events whose message id was seen before (no-ops)")
+
+
+class NativeIngested(Ingested):
+    ids: list[str] = Field(description="Each event's id, in the order sent")
+
+
+class Rejected(BaseModel):
+    index: int
+    details: dict[str, str]
+
+
+class SegmentBatchIngested(Ingested):
+    rejected: list[Rejected] = Field(description="The invalid messages (the valid ones were stored)")
+
+
+class InstanceRef(BaseModel):
+    model: str
+    id: str | None
+
+
+class SatisfiedStep(BaseModel):
+    funnel: str
+    step: int
+    event: str
+
+
+class ScheduledAction(BaseModel):
+    id: int
+    funnel: str
+    step: int
+    action: int
+    type: str
+    due_ms: int
+
+
+class Outcome(BaseModel):
+    id: str = Field(description="The event's id")
+    event: str
+    status: str = Field(description="processed, duplicate, unmatched, conflict or off")
+    instance: InstanceRef | None = None
+    satisfied: list[SatisfiedStep]
+    scheduled: list[ScheduledAction]
+    cancelled: list[int] = Field(default_factory=list, description="Action jobs this event cancelled")
+    reason: str | None = None
+
+
+class AutomationIngested(Ingested):
+    results: list[Outcome] = Field(description="One per item, in the order sent")
+
+
+# --- analytics ---
+
+
+class Statistics(BaseModel):
+    elapsed: float
+    rows_read: int
+    bytes_read: int
+
+
+class Column(BaseModel):
+    name: str
+    type: str
+
+
+class FunnelRow(BaseModel):
+    step: int
+    event: str
+    breakdown: str | None = Field(None, description="With `breakdown` only")
+    users: int
+    total: int
+    conversion_from_start: float | None
+    conversion_from_previous: float | None
+    dropoff_from_previous: float | None
+    dropped_off_users: int | None = Field(None, description="Open funnels only")
+    median_seconds_from_previous: float | None
+    median_seconds_from_start: float | None
+
+
+class AnalyticsResponse(BaseModel):
+    """The spec's analytics shape (ClickHouse's JSON output format)."""
+
+    meta: list[Column]
+    data: list[FunnelRow]
+    rows: int
+    rows_before_limit_at_least: int
+    statistics: Statistics
+
+
+class FunnelStep(BaseModel):
+    type: str
+    event: str
+    name: str | None = None
+
+
+class ConfiguredStep(BaseModel):
+    event: str
+    step: FunnelStep
+
+
+class ConfiguredFunnel(BaseModel):
+    id: str
+    for_models: list[str] = Field(alias="forModels")
+    steps: list[ConfiguredStep]
+    query: dict[str, str] | None = Field(description="The `/v0/funnel` parameters, or null (see `reason`)")
+    reason: str | None
+
+
+class ConfiguredFunnels(BaseModel):
+    data: list[ConfiguredFunnel]
+    rows: int
+
+
+class SeenType(BaseModel):
+    type: str
+    count: int
+    names: int
+    last_seen: str | None
+    step: FunnelStep
+
+
+class SeenName(BaseModel):
+    type: str
+    event: str
+    count: int
+    last_seen: str | None
+    step: FunnelStep | None
+
+
+class EventNames(BaseModel):
+    types: list[SeenType]
+    data: list[SeenName]
+    rows: int
+    has_more: bool
+    statistics: Statistics
+
+
+class ValueCount(BaseModel):
+    value: str
+    count: int
+
+
+class Operand(BaseModel):
+    operand: str
+    count: int
+    numeric: int
+    values: list[ValueCount]
+
+
+class Sample(BaseModel):
+    events: int
+    limit: int
+    complete: bool
+
+
+class StepRef(BaseModel):
+    type: str
+    event: str
+
+
+class EventProperties(BaseModel):
+    step: StepRef
+    columns: list[Operand]
+    properties: list[Operand]
+    has_more: bool
+    sample: Sample
+    statistics: Statistics
+
+
+class EventValues(BaseModel):
+    step: StepRef
+    operand: str
+    column: bool
+    data: list[ValueCount]
+    rows: int
+    has_more: bool
+    sample: Sample
+    statistics: Statistics
+
+
+# --- automation admin ---
+
+
+class Attempt(BaseModel):
+    attempt: int
+    at: str | None
+    outcome: str
+    status_code: int | None
+    error: str | None
+    response: Any
+
+
+class ActionJob(BaseModel):
+    id: int
+    status: str = Field(description="scheduled, sending, sent, failed, dead, cancelled, …")
+    funnel: str
+    step: int
+    action: int
+    type: str
+    instance: InstanceRef
+    event: str | None
+    event_id: str | None
+    idempotency_key: str
+    due_at: str | None
+    next_attempt_at: str | None
+    attempts: int
+    last_error: str | None
+    rendered: Any = Field(description="The rendered args of the last attempt (secrets redacted), or null")
+    created_at: str | None
+    updated_at: str | None
+    sent_at: str | None
+    attempt_log: list[Attempt]
+
+
+class ActionJobs(BaseModel):
+    data: list[ActionJob]
+    total: int
+    page: int
+    size: int
+    has_more: bool
+
+
+class Related(BaseModel):
+    model: str
+    id: str
+    exists: bool
+
+
+class ProgressStep(BaseModel):
+    step: int
+    event: str
+    satisfied_at: str | None
+    event_id: str | None
+    event_at: str | None
+
+
+class Progress(BaseModel):
+    id: str
+    level: int
+    completed: bool
+    steps: list[ProgressStep]
+
+
+class TimelineEvent(BaseModel):
+    kind: Literal["event"]
+    at: str | None
+    id: str
+    type: str
+    event: str
+    properties: dict[str, Any]
+
+
+class TimelineAction(ActionJob):
+    kind: Literal["action"]
+    at: str | None
+
+
+class Timeline(BaseModel):
+    items: list[Annotated[TimelineEvent | TimelineAction, Field(discriminator="kind")]]
+    next_before: str | None = Field(description="`before` for the next page, or null on the last")
+
+
+class ModelInstance(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    model: str
+    id: str
+    ids: list[str]
+    display_name: str | None = Field(alias="displayName")
+    properties: dict[str, Any]
+    created_at: str | None
+    updated_at: str | None
+    children: list[Related]
+    parents: list[Related]
+    funnels: list[Progress]
+    timeline: Timeline
+
+
+class ConfiguredAction(BaseModel):
+    type: str
+    delay_seconds: float | None
+    unless: list[str]
+
+
+class ConfigStep(BaseModel):
+    event: str
+    actions: list[ConfiguredAction]
+
+
+class ConfigFunnel(BaseModel):
+    id: str
+    for_models: list[str] = Field(alias="forModels")
+    steps: list[ConfigStep]
+
+
+class LoadedConfig(BaseModel):
+    path: str | None
+    loaded_at: str | None
+    valid: bool
+    errors: list[str]
+    models: list[str]
+    funnels: list[ConfigFunnel]
+
+
+# --- keys, health ---
+
+
+class KeyView(BaseModel):
+    id: str
+    name: str
+    scopes: list[str]
+    created: str | None
+    revoked: bool
+    revoked_at: str | None
+
+
+class CreatedKey(KeyView):
+    key: str = Field(description="The secret: shown in this response only")
+
+
+class KeyList(BaseModel):
+    data: list[KeyView]
+
+
+class Health(BaseModel):
+    status: str
+    state: str
+    events: str
+    shipper_backlog: str
+
+
+def json_items_body(item: type[BaseModel], max_items: int) -> dict[str, Any]:
+    """A route's `openapi_extra` for a body read by hand: one `item` object or an array of them."""
+    schema = item.model_json_schema(by_alias=True)
+    either = {"anyOf": [schema, {"type": "array", "items": schema, "minItems": 1, "maxItems": max_items}]}
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": either}}}}
