@@ -16,6 +16,7 @@ from typing import TypeVar
 
 import httpx
 
+from funnels.services import Services
 from tests.receivers import free_port as free_port  # the process tests import it from here
 
 T = TypeVar("T")
@@ -102,3 +103,15 @@ def kill_9(server: subprocess.Popen[bytes]) -> None:
     """SIGKILL the server: no shutdown, no flush, whatever it was doing is cut off."""
     os.kill(server.pid, signal.SIGKILL)
     server.wait()
+
+
+def stored_event_counts(data_dir: Path) -> dict[str, int]:
+    """How many rows the event store holds per event id, once everything in the log has been shipped (the
+    data directory's server must have stopped)."""
+    svc = Services.open(data_dir)
+    try:
+        svc.shipper.flush()
+        rows = svc.events.query("SELECT event_id, count() FROM events GROUP BY event_id").rows
+    finally:
+        svc.close()
+    return {event_id: int(count) for event_id, count in rows}

@@ -199,7 +199,7 @@ class HttpReceiver:
             self._lock.notify_all()
         return reply
 
-    def wait_for(self, count: int, timeout: float = 5.0) -> list[ReceivedRequest]:
+    def wait_for(self, count: int, timeout: float = 20.0) -> list[ReceivedRequest]:
         """Block until at least `count` requests arrived; all of them (AssertionError on timeout)."""
         with self._lock:
             if not self._lock.wait_for(lambda: len(self.requests) >= count, timeout):
@@ -318,7 +318,7 @@ class SmtpReceiver:
         )
         self._controller.start()
 
-    def wait_for(self, count: int, timeout: float = 5.0) -> list[ReceivedMail]:
+    def wait_for(self, count: int, timeout: float = 20.0) -> list[ReceivedMail]:
         """Block until at least `count` messages arrived; all of them (AssertionError on timeout)."""
         with self._lock:
             if not self._lock.wait_for(lambda: len(self.messages) >= count, timeout):

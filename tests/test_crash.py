@@ -7,8 +7,15 @@ from pathlib import Path
 
 import httpx
 
-from funnels.services import Services
-from tests.processes import create_key, free_port, kill_9, sending, start_server, wait_until
+from tests.processes import (
+    create_key,
+    free_port,
+    kill_9,
+    sending,
+    start_server,
+    stored_event_counts,
+    wait_until,
+)
 
 
 def post_connects(http: httpx.Client, batch: int) -> list[str]:
@@ -37,13 +44,7 @@ def test_kill_9_mid_stream_loses_no_acknowledged_event(tmp_path: Path) -> None:
     server.send_signal(signal.SIGINT)
     server.wait(timeout=30)
 
-    svc = Services.open(data_dir)
-    try:
-        svc.shipper.flush()
-        rows = svc.events.query("SELECT event_id, count() FROM events GROUP BY event_id").rows
-    finally:
-        svc.close()
-    stored = {event_id: int(count) for event_id, count in rows}
+    stored = stored_event_counts(data_dir)
     assert len(acknowledged) >= 400
     missing = [id_ for id_ in acknowledged if id_ not in stored]
     assert missing == []

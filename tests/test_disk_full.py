@@ -14,8 +14,7 @@ import signal
 from pathlib import Path
 from typing import Any
 
-from funnels.services import Services
-from tests.processes import client, create_key, free_port, start_server, wait_until
+from tests.processes import client, create_key, free_port, start_server, stored_event_counts, wait_until
 
 PADDING = "p" * 1000  # each event ~1 KB, so each batch grows the write-ahead log by ~60 KB
 
@@ -84,13 +83,7 @@ def test_a_full_disk_is_a_retryable_503_and_heals_by_itself(tmp_path: Path) -> N
         server.send_signal(signal.SIGINT)
         server.wait(timeout=30)
 
-    svc = Services.open(data_dir)
-    try:
-        svc.shipper.flush()
-        rows = svc.events.query("SELECT event_id, count() FROM events GROUP BY event_id").rows
-    finally:
-        svc.close()
-    stored = {event_id: int(count) for event_id, count in rows}
+    stored = stored_event_counts(data_dir)
     expected = [*acknowledged, *ids_of(refused)]
     assert [id_ for id_ in expected if id_ not in stored] == []
     assert {id_: n for id_, n in stored.items() if n > 1} == {}
