@@ -14,7 +14,7 @@ from playwright.sync_api import Page, expect
 
 from funnels.store.state import StateStore
 from tests.processes import wait_until
-from tests.receivers import HttpReceiver
+from tests.receivers import NETWORK, HttpReceiver
 from tests.web.conftest import (
     REFUSED,
     SEEDED_CUSTOMERS,
@@ -132,6 +132,7 @@ def test_an_unknown_delivery_is_sent_again_with_send_again(
         action = {"type": "slack", "args": {"url": f"{receiver.url}/slack", "content": "hi {{ ids[0] }}"}}
         config = {
             "models": [{"name": "customer"}],
+            "network": NETWORK,  # the receiver is on loopback
             "funnels": [
                 {"id": "welcome", "forModels": "customer", "steps": {"event": "hello", "actions": action}}
             ],
