@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from funnels.api.app import create_app
+from funnels.app import create_app
 from funnels.demo import DEMO_STEPS
 from funnels.services import Services
 from tests.processes import free_port, start_server

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer.main
 
-from funnels.api.app import create_app
+from funnels.app import create_app
 from funnels.cli import app as cli_app
 
 DOCS = Path(__file__).parent.parent / "docs"

@@ -9,12 +9,10 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
-
-from sqlalchemy import insert, select, update
 
 from funnels.clock import Clock
-from funnels.store.state import StateStore, api_keys
+from funnels.store import keys as stored
+from funnels.store.state import StateStore
 from funnels.types import SCOPES
 
 KEY_PREFIX = "fk_"
@@ -41,16 +39,7 @@ def create_key(store: StateStore, clock: Clock, scopes: list[str], name: str = "
         raise ValueError(f"scopes must be among {', '.join(SCOPES)}; got {', '.join(unknown) or 'none'}")
     key_id = secrets.token_hex(6)
     secret = secrets.token_urlsafe(24)
-    with store.write() as connection:
-        connection.execute(
-            insert(api_keys).values(
-                id=key_id,
-                secret_hash=_hash(key_id, secret),
-                scopes=" ".join(sorted(set(scopes))),
-                name=name,
-                created_ms=clock.now_ms(),
-            )
-        )
+    stored.add_key(store, key_id, _hash(key_id, secret), tuple(sorted(set(scopes))), name, clock.now_ms())
     return f"{KEY_PREFIX}{key_id}_{secret}"
 
 
@@ -59,13 +48,12 @@ def verify_key(store: StateStore, key: str) -> ApiKey | None:
     if not key.startswith(KEY_PREFIX) or key.count("_") < 2:
         return None
     key_id, _, secret = key[len(KEY_PREFIX) :].partition("_")
-    with store.read() as connection:
-        row = connection.execute(select(api_keys).where(api_keys.c.id == key_id)).first()
+    row = stored.find_key(store, key_id)
     if row is None or row.revoked_ms is not None:
         return None
     if not hmac.compare_digest(row.secret_hash, _hash(key_id, secret)):
         return None
-    return ApiKey(id=row.id, scopes=frozenset(row.scopes.split()), name=row.name)
+    return ApiKey(id=row.id, scopes=frozenset(row.scopes), name=row.name)
 
 
 class KeyCache:
@@ -113,13 +101,7 @@ class KeyCache:
 
 
 def revoke_key(store: StateStore, clock: Clock, key_id: str) -> bool:
-    with store.write() as connection:
-        result = connection.execute(
-            update(api_keys)
-            .where(api_keys.c.id == key_id, api_keys.c.revoked_ms.is_(None))
-            .values(revoked_ms=clock.now_ms())
-        )
-    return result.rowcount > 0
+    return stored.mark_revoked(store, key_id, clock.now_ms())
 
 
 @dataclass(frozen=True)
@@ -137,19 +119,16 @@ class KeyInfo:
         return self.revoked_ms is not None
 
 
-def _info(row: Any) -> KeyInfo:
-    return KeyInfo(row.id, tuple(row.scopes.split()), row.name, row.created_ms, row.revoked_ms)
+def _info(row: stored.StoredKey) -> KeyInfo:
+    return KeyInfo(row.id, row.scopes, row.name, row.created_ms, row.revoked_ms)
 
 
 def list_keys(store: StateStore) -> list[KeyInfo]:
-    with store.read() as connection:
-        rows = connection.execute(select(api_keys).order_by(api_keys.c.created_ms)).all()
-    return [_info(row) for row in rows]
+    return [_info(row) for row in stored.all_keys(store)]
 
 
 def key_info(store: StateStore, key_id: str) -> KeyInfo | None:
-    with store.read() as connection:
-        row = connection.execute(select(api_keys).where(api_keys.c.id == key_id)).first()
+    row = stored.find_key(store, key_id)
     return None if row is None else _info(row)
 
 

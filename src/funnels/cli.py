@@ -149,8 +149,8 @@ def serve(
     public_url: PublicUrl = None,
 ) -> None:
     """Serve the API and the dashboard; with --config, run the automation and deliver its actions too."""
-    from funnels.api.app import create_app
     from funnels.api.server import run
+    from funnels.app import create_app
     from funnels.automation.process import WorkerProcess
 
     public_url = _public_url(public_url)

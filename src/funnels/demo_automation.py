@@ -31,7 +31,7 @@ from typing import Any
 
 import yaml
 
-from funnels.api.automation import EventBody, IdentifyBody
+from funnels.automation.inputs import EventBody, IdentifyBody
 from funnels.automation.worker import Worker
 from funnels.clock import ManualClock
 from funnels.examples import onboarding_funnel

@@ -13,11 +13,10 @@ import hmac
 import secrets
 from dataclasses import dataclass
 
-from sqlalchemy import delete, insert, select
-
 from funnels.auth import ApiKey
 from funnels.clock import Clock
-from funnels.store.state import StateStore, api_keys, dashboard_sessions
+from funnels.store import keys as stored
+from funnels.store.state import StateStore
 
 SESSION_COOKIE = "funnels_session"
 SESSION_TTL_MS = 12 * 60 * 60 * 1000
@@ -45,17 +44,9 @@ def open_session(store: StateStore, clock: Clock, key: ApiKey) -> tuple[str, Das
     now_ms = clock.now_ms()
     token = secrets.token_urlsafe(32)
     session = DashboardSession(key, secrets.token_urlsafe(32), now_ms, now_ms + SESSION_TTL_MS)
-    with store.write() as connection:
-        connection.execute(delete(dashboard_sessions).where(dashboard_sessions.c.expires_ms <= now_ms))
-        connection.execute(
-            insert(dashboard_sessions).values(
-                token_hash=_hash(token),
-                key_id=key.id,
-                csrf_token=session.csrf_token,
-                created_ms=session.created_ms,
-                expires_ms=session.expires_ms,
-            )
-        )
+    stored.add_session(
+        store, _hash(token), key.id, session.csrf_token, session.created_ms, session.expires_ms
+    )
     return token, session
 
 
@@ -63,23 +54,13 @@ def find_session(store: StateStore, clock: Clock, token: str) -> DashboardSessio
     """The live session this token names: None once it expired, was closed, or its key was revoked."""
     if not token or len(token) > 200:
         return None
-    query = (
-        select(dashboard_sessions, api_keys.c.scopes, api_keys.c.name, api_keys.c.revoked_ms)
-        .join(api_keys, api_keys.c.id == dashboard_sessions.c.key_id)
-        .where(dashboard_sessions.c.token_hash == _hash(token))
-    )
-    with store.read() as connection:
-        row = connection.execute(query).first()
-    if row is None or row.revoked_ms is not None or row.expires_ms <= clock.now_ms():
+    row = stored.find_session(store, _hash(token))
+    if row is None or row.key_revoked_ms is not None or row.expires_ms <= clock.now_ms():
         return None
-    key = ApiKey(id=row.key_id, scopes=frozenset(row.scopes.split()), name=row.name)
+    key = ApiKey(id=row.key_id, scopes=frozenset(row.scopes), name=row.key_name)
     return DashboardSession(key, row.csrf_token, row.created_ms, row.expires_ms)
 
 
 def close_session(store: StateStore, token: str) -> bool:
     """Sign out: delete the session (True if there was one)."""
-    with store.write() as connection:
-        result = connection.execute(
-            delete(dashboard_sessions).where(dashboard_sessions.c.token_hash == _hash(token))
-        )
-    return result.rowcount > 0
+    return stored.delete_session(store, _hash(token))

@@ -45,6 +45,9 @@ BREAKDOWN_COLUMNS: Final[tuple[str, ...]] = (
 
 SCOPES: Final[tuple[str, ...]] = ("events:write", "query:read", "admin")
 
+# The special event every identify fires (automation's steps name it; analytics charts it as type `identify`).
+IDENTIFY_EVENTS: Final[tuple[str, ...]] = ("onFunctionaryIdentify", "$identify")
+
 # Event types with a default event name (the type itself); `track` needs an explicit name.
 NAMED_BY_TYPE: Final[frozenset[str]] = frozenset({"page", "identify", "screen", "group", "alias"})
 

@@ -13,8 +13,8 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from funnels.api.app import create_app
 from funnels.api.buffering import MAX_BUFFERED_BYTES
+from funnels.app import create_app
 from funnels.services import Services
 from funnels.store.idempotency import count
 from tests.conftest import bearer

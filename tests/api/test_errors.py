@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 from fastapi.testclient import TestClient
 
-from funnels.api.app import create_app
+from funnels.app import create_app
 from funnels.services import Services
 from tests.conftest import bearer
 

@@ -18,8 +18,8 @@ from fastapi.responses import JSONResponse
 from fastapi.testclient import TestClient
 
 from funnels.api import idempotency
-from funnels.api.app import create_app
 from funnels.api.idempotency import PRUNE_EVERY_MS, fingerprint
+from funnels.app import create_app
 from funnels.clock import ManualClock
 from funnels.services import Services
 from funnels.store import idempotency as records

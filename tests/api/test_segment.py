@@ -19,7 +19,7 @@ from fastapi.testclient import TestClient
 from segment.analytics import Client
 from segment.analytics.request import APIError
 
-from funnels.api.app import create_app
+from funnels.app import create_app
 from funnels.events import parse_timestamp
 from funnels.services import Services
 from tests.conftest import bearer

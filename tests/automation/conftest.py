@@ -18,7 +18,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from funnels.api.app import create_app
+from funnels.app import create_app
 from funnels.auth import create_key
 from funnels.clock import ManualClock
 from funnels.services import Services

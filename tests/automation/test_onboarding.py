@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from funnels.api.app import create_app
+from funnels.app import create_app
 from funnels.auth import create_key
 from funnels.automation.engine import Outcome, Signal
 from funnels.channels.webhook import verify_signature

@@ -8,7 +8,7 @@ import re
 import pytest
 from fastapi.testclient import TestClient
 
-from funnels.api.app import create_app
+from funnels.app import create_app
 from funnels.auth import create_key, key_id_of, revoke_key
 from funnels.clock import ManualClock
 from funnels.services import Services

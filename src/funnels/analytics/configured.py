@@ -24,8 +24,8 @@ from funnels.analytics.query import (
     QueryValidationError,
     parse_funnel_query,
 )
-from funnels.automation.engine import IDENTIFY_EVENTS
 from funnels.config import Config, Funnel
+from funnels.types import IDENTIFY_EVENTS
 
 IDENTIFY_STEP = {"type": "event", "event": "identify"}
 

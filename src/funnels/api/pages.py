@@ -34,8 +34,7 @@ def _probe(svc: Services) -> dict[str, str]:
     checks = {}
     svc.state.probe(svc.clock.now_ms())  # a write (with headroom after a failed one) proves it writable
     checks["state"] = "ok"
-    svc.events.query("SELECT count() FROM events WHERE log_seq = 0 AND 0")
-    svc.events.execute("CREATE TABLE IF NOT EXISTS health (at UInt64) ENGINE = Memory")
+    svc.events.probe()
     if svc.shipper.failure is not None:  # the event store refused the last batch: it is retried
         raise StoreUnavailable("events", svc.shipper.failure)
     checks["events"] = "ok"

@@ -37,8 +37,8 @@ from funnels.config import Action, Config, Funnel
 from funnels.events import Event
 from funnels.ingest.log import known_event_ids, log_events
 from funnels.store.state import action_jobs, action_specs, chunks, satisfied_steps
+from funnels.types import IDENTIFY_EVENTS
 
-IDENTIFY_EVENTS = ("onFunctionaryIdentify", "$identify")  # the special event an identify fires
 ACTIVE = ("scheduled", "failed")  # statuses of jobs that will still be tried
 
 

@@ -32,8 +32,8 @@ from rich.table import Table
 from rich.text import Text
 from sqlalchemy import Connection, func, select
 
-from funnels.api.automation import EventBody, IdentifyBody, unknown_models
 from funnels.automation.engine import Signal, apply_signals
+from funnels.automation.inputs import EventBody, IdentifyBody, unknown_models
 from funnels.automation.runtime import Automation
 from funnels.automation.worker import Worker
 from funnels.channels.base import Channel, DeliveryRequest, DeliveryResult, redact

@@ -208,3 +208,9 @@ class EventStore:
     def count(self) -> int:
         row = self.query("SELECT count() FROM events").first()
         return int(row[0]) if row else 0
+
+    def probe(self) -> None:
+        """Prove the store readable and writable (`/healthz`): a query that reads no rows, and a statement
+        that writes chDB's catalog; `EventStoreError` if either fails."""
+        self.query("SELECT count() FROM events WHERE log_seq = 0 AND 0")
+        self.execute("CREATE TABLE IF NOT EXISTS health (at UInt64) ENGINE = Memory")

@@ -12,49 +12,12 @@ from dataclasses import dataclass
 from typing import Literal
 
 import orjson
-from sqlalchemy import (
-    BigInteger,
-    Column,
-    ColumnElement,
-    Index,
-    Integer,
-    LargeBinary,
-    PrimaryKeyConstraint,
-    String,
-    Table,
-    Text,
-    delete,
-    func,
-    insert,
-    select,
-    update,
-)
+from sqlalchemy import ColumnElement, delete, func, insert, select, update
 
-from funnels.store.state import StateStore, metadata
+from funnels.store.state import StateStore, idempotency_keys
 
 TTL_MS = 24 * 3600 * 1000  # a finished response is replayed this long after its request began
 LEASE_MS = 60 * 1000  # an unfinished claim older than this belongs to a request that died with its process
-
-idempotency_keys = Table(
-    "idempotency_keys",
-    metadata,
-    Column("credential", String(64), nullable=False),  # SHA-256 hex of the Authorization header, or of ""
-    Column("method", String(10), nullable=False),
-    Column("path", Text, nullable=False),
-    Column("key", String(255), nullable=False),
-    Column("fingerprint", String(64), nullable=False),  # SHA-256 hex of method, path, query and body
-    Column("token", String(32), nullable=False),  # the claim's owner
-    Column("created_ms", BigInteger, nullable=False),
-    # When the first of a run of claims began; a claim that takes over a dead request's keeps it, so the
-    # rerun derives the same default event ids and dedups what the dead request may have committed.
-    Column("epoch_ms", BigInteger, nullable=False),
-    Column("status", Integer, nullable=True),  # NULL while in progress
-    Column("headers", Text, nullable=True),  # JSON [[name, value], ...]
-    Column("body", LargeBinary, nullable=True),
-    Column("finished_ms", BigInteger, nullable=True),
-    PrimaryKeyConstraint("credential", "method", "path", "key"),
-    Index("ix_idempotency_keys_created", "created_ms"),
-)
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,6 @@
-"""The state store: SQLite (WAL) through SQLAlchemy Core. Holds API keys and dashboard sessions, the durable
-event log and the automation state: model instances and their ids, funnel progress, and the action jobs (the outbox).
+"""The state store: SQLite (WAL) through SQLAlchemy Core. Holds API keys, dashboard sessions, idempotency
+records, the durable event log and the automation state: model instances and their ids, funnel progress, and
+the action jobs (the outbox). Every table is defined here, on one `metadata`.
 
 All writes go through `write()`, which takes one process-wide lock and opens the transaction with
 `BEGIN IMMEDIATE`, so SQLite never sees two writers and never upgrades a read lock mid-transaction.
@@ -200,6 +201,28 @@ action_attempts = Table(
     Column("response", Text, nullable=True),
 )
 
+# Idempotency records (`funnels.store.idempotency`): the first response to each `Idempotency-Key`.
+idempotency_keys = Table(
+    "idempotency_keys",
+    metadata,
+    Column("credential", String(64), nullable=False),  # SHA-256 hex of the Authorization header, or of ""
+    Column("method", String(10), nullable=False),
+    Column("path", Text, nullable=False),
+    Column("key", String(255), nullable=False),
+    Column("fingerprint", String(64), nullable=False),  # SHA-256 hex of method, path, query and body
+    Column("token", String(32), nullable=False),  # the claim's owner
+    Column("created_ms", BigInteger, nullable=False),
+    # When the first of a run of claims began; a claim that takes over a dead request's keeps it, so the
+    # rerun derives the same default event ids and dedups what the dead request may have committed.
+    Column("epoch_ms", BigInteger, nullable=False),
+    Column("status", Integer, nullable=True),  # NULL while in progress
+    Column("headers", Text, nullable=True),  # JSON [[name, value], ...]
+    Column("body", LargeBinary, nullable=True),
+    Column("finished_ms", BigInteger, nullable=True),
+    PrimaryKeyConstraint("credential", "method", "path", "key"),
+    Index("ix_idempotency_keys_created", "created_ms"),
+)
+
 
 def chunks(values: Iterable[Any], size: int = 500) -> Iterator[list[Any]]:
     """Values in lists of at most `size`: IN lists stay far below SQLite's bound-parameter limit."""
@@ -267,8 +290,6 @@ class StateStore:
         @event.listens_for(self.engine, "begin")
         def _begin(connection: Connection) -> None:
             connection.exec_driver_sql("BEGIN IMMEDIATE" if connection.info.get("writer") else "BEGIN")
-
-        import funnels.store.idempotency  # noqa: F401  (its table lives in its own module, on `metadata`)
 
         try:
             if check:

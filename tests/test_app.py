@@ -16,7 +16,7 @@ import httpx
 from fastapi.routing import iter_route_contexts
 from fastapi.testclient import TestClient
 
-from funnels.api.app import create_app
+from funnels.app import create_app
 from funnels.auth import create_key
 from funnels.clock import ManualClock
 from funnels.services import Services

@@ -1,5 +1,8 @@
 """The ASGI application: `create_app(services)` wires the API's routes, the dashboard's pages and static
-files, error handlers, and the lifetimes of the event-log shipper and the action worker."""
+files, error handlers, and the lifetimes of the event-log shipper and the action worker.
+
+This is the top of the layering: it imports both `api/` and `web/`, and neither imports it; `web/` uses the
+API's request plumbing (`api.deps`, `api.errors`, `api.buffering`) and `api/` never imports `web/`."""
 
 from __future__ import annotations
 
