@@ -5,6 +5,7 @@ at-least-once jobs are sent again with the same key, at-most-once jobs whose sen
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -14,7 +15,7 @@ from funnels.automation import worker as worker_module
 from funnels.automation.worker import Send, Worker, release_jobs
 from funnels.store.state import action_specs
 from tests.automation.conftest import Config, World
-from tests.receivers import NETWORK, HttpReceiver
+from tests.receivers import NETWORK, HttpReceiver, free_port
 
 LEASE_MS = 2 * 10_000 + 5_000  # 2 × the default 10 s timeout + 5 s
 
@@ -236,3 +237,72 @@ def test_jobs_scheduled_before_guarantees_existed_get_their_channels_default(wor
         ("webhook", False),
         ("webhook", False),  # its `guarantee: at-most-once` was not in the config then
     ]
+
+
+def test_a_send_that_got_no_answer_is_retried_at_least_once_but_ends_unknown_at_most_once(
+    open_world: Callable[[Config], World], http_receiver: HttpReceiver
+) -> None:
+    """A timeout after the request went out leaves its outcome unknown: the at-least-once webhook is
+    retried with the same key, the at-most-once one ends `unknown` after that one send; a connection that
+    never opened is retried for both."""
+    url = http_receiver.url
+    actions = [
+        {"type": "webhook", "args": {"url": f"{url}/hook", "body": {"id": "{{ ids[0] }}"}}},
+        {
+            "type": "webhook",
+            "guarantee": "at-most-once",
+            "args": {"url": f"{url}/once", "body": {"id": "{{ ids[0] }}"}},
+        },
+    ]
+    world = open_world(
+        {
+            "models": [{"name": "customer"}],
+            "network": NETWORK,
+            "delivery": {"timeout": "1s", "backoffBase": "1s"},
+            "funnels": [
+                {"id": "welcome", "forModels": "customer", "steps": {"event": "sign_up", "actions": actions}}
+            ],
+        }
+    )
+    for path in ("/hook", "/once"):
+        http_receiver.reply(path, 200, {"ok": True}, delay_s=4)  # answers after the 1 s timeout
+    world.identify(["c1"])
+    world.event("sign_up", ["c1"])
+    world.run()
+    jobs = {job["rendered"]["url"].rsplit("/", 1)[1]: job for job in world.jobs()}
+    assert jobs["hook"]["status"] == "failed"  # retried later, with the same idempotency key
+    assert jobs["once"]["status"] == "unknown"
+    assert "outcome unknown" in jobs["once"]["last_error"]
+    assert [attempt["outcome"] for attempt in jobs["once"]["attempt_log"]] == ["unknown"]
+
+    world.run(advance_ms=60_000)  # the hook's retry is due; the unknown job is never due again
+    assert world.job(jobs["hook"]["id"])["status"] == "sent"
+    assert world.job(jobs["once"]["id"])["status"] == "unknown"
+    assert paths(http_receiver).count("/once") == 1
+    assert paths(http_receiver).count("/hook") == 2
+    keys = {
+        request.headers["idempotency-key"] for request in http_receiver.requests if request.path == "/hook"
+    }
+    assert len(keys) == 1
+
+
+def test_a_connection_that_never_opened_is_retried_at_most_once_too(
+    open_world: Callable[[Config], World],
+) -> None:
+    """Nothing was sent when the connection was refused, so an at-most-once job is simply retried."""
+    closed = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    action = {"type": "slack", "args": {"url": f"{closed}/slack", "content": "hi"}}
+    world = open_world(
+        {
+            "models": [{"name": "customer"}],
+            "network": NETWORK,
+            "funnels": [
+                {"id": "welcome", "forModels": "customer", "steps": {"event": "sign_up", "actions": action}}
+            ],
+        }
+    )
+    world.identify(["c1"])
+    world.event("sign_up", ["c1"])
+    world.run()
+    (job,) = world.jobs()
+    assert job["status"] == "failed" and job["next_attempt_at"] is not None

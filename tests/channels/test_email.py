@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import socketserver
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
@@ -144,6 +146,38 @@ def test_a_closed_port_is_retryable(http: httpx.Client) -> None:
     settings = smtp_settings(None, host="127.0.0.1", port=free_port())
     result = deliver_email(args(text="x"), settings, delivery_request(http, timeout_s=1))
     assert not result.ok and result.retryable and result.error
+    assert not result.maybe_delivered  # nothing went out
+
+
+class HangUpAfterData(socketserver.StreamRequestHandler):
+    """An SMTP peer that takes the whole message, then closes the connection instead of replying."""
+
+    def handle(self) -> None:
+        self.wfile.write(b"220 hang-up ESMTP\r\n")
+        in_data = False
+        for line in self.rfile:
+            if in_data:
+                if line == b".\r\n":
+                    return  # the message is here; the reply never comes
+                continue
+            verb = line[:4].upper()
+            reply = {b"EHLO": b"250 hang-up", b"HELO": b"250 hang-up", b"DATA": b"354 go on"}.get(
+                verb, b"250 ok"
+            )
+            in_data = verb == b"DATA"
+            self.wfile.write(reply + b"\r\n")
+
+
+def test_a_connection_lost_after_the_message_went_out_may_have_delivered_it(http: httpx.Client) -> None:
+    with socketserver.ThreadingTCPServer(("127.0.0.1", 0), HangUpAfterData) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        try:
+            settings = smtp_settings(None, host="127.0.0.1", port=server.server_address[1], security="none")
+            result = deliver_email(args(text="x"), settings, delivery_request(http, timeout_s=2))
+        finally:
+            server.shutdown()
+    assert not result.ok and result.retryable
+    assert result.maybe_delivered  # an at-most-once job ends `unknown` instead of a retry
 
 
 def test_starttls_that_the_server_does_not_offer_is_not_retried(

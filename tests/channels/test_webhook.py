@@ -246,6 +246,7 @@ def test_a_closed_port_is_retryable(http: httpx.Client) -> None:
     url = f"http://127.0.0.1:{free_port()}/h"
     result = deliver_webhook(WebhookArgs(url=url), settings(), delivery_request(http))
     assert not result.ok and result.retryable and result.status_code is None and result.error
+    assert not result.maybe_delivered  # nothing went out: an at-most-once job may be retried
 
 
 def test_a_slow_receiver_times_out_and_is_retryable(http_receiver: HttpReceiver, http: httpx.Client) -> None:
@@ -257,6 +258,7 @@ def test_a_slow_receiver_times_out_and_is_retryable(http_receiver: HttpReceiver,
     assert time.monotonic() - started < 3
     assert not result.ok and result.retryable and result.error == "no answer within 0.3s"
     assert len(http_receiver.requests) == 1  # it did arrive: hence the idempotency key on the retry
+    assert result.maybe_delivered  # an at-most-once job ends `unknown` instead of a retry
 
 
 def test_an_unsendable_url_or_header_is_not_retryable_and_does_not_raise(

@@ -232,7 +232,8 @@ class Send:
 @dataclass(frozen=True)
 class Result:
     job_id: int
-    # sent, failed, dead, cancelled, scheduled (waiting for quiet hours); `lost`: the job's lease went to
+    # sent, failed, dead, cancelled, scheduled (waiting for quiet hours), unknown (an at-most-once send that
+    # may have reached the receiver: no answer came); `lost`: the job's lease went to
     # another worker before its at-most-once send started, so this worker neither sends nor records it
     status: str
     next_ms: int | None = None
@@ -485,6 +486,16 @@ class Worker(BackgroundLoop):
         if delivery.ok:
             return Result(job.id, "sent", rendered=shown, delivery=delivery, started_ms=now, attempt=attempt)
         problem = _error_of(delivery)
+        if delivery.maybe_delivered and job.at_most_once:  # the receiver may have it: never again by itself
+            return Result(
+                job.id,
+                "unknown",
+                error=f"{problem} (outcome unknown: at-most-once, not sent again by itself)",
+                rendered=shown,
+                delivery=delivery,
+                started_ms=now,
+                attempt=attempt,
+            )
         if delivery.retryable and attempt < policy.max_attempts:
             retry_at = self.clock.now_ms() + backoff_ms(attempt, policy, self.rng, delivery.retry_after_s)
             return Result(

@@ -197,6 +197,9 @@ class DeliveryResult:
     retry_after_s: float | None = None  # the receiver's Retry-After, when it sent one
     response: str | None = None  # a short excerpt of the receiver's answer, for the delivery log
     sent: dict[str, Any] = field(default_factory=dict)  # what went out (secrets redacted), for the log
+    # The request went out but no answer came (a read timeout, a connection dropped while waiting): the
+    # receiver may have acted on it. An at-most-once job then ends `unknown` instead of being retried.
+    maybe_delivered: bool = False
 
 
 DeliverFn = Callable[[Any, Any, DeliveryRequest], DeliveryResult]
@@ -229,9 +232,18 @@ def resolve_settings(channel: Channel, section: Mapping[str, Any], environ: Mapp
     return channel.settings.model_validate(merged)
 
 
-def failure(error: str, *, retryable: bool = False, sent: dict[str, Any] | None = None) -> DeliveryResult:
-    """A delivery that did not happen (by default: not worth retrying, e.g. missing settings)."""
-    return DeliveryResult(ok=False, retryable=retryable, error=error, sent=sent or {})
+def failure(
+    error: str,
+    *,
+    retryable: bool = False,
+    sent: dict[str, Any] | None = None,
+    maybe_delivered: bool = False,
+) -> DeliveryResult:
+    """A delivery that did not happen (by default: not worth retrying, e.g. missing settings), or whose
+    outcome is not known (`maybe_delivered`)."""
+    return DeliveryResult(
+        ok=False, retryable=retryable, error=error, sent=sent or {}, maybe_delivered=maybe_delivered
+    )
 
 
 def excerpt(text: str, limit: int = EXCERPT_CHARS) -> str:
@@ -306,14 +318,20 @@ def send_http(
     """Send one HTTP request; the response (None when none came) and its classified result.
 
     Timeouts and network errors are worth retrying; a URL or header that cannot be sent at all, or an
-    address the network guard refuses (`funnels.channels.network`), is not.
+    address the network guard refuses (`funnels.channels.network`), is not. A failure after the request
+    may have gone out (no answer in time, the connection dropped while sending or waiting) is marked
+    `maybe_delivered`; one before it could (no connection, no free connection) is not.
     """
     try:
         response = request.http.request(method, url, timeout=request.timeout_s, **kwargs)
     except AddressRefused as error:  # the same address next time: not worth retrying
         return None, failure(str(error), sent=sent)
+    except (httpx.ConnectTimeout, httpx.PoolTimeout):
+        return None, failure(f"no connection within {request.timeout_s:g}s", retryable=True, sent=sent)
     except httpx.TimeoutException:
-        return None, failure(f"no answer within {request.timeout_s:g}s", retryable=True, sent=sent)
+        return None, failure(
+            f"no answer within {request.timeout_s:g}s", retryable=True, sent=sent, maybe_delivered=True
+        )
     except (
         httpx.UnsupportedProtocol,
         httpx.LocalProtocolError,
@@ -321,8 +339,12 @@ def send_http(
         UnicodeEncodeError,
     ) as error:
         return None, failure(f"cannot send: {error}", sent=sent)
-    except httpx.TransportError as error:
+    except (httpx.ConnectError, httpx.ProxyError) as error:
         return None, failure(f"{type(error).__name__}: {error}", retryable=True, sent=sent)
+    except httpx.TransportError as error:  # read, write or protocol errors: the request may have gone out
+        return None, failure(
+            f"{type(error).__name__}: {error}", retryable=True, sent=sent, maybe_delivered=True
+        )
     except httpx.HTTPError as error:  # e.g. an undecodable response body: the request did go out
         return None, failure(f"{type(error).__name__}: {error}", sent=sent)
     return response, classify_response(response, request.now_ms, sent)

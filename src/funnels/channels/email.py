@@ -113,6 +113,13 @@ def _refusals(recipients: dict[str, tuple[int, bytes]]) -> str:
     )
 
 
+class OutcomeUnknown(Exception):
+    """The SMTP transaction broke off without a reply after it started: the server may have the message."""
+
+    def __init__(self, cause: Exception) -> None:
+        super().__init__(f"{type(cause).__name__}: {cause}")
+
+
 def _smtp_failure(error: Exception, sent: dict[str, Any]) -> DeliveryResult:
     """Classify an SMTP or connection error: 4xx replies and network trouble are worth retrying."""
     if isinstance(error, smtplib.SMTPRecipientsRefused):
@@ -161,7 +168,16 @@ def _send(
             password = settings.password.get_secret_value() if settings.password else ""
             smtp.login(settings.username, password)
         # The envelope is given, not read back from the headers: exactly the checked addresses.
-        return smtp.send_message(message, from_addr=envelope[0], to_addrs=envelope[1])
+        try:
+            return smtp.send_message(message, from_addr=envelope[0], to_addrs=envelope[1])
+        except smtplib.SMTPServerDisconnected as error:
+            raise OutcomeUnknown(error) from error
+        except smtplib.SMTPException:  # a reply (refused recipients, a 4xx/5xx to DATA): nothing was taken
+            raise
+        except OSError as error:
+            # The connection failed while the message was being handed over, without a reply: it may
+            # have been taken. (SMTPException is an OSError too, hence the order.)
+            raise OutcomeUnknown(error) from error
 
 
 def deliver_email(args: EmailArgs, settings: EmailSettings, request: DeliveryRequest) -> DeliveryResult:
@@ -198,6 +214,8 @@ def deliver_email(args: EmailArgs, settings: EmailSettings, request: DeliveryReq
     envelope = (sender_address.addr_spec, [address.addr_spec for address in addresses])
     try:
         refused = _send(message, envelope, settings, settings.host, request.timeout_s)
+    except OutcomeUnknown as error:
+        return failure(str(error), retryable=True, sent=sent, maybe_delivered=True)
     except (smtplib.SMTPException, OSError) as error:
         return _smtp_failure(error, sent)
     if refused:
