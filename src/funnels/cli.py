@@ -1,4 +1,4 @@
-"""The `funnels` command: serve, worker, import, query, replay, validate, keys, demo."""
+"""The `funnels` command: serve, worker, import, query, replay, validate, keys, migrate, demo."""
 
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ from funnels.clock import SystemClock
 from funnels.config import ConfigInvalid, load_config
 from funnels.services import DataDirBusy, Services
 from funnels.settings import private_files, resolve_data_dir
+from funnels.store.schema import SchemaTooNew, SchemaUnrecognised
 from funnels.store.state import StateFileDamaged, StateStore
 from funnels.types import SCOPES
 
@@ -67,7 +68,7 @@ def _print_config_errors(invalid: ConfigInvalid, file: Path) -> None:
 def _open(data_dir: Path | None, config: Path | None = None) -> Services:
     try:
         return Services.open(resolve_data_dir(data_dir), config_path=config)
-    except (DataDirBusy, StateFileDamaged) as error:
+    except (DataDirBusy, StateFileDamaged, SchemaTooNew, SchemaUnrecognised) as error:
         _fail(escape(str(error)))
     except ConfigInvalid as invalid:
         assert config is not None
@@ -94,10 +95,11 @@ def _reload_on_sighup(automation: Automation) -> Callable[[], None]:
     return reload
 
 
-def _state(data_dir: Path | None, check: bool = True) -> StateStore:
+def _state(data_dir: Path | None, check: bool = True, migrate: bool = True) -> StateStore:
+    """The data directory's state store, its schema brought up to date (unless not `migrate`)."""
     try:
-        return StateStore(resolve_data_dir(data_dir) / "state.sqlite3", check=check)
-    except StateFileDamaged as error:
+        return StateStore(resolve_data_dir(data_dir) / "state.sqlite3", check=check, migrate=migrate)
+    except (StateFileDamaged, SchemaTooNew, SchemaUnrecognised) as error:
         _fail(escape(str(error)))
 
 
@@ -273,6 +275,25 @@ def keys_revoke(key_id: str, data_dir: DataDir = None) -> None:
     """Revoke a key by its id (the part after `fk_`, before the next `_`)."""
     if not revoke_key(_state(data_dir), SystemClock(), key_id):
         _fail(f"no active key with id {key_id}")
+
+
+@app.command()
+def migrate(data_dir: DataDir = None) -> None:
+    """Bring the state store's schema up to date; prints the revision before and after. (Every command
+    that opens the store does this too; this one does only that.)"""
+    state = _state(data_dir, migrate=False)
+    try:
+        migration = state.migrate()
+    except (SchemaTooNew, SchemaUnrecognised) as error:
+        _fail(escape(str(error)))
+    finally:
+        state.close()
+    if migration.stamped is not None:
+        before = f"none recorded: written before migrations, recognised as {migration.stamped}"
+    else:
+        before = migration.before or "none: a new state store"
+    typer.echo(f"schema revision before: {before}")
+    typer.echo(f"schema revision after: {migration.after}")
 
 
 TABLE_HEADERS = {

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 import subprocess
 import sys
 import time
@@ -10,7 +9,7 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from funnels.store.state import StateStore, action_jobs, api_keys
+from funnels.store.state import StateStore, api_keys
 
 HOLDER = """
 import sys, time
@@ -61,38 +60,3 @@ def test_writes_reuse_one_connection_and_survive_a_failed_transaction(tmp_path: 
             assert again.exec_driver_sql("SELECT 1").scalar() == 1
     finally:
         store.close()
-
-
-def test_a_state_store_from_before_delivery_guarantees_is_upgraded_in_place(tmp_path: Path) -> None:
-    path = tmp_path / "state.sqlite3"
-    StateStore(path).close()
-    with sqlite3.connect(path) as old:  # the release before: action_jobs without the two columns
-        old.execute("ALTER TABLE action_jobs DROP COLUMN lease_owner")
-        old.execute("ALTER TABLE action_jobs DROP COLUMN send_started_ms")
-        old.execute(
-            "INSERT INTO action_jobs (key, funnel_id, step_index, action_index, action_type, model,"
-            " instance_id, spec_id, event_id, event, event_properties, event_ts_ms, status, due_ms,"
-            " next_ms, attempts, created_ms, updated_ms)"
-            " VALUES ('k1', 'f', 0, 0, 'slack', 'customer', 1, 's', 'e1', 'hello', '{}', 1, 'scheduled',"
-            " 5, 5, 0, 1, 1)"
-        )
-    old.close()
-
-    store = StateStore(path)
-    try:
-        with store.read() as connection:
-            (job,) = connection.execute(select(action_jobs)).all()
-        assert (job.key, job.status, job.next_ms, job.lease_owner, job.send_started_ms) == (
-            "k1",
-            "scheduled",
-            5,
-            None,
-            None,
-        )
-    finally:
-        store.close()
-    StateStore(path).close()  # opening an upgraded store again changes nothing
-    with sqlite3.connect(path) as check:
-        columns = [row[1] for row in check.execute("PRAGMA table_info(action_jobs)")]
-    check.close()
-    assert columns[-2:] == ["lease_owner", "send_started_ms"]

@@ -1,6 +1,7 @@
 """The state store: SQLite (WAL) through SQLAlchemy Core. Holds API keys, dashboard sessions, idempotency
 records, the durable event log and the automation state: model instances and their ids, funnel progress, and
-the action jobs (the outbox). Every table is defined here, on one `metadata`.
+the action jobs (the outbox). Every table is defined here, on one `metadata`; the migrations in
+`funnels/store/migrations/` create them, and a test keeps the two in step (docs/architecture.md).
 
 All writes go through `write()`, which takes one process-wide lock and opens the transaction with
 `BEGIN IMMEDIATE`, so SQLite never sees two writers and never upgrades a read lock mid-transaction.
@@ -40,7 +41,8 @@ from sqlalchemy import (
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
 
-from funnels.store import StoreUnavailable
+from funnels.store import StoreUnavailable, schema
+from funnels.store.schema import Migration, SchemaTooNew, SchemaUnrecognised
 
 metadata = MetaData()
 
@@ -266,14 +268,16 @@ def _sqlite_code(error: BaseException) -> int | None:
 class StateStore:
     """The embedded state store in `<data-dir>/state.sqlite3`."""
 
-    def __init__(self, path: Path, *, check: bool = True) -> None:
+    def __init__(self, path: Path, *, check: bool = True, migrate: bool = True) -> None:
         """Open (or create) the store; with `check`, run `PRAGMA quick_check` first. `StateFileDamaged` if
-        the file is not a sound SQLite database."""
+        the file is not a sound SQLite database, `SchemaTooNew` if a newer release wrote it. With `migrate`,
+        an older schema (or none: a new file) is brought up to date in place (`migrate()`)."""
         self.path = path
         self.engine: Engine = create_engine(f"sqlite:///{path}", connect_args={"check_same_thread": False})
         self._write_lock = threading.Lock()
         self._writer: Connection | None = None  # every write transaction's connection (see `write`)
         self.write_failure: str | None = None  # why the last write failed, while the disk refuses writes
+        self.revision: str | None = None  # the schema revision (`funnels.store.schema`)
         # Writers in other processes (`funnels worker`, the server's delivery process) take turns through
         # an advisory lock on this file (see `write`).
         self._lock_file = os.open(path.with_name(path.name + ".write-lock"), os.O_RDWR | os.O_CREAT, 0o600)
@@ -294,8 +298,13 @@ class StateStore:
         try:
             if check:
                 self._quick_check()
-            metadata.create_all(self.engine)
-            self._upgrade()
+            with self.read() as connection:  # the usual case, up to date: no write
+                self.revision = schema.check(connection, str(path))
+            if migrate and self.revision != schema.head():
+                self.migrate()
+        except (SchemaTooNew, SchemaUnrecognised):
+            self.close()
+            raise
         except (DBAPIError, sqlite3.Error) as error:
             self.close()
             code = _sqlite_code(error)
@@ -310,28 +319,13 @@ class StateStore:
         if problems != ["ok"]:
             raise StateFileDamaged(self.path, " ".join("; ".join(problems).split()))
 
-    def _upgrade(self) -> None:
-        """Bring a data directory written by an earlier release up to the tables above, in place.
-
-        `create_all` creates missing tables and indexes but never alters an existing table; these are the
-        columns added to existing tables since, each `ALTER TABLE … ADD COLUMN` (nullable, no default:
-        SQLite only rewrites the schema, not the rows)."""
-        added = {"action_jobs": ("lease_owner", "send_started_ms")}
-
-        def missing(connection: Connection) -> list[tuple[str, str]]:
-            found = []
-            for table_name, names in added.items():
-                present = {row[1] for row in connection.exec_driver_sql(f"PRAGMA table_info({table_name})")}
-                found += [(table_name, name) for name in names if name not in present]
-            return found
-
-        with self.read() as connection:  # the usual case, up to date: no write
-            if not missing(connection):
-                return
-        with self.write() as connection:  # under the write lock: two processes opening at once add once
-            for table_name, name in missing(connection):
-                kind = metadata.tables[table_name].c[name].type.compile(dialect=self.engine.dialect)
-                connection.exec_driver_sql(f"ALTER TABLE {table_name} ADD COLUMN {name} {kind}")
+    def migrate(self) -> Migration:
+        """Bring the schema to the newest revision (`funnels.store.schema`), under the write lock: two
+        processes opening the store at once migrate it once, the second finding it up to date."""
+        with self.write() as connection:
+            migration = schema.upgrade(connection, str(self.path), metadata)
+        self.revision = migration.after
+        return migration
 
     @contextmanager
     def write(self) -> Iterator[Connection]:

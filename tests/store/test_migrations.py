@@ -1,0 +1,225 @@
+"""The state store's migrations: the head revision's schema is `metadata`'s, revision 0001 is what the last
+release before migrations wrote, and data directories of every kind open at the head (stamped when they
+predate migrations, migrated once when two processes open them at once, refused when a newer release wrote
+them)."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import create_engine, select, update
+
+from funnels.auth import verify_key
+from funnels.clock import ManualClock
+from funnels.services import Services
+from funnels.store import schema
+from funnels.store.schema import Migration, SchemaTooNew, SchemaUnrecognised
+from funnels.store.state import StateStore, action_jobs, action_specs, metadata
+from tests.receivers import NETWORK, HttpReceiver
+
+FIXTURES = Path(__file__).with_name("fixtures")
+OLD_STATE = FIXTURES / "state-0af07ab.sqlite3"  # written by the release at 0af07ab (see its script)
+OLD = json.loads((FIXTURES / "state-0af07ab.json").read_text())
+START_MS = 1_775_001_600_000  # the fixture's clock
+DAY_MS = 86_400_000
+
+
+def old_data_dir(tmp_path: Path) -> Path:
+    data_dir = tmp_path / "data"
+    data_dir.mkdir(parents=True)
+    shutil.copyfile(OLD_STATE, data_dir / "state.sqlite3")
+    return data_dir
+
+
+def differences(store: StateStore) -> list[Any]:
+    """What autogenerate would write to bring the database to `metadata`: nothing, when they agree."""
+    with store.read() as connection:
+        return compare_metadata(MigrationContext.configure(connection), metadata)  # type: ignore[no-any-return]
+
+
+def schema_of(path: Path) -> dict[str, str]:
+    """Every table's and index's SQL, whitespace normalised (SQLite's own and Alembic's left out)."""
+    with sqlite3.connect(path) as db:
+        rows = db.execute("SELECT name, sql FROM sqlite_master WHERE sql IS NOT NULL").fetchall()
+    db.close()
+    return {
+        name: " ".join(sql.split())
+        for name, sql in rows
+        if name not in ("alembic_version", "sqlite_sequence")
+    }
+
+
+def test_the_head_revision_creates_exactly_the_tables_in_metadata(tmp_path: Path) -> None:
+    store = StateStore(tmp_path / "state.sqlite3")
+    try:
+        assert store.revision == schema.head() == "0002"
+        assert differences(store) == []
+    finally:
+        store.close()
+
+
+def test_revision_0001_creates_exactly_what_the_release_before_migrations_created(tmp_path: Path) -> None:
+    path = tmp_path / "state.sqlite3"
+    engine = create_engine(f"sqlite:///{path}")
+    with engine.begin() as connection:
+        config = Config()
+        config.set_main_option("script_location", str(schema.SCRIPTS))
+        config.attributes["connection"] = connection
+        command.upgrade(config, "0001")
+    engine.dispose()
+    old = schema_of(OLD_STATE)
+    assert len(old) == 21  # 11 tables, 10 indexes
+    assert schema_of(path) == old
+
+
+def test_a_data_directory_of_the_release_before_migrations_upgrades_in_place(
+    tmp_path: Path, http_receiver: HttpReceiver
+) -> None:
+    data_dir = old_data_dir(tmp_path)
+    config_path = tmp_path / "funnels.json"
+    config_path.write_text(json.dumps({"models": [{"name": "customer"}], "network": NETWORK, "funnels": []}))
+    clock = ManualClock(START_MS)
+    svc = Services.open(data_dir, clock, config_path=config_path)
+    try:
+        assert svc.state.revision == "0002"
+        assert differences(svc.state) == []
+        key = verify_key(svc.state, OLD["key"])
+        assert key is not None and key.scopes == {"admin", "events:write"}
+        with svc.state.read() as connection:
+            jobs = connection.execute(
+                select(action_jobs.c.key, action_jobs.c.status, action_jobs.c.due_ms).order_by(
+                    action_jobs.c.id
+                )
+            ).all()
+        assert [job._asdict() for job in jobs] == OLD["jobs"]
+
+        # The old specs name a URL the fixture could not know: point them at this test's receiver.
+        with svc.state.write() as connection:
+            for spec_id, spec in connection.execute(select(action_specs.c.id, action_specs.c.spec)).all():
+                moved = spec.replace("http://127.0.0.1:9/replaced-by-the-test", http_receiver.url)
+                connection.execute(
+                    update(action_specs).where(action_specs.c.id == spec_id).values(spec=moved)
+                )
+        assert svc.worker.run_until_idle() == 1  # the one due at once …
+        clock.advance(3 * DAY_MS)
+        assert svc.worker.run_until_idle() == 1  # … and the delayed one, 3 days later
+        requests = http_receiver.wait_for(2)
+        assert [(request.path, request.json) for request in requests] == [
+            ("/now", {"id": "c1"}),
+            ("/later", {"id": "c1"}),
+        ]
+        assert [request.headers["idempotency-key"] for request in requests] == [
+            job["key"] for job in OLD["jobs"]
+        ]
+        with svc.state.read() as connection:
+            statuses = connection.execute(select(action_jobs.c.status).order_by(action_jobs.c.id)).scalars()
+            assert list(statuses) == ["sent", "sent"]
+    finally:
+        svc.close()
+
+
+def test_each_kind_of_data_directory_is_recognised_and_brought_to_the_head(tmp_path: Path) -> None:
+    def migrate(path: Path) -> Migration:
+        store = StateStore(path, migrate=False)
+        try:
+            return store.migrate()
+        finally:
+            store.close()
+
+    # The release before migrations: stamped 0001, then 0002 run.
+    assert migrate(old_data_dir(tmp_path / "old") / "state.sqlite3") == Migration(None, "0001", "0002")
+    # This session's code before migrations (`create_all` and the ad-hoc upgrade): stamped 0002 as it is.
+    session = tmp_path / "session.sqlite3"
+    engine = create_engine(f"sqlite:///{session}")
+    metadata.create_all(engine)
+    engine.dispose()
+    assert migrate(session) == Migration(None, "0002", "0002")
+    # A new file: every revision run; then again, nothing to do.
+    assert migrate(tmp_path / "new.sqlite3") == Migration(None, None, "0002")
+    assert migrate(tmp_path / "new.sqlite3") == Migration("0002", None, "0002")
+    for path in (session, tmp_path / "new.sqlite3", tmp_path / "old" / "data" / "state.sqlite3"):
+        store = StateStore(path)
+        try:
+            assert differences(store) == []
+        finally:
+            store.close()
+
+
+def test_a_schema_that_matches_no_revision_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "state.sqlite3"
+    with sqlite3.connect(path) as db:  # some of the tables, no alembic_version
+        db.execute("CREATE TABLE api_keys (id TEXT PRIMARY KEY)")
+    db.close()
+    with pytest.raises(SchemaUnrecognised, match="tables missing: action_attempts, action_jobs"):
+        StateStore(path)
+
+
+def test_a_schema_newer_than_the_code_is_refused_and_left_alone(tmp_path: Path) -> None:
+    path = tmp_path / "state.sqlite3"
+    StateStore(path).close()
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE alembic_version SET version_num = '9a9a'")
+    db.close()
+    before = path.read_bytes()
+    with pytest.raises(SchemaTooNew, match="at schema revision 9a9a, which this version of funnels does not"):
+        StateStore(path)
+    with pytest.raises(SchemaTooNew):
+        StateStore(path, migrate=False)
+    assert path.read_bytes() == before
+
+
+OPENER = """
+import sys
+from pathlib import Path
+from funnels.store.state import StateStore
+store = StateStore(Path(sys.argv[1]), migrate=False)
+print("ready", flush=True)
+migration = store.migrate()
+print(migration.before, migration.stamped, migration.after, flush=True)
+store.close()
+"""
+
+
+def test_two_processes_opening_an_old_data_directory_at_once_migrate_it_once(tmp_path: Path) -> None:
+    path = old_data_dir(tmp_path) / "state.sqlite3"
+    # Hold the store's write lock while both start, so both find the old schema and then wait for the turn.
+    lock = os.open(path.with_name(path.name + ".write-lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    openers = [
+        subprocess.Popen([sys.executable, "-c", OPENER, str(path)], stdout=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    try:
+        for opener in openers:
+            assert opener.stdout is not None and opener.stdout.readline().strip() == "ready"
+    finally:
+        fcntl.flock(lock, fcntl.LOCK_UN)
+        os.close(lock)
+    results = []
+    for opener in openers:
+        assert opener.wait(30) == 0
+        assert opener.stdout is not None
+        results.append(opener.stdout.read().strip())
+        opener.stdout.close()
+    assert sorted(results) == [
+        "0002 None 0002",
+        "None 0001 0002",
+    ]  # one stamped and upgraded, one found it done
+    store = StateStore(path)
+    try:
+        assert differences(store) == []
+    finally:
+        store.close()
