@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -122,3 +124,49 @@ def test_query_refuses_clearly_while_a_server_holds_the_data_dir(tmp_path: Path)
         server.wait(timeout=30)
     assert result.returncode == 1
     assert "in use by another process" in result.stderr and "Traceback" not in result.stderr
+
+
+OLD_STATE = Path(__file__).parent / "store" / "fixtures" / "state-0af07ab.sqlite3"
+
+
+def test_migrate_upgrades_a_data_directory_of_the_release_before_and_says_so(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    shutil.copyfile(OLD_STATE, data_dir / "state.sqlite3")
+    first = run("migrate", "--data-dir", str(data_dir))
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.splitlines() == [
+        "schema revision before: none recorded: written before migrations, recognised as 0001",
+        "schema revision after: 0002",
+    ]
+    again = run("migrate", "--data-dir", str(data_dir))
+    assert again.stdout.splitlines() == ["schema revision before: 0002", "schema revision after: 0002"]
+    new = run("migrate", "--data-dir", str(tmp_path / "new"))
+    assert new.stdout.splitlines()[0] == "schema revision before: none: a new state store"
+
+
+def test_serve_and_the_other_commands_refuse_a_schema_newer_than_they_know(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    assert run("migrate", "--data-dir", str(data_dir)).returncode == 0
+    with sqlite3.connect(data_dir / "state.sqlite3") as db:  # as a later release would leave it
+        db.execute("UPDATE alembic_version SET version_num = 'f00d'")
+    db.close()
+    config = tmp_path / "funnels.json"
+    config.write_text(json.dumps({"models": [{"name": "customer"}], "funnels": []}))
+    port = str(free_port())
+    for args in (
+        ["serve", "--port", port],
+        ["serve", "--port", port, "--config", str(config)],
+        ["worker", "--config", str(config)],
+        ["keys", "list"],
+        ["migrate"],
+    ):
+        result = run(*args, "--data-dir", str(data_dir))
+        assert result.returncode == 1, (args, result.stdout, result.stderr)
+        assert result.stderr.splitlines() == [
+            f"error: the state store {data_dir / 'state.sqlite3'} is at schema revision f00d, which this "
+            "version of funnels does not know (it knows up to 0002; a newer release wrote it): not running on it"
+        ], args
+    with sqlite3.connect(data_dir / "state.sqlite3") as db:
+        assert db.execute("SELECT version_num FROM alembic_version").fetchall() == [("f00d",)]
+    db.close()
