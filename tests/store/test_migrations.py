@@ -6,6 +6,7 @@ them)."""
 from __future__ import annotations
 
 import fcntl
+import io
 import json
 import os
 import shutil
@@ -223,3 +224,18 @@ def test_two_processes_opening_an_old_data_directory_at_once_migrate_it_once(tmp
         assert differences(store) == []
     finally:
         store.close()
+
+
+def test_the_revisions_render_for_postgresql_too() -> None:
+    """The same scripts serve PostgreSQL (a later slice): their SQL for it, without a server."""
+    out = io.StringIO()
+    config = Config(output_buffer=out)
+    config.set_main_option("script_location", str(schema.SCRIPTS))
+    config.attributes["dialect"] = "postgresql"
+    command.upgrade(config, "head", sql=True)
+    sql = " ".join(out.getvalue().split())
+    assert "CREATE TABLE action_jobs ( id SERIAL NOT NULL," in sql
+    assert "CREATE INDEX ix_action_jobs_next ON action_jobs (next_ms) WHERE next_ms IS NOT NULL;" in sql
+    assert "ALTER TABLE action_jobs ADD COLUMN lease_owner VARCHAR(80);" in sql
+    assert "ALTER TABLE action_jobs ADD COLUMN send_started_ms BIGINT;" in sql
+    assert "UPDATE alembic_version SET version_num='0002' WHERE alembic_version.version_num = '0001';" in sql
