@@ -66,7 +66,7 @@ def schema_of(path: Path) -> dict[str, str]:
 def test_the_head_revision_creates_exactly_the_tables_in_metadata(tmp_path: Path) -> None:
     store = StateStore(tmp_path / "state.sqlite3")
     try:
-        assert store.revision == schema.head() == "0002"
+        assert store.revision == schema.HEAD == schema.scripts().get_current_head() == "0002"
         assert differences(store) == []
     finally:
         store.close()

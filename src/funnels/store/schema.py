@@ -9,6 +9,9 @@ opening one data directory at once migrate it once) and a failed migration leave
 A database from before migrations has the tables but no `alembic_version`: it is recognised by its tables
 and stamped at the revision it matches (0001 = the release at commit 0af07ab; 0002 = that schema plus the
 two job columns the store's ad-hoc upgrade added) before the rest is run. An empty one runs every revision.
+
+Alembic is imported only when a database is not at `HEAD` (it costs a process a noticeable part of its
+start): an up-to-date store is recognised by one read of `alembic_version`.
 """
 
 from __future__ import annotations
@@ -16,14 +19,16 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, MetaData, inspect
+from sqlalchemy import Connection, MetaData, inspect, text
+
+if TYPE_CHECKING:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
 
 SCRIPTS = Path(__file__).with_name("migrations")
+HEAD = "0002"  # the newest revision in migrations/versions/ (a test holds the two equal)
 
 # What revision 0001 created, to recognise a data directory written before migrations.
 BASELINE_TABLES = frozenset(
@@ -74,26 +79,26 @@ class Migration:
 
 @functools.cache
 def scripts() -> ScriptDirectory:
+    from alembic.script import ScriptDirectory
+
     return ScriptDirectory(str(SCRIPTS))
-
-
-def head() -> str:
-    """The newest revision the scripts know."""
-    revision = scripts().get_current_head()
-    assert revision is not None
-    return revision
 
 
 def current(connection: Connection) -> str | None:
     """The revision recorded in the database; None when it has no `alembic_version` (empty, or older)."""
-    return MigrationContext.configure(connection).get_current_revision()
+    if not inspect(connection).has_table("alembic_version"):
+        return None
+    revision: str | None = connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
+    return revision  # one row: these migrations have no branches
 
 
 def check(connection: Connection, where: str) -> str | None:
     """The recorded revision, after refusing one the scripts do not know (`SchemaTooNew`)."""
     revision = current(connection)
-    if revision is not None and revision not in {script.revision for script in scripts().walk_revisions()}:
-        raise SchemaTooNew(where, revision, head())
+    if revision in (None, HEAD):
+        return revision
+    if revision not in {script.revision for script in scripts().walk_revisions()}:
+        raise SchemaTooNew(where, revision, HEAD)
     return revision
 
 
@@ -115,6 +120,8 @@ def _recognise(connection: Connection, where: str) -> str | None:
 
 
 def _config(connection: Connection, metadata: MetaData | None) -> Config:
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(SCRIPTS))
     config.attributes["connection"] = connection
@@ -126,8 +133,10 @@ def upgrade(connection: Connection, where: str, metadata: MetaData | None = None
     """Bring the database to the head revision, on `connection` and inside its transaction (see above)."""
     before = check(connection, where)
     stamped = _recognise(connection, where) if before is None else None
+    from alembic import command
+
     config = _config(connection, metadata)
     if stamped is not None:
         command.stamp(config, stamped)
     command.upgrade(config, "head")
-    return Migration(before=before, stamped=stamped, after=head())
+    return Migration(before=before, stamped=stamped, after=HEAD)

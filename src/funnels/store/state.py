@@ -300,7 +300,7 @@ class StateStore:
                 self._quick_check()
             with self.read() as connection:  # the usual case, up to date: no write
                 self.revision = schema.check(connection, str(path))
-            if migrate and self.revision != schema.head():
+            if migrate and self.revision != schema.HEAD:
                 self.migrate()
         except (SchemaTooNew, SchemaUnrecognised):
             self.close()
