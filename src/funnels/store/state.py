@@ -305,6 +305,9 @@ class StateStore:
         except (SchemaTooNew, SchemaUnrecognised):
             self.close()
             raise
+        except StoreUnavailable as refused:  # the migration's write (a new file on a full disk)
+            self.close()
+            raise StateFileDamaged(path, refused.reason, damaged=False) from None
         except (DBAPIError, sqlite3.Error) as error:
             self.close()
             code = _sqlite_code(error)
