@@ -1,20 +1,20 @@
-"""The step rule and the outbox: what an incoming event does to funnel progress, and which actions it schedules.
+"""The outbox side of the step rule: what an incoming event writes for funnel progress and actions.
 
 How it works: `apply_signals` runs inside the ingest transaction that writes the event log, so an event,
 the step it satisfies and the action jobs it creates commit together or not at all (transactional outbox).
-For each (funnel, instance) the satisfied steps are always a prefix 1..m of the funnel's steps: step k is
-satisfied by its event only if steps 1..k−1 are satisfied and k is not. So the rule needs one number per
-(funnel, instance), its level m, and an event can only satisfy step m+1. Each step is satisfied at most
-once, so its actions are scheduled at most once; each job's idempotency key is derived from (funnel,
+The rule itself is `steprule.decide`, a pure function of the compiled plan, the instance's levels and the
+event; this module is its database part: it reads each instance's levels once per batch (one number per
+funnel: its count of satisfied steps), keeps them current as decisions advance them, and writes what each
+decision says (progress rows, jobs, cancellations). Each job's idempotency key is derived from (funnel,
 model, instance, step, action), so even a re-run could not make a second, different delivery.
 
 When a step is satisfied, scheduled jobs of the same funnel and instance whose `unless` names that step are
-cancelled in the same transaction; the worker checks `unless` again when a job comes due.
+cancelled in the same transaction, jobs written earlier in the batch included; the worker checks `unless`
+again when a job comes due.
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,7 +33,8 @@ from funnels.automation.identity import (
     load_instances,
     owners_of,
 )
-from funnels.config import Action, Config, Funnel
+from funnels.automation.steprule import Decision, Plan, Trigger, decide
+from funnels.automation.steprule import job_key as job_key  # re-exported: callers and tests name it here
 from funnels.events import Event
 from funnels.ingest.log import known_event_ids, log_events
 from funnels.store.state import action_jobs, action_specs, chunks, satisfied_steps
@@ -84,73 +85,11 @@ class Outcome:
         return body
 
 
-def action_spec(action: Action) -> dict[str, Any]:
-    """An action as stored with its jobs: everything delivery needs, nothing from the config object."""
-    return {
-        "type": action.type,
-        "args": action.args,
-        "delay_ms": int(action.delay.total_seconds() * 1000) if action.delay else 0,
-        "unless": list(action.unless),
-        "not_before_minute": action.not_before_minute,
-        "not_after_minute": action.not_after_minute,
-        "guarantee": action.guarantee,
-    }
-
-
-def _spec_id(spec: dict[str, Any]) -> tuple[str, bytes]:
-    raw = orjson.dumps(spec, option=orjson.OPT_SORT_KEYS)
-    return hashlib.sha256(raw).hexdigest(), raw
-
-
-def job_key(funnel_id: str, model: str, primary_id: str, step_index: int, action_index: int) -> str:
-    """The idempotency key of one action for one instance: the same however often it is computed."""
-    raw = "\x1f".join((funnel_id, model, primary_id, str(step_index), str(action_index)))
-    return "fnl_" + hashlib.sha256(raw.encode()).hexdigest()[:40]
-
-
-@dataclass(frozen=True)
-class Plan:
-    """A validated config compiled for the hot path: lookups by (model, event) instead of scans."""
-
-    config: Config
-    funnels_by_model: dict[str, tuple[Funnel, ...]]
-    events_by_model: dict[str, frozenset[str]]  # event names that are a step of some funnel of the model
-    step_events: frozenset[str]  # of any model
-    specs: dict[tuple[str, int, int], tuple[str, bytes]]  # (funnel, step, action) → (spec id, spec JSON)
-    # (funnel, step event) → the (step, action) pairs whose `unless` names that event
-    cancels: dict[tuple[str, str], tuple[tuple[int, int], ...]]
-
-    @classmethod
-    def compile(cls, config: Config) -> Plan:
-        funnels_by_model = {
-            model: tuple(f for f in config.funnels if model in f.for_models) for model in config.models
-        }
-        events_by_model = {
-            model: frozenset(step.event for f in funnels for step in f.steps)
-            for model, funnels in funnels_by_model.items()
-        }
-        specs = {}
-        cancels: dict[tuple[str, str], list[tuple[int, int]]] = {}
-        for funnel in config.funnels:
-            for step_index, step in enumerate(funnel.steps):
-                for action_index, action in enumerate(step.actions):
-                    specs[(funnel.id, step_index, action_index)] = _spec_id(action_spec(action))
-                    for name in action.unless:
-                        cancels.setdefault((funnel.id, name), []).append((step_index, action_index))
-        return cls(
-            config=config,
-            funnels_by_model=funnels_by_model,
-            events_by_model=events_by_model,
-            step_events=frozenset().union(*events_by_model.values()),
-            specs=specs,
-            cancels={key: tuple(pairs) for key, pairs in cancels.items()},
-        )
-
-    def store_specs(self, connection: Connection) -> None:
-        """Write every action definition once (jobs reference them by hash)."""
-        rows = [{"id": spec_id, "spec": raw.decode()} for spec_id, raw in self.specs.values()]
-        if rows:
-            connection.execute(sqlite_insert(action_specs).on_conflict_do_nothing(), rows)
+def store_specs(connection: Connection, plan: Plan) -> None:
+    """Write every action definition of the plan once (jobs reference them by hash)."""
+    rows = [{"id": spec_id, "spec": raw.decode()} for spec_id, raw in plan.specs.values()]
+    if rows:
+        connection.execute(sqlite_insert(action_specs).on_conflict_do_nothing(), rows)
 
 
 _LEVELS = (
@@ -241,87 +180,72 @@ class _Batch:
         event = signal.event
         outcome = Outcome(event.event_id, event.event, "processed", instance=instance.ref())
         names = IDENTIFY_EVENTS if signal.identify is not None else (event.event,)
-        if not any(name in self.plan.events_by_model.get(instance.model, ()) for name in names):
-            outcome.reason = f"{names[0]!r} is not a step of any funnel for model {instance.model!r}"
-            return outcome
         levels = self.levels[instance.id]
-        for funnel in self.plan.funnels_by_model.get(instance.model, ()):
-            level = levels.get(funnel.id, 0)
-            if level >= len(funnel.steps) or funnel.steps[level].event not in names:
-                continue
-            levels[funnel.id] = level + 1
-            self._satisfy(funnel, level, event, instance, outcome)
-        if not outcome.satisfied:
-            outcome.reason = (
-                "no funnel was waiting for this step (already satisfied, or earlier steps are not)"
-            )
+        trigger = Trigger(instance.model, instance.primary_id, names, event.ts_ms)
+        decision = decide(self.plan, levels, trigger, self.now_ms)
+        outcome.reason = decision.reason
+        levels.update(decision.levels)  # the next signal of this instance in the batch sees them
+        if decision.satisfied:
+            self._record(decision, event, instance, outcome)
         return outcome
 
-    def _satisfy(
-        self, funnel: Funnel, step_index: int, event: Event, instance: Instance, out: Outcome
-    ) -> None:
-        step = funnel.steps[step_index]
-        self.steps.append(
-            {
-                "instance_id": instance.id,
-                "funnel_id": funnel.id,
-                "step_index": step_index,
-                "event": step.event,
-                "event_id": event.event_id,
-                "event_ts_ms": event.ts_ms,
-                "satisfied_ms": self.now_ms,
-            }
-        )
-        out.satisfied.append({"funnel": funnel.id, "step": step_index + 1, "event": step.event})
-        cancel = self.plan.cancels.get((funnel.id, step.event), ())
-        if cancel:
-            self.flush()  # jobs of this batch are cancellable too
+    def _record(self, decision: Decision, event: Event, instance: Instance, out: Outcome) -> None:
+        """Buffer the decision's progress rows and jobs; run its cancellations now (after writing what
+        the batch buffered, so jobs scheduled earlier in it are cancellable too)."""
+        for step in decision.satisfied:
+            self.steps.append(
+                {
+                    "instance_id": instance.id,
+                    "funnel_id": step.funnel,
+                    "step_index": step.step_index,
+                    "event": step.event,
+                    "event_id": event.event_id,
+                    "event_ts_ms": event.ts_ms,
+                    "satisfied_ms": self.now_ms,
+                }
+            )
+            out.satisfied.append({"funnel": step.funnel, "step": step.step_index + 1, "event": step.event})
+        if decision.cancel:
+            self.flush()
+        for cancel in decision.cancel:
             result = self.connection.execute(
                 update(action_jobs)
                 .where(
                     action_jobs.c.instance_id == instance.id,
-                    action_jobs.c.funnel_id == funnel.id,
+                    action_jobs.c.funnel_id == cancel.funnel,
                     action_jobs.c.status.in_(ACTIVE),
-                    tuple_(action_jobs.c.step_index, action_jobs.c.action_index).in_(cancel),
+                    tuple_(action_jobs.c.step_index, action_jobs.c.action_index).in_(cancel.actions),
                 )
                 .values(
                     status="cancelled",
                     next_ms=None,
-                    last_error=f"cancelled: {step.event!r} was reached first",
+                    last_error=f"cancelled: {cancel.reached!r} was reached first",
                     updated_ms=self.now_ms,
                 )
                 .returning(action_jobs.c.id)
             )
             out.cancelled.extend(int(row.id) for row in result)
-        # Delays count from the event's time (an SDK may send late), never from the future, and a job is
-        # never due before now.
-        base_ms = min(event.ts_ms, self.now_ms)
-        event_properties = orjson.dumps(event.properties).decode() if step.actions else ""
-        for action_index, action in enumerate(step.actions):
-            spec_id, _raw = self.plan.specs[(funnel.id, step_index, action_index)]
-            delay_ms = int(action.delay.total_seconds() * 1000) if action.delay else 0
-            due_ms = max(self.now_ms, base_ms + delay_ms)
+        event_properties = orjson.dumps(event.properties).decode() if decision.schedule else ""
+        for job in decision.schedule:
             self.jobs.append(
                 (
                     out,
                     {
-                        "key": job_key(
-                            funnel.id, instance.model, instance.primary_id, step_index, action_index
-                        ),
-                        "funnel_id": funnel.id,
-                        "step_index": step_index,
-                        "action_index": action_index,
-                        "action_type": action.type,
+                        "key": job.key,
+                        "funnel_id": job.funnel,
+                        "step_index": job.step_index,
+                        "action_index": job.action_index,
+                        "action_type": job.type,
                         "model": instance.model,
                         "instance_id": instance.id,
-                        "spec_id": spec_id,
+                        "spec_id": job.spec_id,
                         "event_id": event.event_id,
                         "event": event.event,
                         "event_properties": event_properties,
                         "event_ts_ms": event.ts_ms,
                         "status": "scheduled",
-                        "due_ms": due_ms,
-                        "next_ms": due_ms,
+                        "due_ms": job.due_ms,
+                        "next_ms": job.due_ms,
                         "attempts": 0,
                         "created_ms": self.now_ms,
                         "updated_ms": self.now_ms,

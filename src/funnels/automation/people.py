@@ -9,8 +9,8 @@ import orjson
 from sqlalchemy import Connection, and_, or_, select
 
 from funnels.automation.deliveries import iso, job_rows
-from funnels.automation.engine import Plan
 from funnels.automation.identity import Instance, ids_of, related
+from funnels.automation.steprule import Plan
 from funnels.events import parse_timestamp
 from funnels.store.events import EventStore
 from funnels.store.state import action_jobs, instances, satisfied_steps

@@ -9,8 +9,9 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from funnels.automation.engine import Plan, Signal
+from funnels.automation.engine import Signal, store_specs
 from funnels.automation.identity import Identify
+from funnels.automation.steprule import Plan
 from funnels.channels.network import Network
 from funnels.clock import Clock
 from funnels.config import Config, ConfigInvalid, DeliveryPolicy, load_config
@@ -49,7 +50,7 @@ class Automation:
         """Make `config` current (its action definitions are stored first, so jobs can reference them)."""
         plan = Plan.compile(config)
         with self.state.write() as connection:
-            plan.store_specs(connection)
+            store_specs(connection, plan)
         with self._lock:
             self._plan = plan
             self.status = ConfigStatus(path=self.status.path, loaded_ms=self.clock.now_ms())

@@ -1,0 +1,204 @@
+"""The step rule as a pure function: (compiled plan, an instance's levels, one event) → a `Decision`.
+
+How it works: for each (funnel, instance) the satisfied steps are always a prefix 1..m of the funnel's
+steps, because step k is satisfied by its event only if steps 1..k−1 are satisfied and k+1 is not (so
+neither is k). The rule therefore needs one number per (funnel, instance), its level m, and an event can
+only satisfy step m+1, of each funnel of the instance's model, at most one step per funnel. `decide` says
+which steps an event satisfies, which of their actions to schedule (due time and idempotency key
+included) and which `unless` cancellations to make; it reads nothing and writes nothing. The database
+part (reading levels, writing progress rows and jobs, running the cancellations) is `engine.py`'s.
+
+Several events of one instance compose: fold `Decision.levels` into the levels before deciding the next
+event. Cancellations name jobs by (funnel, step, action), since the rule does not know job ids; they are
+meant to be applied to the instance's pending jobs *before* this decision's own jobs are written. Quiet
+hours are not decided here: the worker applies them when a job comes due, in the instance's timezone as
+it is then.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from funnels.config import Action, Config, Funnel
+
+
+def action_spec(action: Action) -> dict[str, Any]:
+    """An action as stored with its jobs: everything delivery needs, nothing from the config object."""
+    return {
+        "type": action.type,
+        "args": action.args,
+        "delay_ms": _delay_ms(action),
+        "unless": list(action.unless),
+        "not_before_minute": action.not_before_minute,
+        "not_after_minute": action.not_after_minute,
+        "guarantee": action.guarantee,
+    }
+
+
+def _delay_ms(action: Action) -> int:
+    return int(action.delay.total_seconds() * 1000) if action.delay else 0
+
+
+def _spec_id(spec: dict[str, Any]) -> tuple[str, bytes]:
+    raw = orjson.dumps(spec, option=orjson.OPT_SORT_KEYS)
+    return hashlib.sha256(raw).hexdigest(), raw
+
+
+def job_key(funnel_id: str, model: str, primary_id: str, step_index: int, action_index: int) -> str:
+    """The idempotency key of one action for one instance: the same however often it is computed."""
+    raw = "\x1f".join((funnel_id, model, primary_id, str(step_index), str(action_index)))
+    return "fnl_" + hashlib.sha256(raw.encode()).hexdigest()[:40]
+
+
+@dataclass(frozen=True)
+class PlannedAction:
+    """One action of a step, compiled: what a job of it needs besides the event and the instance."""
+
+    index: int  # 0-based position in its step
+    type: str
+    spec_id: str  # the hash its definition is stored under (`action_specs`)
+    delay_ms: int
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A validated config compiled for the hot path: lookups by (model, event) instead of scans."""
+
+    config: Config
+    funnels_by_model: dict[str, tuple[Funnel, ...]]
+    events_by_model: dict[str, frozenset[str]]  # event names that are a step of some funnel of the model
+    step_events: frozenset[str]  # of any model
+    specs: dict[tuple[str, int, int], tuple[str, bytes]]  # (funnel, step, action) → (spec id, spec JSON)
+    actions: dict[tuple[str, int], tuple[PlannedAction, ...]]  # (funnel, step) → its actions
+    # (funnel, step event) → the (step, action) pairs whose `unless` names that event
+    cancels: dict[tuple[str, str], tuple[tuple[int, int], ...]]
+
+    @classmethod
+    def compile(cls, config: Config) -> Plan:
+        funnels_by_model = {
+            model: tuple(f for f in config.funnels if model in f.for_models) for model in config.models
+        }
+        events_by_model = {
+            model: frozenset(step.event for f in funnels for step in f.steps)
+            for model, funnels in funnels_by_model.items()
+        }
+        specs = {}
+        actions: dict[tuple[str, int], tuple[PlannedAction, ...]] = {}
+        cancels: dict[tuple[str, str], list[tuple[int, int]]] = {}
+        for funnel in config.funnels:
+            for step_index, step in enumerate(funnel.steps):
+                planned = []
+                for action_index, action in enumerate(step.actions):
+                    spec = specs[(funnel.id, step_index, action_index)] = _spec_id(action_spec(action))
+                    planned.append(PlannedAction(action_index, action.type, spec[0], _delay_ms(action)))
+                    for name in action.unless:
+                        cancels.setdefault((funnel.id, name), []).append((step_index, action_index))
+                actions[(funnel.id, step_index)] = tuple(planned)
+        return cls(
+            config=config,
+            funnels_by_model=funnels_by_model,
+            events_by_model=events_by_model,
+            step_events=frozenset().union(*events_by_model.values()),
+            specs=specs,
+            actions=actions,
+            cancels={key: tuple(pairs) for key, pairs in cancels.items()},
+        )
+
+
+@dataclass(frozen=True)
+class Trigger:
+    """What the rule needs of one event for one instance."""
+
+    model: str
+    primary_id: str  # the instance's first id: part of each job's idempotency key
+    names: tuple[str, ...]  # the step events it counts as: its name, or `IDENTIFY_EVENTS` for an identify
+    ts_ms: int  # the event's own time: delays count from it
+
+
+@dataclass(frozen=True)
+class SatisfiedStep:
+    funnel: str
+    step_index: int  # 0-based; the instance's level in the funnel becomes step_index + 1
+    event: str  # the step's event (for an identify: the name the step uses)
+
+
+@dataclass(frozen=True)
+class ScheduledJob:
+    """One job to write to the outbox, apart from what comes from the event and the instance's row."""
+
+    funnel: str
+    step_index: int
+    action_index: int
+    type: str
+    spec_id: str
+    due_ms: int
+    key: str  # `job_key`: the idempotency key, unique among jobs
+
+
+@dataclass(frozen=True)
+class Cancellation:
+    """Cancel the instance's jobs still to be tried, of `funnel`, at these (step, action) positions."""
+
+    funnel: str
+    reached: str  # the step event whose being reached cancels them (their `unless`)
+    actions: tuple[tuple[int, int], ...]  # (step index, action index) pairs, all of earlier steps
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What one event does for one instance."""
+
+    satisfied: tuple[SatisfiedStep, ...] = ()
+    schedule: tuple[ScheduledJob, ...] = ()
+    cancel: tuple[Cancellation, ...] = ()
+    reason: str | None = None  # why nothing was satisfied
+    levels: Mapping[str, int] = field(default_factory=dict)  # new level of each funnel it advanced
+
+
+NOT_WAITING = "no funnel was waiting for this step (already satisfied, or earlier steps are not)"
+
+
+def decide(plan: Plan, levels: Mapping[str, int], trigger: Trigger, now_ms: int) -> Decision:
+    """The step rule for one event of one instance whose level per funnel is `levels` (missing: 0).
+
+    Delays count from the event's time, never from the future (a timestamp ahead of `now_ms` counts from
+    now), and a job is never due before `now_ms`."""
+    if not any(name in plan.events_by_model.get(trigger.model, ()) for name in trigger.names):
+        return Decision(
+            reason=f"{trigger.names[0]!r} is not a step of any funnel for model {trigger.model!r}"
+        )
+    satisfied: list[SatisfiedStep] = []
+    schedule: list[ScheduledJob] = []
+    cancel: list[Cancellation] = []
+    advanced: dict[str, int] = {}
+    base_ms = min(trigger.ts_ms, now_ms)
+    for funnel in plan.funnels_by_model.get(trigger.model, ()):
+        level = levels.get(funnel.id, 0)
+        if level >= len(funnel.steps) or (event := funnel.steps[level].event) not in trigger.names:
+            continue
+        satisfied.append(SatisfiedStep(funnel.id, level, event))
+        advanced[funnel.id] = level + 1
+        # Only earlier steps can have jobs: a later one is not satisfied, and this one's are not written yet.
+        pending = [pair for pair in plan.cancels.get((funnel.id, event), ()) if pair[0] < level]
+        if pending:
+            cancel.append(Cancellation(funnel.id, event, tuple(pending)))
+        for action in plan.actions[(funnel.id, level)]:
+            schedule.append(
+                ScheduledJob(
+                    funnel=funnel.id,
+                    step_index=level,
+                    action_index=action.index,
+                    type=action.type,
+                    spec_id=action.spec_id,
+                    due_ms=max(now_ms, base_ms + action.delay_ms),
+                    key=job_key(funnel.id, trigger.model, trigger.primary_id, level, action.index),
+                )
+            )
+    if not satisfied:
+        return Decision(reason=NOT_WAITING)
+    return Decision(tuple(satisfied), tuple(schedule), tuple(cancel), levels=advanced)
