@@ -4,31 +4,42 @@ header never reaches a response."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import uvicorn
+from uvicorn.server import ServerState
 
-from funnels.api.server import MAX_HEAD_BYTES
-from tests.processes import free_port, start_server
+from funnels.api.server import MAX_HEAD_BYTES, envelope_protocol
+from tests.processes import create_key, free_port, start_server
 
 PUBLIC_URL = "https://funnels.example.com"
 
 
 @pytest.fixture(scope="module")
-def port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, str]]:
+    """A real `funnels serve` with a public URL: its port and an events:write key."""
     data_dir: Path = tmp_path_factory.mktemp("server") / "data"
+    key = create_key(data_dir, "events:write")
     port = free_port()
     server = start_server(data_dir, port, "--public-url", PUBLIC_URL + "/")
     try:
-        yield port
+        yield port, key
     finally:
         server.terminate()
         server.wait(30)
+
+
+@pytest.fixture(scope="module")
+def port(served: tuple[int, str]) -> int:
+    return served[0]
 
 
 def exchange(port: int, request: bytes) -> tuple[int, dict[str, str], bytes]:
@@ -75,6 +86,32 @@ def test_a_head_just_under_the_limit_is_served(port: int) -> None:
     assert status == 200, body
 
 
+@pytest.mark.parametrize("requests", [1, 2], ids=["one request", "two on one connection"])
+def test_a_body_larger_than_the_head_limit_is_not_counted_as_head(
+    served: tuple[int, str], requests: int
+) -> None:
+    """Only the request line and headers count towards the limit: a small head with a 200 KB body, sent
+    in one write (so the server may read head and body in one chunk), is stored, as is a second such
+    request on the same connection."""
+    port, key = served
+    event = b'{"event": "x", "user_id": "u", "properties": {"p": "' + b"p" * 200 + b'"}}'
+    body = b"[" + b",".join([event] * 1_000) + b"]"
+    assert len(body) > 3 * MAX_HEAD_BYTES
+    head = (
+        b"POST /v0/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        + b"Authorization: Bearer "
+        + key.encode()
+        + b"\r\nContent-Length: "
+        + str(len(body)).encode()
+        + b"\r\n"
+    )
+    request = head + b"\r\n" + body
+    last = head + b"Connection: close\r\n\r\n" + body
+    status, _headers, answer = exchange(port, request * (requests - 1) + last)
+    assert status == 200, answer
+    assert json.loads(answer.split(b"\r\n\r\n")[-1])["accepted"] == 1_000
+
+
 def test_a_hostile_host_header_is_not_reflected(port: int) -> None:
     for path in (b"/v0/events", b"/no-such-page", b"/v0/funnel", b"/v0/keys/"):
         status, headers, body = exchange(
@@ -98,3 +135,39 @@ def test_a_bad_public_url_stops_the_server_at_once(tmp_path: Path) -> None:
     )
     assert result.returncode == 1
     assert "--public-url" in result.stderr
+
+
+def test_a_head_and_body_read_in_one_chunk_count_only_the_head() -> None:
+    """The same, deterministically: the whole request is in the socket before the protocol reads it, so
+    its first read holds head and body together (over the limit in all)."""
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        while (await receive()).get("more_body"):
+            pass
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    body = b"b" * (2 * MAX_HEAD_BYTES)
+    request = b"POST / HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: %d\r\n\r\n" % len(body)
+
+    async def exchange_in_one_read() -> bytes:
+        ours, theirs = socket.socketpair()
+        for side in (ours, theirs):
+            side.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 * len(body))
+            side.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * len(body))
+        ours.sendall(request + body)  # all buffered before the server side is read at all
+        loop = asyncio.get_running_loop()
+        config = uvicorn.Config(app, log_level="warning")
+        protocol_class = envelope_protocol(None)
+        await loop.connect_accepted_socket(
+            lambda: protocol_class(config, ServerState(), {}, _loop=loop), theirs
+        )
+        ours.setblocking(False)
+        answer = b""
+        while chunk := await loop.sock_recv(ours, 65536):
+            answer += chunk
+        ours.close()
+        return answer
+
+    answer = asyncio.run(asyncio.wait_for(exchange_in_one_read(), 30))
+    assert answer.startswith(b"HTTP/1.1 204"), answer

@@ -27,24 +27,39 @@ def envelope_protocol(public_url: str | None) -> type[HttpToolsProtocol]:
     body = orjson.dumps(envelope(UNREADABLE, public_url))
 
     class EnvelopeHttpToolsProtocol(HttpToolsProtocol):
-        head_done = False  # the current request's headers are complete
-        head_bytes = 0  # bytes received since the current request began, until its headers are complete
+        in_head = True  # between the start of a request and the end of its headers
+        head_bytes = 0  # the current request's URL and headers so far, as the parser handed them over
+        unparsed_bytes = 0  # bytes received while its head was still incomplete
+
+        def on_message_begin(self) -> None:
+            self.in_head, self.head_bytes, self.unparsed_bytes = True, 0, 0
+            super().on_message_begin()
+
+        def on_url(self, url: bytes) -> None:
+            self._count(len(url))
+            super().on_url(url)
+
+        def on_header(self, name: bytes, value: bytes) -> None:
+            self._count(len(name) + len(value) + 4)  # ": " and CRLF
+            super().on_header(name, value)
+
+        def _count(self, size: int) -> None:
+            self.head_bytes += size
+            if self.head_bytes > MAX_HEAD_BYTES:  # the parser turns this into a 400 (`send_400_response`)
+                raise ValueError("request head too large")
+
+        def on_headers_complete(self) -> None:
+            self.in_head = False
+            super().on_headers_complete()
 
         def data_received(self, data: bytes) -> None:
             super().data_received(data)
-            if not self.head_done and not self.transport.is_closing():
-                # the whole chunk went to the head (a chunk that completed it set head_done)
-                self.head_bytes += len(data)
-                if self.head_bytes > MAX_HEAD_BYTES:
+            # A head still incomplete after this chunk: the parser buffers a header it has not finished
+            # (a name without its colon, say) without handing it over, so count what came in as well.
+            if self.in_head and not self.transport.is_closing():
+                self.unparsed_bytes += len(data)
+                if self.unparsed_bytes > MAX_HEAD_BYTES:
                     self.send_400_response("request head too large")
-
-        def on_headers_complete(self) -> None:
-            self.head_done = True
-            super().on_headers_complete()
-
-        def on_message_complete(self) -> None:
-            super().on_message_complete()
-            self.head_done, self.head_bytes = False, 0
 
         def send_400_response(self, msg: str) -> None:  # msg: uvicorn's plain text, replaced
             content = [STATUS_LINE[400]]
