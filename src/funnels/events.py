@@ -68,20 +68,24 @@ def dumps_properties(properties: JSONDict) -> str:
 def nesting_problem(message: Any, path: str) -> dict[str, str]:
     """`{path of the first object or array nested more than MAX_NESTING levels below message: problem}`,
     or {} when the message is shallow enough. Iterative, so any depth orjson parsed is walked safely."""
-    pending: list[tuple[Any, str, int]] = [(message, path, 0)]
+    if not isinstance(message, dict | list):
+        return {}
+    # (value, depth, its key, its parent's entry): the path is spelled out only for a problem
+    pending: list[tuple[Any, int, Any, Any]] = [(message, 0, None, None)]
     while pending:
-        value, where, depth = pending.pop()
-        if isinstance(value, dict):
-            children = [(child, f"{where}.{key}") for key, child in value.items()]
-        elif isinstance(value, list):
-            children = [(child, f"{where}.{index}") for index, child in enumerate(value)]
-        else:
-            continue
-        for child, child_path in children:
+        entry = pending.pop()
+        value, depth = entry[0], entry[1]
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        for key, child in items:
             if isinstance(child, dict | list):
                 if depth + 1 > MAX_NESTING:
-                    return {child_path: f"nested more than {MAX_NESTING} levels deep"}
-                pending.append((child, child_path, depth + 1))
+                    keys = [key]
+                    while entry[3] is not None:
+                        keys.append(entry[2])
+                        entry = entry[3]
+                    where = ".".join([path, *(str(part) for part in reversed(keys))])
+                    return {where: f"nested more than {MAX_NESTING} levels deep"}
+                pending.append((child, depth + 1, key, entry))
     return {}
 
 
