@@ -67,17 +67,20 @@ def dumps_properties(properties: JSONDict) -> str:
 
 def nesting_problem(message: Any, path: str) -> dict[str, str]:
     """`{path of the first object or array nested more than MAX_NESTING levels below message: problem}`,
-    or {} when the message is shallow enough. Iterative, so any depth orjson parsed is walked safely."""
-    if not isinstance(message, dict | list):
+    or {} when the message is shallow enough. Iterative, so any depth orjson parsed is walked safely.
+
+    Every event passes here, so the common case is a walk over values alone (no keys, no paths); only a
+    message over the limit is walked again to spell out where."""
+    if not isinstance(message, _CONTAINERS) or _depth(message) <= MAX_NESTING:
         return {}
-    # (value, depth, its key, its parent's entry): the path is spelled out only for a problem
+    # (value, depth, its key, its parent's entry): the path is spelled out only for the problem
     pending: list[tuple[Any, int, Any, Any]] = [(message, 0, None, None)]
     while pending:
         entry = pending.pop()
         value, depth = entry[0], entry[1]
         items = value.items() if isinstance(value, dict) else enumerate(value)
         for key, child in items:
-            if isinstance(child, dict | list):
+            if isinstance(child, _CONTAINERS):
                 if depth + 1 > MAX_NESTING:
                     keys = [key]
                     while entry[3] is not None:
@@ -86,7 +89,26 @@ def nesting_problem(message: Any, path: str) -> dict[str, str]:
                     where = ".".join([path, *(str(part) for part in reversed(keys))])
                     return {where: f"nested more than {MAX_NESTING} levels deep"}
                 pending.append((child, depth + 1, key, entry))
-    return {}
+    raise AssertionError("_depth found a level that the path walk did not")  # pragma: no cover
+
+
+_CONTAINERS = (dict, list)
+
+
+def _depth(message: dict[str, Any] | list[Any]) -> int:
+    """How many levels of objects and arrays lie below `message` (0: only scalars), stopping early once
+    past MAX_NESTING."""
+    deepest = 0
+    pending: list[tuple[Any, int]] = [(message, 0)]
+    while pending:
+        value, depth = pending.pop()
+        for child in value.values() if isinstance(value, dict) else value:
+            if isinstance(child, _CONTAINERS):
+                if depth == MAX_NESTING:
+                    return depth + 1
+                deepest = max(deepest, depth + 1)
+                pending.append((child, depth + 1))
+    return deepest
 
 
 def new_event_id() -> str:

@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -110,8 +111,11 @@ class Plan:
         )
 
 
-@dataclass(frozen=True)
-class Trigger:
+# The rule runs once per event on the ingest path, so its values are named tuples (a frozen dataclass
+# costs several times more to build) and a decision that changes nothing is one shared object.
+
+
+class Trigger(NamedTuple):
     """What the rule needs of one event for one instance."""
 
     model: str
@@ -120,15 +124,13 @@ class Trigger:
     ts_ms: int  # the event's own time: delays count from it
 
 
-@dataclass(frozen=True)
-class SatisfiedStep:
+class SatisfiedStep(NamedTuple):
     funnel: str
     step_index: int  # 0-based; the instance's level in the funnel becomes step_index + 1
     event: str  # the step's event (for an identify: the name the step uses)
 
 
-@dataclass(frozen=True)
-class ScheduledJob:
+class ScheduledJob(NamedTuple):
     """One job to write to the outbox, apart from what comes from the event and the instance's row."""
 
     funnel: str
@@ -140,8 +142,7 @@ class ScheduledJob:
     key: str  # `job_key`: the idempotency key, unique among jobs
 
 
-@dataclass(frozen=True)
-class Cancellation:
+class Cancellation(NamedTuple):
     """Cancel the instance's jobs still to be tried, of `funnel`, at these (step, action) positions."""
 
     funnel: str
@@ -149,18 +150,22 @@ class Cancellation:
     actions: tuple[tuple[int, int], ...]  # (step index, action index) pairs, all of earlier steps
 
 
-@dataclass(frozen=True)
-class Decision:
+NO_LEVELS: Mapping[str, int] = MappingProxyType({})
+
+
+class Decision(NamedTuple):
     """What one event does for one instance."""
 
     satisfied: tuple[SatisfiedStep, ...] = ()
     schedule: tuple[ScheduledJob, ...] = ()
     cancel: tuple[Cancellation, ...] = ()
     reason: str | None = None  # why nothing was satisfied
-    levels: Mapping[str, int] = field(default_factory=dict)  # new level of each funnel it advanced
+    levels: Mapping[str, int] = NO_LEVELS  # new level of each funnel it advanced
 
 
 NOT_WAITING = "no funnel was waiting for this step (already satisfied, or earlier steps are not)"
+_NOT_WAITING = Decision(reason=NOT_WAITING)
+_NONE: frozenset[str] = frozenset()
 
 
 def decide(plan: Plan, levels: Mapping[str, int], trigger: Trigger, now_ms: int) -> Decision:
@@ -168,37 +173,36 @@ def decide(plan: Plan, levels: Mapping[str, int], trigger: Trigger, now_ms: int)
 
     Delays count from the event's time, never from the future (a timestamp ahead of `now_ms` counts from
     now), and a job is never due before `now_ms`."""
-    if not any(name in plan.events_by_model.get(trigger.model, ()) for name in trigger.names):
-        return Decision(
-            reason=f"{trigger.names[0]!r} is not a step of any funnel for model {trigger.model!r}"
-        )
+    model, _, names, ts_ms = trigger
+    if plan.events_by_model.get(model, _NONE).isdisjoint(names):
+        return Decision(reason=f"{names[0]!r} is not a step of any funnel for model {model!r}")
     satisfied: list[SatisfiedStep] = []
     schedule: list[ScheduledJob] = []
     cancel: list[Cancellation] = []
     advanced: dict[str, int] = {}
-    base_ms = min(trigger.ts_ms, now_ms)
-    for funnel in plan.funnels_by_model.get(trigger.model, ()):
+    base_ms = min(ts_ms, now_ms)
+    for funnel in plan.funnels_by_model.get(model, ()):
         level = levels.get(funnel.id, 0)
-        if level >= len(funnel.steps) or (event := funnel.steps[level].event) not in trigger.names:
+        if level >= len(funnel.steps) or (event := funnel.steps[level].event) not in names:
             continue
         satisfied.append(SatisfiedStep(funnel.id, level, event))
         advanced[funnel.id] = level + 1
         # Only earlier steps can have jobs: a later one is not satisfied, and this one's are not written yet.
-        pending = [pair for pair in plan.cancels.get((funnel.id, event), ()) if pair[0] < level]
+        pending = tuple(pair for pair in plan.cancels.get((funnel.id, event), ()) if pair[0] < level)
         if pending:
-            cancel.append(Cancellation(funnel.id, event, tuple(pending)))
+            cancel.append(Cancellation(funnel.id, event, pending))
         for action in plan.actions[(funnel.id, level)]:
             schedule.append(
                 ScheduledJob(
-                    funnel=funnel.id,
-                    step_index=level,
-                    action_index=action.index,
-                    type=action.type,
-                    spec_id=action.spec_id,
-                    due_ms=max(now_ms, base_ms + action.delay_ms),
-                    key=job_key(funnel.id, trigger.model, trigger.primary_id, level, action.index),
+                    funnel.id,
+                    level,
+                    action.index,
+                    action.type,
+                    action.spec_id,
+                    max(now_ms, base_ms + action.delay_ms),
+                    job_key(funnel.id, model, trigger.primary_id, level, action.index),
                 )
             )
     if not satisfied:
-        return Decision(reason=NOT_WAITING)
-    return Decision(tuple(satisfied), tuple(schedule), tuple(cancel), levels=advanced)
+        return _NOT_WAITING
+    return Decision(tuple(satisfied), tuple(schedule), tuple(cancel), None, advanced)
