@@ -65,3 +65,6 @@ def smtp_receiver() -> Iterator[SmtpReceiver]:
     """A real SMTP server (aiosmtpd) on 127.0.0.1 that records messages (see tests/receivers.py)."""
     with SmtpReceiver() as receiver:
         yield receiver
+
+
+from tests.postgres import postgres_database, postgres_url, state_target  # noqa: E402, F401 (fixtures)

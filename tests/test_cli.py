@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sqlite3
 import subprocess
@@ -34,6 +35,33 @@ def test_keys_create_prints_only_the_key(tmp_path: Path) -> None:
     assert key_id in listed.stdout and "admin query:read" in listed.stdout
     assert run("keys", "revoke", key_id, "--data-dir", str(tmp_path)).returncode == 0
     assert run("keys", "revoke", key_id, "--data-dir", str(tmp_path)).returncode == 1
+
+
+def test_keys_and_migrate_keep_state_in_postgresql_with_state_url(tmp_path: Path, postgres_url: str) -> None:
+    """`--state-url` (or $FUNNELS_STATE_URL) puts the state in PostgreSQL: nothing is written to the data
+    directory's file, and another data directory sees the same keys."""
+    migrated = run("migrate", "--state-url", postgres_url, "--data-dir", str(tmp_path / "a"))
+    assert migrated.stdout.splitlines() == [
+        "schema revision before: none: a new state store",
+        "schema revision after: 0002",
+    ], migrated.stderr
+    created = run(
+        "keys", "create", "--scope", "admin", "--state-url", postgres_url, "--data-dir", str(tmp_path / "a")
+    )
+    assert created.returncode == 0, created.stderr
+    key_id = created.stdout.split("_")[1]
+    listed = subprocess.run(
+        [BIN, "keys", "list", "--data-dir", str(tmp_path / "b")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "FUNNELS_STATE_URL": postgres_url},
+    )
+    assert key_id in listed.stdout
+    assert not (tmp_path / "a" / "state.sqlite3").exists() and not (tmp_path / "b" / "state.sqlite3").exists()
+    refused = run("keys", "list", "--state-url", "mysql://root@127.0.0.1/x")
+    assert refused.returncode == 1
+    assert "a state URL must start with postgresql://" in refused.stderr
 
 
 def test_keys_create_rejects_unknown_scope(tmp_path: Path) -> None:

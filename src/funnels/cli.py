@@ -51,6 +51,17 @@ def _fail(message: str, code: int = 1) -> NoReturn:
     raise typer.Exit(code)
 
 
+StateUrl = Annotated[
+    str | None,
+    typer.Option(
+        "--state-url",
+        envvar="FUNNELS_STATE_URL",
+        help="Keep the state (keys, event log, automation) in this PostgreSQL database, e.g. "
+        "postgresql://funnels@db.internal/funnels (else $FUNNELS_STATE_URL; else state.sqlite3 in the data "
+        "directory).",
+    ),
+]
+
 ConfigFile = Annotated[
     Path | None,
     typer.Option(
@@ -65,10 +76,10 @@ def _print_config_errors(invalid: ConfigInvalid, file: Path) -> None:
     err.print(f"{len(invalid.errors)} problem(s) in {file}", markup=False, highlight=False)
 
 
-def _open(data_dir: Path | None, config: Path | None = None) -> Services:
+def _open(data_dir: Path | None, config: Path | None = None, state_url: str | None = None) -> Services:
     try:
-        return Services.open(resolve_data_dir(data_dir), config_path=config)
-    except (DataDirBusy, StateFileDamaged, SchemaTooNew, SchemaUnrecognised) as error:
+        return Services.open(resolve_data_dir(data_dir), config_path=config, state_url=state_url)
+    except (DataDirBusy, StateFileDamaged, SchemaTooNew, SchemaUnrecognised, ValueError) as error:
         _fail(escape(str(error)))
     except ConfigInvalid as invalid:
         assert config is not None
@@ -95,11 +106,16 @@ def _reload_on_sighup(automation: Automation) -> Callable[[], None]:
     return reload
 
 
-def _state(data_dir: Path | None, check: bool = True, migrate: bool = True) -> StateStore:
-    """The data directory's state store, its schema brought up to date (unless not `migrate`)."""
+def _state(
+    data_dir: Path | None, state_url: str | None, check: bool = True, migrate: bool = True
+) -> StateStore:
+    """The state store (`--state-url`, else the data directory's file), its schema brought up to date
+    (unless not `migrate`)."""
     try:
-        return StateStore(resolve_data_dir(data_dir) / "state.sqlite3", check=check, migrate=migrate)
-    except (StateFileDamaged, SchemaTooNew, SchemaUnrecognised) as error:
+        return StateStore(
+            state_url or resolve_data_dir(data_dir) / "state.sqlite3", check=check, migrate=migrate
+        )
+    except (StateFileDamaged, SchemaTooNew, SchemaUnrecognised, ValueError) as error:
         _fail(escape(str(error)))
 
 
@@ -149,6 +165,7 @@ def serve(
         ),
     ] = Delivery.process,
     public_url: PublicUrl = None,
+    state_url: StateUrl = None,
 ) -> None:
     """Serve the API and the dashboard; with --config, run the automation and deliver its actions too."""
     from funnels.api.server import run
@@ -156,7 +173,7 @@ def serve(
     from funnels.automation.process import WorkerProcess
 
     public_url = _public_url(public_url)
-    svc = _open(data_dir, config)
+    svc = _open(data_dir, config, state_url)
     if config is not None:
         _reload_on_sighup(svc.automation)
         if delivery is Delivery.process:
@@ -165,6 +182,7 @@ def serve(
                 svc.data_dir,
                 lambda: automation.plan.config.raw if automation.plan else {},
                 release=svc.release_jobs,
+                state_url=state_url,
             )
             automation.on_reload.append(svc.worker_process.reload)
     err.print(f"funnels: data in {svc.data_dir}; serving on http://{host}:{port}/", highlight=False)
@@ -181,6 +199,7 @@ def serve(
 def worker_(
     config: Annotated[Path, typer.Option("--config", envvar="FUNNELS_CONFIG", help="The automation config.")],
     data_dir: DataDir = None,
+    state_url: StateUrl = None,
     concurrency: Annotated[int, typer.Option(help="Sends in flight at once.")] = 16,
     wake_fd: Annotated[
         int | None, typer.Option(hidden=True, help="Supervised by `funnels serve`: its wake-up pipe.")
@@ -193,7 +212,9 @@ def worker_(
     """Deliver due actions from the data directory's outbox (alongside `funnels serve`, or several)."""
     from funnels.automation.worker import Worker
 
-    state = _state(data_dir, check=wake_fd is None)  # `funnels serve` checked the file before starting us
+    state = _state(
+        data_dir, state_url, check=wake_fd is None
+    )  # `funnels serve` checked the file before starting us
     clock = SystemClock()
     try:
         automation = Automation(state, clock, config)
@@ -209,7 +230,7 @@ def worker_(
         owner=lease_owner,
         allow=automation.network_allow,
     )
-    err.print(f"funnels worker: delivering from {state.path} (Ctrl-C to stop)", highlight=False)
+    err.print(f"funnels worker: delivering from {state.where} (Ctrl-C to stop)", highlight=False)
     stopped = threading.Event()
     signal.signal(signal.SIGTERM, lambda _signum, _frame: stopped.set())
     if wake_fd is not None:
@@ -252,36 +273,37 @@ def keys_create(
     scope: Annotated[list[str], typer.Option("--scope", help=f"A scope: {', '.join(SCOPES)} (repeatable).")],
     name: Annotated[str, typer.Option(help="A label for the key.")] = "",
     data_dir: DataDir = None,
+    state_url: StateUrl = None,
 ) -> None:
     """Create an API key; prints only the key."""
     try:
-        key = create_key(_state(data_dir), SystemClock(), scope, name)
+        key = create_key(_state(data_dir, state_url), SystemClock(), scope, name)
     except ValueError as error:
         _fail(str(error), 2)
     typer.echo(key)
 
 
 @keys_app.command("list")
-def keys_list(data_dir: DataDir = None) -> None:
+def keys_list(data_dir: DataDir = None, state_url: StateUrl = None) -> None:
     """List API keys (ids and scopes; secrets are never stored)."""
     table = Table("id", "scopes", "name", "revoked")
-    for key in list_keys(_state(data_dir)):
+    for key in list_keys(_state(data_dir, state_url)):
         table.add_row(key.id, " ".join(key.scopes), key.name, "yes" if key.revoked else "")
     Console().print(table)
 
 
 @keys_app.command("revoke")
-def keys_revoke(key_id: str, data_dir: DataDir = None) -> None:
+def keys_revoke(key_id: str, data_dir: DataDir = None, state_url: StateUrl = None) -> None:
     """Revoke a key by its id (the part after `fk_`, before the next `_`)."""
-    if not revoke_key(_state(data_dir), SystemClock(), key_id):
+    if not revoke_key(_state(data_dir, state_url), SystemClock(), key_id):
         _fail(f"no active key with id {key_id}")
 
 
 @app.command()
-def migrate(data_dir: DataDir = None) -> None:
+def migrate(data_dir: DataDir = None, state_url: StateUrl = None) -> None:
     """Bring the state store's schema up to date; prints the revision before and after. (Every command
     that opens the store does this too; this one does only that.)"""
-    state = _state(data_dir, migrate=False)
+    state = _state(data_dir, state_url, migrate=False)
     try:
         migration = state.migrate()
     except (SchemaTooNew, SchemaUnrecognised) as error:

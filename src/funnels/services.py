@@ -76,11 +76,18 @@ class Services:
         self.keys = KeyCache(self.state)
 
     @classmethod
-    def open(cls, data_dir: Path, clock: Clock | None = None, config_path: Path | None = None) -> Services:
-        """Open the stores; with `config_path`, load the automation config (`ConfigInvalid` if it has problems)."""
+    def open(
+        cls,
+        data_dir: Path,
+        clock: Clock | None = None,
+        config_path: Path | None = None,
+        state_url: str | None = None,
+    ) -> Services:
+        """Open the stores (the state in `state_url`'s PostgreSQL database, else in the data directory);
+        with `config_path`, load the automation config (`ConfigInvalid` if it has problems)."""
         clock = clock or SystemClock()
         tighten_data_dir(data_dir)
-        state = StateStore(data_dir / "state.sqlite3")
+        state = StateStore(state_url or data_dir / "state.sqlite3")
         automation = Automation(state, clock, config_path)
         events = open_event_store(data_dir)
         return cls(

@@ -6,13 +6,13 @@ them)."""
 from __future__ import annotations
 
 import fcntl
-import io
 import json
 import os
 import shutil
 import sqlite3
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -63,8 +63,8 @@ def schema_of(path: Path) -> dict[str, str]:
     }
 
 
-def test_the_head_revision_creates_exactly_the_tables_in_metadata(tmp_path: Path) -> None:
-    store = StateStore(tmp_path / "state.sqlite3")
+def test_the_head_revision_creates_exactly_the_tables_in_metadata(state_target: Path | str) -> None:
+    store = StateStore(state_target)
     try:
         assert store.revision == schema.HEAD == schema.scripts().get_current_head() == "0002"
         assert differences(store) == []
@@ -184,6 +184,7 @@ def test_a_schema_newer_than_the_code_is_refused_and_left_alone(tmp_path: Path) 
 
 OPENER = """
 import sys
+import threading
 from pathlib import Path
 from funnels.store.state import StateStore
 store = StateStore(Path(sys.argv[1]), migrate=False)
@@ -226,16 +227,30 @@ def test_two_processes_opening_an_old_data_directory_at_once_migrate_it_once(tmp
         store.close()
 
 
-def test_the_revisions_render_for_postgresql_too() -> None:
-    """The same scripts serve PostgreSQL (a later slice): their SQL for it, without a server."""
-    out = io.StringIO()
-    config = Config(output_buffer=out)
-    config.set_main_option("script_location", str(schema.SCRIPTS))
-    config.attributes["dialect"] = "postgresql"
-    command.upgrade(config, "head", sql=True)
-    sql = " ".join(out.getvalue().split())
-    assert "CREATE TABLE action_jobs ( id SERIAL NOT NULL," in sql
-    assert "CREATE INDEX ix_action_jobs_next ON action_jobs (next_ms) WHERE next_ms IS NOT NULL;" in sql
-    assert "ALTER TABLE action_jobs ADD COLUMN lease_owner VARCHAR(80);" in sql
-    assert "ALTER TABLE action_jobs ADD COLUMN send_started_ms BIGINT;" in sql
-    assert "UPDATE alembic_version SET version_num='0002' WHERE alembic_version.version_num = '0001';" in sql
+def test_postgresql_nodes_starting_together_migrate_once(postgres_url: str) -> None:
+    """Two stores opening one new PostgreSQL schema at once: one runs the migrations, the other waits for
+    it (an advisory lock) and finds the schema at the head."""
+    first = StateStore(postgres_url, migrate=False)
+    second = StateStore(postgres_url, migrate=False)
+    results: list[Migration] = []
+    try:
+        threads = [threading.Thread(target=lambda s=s: results.append(s.migrate())) for s in (first, second)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        assert sorted((m.before or "", m.after) for m in results) == [("", "0002"), ("0002", "0002")]
+        assert differences(first) == []
+    finally:
+        first.close()
+        second.close()
+
+
+def test_a_postgresql_schema_newer_than_the_code_is_refused(postgres_url: str) -> None:
+    StateStore(postgres_url).close()
+    engine = create_engine(postgres_url.replace("postgresql://", "postgresql+psycopg://"))
+    with engine.begin() as connection:
+        connection.exec_driver_sql("UPDATE alembic_version SET version_num = '9a9a'")
+    engine.dispose()
+    with pytest.raises(SchemaTooNew, match="at schema revision 9a9a"):
+        StateStore(postgres_url)

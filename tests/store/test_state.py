@@ -7,9 +7,12 @@ import sys
 import time
 from pathlib import Path
 
-from sqlalchemy import select
+import pytest
+from sqlalchemy import insert, select
 
-from funnels.store.state import StateStore, api_keys
+from funnels.store import StoreUnavailable
+from funnels.store.state import StateFileDamaged, StateStore, api_keys, state_url
+from tests.receivers import free_port
 
 HOLDER = """
 import sys, time
@@ -58,5 +61,64 @@ def test_writes_reuse_one_connection_and_survive_a_failed_transaction(tmp_path: 
         with store.write() as again:
             assert again is first
             assert again.exec_driver_sql("SELECT 1").scalar() == 1
+    finally:
+        store.close()
+
+
+def test_a_state_url_names_postgresql_or_is_refused() -> None:
+    assert state_url("postgresql://u@h/db") == "postgresql+psycopg://u@h/db"
+    assert state_url("postgres://u@h/db") == "postgresql+psycopg://u@h/db"
+    assert state_url(Path("/d/state.sqlite3")) == "sqlite:////d/state.sqlite3"
+    with pytest.raises(ValueError, match="must start with postgresql://"):
+        state_url("mysql://u@h/db")
+
+
+def test_a_postgresql_server_that_cannot_be_reached_is_one_clear_error_without_the_password() -> None:
+    port = free_port()  # nothing listens there
+    with pytest.raises(StateFileDamaged) as raised:
+        StateStore(f"postgresql://postgres:hunter2@127.0.0.1:{port}/db")
+    message = str(raised.value)
+    assert message.startswith(
+        f"the state database postgresql://postgres:***@127.0.0.1:{port}/db cannot be opened"
+    )
+    assert "check the URL, the server and its permissions" in message
+    assert "hunter2" not in message
+
+
+def test_a_lost_postgresql_connection_fails_one_write_as_unavailable_and_the_next_one_works(
+    postgres_url: str,
+) -> None:
+    store = StateStore(postgres_url)
+    try:
+        with (
+            pytest.raises(StoreUnavailable, match="the state store cannot write: the database server"),
+            store.write() as connection,
+        ):
+            connection.execute(
+                insert(api_keys).values(id="lost", secret_hash="x", scopes="admin", created_ms=1)
+            )
+            connection.exec_driver_sql("SELECT pg_terminate_backend(pg_backend_pid())")
+        with store.write() as connection:
+            connection.execute(
+                insert(api_keys).values(id="kept", secret_hash="x", scopes="admin", created_ms=1)
+            )
+        with store.read() as connection:
+            assert set(connection.execute(select(api_keys.c.id)).scalars()) == {"kept"}
+        store.probe(5)  # /healthz's write
+        assert store.write_failure is None
+    finally:
+        store.close()
+
+
+def test_postgresql_writers_do_not_take_turns(postgres_url: str) -> None:
+    """Two write transactions open at once on PostgreSQL (SQLite would make the second wait)."""
+    store = StateStore(postgres_url)
+    try:
+        with store.write() as first, store.write() as second:
+            assert first is not second
+            first.execute(insert(api_keys).values(id="a", secret_hash="x", scopes="admin", created_ms=1))
+            second.execute(insert(api_keys).values(id="b", secret_hash="x", scopes="admin", created_ms=1))
+        with store.read() as connection:
+            assert set(connection.execute(select(api_keys.c.id)).scalars()) == {"a", "b"}
     finally:
         store.close()

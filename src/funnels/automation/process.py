@@ -60,6 +60,7 @@ class WorkerProcess:
         restart_delay_s: float = 1.0,
         stop_timeout_s: float = 60.0,
         release: Callable[[str], None] | None = None,
+        state_url: str | None = None,
     ) -> None:
         self.data_dir = data_dir
         self.config = config  # the document of the config the server runs now
@@ -68,6 +69,7 @@ class WorkerProcess:
         self.restart_delay_s = restart_delay_s
         self.stop_timeout_s = stop_timeout_s
         self.release = release  # of a lease owner's jobs, once that child has exited
+        self.state_url = state_url  # handed over in the environment: a password in it stays out of `ps`
         self.owner = ""  # the lease owner name of the current child
         self.process: subprocess.Popen[bytes] | None = None
         self._read_fd = -1
@@ -117,7 +119,12 @@ class WorkerProcess:
                 self.owner = f"serve-{os.getpid()}-{secrets.token_hex(6)}"
                 # Its own process group: a Ctrl-C in the server's terminal stops the server, which then
                 # stops the child through the pipe (after its in-flight sends), not both at once.
-                self.process = subprocess.Popen(self.command(), pass_fds=(self._read_fd,), process_group=0)
+                env = dict(os.environ)
+                if self.state_url:
+                    env["FUNNELS_STATE_URL"] = self.state_url
+                self.process = subprocess.Popen(
+                    self.command(), pass_fds=(self._read_fd,), process_group=0, env=env
+                )
 
     def _supervise(self) -> None:
         while (process := self.process) is not None:

@@ -38,8 +38,8 @@ from sqlalchemy import (
     event,
     text,
 )
-from sqlalchemy.engine import Engine
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from funnels.store import StoreUnavailable, schema
 from funnels.store.schema import Migration, SchemaTooNew, SchemaUnrecognised
@@ -183,7 +183,12 @@ action_jobs = Table(
     Column("send_started_ms", BigInteger, nullable=True),
     sqlite_autoincrement=True,
 )
-Index("ix_action_jobs_next", action_jobs.c.next_ms, sqlite_where=action_jobs.c.next_ms.is_not(None))
+Index(
+    "ix_action_jobs_next",
+    action_jobs.c.next_ms,
+    sqlite_where=action_jobs.c.next_ms.is_not(None),
+    postgresql_where=action_jobs.c.next_ms.is_not(None),
+)
 Index("ix_action_jobs_instance", action_jobs.c.instance_id, action_jobs.c.funnel_id)
 Index("ix_action_jobs_status", action_jobs.c.status, action_jobs.c.id)
 
@@ -236,15 +241,27 @@ def chunks(values: Iterable[Any], size: int = 500) -> Iterator[list[Any]]:
 # SQLite's primary result codes for a disk that refuses writes: SQLITE_IOERR (a failed write, fsync, …:
 # ENOSPC mid-write, EFBIG past a file-size limit, EIO) and SQLITE_FULL.
 _DISK_ERRORS = {10: "the disk refused a write (full, or failing)", 13: "the disk is full"}
+# PostgreSQL's SQLSTATEs for a server that refuses writes for a reason outside the request: class 53
+# (insufficient resources: disk full, out of memory, too many connections), class 08 (the connection), and
+# 57P0x (the server shutting down or starting). Anything else is the statement's own problem.
+_POSTGRES_UNAVAILABLE = {
+    "53": "the database server is out of resources (disk, memory or connections)",
+    "08": "the database server cannot be reached",
+    "57P0": "the database server is shutting down or starting",
+}
+# pg_advisory_xact_lock keys: the schema migration, and the health probe's CREATE TABLE.
+_MIGRATION_LOCK = 0x66756E6E656C73  # "funnels"
+_PROBE_LOCK = _MIGRATION_LOCK + 1
 # … and for a file that is not a sound database: SQLITE_CORRUPT, SQLITE_NOTADB.
 _DAMAGE_ERRORS = {11, 26}
 HEADROOM_BYTES = 1024 * 1024  # what `probe` writes before it calls a failing store writable again
 
 
 class StateFileDamaged(Exception):
-    """`state.sqlite3` cannot be used: it is damaged (or cannot be opened); `str()` says what to do."""
+    """The state store cannot be used: `state.sqlite3` is damaged, or the store (a file, or a PostgreSQL
+    database) cannot be opened; `str()` says what to do."""
 
-    def __init__(self, path: Path, problem: str, damaged: bool = True) -> None:
+    def __init__(self, path: Path | str, problem: str, damaged: bool = True) -> None:
         self.path = path
         self.problem = problem
         advice = (
@@ -252,10 +269,46 @@ class StateFileDamaged(Exception):
             "empty state"
             if damaged
             else "check the file and its directory (permissions, disk)"
+            if isinstance(path, Path)
+            else "check the URL, the server and its permissions"
         )
+        what = "file" if isinstance(path, Path) else "database"
         super().__init__(
-            f"the state file {path} {'is damaged' if damaged else 'cannot be opened'}: {problem}; {advice}"
+            f"the state {what} {path} {'is damaged' if damaged else 'cannot be opened'}: {problem}; {advice}"
         )
+
+
+def _redact_url(url: str) -> str:
+    """A URL as messages show it: without its password."""
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def _sqlite_events(engine: Engine) -> None:
+    """SQLite's connection settings, and BEGIN IMMEDIATE for the writer's transactions (see `write`)."""
+
+    @event.listens_for(engine, "connect")
+    def _pragmas(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=FULL")  # an acknowledged event survives power loss too
+        cursor.execute("PRAGMA busy_timeout=10000")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection: Connection) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if connection.info.get("writer") else "BEGIN")
+
+
+def _postgres_unavailable(error: DBAPIError) -> str | None:
+    """Why PostgreSQL refused a transaction for a reason outside the request (see above), else None."""
+    sqlstate = getattr(error.orig, "sqlstate", None) or ""
+    if not sqlstate and (error.connection_invalidated or isinstance(error, OperationalError)):
+        return _POSTGRES_UNAVAILABLE["08"]
+    for prefix, reason in _POSTGRES_UNAVAILABLE.items():
+        if sqlstate.startswith(prefix):
+            return reason
+    return None
 
 
 def _sqlite_code(error: BaseException) -> int | None:
@@ -265,41 +318,51 @@ def _sqlite_code(error: BaseException) -> int | None:
     return code & 0xFF if isinstance(code, int) else None
 
 
-class StateStore:
-    """The embedded state store in `<data-dir>/state.sqlite3`."""
+def state_url(target: Path | str) -> str:
+    """The SQLAlchemy URL of a state store given as a file path (SQLite) or a `postgresql://` URL (also
+    `postgres://`; the psycopg 3 driver is filled in)."""
+    if isinstance(target, Path):
+        return f"sqlite:///{target}"
+    scheme, sep, rest = target.partition("://")
+    if not sep or scheme not in {"postgresql", "postgres", "postgresql+psycopg"}:
+        raise ValueError(f"a state URL must start with postgresql:// (got {target.split('://')[0]!r}://…)")
+    return f"postgresql+psycopg://{rest}"
 
-    def __init__(self, path: Path, *, check: bool = True, migrate: bool = True) -> None:
-        """Open (or create) the store; with `check`, run `PRAGMA quick_check` first. `StateFileDamaged` if
-        the file is not a sound SQLite database, `SchemaTooNew` if a newer release wrote it. With `migrate`,
-        an older schema (or none: a new file) is brought up to date in place (`migrate()`)."""
-        self.path = path
-        self.engine: Engine = create_engine(f"sqlite:///{path}", connect_args={"check_same_thread": False})
+
+class StateStore:
+    """The state store: `<data-dir>/state.sqlite3` (the default), or a PostgreSQL database that any number
+    of processes on any number of machines share (`--state-url`)."""
+
+    def __init__(self, target: Path | str, *, check: bool = True, migrate: bool = True) -> None:
+        """Open (or create) the store at a file path (SQLite) or a `postgresql://` URL. With `check`, a
+        SQLite file is checked first (`PRAGMA quick_check`): `StateFileDamaged` if it is not a sound
+        database. `SchemaTooNew` if a newer release wrote the schema. With `migrate`, an older schema (or
+        none: a new store) is brought up to date in place (`migrate()`)."""
+        self.url = state_url(target)
+        self.dialect = "postgresql" if self.url.startswith("postgresql") else "sqlite"
+        self.path = target if isinstance(target, Path) else None
+        self.where = str(target) if self.path is not None else _redact_url(str(target))
         self._write_lock = threading.Lock()
-        self._writer: Connection | None = None  # every write transaction's connection (see `write`)
+        self._writer: Connection | None = None  # SQLite: every write transaction's connection (see `write`)
         self.write_failure: str | None = None  # why the last write failed, while the disk refuses writes
         self.revision: str | None = None  # the schema revision (`funnels.store.schema`)
-        # Writers in other processes (`funnels worker`, the server's delivery process) take turns through
-        # an advisory lock on this file (see `write`).
-        self._lock_file = os.open(path.with_name(path.name + ".write-lock"), os.O_RDWR | os.O_CREAT, 0o600)
-
-        @event.listens_for(self.engine, "connect")
-        def _pragmas(dbapi_connection: Any, _record: Any) -> None:
-            dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
-            cursor = dbapi_connection.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA synchronous=FULL")  # an acknowledged event survives power loss too
-            cursor.execute("PRAGMA busy_timeout=10000")
-            cursor.close()
-
-        @event.listens_for(self.engine, "begin")
-        def _begin(connection: Connection) -> None:
-            connection.exec_driver_sql("BEGIN IMMEDIATE" if connection.info.get("writer") else "BEGIN")
-
+        self._lock_file = -1
+        if self.path is None:
+            # READ COMMITTED, a pool per process; concurrent writers are settled in SQL (ON CONFLICT, SKIP
+            # LOCKED), not by taking turns.
+            self.engine: Engine = create_engine(self.url, pool_pre_ping=True)
+        else:
+            self.engine = create_engine(self.url, connect_args={"check_same_thread": False})
+            # Writers in other processes (`funnels worker`, the server's delivery process) take turns
+            # through an advisory lock on this file (see `write`).
+            lock_path = self.path.with_name(self.path.name + ".write-lock")
+            self._lock_file = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+            _sqlite_events(self.engine)
         try:
-            if check:
+            if check and self.dialect == "sqlite":
                 self._quick_check()
             with self.read() as connection:  # the usual case, up to date: no write
-                self.revision = schema.check(connection, str(path))
+                self.revision = schema.check(connection, self.where)
             if migrate and self.revision != schema.HEAD:
                 self.migrate()
         except (SchemaTooNew, SchemaUnrecognised):
@@ -307,12 +370,12 @@ class StateStore:
             raise
         except StoreUnavailable as refused:  # the migration's write (a new file on a full disk)
             self.close()
-            raise StateFileDamaged(path, refused.reason, damaged=False) from None
+            raise StateFileDamaged(self.where, refused.reason, damaged=False) from None
         except (DBAPIError, sqlite3.Error) as error:
             self.close()
             code = _sqlite_code(error)
             problem = " ".join(str(getattr(error, "orig", None) or error).split())
-            raise StateFileDamaged(path, problem, damaged=code in _DAMAGE_ERRORS) from None
+            raise StateFileDamaged(self.where, problem, damaged=code in _DAMAGE_ERRORS) from None
 
     def _quick_check(self) -> None:
         """`PRAGMA quick_check`: every page of the file read and its b-tree structure checked (not index
@@ -320,29 +383,44 @@ class StateStore:
         with self.engine.connect() as connection:
             problems = [row[0] for row in connection.exec_driver_sql("PRAGMA quick_check(3)")]
         if problems != ["ok"]:
-            raise StateFileDamaged(self.path, " ".join("; ".join(problems).split()))
+            raise StateFileDamaged(self.where, " ".join("; ".join(problems).split()))
 
     def migrate(self) -> Migration:
         """Bring the schema to the newest revision (`funnels.store.schema`), under the write lock: two
         processes opening the store at once migrate it once, the second finding it up to date."""
         with self.write() as connection:
-            migration = schema.upgrade(connection, str(self.path), metadata)
+            if self.dialect == "postgresql":  # nodes starting together migrate one after the other
+                connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
+            migration = schema.upgrade(connection, self.where, metadata)
         self.revision = migration.after
         return migration
 
     @contextmanager
     def write(self) -> Iterator[Connection]:
-        """A write transaction (`BEGIN IMMEDIATE`), committed on success.
+        """A write transaction, committed on success; `StoreUnavailable` if the store refuses it for a
+        reason outside the request (a full or failing disk; on PostgreSQL also a server that cannot be
+        reached), with nothing of it kept.
 
-        Writers take turns: threads of this process through a lock, processes through `flock` on the
-        store's `.write-lock` file. A waiting process gets the turn the moment the other releases it;
-        SQLite's own busy handler would poll with growing sleeps (1, 2, 5, 10, … ms), and the server and its
-        delivery process, each writing hundreds of times a second, lost tens of ms to them at the tail.
-        (`busy_timeout` still covers any other program writing the file.)
+        SQLite (`BEGIN IMMEDIATE`): writers take turns, threads of this process through a lock, processes
+        through `flock` on the store's `.write-lock` file. A waiting process gets the turn the moment the
+        other releases it; SQLite's own busy handler would poll with growing sleeps (1, 2, 5, 10, … ms),
+        and the server and its delivery process, each writing hundreds of times a second, lost tens of ms
+        to them at the tail. (`busy_timeout` still covers any other program writing the file.) All writes
+        use one connection kept for them: SQLite keeps a page cache per connection and drops it when
+        another connection of this process has written since.
 
-        All writes use one connection kept for them: SQLite keeps a page cache per connection and drops it
-        when another connection of this process has written since, so the pages a transaction touches stay
-        cached from one transaction to the next."""
+        PostgreSQL: a connection from the pool per transaction, concurrent with other writers."""
+        if self.dialect == "postgresql":
+            try:
+                with self.engine.begin() as connection:
+                    yield connection
+            except DBAPIError as error:
+                reason = _postgres_unavailable(error)
+                if reason is None:
+                    raise
+                self.write_failure = f"{reason}: {' '.join(str(error.orig).split())}"
+                raise StoreUnavailable("state", self.write_failure) from error
+            return
         with self._write_lock:
             fcntl.flock(self._lock_file, fcntl.LOCK_EX)
             try:
@@ -363,8 +441,9 @@ class StateStore:
     def probe(self, now_ms: int) -> None:
         """Prove the store writable (`/healthz`); `StoreUnavailable` if it is not. While writes are failing
         (`write_failure`), `HEADROOM_BYTES` are written and deleted again first, so the store is called
-        writable again only when there is room for more than a probe's row."""
-        if self.write_failure is not None:
+        writable again only when there is room for more than a probe's row (SQLite; PostgreSQL reports
+        a full disk itself, on the next write)."""
+        if self.write_failure is not None and self.dialect == "sqlite":
             with self.write() as connection:
                 connection.execute(
                     text("CREATE TABLE IF NOT EXISTS health_headroom (id INTEGER PRIMARY KEY, pad BLOB)")
@@ -376,8 +455,13 @@ class StateStore:
             with self.write() as connection:
                 connection.execute(text("DELETE FROM health_headroom"))
         with self.write() as connection:
-            connection.execute(text("CREATE TABLE IF NOT EXISTS health (id INTEGER PRIMARY KEY, at INTEGER)"))
-            connection.execute(text("INSERT OR REPLACE INTO health (id, at) VALUES (1, :at)"), {"at": now_ms})
+            if self.dialect == "postgresql":  # CREATE … IF NOT EXISTS races with itself there
+                connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PROBE_LOCK})
+            connection.execute(text("CREATE TABLE IF NOT EXISTS health (id INTEGER PRIMARY KEY, at BIGINT)"))
+            connection.execute(
+                text("INSERT INTO health (id, at) VALUES (1, :at) ON CONFLICT (id) DO UPDATE SET at = :at"),
+                {"at": now_ms},
+            )
         self.write_failure = None
 
     @contextmanager
