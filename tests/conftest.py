@@ -24,8 +24,18 @@ def clock() -> ManualClock:
 
 
 @pytest.fixture
-def services(tmp_path: Path, clock: ManualClock) -> Iterator[Services]:
-    svc = Services.open(tmp_path / "data", clock)
+def state_backend(request: pytest.FixtureRequest) -> str:
+    """The state store's dialect for `services`: SQLite unless a module runs on both (`tests.postgres.BOTH`)."""
+    backend: str = getattr(request, "param", "sqlite")
+    return backend
+
+
+@pytest.fixture
+def services(
+    tmp_path: Path, clock: ManualClock, state_backend: str, request: pytest.FixtureRequest
+) -> Iterator[Services]:
+    url = request.getfixturevalue("postgres_url") if state_backend == "postgresql" else None
+    svc = Services.open(tmp_path / "data", clock, state_url=url)
     yield svc
     svc.close()
 

@@ -19,6 +19,9 @@ from urllib.parse import quote
 import psycopg
 import pytest
 
+# `pytestmark = BOTH` runs a module's tests on SQLite and on PostgreSQL (through the `services` fixture).
+BOTH = pytest.mark.parametrize("state_backend", ["sqlite", "postgresql"], indirect=True)
+
 ADMIN_URL = os.environ.get("FUNNELS_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 
 

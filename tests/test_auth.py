@@ -5,6 +5,9 @@ from __future__ import annotations
 from funnels.auth import KeyCache, create_key, revoke_key
 from funnels.clock import ManualClock
 from funnels.services import Services
+from tests.postgres import BOTH
+
+pytestmark = BOTH
 
 
 class Ticker:

@@ -10,6 +10,9 @@ from funnels.clock import ManualClock
 from funnels.services import Services
 from funnels.sessions import SESSION_TTL_MS, close_session, find_session, open_session
 from funnels.store.state import dashboard_sessions
+from tests.postgres import BOTH
+
+pytestmark = BOTH
 
 
 def admin(services: Services, clock: ManualClock) -> str:

@@ -6,7 +6,6 @@ import base64
 import hashlib
 import json
 import re
-import sqlite3
 import threading
 from collections.abc import Iterator
 
@@ -383,9 +382,9 @@ def test_unauthenticated_requests_store_nothing(
 
 
 def stored_rows(services: Services) -> list[tuple[object, ...]]:
-    """Every column of every idempotency record, read from the SQLite file itself."""
-    with sqlite3.connect(services.state.path) as connection:
-        return connection.execute("SELECT * FROM idempotency_keys").fetchall()
+    """Every column of every idempotency record, as the database holds it (raw SQL, either dialect)."""
+    with services.state.read() as connection:
+        return [tuple(row) for row in connection.exec_driver_sql("SELECT * FROM idempotency_keys")]
 
 
 def holds(rows: list[tuple[object, ...]], secret: str) -> bool:

@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from typing import Literal
 
 import orjson
-from sqlalchemy import ColumnElement, delete, func, insert, select, update
+from sqlalchemy import ColumnElement, delete, func, select, update
 
+from funnels.store.dialect import insert
 from funnels.store.state import StateStore, idempotency_keys
 
 TTL_MS = 24 * 3600 * 1000  # a finished response is replayed this long after its request began
@@ -58,26 +59,16 @@ def _where(record: RecordKey) -> list[ColumnElement[bool]]:
 
 
 def begin(state: StateStore, record: RecordKey, fingerprint: str, now_ms: int) -> Claim:
-    """Claim the record for this request, or say why not (one write transaction: never two claims)."""
+    """Claim the record for this request, or say why not (one write transaction: never two claims).
+
+    The claim is an INSERT … ON CONFLICT DO NOTHING, so two requests with one key racing on PostgreSQL
+    (where writers do not take turns) get one claim and one answer from the other's row, never an error;
+    the existing row is read `FOR UPDATE` (PostgreSQL; SQLite's writer holds the whole file)."""
+    token = secrets.token_hex(16)
     with state.write() as connection:
-        row = connection.execute(select(idempotency_keys).where(*_where(record))).first()
-        if row is not None and now_ms - row.created_ms < TTL_MS:
-            if row.fingerprint != fingerprint:
-                return Claim("mismatch")
-            if row.status is not None:
-                headers = [(name, value) for name, value in orjson.loads(row.headers)]
-                return Claim("replay", response=StoredResponse(row.status, headers, row.body))
-            if now_ms - row.created_ms < LEASE_MS:
-                return Claim("in_progress")
-        # absent, expired, or a claim whose request died: start afresh
-        epoch_ms = now_ms
-        if row is not None:
-            if now_ms - row.created_ms < TTL_MS:  # a takeover: the dead request may have committed
-                epoch_ms = row.epoch_ms
-            connection.execute(delete(idempotency_keys).where(*_where(record)))
-        token = secrets.token_hex(16)
-        connection.execute(
-            insert(idempotency_keys).values(
+        claimed = connection.execute(
+            insert(connection, idempotency_keys)
+            .values(
                 credential=record.credential,
                 method=record.method,
                 path=record.path,
@@ -85,7 +76,37 @@ def begin(state: StateStore, record: RecordKey, fingerprint: str, now_ms: int) -
                 fingerprint=fingerprint,
                 token=token,
                 created_ms=now_ms,
+                epoch_ms=now_ms,
+            )
+            .on_conflict_do_nothing()
+            .returning(idempotency_keys.c.token)
+        ).first()
+        if claimed is not None:
+            return Claim("proceed", token=token, epoch_ms=now_ms)
+        row = connection.execute(select(idempotency_keys).where(*_where(record)).with_for_update()).one()
+        if now_ms - row.created_ms < TTL_MS:
+            if row.fingerprint != fingerprint:
+                return Claim("mismatch")
+            if row.status is not None:
+                headers = [(name, value) for name, value in orjson.loads(row.headers)]
+                return Claim("replay", response=StoredResponse(row.status, headers, row.body))
+            if now_ms - row.created_ms < LEASE_MS:
+                return Claim("in_progress")
+        # expired, or a claim whose request died: start afresh in the same row. A takeover keeps the epoch:
+        # the dead request may have committed.
+        epoch_ms = row.epoch_ms if now_ms - row.created_ms < TTL_MS else now_ms
+        connection.execute(
+            update(idempotency_keys)
+            .where(*_where(record))
+            .values(
+                fingerprint=fingerprint,
+                token=token,
+                created_ms=now_ms,
                 epoch_ms=epoch_ms,
+                status=None,
+                headers=None,
+                body=None,
+                finished_ms=None,
             )
         )
         return Claim("proceed", token=token, epoch_ms=epoch_ms)
