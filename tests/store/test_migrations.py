@@ -28,7 +28,7 @@ from funnels.clock import ManualClock
 from funnels.services import Services
 from funnels.store import schema
 from funnels.store.schema import Migration, SchemaTooNew, SchemaUnrecognised
-from funnels.store.state import StateStore, action_jobs, action_specs, metadata
+from funnels.store.state import StateStore, action_jobs, action_specs, instance_ids, metadata
 from tests.receivers import NETWORK, HttpReceiver
 
 FIXTURES = Path(__file__).with_name("fixtures")
@@ -66,7 +66,7 @@ def schema_of(path: Path) -> dict[str, str]:
 def test_the_head_revision_creates_exactly_the_tables_in_metadata(state_target: Path | str) -> None:
     store = StateStore(state_target)
     try:
-        assert store.revision == schema.HEAD == schema.scripts().get_current_head() == "0002"
+        assert store.revision == schema.HEAD == schema.scripts().get_current_head() == "0003"
         assert differences(store) == []
     finally:
         store.close()
@@ -95,7 +95,7 @@ def test_a_data_directory_of_the_release_before_migrations_upgrades_in_place(
     clock = ManualClock(START_MS)
     svc = Services.open(data_dir, clock, config_path=config_path)
     try:
-        assert svc.state.revision == "0002"
+        assert svc.state.revision == "0003"
         assert differences(svc.state) == []
         key = verify_key(svc.state, OLD["key"])
         assert key is not None and key.scopes == {"admin", "events:write"}
@@ -106,6 +106,11 @@ def test_a_data_directory_of_the_release_before_migrations_upgrades_in_place(
                 )
             ).all()
         assert [job._asdict() for job in jobs] == OLD["jobs"]
+        with svc.state.read() as connection:  # 0003 numbered the ids in the order the old release wrote them
+            ids = connection.execute(
+                select(instance_ids.c.id_text, instance_ids.c.position).order_by(instance_ids.c.id_text)
+            ).all()
+        assert [tuple(row) for row in ids] == [("c1", 0), ("c1@example.com", 1)]
 
         # The old specs name a URL the fixture could not know: point them at this test's receiver.
         with svc.state.write() as connection:
@@ -140,17 +145,23 @@ def test_each_kind_of_data_directory_is_recognised_and_brought_to_the_head(tmp_p
         finally:
             store.close()
 
-    # The release before migrations: stamped 0001, then 0002 run.
-    assert migrate(old_data_dir(tmp_path / "old") / "state.sqlite3") == Migration(None, "0001", "0002")
-    # This session's code before migrations (`create_all` and the ad-hoc upgrade): stamped 0002 as it is.
+    # The release before migrations: stamped 0001, then 0002 and 0003 run.
+    assert migrate(old_data_dir(tmp_path / "old") / "state.sqlite3") == Migration(None, "0001", "0003")
+    # The code between that release and migrations (`create_all` and the ad-hoc upgrade wrote 0002's
+    # schema with no alembic_version): stamped 0002 as it is.
     session = tmp_path / "session.sqlite3"
     engine = create_engine(f"sqlite:///{session}")
-    metadata.create_all(engine)
+    with engine.begin() as connection:
+        config = Config()
+        config.set_main_option("script_location", str(schema.SCRIPTS))
+        config.attributes["connection"] = connection
+        command.upgrade(config, "0002")
+        connection.exec_driver_sql("DROP TABLE alembic_version")
     engine.dispose()
-    assert migrate(session) == Migration(None, "0002", "0002")
+    assert migrate(session) == Migration(None, "0002", "0003")
     # A new file: every revision run; then again, nothing to do.
-    assert migrate(tmp_path / "new.sqlite3") == Migration(None, None, "0002")
-    assert migrate(tmp_path / "new.sqlite3") == Migration("0002", None, "0002")
+    assert migrate(tmp_path / "new.sqlite3") == Migration(None, None, "0003")
+    assert migrate(tmp_path / "new.sqlite3") == Migration("0003", None, "0003")
     for path in (session, tmp_path / "new.sqlite3", tmp_path / "old" / "data" / "state.sqlite3"):
         store = StateStore(path)
         try:
@@ -217,8 +228,8 @@ def test_two_processes_opening_an_old_data_directory_at_once_migrate_it_once(tmp
         results.append(opener.stdout.read().strip())
         opener.stdout.close()
     assert sorted(results) == [
-        "0002 None 0002",
-        "None 0001 0002",
+        "0003 None 0003",
+        "None 0001 0003",
     ]  # one stamped and upgraded, one found it done
     store = StateStore(path)
     try:
@@ -239,7 +250,7 @@ def test_postgresql_nodes_starting_together_migrate_once(postgres_url: str) -> N
             thread.start()
         for thread in threads:
             thread.join(30)
-        assert sorted((m.before or "", m.after) for m in results) == [("", "0002"), ("0002", "0002")]
+        assert sorted((m.before or "", m.after) for m in results) == [("", "0003"), ("0003", "0003")]
         assert differences(first) == []
     finally:
         first.close()

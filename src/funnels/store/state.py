@@ -105,6 +105,8 @@ instance_ids = Table(
     Column("model", String(200), nullable=False),
     Column("id_text", String(400), nullable=False),
     Column("instance_id", Integer, nullable=False),
+    # Its place among the instance's ids: 0 for the one it was created with, then in the order added.
+    Column("position", Integer, nullable=False, server_default="0"),
     PrimaryKeyConstraint("model", "id_text"),
     Index("ix_instance_ids_id_text", "id_text"),  # resolution without a model: any model's id
     Index("ix_instance_ids_instance", "instance_id"),
