@@ -1,0 +1,91 @@
+"""Job wake-ups across processes: PostgreSQL's NOTIFY reaches listeners on commit only, and a listener
+that loses its connection comes back; on SQLite both ends do nothing."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from funnels.store.notify import JobListener, notify_jobs
+from funnels.store.state import StateStore
+
+
+class Wakes:
+    def __init__(self) -> None:
+        self.count = 0
+        self.event = threading.Event()
+
+    def __call__(self) -> None:
+        self.count += 1
+        self.event.set()
+
+    def wait(self, timeout: float) -> bool:
+        woken = self.event.wait(timeout)
+        self.event.clear()
+        return woken
+
+
+@pytest.fixture
+def state(state_target: Path | str) -> Iterator[StateStore]:
+    store = StateStore(state_target)
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def listener(state: StateStore) -> Iterator[tuple[JobListener, Wakes]]:
+    wakes = Wakes()
+    job_listener = JobListener(state, wakes, poll_s=0.1)
+    job_listener.start()
+    yield job_listener, wakes
+    job_listener.stop()
+
+
+def test_a_committed_notify_wakes_the_listener_and_a_rolled_back_one_does_not(
+    state: StateStore, listener: tuple[JobListener, Wakes]
+) -> None:
+    job_listener, wakes = listener
+    if state.dialect == "sqlite":
+        assert not job_listener.enabled
+        with state.write() as connection:
+            notify_jobs(connection)  # nothing to do: serve wakes its delivery process through a pipe
+        assert not wakes.wait(0.3)
+        return
+    assert job_listener.listening.wait(10)
+    with pytest.raises(RuntimeError), state.write() as connection:
+        notify_jobs(connection)
+        raise RuntimeError("rolled back")
+    assert not wakes.wait(0.5)
+    with state.write() as connection:
+        notify_jobs(connection)
+        assert not wakes.wait(0.3)  # not before the commit …
+    assert wakes.wait(5)  # … but once it is in
+    assert wakes.count == 1
+
+
+def test_a_listener_whose_connection_is_lost_listens_again(postgres_url: str) -> None:
+    state = StateStore(postgres_url)
+    wakes = Wakes()
+    job_listener = JobListener(state, wakes, poll_s=0.1)
+    job_listener.start()
+    try:
+        assert job_listener.listening.wait(10)
+        with state.write() as connection:
+            terminated = connection.exec_driver_sql(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'funnels-listen'"
+                " AND datname = current_database()"
+            ).scalars()
+            assert list(terminated) == [True]
+        for _ in range(100):  # it notices, pauses briefly and listens again
+            if job_listener.listening.wait(0.1):
+                with state.write() as connection:
+                    notify_jobs(connection)
+                if wakes.wait(0.5):
+                    break
+        assert wakes.count >= 1
+    finally:
+        job_listener.stop()
+        state.close()
