@@ -15,12 +15,12 @@ again when a job comes due.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, bindparam, func, select, tuple_, update
+from sqlalchemy import Connection, tuple_, update
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from funnels.automation.identity import (
@@ -37,7 +37,9 @@ from funnels.automation.steprule import Decision, Plan, Trigger, decide
 from funnels.automation.steprule import job_key as job_key  # re-exported: callers and tests name it here
 from funnels.events import Event
 from funnels.ingest.log import known_event_ids, log_events
-from funnels.store.state import action_jobs, action_specs, chunks, satisfied_steps
+from funnels.store import progress
+from funnels.store.progress import SatisfiedStep
+from funnels.store.state import action_jobs, action_specs
 from funnels.types import IDENTIFY_EVENTS
 
 ACTIVE = ("scheduled", "failed")  # statuses of jobs that will still be tried
@@ -92,22 +94,6 @@ def store_specs(connection: Connection, plan: Plan) -> None:
         connection.execute(sqlite_insert(action_specs).on_conflict_do_nothing(), rows)
 
 
-_LEVELS = (
-    select(satisfied_steps.c.instance_id, satisfied_steps.c.funnel_id, func.count())
-    .where(satisfied_steps.c.instance_id.in_(bindparam("keys", expanding=True)))
-    .group_by(satisfied_steps.c.instance_id, satisfied_steps.c.funnel_id)
-)
-
-
-def levels_of(connection: Connection, instance_ids: Iterable[int]) -> dict[int, dict[str, int]]:
-    """Each instance's level (satisfied steps) per funnel; every instance asked for has an entry."""
-    levels: dict[int, dict[str, int]] = {instance_id: {} for instance_id in instance_ids}
-    for chunk in chunks(levels):
-        for instance_id, funnel_id, count in connection.execute(_LEVELS, {"keys": chunk}):
-            levels[instance_id][funnel_id] = int(count)
-    return levels
-
-
 class _Batch:
     """One ingest transaction's automation work.
 
@@ -128,8 +114,8 @@ class _Batch:
         self.owners = owners_of(connection, ids)
         found = {instance_id for owners in self.owners.values() for _model, instance_id in owners}
         self.instances = load_instances(connection, found)
-        self.levels = levels_of(connection, found)
-        self.steps: list[dict[str, Any]] = []
+        self.levels = progress.levels_of(connection, found)
+        self.steps: list[SatisfiedStep] = []
         self.jobs: list[tuple[Outcome, dict[str, Any]]] = []
 
     def wanted(self, signal: Signal) -> bool:
@@ -167,7 +153,7 @@ class _Batch:
                 self.owners[id_] = [*others, (model, instance.id)]
             self.instances[instance.id] = instance
             if instance.id not in self.levels:
-                self.levels.update(levels_of(self.connection, [instance.id]))
+                self.levels.update(progress.levels_of(self.connection, [instance.id]))
             return instance
         instance_id = choose(self.owners, signal.ids, signal.model, self.plan.config.models)
         if instance_id is None:
@@ -194,15 +180,15 @@ class _Batch:
         the batch buffered, so jobs scheduled earlier in it are cancellable too)."""
         for step in decision.satisfied:
             self.steps.append(
-                {
-                    "instance_id": instance.id,
-                    "funnel_id": step.funnel,
-                    "step_index": step.step_index,
-                    "event": step.event,
-                    "event_id": event.event_id,
-                    "event_ts_ms": event.ts_ms,
-                    "satisfied_ms": self.now_ms,
-                }
+                SatisfiedStep(
+                    instance.id,
+                    step.funnel,
+                    step.step_index,
+                    step.event,
+                    event.event_id,
+                    event.ts_ms,
+                    self.now_ms,
+                )
             )
             out.satisfied.append({"funnel": step.funnel, "step": step.step_index + 1, "event": step.event})
         if decision.cancel:
@@ -256,7 +242,7 @@ class _Batch:
     def flush(self) -> None:
         """Write the buffered satisfied steps and jobs (one statement each); jobs report their ids."""
         if self.steps:
-            self.connection.execute(satisfied_steps.insert(), self.steps)
+            progress.record(self.connection, self.steps)
             self.steps = []
         if not self.jobs:
             return

@@ -13,17 +13,13 @@ from funnels.automation.identity import Instance, ids_of, related
 from funnels.automation.steprule import Plan
 from funnels.events import parse_timestamp
 from funnels.store.events import EventStore
-from funnels.store.state import action_jobs, instances, satisfied_steps
+from funnels.store.progress import satisfied_by
+from funnels.store.state import action_jobs, instances
 
 
 def progress(connection: Connection, plan: Plan | None, instance: Instance) -> list[dict[str, Any]]:
     """Each funnel of the instance's model with which steps are satisfied, when, and by which event."""
-    satisfied = {
-        (row.funnel_id, row.step_index): row
-        for row in connection.execute(
-            select(satisfied_steps).where(satisfied_steps.c.instance_id == instance.id)
-        )
-    }
+    satisfied = {(row.funnel_id, row.step_index): row for row in satisfied_by(connection, instance.id)}
     funnels = plan.funnels_by_model.get(instance.model, ()) if plan else ()
     result = []
     for funnel in funnels:

@@ -39,7 +39,8 @@ from funnels.automation.worker import Worker
 from funnels.channels.base import Channel, DeliveryRequest, DeliveryResult, redact
 from funnels.clock import ManualClock
 from funnels.events import EPOCH, NativeEvent, parse_timestamp
-from funnels.store.state import StateStore, action_jobs, action_specs, instances, satisfied_steps
+from funnels.store.progress import all_satisfied
+from funnels.store.state import StateStore, action_jobs, action_specs, instances
 from funnels.types import RowError
 
 TIMESTAMP_REQUIRED = "timestamp: is required to replay an event"
@@ -355,7 +356,7 @@ def _rows(connection: Connection, automation: Automation, recorder: Recorder, en
     funnels = {funnel.id: funnel for funnel in automation.plan.config.funnels}
     specs = {row.id: orjson.loads(row.spec) for row in connection.execute(select(action_specs))}
     reached: dict[tuple[int, str], list[tuple[int, str]]] = {}
-    for row in connection.execute(select(satisfied_steps).order_by(satisfied_steps.c.satisfied_ms)):
+    for row in all_satisfied(connection):
         reached.setdefault((row.instance_id, row.funnel_id), []).append((row.satisfied_ms, row.event))
     jobs = connection.execute(
         select(action_jobs, instances.c.primary_id).join(
