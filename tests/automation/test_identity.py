@@ -3,8 +3,17 @@ relationships that pair up later, and how an event picks its instance."""
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+import pytest
+
+from funnels.automation.identity import Identify, IdentityConflict, identify
+from funnels.store import identity as stored
+from funnels.store.state import Connection, StateStore
 from tests.automation.conftest import World
 
 
@@ -152,3 +161,118 @@ def test_an_event_with_model_only_looks_at_that_model(world: World) -> None:
     assert missing["status"] == "unmatched"
     assert "organization" in missing["reason"] and "cust-only" in missing["reason"]
     assert world.event("ping", ["cust-only"])["instance"] == {"model": "customer", "id": "cust-only"}
+
+
+# Concurrent identifies (several writers, on PostgreSQL): another writer commits an id between this
+# identify's read of who holds its ids and its insert of them. Staged on both dialects by hiding the other
+# writer's instance from the identify's first read, and raced for real on PostgreSQL.
+
+
+def stale_first_read(monkeypatch: pytest.MonkeyPatch, hidden: int) -> None:
+    """The next read of id holders misses instance `hidden`, as if it had not committed yet."""
+    real = stored.owners_in
+    reads: list[int] = []
+
+    def owners_in(connection: Connection, model: str, ids: Any) -> dict[str, int]:
+        found = real(connection, model, ids)
+        reads.append(1)
+        return (
+            {id_: holder for id_, holder in found.items() if holder != hidden} if len(reads) == 1 else found
+        )
+
+    monkeypatch.setattr(stored, "owners_in", owners_in)
+
+
+def in_store(target: Path | str, run: Callable[[Connection], Any]) -> Any:
+    store = StateStore(target)
+    try:
+        with store.write() as connection:
+            return run(connection)
+    finally:
+        store.close()
+
+
+def test_a_first_identify_beaten_to_its_id_updates_the_winner(
+    state_target: Path | str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def run(connection: Connection) -> None:
+        winner, _ = identify(connection, Identify("customer", ("c1",), properties={"seats": 1}), 100)
+        stale_first_read(monkeypatch, winner.id)
+        second = Identify("customer", ("c1", "c1-alt"), display_name="Ada", properties={"plan": "pro"})
+        instance, created = identify(connection, second, 200)
+        assert (instance.id, created) == (winner.id, False)
+        assert (instance.properties, instance.display_name) == ({"seats": 1, "plan": "pro"}, "Ada")
+        assert stored.ids_of(connection, winner.id, 10) == ["c1", "c1-alt"]
+        assert stored.count_instances(connection) == 1  # the instance it began to create is gone
+
+    in_store(state_target, run)
+
+
+def test_an_update_beaten_to_a_new_id_is_a_conflict_and_changes_nothing(
+    state_target: Path | str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def run(connection: Connection) -> None:
+        a, _ = identify(connection, Identify("customer", ("a1",), properties={"plan": "trial"}), 100)
+        b, _ = identify(connection, Identify("customer", ("b1",)), 100)
+        stale_first_read(monkeypatch, b.id)
+        with pytest.raises(IdentityConflict) as conflict:
+            identify(connection, Identify("customer", ("a1", "b1", "fresh"), properties={"plan": "pro"}), 200)
+        assert conflict.value.owners == {"a1": "a1", "b1": "b1"}
+        assert stored.owners_in(connection, "customer", ["a1", "b1", "fresh"]) == {"a1": a.id, "b1": b.id}
+        assert stored.load_instances(connection, [a.id])[a.id] == a
+
+    in_store(state_target, run)
+
+
+BLOCKED = (
+    "SELECT count(*) FROM pg_locks JOIN pg_stat_activity USING (pid)"
+    " WHERE NOT pg_locks.granted AND pg_stat_activity.datname = current_database()"
+)
+
+
+def test_two_writers_identifying_one_new_id_at_once_both_commit(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The second writer reads no holder of `c1` (the first has not committed), creates an instance and
+    waits on inserting `c1` until the first commits; then it gets nothing, reads the winner back and
+    updates it instead. Neither transaction fails."""
+    store = StateStore(postgres_url)
+    begun: list[int] = []  # instances the second writer began and deleted again
+    real_delete = stored.delete_instance
+
+    def delete_instance(connection: Connection, instance_id: int) -> None:
+        begun.append(instance_id)
+        real_delete(connection, instance_id)
+
+    monkeypatch.setattr(stored, "delete_instance", delete_instance)
+    inserted = threading.Event()
+
+    def first() -> None:
+        with store.write() as connection:
+            identify(connection, Identify("customer", ("c1",), properties={"seats": 1}), 100)
+            inserted.set()
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:  # commit once the second writer waits on our `c1`
+                with store.read() as probe:
+                    if probe.exec_driver_sql(BLOCKED).scalar_one():
+                        break
+                time.sleep(0.01)
+
+    try:
+        thread = threading.Thread(target=first)
+        thread.start()
+        assert inserted.wait(10)
+        with store.write() as connection:
+            second = Identify("customer", ("c1", "c1-alt"), properties={"plan": "pro"})
+            instance, created = identify(connection, second, 200)
+        thread.join(10)
+        assert not created and len(begun) == 1 and begun[0] != instance.id
+        with store.read() as connection:
+            assert stored.count_instances(connection) == 1
+            assert stored.ids_of(connection, instance.id, 10) == ["c1", "c1-alt"]
+            assert stored.load_instances(connection, [instance.id])[instance.id].properties == {
+                "seats": 1,
+                "plan": "pro",
+            }
+    finally:
+        store.close()

@@ -20,9 +20,9 @@ from funnels.automation.deliveries import (
     list_jobs,
     retry_job,
 )
-from funnels.automation.identity import instance_by_id
 from funnels.automation.people import Cursor, describe
 from funnels.config import ConfigInvalid
+from funnels.store.identity import instance_by_id
 
 router = APIRouter(tags=["Automation admin"], dependencies=[require("admin")])
 

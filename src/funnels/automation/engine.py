@@ -23,21 +23,13 @@ import orjson
 from sqlalchemy import Connection, tuple_, update
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from funnels.automation.identity import (
-    Identify,
-    IdentifyRefused,
-    IdentityConflict,
-    Instance,
-    choose,
-    identify,
-    load_instances,
-    owners_of,
-)
+from funnels.automation.identity import Identify, IdentifyRefused, IdentityConflict, choose, identify
 from funnels.automation.steprule import Decision, Plan, Trigger, decide
 from funnels.automation.steprule import job_key as job_key  # re-exported: callers and tests name it here
 from funnels.events import Event
 from funnels.ingest.log import known_event_ids, log_events
 from funnels.store import progress
+from funnels.store.identity import Instance, load_instances, owners_of
 from funnels.store.progress import SatisfiedStep
 from funnels.store.state import action_jobs, action_specs
 from funnels.types import IDENTIFY_EVENTS

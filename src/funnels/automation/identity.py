@@ -4,7 +4,7 @@ Several ids may name one instance (a numeric id and an email). Within a model an
 instance: identify with ids that match one instance updates it and adds the new ids; ids that match two
 different instances are a conflict (`IdentityConflict`), reported rather than guessed at. Properties merge
 key by key, last write wins. Relationships are stored by id, so they may name instances that do not exist
-yet and pair up when those appear.
+yet and pair up when those appear. The rows are `funnels.store.identity`'s; this module holds the rules.
 
 Anyone with the events:write key (the Segment write key, shipped in browser JavaScript) can identify, so an
 instance is capped: its properties per identify, its merged properties, its number of ids
@@ -14,32 +14,24 @@ that do not grow with what was sent to it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, bindparam, func, insert, literal_column, select, update
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from funnels.store.state import chunks, instance_ids, instances, relationships
+from funnels.store import identity as store
+
+# Instance and load_instances are re-exported: the worker and the delivery log name them here.
+from funnels.store.identity import Instance as Instance
+from funnels.store.identity import Owners, Relationship
+from funnels.store.identity import load_instances as load_instances
+from funnels.store.state import Connection
 from funnels.types import JSONDict
 
 MAX_IDENTIFY_PROPERTIES_BYTES = 32 * 1024  # one identify's properties, as compact JSON
 MAX_INSTANCE_PROPERTIES_BYTES = 64 * 1024  # an instance's merged properties, as compact JSON
 MAX_INSTANCE_IDS = 100  # ids naming one instance
-
-
-@dataclass(frozen=True)
-class Instance:
-    id: int
-    model: str
-    primary_id: str
-    display_name: str | None
-    properties: JSONDict
-
-    def ref(self) -> dict[str, str]:
-        return {"model": self.model, "id": self.primary_id}
 
 
 @dataclass(frozen=True)
@@ -74,43 +66,6 @@ class IdentifyRefused(Exception):
         super().__init__(message)
 
 
-def _instance(row: Any) -> Instance:
-    return Instance(
-        id=row.id,
-        model=row.model,
-        primary_id=row.primary_id,
-        display_name=row.display_name,
-        properties=orjson.loads(row.properties),
-    )
-
-
-# Built once: these run for every ingest batch and every claimed batch of jobs.
-_INSTANCES = select(instances).where(instances.c.id.in_(bindparam("keys", expanding=True)))
-_OWNERS = select(instance_ids.c.id_text, instance_ids.c.model, instance_ids.c.instance_id).where(
-    instance_ids.c.id_text.in_(bindparam("ids", expanding=True))
-)
-
-
-def load_instances(connection: Connection, ids: Iterable[int]) -> dict[int, Instance]:
-    found = {}
-    for chunk in chunks(ids):
-        for row in connection.execute(_INSTANCES, {"keys": chunk}):
-            found[row.id] = _instance(row)
-    return found
-
-
-Owners = dict[str, list[tuple[str, int]]]  # id → (model, instance id) of every model where it names one
-
-
-def owners_of(connection: Connection, ids: Iterable[str]) -> Owners:
-    """Which instances, of which models, these ids name (one query per 500 ids)."""
-    owners: Owners = {}
-    for chunk in chunks(set(ids)):
-        for id_text, model, instance_id in connection.execute(_OWNERS, {"ids": chunk}):
-            owners.setdefault(id_text, []).append((model, instance_id))
-    return owners
-
-
 def choose(owners: Owners, ids: Sequence[str], model: str | None, models: Sequence[str]) -> int | None:
     """The instance an event names: with `model`, that model's; without, the first declared model (in
     `models` order) with a matching id. Among several matches, the earliest id in `ids` wins."""
@@ -134,126 +89,97 @@ def _check_size(field: str, size: int, limit: int, what: str, unit: str = "") ->
 def identify(connection: Connection, data: Identify, now_ms: int) -> tuple[Instance, bool]:
     """Create or update the instance these ids name; returns it and whether it was created.
 
-    `IdentifyRefused` when the identify would take the instance over a cap, before anything is written."""
+    `IdentifyRefused` when the identify would take the instance over a cap, `IdentityConflict` when its ids
+    name different instances: either leaves nothing of it written.
+
+    The ids are inserted with ON CONFLICT DO NOTHING and who holds them read back, so an identify that a
+    concurrent one (another writer) beat to a new id ends as if it had come second: it updates the
+    instance that got the id first, or is a conflict if its ids now name several."""
     properties = orjson.dumps(data.properties)
     _check_size(
         "properties", len(properties), MAX_IDENTIFY_PROPERTIES_BYTES, "properties of one identify", " bytes"
     )
     _check_size("ids", len(set(data.ids)), MAX_INSTANCE_IDS, "ids of one identify")
-    owners = connection.execute(
-        select(instance_ids.c.id_text, instance_ids.c.instance_id).where(
-            instance_ids.c.model == data.model, instance_ids.c.id_text.in_(data.ids)
-        )
-    ).all()
-    found = {row.instance_id for row in owners}
-    if len(found) > 1:
-        known = load_instances(connection, list(found))
-        raise IdentityConflict(data.model, {row.id_text: known[row.instance_id].primary_id for row in owners})
-    created = not found
-    known_ids = {row.id_text for row in owners}
-    new_ids = [id_ for id_ in dict.fromkeys(data.ids) if id_ not in known_ids]
+    ids = list(dict.fromkeys(data.ids))
+    holders = store.owners_in(connection, data.model, ids)
+    created = not holders
     if created:
-        instance_id: int = connection.execute(
-            insert(instances).values(
-                model=data.model,
-                primary_id=data.ids[0],
-                display_name=data.display_name,
-                properties=properties.decode(),
-                created_ms=now_ms,
-                updated_ms=now_ms,
-            )
-        ).inserted_primary_key[0]  # type: ignore[index]
-    else:
-        (instance_id,) = found
-        current = load_instances(connection, [instance_id])[instance_id]
-        values: dict[str, Any] = {"updated_ms": now_ms}
-        if new_ids:
-            held = connection.execute(
-                select(func.count()).where(instance_ids.c.instance_id == instance_id)
-            ).scalar_one()
-            _check_size("ids", held + len(new_ids), MAX_INSTANCE_IDS, "ids of the instance with these")
-        if data.properties:
-            merged = orjson.dumps({**current.properties, **data.properties})
-            _check_size(
-                "properties",
-                len(merged),
-                MAX_INSTANCE_PROPERTIES_BYTES,
-                "merged properties of the instance",
-                " bytes",
-            )
-            values["properties"] = merged.decode()
-        if data.display_name is not None:
-            values["display_name"] = data.display_name
-        connection.execute(update(instances).where(instances.c.id == instance_id).values(**values))
-    if new_ids:
-        connection.execute(
-            insert(instance_ids),
-            [{"model": data.model, "id_text": id_, "instance_id": instance_id} for id_ in new_ids],
+        instance_id = store.create_instance(
+            connection, data.model, data.ids[0], data.display_name, properties.decode(), now_ms
         )
-    instance = load_instances(connection, [instance_id])[instance_id]
-    pairs: list[tuple[str | None, str, str | None, str]] = [
-        (data.model, instance.primary_id, data.child_model, child) for child in data.child_ids
-    ]
-    pairs += [(data.parent_model, parent, data.model, instance.primary_id) for parent in data.parent_ids]
-    if pairs:
-        connection.execute(
-            sqlite_insert(relationships).on_conflict_do_nothing(),
-            [
-                {
-                    "parent_model": parent_model,
-                    "parent_id": parent_id,
-                    "child_model": child_model,
-                    "child_id": child_id,
-                    "created_ms": now_ms,
-                }
-                for parent_model, parent_id, child_model, child_id in pairs
-            ],
-        )
+        holders = store.claim_ids(connection, data.model, ids, instance_id, 0)
+        if any(holder != instance_id for holder in holders.values()):  # beaten to an id: update instead
+            store.delete_instance(connection, instance_id)
+            holders = {id_: holder for id_, holder in holders.items() if holder != instance_id}
+            created = False
+    if not created:
+        instance_id = _update(connection, data, ids, holders, now_ms)
+    instance = store.load_instances(connection, [instance_id])[instance_id]
+    pairs: list[Relationship] = []
+    if data.child_model:  # given whenever there are child ids (validated)
+        pairs += [
+            Relationship(data.model, instance.primary_id, data.child_model, id_) for id_ in data.child_ids
+        ]
+    if data.parent_model:
+        pairs += [
+            Relationship(data.parent_model, id_, data.model, instance.primary_id) for id_ in data.parent_ids
+        ]
+    store.relate(connection, pairs, now_ms)
     return instance, created
 
 
-def instance_by_id(connection: Connection, model: str, id_text: str) -> Instance | None:
-    row = connection.execute(
-        select(instance_ids.c.instance_id).where(
-            instance_ids.c.model == model, instance_ids.c.id_text == id_text
+def _update(
+    connection: Connection, data: Identify, ids: list[str], holders: dict[str, int], now_ms: int
+) -> int:
+    """Update the one instance that `holders` (id → instance id) name with the identify; returns its id."""
+    found = set(holders.values())
+    if len(found) > 1:
+        raise _conflict(connection, data.model, holders)
+    (instance_id,) = found
+    current = store.load_instances(connection, [instance_id])[instance_id]
+    new_ids = [id_ for id_ in ids if id_ not in holders]
+    if new_ids:
+        held = store.count_ids(connection, instance_id)  # its ids' places are 0 … held - 1
+        _check_size("ids", held + len(new_ids), MAX_INSTANCE_IDS, "ids of the instance with these")
+    merged: bytes | None = None
+    if data.properties:
+        merged = orjson.dumps({**current.properties, **data.properties})
+        _check_size(
+            "properties",
+            len(merged),
+            MAX_INSTANCE_PROPERTIES_BYTES,
+            "merged properties of the instance",
+            " bytes",
         )
-    ).first()
-    return None if row is None else load_instances(connection, [row.instance_id]).get(row.instance_id)
-
-
-def ids_of(connection: Connection, instance_id: int) -> list[str]:
-    """The instance's ids in the order they were added (primary id first), at most `MAX_INSTANCE_IDS`: an
-    instance identified before the cap existed may hold more, and what reads them stays bounded."""
-    return list(
-        connection.execute(
-            select(instance_ids.c.id_text)
-            .where(instance_ids.c.instance_id == instance_id)
-            .order_by(literal_column("instance_ids.rowid"))
-            .limit(MAX_INSTANCE_IDS)
-        ).scalars()
+    if new_ids:
+        claimed = store.claim_ids(connection, data.model, new_ids, instance_id, held)
+        taken = {id_: holder for id_, holder in claimed.items() if holder != instance_id}
+        if taken:  # a concurrent identify gave some of them to another instance first
+            store.release_ids(
+                connection, data.model, [id_ for id_ in claimed if id_ not in taken], instance_id
+            )
+            raise _conflict(connection, data.model, {**holders, **taken})
+    store.update_instance(
+        connection, instance_id, now_ms, merged.decode() if merged else None, data.display_name
     )
+    return instance_id
+
+
+def _conflict(connection: Connection, model: str, holders: dict[str, int]) -> IdentityConflict:
+    known = store.load_instances(connection, set(holders.values()))
+    return IdentityConflict(model, {id_: known[holder].primary_id for id_, holder in holders.items()})
 
 
 def related(
     connection: Connection, instance: Instance, ids: Sequence[str]
 ) -> dict[str, list[dict[str, Any]]]:
     """Parents and children by id, each with `exists` telling whether that instance has appeared yet."""
-    as_parent = connection.execute(
-        select(relationships).where(
-            relationships.c.parent_model == instance.model, relationships.c.parent_id.in_(list(ids))
-        )
-    ).all()
-    as_child = connection.execute(
-        select(relationships).where(
-            relationships.c.child_model == instance.model, relationships.c.child_id.in_(list(ids))
-        )
-    ).all()
 
     def entry(model: str, id_text: str) -> dict[str, Any]:
-        other = instance_by_id(connection, model, id_text)
+        other = store.instance_by_id(connection, model, id_text)
         return {"model": model, "id": other.primary_id if other else id_text, "exists": other is not None}
 
     return {
-        "children": [entry(row.child_model, row.child_id) for row in as_parent],
-        "parents": [entry(row.parent_model, row.parent_id) for row in as_child],
+        "children": [entry(*child) for child in store.children_of(connection, instance.model, ids)],
+        "parents": [entry(*parent) for parent in store.parents_of(connection, instance.model, ids)],
     }

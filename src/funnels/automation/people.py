@@ -9,12 +9,13 @@ import orjson
 from sqlalchemy import Connection, and_, or_, select
 
 from funnels.automation.deliveries import iso, job_rows
-from funnels.automation.identity import Instance, ids_of, related
+from funnels.automation.identity import MAX_INSTANCE_IDS, Instance, related
 from funnels.automation.steprule import Plan
 from funnels.events import parse_timestamp
 from funnels.store.events import EventStore
+from funnels.store.identity import ids_of
 from funnels.store.progress import satisfied_by
-from funnels.store.state import action_jobs, instances
+from funnels.store.state import action_jobs
 
 
 def progress(connection: Connection, plan: Plan | None, instance: Instance) -> list[dict[str, Any]]:
@@ -142,16 +143,17 @@ def describe(
     cursor: Cursor | None,
     limit: int,
 ) -> dict[str, Any]:
-    ids = ids_of(connection, instance.id)
-    row = connection.execute(select(instances).where(instances.c.id == instance.id)).one()
+    # At most MAX_INSTANCE_IDS: an instance identified before the cap existed may hold more, and what
+    # reads them stays bounded.
+    ids = ids_of(connection, instance.id, MAX_INSTANCE_IDS)
     return {
         "model": instance.model,
         "id": instance.primary_id,
         "ids": ids,
         "displayName": instance.display_name,
         "properties": instance.properties,
-        "created_at": iso(row.created_ms),
-        "updated_at": iso(row.updated_ms),
+        "created_at": iso(instance.created_ms),
+        "updated_at": iso(instance.updated_ms),
         **related(connection, instance, ids),
         "funnels": progress(connection, plan, instance),
         "timeline": timeline(connection, events, instance, ids, cursor, limit),

@@ -39,6 +39,7 @@ from funnels.automation.worker import Worker
 from funnels.channels.base import Channel, DeliveryRequest, DeliveryResult, redact
 from funnels.clock import ManualClock
 from funnels.events import EPOCH, NativeEvent, parse_timestamp
+from funnels.store.identity import count_instances
 from funnels.store.progress import all_satisfied
 from funnels.store.state import StateStore, action_jobs, action_specs, instances
 from funnels.types import RowError
@@ -343,7 +344,7 @@ def _replay(
     report.end_ms = clock.now_ms()
     with state.read() as connection:
         report.rows = _rows(connection, automation, recorder, report.end_ms)
-        report.instances = int(connection.execute(select(func.count()).select_from(instances)).scalar_one())
+        report.instances = count_instances(connection)
     return report
 
 

@@ -1,0 +1,231 @@
+"""Model instances, their ids and their relationships as the state store keeps them.
+
+`funnels.automation.identity` owns the rules (when ids name one instance or conflict, how properties merge,
+the caps); this module reads and writes the rows in the caller's transaction. Within a model an id names
+at most one instance (the primary key of `instance_ids`): `claim_ids` inserts with ON CONFLICT DO NOTHING
+and reads back who holds each id, so an identify that races another for the same new id (several writers,
+on PostgreSQL) learns who won instead of failing the transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import orjson
+from sqlalchemy import Connection, bindparam, delete, func, insert, select, update
+
+from funnels.store import dialect
+from funnels.store.state import chunks, instance_ids, instances, relationships
+from funnels.types import JSONDict
+
+
+@dataclass(frozen=True)
+class Instance:
+    id: int
+    model: str
+    primary_id: str  # the first id it was identified with: its events' user key in the event store
+    display_name: str | None
+    properties: JSONDict
+    created_ms: int
+    updated_ms: int
+
+    def ref(self) -> dict[str, str]:
+        return {"model": self.model, "id": self.primary_id}
+
+
+class Relationship(NamedTuple):
+    """A parent–child pair by id: either side may name an instance that does not exist yet."""
+
+    parent_model: str
+    parent_id: str
+    child_model: str
+    child_id: str
+
+
+Owners = dict[str, list[tuple[str, int]]]  # id → (model, instance id) of every model where it names one
+
+
+def _instance(row: Any) -> Instance:
+    return Instance(
+        id=row.id,
+        model=row.model,
+        primary_id=row.primary_id,
+        display_name=row.display_name,
+        properties=orjson.loads(row.properties),
+        created_ms=row.created_ms,
+        updated_ms=row.updated_ms,
+    )
+
+
+# Built once: these run for every ingest batch, every identify and every claimed batch of jobs.
+_INSTANCES = select(instances).where(instances.c.id.in_(bindparam("keys", expanding=True)))
+_OWNERS = select(instance_ids.c.id_text, instance_ids.c.model, instance_ids.c.instance_id).where(
+    instance_ids.c.id_text.in_(bindparam("ids", expanding=True))
+)
+_OWNERS_IN = select(instance_ids.c.id_text, instance_ids.c.instance_id).where(
+    instance_ids.c.model == bindparam("model"), instance_ids.c.id_text.in_(bindparam("ids", expanding=True))
+)
+
+
+def load_instances(connection: Connection, ids: Iterable[int]) -> dict[int, Instance]:
+    found = {}
+    for chunk in chunks(ids):
+        for row in connection.execute(_INSTANCES, {"keys": chunk}):
+            found[row.id] = _instance(row)
+    return found
+
+
+def owners_of(connection: Connection, ids: Iterable[str]) -> Owners:
+    """Which instances, of which models, these ids name (one query per 500 ids)."""
+    owners: Owners = {}
+    for chunk in chunks(set(ids)):
+        for id_text, model, instance_id in connection.execute(_OWNERS, {"ids": chunk}):
+            owners.setdefault(id_text, []).append((model, instance_id))
+    return owners
+
+
+def owners_in(connection: Connection, model: str, ids: Sequence[str]) -> dict[str, int]:
+    """Which of these ids name an instance of `model`, and which (id → instance id; at most a few hundred
+    ids: one identify's)."""
+    rows = connection.execute(_OWNERS_IN, {"model": model, "ids": list(ids)})
+    return {id_text: instance_id for id_text, instance_id in rows}
+
+
+def instance_by_id(connection: Connection, model: str, id_text: str) -> Instance | None:
+    """The instance of `model` that this id names, if any."""
+    found = owners_in(connection, model, [id_text]).get(id_text)
+    return None if found is None else load_instances(connection, [found]).get(found)
+
+
+def count_ids(connection: Connection, instance_id: int) -> int:
+    return int(
+        connection.execute(select(func.count()).where(instance_ids.c.instance_id == instance_id)).scalar_one()
+    )
+
+
+def ids_of(connection: Connection, instance_id: int, limit: int) -> list[str]:
+    """The instance's ids in the order they were added (primary id first), at most `limit` of them."""
+    return list(
+        connection.execute(
+            select(instance_ids.c.id_text)
+            .where(instance_ids.c.instance_id == instance_id)
+            .order_by(instance_ids.c.position, instance_ids.c.id_text)
+            .limit(limit)
+        ).scalars()
+    )
+
+
+def count_instances(connection: Connection) -> int:
+    return int(connection.execute(select(func.count()).select_from(instances)).scalar_one())
+
+
+def create_instance(
+    connection: Connection,
+    model: str,
+    primary_id: str,
+    display_name: str | None,
+    properties: str,
+    now_ms: int,
+) -> int:
+    """A new instance (`properties`: a JSON object), without ids yet (`claim_ids`); returns its id."""
+    result = connection.execute(
+        insert(instances).values(
+            model=model,
+            primary_id=primary_id,
+            display_name=display_name,
+            properties=properties,
+            created_ms=now_ms,
+            updated_ms=now_ms,
+        )
+    )
+    return int(result.inserted_primary_key[0])  # type: ignore[index]
+
+
+def update_instance(
+    connection: Connection, instance_id: int, now_ms: int, properties: str | None, display_name: str | None
+) -> None:
+    """Mark the instance updated at `now_ms`, replacing its properties (a JSON object) and display name
+    where given."""
+    values: dict[str, Any] = {"updated_ms": now_ms}
+    if properties is not None:
+        values["properties"] = properties
+    if display_name is not None:
+        values["display_name"] = display_name
+    connection.execute(update(instances).where(instances.c.id == instance_id).values(**values))
+
+
+def claim_ids(
+    connection: Connection, model: str, ids: Sequence[str], instance_id: int, first_position: int
+) -> dict[str, int]:
+    """Give these ids of `model` to the instance where no instance holds them yet, in order from
+    `first_position` (the instance's next place: 0 for the id it is created with); returns who holds each
+    afterwards (id → instance id): the instance, or the one that held it first."""
+    rows = [
+        {"model": model, "id_text": id_, "instance_id": instance_id, "position": first_position + index}
+        for index, id_ in enumerate(ids)
+    ]
+    claimed = set(
+        connection.execute(
+            dialect.insert(connection, instance_ids)
+            .on_conflict_do_nothing(index_elements=["model", "id_text"])
+            .returning(instance_ids.c.id_text),
+            rows,
+        ).scalars()
+    )
+    holders = {id_: instance_id for id_ in ids if id_ in claimed}
+    if len(holders) < len(ids):
+        holders.update(owners_in(connection, model, [id_ for id_ in ids if id_ not in claimed]))
+    return holders
+
+
+def release_ids(connection: Connection, model: str, ids: Sequence[str], instance_id: int) -> None:
+    """Take these ids of `model` from the instance again (those it holds)."""
+    connection.execute(
+        delete(instance_ids).where(
+            instance_ids.c.model == model,
+            instance_ids.c.id_text.in_(list(ids)),
+            instance_ids.c.instance_id == instance_id,
+        )
+    )
+
+
+def delete_instance(connection: Connection, instance_id: int) -> None:
+    """Delete the instance and its ids."""
+    connection.execute(delete(instance_ids).where(instance_ids.c.instance_id == instance_id))
+    connection.execute(delete(instances).where(instances.c.id == instance_id))
+
+
+def relate(connection: Connection, pairs: Sequence[Relationship], now_ms: int) -> None:
+    """Keep these parent–child pairs (one statement); a pair kept already stays as it was."""
+    if pairs:
+        connection.execute(
+            dialect.insert(connection, relationships).on_conflict_do_nothing(),
+            [{**pair._asdict(), "created_ms": now_ms} for pair in pairs],
+        )
+
+
+def children_of(connection: Connection, model: str, ids: Sequence[str]) -> list[tuple[str, str]]:
+    """(model, id) of each child of the `model` instance with these ids."""
+    rows = connection.execute(
+        select(relationships.c.child_model, relationships.c.child_id)
+        .where(relationships.c.parent_model == model, relationships.c.parent_id.in_(list(ids)))
+        .order_by(relationships.c.parent_id, relationships.c.child_model, relationships.c.child_id)
+    )
+    return [(child_model, child_id) for child_model, child_id in rows]
+
+
+def parents_of(connection: Connection, model: str, ids: Sequence[str]) -> list[tuple[str, str]]:
+    """(model, id) of each parent of the `model` instance with these ids, oldest pair first by id."""
+    rows = connection.execute(
+        select(relationships.c.parent_model, relationships.c.parent_id)
+        .where(relationships.c.child_model == model, relationships.c.child_id.in_(list(ids)))
+        .order_by(
+            relationships.c.child_id,
+            relationships.c.created_ms,
+            relationships.c.parent_model,
+            relationships.c.parent_id,
+        )
+    )
+    return [(parent_model, parent_id) for parent_model, parent_id in rows]
