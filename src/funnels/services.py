@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from funnels.auth import KeyCache
-from funnels.automation.engine import Outcome, Signal, apply_signals
+from funnels.automation.engine import Outcome, Signal
 from funnels.automation.process import WorkerProcess
 from funnels.automation.runtime import Automation
 from funnels.automation.worker import Worker, release_jobs
@@ -17,6 +17,7 @@ from funnels.clock import Clock, SystemClock
 from funnels.events import Event
 from funnels.ingest.committer import GroupCommitter
 from funnels.ingest.log import Shipper
+from funnels.ingest.transaction import apply_signals
 from funnels.settings import tighten_data_dir
 from funnels.store.events import EventStore, EventStoreError
 from funnels.store.state import StateStore

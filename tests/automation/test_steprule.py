@@ -14,11 +14,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 
-from funnels.automation.engine import Signal, apply_signals, store_specs
+from funnels.automation.engine import Signal, store_specs
 from funnels.automation.identity import Identify
 from funnels.automation.steprule import NOT_WAITING, Decision, Plan, Trigger, decide, job_key
 from funnels.config import validate_config
 from funnels.events import Event
+from funnels.ingest.transaction import apply_signals
 from funnels.store.state import StateStore, action_jobs, instances, satisfied_steps
 from funnels.types import IDENTIFY_EVENTS
 

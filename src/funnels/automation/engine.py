@@ -1,7 +1,8 @@
 """The outbox side of the step rule: what an incoming event writes for funnel progress and actions.
 
-How it works: `apply_signals` runs inside the ingest transaction that writes the event log, so an event,
-the step it satisfies and the action jobs it creates commit together or not at all (transactional outbox).
+How it works: a `Batch` runs inside the ingest transaction that writes the event log
+(`funnels.ingest.transaction`), so an event, the step it satisfies and the action jobs it creates commit
+together or not at all (transactional outbox).
 The rule itself is `steprule.decide`, a pure function of the compiled plan, the instance's levels and the
 event; this module is its database part: it reads each instance's levels once per batch (one number per
 funnel: its count of satisfied steps), keeps them current as decisions advance them, and writes what each
@@ -27,7 +28,6 @@ from funnels.automation.identity import Identify, IdentifyRefused, IdentityConfl
 from funnels.automation.steprule import Decision, Plan, Trigger, decide
 from funnels.automation.steprule import job_key as job_key  # re-exported: callers and tests name it here
 from funnels.events import Event
-from funnels.ingest.log import known_event_ids, log_events
 from funnels.store import progress
 from funnels.store.identity import Instance, load_instances, owners_of
 from funnels.store.progress import SatisfiedStep
@@ -86,8 +86,9 @@ def store_specs(connection: Connection, plan: Plan) -> None:
         connection.execute(sqlite_insert(action_specs).on_conflict_do_nothing(), rows)
 
 
-class _Batch:
-    """One ingest transaction's automation work.
+class Batch:
+    """One ingest transaction's automation work: made with the signals it will see (to read ahead for them),
+    `process` each in order (one outcome each), then `flush`.
 
     Reads are done up front for the whole batch (ids, instances, levels: a few queries, not a few per
     event) and kept current as the batch identifies instances and satisfies steps; writes of satisfied
@@ -260,41 +261,3 @@ class _Batch:
                     }
                 )
         self.jobs = []
-
-
-def apply_signals(
-    connection: Connection, plan: Plan | None, signals: Sequence[Signal], now_ms: int
-) -> list[Outcome]:
-    """Log the events and run the step rule for each, in order, in the caller's transaction.
-
-    Every new event is written to the event log whatever automation makes of it (analytics keeps them
-    all); an event id already in the log is a no-op. An `/api/v1` event for a known instance carries the
-    instance's primary id as its user key, so analytics counts each instance once. An identify over a cap
-    (`refused`) is neither applied nor logged: the client gets an error and may send it again changed.
-    One outcome per signal."""
-    seen = known_event_ids(connection, [signal.event.event_id for signal in signals])
-    fresh = [signal for signal in signals if signal.event.event_id not in seen]
-    batch = _Batch(connection, plan, now_ms, fresh) if plan is not None else None
-    outcomes: list[Outcome] = []
-    logged: list[Event] = []
-    for signal in signals:
-        event = signal.event
-        if event.event_id in seen:
-            outcomes.append(
-                Outcome(event.event_id, event.event, "duplicate", reason="this event id was already received")
-            )
-            continue
-        if batch is None:
-            outcome = Outcome(
-                event.event_id, event.event, "off", reason="automation is off: the server has no config"
-            )
-        else:
-            outcome = batch.process(signal)
-        outcomes.append(outcome)
-        if not outcome.refused:
-            seen.add(event.event_id)
-            logged.append(event)
-    if batch is not None:
-        batch.flush()
-    log_events(connection, logged)
-    return outcomes

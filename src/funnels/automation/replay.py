@@ -7,8 +7,10 @@ the very shapes the server accepts (`IdentifyBody`/`EventBody` of `/api/v1`, or 
 file order breaks ties). Before each event the clock steps through every job that comes due before the
 event's time, one due time at a time (`Worker.next_due_ms`), and the worker runs until idle at each: so a
 reminder fires at exactly its due time, and quiet hours move it to exactly when its window opens. Then the
-clock is set to the event's time and the event goes through `apply_signals`, as the ingest transaction
-would run it. After the last event the clock steps on to `--to`, or without it until nothing is pending.
+clock is set to the event's time and the event goes through the engine's `Batch`, as the ingest
+transaction would run it (a repeated event id is skipped, as the event log makes it; the log itself is not
+written: nothing ships it). After the last event the clock steps on to `--to`, or without it until nothing
+is pending.
 
 The worker's dispatch is a recorder: it gets the args the worker rendered and validated, notes them with the
 virtual time and answers "delivered", so every other decision (`unless`, quiet hours, template errors) is
@@ -32,7 +34,7 @@ from rich.table import Table
 from rich.text import Text
 from sqlalchemy import Connection, func, select
 
-from funnels.automation.engine import Signal, apply_signals
+from funnels.automation.engine import Batch, Signal
 from funnels.automation.inputs import EventBody, IdentifyBody, unknown_models
 from funnels.automation.runtime import Automation
 from funnels.automation.worker import Worker
@@ -311,20 +313,27 @@ def _replay(
     timeline = _Timeline(worker, clock)
     unknown: list[str] = []
     plan = automation.plan
+    assert plan is not None  # loaded from config_path
+    received: set[str] = set()  # a repeated event id is a no-op, as the server's event log makes it
     try:
         for item in items:
             # Jobs due before the event fire first; one due at the event's very millisecond is decided
             # after it (so an `unless` step reached exactly at the due time cancels the job).
             timeline.run_until(item.ts_ms - 1)
             clock.set(max(item.ts_ms, clock.now_ms()))
-            with state.write() as connection:
-                (outcome,) = apply_signals(connection, plan, [item.signal], clock.now_ms())
-            for job in outcome.scheduled:
-                timeline.scheduled(job["due_ms"])
-            if outcome.status == "conflict":
-                report.notes.append(f"{item.where}: identity conflict: {outcome.reason}")
-            elif outcome.status == "unmatched" and plan and item.signal.event.event in plan.step_events:
-                unknown.append(item.where)
+            if item.signal.event.event_id not in received:
+                with state.write() as connection:
+                    batch = Batch(connection, plan, clock.now_ms(), [item.signal])
+                    outcome = batch.process(item.signal)
+                    batch.flush()
+                if not outcome.refused:
+                    received.add(item.signal.event.event_id)
+                for job in outcome.scheduled:
+                    timeline.scheduled(job["due_ms"])
+                if outcome.status == "conflict":
+                    report.notes.append(f"{item.where}: identity conflict: {outcome.reason}")
+                elif outcome.status == "unmatched" and item.signal.event.event in plan.step_events:
+                    unknown.append(item.where)
             timeline.run_until(clock.now_ms())
         if end_ms is None:
             with state.read() as connection:

@@ -1,8 +1,9 @@
-"""The write-ahead event log and the shipper that moves it into the event store.
+"""The shipper: moves the write-ahead event log into the event store.
 
-How it works: an ingest request commits its events to `event_log` in SQLite (synchronous=FULL) and only
-then answers 2xx, so an acknowledged event survives a crash. `event_log.event_id` is unique, so a repeated
-message id is a no-op for as long as its row is kept (the dedup window, 7 days by default).
+How it works: an ingest transaction (`funnels.ingest.transaction`) commits its events to the event log in
+the state store (synchronous=FULL) and only then answers 2xx, so an acknowledged event survives a crash.
+Event ids are unique in the log, so a repeated message id is a no-op for as long as its row is kept (the
+dedup window, 7 days by default).
 
 The shipper copies log rows to the event store in sequence order, each tagged with its `log_seq`. Its
 watermark is `max(log_seq)` read back from the event store at start, so a crash between "inserted into
@@ -13,42 +14,16 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
-
-from sqlalchemy import Connection, delete, func, select
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from funnels.background import BackgroundLoop
 from funnels.clock import Clock
-from funnels.events import Event
+from funnels.store import eventlog
 from funnels.store.events import EventStore
-from funnels.store.state import StateStore, chunks, event_log
+from funnels.store.state import StateStore
 
 log = logging.getLogger(__name__)
 
 DEDUP_WINDOW_MS = 7 * 24 * 3600 * 1000
-
-
-def known_event_ids(connection: Connection, event_ids: Sequence[str]) -> set[str]:
-    """Which of these event ids the log already holds (the dedup window)."""
-    found: set[str] = set()
-    for chunk in chunks(dict.fromkeys(event_ids)):
-        found.update(
-            connection.execute(select(event_log.c.event_id).where(event_log.c.event_id.in_(chunk))).scalars()
-        )
-    return found
-
-
-def log_events(connection: Connection, events: Sequence[Event]) -> None:
-    """Append events to the log in the caller's transaction (their ids must be new: see `known_event_ids`)."""
-    if events:
-        connection.execute(
-            sqlite_insert(event_log).on_conflict_do_nothing(index_elements=["event_id"]),
-            [
-                {"event_id": e.event_id, "record": e.to_log_record(), "received_ms": e.received_ms}
-                for e in events
-            ],
-        )
 
 
 class Shipper(BackgroundLoop):
@@ -83,15 +58,10 @@ class Shipper(BackgroundLoop):
         """Ship one batch; returns how many events it shipped."""
         with self._lock:
             with self.state.read() as connection:
-                rows = connection.execute(
-                    select(event_log.c.seq, event_log.c.record)
-                    .where(event_log.c.seq > self.watermark)
-                    .order_by(event_log.c.seq)
-                    .limit(self.batch_size)
-                ).all()
+                rows = eventlog.events_after(connection, self.watermark, self.batch_size)
             if not rows:
                 return 0
-            self.events.insert_events([Event.from_log_record(r.record) for r in rows], [r.seq for r in rows])
+            self.events.insert_events([row.event for row in rows], [row.seq for row in rows])
             self.watermark = rows[-1].seq
             self._prune()
             return len(rows)
@@ -103,11 +73,8 @@ class Shipper(BackgroundLoop):
         if now < self._next_prune_ms:
             return
         self._next_prune_ms = now + self.prune_every_ms
-        cutoff = now - self.dedup_window_ms
         with self.state.write() as connection:
-            connection.execute(
-                delete(event_log).where(event_log.c.seq <= self.watermark, event_log.c.received_ms < cutoff)
-            )
+            eventlog.prune(connection, self.watermark, now - self.dedup_window_ms)
 
     def flush(self) -> int:
         """Ship until the log is empty; returns how many events were shipped."""
@@ -118,11 +85,7 @@ class Shipper(BackgroundLoop):
 
     def backlog(self) -> int:
         with self.state.read() as connection:
-            return int(
-                connection.execute(
-                    select(func.count()).select_from(event_log).where(event_log.c.seq > self.watermark)
-                ).scalar_one()
-            )
+            return eventlog.backlog(connection, self.watermark)
 
     def stop(self) -> None:
         """End the background loop, then ship what is left."""
