@@ -25,7 +25,6 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     Column,
-    Connection,
     Index,
     Integer,
     LargeBinary,
@@ -38,6 +37,7 @@ from sqlalchemy import (
     event,
     text,
 )
+from sqlalchemy import Connection as Connection  # re-exported: callers outside the store name it here
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 
