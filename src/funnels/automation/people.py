@@ -6,24 +6,21 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, and_, or_, select
 
 from funnels.automation.deliveries import iso, job_rows
 from funnels.automation.identity import Instance, ids_of, related
 from funnels.automation.steprule import Plan
 from funnels.events import parse_timestamp
+from funnels.store import outbox
 from funnels.store.events import EventStore
-from funnels.store.state import action_jobs, instances, satisfied_steps
+from funnels.store.identity import instance_times
+from funnels.store.progress import satisfied_of
+from funnels.store.state import Connection
 
 
 def progress(connection: Connection, plan: Plan | None, instance: Instance) -> list[dict[str, Any]]:
     """Each funnel of the instance's model with which steps are satisfied, when, and by which event."""
-    satisfied = {
-        (row.funnel_id, row.step_index): row
-        for row in connection.execute(
-            select(satisfied_steps).where(satisfied_steps.c.instance_id == instance.id)
-        )
-    }
+    satisfied = {(row.funnel_id, row.step_index): row for row in satisfied_of(connection, instance.id)}
     funnels = plan.funnels_by_model.get(instance.model, ()) if plan else ()
     result = []
     for funnel in funnels:
@@ -97,16 +94,9 @@ def timeline(
         {"ids": ids, "before": cursor.ms, "after_id": cursor.id, "limit": limit},
     ).dicts()
     op, tie = cursor.bound(RANKS["action"])
-    created = action_jobs.c.created_ms
-    condition = created <= cursor.ms if op == "<=" else created < cursor.ms
-    if tie:
-        condition = or_(condition, and_(created == cursor.ms, action_jobs.c.id < int(cursor.id)))
-    action_rows = connection.execute(
-        select(action_jobs)
-        .where(action_jobs.c.instance_id == instance.id, condition)
-        .order_by(created.desc(), action_jobs.c.id.desc())
-        .limit(limit)
-    ).all()
+    action_rows = outbox.timeline_jobs(
+        connection, instance.id, cursor.ms, int(cursor.id) if tie else None, inclusive=op == "<=", limit=limit
+    )
     items: list[tuple[tuple[int, int, Any], dict[str, Any]]] = [
         (
             (int(row["ts_ms"]), RANKS["event"], row["event_id"]),
@@ -121,7 +111,7 @@ def timeline(
         )
         for row in event_rows
     ]
-    for row, job in zip(action_rows, job_rows(connection, list(action_rows)), strict=True):
+    for row, job in zip(action_rows, job_rows(connection, action_rows), strict=True):
         items.append(
             (
                 (int(row.created_ms), RANKS["action"], int(row.id)),
@@ -147,15 +137,15 @@ def describe(
     limit: int,
 ) -> dict[str, Any]:
     ids = ids_of(connection, instance.id)
-    row = connection.execute(select(instances).where(instances.c.id == instance.id)).one()
+    created_ms, updated_ms = instance_times(connection, instance.id)
     return {
         "model": instance.model,
         "id": instance.primary_id,
         "ids": ids,
         "displayName": instance.display_name,
         "properties": instance.properties,
-        "created_at": iso(row.created_ms),
-        "updated_at": iso(row.updated_ms),
+        "created_at": iso(created_ms),
+        "updated_at": iso(updated_ms),
         **related(connection, instance, ids),
         "funnels": progress(connection, plan, instance),
         "timeline": timeline(connection, events, instance, ids, cursor, limit),
