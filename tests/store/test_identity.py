@@ -1,4 +1,4 @@
-"""Model instances and their ids on a real state store."""
+"""Model instances and their ids on a real state store (SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,15 @@ from funnels.store.state import StateStore, instance_ids, instances
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[StateStore]:
+def store(state_target: Path | str) -> Iterator[StateStore]:
+    state = StateStore(state_target)
+    yield state
+    state.close()
+
+
+@pytest.fixture
+def sqlite_store(tmp_path: Path) -> Iterator[StateStore]:
+    """`ids_by_instance` orders by SQLite's rowid until identify numbers each id (`position`)."""
     state = StateStore(tmp_path / "state.sqlite3")
     yield state
     state.close()
@@ -43,24 +51,24 @@ def add_instance(
 # --- reads for delivery, people and replay (from the outbox branch)
 
 
-def test_ids_come_in_the_order_they_were_added(store: StateStore) -> None:
+def test_ids_come_in_the_order_they_were_added(sqlite_store: StateStore) -> None:
     """Not alphabetically: the primary id first (templates read `ids[0]`), then each later one."""
-    add_instance(store, 1, "zed", "alpha")
-    add_instance(store, 2, "m")
-    with store.write() as connection:
+    add_instance(sqlite_store, 1, "zed", "alpha")
+    add_instance(sqlite_store, 2, "m")
+    with sqlite_store.write() as connection:
         connection.execute(insert(instance_ids).values(model="customer", id_text="beta", instance_id=1))
-    with store.read() as connection:
+    with sqlite_store.read() as connection:
         assert ids_by_instance(connection, [1, 2, 3]) == {1: ["zed", "alpha", "beta"], 2: ["m"]}
         assert ids_by_instance(connection, []) == {}
 
 
-def test_ids_of_more_instances_than_one_in_list_holds(store: StateStore) -> None:
-    with store.write() as connection:
+def test_ids_of_more_instances_than_one_in_list_holds(sqlite_store: StateStore) -> None:
+    with sqlite_store.write() as connection:
         connection.execute(
             insert(instance_ids),
             [{"model": "customer", "id_text": f"id-{n}", "instance_id": n} for n in range(1_200)],
         )
-    with store.read() as connection:
+    with sqlite_store.read() as connection:
         found = ids_by_instance(connection, range(1_200))
     assert found == {n: [f"id-{n}"] for n in range(1_200)}
 

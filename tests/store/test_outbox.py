@@ -1,5 +1,5 @@
-"""The outbox's rows on a real state store: specs, scheduling and cancelling, the worker's claim, mark,
-record and release, the delivery log's reads and a person's retry."""
+"""The outbox's rows on a real state store (SQLite and PostgreSQL): specs, scheduling and cancelling, the
+worker's claim, mark, record and release, the delivery log's reads and a person's retry."""
 
 from __future__ import annotations
 
@@ -20,8 +20,9 @@ UNKNOWN = "outcome unknown"
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[StateStore]:
-    state = StateStore(tmp_path / "state.sqlite3")
+def store(state_target: Path | str) -> Iterator[StateStore]:
+    """A state store on each dialect: a SQLite file, then a schema of the real PostgreSQL."""
+    state = StateStore(state_target)
     yield state
     state.close()
 

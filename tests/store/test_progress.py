@@ -1,4 +1,4 @@
-"""Funnel progress on a real state store."""
+"""Funnel progress on a real state store (SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -8,43 +8,42 @@ from pathlib import Path
 import pytest
 from sqlalchemy import insert
 
-from funnels.store.progress import StoredStep, reached_in_order, reached_steps, satisfied_of
+from funnels.store.progress import SatisfiedStep, all_satisfied, reached_steps, satisfied_by
 from funnels.store.state import StateStore, satisfied_steps
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[StateStore]:
-    state = StateStore(tmp_path / "state.sqlite3")
+def store(state_target: Path | str) -> Iterator[StateStore]:
+    state = StateStore(state_target)
     yield state
     state.close()
 
 
-def satisfy(store: StateStore, *steps: tuple[int, str, int, str, int]) -> None:
-    """(instance id, funnel id, step index, event, satisfied ms) rows, in this order."""
+def step(instance_id: int, funnel_id: str, step_index: int, event: str, satisfied_ms: int) -> SatisfiedStep:
+    return SatisfiedStep(
+        instance_id,
+        funnel_id,
+        step_index,
+        event,
+        f"e-{instance_id}-{funnel_id}-{step_index}",
+        satisfied_ms - 1,
+        satisfied_ms,
+    )
+
+
+def satisfy(store: StateStore, *steps: SatisfiedStep) -> None:
     with store.write() as connection:
-        connection.execute(
-            insert(satisfied_steps),
-            [
-                {
-                    "instance_id": instance_id,
-                    "funnel_id": funnel_id,
-                    "step_index": step_index,
-                    "event": event,
-                    "event_id": f"e-{instance_id}-{funnel_id}-{step_index}",
-                    "event_ts_ms": satisfied_ms - 1,
-                    "satisfied_ms": satisfied_ms,
-                }
-                for instance_id, funnel_id, step_index, event, satisfied_ms in steps
-            ],
-        )
+        connection.execute(insert(satisfied_steps), [row._asdict() for row in steps])
 
 
 # --- reads for delivery, people and replay (from the outbox branch)
 
 
 def test_reached_steps_of_the_instances_asked_for(store: StateStore) -> None:
-    satisfy(store, (1, "f", 0, "sign_up", 10), (1, "f", 1, "activate", 20), (2, "g", 0, "visit", 10))
-    satisfy(store, *[(n, "f", 0, "sign_up", 5) for n in range(100, 1_300)])
+    satisfy(
+        store, step(1, "f", 0, "sign_up", 10), step(1, "f", 1, "activate", 20), step(2, "g", 0, "visit", 10)
+    )
+    satisfy(store, *[step(n, "f", 0, "sign_up", 5) for n in range(100, 1_300)])
     with store.read() as connection:
         assert sorted(reached_steps(connection, [1, 3])) == [(1, "f", 0, "sign_up"), (1, "f", 1, "activate")]
         assert len(reached_steps(connection, range(100, 1_300))) == 1_200  # more than one IN list's worth
@@ -52,24 +51,17 @@ def test_reached_steps_of_the_instances_asked_for(store: StateStore) -> None:
 
 
 def test_an_instances_satisfied_steps(store: StateStore) -> None:
-    satisfy(store, (1, "f", 0, "sign_up", 10), (1, "g", 0, "visit", 30), (2, "f", 0, "sign_up", 10))
+    mine = [step(1, "f", 0, "sign_up", 10), step(1, "g", 0, "visit", 30)]
+    satisfy(store, *mine, step(2, "f", 0, "sign_up", 10))
     with store.read() as connection:
-        found = sorted(satisfied_of(connection, 1), key=lambda step: step.funnel_id)
-        assert satisfied_of(connection, 3) == []
-    assert found == [
-        StoredStep("f", 0, "sign_up", "e-1-f-0", 9, 10),
-        StoredStep("g", 0, "visit", "e-1-g-0", 29, 30),
-    ]
+        assert sorted(satisfied_by(connection, 1)) == mine
+        assert satisfied_by(connection, 3) == []
 
 
-def test_reached_in_the_order_satisfied_per_instance_and_funnel(store: StateStore) -> None:
-    """Steps are satisfied in order, so the step index orders them, also two satisfied at one millisecond
-    (whatever order the rows were written in)."""
-    satisfy(store, (2, "f", 1, "second", 50), (2, "f", 0, "first", 50), (2, "f", 2, "buy", 60))
-    satisfy(store, (1, "g", 0, "visit", 5), (1, "f", 0, "sign_up", 70))
+def test_every_step_in_the_order_satisfied(store: StateStore) -> None:
+    """By time; two steps satisfied at one millisecond by step index (steps are satisfied in order)."""
+    rows = [step(2, "f", 1, "second", 50), step(2, "f", 0, "first", 50), step(2, "f", 2, "buy", 60)]
+    satisfy(store, *rows, step(1, "g", 0, "visit", 5))
     with store.read() as connection:
-        assert reached_in_order(connection) == {
-            (2, "f"): ["first", "second", "buy"],
-            (1, "g"): ["visit"],
-            (1, "f"): ["sign_up"],
-        }
+        found = [(row.instance_id, row.event) for row in all_satisfied(connection)]
+    assert found == [(1, "visit"), (2, "first"), (2, "second"), (2, "buy")]

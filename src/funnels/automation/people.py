@@ -14,13 +14,13 @@ from funnels.events import parse_timestamp
 from funnels.store import outbox
 from funnels.store.events import EventStore
 from funnels.store.identity import instance_times
-from funnels.store.progress import satisfied_of
+from funnels.store.progress import satisfied_by
 from funnels.store.state import Connection
 
 
 def progress(connection: Connection, plan: Plan | None, instance: Instance) -> list[dict[str, Any]]:
     """Each funnel of the instance's model with which steps are satisfied, when, and by which event."""
-    satisfied = {(row.funnel_id, row.step_index): row for row in satisfied_of(connection, instance.id)}
+    satisfied = {(row.funnel_id, row.step_index): row for row in satisfied_by(connection, instance.id)}
     funnels = plan.funnels_by_model.get(instance.model, ()) if plan else ()
     result = []
     for funnel in funnels:

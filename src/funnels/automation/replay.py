@@ -40,7 +40,7 @@ from funnels.clock import ManualClock
 from funnels.events import EPOCH, NativeEvent, parse_timestamp
 from funnels.store import outbox
 from funnels.store.identity import count_instances
-from funnels.store.progress import reached_in_order
+from funnels.store.progress import all_satisfied
 from funnels.store.state import Connection, StateStore
 from funnels.types import RowError
 
@@ -360,7 +360,9 @@ def _rows(connection: Connection, automation: Automation, recorder: Recorder, en
         spec_id: orjson.loads(spec)
         for spec_id, spec in outbox.specs(connection, {job.spec_id for job, _ in jobs}).items()
     }
-    reached = reached_in_order(connection)
+    reached: dict[tuple[int, str], list[tuple[int, str]]] = {}
+    for row in all_satisfied(connection):
+        reached.setdefault((row.instance_id, row.funnel_id), []).append((row.satisfied_ms, row.event))
     rows = []
     for job, primary_id in jobs:
         args: dict[str, Any] | None = None
@@ -372,7 +374,11 @@ def _rows(connection: Connection, automation: Automation, recorder: Recorder, en
         elif job.status == "cancelled":
             unless = set(specs[job.spec_id]["unless"])
             reason = next(
-                (event for event in reached.get((job.instance_id, job.funnel_id), []) if event in unless),
+                (
+                    event
+                    for _ms, event in reached.get((job.instance_id, job.funnel_id), [])
+                    if event in unless
+                ),
                 None,
             )
             time_ms, status = job.updated_ms, "cancelled"

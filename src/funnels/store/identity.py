@@ -12,9 +12,10 @@ from funnels.store.state import chunks, instance_ids, instances
 
 # --- reads for delivery, people and replay (from the outbox branch)
 
-# `instance_ids` keeps no column saying when an id was added: its primary key (model, id_text) would sort
-# the ids alphabetically, and SQLite's rowid is their insertion order (the order templates see in `ids`).
-# PostgreSQL has no such order: it needs a column for it (a migration).
+# The ids' order is the order templates see in `ids`. Their primary key (model, id_text) would sort them
+# alphabetically; `position` (migration 0003) is the portable order, but identify does not write it yet
+# (every new id is at 0), so this still orders by SQLite's rowid, their insertion order. Once identify
+# numbers the ids, order by `position` (then `id_text`) and this runs on PostgreSQL too.
 _IDS_BY_INSTANCE = (
     select(instance_ids.c.instance_id, instance_ids.c.id_text)
     .where(instance_ids.c.instance_id.in_(bindparam("instance_ids", expanding=True)))

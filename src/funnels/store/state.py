@@ -37,7 +37,7 @@ from sqlalchemy import (
     event,
     text,
 )
-from sqlalchemy import Connection as Connection  # re-exported: callers outside the store name it here
+from sqlalchemy import Connection as Connection  # re-exported: callers outside the store annotate with it
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 
