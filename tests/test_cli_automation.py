@@ -8,11 +8,12 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from funnels.automation.deliveries import JobFilter, list_jobs
+from funnels.automation.deliveries import list_jobs
 from funnels.automation.engine import Signal
 from funnels.automation.identity import Identify
 from funnels.events import Event
 from funnels.services import Services
+from funnels.store.outbox import JobFilter
 from tests.processes import BIN, client, create_key, free_port, start_server, wait_until
 from tests.receivers import NETWORK, HttpReceiver
 

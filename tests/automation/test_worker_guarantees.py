@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from sqlalchemy import event, select, update
 
-from funnels.automation import worker as worker_module
 from funnels.automation.worker import Send, Worker, release_jobs
+from funnels.store import outbox
 from funnels.store.state import action_specs
 from tests.automation.conftest import Config, World
 from tests.receivers import NETWORK, HttpReceiver, free_port
@@ -185,10 +185,10 @@ def test_the_claim_and_the_release_read_indexes_not_the_table(world: World) -> N
             rows = connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {compiled}", positional)
             return " | ".join(row[3] for row in rows)
 
-    claim = plan(worker_module._CLAIM, {"now": 5, "lease_until": 9, "claim_limit": 16, "owner": "w"})
+    claim = plan(outbox._CLAIMS["sqlite"], {"now": 5, "lease_until": 9, "claim_limit": 16, "owner": "w"})
     assert "SEARCH action_jobs USING COVERING INDEX ix_action_jobs_next (next_ms<?)" in claim, claim
     assert "SCAN action_jobs" not in claim and "TEMP B-TREE" not in claim, claim
-    release = plan(worker_module._RELEASE, {"owner": "w", "now": 5})
+    release = plan(outbox._RELEASE, {"owner": "w", "now": 5})
     assert "SEARCH action_jobs USING INDEX ix_action_jobs_status (status=?)" in release, release
 
 

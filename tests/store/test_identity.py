@@ -110,3 +110,20 @@ def test_relationships_pair_by_id_and_are_kept_once(state: StateStore) -> None:
             ("organization", "o2"),
             ("organization", "o0"),
         ]
+
+
+def test_ids_by_instance_come_in_the_order_they_were_added(state: StateStore) -> None:
+    """Not alphabetically: the primary id first (templates read `ids[0]`), then each later one; more
+    instances than one IN list holds."""
+    with state.write() as connection:
+        c1 = new(connection, "customer", "zed", "alpha")
+        c2 = new(connection, "customer", "m")
+        identity.claim_ids(connection, "customer", ["beta"], c1, 2)
+        many = [new(connection, "customer", f"id-{n}") for n in range(600)]
+    with state.read() as connection:
+        assert identity.ids_by_instance(connection, [c1, c2, 10_000]) == {
+            c1: ["zed", "alpha", "beta"],
+            c2: ["m"],
+        }
+        assert identity.ids_by_instance(connection, []) == {}
+        assert identity.ids_by_instance(connection, many) == {key: [f"id-{n}"] for n, key in enumerate(many)}

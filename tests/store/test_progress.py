@@ -36,3 +36,16 @@ def test_the_steps_of_one_instance_and_every_step_in_the_order_satisfied(state: 
         assert sorted(progress.satisfied_by(connection, 2)) == sorted([rows[0], rows[2]])
         assert progress.satisfied_by(connection, 3) == []
         assert progress.all_satisfied(connection) == [rows[1], rows[2], rows[0]]
+
+
+def test_reached_steps_of_the_instances_asked_for(state: StateStore) -> None:
+    with state.write() as connection:
+        progress.record(connection, [step(1, "f", 0, 10), step(1, "f", 1, 20), step(2, "g", 0, 10)])
+        progress.record(connection, [step(n, "f", 0, 5) for n in range(100, 1_300)])
+    with state.read() as connection:
+        assert sorted(progress.reached_steps(connection, [1, 3])) == [
+            (1, "f", 0, "step0"),
+            (1, "f", 1, "step1"),
+        ]
+        assert len(progress.reached_steps(connection, range(100, 1_300))) == 1_200  # more than one IN list
+        assert progress.reached_steps(connection, []) == []

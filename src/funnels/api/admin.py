@@ -11,18 +11,12 @@ from fastapi.concurrency import run_in_threadpool
 from funnels.api.deps import require, services
 from funnels.api.errors import ApiError, validation_error
 from funnels.api.schemas import AUTH, WRITE, ActionJob, ActionJobs, LoadedConfig, ModelInstance, documented
-from funnels.automation.deliveries import (
-    RETRYABLE,
-    STATUSES,
-    JobFilter,
-    get_job,
-    iso,
-    list_jobs,
-    retry_job,
-)
+from funnels.automation.deliveries import STATUSES, get_job, iso, list_jobs
 from funnels.automation.people import Cursor, describe
 from funnels.config import ConfigInvalid
+from funnels.store import outbox
 from funnels.store.identity import instance_by_id
+from funnels.store.outbox import JobFilter
 
 router = APIRouter(tags=["Automation admin"], dependencies=[require("admin")])
 
@@ -85,13 +79,13 @@ async def retry(request: Request, job_id: JobId) -> dict[str, Any]:
 
     def run() -> tuple[str | None, dict[str, Any] | None]:
         with svc.state.write() as connection:
-            before = retry_job(connection, job_id, svc.clock.now_ms())
+            before = outbox.retry(connection, job_id, svc.clock.now_ms())
             return before, get_job(connection, job_id)
 
     before, job = await run_in_threadpool(run)
     if before is None or job is None:
         raise ApiError("NOT_FOUND", f"No action job {job_id}.")
-    if job["status"] != "scheduled" or before not in RETRYABLE:
+    if job["status"] != "scheduled" or before not in outbox.RETRYABLE:
         raise ApiError(
             "CONFLICT", f"Action job {job_id} is {before}; only dead, failed or unknown jobs can be retried."
         )

@@ -21,20 +21,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, tuple_, update
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from funnels.automation.identity import Identify, IdentifyRefused, IdentityConflict, choose, identify
 from funnels.automation.steprule import Decision, Plan, Trigger, decide
 from funnels.automation.steprule import job_key as job_key  # re-exported: callers and tests name it here
 from funnels.events import Event
-from funnels.store import progress
+from funnels.store import outbox, progress
 from funnels.store.identity import Instance, load_instances, owners_of
 from funnels.store.progress import SatisfiedStep
-from funnels.store.state import action_jobs, action_specs
+from funnels.store.state import Connection
 from funnels.types import IDENTIFY_EVENTS
-
-ACTIVE = ("scheduled", "failed")  # statuses of jobs that will still be tried
 
 
 @dataclass
@@ -81,9 +77,7 @@ class Outcome:
 
 def store_specs(connection: Connection, plan: Plan) -> None:
     """Write every action definition of the plan once (jobs reference them by hash)."""
-    rows = [{"id": spec_id, "spec": raw.decode()} for spec_id, raw in plan.specs.values()]
-    if rows:
-        connection.execute(sqlite_insert(action_specs).on_conflict_do_nothing(), rows)
+    outbox.store_specs(connection, plan.specs.values())
 
 
 class Batch:
@@ -109,7 +103,7 @@ class Batch:
         self.instances = load_instances(connection, found)
         self.levels = progress.levels_of(connection, found)
         self.steps: list[SatisfiedStep] = []
-        self.jobs: list[tuple[Outcome, dict[str, Any]]] = []
+        self.jobs: list[tuple[Outcome, outbox.NewJob]] = []
 
     def wanted(self, signal: Signal) -> bool:
         """Whether automation looks at this signal at all (cheap: no I/O)."""
@@ -187,48 +181,31 @@ class Batch:
         if decision.cancel:
             self.flush()
         for cancel in decision.cancel:
-            result = self.connection.execute(
-                update(action_jobs)
-                .where(
-                    action_jobs.c.instance_id == instance.id,
-                    action_jobs.c.funnel_id == cancel.funnel,
-                    action_jobs.c.status.in_(ACTIVE),
-                    tuple_(action_jobs.c.step_index, action_jobs.c.action_index).in_(cancel.actions),
-                )
-                .values(
-                    status="cancelled",
-                    next_ms=None,
-                    last_error=f"cancelled: {cancel.reached!r} was reached first",
-                    updated_ms=self.now_ms,
-                )
-                .returning(action_jobs.c.id)
+            error = f"cancelled: {cancel.reached!r} was reached first"
+            out.cancelled += outbox.cancel(
+                self.connection, instance.id, cancel.funnel, cancel.actions, error, self.now_ms
             )
-            out.cancelled.extend(int(row.id) for row in result)
         event_properties = orjson.dumps(event.properties).decode() if decision.schedule else ""
         for job in decision.schedule:
             self.jobs.append(
                 (
                     out,
-                    {
-                        "key": job.key,
-                        "funnel_id": job.funnel,
-                        "step_index": job.step_index,
-                        "action_index": job.action_index,
-                        "action_type": job.type,
-                        "model": instance.model,
-                        "instance_id": instance.id,
-                        "spec_id": job.spec_id,
-                        "event_id": event.event_id,
-                        "event": event.event,
-                        "event_properties": event_properties,
-                        "event_ts_ms": event.ts_ms,
-                        "status": "scheduled",
-                        "due_ms": job.due_ms,
-                        "next_ms": job.due_ms,
-                        "attempts": 0,
-                        "created_ms": self.now_ms,
-                        "updated_ms": self.now_ms,
-                    },
+                    outbox.NewJob(
+                        key=job.key,
+                        funnel_id=job.funnel,
+                        step_index=job.step_index,
+                        action_index=job.action_index,
+                        action_type=job.type,
+                        model=instance.model,
+                        instance_id=instance.id,
+                        spec_id=job.spec_id,
+                        event_id=event.event_id,
+                        event=event.event,
+                        event_properties=event_properties,
+                        event_ts_ms=event.ts_ms,
+                        due_ms=job.due_ms,
+                        created_ms=self.now_ms,
+                    ),
                 )
             )
 
@@ -239,25 +216,17 @@ class Batch:
             self.steps = []
         if not self.jobs:
             return
-        inserted = {
-            row.key: int(row.id)
-            for row in self.connection.execute(
-                sqlite_insert(action_jobs)
-                .on_conflict_do_nothing(index_elements=["key"])
-                .returning(action_jobs.c.id, action_jobs.c.key),
-                [row for _outcome, row in self.jobs],
-            )
-        }
-        for outcome, row in self.jobs:
-            if row["key"] in inserted:  # a job with this key already existed: it is not scheduled twice
+        inserted = outbox.schedule(self.connection, [job for _outcome, job in self.jobs])
+        for outcome, job in self.jobs:
+            if job.key in inserted:  # a job with this key already existed: it is not scheduled twice
                 outcome.scheduled.append(
                     {
-                        "id": inserted[row["key"]],
-                        "funnel": row["funnel_id"],
-                        "step": row["step_index"] + 1,
-                        "action": row["action_index"] + 1,
-                        "type": row["action_type"],
-                        "due_ms": row["due_ms"],
+                        "id": inserted[job.key],
+                        "funnel": job.funnel_id,
+                        "step": job.step_index + 1,
+                        "action": job.action_index + 1,
+                        "type": job.action_type,
+                        "due_ms": job.due_ms,
                     }
                 )
         self.jobs = []

@@ -21,11 +21,7 @@ from typing import Any
 import orjson
 
 from funnels.store import identity as store
-
-# Instance and load_instances are re-exported: the worker and the delivery log name them here.
-from funnels.store.identity import Instance as Instance
-from funnels.store.identity import Owners, Relationship
-from funnels.store.identity import load_instances as load_instances
+from funnels.store.identity import Instance, Owners, Relationship
 from funnels.store.state import Connection
 from funnels.types import JSONDict
 

@@ -6,16 +6,16 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, and_, or_, select
 
 from funnels.automation.deliveries import iso, job_rows
-from funnels.automation.identity import MAX_INSTANCE_IDS, Instance, related
+from funnels.automation.identity import MAX_INSTANCE_IDS, related
 from funnels.automation.steprule import Plan
 from funnels.events import parse_timestamp
+from funnels.store import outbox
 from funnels.store.events import EventStore
-from funnels.store.identity import ids_of
+from funnels.store.identity import Instance, ids_of
 from funnels.store.progress import satisfied_by
-from funnels.store.state import action_jobs
+from funnels.store.state import Connection
 
 
 def progress(connection: Connection, plan: Plan | None, instance: Instance) -> list[dict[str, Any]]:
@@ -94,16 +94,9 @@ def timeline(
         {"ids": ids, "before": cursor.ms, "after_id": cursor.id, "limit": limit},
     ).dicts()
     op, tie = cursor.bound(RANKS["action"])
-    created = action_jobs.c.created_ms
-    condition = created <= cursor.ms if op == "<=" else created < cursor.ms
-    if tie:
-        condition = or_(condition, and_(created == cursor.ms, action_jobs.c.id < int(cursor.id)))
-    action_rows = connection.execute(
-        select(action_jobs)
-        .where(action_jobs.c.instance_id == instance.id, condition)
-        .order_by(created.desc(), action_jobs.c.id.desc())
-        .limit(limit)
-    ).all()
+    action_rows = outbox.timeline_jobs(
+        connection, instance.id, cursor.ms, int(cursor.id) if tie else None, inclusive=op == "<=", limit=limit
+    )
     items: list[tuple[tuple[int, int, Any], dict[str, Any]]] = [
         (
             (int(row["ts_ms"]), RANKS["event"], row["event_id"]),
@@ -118,7 +111,7 @@ def timeline(
         )
         for row in event_rows
     ]
-    for row, job in zip(action_rows, job_rows(connection, list(action_rows)), strict=True):
+    for row, job in zip(action_rows, job_rows(connection, action_rows), strict=True):
         items.append(
             (
                 (int(row.created_ms), RANKS["action"], int(row.id)),

@@ -32,7 +32,6 @@ import orjson
 from pydantic import BaseModel, ValidationError
 from rich.table import Table
 from rich.text import Text
-from sqlalchemy import Connection, func, select
 
 from funnels.automation.engine import Batch, Signal
 from funnels.automation.inputs import EventBody, IdentifyBody, unknown_models
@@ -41,9 +40,10 @@ from funnels.automation.worker import Worker
 from funnels.channels.base import Channel, DeliveryRequest, DeliveryResult, redact
 from funnels.clock import ManualClock
 from funnels.events import EPOCH, NativeEvent, parse_timestamp
+from funnels.store import outbox
 from funnels.store.identity import count_instances
 from funnels.store.progress import all_satisfied
-from funnels.store.state import StateStore, action_jobs, action_specs, instances
+from funnels.store.state import Connection, StateStore
 from funnels.types import RowError
 
 TIMESTAMP_REQUIRED = "timestamp: is required to replay an event"
@@ -337,9 +337,9 @@ def _replay(
             timeline.run_until(clock.now_ms())
         if end_ms is None:
             with state.read() as connection:
-                latest = connection.execute(select(func.max(action_jobs.c.next_ms))).scalar()
+                latest = outbox.last_due_ms(connection)
             if latest is not None:
-                timeline.run_until(int(latest) + SETTLE_MS)
+                timeline.run_until(latest + SETTLE_MS)
         else:
             timeline.run_until(end_ms)
             clock.set(max(end_ms, clock.now_ms()))
@@ -364,20 +364,20 @@ def _rows(connection: Connection, automation: Automation, recorder: Recorder, en
     """Every action job with its outcome, in time order."""
     assert automation.plan is not None
     funnels = {funnel.id: funnel for funnel in automation.plan.config.funnels}
-    specs = {row.id: orjson.loads(row.spec) for row in connection.execute(select(action_specs))}
+    jobs = outbox.jobs_and_primary_ids(connection)
+    specs = {
+        spec_id: orjson.loads(spec)
+        for spec_id, spec in outbox.specs(connection, {job.spec_id for job, _ in jobs}).items()
+    }
     reached: dict[tuple[int, str], list[tuple[int, str]]] = {}
     for row in all_satisfied(connection):
         reached.setdefault((row.instance_id, row.funnel_id), []).append((row.satisfied_ms, row.event))
-    jobs = connection.execute(
-        select(action_jobs, instances.c.primary_id).join(
-            instances, instances.c.id == action_jobs.c.instance_id
-        )
-    ).all()
     rows = []
-    for job in jobs:
+    for job, primary_id in jobs:
         args: dict[str, Any] | None = None
         sent = recorder.sent.get(job.key)
         if job.status == "sent":
+            assert job.sent_ms is not None  # recorded with the status
             args = sent.args if sent is not None else orjson.loads(job.rendered or "null")
             time_ms, status, outcome = job.sent_ms, "sent", "sent"
         elif job.status == "cancelled":
@@ -404,7 +404,7 @@ def _rows(connection: Connection, automation: Automation, recorder: Recorder, en
                 time_ms=time_ms,
                 job_id=job.id,
                 model=job.model,
-                instance=job.primary_id,
+                instance=primary_id,
                 funnel=job.funnel_id,
                 step=job.step_index + 1,
                 step_event=funnel.steps[job.step_index].event if funnel else job.event,

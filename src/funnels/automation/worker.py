@@ -39,9 +39,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import httpx
 import orjson
 from pydantic import BaseModel, ValidationError
-from sqlalchemy import ColumnElement, Connection, bindparam, func, insert, literal_column, select, update
 
-from funnels.automation.identity import Instance, load_instances
 from funnels.automation.templates import TemplateRenderError, render_action_args
 from funnels.background import BackgroundLoop
 from funnels.channels import ACTION_TYPES
@@ -49,14 +47,10 @@ from funnels.channels.base import Channel, DeliveryRequest, DeliveryResult, Reda
 from funnels.channels.network import Network, guarded_client
 from funnels.clock import Clock
 from funnels.config import DeliveryPolicy
-from funnels.store.state import (
-    StateStore,
-    action_attempts,
-    action_jobs,
-    action_specs,
-    instance_ids,
-    satisfied_steps,
-)
+from funnels.store import outbox
+from funnels.store.identity import Instance, ids_by_instance, load_instances
+from funnels.store.progress import reached_steps
+from funnels.store.state import Connection, StateStore
 
 log = logging.getLogger(__name__)
 
@@ -69,121 +63,12 @@ UNKNOWN_ERROR = (
 )
 
 
-# The worker's statements, built once (they run for every claimed job).
-_DUE_IDS = (
-    select(action_jobs.c.id)
-    .where(action_jobs.c.next_ms <= bindparam("now"))
-    .order_by(action_jobs.c.next_ms)
-    .limit(bindparam("claim_limit"))
-)
-_ANY_DUE = _DUE_IDS.limit(1)
-_CLAIM = (
-    update(action_jobs)
-    .where(action_jobs.c.id.in_(_DUE_IDS.scalar_subquery()))
-    .values(
-        status="sending",
-        next_ms=bindparam("lease_until"),
-        updated_ms=bindparam("now"),
-        lease_owner=bindparam("owner"),
-    )
-    .returning(*action_jobs.c)  # `send_started_ms` as it was: set means a send was cut off
-)
-# Just before at-most-once sends: the jobs this worker still holds are marked (and only those are sent).
-_MARK_STARTED = (
-    update(action_jobs)
-    .where(
-        action_jobs.c.id.in_(bindparam("job_ids", expanding=True)),
-        action_jobs.c.status == "sending",
-        action_jobs.c.lease_owner == bindparam("owner"),
-    )
-    .values(send_started_ms=bindparam("now"))
-    .returning(action_jobs.c.id)
-)
-_SPECS = select(action_specs.c.id, action_specs.c.spec).where(
-    action_specs.c.id.in_(bindparam("spec_ids", expanding=True))
-)
-_IDS = (
-    select(instance_ids.c.instance_id, instance_ids.c.id_text)
-    .where(instance_ids.c.instance_id.in_(bindparam("instance_ids", expanding=True)))
-    .order_by(instance_ids.c.instance_id, literal_column("instance_ids.rowid"))
-)
-_SATISFIED = select(
-    satisfied_steps.c.instance_id,
-    satisfied_steps.c.funnel_id,
-    satisfied_steps.c.step_index,
-    satisfied_steps.c.event,
-).where(satisfied_steps.c.instance_id.in_(bindparam("instance_ids", expanding=True)))
-_RECORD = (
-    update(action_jobs)
-    .where(action_jobs.c.id == bindparam("job_id"), action_jobs.c.status == "sending")
-    .values(
-        status=bindparam("status"),
-        next_ms=bindparam("next_ms"),
-        updated_ms=bindparam("updated_ms"),
-        last_error=bindparam("last_error"),
-        rendered=func.coalesce(bindparam("rendered"), action_jobs.c.rendered),
-        sent_ms=func.coalesce(bindparam("sent_ms"), action_jobs.c.sent_ms),
-        attempts=action_jobs.c.attempts + bindparam("attempted"),
-        send_started_ms=None,
-    )
-)
-
-# A dead worker's jobs: `sending` ones are few (the leased), so this reads the status index, not the table.
-_HELD_BY = (action_jobs.c.status == "sending") & (action_jobs.c.lease_owner == bindparam("owner"))
-_RELEASE = (
-    update(action_jobs)
-    .where(_HELD_BY & action_jobs.c.send_started_ms.is_(None))
-    .values(status="scheduled", next_ms=bindparam("now"), updated_ms=bindparam("now"))
-)
-
-
-def settle_unknown(
-    connection: Connection, where: ColumnElement[bool], now_ms: int, params: dict[str, Any] | None = None
-) -> int:
-    """End the at-most-once jobs matched by `where` (with bound `params`) whose send was cut off as
-    `unknown`, each with an attempt of that outcome in the delivery log; returns how many."""
-    rows = connection.execute(
-        update(action_jobs)
-        .where(where)
-        .values(
-            status="unknown",
-            next_ms=None,
-            updated_ms=now_ms,
-            last_error=UNKNOWN_ERROR,
-            attempts=action_jobs.c.attempts + 1,
-        )
-        .returning(action_jobs.c.id, action_jobs.c.attempts, action_jobs.c.send_started_ms),
-        params or {},
-    ).all()
-    if rows:
-        connection.execute(
-            insert(action_attempts),
-            [
-                {
-                    "job_id": row.id,
-                    "attempt": row.attempts,
-                    "started_ms": row.send_started_ms,
-                    "finished_ms": now_ms,
-                    "outcome": "unknown",
-                    "status_code": None,
-                    "error": UNKNOWN_ERROR,
-                    "response": None,
-                }
-                for row in rows
-            ],
-        )
-    return len(rows)
-
-
 def release_jobs(state: StateStore, owner: str, now_ms: int) -> tuple[int, int]:
     """The jobs a worker that has died still holds, released at once instead of when their lease ends:
     those whose send had not started are due now, at-most-once ones whose send had started end `unknown`.
     Returns (released, unknown). Only for a worker known to be dead: a live one would send twice."""
     with state.write() as connection:
-        started = _HELD_BY & action_jobs.c.send_started_ms.is_not(None)
-        unknown = settle_unknown(connection, started, now_ms, {"owner": owner})
-        released = connection.execute(_RELEASE, {"owner": owner, "now": now_ms}).rowcount
-    return released, unknown
+        return outbox.release(connection, owner, now_ms, UNKNOWN_ERROR)
 
 
 def send(channel: Channel, args: BaseModel, settings: BaseModel, request: DeliveryRequest) -> DeliveryResult:
@@ -340,7 +225,7 @@ class Worker(BackgroundLoop):
     def claim(self, limit: int) -> list[Job]:
         """Take up to `limit` due jobs (oldest due first) and lease them to this worker."""
         with self.state.read() as connection:  # most polls find nothing: don't take the writer for them
-            if connection.execute(_ANY_DUE, {"now": self.clock.now_ms()}).first() is None:
+            if not outbox.any_due(connection, self.clock.now_ms()):
                 return []
         with self.state.write() as connection:
             return self._claim(connection, limit)
@@ -357,30 +242,24 @@ class Worker(BackgroundLoop):
         now = self.clock.now_ms()
         policy, _settings = self.policy()
         lease_ms = int(policy.timeout.total_seconds() * 2000) + 5_000
-        rows = connection.execute(
-            _CLAIM, {"now": now, "lease_until": now + lease_ms, "claim_limit": limit, "owner": self.owner}
-        ).all()
+        rows = outbox.claim(connection, self.owner, now, now + lease_ms, limit)
         cut_off = [row.id for row in rows if row.send_started_ms is not None]
         if cut_off:  # at-most-once sends whose worker died (the lease ran out): not sent again
-            settle_unknown(connection, action_jobs.c.id.in_(cut_off), now)
+            outbox.end_unknown(connection, cut_off, now, UNKNOWN_ERROR)
             rows = [row for row in rows if row.send_started_ms is None]
         return self._jobs(connection, rows) if rows else []
 
-    def _jobs(self, connection: Connection, rows: Sequence[Any]) -> list[Job]:
-        missing = list({row.spec_id for row in rows} - set(self._specs))
+    def _jobs(self, connection: Connection, rows: Sequence[outbox.StoredJob]) -> list[Job]:
+        missing = {row.spec_id for row in rows} - set(self._specs)
         if missing:
-            for spec_id, spec in connection.execute(_SPECS, {"spec_ids": missing}):
+            for spec_id, spec in outbox.specs(connection, missing).items():
                 self._specs[spec_id] = orjson.loads(spec)
         instance_keys = list({row.instance_id for row in rows})
         instances = load_instances(connection, instance_keys)
-        ids: dict[int, list[str]] = {}
-        for instance_id, id_text in connection.execute(_IDS, {"instance_ids": instance_keys}):
-            ids.setdefault(instance_id, []).append(id_text)
+        ids = ids_by_instance(connection, instance_keys)
         reached: dict[tuple[int, str], set[str]] = {}
         steps: dict[tuple[int, str, int], str] = {}
-        for instance_id, funnel_id, step_index, event in connection.execute(
-            _SATISFIED, {"instance_ids": instance_keys}
-        ):
+        for instance_id, funnel_id, step_index, event in reached_steps(connection, instance_keys):
             reached.setdefault((instance_id, funnel_id), set()).add(event)
             steps[(instance_id, funnel_id, step_index)] = event
         return [
@@ -430,11 +309,7 @@ class Worker(BackgroundLoop):
         if not marking:
             return list(sends)
         with self.state.write() as connection:
-            marked = set(
-                connection.execute(
-                    _MARK_STARTED, {"job_ids": marking, "owner": self.owner, "now": self.clock.now_ms()}
-                ).scalars()
-            )
+            marked = outbox.mark_started(connection, marking, self.owner, self.clock.now_ms())
         return [ready for ready in sends if not ready.job.at_most_once or ready.job.id in marked]
 
     def send(self, ready: Send) -> Result:
@@ -524,40 +399,8 @@ class Worker(BackgroundLoop):
                 self._record(connection, results)
 
     def _record(self, connection: Connection, results: Sequence[Result]) -> None:
-        now = self.clock.now_ms()
-        results = [result for result in results if result.status != "lost"]
-        if not results:
-            return
-        jobs = [
-            {
-                "job_id": result.job_id,
-                "status": result.status,
-                "next_ms": result.next_ms,
-                "updated_ms": now,
-                "last_error": result.error,
-                "rendered": None if result.rendered is None else orjson.dumps(result.rendered).decode(),
-                "sent_ms": now if result.status == "sent" else None,
-                "attempted": int(result.delivery is not None),
-            }
-            for result in results
-        ]
-        attempts = [
-            {
-                "job_id": result.job_id,
-                "attempt": result.attempt,
-                "started_ms": result.started_ms,
-                "finished_ms": now,
-                "outcome": result.status,
-                "status_code": result.delivery.status_code,
-                "error": None if result.delivery.ok else _error_of(result.delivery),
-                "response": result.delivery.response,
-            }
-            for result in results
-            if result.delivery is not None
-        ]
-        connection.execute(_RECORD, jobs)
-        if attempts:
-            connection.execute(insert(action_attempts), attempts)
+        outcomes = [_outcome(result) for result in results if result.status != "lost"]
+        outbox.record(connection, outcomes, self.clock.now_ms())
 
     # --- loops ---------------------------------------------------------------------------------------
 
@@ -577,11 +420,7 @@ class Worker(BackgroundLoop):
 
     def next_due_ms(self) -> int | None:
         with self.state.read() as connection:
-            # The IS NOT NULL term lets SQLite answer from the partial index (one seek, however many jobs).
-            value = connection.execute(
-                select(func.min(action_jobs.c.next_ms)).where(action_jobs.c.next_ms.is_not(None))
-            ).scalar()
-        return None if value is None else int(value)
+            return outbox.next_due_ms(connection)
 
     def close(self) -> None:
         self.stop()
@@ -634,6 +473,19 @@ class Worker(BackgroundLoop):
                 except Exception:  # the store was unavailable: leased jobs are claimed again later
                     log.exception("the action worker failed; retrying in a second")
                     time.sleep(1.0)
+
+
+def _outcome(result: Result) -> outbox.Outcome:
+    """A result as the outbox records it, with its delivery attempt if one was made."""
+    delivery = result.delivery
+    attempt = None
+    if delivery is not None:
+        error = None if delivery.ok else _error_of(delivery)
+        attempt = outbox.Attempt(
+            result.attempt, result.started_ms, result.status, delivery.status_code, error, delivery.response
+        )
+    rendered = None if result.rendered is None else orjson.dumps(result.rendered).decode()
+    return outbox.Outcome(result.job_id, result.status, result.next_ms, result.error, rendered, attempt)
 
 
 def _internal_error(job: Job, now: int, error: Exception) -> Result:

@@ -2,13 +2,17 @@
 
 The store's concern modules (`eventlog`, `identity`, `progress`, `outbox`, `keys`, `idempotency`) write
 SQLAlchemy Core that both dialects run alike, and ask this module for the few statements that differ:
-an INSERT that can say ON CONFLICT, and (as PostgreSQL arrives) the claim's row locking and wake-ups.
+an INSERT that can say ON CONFLICT, the claim's row locking, and (as PostgreSQL arrives) wake-ups.
 """
 
 from __future__ import annotations
 
-from sqlalchemy import Connection, Table
+from typing import Any
+
+from sqlalchemy import Connection, Select, Table
 from sqlalchemy.dialects import postgresql, sqlite
+
+NAMES = ("sqlite", "postgresql")  # the dialects a statement that differs between them is built for
 
 
 def insert(connection: Connection, table: Table) -> sqlite.Insert | postgresql.Insert:
@@ -17,3 +21,13 @@ def insert(connection: Connection, table: Table) -> sqlite.Insert | postgresql.I
     if connection.dialect.name == "postgresql":
         return postgresql.insert(table)
     return sqlite.insert(table)
+
+
+def claim_lock(name: str, rows: Select[Any]) -> Select[Any]:
+    """`rows`, the SELECT of the rows a claim takes (its ORDER BY and LIMIT included), as dialect `name`
+    must run it when several workers claim at once. SQLite: as is, since the claim's transaction holds the
+    file's one write lock. PostgreSQL: FOR UPDATE SKIP LOCKED, so concurrent claims take different rows,
+    neither waiting for another's nor taking a row twice."""
+    if name == "postgresql":
+        return rows.with_for_update(skip_locked=True)
+    return rows

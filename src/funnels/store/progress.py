@@ -50,6 +50,23 @@ def record(connection: Connection, steps: Sequence[SatisfiedStep]) -> None:
         connection.execute(_INSERT, [step._asdict() for step in steps])
 
 
+# Built once: it runs for every claimed batch of jobs.
+_REACHED = select(
+    satisfied_steps.c.instance_id,
+    satisfied_steps.c.funnel_id,
+    satisfied_steps.c.step_index,
+    satisfied_steps.c.event,
+).where(satisfied_steps.c.instance_id.in_(bindparam("instance_ids", expanding=True)))
+
+
+def reached_steps(connection: Connection, instance_keys: Iterable[int]) -> list[tuple[int, str, int, str]]:
+    """(instance id, funnel id, step index, step event) of every step these instances have satisfied."""
+    reached: list[tuple[int, str, int, str]] = []
+    for chunk in chunks(instance_keys):
+        reached.extend(connection.execute(_REACHED, {"instance_ids": chunk}))
+    return reached
+
+
 def satisfied_by(connection: Connection, instance_id: int) -> list[SatisfiedStep]:
     """The steps one instance satisfied, in every funnel."""
     rows = connection.execute(select(*_COLUMNS).where(satisfied_steps.c.instance_id == instance_id))
