@@ -6,6 +6,7 @@ chDB allows one open event store per process at a time, so a test opens at most 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,8 +26,9 @@ def clock() -> ManualClock:
 
 @pytest.fixture
 def state_backend(request: pytest.FixtureRequest) -> str:
-    """The state store's dialect for `services`: SQLite unless a module runs on both (`tests.postgres.BOTH`)."""
-    backend: str = getattr(request, "param", "sqlite")
+    """The state store's dialect for `services`: SQLite (or $FUNNELS_TEST_STATE: `postgresql` runs any suite
+    there) unless a module runs on both (`tests.postgres.BOTH`)."""
+    backend: str = getattr(request, "param", os.environ.get("FUNNELS_TEST_STATE", "sqlite"))
     return backend
 
 

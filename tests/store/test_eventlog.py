@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 from funnels.events import Event
 from funnels.store import eventlog
 from funnels.store.state import StateStore
@@ -64,3 +67,53 @@ def test_prune_deletes_only_shipped_events_older_than_the_cutoff(state: StateSto
         left = [row.event.event_id for row in eventlog.events_after(connection, 0, 10)]
         assert left == ["new", "unshipped-old"]
         assert eventlog.known_event_ids(connection, ["old", "new"]) == {"new"}
+
+
+def test_on_postgresql_appends_commit_in_sequence_order_so_a_shipper_skips_none(postgres_url: str) -> None:
+    """Writer A appends (drawing the lower number) and holds its transaction open; writer B appends and
+    commits. Were B's higher number visible first, a shipper reading past it would never see A's. The
+    append lock makes B wait for A: the shipper, reading all along, gets both, once, in order."""
+    state = StateStore(postgres_url)
+    a_appended, a_may_commit, done = threading.Event(), threading.Event(), threading.Event()
+    shipped: list[tuple[int, str]] = []
+
+    def writer_a() -> None:
+        with state.write() as connection:
+            eventlog.append(connection, [event("a")])
+            a_appended.set()
+            a_may_commit.wait(10)
+
+    def writer_b() -> None:
+        with state.write() as connection:
+            eventlog.append(connection, [event("b")])
+
+    def shipper() -> None:
+        watermark = 0
+        while not done.is_set() or len(shipped) < 2:
+            with state.read() as connection:
+                for row in eventlog.events_after(connection, watermark, 100):
+                    shipped.append((row.seq, row.event.event_id))
+                    watermark = row.seq
+            time.sleep(0.01)
+
+    threads = [
+        threading.Thread(target=writer_a),
+        threading.Thread(target=writer_b),
+        threading.Thread(target=shipper),
+    ]
+    try:
+        threads[0].start()
+        assert a_appended.wait(10)
+        threads[1].start()
+        threads[2].start()
+        time.sleep(0.5)  # B has had ample time to commit, were it not waiting for A
+        a_may_commit.set()
+        for thread in threads[:2]:
+            thread.join(10)
+        done.set()
+        threads[2].join(10)
+    finally:
+        a_may_commit.set()
+        state.close()
+    assert [event_id for _seq, event_id in shipped] == ["a", "b"]
+    assert shipped[0][0] < shipped[1][0]

@@ -49,3 +49,12 @@ def test_reached_steps_of_the_instances_asked_for(state: StateStore) -> None:
         ]
         assert len(progress.reached_steps(connection, range(100, 1_300))) == 1_200  # more than one IN list
         assert progress.reached_steps(connection, []) == []
+
+
+def test_a_step_recorded_twice_stays_as_first_recorded(state: StateStore) -> None:
+    """Two nodes satisfying one step of one instance at once (PostgreSQL): the second changes nothing."""
+    with state.write() as connection:
+        progress.record(connection, [step(1, "f", 0, 10)])
+        progress.record(connection, [step(1, "f", 0, 99), step(1, "f", 1, 99)])
+    with state.read() as connection:
+        assert sorted(progress.satisfied_by(connection, 1)) == [step(1, "f", 0, 10), step(1, "f", 1, 99)]

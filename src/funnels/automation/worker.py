@@ -49,6 +49,7 @@ from funnels.clock import Clock
 from funnels.config import DeliveryPolicy
 from funnels.store import outbox
 from funnels.store.identity import Instance, ids_by_instance, load_instances
+from funnels.store.notify import JobListener
 from funnels.store.progress import reached_steps
 from funnels.store.state import Connection, StateStore
 
@@ -218,7 +219,17 @@ class Worker(BackgroundLoop):
         # Public addresses only, plus the config's `network.allow` (`allow` is read at each connection).
         self.http: httpx.Client = guarded_client(allow)
         self._specs: dict[str, dict[str, Any]] = {}
+        # PostgreSQL: woken when any process, on any machine, schedules a job (polling stays the fallback).
+        self._listener = JobListener(state, self.wake)
         super().__init__()
+
+    def start(self) -> None:
+        self._listener.start()
+        super().start()
+
+    def stop(self) -> None:
+        self._listener.stop()
+        super().stop()
 
     # --- claim ---------------------------------------------------------------------------------------
 

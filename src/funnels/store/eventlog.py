@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import NamedTuple
 
-from sqlalchemy import Connection, bindparam, delete, func, select
+from sqlalchemy import Connection, bindparam, delete, func, select, text
 
 from funnels.events import Event
 from funnels.store.dialect import insert
@@ -40,9 +40,22 @@ def known_event_ids(connection: Connection, event_ids: Sequence[str]) -> set[str
     return found
 
 
+# PostgreSQL: the transaction-level advisory lock every append takes (see `append`).
+_APPEND_LOCK = text("SELECT pg_advisory_xact_lock(7370545839205168236)")  # a constant of this module's
+
+
 def append(connection: Connection, events: Sequence[Event]) -> None:
-    """Append events to the log (one statement); an event id the log holds already is skipped."""
+    """Append events to the log (one statement); an event id the log holds already is skipped.
+
+    Readers ship the log by sequence number, trusting that no row will later appear below one they have
+    read. On SQLite that holds: one writer at a time. On PostgreSQL a transaction draws its sequence numbers
+    when it inserts and they become visible when it commits, so a later number could commit first and an
+    earlier one be skipped. Each append therefore takes a transaction-level advisory lock first, held until
+    commit: appends commit in the order they drew their numbers. Callers append last in their transaction,
+    so the lock covers only the insert and the commit."""
     if events:
+        if connection.dialect.name == "postgresql":
+            connection.execute(_APPEND_LOCK)
         connection.execute(
             insert(connection, event_log).on_conflict_do_nothing(index_elements=["event_id"]),
             [
@@ -54,7 +67,6 @@ def append(connection: Connection, events: Sequence[Event]) -> None:
 
 def events_after(connection: Connection, seq: int, limit: int) -> list[LoggedEvent]:
     """The first `limit` events after sequence number `seq`, in sequence order."""
-    # The fix for sequence numbers that commit out of order (PostgreSQL; issue 11, item 3) goes in this read.
     rows = connection.execute(_AFTER, {"seq": seq, "limit": limit})
     return [LoggedEvent(row.seq, Event.from_log_record(row.record)) for row in rows]
 

@@ -34,6 +34,7 @@ from sqlalchemy import (
 )
 
 from funnels.store import dialect
+from funnels.store.notify import notify_jobs
 from funnels.store.state import action_attempts, action_jobs, action_specs, chunks, instance_ids, instances
 
 ACTIVE = ("scheduled", "failed")  # jobs that will still be tried: what `cancel` cancels
@@ -154,7 +155,10 @@ def schedule(connection: Connection, jobs: Sequence[NewJob]) -> dict[str, int]:
         .on_conflict_do_nothing(index_elements=["key"])
         .returning(action_jobs.c.id, action_jobs.c.key)
     )
-    return {row.key: int(row.id) for row in connection.execute(statement, rows)}
+    written = {row.key: int(row.id) for row in connection.execute(statement, rows)}
+    if written:
+        notify_jobs(connection)
+    return written
 
 
 def cancel(
@@ -351,6 +355,8 @@ def release(connection: Connection, owner: str, now_ms: int, error: str) -> tupl
     started = _HELD_BY & action_jobs.c.send_started_ms.is_not(None)
     unknown = _end_unknown(connection, started, {"owner": owner}, now_ms, error)
     released = connection.execute(_RELEASE, {"owner": owner, "now": now_ms}).rowcount
+    if released:
+        notify_jobs(connection)
     return released, unknown
 
 
@@ -480,4 +486,5 @@ def retry(connection: Connection, job_id: int, now_ms: int) -> str | None:
             .where(action_jobs.c.id == job_id)
             .values(status="scheduled", next_ms=now_ms, attempts=0, updated_ms=now_ms, send_started_ms=None)
         )
+        notify_jobs(connection)
     return status

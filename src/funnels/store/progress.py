@@ -12,6 +12,7 @@ from typing import NamedTuple
 
 from sqlalchemy import Connection, bindparam, func, select
 
+from funnels.store.dialect import insert
 from funnels.store.state import chunks, satisfied_steps
 
 
@@ -27,7 +28,6 @@ class SatisfiedStep(NamedTuple):
 
 _COLUMNS = [satisfied_steps.c[name] for name in SatisfiedStep._fields]
 # Built once: these run for every ingest batch.
-_INSERT = satisfied_steps.insert()
 _LEVELS = (
     select(satisfied_steps.c.instance_id, satisfied_steps.c.funnel_id, func.count())
     .where(satisfied_steps.c.instance_id.in_(bindparam("keys", expanding=True)))
@@ -45,9 +45,12 @@ def levels_of(connection: Connection, instance_ids: Iterable[int]) -> dict[int, 
 
 
 def record(connection: Connection, steps: Sequence[SatisfiedStep]) -> None:
-    """Record satisfied steps (one statement)."""
+    """Record satisfied steps (one statement). A step already recorded stays as it is: on PostgreSQL two
+    nodes may satisfy one step of one instance at once, and the second changes nothing (its jobs, keyed
+    alike, are not scheduled twice either)."""
     if steps:
-        connection.execute(_INSERT, [step._asdict() for step in steps])
+        statement = insert(connection, satisfied_steps).on_conflict_do_nothing()
+        connection.execute(statement, [step._asdict() for step in steps])
 
 
 # Built once: it runs for every claimed batch of jobs.
