@@ -117,8 +117,9 @@ class Services:
         return [item if isinstance(item, Signal) else self.automation.signal_for(item) for item in items]
 
     def _commit(self, signals: Sequence[Signal]) -> list[Outcome]:
-        with self.state.write() as connection:
-            outcomes = apply_signals(connection, self.automation.plan, signals, self.clock.now_ms())
+        plan, now_ms = self.automation.plan, self.clock.now_ms()
+        # Run again if PostgreSQL picks this transaction to give way to another node's (a deadlock).
+        outcomes = self.state.run_write(lambda connection: apply_signals(connection, plan, signals, now_ms))
         # The shipper is not woken: it ships every 0.2 s, so a busy server ships a few large batches rather
         # than one per request (a chDB insert costs ~18 ms of CPU whatever its size).
         if any(outcome.scheduled for outcome in outcomes):

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from sqlalchemy import insert, select
+from sqlalchemy import insert, select, update
 
 from funnels.store import StoreUnavailable
-from funnels.store.state import StateFileDamaged, StateStore, api_keys, state_url
+from funnels.store.state import Connection, StateFileDamaged, StateStore, api_keys, state_url
 from tests.receivers import free_port
 
 HOLDER = """
@@ -122,3 +124,42 @@ def test_postgresql_writers_do_not_take_turns(postgres_url: str) -> None:
             assert set(connection.execute(select(api_keys.c.id)).scalars()) == {"a", "b"}
     finally:
         store.close()
+
+
+def test_run_write_runs_again_the_transaction_postgresql_chose_to_abort_for_a_deadlock(
+    postgres_url: str,
+) -> None:
+    """Two writers lock two rows in opposite orders: PostgreSQL aborts one (40P01); `run_write` runs it
+    again, and both writes are in."""
+    store = StateStore(postgres_url)
+    with store.write() as connection:
+        for key in ("a", "b"):
+            connection.execute(insert(api_keys).values(id=key, secret_hash="x", scopes="admin", created_ms=0))
+    both_locked_one = threading.Barrier(2, timeout=10)
+    runs: list[str] = []
+
+    def work(first: str, second: str) -> Callable[[Connection], None]:
+        def run(connection: Connection) -> None:
+            runs.append(first)
+            connection.execute(update(api_keys).where(api_keys.c.id == first).values(name=f"by {first}"))
+            if runs.count(first) == 1:  # the first time, make sure both hold a row before going on
+                both_locked_one.wait()
+            connection.execute(update(api_keys).where(api_keys.c.id == second).values(created_ms=1))
+
+        return run
+
+    try:
+        threads = [
+            threading.Thread(target=store.run_write, args=(work("a", "b"),)),
+            threading.Thread(target=store.run_write, args=(work("b", "a"),)),
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        with store.read() as connection:
+            rows = connection.execute(select(api_keys.c.id, api_keys.c.name, api_keys.c.created_ms)).all()
+    finally:
+        store.close()
+    assert sorted(tuple(row) for row in rows) == [("a", "by a", 1), ("b", "by b", 1)]
+    assert len(runs) == 3  # one of them ran twice

@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import fcntl
 import os
+import random
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     BigInteger,
@@ -43,6 +45,8 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 
 from funnels.store import StoreUnavailable, schema
 from funnels.store.schema import Migration, SchemaTooNew, SchemaUnrecognised
+
+T = TypeVar("T")
 
 metadata = MetaData()
 
@@ -251,6 +255,8 @@ _POSTGRES_UNAVAILABLE = {
     "08": "the database server cannot be reached",
     "57P0": "the database server is shutting down or starting",
 }
+# deadlock_detected, serialization_failure: the transaction was chosen to give way; running it again works.
+_RETRY_SQLSTATES = {"40P01", "40001"}
 # pg_advisory_xact_lock keys: the schema migration, and the health probe's CREATE TABLE.
 _MIGRATION_LOCK = 0x66756E6E656C73  # "funnels"
 _PROBE_LOCK = _MIGRATION_LOCK + 1
@@ -439,6 +445,22 @@ class StateStore:
                 raise StoreUnavailable("state", self.write_failure) from error
             finally:
                 fcntl.flock(self._lock_file, fcntl.LOCK_UN)
+
+    def run_write(self, work: Callable[[Connection], T], attempts: int = 4) -> T:
+        """`work(connection)` in a write transaction, committed; run again in a new transaction when
+        PostgreSQL aborted it for a deadlock or a serialization failure (SQLSTATE 40P01, 40001), which
+        concurrent writers on other nodes can cause and which say nothing about the work itself. `work`
+        must therefore be safe to run again: everything it did was rolled back. On SQLite, once."""
+        for attempt in range(attempts):
+            try:
+                with self.write() as connection:
+                    return work(connection)
+            except DBAPIError as error:
+                sqlstate = getattr(error.orig, "sqlstate", None)
+                if sqlstate not in _RETRY_SQLSTATES or attempt == attempts - 1:
+                    raise
+                time.sleep(random.uniform(0.001, 0.01) * (attempt + 1))  # let the other one finish first
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def probe(self, now_ms: int) -> None:
         """Prove the store writable (`/healthz`); `StoreUnavailable` if it is not. While writes are failing
