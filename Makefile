@@ -13,6 +13,12 @@ CHART := $(VENDOR)/chart.umd.js
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_GET := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get -o DPkg::Lock::Timeout=600
 
+# The suites that run a second time with the state store on PostgreSQL (127.0.0.1:5432, tests/postgres.py):
+# only their tests whose store is the `services` fixture's (tests/conftest.py); the store's own modules run
+# on both dialects in the first pass.
+POSTGRES_SUITES := tests/ingest tests/automation tests/test_auth.py tests/test_sessions.py tests/api/test_keys.py \
+	tests/api/test_idempotency.py tests/api/test_automation.py tests/api/test_segment.py tests/api/test_events.py
+
 .PHONY: install demo test lint bench screenshots clean
 
 install: $(STAMP) $(CHART) $(CHROMIUM)
@@ -42,6 +48,7 @@ test: install
 	$(BIN)/ruff check src tests bench scripts
 	$(BIN)/ruff format --check src tests bench scripts
 	$(BIN)/python -m pytest
+	FUNNELS_TEST_STATE=postgresql $(BIN)/python -m pytest $(POSTGRES_SUITES)
 
 lint: install
 	$(BIN)/ruff check src tests bench scripts

@@ -80,3 +80,21 @@ def smtp_receiver() -> Iterator[SmtpReceiver]:
 
 
 from tests.postgres import postgres_database, postgres_url, state_target  # noqa: E402, F401 (fixtures)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """With FUNNELS_TEST_STATE=postgresql (`make test`'s second pass), only the tests whose state store
+    is the `services` fixture's run: the others would repeat the first pass's SQLite runs unchanged."""
+    if os.environ.get("FUNNELS_TEST_STATE") != "postgresql":
+        return
+    keep: list[pytest.Item] = []
+    dropped: list[pytest.Item] = []
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        param = callspec.params.get("state_backend") if callspec is not None else None
+        uses_state = "state_backend" in getattr(item, "fixturenames", ())
+        uses_state = uses_state and item.get_closest_marker("sqlite_only") is None
+        (keep if uses_state and param in (None, "postgresql") else dropped).append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = keep

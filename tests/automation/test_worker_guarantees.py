@@ -173,6 +173,7 @@ def test_releasing_a_dead_workers_jobs_needs_no_lease(world: World, http_receive
     assert len(c1_slack) == 1  # never sent twice
 
 
+@pytest.mark.sqlite_only  # EXPLAIN QUERY PLAN
 def test_the_claim_and_the_release_read_indexes_not_the_table(world: World) -> None:
     """The claim stays one range scan of the partial index on `next_ms` in due-time order (however many
     jobs are pending); releasing a dead worker's jobs reads only the `sending` ones (status index)."""
@@ -215,7 +216,9 @@ def test_marking_sends_started_costs_at_least_once_jobs_nothing(world: World) ->
         assert worker.mark_started(hooks) == hooks
         assert statements == []  # no transaction, no statement
         assert worker.mark_started(once) == once
-        assert statements.count("BEGIN") == 1 and statements.count("UPDATE") == 1, statements
+        assert statements.count("UPDATE") == 1, statements
+        if world.svc.state.dialect == "sqlite":  # psycopg begins a transaction without a statement
+            assert statements.count("BEGIN") == 1, statements
     finally:
         event.remove(world.svc.state.engine, "before_cursor_execute", count)
 

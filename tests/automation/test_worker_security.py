@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import json
 import logging
-import sqlite3
 from collections.abc import Callable
 from typing import Any
 
 import pytest
+from sqlalchemy import text
 
 from tests.automation.conftest import Config, World
 from tests.receivers import NETWORK, HttpReceiver, SmtpReceiver
@@ -121,12 +121,12 @@ def test_no_secret_in_the_log_on_failure_nor_in_an_echoing_answer(
     # The receiver did get the real headers: only the log is redacted.
     assert http_receiver.requests[0].headers["authorization"] == AUTH
     # Nothing stored holds them (the config's own action definitions aside), and nothing was logged.
-    with sqlite3.connect(world.svc.state.path) as connection:
-        stored = connection.execute(
+    with world.svc.state.read() as connection:  # raw SQL: the rows as stored, in either dialect
+        stored = connection.exec_driver_sql(
             "SELECT rendered, last_error FROM action_jobs UNION ALL "
             "SELECT response, error FROM action_attempts"
-        ).fetchall()
-    assert_no_secret(json.dumps(stored))
+        ).all()
+    assert_no_secret(json.dumps([tuple(row) for row in stored]))
     assert_no_secret(caplog.text)
 
 
@@ -207,7 +207,10 @@ def test_a_row_stored_before_redaction_is_redacted_when_shown(
     world = open_world(leaky_config(http_receiver))
     job = trigger(world, "bot", hook="", plan="pro")
     old = {"channel": "#x", "token": BOT_TOKEN, "content": ""}  # as an older version stored it
-    with sqlite3.connect(world.svc.state.path) as connection:
-        connection.execute("UPDATE action_jobs SET rendered = ? WHERE id = ?", (json.dumps(old), job["id"]))
+    with world.svc.state.write() as connection:
+        connection.execute(
+            text("UPDATE action_jobs SET rendered = :rendered WHERE id = :id"),
+            {"rendered": json.dumps(old), "id": job["id"]},
+        )
     shown = world.job(job["id"])["rendered"]
     assert shown == {"channel": "#x", "token": "***", "content": ""}
