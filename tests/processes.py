@@ -24,8 +24,10 @@ T = TypeVar("T")
 BIN = Path(sys.executable).parent / "funnels"
 
 
-def create_key(data_dir: Path, *scopes: str) -> str:
+def create_key(data_dir: Path, *scopes: str, state_url: str | None = None) -> str:
     args = [arg for scope in scopes for arg in ("--scope", scope)]
+    if state_url is not None:
+        args += ["--state-url", state_url]
     return subprocess.run(
         [str(BIN), "keys", "create", *args, "--data-dir", str(data_dir)],
         check=True,
@@ -34,8 +36,9 @@ def create_key(data_dir: Path, *scopes: str) -> str:
     ).stdout.strip()
 
 
-def start_server(data_dir: Path, port: int, *extra: str) -> subprocess.Popen[bytes]:
-    """Start `funnels serve` and wait until /healthz answers 200; its output goes to `server.log`."""
+def start_server(data_dir: Path, port: int, *extra: str, timeout: float = 30) -> subprocess.Popen[bytes]:
+    """Start `funnels serve` and wait (up to `timeout` s) until /healthz answers 200; its output goes to
+    `server.log`."""
     log = data_dir.parent / "server.log"
     with log.open("ab") as sink:
         process = subprocess.Popen(
@@ -43,7 +46,7 @@ def start_server(data_dir: Path, port: int, *extra: str) -> subprocess.Popen[byt
             stdout=sink,
             stderr=sink,
         )
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
             if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:

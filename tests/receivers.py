@@ -1,7 +1,8 @@
 """Real receivers for delivery tests: an HTTP server and an SMTP server on 127.0.0.1, each in a thread.
 
-`HttpReceiver` records every request and answers from a per-path queue of programmed replies (default
-200 `{"ok": true}`); a reply may wait first, to make a sender time out. `SmtpReceiver` is an aiosmtpd
+`HttpReceiver` records every request and answers from a per-path queue of programmed replies (else
+`default_reply`, 200 `{"ok": true}`); a reply may wait first, to make a sender time out. It notes when each
+answer went out, so `overlapping` finds one idempotency key sent twice at once. `SmtpReceiver` is an aiosmtpd
 server that records every message and can refuse recipients or data with a given SMTP reply.
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import itertools
 import json
 import socket
 import ssl
@@ -114,9 +116,10 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             return
         request = _parse_request(self.command, self.path, headers, body)
-        reply = self.server.receiver._record(request)
+        receiver = self.server.receiver
+        index, reply = receiver._record(request)
         # Waiting on the closing event (not sleeping) lets close() release a slow reply at once.
-        if reply.delay_s and self.server.receiver._closing.wait(reply.delay_s):
+        if reply.delay_s and receiver._closing.wait(reply.delay_s):
             return
         payload = reply.body
         reply_headers = dict(reply.headers or {})
@@ -133,6 +136,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(payload)
+        receiver._answered(index)
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = _handle
 
@@ -157,6 +161,8 @@ class HttpReceiver:
     def __init__(self) -> None:
         self.requests: list[ReceivedRequest] = []
         self.responses: defaultdict[str, deque[Reply | tuple[Any, ...]]] = defaultdict(deque)
+        self.default_reply = DEFAULT_REPLY  # the answer to a request with no programmed reply for its path
+        self.answered_at: dict[int, float] = {}  # index in `requests` → time.monotonic() its answer went out
         self._lock = threading.Condition()
         self._closing = threading.Event()
         self._server = _Server(self)
@@ -191,13 +197,17 @@ class HttpReceiver:
         with self._lock:
             self.responses[path].append(Reply(status, headers or {}, body, delay_s))
 
-    def _record(self, request: ReceivedRequest) -> Reply:
+    def _record(self, request: ReceivedRequest) -> tuple[int, Reply]:
         with self._lock:
             self.requests.append(request)
             queue = self.responses.get(request.path)
-            reply = Reply(*queue.popleft()) if queue else DEFAULT_REPLY
+            reply = Reply(*queue.popleft()) if queue else self.default_reply
             self._lock.notify_all()
-        return reply
+            return len(self.requests) - 1, reply
+
+    def _answered(self, index: int) -> None:
+        with self._lock:
+            self.answered_at[index] = time.monotonic()
 
     def wait_for(self, count: int, timeout: float = 20.0) -> list[ReceivedRequest]:
         """Block until at least `count` requests arrived; all of them (AssertionError on timeout)."""
@@ -215,6 +225,23 @@ class HttpReceiver:
             for request in self.requests:
                 groups.setdefault(request.headers.get("idempotency-key", ""), []).append(request)
         return groups
+
+    def overlapping(self) -> list[tuple[ReceivedRequest, ReceivedRequest]]:
+        """Pairs of requests with one Idempotency-Key where the second arrived before the first was
+        answered (or the first never was): one action being sent twice at once. Empty if there is none."""
+        with self._lock:
+            spans: dict[str, list[tuple[float, float, int]]] = {}
+            for index, request in enumerate(self.requests):
+                key = request.headers.get("idempotency-key", "")
+                answered = self.answered_at.get(index, float("inf"))
+                spans.setdefault(key, []).append((request.received_at, answered, index))
+            pairs = []
+            for key_spans in spans.values():
+                key_spans.sort()  # by arrival: if any two overlap, two neighbours do
+                for (_, first_answered, first), (second_arrived, _, second) in itertools.pairwise(key_spans):
+                    if second_arrived < first_answered:
+                        pairs.append((self.requests[first], self.requests[second]))
+            return pairs
 
     def unique(self) -> list[ReceivedRequest]:
         """What a receiver that dedups by Idempotency-Key would act on: the first request per key."""
