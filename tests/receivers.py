@@ -118,8 +118,14 @@ class _Handler(BaseHTTPRequestHandler):
         request = _parse_request(self.command, self.path, headers, body)
         receiver = self.server.receiver
         index, reply = receiver._record(request)
+        try:
+            self._reply(reply)
+        finally:  # answered, or the sender is gone: either way this send is over
+            receiver._answered(index)
+
+    def _reply(self, reply: Reply) -> None:
         # Waiting on the closing event (not sleeping) lets close() release a slow reply at once.
-        if reply.delay_s and receiver._closing.wait(reply.delay_s):
+        if reply.delay_s and self.server.receiver._closing.wait(reply.delay_s):
             return
         payload = reply.body
         reply_headers = dict(reply.headers or {})
@@ -136,7 +142,6 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(payload)
-        receiver._answered(index)
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = _handle
 
@@ -162,7 +167,9 @@ class HttpReceiver:
         self.requests: list[ReceivedRequest] = []
         self.responses: defaultdict[str, deque[Reply | tuple[Any, ...]]] = defaultdict(deque)
         self.default_reply = DEFAULT_REPLY  # the answer to a request with no programmed reply for its path
-        self.answered_at: dict[int, float] = {}  # index in `requests` → time.monotonic() its answer went out
+        # Index in `requests` → time.monotonic() when the receiver was done with it: its answer went out, or
+        # could not (the sender was gone).
+        self.answered_at: dict[int, float] = {}
         self._lock = threading.Condition()
         self._closing = threading.Event()
         self._server = _Server(self)
@@ -227,8 +234,8 @@ class HttpReceiver:
         return groups
 
     def overlapping(self) -> list[tuple[ReceivedRequest, ReceivedRequest]]:
-        """Pairs of requests with one Idempotency-Key where the second arrived before the first was
-        answered (or the first never was): one action being sent twice at once. Empty if there is none."""
+        """Pairs of requests with one Idempotency-Key where the second arrived before the receiver was done
+        with the first: one action being sent twice at once. Empty if there is none."""
         with self._lock:
             spans: dict[str, list[tuple[float, float, int]]] = {}
             for index, request in enumerate(self.requests):
