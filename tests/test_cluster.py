@@ -177,7 +177,7 @@ def start_worker(directory: Path, config: Path, state_url: str) -> subprocess.Po
             stderr=sink,
         )
     try:
-        wait_until(lambda: b"delivering from" in log.read_bytes()[offset:] or process.poll() is not None, 30)
+        wait_until(lambda: b"delivering from" in log.read_bytes()[offset:] or process.poll() is not None, 60)
     except AssertionError:
         process.kill()
         process.wait()
@@ -294,6 +294,7 @@ def test_two_nodes_three_workers_kill_9_lose_nothing_and_send_nothing_twice_at_o
         time.sleep(SEND_DELAY_S / 2)  # what it just claimed is at the receiver now
         kill_9(workers[0])
         kill_9(nodes[1])
+        killed = time.monotonic()
         killed_at = len(stream.acknowledged)
         time.sleep(0.5)  # the server has ended the dead worker's connections: its leases are final
         held = held_by(postgres_url, workers[0])
@@ -361,7 +362,15 @@ def test_two_nodes_three_workers_kill_9_lose_nothing_and_send_nothing_twice_at_o
         assert satisfied(postgres_url) == {0: set(ids), 1: set(ids)}
 
         # One send at a time per action; repeats only of what the killed worker held, and the same action.
-        assert http_receiver.overlapping() == []
+        overlaps = [
+            (
+                first.headers["idempotency-key"],
+                f"{first.received_at - killed:+.2f}s",
+                f"{then.received_at - killed:+.2f}s",
+            )
+            for first, then in http_receiver.overlapping()
+        ]
+        assert overlaps == [], f"sent twice at once (key, arrivals from the kill): {overlaps}"
         repeated = {key for key, requests in http_receiver.by_idempotency_key().items() if len(requests) > 1}
         assert repeated <= held, (sorted(repeated - held), sorted(held))
         for requests in http_receiver.by_idempotency_key().values():
