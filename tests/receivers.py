@@ -233,6 +233,11 @@ class HttpReceiver:
                 groups.setdefault(request.headers.get("idempotency-key", ""), []).append(request)
         return groups
 
+    def unanswered(self) -> list[ReceivedRequest]:
+        """The requests the receiver is still holding (their answer has not gone out yet)."""
+        with self._lock:
+            return [request for index, request in enumerate(self.requests) if index not in self.answered_at]
+
     def overlapping(self) -> list[tuple[ReceivedRequest, ReceivedRequest]]:
         """Pairs of requests with one Idempotency-Key where the second arrived before the receiver was done
         with the first: one action being sent twice at once. Empty if there is none."""

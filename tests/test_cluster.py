@@ -119,6 +119,12 @@ class Stream:
         for thread in self._threads:
             thread.join()
 
+    def done(self) -> int:
+        """How many batches were acknowledged so far (AssertionError if a sender gave up)."""
+        if self.failure is not None:
+            raise AssertionError(self.failure)
+        return len(self.acknowledged)
+
     def _run(self, first: int) -> None:
         clients = [client(port, self.key, timeout=15) for port in self.ports]
         try:
@@ -198,6 +204,13 @@ def held_by(state_url: str, worker: subprocess.Popen[bytes]) -> set[str]:
     return {key for (key,) in rows}
 
 
+def sending_now(receiver: HttpReceiver, state_url: str, worker: subprocess.Popen[bytes]) -> bool:
+    """Whether the receiver holds a send of the worker's that arrived less than half its answer time ago."""
+    recent = time.monotonic() - SEND_DELAY_S / 2
+    at_receiver = {r.headers["idempotency-key"] for r in receiver.unanswered() if r.received_at > recent}
+    return bool(at_receiver and at_receiver & held_by(state_url, worker))
+
+
 def satisfied(state_url: str) -> dict[int, set[str]]:
     """Funnel progress in the database: per step of `signup`, the customers (primary ids) that reached it."""
     with psycopg.connect(state_url) as connection:
@@ -226,6 +239,21 @@ def funnel_users(http: httpx.Client, params: dict[str, str]) -> list[int]:
     response = http.get("/v0/funnel", params=params)
     assert response.status_code == 200, response.text
     return [row["users"] for row in response.json()["data"]]
+
+
+def instance_view(http: httpx.Client, id_: str) -> tuple[list[str | None], list[str], list[str]]:
+    """A customer as a node's admin API shows it: the event ids that satisfied the funnel's steps, the
+    event ids in its timeline (sorted), and its actions' statuses."""
+    response = http.get(f"/v0/models/customer/{id_}", params={"limit": 200})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    (funnel,) = body["funnels"]
+    items = body["timeline"]["items"]
+    return (
+        [step["event_id"] for step in funnel["steps"]],
+        sorted(item["id"] for item in items if item["kind"] == "event"),
+        [item["status"] for item in items if item["kind"] == "action"],
+    )
 
 
 def job_totals(http: httpx.Client) -> dict[str, int]:
@@ -288,10 +316,9 @@ def test_two_nodes_three_workers_kill_9_lose_nothing_and_send_nothing_twice_at_o
 
         stream = Stream(ports, key)
         stream.start()
-        # Mid-stream, with deliveries under way and the first worker holding sends: kill a node and it.
-        wait_until(lambda: len(stream.acknowledged) >= BATCHES // 3, timeout=60, interval=0.05)
-        wait_until(lambda: len(held_by(postgres_url, workers[0])) >= 3, timeout=20, interval=0.01)
-        time.sleep(SEND_DELAY_S / 2)  # what it just claimed is at the receiver now
+        # Mid-stream, while the receiver holds a send of the first worker's: kill a node and that worker.
+        wait_until(lambda: stream.done() >= BATCHES // 3, timeout=60, interval=0.05)
+        wait_until(partial(sending_now, http_receiver, postgres_url, workers[0]), timeout=20, interval=0.01)
         kill_9(workers[0])
         kill_9(nodes[1])
         killed = time.monotonic()
@@ -354,6 +381,20 @@ def test_two_nodes_three_workers_kill_9_lose_nothing_and_send_nothing_twice_at_o
                 configured = http.get("/v0/funnels").json()["data"]
                 assert [funnel["id"] for funnel in configured] == ["signup"]
                 assert funnel_users(http, configured[0]["query"]) == [USERS, USERS]
+            # The customers whose requests were cut off, as each node shows one: both steps reached by the
+            # events sent, every event in its timeline once (from that node's event store), both actions sent.
+            for batch in sorted({batch for batch, _, _ in stream.retried}):
+                id_ = customers(batch)[0]
+                for http in http_clients:
+                    assert instance_view(http, id_) == (
+                        [f"i-{id_}", f"sign_up-{id_}"],
+                        sorted(
+                            event["messageId"]
+                            for event in [*identifies(batch), *events(batch)]
+                            if id_ in event["ids"]
+                        ),
+                        ["sent", "sent"],
+                    )
         finally:
             for http in http_clients:
                 http.close()
@@ -376,8 +417,13 @@ def test_two_nodes_three_workers_kill_9_lose_nothing_and_send_nothing_twice_at_o
         for requests in http_receiver.by_idempotency_key().values():
             assert len({(r.path, r.body) for r in requests}) == 1
         assert len(http_receiver.unique()) == len(expected)
-        assert repeated, f"none of the {len(held)} job(s) the killed worker held was in flight"
-        assert stream.retried, "no request was cut off by the node's death"
+        arrivals = {
+            key: [f"{r.received_at - killed:+.2f}s" for r in requests]
+            for key, requests in http_receiver.by_idempotency_key().items()
+            if key in held
+        }
+        assert repeated, f"no send of the killed worker's was repeated: its jobs' arrivals {arrivals}"
+        assert stream.retried, "no request met the dead node"
         finished = time.monotonic() - began
         print(
             f"cluster: started in {started:.1f}s, streamed by {streamed:.1f}s, checked by {finished:.1f}s; "
