@@ -187,8 +187,9 @@ def test_record_updates_leased_jobs_and_logs_every_attempt(store: StateStore) ->
                 Outcome(ids["gone"], "sent", None, None, '{"url":"u"}', ok),
             ],
             NOW + 2,
+            "w1",
         )
-        outbox.record(connection, [], NOW + 2)
+        outbox.record(connection, [], NOW + 2, "w1")
     sent = job(store, ids["sent"])
     assert (sent.status, sent.next_ms, sent.sent_ms, sent.attempts) == ("sent", None, NOW + 2, 1)
     assert (sent.rendered, sent.send_started_ms, sent.updated_ms) == ('{"url":"u"}', None, NOW + 2)
@@ -353,7 +354,7 @@ def test_attempts_come_in_the_order_they_were_made(store: StateStore) -> None:
     ]
     for job_id, attempt in tries:  # one at a time: the row ids order them
         with store.write() as connection:
-            outbox.record(connection, [Outcome(job_id, "failed", NOW, None, None, attempt)], NOW)
+            outbox.record(connection, [Outcome(job_id, "failed", NOW, None, None, attempt)], NOW, "w1")
     found = attempts(store, *ids.values())
     assert found == {ids["a"]: [tries[1][1]], ids["b"]: [tries[0][1], tries[2][1], tries[3][1]]}
     assert attempts(store) == {}
@@ -399,3 +400,24 @@ def test_the_claim_locks_its_rows_in_the_dialects_way() -> None:
     assert "FOR UPDATE" not in on_sqlite and on_sqlite.startswith("UPDATE action_jobs SET")
     assert "ORDER BY action_jobs.next_ms" in on_postgresql
     assert "FOR UPDATE SKIP LOCKED)" in on_postgresql and " RETURNING " in on_postgresql
+
+
+def test_a_late_result_from_a_worker_whose_lease_another_took_over_changes_nothing(store: StateStore) -> None:
+    """w1's lease ran out and w2 claimed the job again: w1's late `failed` must not overwrite the job w2
+    now holds (its attempt is still logged), and w2's result is recorded."""
+    ids = schedule(store, new_job("slow"))
+    claim(store, "w1", now=NOW)
+    assert [job.id for job in claim(store, "w2", now=NOW + 2_000)] == [ids["slow"]]  # w1's lease ended
+    late = Attempt(1, NOW + 2_500, "failed", 503, "HTTP 503", None)
+    ok = Attempt(1, NOW + 2_600, "sent", 200, None, "ok")
+    with store.write() as connection:
+        outbox.record(
+            connection, [Outcome(ids["slow"], "failed", NOW + 60_000, "HTTP 503", None, late)], NOW + 3, "w1"
+        )
+    assert job(store, ids["slow"]).status == "sending"  # still w2's
+    with store.write() as connection:
+        outbox.record(
+            connection, [Outcome(ids["slow"], "sent", None, None, '{"url":"u"}', ok)], NOW + 4, "w2"
+        )
+    assert (job(store, ids["slow"]).status, job(store, ids["slow"]).attempts) == ("sent", 1)
+    assert attempts(store, ids["slow"]) == {ids["slow"]: [late, ok]}

@@ -411,7 +411,7 @@ class Worker(BackgroundLoop):
 
     def _record(self, connection: Connection, results: Sequence[Result]) -> None:
         outcomes = [_outcome(result) for result in results if result.status != "lost"]
-        outbox.record(connection, outcomes, self.clock.now_ms())
+        outbox.record(connection, outcomes, self.clock.now_ms(), self.owner)
 
     # --- loops ---------------------------------------------------------------------------------------
 

@@ -228,7 +228,11 @@ _SPECS = select(action_specs.c.id, action_specs.c.spec).where(
 )
 _RECORD = (
     update(action_jobs)
-    .where(action_jobs.c.id == bindparam("job_id"), action_jobs.c.status == "sending")
+    .where(
+        action_jobs.c.id == bindparam("job_id"),
+        action_jobs.c.status == "sending",
+        action_jobs.c.lease_owner == bindparam("owner"),
+    )
     .values(
         status=bindparam("status"),
         next_ms=bindparam("next_ms"),
@@ -276,9 +280,10 @@ def mark_started(connection: Connection, job_ids: Sequence[int], owner: str, now
     return set(rows.scalars())
 
 
-def record(connection: Connection, outcomes: Sequence[Outcome], now_ms: int) -> None:
-    """Write what became of leased jobs (one statement for the jobs, one for the attempts): a job is only
-    updated while it is still leased (`sending`), but every attempt made is logged."""
+def record(connection: Connection, outcomes: Sequence[Outcome], now_ms: int, owner: str) -> None:
+    """Write what became of jobs leased to `owner` (one statement for the jobs, one for the attempts): a
+    job is only updated while it is still leased (`sending`) to `owner` (a worker whose lease ran out and
+    whose job another took must not overwrite that one's result), but every attempt made is logged."""
     if not outcomes:
         return
     connection.execute(
@@ -286,6 +291,7 @@ def record(connection: Connection, outcomes: Sequence[Outcome], now_ms: int) -> 
         [
             {
                 "job_id": outcome.job_id,
+                "owner": owner,
                 "status": outcome.status,
                 "next_ms": outcome.next_ms,
                 "updated_ms": now_ms,
