@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
 
 from funnels.store import idempotency
 from funnels.store.idempotency import LEASE_MS, TTL_MS, Claim, RecordKey, StoredResponse
@@ -14,13 +10,6 @@ from funnels.store.state import StateStore
 
 RECORD = RecordKey("key-1", "POST", "/v1/batch", "idem-1")
 NOW = 1_775_001_600_000
-
-
-@pytest.fixture
-def state(state_target: Path | str) -> Iterator[StateStore]:
-    store = StateStore(state_target)
-    yield store
-    store.close()
 
 
 def test_racing_requests_with_one_key_get_one_claim_and_no_error(state: StateStore) -> None:

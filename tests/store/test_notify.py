@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -26,13 +25,6 @@ class Wakes:
         woken = self.event.wait(timeout)
         self.event.clear()
         return woken
-
-
-@pytest.fixture
-def state(state_target: Path | str) -> Iterator[StateStore]:
-    store = StateStore(state_target)
-    yield store
-    store.close()
 
 
 @pytest.fixture

@@ -3,8 +3,6 @@ worker's claim, mark, record and release, the delivery log's reads and a person'
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,11 +18,9 @@ UNKNOWN = "outcome unknown"
 
 
 @pytest.fixture
-def store(state_target: Path | str) -> Iterator[StateStore]:
-    """A state store on each dialect: a SQLite file, then a schema of the real PostgreSQL."""
-    state = StateStore(state_target)
-    yield state
-    state.close()
+def store(state: StateStore) -> StateStore:
+    """The conftest's `state`, under the name these tests use."""
+    return state
 
 
 def new_job(
