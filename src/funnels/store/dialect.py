@@ -2,14 +2,15 @@
 
 The store's concern modules (`eventlog`, `identity`, `progress`, `outbox`, `keys`, `idempotency`) write
 SQLAlchemy Core that both dialects run alike, and ask this module for the few statements that differ:
-an INSERT that can say ON CONFLICT, the claim's row locking, and (as PostgreSQL arrives) wake-ups.
+an INSERT that can say ON CONFLICT, the claim's row locking, and a lock held to the end of a transaction.
+(Wake-ups differ too: `notify.py`.)
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Connection, Select, Table
+from sqlalchemy import Connection, Select, Table, text
 from sqlalchemy.dialects import postgresql, sqlite
 
 NAMES = ("sqlite", "postgresql")  # the dialects a statement that differs between them is built for
@@ -31,3 +32,13 @@ def claim_lock(name: str, rows: Select[Any]) -> Select[Any]:
     if name == "postgresql":
         return rows.with_for_update(skip_locked=True)
     return rows
+
+
+_ADVISORY_LOCK = text("SELECT pg_advisory_xact_lock(:key)")
+
+
+def transaction_lock(connection: Connection, key: int) -> None:
+    """Hold the lock named `key` until this transaction ends, waiting for a transaction that holds it.
+    PostgreSQL: an advisory lock. SQLite: nothing to do, since a write transaction holds the whole file."""
+    if connection.dialect.name == "postgresql":
+        connection.execute(_ADVISORY_LOCK, {"key": key})

@@ -9,10 +9,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import NamedTuple
 
-from sqlalchemy import Connection, bindparam, delete, func, select, text
+from sqlalchemy import Connection, bindparam, delete, func, select
 
 from funnels.events import Event
-from funnels.store.dialect import insert
+from funnels.store.dialect import insert, transaction_lock
 from funnels.store.state import chunks, event_log
 
 
@@ -40,8 +40,7 @@ def known_event_ids(connection: Connection, event_ids: Sequence[str]) -> set[str
     return found
 
 
-# PostgreSQL: the transaction-level advisory lock every append takes (see `append`).
-_APPEND_LOCK = text("SELECT pg_advisory_xact_lock(7370545839205168236)")  # a constant of this module's
+_APPEND_LOCK = 7370545839205168236  # the `transaction_lock` every append takes (see `append`)
 
 
 def append(connection: Connection, events: Sequence[Event]) -> None:
@@ -54,8 +53,7 @@ def append(connection: Connection, events: Sequence[Event]) -> None:
     commit: appends commit in the order they drew their numbers. Callers append last in their transaction,
     so the lock covers only the insert and the commit."""
     if events:
-        if connection.dialect.name == "postgresql":
-            connection.execute(_APPEND_LOCK)
+        transaction_lock(connection, _APPEND_LOCK)
         connection.execute(
             insert(connection, event_log).on_conflict_do_nothing(index_elements=["event_id"]),
             [

@@ -44,6 +44,7 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from funnels.store import StoreUnavailable, schema
+from funnels.store.dialect import transaction_lock
 from funnels.store.schema import Migration, SchemaTooNew, SchemaUnrecognised
 
 T = TypeVar("T")
@@ -257,7 +258,7 @@ _POSTGRES_UNAVAILABLE = {
 }
 # deadlock_detected, serialization_failure: the transaction was chosen to give way; running it again works.
 _RETRY_SQLSTATES = {"40P01", "40001"}
-# pg_advisory_xact_lock keys: the schema migration, and the health probe's CREATE TABLE.
+# `transaction_lock` keys: the schema migration, and the health probe's CREATE TABLE.
 _MIGRATION_LOCK = 0x66756E6E656C73  # "funnels"
 _PROBE_LOCK = _MIGRATION_LOCK + 1
 # … and for a file that is not a sound database: SQLITE_CORRUPT, SQLITE_NOTADB.
@@ -397,8 +398,7 @@ class StateStore:
         """Bring the schema to the newest revision (`funnels.store.schema`), under the write lock: two
         processes opening the store at once migrate it once, the second finding it up to date."""
         with self.write() as connection:
-            if self.dialect == "postgresql":  # nodes starting together migrate one after the other
-                connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
+            transaction_lock(connection, _MIGRATION_LOCK)  # nodes starting together migrate in turn
             migration = schema.upgrade(connection, self.where, metadata)
         self.revision = migration.after
         return migration
@@ -479,8 +479,7 @@ class StateStore:
             with self.write() as connection:
                 connection.execute(text("DELETE FROM health_headroom"))
         with self.write() as connection:
-            if self.dialect == "postgresql":  # CREATE … IF NOT EXISTS races with itself there
-                connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PROBE_LOCK})
+            transaction_lock(connection, _PROBE_LOCK)  # PostgreSQL's CREATE … IF NOT EXISTS races itself
             connection.execute(text("CREATE TABLE IF NOT EXISTS health (id INTEGER PRIMARY KEY, at BIGINT)"))
             connection.execute(
                 text("INSERT INTO health (id, at) VALUES (1, :at) ON CONFLICT (id) DO UPDATE SET at = :at"),
