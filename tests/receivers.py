@@ -37,6 +37,19 @@ LOOPBACK = ["127.0.0.1/32"]
 NETWORK = {"allow": LOOPBACK}  # the config's `network` section for them
 
 
+def now_and_later_webhooks(receiver: HttpReceiver) -> list[dict[str, object]]:
+    """A step's actions for the process tests: a webhook to `/now` at once and one to `/later` 3 s later,
+    each naming the instance's first id as `n`."""
+    return [
+        {"type": "webhook", "args": {"url": f"{receiver.url}/now", "body": {"n": "{{ ids[0] }}"}}},
+        {
+            "type": "webhook",
+            "delay": "3s",
+            "args": {"url": f"{receiver.url}/later", "body": {"n": "{{ ids[0] }}"}},
+        },
+    ]
+
+
 def local_http() -> httpx.Client:
     """The channels' HTTP client (as the worker builds it) with loopback allowed, for these receivers."""
     allowed = parse_networks(LOOPBACK)

@@ -33,7 +33,7 @@ import httpx
 import psycopg
 
 from tests.processes import BIN, client, create_key, free_port, kill_9, start_server, wait_until
-from tests.receivers import NETWORK, HttpReceiver, Reply
+from tests.receivers import NETWORK, HttpReceiver, Reply, now_and_later_webhooks
 
 BATCHES = 100
 USERS_PER_BATCH = 10
@@ -57,17 +57,7 @@ def cluster_config(receiver: HttpReceiver) -> dict[str, Any]:
                     {"event": "onFunctionaryIdentify"},
                     {
                         "event": "sign_up",
-                        "actions": [
-                            {
-                                "type": "webhook",
-                                "args": {"url": f"{receiver.url}/now", "body": {"n": "{{ ids[0] }}"}},
-                            },
-                            {
-                                "type": "webhook",
-                                "delay": "3s",
-                                "args": {"url": f"{receiver.url}/later", "body": {"n": "{{ ids[0] }}"}},
-                            },
-                        ],
+                        "actions": now_and_later_webhooks(receiver),
                     },
                 ],
             }

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 
 from tests.processes import client, create_key, free_port, kill_9, sending, start_server, wait_until
-from tests.receivers import NETWORK, HttpReceiver
+from tests.receivers import NETWORK, HttpReceiver, now_and_later_webhooks
 
 BATCH = 10
 
@@ -28,17 +28,7 @@ def crash_config(receiver: HttpReceiver) -> dict[str, object]:
                 "steps": [
                     {
                         "event": "sign_up",
-                        "actions": [
-                            {
-                                "type": "webhook",
-                                "args": {"url": f"{receiver.url}/now", "body": {"n": "{{ ids[0] }}"}},
-                            },
-                            {
-                                "type": "webhook",
-                                "delay": "3s",
-                                "args": {"url": f"{receiver.url}/later", "body": {"n": "{{ ids[0] }}"}},
-                            },
-                        ],
+                        "actions": now_and_later_webhooks(receiver),
                     }
                 ],
             }

@@ -28,7 +28,7 @@ from funnels.clock import ManualClock
 from funnels.services import Services
 from funnels.store import schema
 from funnels.store.schema import Migration, SchemaTooNew, SchemaUnrecognised
-from funnels.store.state import StateStore, action_jobs, action_specs, instance_ids, metadata
+from funnels.store.state import StateStore, action_jobs, action_specs, instance_ids, metadata, state_url
 from tests.receivers import NETWORK, HttpReceiver
 
 FIXTURES = Path(__file__).with_name("fixtures")
@@ -259,7 +259,7 @@ def test_postgresql_nodes_starting_together_migrate_once(postgres_url: str) -> N
 
 def test_a_postgresql_schema_newer_than_the_code_is_refused(postgres_url: str) -> None:
     StateStore(postgres_url).close()
-    engine = create_engine(postgres_url.replace("postgresql://", "postgresql+psycopg://"))
+    engine = create_engine(state_url(postgres_url))
     with engine.begin() as connection:
         connection.exec_driver_sql("UPDATE alembic_version SET version_num = '9a9a'")
     engine.dispose()
