@@ -212,14 +212,12 @@ def _claim_statement(due_ids: Select[Any]) -> Update:
 
 # One UPDATE … WHERE id IN (SELECT … ORDER BY next_ms LIMIT n) RETURNING per dialect, locked its way.
 _CLAIMS = {name: _claim_statement(dialect.claim_lock(name, _DUE_IDS)) for name in dialect.NAMES}
+# A job still leased to the worker named `owner`: only such a job's row is that worker's to change.
+_HELD_BY = (action_jobs.c.status == "sending") & (action_jobs.c.lease_owner == bindparam("owner"))
 # Just before at-most-once sends: the jobs this worker still holds are marked (and only those are sent).
 _MARK_STARTED = (
     update(action_jobs)
-    .where(
-        action_jobs.c.id.in_(bindparam("job_ids", expanding=True)),
-        action_jobs.c.status == "sending",
-        action_jobs.c.lease_owner == bindparam("owner"),
-    )
+    .where(action_jobs.c.id.in_(bindparam("job_ids", expanding=True)), _HELD_BY)
     .values(send_started_ms=bindparam("now"))
     .returning(action_jobs.c.id)
 )
@@ -228,11 +226,7 @@ _SPECS = select(action_specs.c.id, action_specs.c.spec).where(
 )
 _RECORD = (
     update(action_jobs)
-    .where(
-        action_jobs.c.id == bindparam("job_id"),
-        action_jobs.c.status == "sending",
-        action_jobs.c.lease_owner == bindparam("owner"),
-    )
+    .where(action_jobs.c.id == bindparam("job_id"), _HELD_BY)
     .values(
         status=bindparam("status"),
         next_ms=bindparam("next_ms"),
@@ -246,7 +240,6 @@ _RECORD = (
 )
 _LOG_ATTEMPTS = insert(action_attempts)
 # A dead worker's jobs: `sending` ones are few (the leased), so this reads the status index, not the table.
-_HELD_BY = (action_jobs.c.status == "sending") & (action_jobs.c.lease_owner == bindparam("owner"))
 _RELEASE = (
     update(action_jobs)
     .where(_HELD_BY & action_jobs.c.send_started_ms.is_(None))
