@@ -26,6 +26,7 @@ import multiprocessing
 import os
 import platform
 import random
+import re
 import shutil
 import signal
 import socket
@@ -52,6 +53,8 @@ BATCH = 1_000
 # The throughput mix: half non-step events, the rest the funnel's steps in random order (so most step
 # events are repeats or come before their turn, as in real traffic).
 MIX: dict[str, float] = {"page_view": 0.5, "sign_up": 0.2, "activate": 0.15, "convert": 0.15}
+# Part 3 run alone: one customer reaches step 2, for a job due in a day that part 3 copies.
+DELAYED_JOB = [{"name": name, "ids": ["c0"], "model": "customer"} for name in ("sign_up", "activate")]
 IMMEDIATE_STEPS = {("onboarding", 1), ("onboarding", 3), ("latency", 1)}  # the others wait a day
 
 
@@ -208,85 +211,109 @@ def _serve_receiver(report_port: Any) -> None:
 
 
 class Server:
-    """`funnels serve --config` on a free port over a data directory, as a subprocess."""
+    """The system under test, as subprocesses: `--nodes` × `funnels serve --config` on free ports, each over
+    a data directory of its own (its own chDB), and `--workers` × `funnels worker`. With workers the nodes
+    run `--delivery off`; without, each node delivers from its child process (`--delivery`). All share one
+    state store: `state_url`, else (one node only) `state.sqlite3` in the node's data directory."""
 
     def __init__(
-        self, data_dir: Path, config: Path, key: str, separate_worker: bool = False, delivery: str = "process"
+        self,
+        work: Path,
+        config: Path,
+        *,
+        nodes: int = 1,
+        workers: int = 0,
+        state_url: str | None = None,
+        delivery: str = "process",
     ) -> None:
-        self.data_dir, self.config, self.key = data_dir, config, key
-        self.separate_worker = separate_worker  # `serve --delivery off` plus a `funnels worker` process
-        self.delivery = "off" if separate_worker else delivery  # serve's --delivery
-        self.port, self.url = 0, ""
-        self.process: subprocess.Popen[bytes] | None = None
-        self.worker: subprocess.Popen[bytes] | None = None
+        self.config, self.state_url, self.workers = config, state_url, workers
+        self.data_dirs = [work / (f"node-{i}" if nodes > 1 else "dir") for i in range(nodes)]
+        for data_dir in self.data_dirs:
+            data_dir.mkdir(parents=True)
+        self.log = work / "server.log"
+        self.delivery = "off" if workers else delivery  # serve's --delivery
+        self.key = ""
+        self.urls: list[str] = []
+        self.processes: list[subprocess.Popen[bytes]] = []
         self.started_s = 0.0
 
+    @property
+    def data_dir(self) -> Path:
+        return self.data_dirs[0]
+
+    def command(self, *args: str | Path, data_dir: Path | None = None) -> list[str]:
+        """A `funnels` command line on the first node's data directory (or `data_dir`) and the state URL."""
+        state = ["--state-url", self.state_url] if self.state_url else []
+        return [str(BIN / "funnels"), *map(str, args), "--data-dir", str(data_dir or self.data_dir), *state]
+
+    def create_key(self) -> None:
+        self.key = subprocess.run(
+            self.command("keys", "create", "--scope", "admin"), check=True, capture_output=True, text=True
+        ).stdout.strip()
+
     def start(self) -> float:
-        """Start on a free port and wait for /healthz; returns how long that took."""
+        """Start every node (each on a free port) and worker, wait for every node's /healthz; returns how
+        long that took."""
         started = time.monotonic()
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        command = [
-            str(BIN / "funnels"),
-            "serve",
-            "--config",
-            str(self.config),
-            "--data-dir",
-            str(self.data_dir),
-            "--delivery",
-            self.delivery,
-        ]
-        with (self.data_dir.parent / "server.log").open("ab") as log:
-            self.process = subprocess.Popen([*command, "--port", str(self.port)], stdout=log, stderr=log)
-            if self.separate_worker:
-                worker = [
-                    str(BIN / "funnels"),
-                    "worker",
-                    "--config",
-                    str(self.config),
-                    "--data-dir",
-                    str(self.data_dir),
-                ]
-                self.worker = subprocess.Popen(worker, stdout=log, stderr=log)
-        while True:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"the server exited with {self.process.returncode}; see server.log")
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() - started > 60:
-                raise RuntimeError("the server did not answer /healthz within 60 s")
-            time.sleep(0.05)
+        ports = [free_port() for _ in self.data_dirs]
+        self.urls = [f"http://127.0.0.1:{port}" for port in ports]
+        with self.log.open("ab") as log:
+            for port, data_dir in zip(ports, self.data_dirs, strict=True):
+                serve = self.command("serve", "--config", self.config, data_dir=data_dir)
+                extra = ["--delivery", self.delivery, "--port", str(port)]
+                self.processes.append(subprocess.Popen([*serve, *extra], stdout=log, stderr=log))
+            for _ in range(self.workers):
+                worker = self.command("worker", "--config", self.config)
+                self.processes.append(subprocess.Popen(worker, stdout=log, stderr=log))
+        for url in self.urls:
+            while True:
+                if exited := [p.returncode for p in self.processes if p.poll() is not None]:
+                    raise RuntimeError(f"a server process exited with {exited[0]}; see {self.log}")
+                try:
+                    if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                if time.monotonic() - started > 60:
+                    raise RuntimeError(f"{url} did not answer /healthz within 60 s")
+                time.sleep(0.05)
         self.started_s = time.monotonic() - started
         return self.started_s
 
     def cpu_s(self) -> float:
-        """The server's user + system CPU seconds so far: all its threads, its delivery process (a child)
-        and the separate worker process's (`--separate-worker`)."""
-        assert self.process is not None
-        pids = [process.pid for process in (self.process, self.worker) if process is not None]
-        return sum(cpu_s(pid) for pid in pids + children(self.process.pid))
+        """User + system CPU seconds so far of every node (all its threads and its delivery child process)
+        and every worker."""
+        pids = [process.pid for process in self.processes]
+        return sum(cpu_s(pid) for pid in pids + [c for pid in pids for c in children(pid)])
 
-    def client(self) -> httpx.Client:
+    def database_cpu_s(self) -> float:
+        """CPU seconds so far of the PostgreSQL server's processes (all of them: nothing else uses it while
+        the bench runs); 0 with SQLite, whose work is inside the server processes."""
+        if self.state_url is None:
+            return 0.0
+        return sum(cpu_s(int(p.name)) for p in Path("/proc").iterdir() if p.name.isdigit() and is_postgres(p))
+
+    def clients(self) -> list[httpx.Client]:
+        """One keep-alive client per node; callers spread their requests over them in turn."""
         headers = {"Authorization": f"Bearer {self.key}", "Content-Type": "application/json"}
-        return httpx.Client(base_url=self.url, headers=headers, timeout=120)
+        return [httpx.Client(base_url=url, headers=headers, timeout=120) for url in self.urls]
 
     def stop(self) -> None:
-        """SIGTERM (uvicorn shuts down cleanly: worker, shipper, stores), SIGKILL after 60 s."""
-        if self.worker is not None and self.worker.poll() is None:
-            self.worker.send_signal(signal.SIGTERM)
-            self.worker.wait(60)
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
+        """SIGTERM to workers, then nodes (uvicorn shuts down cleanly: worker, shipper, stores); SIGKILL
+        after 60 s."""
+        for process in reversed(self.processes):  # the workers were started last
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
         try:
-            self.process.wait(60)
+            for process in self.processes:
+                process.wait(60)
         except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-            raise RuntimeError("the server did not stop within 60 s of SIGTERM; killed") from None
+            for process in self.processes:
+                process.kill()
+                process.wait()
+            raise RuntimeError("a server process did not stop within 60 s of SIGTERM; killed") from None
+        finally:
+            self.processes = []
 
 
 def stat_fields(pid: int) -> list[str]:
@@ -300,6 +327,13 @@ def stat_fields(pid: int) -> list[str]:
 def cpu_s(pid: int) -> float:
     fields = stat_fields(pid)
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS if fields else 0.0
+
+
+def is_postgres(proc: Path) -> bool:
+    try:
+        return (proc / "comm").read_text().strip() == "postgres"
+    except OSError:
+        return False
 
 
 def children(pid: int) -> list[int]:
@@ -323,7 +357,8 @@ def post_all(
     errors: list[BaseException] = []
 
     def send() -> None:
-        with server.client() as client:
+        clients = server.clients()
+        try:
             while True:
                 with lock:
                     index = next(cursor, None)
@@ -331,13 +366,16 @@ def post_all(
                     return
                 try:
                     sent = time.monotonic()
-                    response = client.post(path, content=bodies[index])
+                    response = clients[index % len(clients)].post(path, content=bodies[index])
                     response.raise_for_status()
                     round_trips[index] = (time.monotonic() - sent) * 1000
                     responses[index] = response.content
                 except BaseException as error:
                     errors.append(error)
                     return
+        finally:
+            for client in clients:
+                client.close()
 
     started = time.monotonic()
     workers = [threading.Thread(target=send) for _ in range(threads)]
@@ -399,9 +437,9 @@ def throughput(server: Server, receiver: Receiver, args: argparse.Namespace) -> 
         for i, name in enumerate(rng.choices(list(MIX), list(MIX.values()), k=args.events))
     ]
     bodies = batches(events)
-    cpu_before, started = server.cpu_s(), time.monotonic()
+    cpu_before, db_before, started = server.cpu_s(), server.database_cpu_s(), time.monotonic()
     seconds, responses, round_trips = post_all(server, "/api/v1/events", bodies, args.threads)
-    cpu = server.cpu_s() - cpu_before
+    cpu, db_cpu = server.cpu_s() - cpu_before, server.database_cpu_s() - db_before
     counts = tally(responses)
     # The immediate webhooks the run scheduled: wait for the worker to deliver them all.
     expected = counts["scheduled_now"]
@@ -424,6 +462,8 @@ def throughput(server: Server, receiver: Receiver, args: argparse.Namespace) -> 
         "server_cpu_s": round(cpu, 2),
         "server_cores_used": round(cpu / seconds, 2),
         "events_per_cpu_s": round(args.events / cpu),
+        "database_cpu_s": round(db_cpu, 2),
+        "events_per_cpu_s_with_database": round(args.events / (cpu + db_cpu)),
         "outcomes": counts,
         "webhooks_expected": expected,
         "webhooks_delivered": delivered(),
@@ -461,7 +501,8 @@ def latency(
     end = start + seconds
 
     def send() -> None:
-        with server.client() as client:
+        clients = server.clients()
+        try:
             while True:
                 with lock:
                     i = next(cursor, None)
@@ -471,13 +512,16 @@ def latency(
                 if pause > 0:
                     time.sleep(pause)
                 sent[i] = time.monotonic()
-                response = client.post("/api/v1/events", content=bodies[i])
+                response = clients[i % len(clients)].post("/api/v1/events", content=bodies[i])
                 acked[i] = time.monotonic()
                 scheduled[i] = response.status_code == 200 and bool(
                     response.json()["results"][0]["scheduled"]
                 )
+        finally:
+            for client in clients:
+                client.close()
 
-    cpu_before = server.cpu_s()
+    cpu_before, db_before = server.cpu_s(), server.database_cpu_s()
     threads = [threading.Thread(target=send) for _ in range(senders)]
     for thread in threads:
         thread.start()
@@ -487,7 +531,7 @@ def latency(
     done = [i for i in range(count) if acked[i]]
     names = {f"{prefix}{i}": i for i in done}
     receiver.wait_for(lambda: len(receiver.by_n(prefix).keys() & names.keys()) >= len(done), 30)
-    cpu = server.cpu_s() - cpu_before
+    cpu, db_cpu = server.cpu_s() - cpu_before, server.database_cpu_s() - db_before
     received = {names[n]: mono for n, mono in receiver.by_n(prefix).items() if n in names}
     latencies_ms = [(received[i] - acked[i]) * 1000 for i in done if i in received]
     lag_ms = [(sent[i] - start - i / rate) * 1000 for i in done]
@@ -506,6 +550,7 @@ def latency(
         "server_cores_used": round(cpu / send_s, 2),
         # Ingest, delivery and shipping per event: less sensitive than latency to other load on the machine.
         "server_cpu_ms_per_event": round(cpu / max(len(done), 1) * 1000, 2),
+        "database_cpu_ms_per_event": round(db_cpu / max(len(done), 1) * 1000, 2),
     }
 
 
@@ -523,49 +568,81 @@ def summary(values_ms: Sequence[float]) -> dict[str, float]:
 
 # --- 3. due-time precision with many pending jobs --------------------------------------------------
 
-# The worker's two queries on action_jobs, as SQLAlchemy emits them (worker.claim, worker.next_due_ms).
-CLAIM_SQL = (
-    "SELECT action_jobs.id FROM action_jobs WHERE action_jobs.next_ms <= ? "
-    "ORDER BY action_jobs.next_ms LIMIT ? OFFSET ?"
-)
-NEXT_DUE_SQL = (
-    "SELECT min(action_jobs.next_ms) AS min_1 FROM action_jobs WHERE action_jobs.next_ms IS NOT NULL"
-)
-# The shipper's prune after every batch it ships (Shipper._prune), under the write lock.
-PRUNE_SQL = "DELETE FROM event_log WHERE event_log.seq <= ? AND event_log.received_ms < ?"
+# The worker's two queries on action_jobs, as the store runs them (store/outbox.py: the claim's subquery,
+# which PostgreSQL locks FOR UPDATE SKIP LOCKED, and next_due_ms).
+CLAIM_SQL = "SELECT id FROM action_jobs WHERE next_ms <= :now ORDER BY next_ms LIMIT :limit"
+NEXT_DUE_SQL = "SELECT min(next_ms) FROM action_jobs WHERE next_ms IS NOT NULL"
+# The shipper's prune (store/eventlog.py), at most once a minute.
+PRUNE_SQL = "DELETE FROM event_log WHERE seq <= :seq AND received_ms < :before"
 COPIED = "funnel_id, step_index, action_index, action_type, model, spec_id, event_id, event, event_properties"
-PENDING_SQL = f"""
-INSERT INTO action_jobs (key, {COPIED}, event_ts_ms, instance_id, status, due_ms, next_ms, attempts,
-                         created_ms, updated_ms)
+INSERTED = (
+    f"key, {COPIED}, event_ts_ms, instance_id, status, due_ms, next_ms, attempts, created_ms, updated_ms"
+)
+# Copies of a real job with distinct keys, spread over the real instances, due a second apart.
+PENDING_SQL = {
+    "sqlite": f"""
+INSERT INTO action_jobs ({INSERTED})
 WITH RECURSIVE seq(n) AS (SELECT 0 UNION ALL SELECT n + 1 FROM seq WHERE n + 1 < :count)
 SELECT 'bench-pending-' || n, {COPIED}, t.event_ts_ms, :first_instance + n % :instances, 'scheduled',
        :due_ms + n * 1000, :due_ms + n * 1000, 0, :now_ms, :now_ms
-FROM seq, (SELECT * FROM action_jobs WHERE id = :template) AS t
-"""
+FROM seq, (SELECT * FROM action_jobs WHERE id = :template) AS t""",
+    "postgresql": f"""
+INSERT INTO action_jobs ({INSERTED})
+SELECT 'bench-pending-' || n, {COPIED}, t.event_ts_ms, i.ids[1 + n % cardinality(i.ids)], 'scheduled',
+       :due_ms + n * 1000, :due_ms + n * 1000, 0, :now_ms, :now_ms
+FROM generate_series(0, :count - 1) AS n, (SELECT * FROM action_jobs WHERE id = :template) AS t,
+     (SELECT array_agg(id ORDER BY id) AS ids FROM instances) AS i""",
+}
 DUE_SQL = f"""
-INSERT INTO action_jobs (key, {COPIED}, event_ts_ms, instance_id, status, due_ms, next_ms, attempts,
-                         created_ms, updated_ms)
+INSERT INTO action_jobs ({INSERTED})
 SELECT :key, {COPIED}, event_ts_ms, instance_id, 'scheduled', :due_ms, :due_ms, 0, :now_ms, :now_ms
-FROM action_jobs WHERE id = :template
-"""
+FROM action_jobs WHERE id = :template"""
 
 
-def query_plan(db: sqlite3.Connection, sql: str, params: Sequence[Any]) -> list[str]:
-    return [row[3] for row in db.execute(f"EXPLAIN QUERY PLAN {sql}", params)]
+class StateDB:
+    """The bench's own connection to the state store, opened while the server is down: the SQLite file of
+    a single node, or the PostgreSQL database (autocommit). SQL is written with `:name` parameters."""
 
+    def __init__(self, server: Server) -> None:
+        self.postgres = server.state_url is not None
+        if server.state_url is not None:
+            import psycopg  # only a PostgreSQL run needs it
 
-def median_ms(db: sqlite3.Connection, sql: str, params: Sequence[Any], repeat: int) -> float:
-    db.execute(sql, params).fetchall()  # warm the page cache, as a running worker's would be
-    times = []
-    for _ in range(repeat):
-        started = time.perf_counter()
-        db.execute(sql, params).fetchall()
-        times.append((time.perf_counter() - started) * 1000)
-    return round(statistics.median(times), 3)
+            self.pg = psycopg.connect(server.state_url, autocommit=True)
+        else:
+            self.lite = sqlite3.connect(server.data_dir / "state.sqlite3", isolation_level=None)
+
+    def execute(self, sql: str, params: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
+        if self.postgres:
+            cursor = self.pg.execute(re.sub(r":(\w+)", r"%(\1)s", sql.replace("%", "%%")), params or {})
+            return cursor.fetchall() if cursor.description else []
+        if sql.lstrip().startswith("INSERT"):  # one transaction, as BEGIN IMMEDIATE … COMMIT
+            self.lite.execute("BEGIN IMMEDIATE")
+            self.lite.execute(sql, params or {})
+            self.lite.execute("COMMIT")
+            return []
+        return self.lite.execute(sql, params or {}).fetchall()
+
+    def plan(self, sql: str, params: dict[str, Any]) -> list[str]:
+        if self.postgres:
+            return [str(row[0]).strip() for row in self.execute(f"EXPLAIN {sql}", params)]
+        return [str(row[3]) for row in self.execute(f"EXPLAIN QUERY PLAN {sql}", params)]
+
+    def median_ms(self, sql: str, params: dict[str, Any], repeat: int) -> float:
+        self.execute(sql, params)  # warm the page cache, as a running worker's would be
+        times = []
+        for _ in range(repeat):
+            started = time.perf_counter()
+            self.execute(sql, params)
+            times.append((time.perf_counter() - started) * 1000)
+        return round(statistics.median(times), 3)
+
+    def close(self) -> None:
+        (self.pg if self.postgres else self.lite).close()
 
 
 def idle_cores(server: Server, seconds: float) -> float:
-    """Cores the server uses while no request comes in (the worker's polling and the shipper)."""
+    """Cores the server uses while no request comes in (the workers' polling and the shipper)."""
     before = server.cpu_s()
     time.sleep(seconds)
     return round((server.cpu_s() - before) / seconds, 3)
@@ -573,61 +650,52 @@ def idle_cores(server: Server, seconds: float) -> float:
 
 def due_precision(server: Server, receiver: Receiver, args: argparse.Namespace) -> dict[str, Any]:
     server.stop()
-    db = sqlite3.connect(server.data_dir / "state.sqlite3", isolation_level=None)
+    db = StateDB(server)
     try:
-        (far_template,) = db.execute(
+        [(far_template,)] = db.execute(
             "SELECT id FROM action_jobs WHERE funnel_id = 'onboarding' AND status = 'scheduled' LIMIT 1"
-        ).fetchone()
-        (due_template,) = db.execute(
-            "SELECT id FROM action_jobs WHERE funnel_id = 'latency' LIMIT 1"
-        ).fetchone()
-        first, last, instances = db.execute("SELECT min(id), max(id), count(*) FROM instances").fetchone()
-        assert last - first + 1 == instances, "instance ids are not contiguous"
+        )
+        [(due_template,)] = db.execute("SELECT id FROM action_jobs WHERE funnel_id = 'latency' LIMIT 1")
+        [(first, last, instances)] = db.execute("SELECT min(id), max(id), count(*) FROM instances")
+        # SQLite spreads the jobs by arithmetic on ids (PostgreSQL by an array of them: its ids have gaps).
+        assert db.postgres or last - first + 1 == instances, "instance ids are not contiguous"
         now_ms = time.time_ns() // 1_000_000
         started = time.perf_counter()
-        db.execute("BEGIN IMMEDIATE")
-        db.execute(
-            PENDING_SQL,
-            {
-                "count": args.pending,
-                "first_instance": first,
-                "instances": instances,
-                "due_ms": now_ms + 30 * 86_400_000,
-                "now_ms": now_ms,
-                "template": far_template,
-            },
-        )
-        db.execute("COMMIT")
+        pending_params = {
+            "count": args.pending,
+            "first_instance": first,
+            "instances": instances,
+            "due_ms": now_ms + 30 * 86_400_000,
+            "now_ms": now_ms,
+            "template": far_template,
+        }
+        db.execute(PENDING_SQL["postgresql" if db.postgres else "sqlite"], pending_params)
+        if db.postgres:
+            db.execute("ANALYZE action_jobs")  # as autovacuum would after such an insert
         insert_s = time.perf_counter() - started
-        (pending,) = db.execute("SELECT count(*) FROM action_jobs WHERE next_ms IS NOT NULL").fetchone()
+        [(pending,)] = db.execute("SELECT count(*) FROM action_jobs WHERE next_ms IS NOT NULL")
         print(
             f"  inserted {args.pending:,} pending jobs in {insert_s:.1f}s ({pending:,} pending)", flush=True
         )
-        claim_params = (now_ms, 16, 0)
-        (log_rows, last_seq) = db.execute("SELECT count(*), max(seq) FROM event_log").fetchone()
-        prune_params = (last_seq, now_ms - 7 * 86_400_000)  # as the shipper runs it: nothing is old enough
+        claim_params = {"now": now_ms, "limit": 16}
+        [(log_rows, last_seq)] = db.execute("SELECT count(*), max(seq) FROM event_log")
+        # As the shipper runs it: nothing is old enough to go.
+        prune_params = {"seq": last_seq, "before": now_ms - 7 * 86_400_000}
         plans = {
-            "claim": query_plan(db, CLAIM_SQL, claim_params),
-            "next_due": query_plan(db, NEXT_DUE_SQL, ()),
-            "prune": query_plan(db, PRUNE_SQL, prune_params),
+            "claim": db.plan(CLAIM_SQL, claim_params),
+            "next_due": db.plan(NEXT_DUE_SQL, {}),
+            "prune": db.plan(PRUNE_SQL, prune_params),
         }
         for name, lines in plans.items():
-            print(f"  EXPLAIN QUERY PLAN ({name}): {' | '.join(lines)}")
-        claim_ms = median_ms(db, CLAIM_SQL, claim_params, 200)
-        next_due_ms = median_ms(db, NEXT_DUE_SQL, (), 25)
-        prune_ms = median_ms(db, PRUNE_SQL, prune_params, 9)
+            print(f"  EXPLAIN ({name}): {' | '.join(lines)}")
+        claim_ms = db.median_ms(CLAIM_SQL, claim_params, 200)
+        next_due_ms = db.median_ms(NEXT_DUE_SQL, {}, 25)
+        prune_ms = db.median_ms(PRUNE_SQL, prune_params, 9)
         # Due a few seconds after the server should be up again (it took `started_s` the first time).
         first_due_ms = time.time_ns() // 1_000_000 + round((server.started_s * 1.5 + args.lead) * 1000)
         due = {f"bench-due-{i}": first_due_ms + i * args.spacing_ms for i in range(args.due_jobs)}
-        db.execute("BEGIN IMMEDIATE")
-        db.executemany(
-            DUE_SQL,
-            [
-                {"key": key, "due_ms": due_ms, "now_ms": now_ms, "template": due_template}
-                for key, due_ms in due.items()
-            ],
-        )
-        db.execute("COMMIT")
+        for key, due_ms in due.items():
+            db.execute(DUE_SQL, {"key": key, "due_ms": due_ms, "now_ms": now_ms, "template": due_template})
     finally:
         db.close()
     restart_s = server.start()
@@ -682,43 +750,80 @@ def latency_rows(run: dict[str, Any], target: bool) -> list[tuple[str, str, str]
             f"{run['request_ms'].get('p50')} / {run['request_ms'].get('p99')}",
             "",
         ),
-        ("… server CPU per event (ingest + delivery)", f"{run['server_cpu_ms_per_event']} ms", ""),
+        (
+            "… CPU per event: server (ingest + delivery); PostgreSQL",
+            f"{run['server_cpu_ms_per_event']} ms; {run['database_cpu_ms_per_event']} ms",
+            "",
+        ),
     ]
 
 
 def report(results: dict[str, Any]) -> list[tuple[str, str, str]]:
-    put, due = results["throughput"], results["due"]
-    late = due["late_ms"]
-    return [
-        (f"events/s, batches of {BATCH:,}", f"{put['events_per_s']:,}", ""),
-        ("server cores used during the run", f"{put['server_cores_used']}", ""),
-        (
-            "events per server CPU-second",
-            f"{put['events_per_cpu_s']:,}",
-            f"≥ 5,000 per core — {met(put['events_per_cpu_s'] >= 5000)}",
-        ),
-        ("… counting the deliveries it caused", f"{put['events_per_cpu_s_with_delivery']:,}", ""),
-        (
-            "webhooks delivered (throughput run)",
-            f"{put['webhooks_delivered']:,} / {put['webhooks_expected']:,} in {put['ingest_and_delivery_s']} s",
-            "",
-        ),
-        *latency_rows(results["latency_light"], target=False),
-        *latency_rows(results["latency"], target=True),
-        (
-            f"due → receipt with {due['pending']:,} pending: p50 / max ms",
-            f"{late.get('p50')} / {late.get('max')} ({due['delivered']}/{due['due_jobs']} delivered)",
-            f"≤ 1 s — {met(due['delivered'] == due['due_jobs'] and late.get('max', 1e9) <= 1000)}",
-        ),
-        ("claim query at that size (median)", f"{due['claim_query_ms']} ms", ""),
-        ("next-due query, min(next_ms) (median)", f"{due['next_due_query_ms']} ms", ""),
-        (
-            "event-log prune, DELETE … (median)",
-            f"{due['prune_query_ms']} ms ({due['event_log_rows']:,} rows)",
-            "",
-        ),
-        ("idle server CPU with the pending jobs", f"{due['idle_server_cores']} cores", ""),
-    ]
+    """The table's rows for the parts that ran."""
+    rows: list[tuple[str, str, str]] = []
+    if put := results.get("throughput"):
+        rows += [
+            (f"events/s, batches of {BATCH:,}", f"{put['events_per_s']:,}", ""),
+            ("server cores used during the run", f"{put['server_cores_used']}", ""),
+            (
+                "events per server CPU-second",
+                f"{put['events_per_cpu_s']:,}",
+                f"≥ 5,000 per core — {met(put['events_per_cpu_s'] >= 5000)}",
+            ),
+            ("… counting the deliveries it caused", f"{put['events_per_cpu_s_with_delivery']:,}", ""),
+            ("… counting PostgreSQL's CPU too", f"{put['events_per_cpu_s_with_database']:,}", ""),
+            (
+                "webhooks delivered (throughput run)",
+                f"{put['webhooks_delivered']:,} / {put['webhooks_expected']:,} in "
+                f"{put['ingest_and_delivery_s']} s",
+                "",
+            ),
+        ]
+    if "latency" in results:
+        rows += [
+            *latency_rows(results["latency_light"], target=False),
+            *latency_rows(results["latency"], target=True),
+        ]
+    if due := results.get("due"):
+        late = due["late_ms"]
+        rows += [
+            (
+                f"due → receipt with {due['pending']:,} pending: p50 / max ms",
+                f"{late.get('p50')} / {late.get('max')} ({due['delivered']}/{due['due_jobs']} delivered)",
+                f"≤ 1 s — {met(due['delivered'] == due['due_jobs'] and late.get('max', 1e9) <= 1000)}",
+            ),
+            ("claim query at that size (median)", f"{due['claim_query_ms']} ms", ""),
+            ("next-due query, min(next_ms) (median)", f"{due['next_due_query_ms']} ms", ""),
+            (
+                "event-log prune, DELETE … (median)",
+                f"{due['prune_query_ms']} ms ({due['event_log_rows']:,} rows)",
+                "",
+            ),
+            ("idle server CPU with the pending jobs", f"{due['idle_server_cores']} cores", ""),
+        ]
+    return rows
+
+
+def recreate_database(url: str) -> None:
+    """DROP and CREATE the database `url` names (which must contain 'bench'), connected to the same
+    server's `postgres` database."""
+    import psycopg  # only a PostgreSQL run needs it
+    from psycopg import sql
+
+    name = str(psycopg.conninfo.conninfo_to_dict(url).get("dbname", ""))
+    if "bench" not in name:
+        raise SystemExit(f"--state-url: the bench drops and re-creates the database; {name!r} lacks 'bench'")
+    with psycopg.connect(psycopg.conninfo.make_conninfo(url, dbname="postgres"), autocommit=True) as admin:
+        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+
+
+def topology(args: argparse.Namespace) -> str:
+    store = "PostgreSQL" if args.state_url else "SQLite"
+    nodes = f"{args.nodes} node{'s' if args.nodes > 1 else ''}"
+    if args.workers:
+        return f"{store}, {nodes}, {args.workers} worker{'s' if args.workers > 1 else ''}"
+    return f"{store}, {nodes}, delivery {args.delivery}"
 
 
 def source_version() -> str:
@@ -769,66 +874,90 @@ def main() -> None:
         help="serve --delivery: from the server's child process (its default) or a thread in it",
     )
     parser.add_argument(
-        "--separate-worker",
-        action="store_true",
-        help="deliver from a `funnels worker` process started by the bench (serve --delivery off)",
+        "--nodes", type=int, default=1, help="`funnels serve` processes (more than 1 needs --state-url)"
     )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="`funnels worker` processes; with any, the nodes run --delivery off",
+    )
+    parser.add_argument(
+        "--state-url",
+        help="a PostgreSQL database for the state (else SQLite in the node's data directory); the bench "
+        "DROPS and re-creates it, so its name must contain 'bench', e.g. "
+        "postgresql://postgres@127.0.0.1:5432/funnels_bench",
+    )
+    parser.add_argument("--parts", default="123", help="which parts to run, e.g. 12 or 3")
+    parser.add_argument("--out", type=Path, default=DATA / "automation.json", help="where the JSON goes")
     args = parser.parse_args()
+    if args.nodes > 1 and not args.state_url:
+        parser.error("--nodes above 1 needs --state-url: the nodes share the state store")
 
     shutil.rmtree(WORK, ignore_errors=True)
-    data_dir = WORK / "dir"
-    data_dir.mkdir(parents=True)
+    WORK.mkdir(parents=True)
+    if args.state_url:
+        recreate_database(args.state_url)
     receiver = Receiver()
     config = WORK / "config.json"
     config.write_text(json.dumps(bench_config(receiver.url), indent=2))
-    key = subprocess.run(
-        [BIN / "funnels", "keys", "create", "--scope", "admin", "--data-dir", data_dir],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
-    server = Server(data_dir, config, key, separate_worker=args.separate_worker, delivery=args.delivery)
+    server = Server(
+        WORK,
+        config,
+        nodes=args.nodes,
+        workers=args.workers,
+        state_url=args.state_url,
+        delivery=args.delivery,
+    )
+    server.create_key()
     bench_cpu = time.process_time()
     results: dict[str, Any] = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
         "date": time.strftime("%Y-%m-%d"),
-        "args": vars(args),
+        "args": {**vars(args), "out": str(args.out)},
+        "topology": topology(args),
         "load_average_before": os.getloadavg(),  # other work on the machine skews every figure
         "commit": source_version(),
     }
     try:
-        print(f"server started in {server.start():.1f}s on {server.url}", flush=True)
-        print("1. throughput", flush=True)
-        results["throughput"] = throughput(server, receiver, args)
-        print(json.dumps(results["throughput"], indent=2), flush=True)
-        print("2. latency", flush=True)
-        results["latency_light"] = latency(
-            server, receiver, args.light_rate, args.light_seconds, args.senders, "q"
-        )
-        print(json.dumps(results["latency_light"], indent=2), flush=True)
-        results["latency"] = latency(server, receiver, args.rate, args.seconds, args.senders, "p")
-        print(json.dumps(results["latency"], indent=2), flush=True)
-        print("3. due-time precision", flush=True)
-        results["due"] = due_precision(server, receiver, args)
-        print(json.dumps(results["due"], indent=2), flush=True)
+        print(f"{results['topology']}: started in {server.start():.1f}s on {server.urls}", flush=True)
+        if "1" in args.parts:
+            print("1. throughput", flush=True)
+            results["throughput"] = throughput(server, receiver, args)
+            print(json.dumps(results["throughput"], indent=2), flush=True)
+        if "2" in args.parts:
+            print("2. latency", flush=True)
+            results["latency_light"] = latency(
+                server, receiver, args.light_rate, args.light_seconds, args.senders, "q"
+            )
+            print(json.dumps(results["latency_light"], indent=2), flush=True)
+            results["latency"] = latency(server, receiver, args.rate, args.seconds, args.senders, "p")
+            print(json.dumps(results["latency"], indent=2), flush=True)
+        if "3" in args.parts:
+            print("3. due-time precision", flush=True)
+            if "1" not in args.parts:  # part 3 copies one of part 1's delayed jobs
+                identify_all(server, "c", args.instances, args.threads)
+                post_all(server, "/api/v1/events", batches(DELAYED_JOB), 1)
+            if "2" not in args.parts:  # … and one of part 2's immediate ones
+                latency(server, receiver, 10, 0.2, 1, "t")
+            results["due"] = due_precision(server, receiver, args)
+            print(json.dumps(results["due"], indent=2), flush=True)
     finally:
         try:
             server.stop()
         finally:
-            if server.process is not None and server.process.poll() is None:
-                server.process.kill()
             receiver.close()
     results["bench_process_cpu_s"] = round(time.process_time() - bench_cpu, 1)
     results["load_average_after"] = os.getloadavg()
     if (version := source_version()) != results["commit"]:
         results["commit"] += f", then {version} (src changed during the run)"
-    (DATA / "automation.json").write_text(json.dumps(results, indent=2))
+    args.out.write_text(json.dumps(results, indent=2))
     rows = report(results)
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
     print()
     for row in rows:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
-    print(f"\ncommit {results['commit']}; written to {DATA / 'automation.json'}")
+    print(f"\n{results['topology']}, commit {results['commit']}; written to {args.out}")
 
 
 if __name__ == "__main__":
