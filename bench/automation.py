@@ -329,6 +329,19 @@ def cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS if fields else 0.0
 
 
+def cpu_times() -> list[int]:
+    """The machine's CPU time counters (/proc/stat's `cpu` line: user, nice, system, idle, iowait, irq,
+    softirq, steal, …) in clock ticks."""
+    return [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+
+
+def steal_share(before: list[int], after: list[int]) -> float:
+    """The share of the machine's CPU time the hypervisor gave to other guests between two readings: time
+    this machine's processes wanted but did not get, so every figure of the run is slower by about it."""
+    delta = [b - a for a, b in zip(before, after, strict=True)]
+    return round(delta[7] / max(sum(delta[:8]), 1), 3)
+
+
 def is_postgres(proc: Path) -> bool:
     try:
         return (proc / "comm").read_text().strip() == "postgres"
@@ -910,7 +923,7 @@ def main() -> None:
         delivery=args.delivery,
     )
     server.create_key()
-    bench_cpu = time.process_time()
+    bench_cpu, machine_cpu = time.process_time(), cpu_times()
     results: dict[str, Any] = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
         "date": time.strftime("%Y-%m-%d"),
@@ -949,6 +962,7 @@ def main() -> None:
             receiver.close()
     results["bench_process_cpu_s"] = round(time.process_time() - bench_cpu, 1)
     results["load_average_after"] = os.getloadavg()
+    results["steal_share"] = steal_share(machine_cpu, cpu_times())
     if (version := source_version()) != results["commit"]:
         results["commit"] += f", then {version} (src changed during the run)"
     args.out.write_text(json.dumps(results, indent=2))
@@ -957,7 +971,10 @@ def main() -> None:
     print()
     for row in rows:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
-    print(f"\n{results['topology']}, commit {results['commit']}; written to {args.out}")
+    print(
+        f"\n{results['topology']}, commit {results['commit']}, {results['steal_share']:.0%} of the CPU stolen "
+        f"by the hypervisor; written to {args.out}"
+    )
 
 
 if __name__ == "__main__":
