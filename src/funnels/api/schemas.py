@@ -26,7 +26,8 @@ ERROR_STATUSES: dict[int, str] = {
     400: "Invalid parameters or body (`INVALID_VALIDATION_REQUEST` with `details`), an unreadable body "
     "(`BAD_REQUEST`), or an invalid `Idempotency-Key`",
     401: "No API key, or an unknown or revoked one (`UNAUTHORIZED`)",
-    403: "The key lacks the endpoint's scope (`FORBIDDEN`), or a session request lacks its CSRF token",
+    403: "The key lacks the endpoint's scope (`FORBIDDEN`), a session request lacks its CSRF token, or (on "
+    "`/v1/*`) the request's `Origin` is not allowed",
     404: "No such resource (`NOT_FOUND`)",
     409: "Conflicts with the current state (`CONFLICT`), or the same `Idempotency-Key` is in progress",
     413: "Over a size limit",
