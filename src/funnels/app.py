@@ -13,7 +13,7 @@ from fastapi import Depends, FastAPI
 from starlette.staticfiles import StaticFiles
 
 from funnels import __version__
-from funnels.api import admin, automation, catalog, events, funnel, keys, pages, segment
+from funnels.api import admin, automation, catalog, events, funnel, keys, pages, segment, segment_settings
 from funnels.api.buffering import MAX_BUFFERED_BYTES, BodyBudget
 from funnels.api.cors import ANY_ORIGIN, SegmentCors
 from funnels.api.deps import single_valued_query
@@ -87,7 +87,8 @@ def create_app(
     app.add_middleware(SegmentCors, origins=cors_origins, public_url=public_url)
     # Starlette tries routes in order: the ingest routes, which take most requests, come first.
     # The routes with query parameters take each once; the ingest routes, which have none, skip the check.
-    for module in (automation, events, segment, funnel, catalog, admin, keys, dashboard, pages):
+    routes = (automation, events, segment, segment_settings, funnel, catalog, admin, keys, dashboard, pages)
+    for module in routes:
         checks = [Depends(single_valued_query)] if module in (funnel, catalog, admin) else []
         app.include_router(module.router, dependencies=checks)
     app.mount("/static", StaticFiles(packages=[("funnels.web", "static")]), name="static")

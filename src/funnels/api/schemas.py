@@ -116,6 +116,35 @@ class SegmentBatchIngested(Ingested):
     rejected: list[Rejected] = Field(description="The invalid messages (the valid ones were stored)")
 
 
+class SegmentioSettings(BaseModel):
+    api_key: str = Field(
+        alias="apiKey", description="The write key of the request's path: analytics.js sends events with it"
+    )
+    api_host: str = Field(
+        alias="apiHost", description="Where analytics.js sends events: this server's host and `/v1`"
+    )
+    protocol: Literal["http", "https"]
+
+
+class SegmentIntegrations(BaseModel):
+    segment_io: SegmentioSettings = Field(alias="Segment.io")
+
+
+class SegmentMetrics(BaseModel):
+    sample_rate: float = Field(
+        alias="sampleRate", description="0: analytics.js collects and sends no usage metrics"
+    )
+    host: str = Field(description="Where it would send them (`POST /v1/m` here)")
+
+
+class SegmentSettings(BaseModel):
+    """What analytics.js reads from Segment's CDN, pointing it at this server instead."""
+
+    integrations: SegmentIntegrations
+    metrics: SegmentMetrics
+    remote_plugins: list[Any] = Field(alias="remotePlugins")
+
+
 class InstanceRef(BaseModel):
     model: str
     id: str | None
