@@ -76,6 +76,8 @@ PUBLIC: dict[Route, str] = {
     ("GET", "/openapi.json"): "the API's description: no data",
     ("GET", "/v1/projects/{writeKey}/settings"): "analytics.js's settings: the same for any key, no data",
     ("POST", "/v1/m"): "analytics.js's usage metrics: answered 204 unread, nothing stored",
+    ("GET", "/analytics.js/v1/{write_key}/analytics.min.js"): "analytics.js itself, for other sites: no data",
+    ("GET", "/analytics-next/bundles/{name}"): "analytics.js's chunks: no data",
 }
 
 PATH_PARAMS = {"{job_id}": "1", "{model}": "customer", "{instance_id}": "c1", "{key_id}": "fk_0000000000"}

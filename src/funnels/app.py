@@ -21,6 +21,7 @@ from funnels.api.errors import install_error_handlers
 from funnels.api.idempotency import IdempotencyMiddleware
 from funnels.api.schemas import install_openapi
 from funnels.services import Services
+from funnels.web import analytics_js
 from funnels.web import routes as dashboard
 
 
@@ -87,7 +88,19 @@ def create_app(
     app.add_middleware(SegmentCors, origins=cors_origins, public_url=public_url)
     # Starlette tries routes in order: the ingest routes, which take most requests, come first.
     # The routes with query parameters take each once; the ingest routes, which have none, skip the check.
-    routes = (automation, events, segment, segment_settings, funnel, catalog, admin, keys, dashboard, pages)
+    routes = (
+        automation,
+        events,
+        segment,
+        segment_settings,
+        funnel,
+        catalog,
+        admin,
+        keys,
+        dashboard,
+        pages,
+        analytics_js,
+    )
     for module in routes:
         checks = [Depends(single_valued_query)] if module in (funnel, catalog, admin) else []
         app.include_router(module.router, dependencies=checks)
