@@ -18,7 +18,8 @@ def test_settings_point_the_segmentio_integration_here(client: TestClient, keys:
     response = client.get(f"/v1/projects/{key}/settings", headers={"Origin": "https://shop.example"})
     assert response.status_code == 200
     assert response.headers["access-control-allow-origin"] == "*"
-    assert response.headers["cache-control"] == "public, max-age=60"
+    # Built from the request's Host: no shared cache may keep it for another client.
+    assert response.headers["cache-control"] == "private, max-age=60"
     assert response.json() == {
         "integrations": {"Segment.io": {"apiKey": key, "apiHost": "testserver/v1", "protocol": "http"}},
         "metrics": {"sampleRate": 0, "host": "testserver/v1"},
@@ -29,7 +30,9 @@ def test_settings_point_the_segmentio_integration_here(client: TestClient, keys:
 def test_settings_use_the_public_url(services: Services) -> None:
     app = create_app(services, run_shipper=False, public_url="https://funnels.example.com/analytics")
     with TestClient(app) as client:
-        settings = client.get("/v1/projects/fk_x/settings").json()
+        response = client.get("/v1/projects/fk_x/settings")
+    settings = response.json()
+    assert response.headers["cache-control"] == "public, max-age=60"
     assert settings["integrations"]["Segment.io"] == {
         "apiKey": "fk_x",
         "apiHost": "funnels.example.com/analytics/v1",

@@ -33,8 +33,11 @@ from funnels.api.schemas import SegmentSettings, documented
 router = APIRouter(tags=["Segment"])
 
 MAX_WRITE_KEY_CHARS: Final[int] = 256
-# Analytics.js caches nothing itself; a browser may reuse the settings for a minute.
+# Analytics.js caches nothing itself; a browser may reuse the settings for a minute. Settings built from the
+# request's Host header (no --public-url) are for that browser only: a shared cache that does not key on Host
+# must not hand one client's Host to another.
 SETTINGS_CACHE: Final[str] = "public, max-age=60"
+SETTINGS_CACHE_FROM_HOST: Final[str] = "private, max-age=60"
 
 WriteKey = Annotated[
     str,
@@ -47,14 +50,15 @@ WriteKey = Annotated[
 ]
 
 
-def api_host(request: Request) -> tuple[str, str]:
-    """This server's `/v1` as analytics.js wants it: (`host[:port][/path]/v1`, `http` or `https`)."""
+def api_host(request: Request) -> tuple[str, str, bool]:
+    """This server's `/v1` as analytics.js wants it: (`host[:port][/path]/v1`, `http` or `https`, whether it
+    came from the request's Host header rather than `--public-url`)."""
     public_url = getattr(request.app.state, "public_url", None)
     if public_url:
         parts = urlsplit(public_url)
-        return f"{parts.netloc}{parts.path.rstrip('/')}/v1", parts.scheme
+        return f"{parts.netloc}{parts.path.rstrip('/')}/v1", parts.scheme, False
     base = request.base_url
-    return f"{base.netloc}{base.path.rstrip('/')}/v1", base.scheme
+    return f"{base.netloc}{base.path.rstrip('/')}/v1", base.scheme, True
 
 
 def segment_settings(write_key: str, host: str, protocol: str) -> dict[str, Any]:
@@ -77,10 +81,9 @@ def segment_settings(write_key: str, host: str, protocol: str) -> dict[str, Any]
     **documented(SegmentSettings, (400,)),
 )
 async def settings(request: Request, write_key: WriteKey) -> JSONResponse:
-    host, protocol = api_host(request)
-    return JSONResponse(
-        segment_settings(write_key, host, protocol), headers={"Cache-Control": SETTINGS_CACHE}
-    )
+    host, protocol, from_request = api_host(request)
+    cache = SETTINGS_CACHE_FROM_HOST if from_request else SETTINGS_CACHE
+    return JSONResponse(segment_settings(write_key, host, protocol), headers={"Cache-Control": cache})
 
 
 @router.post(
