@@ -10,6 +10,11 @@ CHROMIUM := /usr/bin/chromium
 # package itself (no CDN): `npm ci` into node_modules/, then the files the pages load are copied here.
 VENDOR := src/funnels/web/static/vendor
 CHART := $(VENDOR)/chart.umd.js
+# analytics.js (Segment's standalone build, with the chunks it loads on demand), served to other sites at
+# the paths Segment's snippet loads (web/analytics_js.py).
+ANALYTICS_JS := $(VENDOR)/analytics-next/standalone.js
+ANALYTICS_NEXT := node_modules/@segment/analytics-next
+NODE_STAMP := node_modules/.installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_GET := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get -o DPkg::Lock::Timeout=600
 
@@ -21,7 +26,7 @@ POSTGRES_SUITES := tests/ingest tests/automation tests/test_auth.py tests/test_s
 
 .PHONY: install demo test lint bench screenshots clean
 
-install: $(STAMP) $(CHART) $(CHROMIUM)
+install: $(STAMP) $(CHART) $(ANALYTICS_JS) $(CHROMIUM)
 
 # Re-install only when the dependency pins or the package metadata change.
 $(STAMP): pyproject.toml constraints.txt
@@ -30,11 +35,21 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
-$(CHART): package.json package-lock.json
+# One `npm ci` for every vendored file (and for the tests' Node SDK, tests/api/analytics_node.mjs).
+$(NODE_STAMP): package.json package-lock.json
 	npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+	touch $(NODE_STAMP)
+
+$(CHART): $(NODE_STAMP)
 	mkdir -p $(VENDOR)
 	cp node_modules/chart.js/dist/chart.umd.js $(CHART)
 	cp node_modules/chart.js/LICENSE.md $(VENDOR)/chart.js.LICENSE.md
+
+$(ANALYTICS_JS): $(NODE_STAMP)
+	rm -rf $(VENDOR)/analytics-next
+	mkdir -p $(VENDOR)/analytics-next
+	cp $(ANALYTICS_NEXT)/dist/umd/*.bundle.*.js $(ANALYTICS_NEXT)/LICENSE.MD $(VENDOR)/analytics-next/
+	cp $(ANALYTICS_NEXT)/dist/umd/standalone.js $(ANALYTICS_JS)
 
 # Only when missing; the package lists are refreshed only when apt cannot install from the ones it has.
 $(CHROMIUM):

@@ -74,6 +74,10 @@ PUBLIC: dict[Route, str] = {
     ("POST", "/logout"): "ends the caller's own session, if any (with its CSRF token); else a redirect",
     ("GET", "/static"): "the dashboard's CSS, scripts and Chart.js: no data",
     ("GET", "/openapi.json"): "the API's description: no data",
+    ("GET", "/v1/projects/{writeKey}/settings"): "analytics.js's settings: the same for any key, no data",
+    ("POST", "/v1/m"): "analytics.js's usage metrics: answered 204 unread, nothing stored",
+    ("GET", "/analytics.js/v1/{write_key}/analytics.min.js"): "analytics.js itself, for other sites: no data",
+    ("GET", "/analytics-next/bundles/{name}"): "analytics.js's chunks: no data",
 }
 
 PATH_PARAMS = {"{job_id}": "1", "{model}": "customer", "{instance_id}": "c1", "{key_id}": "fk_0000000000"}

@@ -6,20 +6,22 @@ API's request plumbing (`api.deps`, `api.errors`, `api.buffering`) and `api/` ne
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
 from starlette.staticfiles import StaticFiles
 
 from funnels import __version__
-from funnels.api import admin, automation, catalog, events, funnel, keys, pages, segment
+from funnels.api import admin, automation, catalog, events, funnel, keys, pages, segment, segment_settings
 from funnels.api.buffering import MAX_BUFFERED_BYTES, BodyBudget
+from funnels.api.cors import ANY_ORIGIN, SegmentCors
 from funnels.api.deps import single_valued_query
 from funnels.api.errors import install_error_handlers
 from funnels.api.idempotency import IdempotencyMiddleware
 from funnels.api.schemas import install_openapi
 from funnels.services import Services
+from funnels.web import analytics_js
 from funnels.web import routes as dashboard
 
 
@@ -30,11 +32,14 @@ def create_app(
     run_worker: bool = True,
     public_url: str | None = None,
     max_buffered_bytes: int = MAX_BUFFERED_BYTES,
+    cors_origins: Sequence[str] = ANY_ORIGIN,
 ) -> FastAPI:
     """The app over these services. While it runs, so do the event-log shipper (`run_shipper`) and, when
     a config is loaded, the action worker (`run_worker`: a thread here) or the services' worker process.
     `public_url` is where clients reach the server (errors' `doc_url` start with it; else they are
-    relative); `max_buffered_bytes` caps the request bytes held in memory at once (`api.buffering`)."""
+    relative); `max_buffered_bytes` caps the request bytes held in memory at once (`api.buffering`);
+    `cors_origins` are the origins whose pages may call `/v1/*` (`api.cors`; the other routes stay
+    same-origin)."""
     run_worker = run_worker and svc.automation.plan is not None
 
     @asynccontextmanager
@@ -79,9 +84,24 @@ def create_app(
     install_error_handlers(app)
     install_openapi(app)
     app.add_middleware(IdempotencyMiddleware)
+    # Outside the idempotency middleware: a preflight is answered before anything reads a key or a body.
+    app.add_middleware(SegmentCors, origins=cors_origins, public_url=public_url)
     # Starlette tries routes in order: the ingest routes, which take most requests, come first.
     # The routes with query parameters take each once; the ingest routes, which have none, skip the check.
-    for module in (automation, events, segment, funnel, catalog, admin, keys, dashboard, pages):
+    routes = (
+        automation,
+        events,
+        segment,
+        segment_settings,
+        funnel,
+        catalog,
+        admin,
+        keys,
+        dashboard,
+        pages,
+        analytics_js,
+    )
+    for module in routes:
         checks = [Depends(single_valued_query)] if module in (funnel, catalog, admin) else []
         app.include_router(module.router, dependencies=checks)
     app.mount("/static", StaticFiles(packages=[("funnels.web", "static")]), name="static")

@@ -141,6 +141,28 @@ def _public_url(value: str | None) -> str | None:
     return value.rstrip("/")
 
 
+CorsOrigins = Annotated[
+    str,
+    typer.Option(
+        "--cors-origins",
+        envvar="FUNNELS_CORS_ORIGINS",
+        help="Origins whose pages may call the Segment routes /v1/* from the browser (analytics.js), comma "
+        "separated, e.g. https://www.example.com,https://app.example.com; * (the default) for any. Every "
+        "other route stays same-origin.",
+    ),
+]
+
+
+def _cors_origins(value: str) -> tuple[str, ...]:
+    """The CORS allow-list, checked; an invalid one stops the command (exit 1)."""
+    from funnels.api.cors import parse_origins
+
+    try:
+        return parse_origins(value)
+    except ValueError as error:
+        _fail(f"--cors-origins: {escape(str(error))}")
+
+
 class Delivery(StrEnum):
     """Where `funnels serve` delivers actions."""
 
@@ -166,6 +188,7 @@ def serve(
     ] = Delivery.process,
     public_url: PublicUrl = None,
     state_url: StateUrl = None,
+    cors_origins: CorsOrigins = "*",
 ) -> None:
     """Serve the API and the dashboard; with --config, run the automation and deliver its actions too."""
     from funnels.api.server import run
@@ -173,6 +196,7 @@ def serve(
     from funnels.automation.process import WorkerProcess
 
     public_url = _public_url(public_url)
+    origins = _cors_origins(cors_origins)
     svc = _open(data_dir, config, state_url)
     if config is not None:
         _reload_on_sighup(svc.automation)
@@ -187,7 +211,9 @@ def serve(
             automation.on_reload.append(svc.worker_process.reload)
     err.print(f"funnels: data in {svc.data_dir}; serving on http://{host}:{port}/", highlight=False)
     try:
-        app = create_app(svc, run_worker=delivery is Delivery.thread, public_url=public_url)
+        app = create_app(
+            svc, run_worker=delivery is Delivery.thread, public_url=public_url, cors_origins=origins
+        )
         started = run(app, host, port, public_url)
     finally:
         svc.close()

@@ -30,7 +30,11 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
         "with a different request (method, path, query or body).",
     ),
     "UNAUTHORIZED": (401, "No API key, or an unknown or revoked one."),
-    "FORBIDDEN": (403, "The API key lacks the scope this endpoint requires."),
+    "FORBIDDEN": (
+        403,
+        "The API key lacks the scope this endpoint requires, or (on `/v1/*`) the request's `Origin` is not "
+        "among the server's `--cors-origins`.",
+    ),
     "CSRF_FAILED": (
         403,
         "A request authenticated by the dashboard's session cookie changed state without the session's "

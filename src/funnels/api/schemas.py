@@ -26,7 +26,8 @@ ERROR_STATUSES: dict[int, str] = {
     400: "Invalid parameters or body (`INVALID_VALIDATION_REQUEST` with `details`), an unreadable body "
     "(`BAD_REQUEST`), or an invalid `Idempotency-Key`",
     401: "No API key, or an unknown or revoked one (`UNAUTHORIZED`)",
-    403: "The key lacks the endpoint's scope (`FORBIDDEN`), or a session request lacks its CSRF token",
+    403: "The key lacks the endpoint's scope (`FORBIDDEN`), a session request lacks its CSRF token, or (on "
+    "`/v1/*`) the request's `Origin` is not allowed",
     404: "No such resource (`NOT_FOUND`)",
     409: "Conflicts with the current state (`CONFLICT`), or the same `Idempotency-Key` is in progress",
     413: "Over a size limit",
@@ -113,6 +114,35 @@ class Rejected(BaseModel):
 
 class SegmentBatchIngested(Ingested):
     rejected: list[Rejected] = Field(description="The invalid messages (the valid ones were stored)")
+
+
+class SegmentioSettings(BaseModel):
+    api_key: str = Field(
+        alias="apiKey", description="The write key of the request's path: analytics.js sends events with it"
+    )
+    api_host: str = Field(
+        alias="apiHost", description="Where analytics.js sends events: this server's host and `/v1`"
+    )
+    protocol: Literal["http", "https"]
+
+
+class SegmentIntegrations(BaseModel):
+    segment_io: SegmentioSettings = Field(alias="Segment.io")
+
+
+class SegmentMetrics(BaseModel):
+    sample_rate: float = Field(
+        alias="sampleRate", description="0: analytics.js collects and sends no usage metrics"
+    )
+    host: str = Field(description="Where it would send them (`POST /v1/m` here)")
+
+
+class SegmentSettings(BaseModel):
+    """What analytics.js reads from Segment's CDN, pointing it at this server instead."""
+
+    integrations: SegmentIntegrations
+    metrics: SegmentMetrics
+    remote_plugins: list[Any] = Field(alias="remotePlugins")
 
 
 class InstanceRef(BaseModel):
