@@ -10,6 +10,16 @@ the event names seen (`funnels.analytics.catalog`) reads a few rows per name and
 event. ClickHouse keeps it in step with the table on insert, and rebuilds it when a merge collapses
 duplicates (`deduplicate_merge_projection_mode = 'rebuild'`, which a ReplacingMergeTree needs for a
 projection), so it always counts what the table holds.
+
+Identity links (docs/semantics.md, "Users and persons"): a materialized view on `events` turns every row
+that carries a user id and a key (its anonymous id, or an alias' `previousId`) into an `argMin` claim in
+`identity_links`, an AggregatingMergeTree keyed by that key; every way rows enter the table (shipping,
+imports, the native Parquet path) feeds it, and a row stored twice claims nothing new. The
+`identity_persons` dictionary holds each key's person (its link followed at most twice, resolved in the
+dictionary's source query), so a stitched funnel does one in-memory lookup per scanned row. It is reloaded
+only when it is behind: every insert whose rows may carry a link bumps a generation counter, and a query
+that reads the dictionary (`query(..., persons=True)`) first reloads it if its generation is older, under
+the store's lock, so a query always sees the links of every event stored before it.
 """
 
 from __future__ import annotations
@@ -22,6 +32,7 @@ from typing import Any
 
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 from chdb import session as chdb_session
 
 from funnels.events import Event
@@ -66,6 +77,38 @@ EVENTS_DDL = (
     + f",\n    PROJECTION {NAMES_PROJECTION} ({NAMES_PROJECTION_QUERY})"
     + "\n) ENGINE = ReplacingMergeTree\nPARTITION BY toYYYYMM(ts)\nORDER BY (user_key, ts, event_id)"
     + f"\nSETTINGS {PROJECTION_MODE}"
+)
+
+LINKS_TABLE = "identity_links"
+LINKS_VIEW = "identity_links_mv"
+PERSONS_SOURCE = "identity_persons_source"
+PERSONS_DICTIONARY = "identity_persons"
+
+# One row per key a row claims: its anonymous id, and an alias' previousId when that is a JSON string; never
+# the row's own user id. Shared by the materialized view (each inserted block) and the one-off backfill.
+LINKS_SELECT = (
+    "SELECT key, argMinState(user_id, (ts, event_id)) AS claim FROM events "
+    "ARRAY JOIN arrayFilter(k -> k != '' AND k != user_id, [anonymous_id, "
+    "if(type = 'alias' AND JSONType(properties, 'previousId') = 'String', "
+    "JSONExtractString(properties, 'previousId'), '')]) AS key "
+    "WHERE user_id != '' AND (anonymous_id != '' OR type = 'alias') GROUP BY key"
+)
+LINKS_DDL = (
+    f"CREATE TABLE IF NOT EXISTS {LINKS_TABLE} (\n"
+    "    key String,\n"
+    "    claim AggregateFunction(argMin, String, Tuple(DateTime64(3, 'UTC'), String))\n"
+    ") ENGINE = AggregatingMergeTree\nORDER BY key"
+)
+# A key's person: the user it links to, and that user's own link if it has one (two links at most).
+_LINKS = f"(SELECT key, argMinMerge(claim) AS user FROM {LINKS_TABLE} GROUP BY key)"
+PERSONS_SOURCE_DDL = (
+    f"CREATE OR REPLACE VIEW {PERSONS_SOURCE} AS "
+    "SELECT first.key AS key, if(second.user != '', second.user, first.user) AS person "
+    f"FROM {_LINKS} AS first LEFT JOIN {_LINKS} AS second ON first.user = second.key"
+)
+PERSONS_DDL = (
+    f"CREATE DICTIONARY IF NOT EXISTS {PERSONS_DICTIONARY} (key String, person String) PRIMARY KEY key "
+    f"SOURCE(CLICKHOUSE(TABLE '{PERSONS_SOURCE}')) LAYOUT(COMPLEX_KEY_HASHED()) LIFETIME(0)"
 )
 
 ARROW_SCHEMA = pa.schema(
@@ -117,6 +160,25 @@ class Results:
         return self.rows[0] if self.rows else None
 
 
+def may_link(table: pa.Table) -> bool:
+    """Whether any row may create an identity link: it has both ids, or it is an alias."""
+    names = set(table.column_names)
+
+    def present(name: str) -> pa.ChunkedArray | None:
+        if name not in names:
+            return None
+        return pc.fill_null(pc.not_equal(table.column(name), ""), False)
+
+    user, anonymous = present("user_id"), present("anonymous_id")
+    if user is None:
+        return False
+    linking = pc.and_(user, anonymous) if anonymous is not None else None
+    if "type" in names:
+        alias = pc.fill_null(pc.equal(table.column("type"), "alias"), False)
+        linking = alias if linking is None else pc.or_(linking, alias)
+    return linking is not None and bool(pc.any(linking).as_py())
+
+
 def events_to_arrow(events: Sequence[Event], log_seqs: Sequence[int] | None = None) -> pa.Table:
     """Events as an Arrow table in the store's column order."""
     columns: dict[str, list[Any]] = {
@@ -144,8 +206,11 @@ class EventStore:
         self.path = path
         self._lock = threading.Lock()
         self._session = chdb_session.Session(str(path))
+        # Inserts that may have added links, and the count the persons dictionary last loaded at.
+        self._links_generation, self._persons_generation = 1, 0
         self.execute(EVENTS_DDL)
         self._add_names_projection()
+        self._add_identity_links()
 
     def _add_names_projection(self) -> None:
         """Give a table made before the projection existed its projection; existing rows are projected by a
@@ -163,6 +228,23 @@ class EventStore:
         )
         self.execute(f"ALTER TABLE events MATERIALIZE PROJECTION {NAMES_PROJECTION}")
 
+    def _add_identity_links(self) -> None:
+        """Create the links table, its view and the persons dictionary. A data directory made before them
+        (no view yet) has its links backfilled once from the stored events; the backfill runs before the
+        view exists and adds only argMin claims, so repeating it after a crash changes nothing."""
+        self.execute(LINKS_DDL)
+        found = self.query(
+            "SELECT count() FROM system.tables WHERE database = currentDatabase() AND name = {name:String}",
+            {"name": LINKS_VIEW},
+        ).first()
+        if found is None or not int(found[0]):
+            self.execute(f"INSERT INTO {LINKS_TABLE} {LINKS_SELECT}")
+            self.execute(
+                f"CREATE MATERIALIZED VIEW IF NOT EXISTS {LINKS_VIEW} TO {LINKS_TABLE} AS {LINKS_SELECT}"
+            )
+        self.execute(PERSONS_SOURCE_DDL)
+        self.execute(PERSONS_DDL)
+
     def close(self) -> None:
         with self._lock:
             self._session.close()
@@ -175,10 +257,17 @@ class EventStore:
             except Exception as error:  # chDB raises plain RuntimeError/ChdbError
                 raise EventStoreError(str(error)) from error
 
-    def query(self, sql: str, params: Mapping[str, Any] | None = None) -> Results:
-        """Run a SELECT; every user value must come in `params` (bound as ClickHouse query parameters)."""
+    def query(self, sql: str, params: Mapping[str, Any] | None = None, persons: bool = False) -> Results:
+        """Run a SELECT; every user value must come in `params` (bound as ClickHouse query parameters).
+
+        `persons`: the query reads the `identity_persons` dictionary, which is reloaded first when an insert
+        may have added links since it last loaded."""
         with self._lock:
             try:
+                if persons and self._persons_generation != self._links_generation:
+                    generation = self._links_generation
+                    self._session.query(f"SYSTEM RELOAD DICTIONARY {PERSONS_DICTIONARY}", "Null")
+                    self._persons_generation = generation
                 raw = self._session.query(sql, "JSONCompact", params=bind_params(params)).bytes()
             except Exception as error:
                 raise EventStoreError(str(error)) from error
@@ -192,11 +281,38 @@ class EventStore:
         if table.num_rows == 0:
             return
         names = ", ".join(table.column_names)
+        linking = may_link(table)
         with self._lock:
             try:
                 self._session.query(f"INSERT INTO events ({names}) SELECT {names} FROM Python(table)", "Null")
             except Exception as error:
                 raise EventStoreError(str(error)) from error
+            finally:  # a failed insert may have written some blocks
+                if linking:
+                    self._links_generation += 1
+
+    def insert_select(
+        self, columns: Sequence[str], select: str, params: Mapping[str, Any], linking: bool = True
+    ) -> None:
+        """`INSERT INTO events (columns) <select>`: rows ClickHouse reads itself (a file, say). `linking`:
+        whether the rows may carry identity links (when unsure, say so: it costs one dictionary reload)."""
+        with self._lock:
+            try:
+                self._session.query(
+                    f"INSERT INTO events ({', '.join(columns)}) {select}", "Null", params=bind_params(params)
+                )
+            except Exception as error:
+                raise EventStoreError(str(error)) from error
+            finally:
+                if linking:
+                    self._links_generation += 1
+
+    def truncate(self) -> None:
+        """Delete every event, and with them every identity link (tests and the demo start over)."""
+        self.execute("TRUNCATE TABLE events")
+        self.execute(f"TRUNCATE TABLE {LINKS_TABLE}")
+        with self._lock:
+            self._links_generation += 1
 
     def insert_events(self, events: Sequence[Event], log_seqs: Sequence[int] | None = None) -> None:
         self.insert_arrow(events_to_arrow(events, log_seqs))
