@@ -307,6 +307,32 @@ class EventStore:
                 if linking:
                     self._links_generation += 1
 
+    def linked_users(self, key: str) -> list[str]:
+        """The users `key` links to, nearest first: its own link, then that user's (at most two, as a
+        stitched funnel follows them); [] when it links nowhere."""
+        found: list[str] = []
+        current = key
+        for _ in range(2):
+            row = self.query(
+                f"SELECT argMinMerge(claim) FROM {LINKS_TABLE} WHERE key = {{key:String}}", {"key": current}
+            ).first()
+            if row is None or not row[0] or row[0] == key or row[0] in found:
+                break
+            current = str(row[0])
+            found.append(current)
+        return found
+
+    def keys_linked_to(self, users: Sequence[str], limit: int) -> list[str]:
+        """Up to `limit` keys (anonymous or aliased ids) whose own link is one of `users`, in key order."""
+        if not users:
+            return []
+        rows = self.query(
+            f"SELECT key FROM {LINKS_TABLE} GROUP BY key HAVING argMinMerge(claim) IN {{users:Array(String)}} "
+            "ORDER BY key LIMIT {limit:UInt32}",
+            {"users": list(users), "limit": limit},
+        ).rows
+        return [str(row[0]) for row in rows]
+
     def truncate(self) -> None:
         """Delete every event, and with them every identity link (tests and the demo start over)."""
         self.execute("TRUNCATE TABLE events")
