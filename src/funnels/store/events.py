@@ -334,7 +334,7 @@ class EventStore:
         return [str(row[0]) for row in rows]
 
     def truncate(self) -> None:
-        """Delete every event, and with them every identity link (tests and the demo start over)."""
+        """Delete every event, and with them every identity link (tests start over with it)."""
         self.execute("TRUNCATE TABLE events")
         self.execute(f"TRUNCATE TABLE {LINKS_TABLE}")
         with self._lock:
