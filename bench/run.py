@@ -6,8 +6,7 @@ docs/benchmarks.md (and writes them to bench/data/results.json).
 
 `--anonymous F`: a fraction F of the users start anonymous. Each such user gets an identify time (uniform
 over the span); their events before it carry only an anonymous id, the rest both ids, and one identify
-event links the two. Every funnel is then timed stitched (the default) and raw in the same run, and the
-import is timed once more with the identity-links view dropped, to show what the view costs.
+event links the two. Every funnel is then timed stitched (the default) and raw in the same run.
 """
 
 from __future__ import annotations
@@ -33,7 +32,7 @@ from funnels.analytics.funnel import run_funnel
 from funnels.analytics.query import parse_funnel_query
 from funnels.analytics.sql import Binder, step_sql
 from funnels.services import Services
-from funnels.store.events import LINKS_TABLE, LINKS_VIEW, PERSONS_DICTIONARY
+from funnels.store.events import LINKS_TABLE, PERSONS_DICTIONARY
 
 DATA = Path(__file__).parent / "data"
 START_MS = 1_775_001_600_000  # 2026-04-01
@@ -174,22 +173,6 @@ def timed(fn, repeat: int) -> list[float]:  # type: ignore[no-untyped-def]
     return times
 
 
-def import_rate_without_links_view(source: Path) -> int:
-    """The Parquet import rate into a fresh store whose identity-links view is dropped (what the view costs)."""
-    from funnels.ingest.importer import import_files
-
-    data_dir = DATA / "dir-no-links"
-    shutil.rmtree(data_dir, ignore_errors=True)
-    svc = Services.open(data_dir)
-    try:
-        svc.events.execute(f"DROP VIEW {LINKS_VIEW}")
-        report = import_files(svc.events, [source])
-    finally:
-        svc.close()
-        shutil.rmtree(data_dir, ignore_errors=True)
-    return round(report.imported / report.seconds)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -278,7 +261,6 @@ def main() -> None:
                 )
     finally:
         svc.close()
-    results["import_without_links_view_events_per_s"] = import_rate_without_links_view(source)
     results |= text_import_rates(source, rows=min(1_000_000, args.events))
     DATA.mkdir(exist_ok=True)
     (DATA / "results.json").write_text(json.dumps(results, indent=2))

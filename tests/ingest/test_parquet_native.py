@@ -119,3 +119,10 @@ def test_both_paths_feed_identity_links_and_the_next_query_sees_them(
     links = services.events.query("SELECT key, argMinMerge(claim) FROM identity_links GROUP BY key").rows
     assert links == [["a1", "u1"]]  # the only row with both ids; a2 and a4 have no user id
     assert _person(services, "a1") == "u1"
+    # The import computed its links after the load; the view is back for what is inserted next.
+    services.events.insert_arrow(
+        pa.table({"event_id": ["later"], "type": ["identify"], "event": ["identify"], "user_key": ["u2"]})
+        .append_column("user_id", pa.array(["u2"]))
+        .append_column("anonymous_id", pa.array(["a2"]))
+    )
+    assert _person(services, "a2") == "u2"
