@@ -26,8 +26,8 @@ which sets of steps the group's events can cover with distinct events (`cov`), s
 the millisecond gives the same, exact answer; that fold also carries each level's path.
 
 Users: with `identity=raw` a user is the stored `user_key`; stitched (the default), each row's user key is
-looked up in the `identity_persons` dictionary (`person`, one in-memory lookup per scanned row; keys without
-a link are their own person). `_user` writes that expression for every builder; the store keeps the
+looked up in the `identity_persons` dictionary (`person`, one in-memory lookup per scanned row, by the
+key's 64-bit hash, answering the person's hash; keys without a link are their own person). `_user` writes that expression for every builder; the store keeps the
 dictionary current (`EventStore.query(..., persons=True)`).
 """
 
@@ -133,7 +133,8 @@ def _user(query: FunnelQuery) -> tuple[str, str]:
     (raw), or the person it belongs to (stitched)."""
     if not query.stitched:
         return "user_key", "user_key"
-    return f"dictGetOrDefault('{PERSONS_DICTIONARY}', 'person', user_key, user_key) AS person", "person"
+    key = "sipHash64(user_key)"  # the dictionary is keyed by ids' hashes and answers the person's hash
+    return f"dictGetOrDefault('{PERSONS_DICTIONARY}', 'person', {key}, {key}) AS person", "person"
 
 
 def _breakdown_column(query: FunnelQuery) -> str:

@@ -68,8 +68,8 @@ device != ''),
 2) AS bd0
 FROM (SELECT dictGetOrDefault('identity_persons',
 'person',
-user_key,
-user_key) AS person,
+sipHash64(user_key),
+sipHash64(user_key)) AS person,
 ts,
 device,
 multiIf((type = {p0:String}

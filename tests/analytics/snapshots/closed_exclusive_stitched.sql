@@ -79,8 +79,8 @@ toInt64(-1))) AS st,
 '' AS bd0
 FROM (SELECT dictGetOrDefault('identity_persons',
 'person',
-user_key,
-user_key) AS person,
+sipHash64(user_key),
+sipHash64(user_key)) AS person,
 ts,
 multiIf((type = {p0:String})
 AND toInt64(toUnixTimestamp64Milli(ts)) <= {p7:Int64},

@@ -87,8 +87,8 @@ CAST([],
 '' AS bd0
 FROM (SELECT dictGetOrDefault('identity_persons',
 'person',
-user_key,
-user_key) AS person,
+sipHash64(user_key),
+sipHash64(user_key)) AS person,
 ts,
 toUInt16(toUInt16((type = {p0:String})) * 1 + toUInt16((type = {p1:String}
 AND event = {p2:String})) * 2 + toUInt16((type = {p3:String})) * 4) AS mask

@@ -50,8 +50,8 @@ utm_source != ''),
 2) AS bd0
 FROM (SELECT dictGetOrDefault('identity_persons',
 'person',
-user_key,
-user_key) AS person,
+sipHash64(user_key),
+sipHash64(user_key)) AS person,
 ts,
 utm_source,
 (type = {p0:String}
