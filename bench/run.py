@@ -2,7 +2,11 @@
 `windowFunnel` level count on the same data in the same run. Not a test: it prints figures for
 docs/benchmarks.md (and writes them to bench/data/results.json).
 
-    .venv/bin/python bench/run.py [--events 10000000] [--users 1000000] [--repeat 5]
+    .venv/bin/python bench/run.py [--events 10000000] [--users 1000000] [--repeat 5] [--anonymous 0.3]
+
+`--anonymous F`: a fraction F of the users start anonymous. Each such user gets an identify time (uniform
+over the span); their events before it carry only an anonymous id, the rest both ids, and one identify
+event links the two. Every funnel is then timed stitched (the default) and raw in the same run.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from funnels.analytics.funnel import run_funnel
 from funnels.analytics.query import parse_funnel_query
 from funnels.analytics.sql import Binder, step_sql
 from funnels.services import Services
+from funnels.store.events import LINKS_TABLE, PERSONS_DICTIONARY
 
 DATA = Path(__file__).parent / "data"
 START_MS = 1_775_001_600_000  # 2026-04-01
@@ -45,8 +50,9 @@ FUNNEL = [
 BASE = {"date_from": "2026-04-01", "date_to": "2026-04-30", "window_seconds": "1209600"}
 
 
-def generate(path: Path, events: int, users: int, seed: int = 42) -> None:
-    """A Parquet file of `events` events: 50% page views, 30% connect, 20% swap, uniform users and times."""
+def generate(path: Path, events: int, users: int, anonymous: float = 0.0, seed: int = 42) -> None:
+    """A Parquet file of `events` events: 50% page views, 30% connect, 20% swap, uniform users and times;
+    with `anonymous`, that fraction of users starts anonymous and is identified once (module docstring)."""
     rng = np.random.default_rng(seed)
     kind = rng.integers(0, 100, events)
     kind = np.where(kind < 50, 0, np.where(kind < 80, 1, 2))
@@ -58,25 +64,57 @@ def generate(path: Path, events: int, users: int, seed: int = 42) -> None:
         '{"chain":"base","price":18}',
     ]
     prop_idx = np.where(kind < 2, kind, 2 + rng.integers(0, 2, events))
-    table = pa.table(
-        {
-            "message_id": pc.binary_join_element_wise("m", pa.array(np.arange(events)).cast(pa.string()), ""),
-            "type": take(["page", "track", "track"], kind),
-            "event": take(["page", "connect", "swap"], kind),
-            "user_id": pc.binary_join_element_wise(
-                "u", pa.array(rng.integers(0, users, events)).cast(pa.string()), ""
-            ),
-            "timestamp": pa.array(
-                START_MS + rng.integers(0, SPAN_DAYS * 86_400_000, events), pa.int64()
-            ).cast(pa.timestamp("ms", tz="UTC")),
-            "properties": take(props, prop_idx),
-            "device": take(["desktop", "mobile", "tablet"], rng.integers(0, 3, events)),
-            "utm_source": take(["google", "twitter", "", "newsletter", ""], rng.integers(0, 5, events)),
-            "location": take(["US", "DE", "GB", "IN", "BR"], rng.integers(0, 5, events)),
-        }
-    )
+    user = rng.integers(0, users, events)
+    ts = START_MS + rng.integers(0, SPAN_DAYS * 86_400_000, events)
+    columns = {
+        "message_id": pc.binary_join_element_wise("m", pa.array(np.arange(events)).cast(pa.string()), ""),
+        "type": take(["page", "track", "track"], kind),
+        "event": take(["page", "connect", "swap"], kind),
+        "user_id": pc.binary_join_element_wise("u", pa.array(user).cast(pa.string()), ""),
+        "timestamp": pa.array(ts, pa.int64()).cast(pa.timestamp("ms", tz="UTC")),
+        "properties": take(props, prop_idx),
+        "device": take(["desktop", "mobile", "tablet"], rng.integers(0, 3, events)),
+        "utm_source": take(["google", "twitter", "", "newsletter", ""], rng.integers(0, 5, events)),
+        "location": take(["US", "DE", "GB", "IN", "BR"], rng.integers(0, 5, events)),
+    }
+    table = pa.table(columns)
+    if anonymous > 0:
+        table = _with_anonymous_users(table, user, ts, users, anonymous, rng)
     path.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(table, path, row_group_size=1_000_000)
+
+
+def _with_anonymous_users(
+    table: pa.Table, user: np.ndarray, ts: np.ndarray, users: int, fraction: float, rng: np.random.Generator
+) -> pa.Table:
+    """The users below `fraction` of the id range start anonymous: before their identify time their events
+    carry only `a<n>`, after it both ids; one identify event per such user (at that time) links them."""
+    starts_anonymous = user < int(users * fraction)
+    identified_at = START_MS + rng.integers(0, SPAN_DAYS * 86_400_000, users)
+    before = starts_anonymous & (ts < identified_at[user])
+    anonymous_ids = pc.binary_join_element_wise("a", pa.array(user).cast(pa.string()), "")
+    no_id = pa.array(np.full(len(user), ""), pa.string())
+    table = table.set_column(
+        table.schema.get_field_index("user_id"),
+        "user_id",
+        pc.if_else(pa.array(before), no_id, table.column("user_id")),
+    )
+    table = table.append_column("anonymous_id", pc.if_else(pa.array(starts_anonymous), anonymous_ids, no_id))
+    n = np.arange(int(users * fraction))
+    text = pa.array(n).cast(pa.string())
+    identifies = {
+        "message_id": pc.binary_join_element_wise("i", text, ""),
+        "type": pa.array(np.full(len(n), "identify")),
+        "event": pa.array(np.full(len(n), "identify")),
+        "user_id": pc.binary_join_element_wise("u", text, ""),
+        "timestamp": pa.array(identified_at[n], pa.int64()).cast(pa.timestamp("ms", tz="UTC")),
+        "properties": pa.array(np.full(len(n), "{}")),
+        "device": pa.array(np.full(len(n), "")),
+        "utm_source": pa.array(np.full(len(n), "")),
+        "location": pa.array(np.full(len(n), "")),
+        "anonymous_id": pc.binary_join_element_wise("a", text, ""),
+    }
+    return pa.concat_tables([table, pa.table(identifies, schema=table.schema)])
 
 
 def window_funnel_sql(query_params: dict[str, str]) -> tuple[str, dict[str, object]]:
@@ -105,7 +143,7 @@ def text_import_rates(source: Path, rows: int) -> dict[str, int]:
     sample = sample.set_column(
         sample.schema.get_field_index("timestamp"), "timestamp", sample.column("timestamp").cast(pa.int64())
     )
-    ndjson, csv = DATA / f"events-{rows}.ndjson", DATA / f"events-{rows}.csv"
+    ndjson, csv = DATA / f"{source.stem}-{rows}.ndjson", DATA / f"{source.stem}-{rows}.csv"
     if not ndjson.exists():
         with ndjson.open("wb") as out:
             for row in sample.to_pylist():  # NDJSON carries properties as an object, CSV as JSON text
@@ -142,12 +180,14 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=10_000_000)
     parser.add_argument("--users", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=7)
+    parser.add_argument("--anonymous", type=float, default=0.0, help="fraction of users starting anonymous")
     args = parser.parse_args()
 
-    source = DATA / f"events-{args.events}-{args.users}.parquet"
+    suffix = f"-anonymous{args.anonymous:g}" if args.anonymous else ""
+    source = DATA / f"events-{args.events}-{args.users}{suffix}.parquet"
     if not source.exists():
         started = time.perf_counter()
-        generate(source, args.events, args.users)
+        generate(source, args.events, args.users, args.anonymous)
         print(f"generated {source.name} in {time.perf_counter() - started:.1f}s", file=sys.stderr)
     data_dir = DATA / "dir"
     shutil.rmtree(data_dir, ignore_errors=True)
@@ -158,11 +198,15 @@ def main() -> None:
         report = import_files(svc.events, [source])
         import_rate = report.imported / report.seconds
         svc.events.execute("OPTIMIZE TABLE events FINAL")  # a settled table, as after background merges
+        svc.events.execute(f"OPTIMIZE TABLE {LINKS_TABLE} FINAL")
+        links = svc.events.query(f"SELECT count() FROM {LINKS_TABLE}").first()
 
         results: dict[str, object] = {
             "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
-            "events": args.events,
+            "events": report.imported,
             "users": args.users,
+            "anonymous": args.anonymous,
+            "identity_links": int(links[0]) if links else 0,
             "import_events_per_s": round(import_rate),
         }
         queries = {
@@ -178,30 +222,46 @@ def main() -> None:
                 "steps": orjson.dumps([FUNNEL[0], FUNNEL[1], {**FUNNEL[0], "name": "page::2"}]).decode(),
             },
         }
-        wf_sql, wf_params = window_funnel_sql(queries["closed 3 steps (medians)"])
-        ours = parse_funnel_query(queries["closed 3 steps (medians)"])
-        run_funnel(
-            svc.events, ours
-        )  # one untimed warm-up each (caches, query compilation), as a server would be
+        closed = queries["closed 3 steps (medians)"]
+        wf_sql, wf_params = window_funnel_sql(closed)
+        raw = parse_funnel_query({**closed, "identity": "raw"})  # windowFunnel counts user keys too
+        stitched = parse_funnel_query(closed)
+        # One untimed warm-up each (caches, query compilation, the dictionary's load), as a server would be.
+        run_funnel(svc.events, raw)
+        run_funnel(svc.events, stitched)
         svc.events.query(wf_sql, wf_params)
-        ours_times, wf_times = [], []
-        for _ in range(args.repeat):  # interleaved, so background load hits both alike
-            ours_times += timed(lambda: run_funnel(svc.events, ours), 1)
+        raw_times, stitched_times, wf_times = [], [], []
+        for _ in range(args.repeat):  # interleaved, so background load hits all alike
+            raw_times += timed(lambda: run_funnel(svc.events, raw), 1)
+            stitched_times += timed(lambda: run_funnel(svc.events, stitched), 1)
             wf_times += timed(lambda: svc.events.query(wf_sql, wf_params), 1)
         levels = {int(level): int(count) for level, count in svc.events.query(wf_sql, wf_params).rows}
-        users = [row["users"] for row in run_funnel(svc.events, ours)["data"]]
+        users = [row["users"] for row in run_funnel(svc.events, raw)["data"]]
         assert users == [sum(c for lv, c in levels.items() if lv >= k) for k in (1, 2, 3)], (users, levels)
-        results["closed_ms_median"] = round(statistics.median(ours_times) * 1000)
+        results["closed_ms_median"] = round(statistics.median(raw_times) * 1000)
         results["window_funnel_ms_median"] = round(statistics.median(wf_times) * 1000)
-        results["ratio"] = round(statistics.median(ours_times) / statistics.median(wf_times), 2)
-        for name, params in list(queries.items())[1:]:
-            query = parse_funnel_query(params)
-            results[f"{name} ms"] = round(
-                statistics.median(timed(lambda q=query: run_funnel(svc.events, q), 3)) * 1000
+        results["ratio"] = round(statistics.median(raw_times) / statistics.median(wf_times), 2)
+        results["stitched_closed_ms_median"] = round(statistics.median(stitched_times) * 1000)
+        results["stitched_ratio_to_raw"] = round(
+            statistics.median(stitched_times) / statistics.median(raw_times), 2
+        )
+        results["closed users raw"] = users
+        results["closed users stitched"] = [row["users"] for row in run_funnel(svc.events, stitched)["data"]]
+        results["dictionary_reload_ms"] = round(
+            statistics.median(
+                timed(lambda: svc.events.execute(f"SYSTEM RELOAD DICTIONARY {PERSONS_DICTIONARY}"), 3)
             )
+            * 1000
+        )
+        for name, params in list(queries.items())[1:]:
+            for identity in ("raw", "stitched"):
+                query = parse_funnel_query({**params, "identity": identity})
+                results[f"{name}, {identity} ms"] = round(
+                    statistics.median(timed(lambda q=query: run_funnel(svc.events, q), 3)) * 1000
+                )
     finally:
         svc.close()
-    results |= text_import_rates(source, rows=1_000_000)
+    results |= text_import_rates(source, rows=min(1_000_000, args.events))
     DATA.mkdir(exist_ok=True)
     (DATA / "results.json").write_text(json.dumps(results, indent=2))
     print(json.dumps(results, indent=2))

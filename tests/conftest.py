@@ -1,7 +1,7 @@
 """Shared fixtures: real stores in a temporary data directory, the ASGI app, API keys.
 
 chDB allows one open event store per process at a time, so a test opens at most one `Services` (the
-`services` fixture); tests that need many event sets reuse it and `TRUNCATE TABLE events` between them.
+`services` fixture); tests that need many event sets reuse it and empty it (`EventStore.truncate`) between them.
 """
 
 from __future__ import annotations

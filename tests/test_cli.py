@@ -131,6 +131,38 @@ def test_query_table_and_parameter_errors(demo_dir: tuple[Path, dict[str, str]])
     assert "Traceback" not in bad.stderr
 
 
+def test_query_stitches_identities_unless_identity_is_raw(tmp_path: Path) -> None:
+    from tests.analytics.conftest import at, ev
+
+    data_dir = tmp_path / "data"
+    svc = Services.open(data_dir)
+    try:  # an anonymous page view, then the identify that joins it to u1, who connects
+        svc.events.insert_events(
+            [
+                ev("", at(0, 0), "page", anonymous_id="a1"),
+                ev("u1", at(0, 1000), "identify", anonymous_id="a1"),
+                ev("u1", at(0, 2000), "track", "connect"),
+            ]
+        )
+    finally:
+        svc.close()
+    steps = json.dumps(
+        [
+            {"type": "event", "event": "page", "name": "page"},
+            {"type": "track", "event": "connect", "name": "connect"},
+        ]
+    )
+    query = ["query", "--data-dir", str(data_dir), "--date-from", "2026-04-01", "--date-to", "2026-04-01", "--steps", steps, "--format", "json"]  # fmt: skip
+    answers = {}
+    for identity in (None, "stitched", "raw"):
+        result = run(*query, *(["--identity", identity] if identity else []))
+        assert result.returncode == 0, result.stderr
+        answers[identity] = [row["users"] for row in json.loads(result.stdout)["data"]]
+    assert answers == {None: [1, 1], "stitched": [1, 1], "raw": [1, 0]}
+    bad = run(*query, "--identity", "persons")
+    assert bad.returncode == 2 and "identity: must be stitched or raw" in bad.stderr
+
+
 def test_query_refuses_clearly_while_a_server_holds_the_data_dir(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     server = start_server(data_dir, free_port())

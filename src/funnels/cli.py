@@ -384,6 +384,9 @@ def query(
     funnel_type: Annotated[str | None, typer.Option("--funnel-type", help="closed or open")] = None,
     breakdown: Annotated[str | None, typer.Option("--breakdown")] = None,
     breakdown_top_n: Annotated[int | None, typer.Option("--breakdown-top-n")] = None,
+    identity: Annotated[
+        str | None, typer.Option("--identity", help="stitched (default: users are persons) or raw")
+    ] = None,
     output: Annotated[str, typer.Option("--format", help="json (the API's body) or table")] = "table",
     data_dir: DataDir = None,
 ) -> None:
@@ -398,6 +401,7 @@ def query(
         "funnel_type": funnel_type,
         "breakdown": breakdown,
         "breakdown_top_n": breakdown_top_n,
+        "identity": identity,
     }
     try:
         parsed = parse_funnel_query({k: v for k, v in params.items() if v is not None})

@@ -1,7 +1,7 @@
 """Helpers shared by the funnel analytics tests: terse event and query builders, and a loaded store.
 
 chDB allows one open event store per process, so every test here uses the one `services` fixture's store
-(`store`) and `load()` truncates the table before inserting the next event set.
+(`store`) and `load()` empties it (events and identity links) before inserting the next event set.
 """
 
 from __future__ import annotations
@@ -45,15 +45,18 @@ def ev(
     *,
     props: dict[str, Any] | None = None,
     event_id: str | None = None,
+    anonymous_id: str = "",
     **columns: str,
 ) -> Event:
-    """An event as stored; `event` defaults to the type (as for page/identify/...)."""
+    """An event as stored; `event` defaults to the type (as for page/identify/...). `user` is the user id
+    ("" for an anonymous event, whose user key is then `anonymous_id`)."""
     return Event(
         event_id=event_id or f"e{next(_ids):08d}",
         type=type_,
         event=event or type_,
-        user_key=user,
+        user_key=user or anonymous_id,
         user_id=user,
+        anonymous_id=anonymous_id,
         ts_ms=ts_ms,
         received_ms=ts_ms,
         properties=dict(props or {}),
@@ -87,7 +90,7 @@ def funnel_query(
 def load(store: EventStore, events: Iterable[Event], batches: int = 1) -> None:
     """Replace the store's events with these, inserted in `batches` separate inserts (separate parts)."""
     events = list(events)
-    store.execute("TRUNCATE TABLE events")
+    store.truncate()
     size = max(1, -(-len(events) // max(1, batches)))
     for start in range(0, len(events), size):
         store.insert_events(events[start : start + size])
@@ -112,5 +115,5 @@ def both(
 @pytest.fixture
 def store(services: Services) -> EventStore:
     store = services.events
-    store.execute("TRUNCATE TABLE events")
+    store.truncate()
     return store

@@ -10,6 +10,11 @@ from 1 s to 14 days. Steps come from a small vocabulary where some overlap (`eve
 use all 11 operators on standard columns and on JSON properties of every kind (strings, numeric strings at
 the edge of NUMBER_PATTERN, integers, floats, booleans, objects, null, missing); breakdowns use small top-N.
 
+Identities (`with_identities`): events become anonymous or carry both ids, drawn from small pools so that
+several users claim one anonymous id; identifies and aliases (user → user, anonymous → user) are added at
+times around the events', so chains, cycles and claims that arrive after later ones are common; the query
+is stitched or raw, and the oracle applies the same linking rules.
+
 The whole `data` list must be equal: users, totals, ratios and medians (medians are exact ms / 1000 on both
 sides, so no tolerance is needed).
 
@@ -21,6 +26,7 @@ database, and `--hypothesis-show-statistics` to see how far the examples' users 
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from typing import Any
 
 import hypothesis
@@ -29,6 +35,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from funnels.analytics.query import NUMERIC_OPERATORS, OPERATORS, FunnelQuery
+from funnels.analytics.reference import reference_funnel
 from funnels.events import Event
 from funnels.store.events import EventStore
 from tests.analytics.conftest import DAY_MS, at, both, day, ev, funnel_query, load
@@ -274,6 +281,43 @@ def cases(
     return query, draw(st.permutations(events)), draw(st.integers(1, 3))
 
 
+ANONYMOUS_IDS = ["a0", "a1", "a2"]
+
+
+@st.composite
+def with_identities(
+    draw: st.DrawFn, base: st.SearchStrategy[tuple[FunnelQuery, list[Event], int]]
+) -> tuple[FunnelQuery, list[Event], int]:
+    """A case whose events have anonymous ids, links and aliases, queried stitched or raw."""
+    query, events, batches = draw(base)
+    user_ids = sorted({event.user_id for event in events})
+    anonymous_ids = st.sampled_from(ANONYMOUS_IDS + [f"a-{user}" for user in user_ids])
+    # Each user's browser: mostly its own anonymous id, sometimes one that other users share.
+    own = {user: draw(st.one_of(st.just(f"a-{user}"), anonymous_ids)) for user in user_ids}
+    rewritten = []
+    for event in events:
+        anonymous = own[event.user_id] if draw(st.integers(0, 4)) else draw(anonymous_ids)
+        match draw(st.sampled_from(["user", "anonymous", "anonymous", "both"])):
+            case "anonymous":
+                event = replace(event, user_id="", anonymous_id=anonymous, user_key=anonymous)
+            case "both":
+                event = replace(event, anonymous_id=anonymous)
+        rewritten.append(event)
+    times = sorted({event.ts_ms for event in events})
+    claimants = st.sampled_from([*user_ids, "u9"])
+    for _ in range(draw(st.integers(0, 6))):
+        ts = draw(st.sampled_from(times)) + draw(st.sampled_from([0, 0, -1, 1, -60_000, 1000]))
+        if draw(st.integers(0, 2)) == 0:
+            rewritten.append(ev(draw(claimants), ts, "identify", anonymous_id=draw(anonymous_ids)))
+        else:  # mostly user → user, so that chains and cycles form
+            previous = draw(st.one_of(claimants, claimants, anonymous_ids))
+            rewritten.append(ev(draw(claimants), ts, "alias", props={"previousId": previous}))
+    ids = draw(st.permutations(range(len(rewritten))))  # ties in time are broken by id: any order
+    rewritten = [replace(event, event_id=f"e{ids[i]:04d}") for i, event in enumerate(rewritten)]
+    identity = draw(st.sampled_from(["stitched", "stitched", "raw"]))
+    return replace(query, identity=identity), draw(st.permutations(rewritten)), batches
+
+
 def check(store: EventStore, case: tuple[FunnelQuery, list[Event], int]) -> None:
     query, events, batches = case
     load(store, events, batches)
@@ -322,3 +366,22 @@ def test_five_to_ten_steps_equal_reference(store: EventStore, case: Any) -> None
 def test_breakdown_values_spelled_like_buckets_equal_reference(store: EventStore, case: Any) -> None:
     """A real breakdown value "Others" or "(none)" (e.g. utm_source=Others) next to the made-up buckets."""
     check(store, case)
+
+
+@settings(PROFILE, max_examples=examples(150))
+@given(
+    case=with_identities(
+        st.one_of(
+            cases(exclusive_kinds(), ["closed", "open"]),
+            cases(overlapping_kinds(2, 4), ["closed"]),
+            cases(exclusive_kinds(2, 3), ["closed", "open"], bucket_names=True),
+        )
+    )
+)
+def test_stitched_and_raw_identities_equal_reference(store: EventStore, case: Any) -> None:
+    """Anonymous ids, identifies, aliases (second claimants, chains, cycles), in any arrival order."""
+    check(store, case)
+    query, events, _ = case
+    raw = reference_funnel(replace(query, identity="raw"), events)
+    stitched = reference_funnel(replace(query, identity="stitched"), events)
+    hypothesis.event(f"stitching changes the answer: {raw['data'] != stitched['data']}")

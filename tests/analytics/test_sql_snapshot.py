@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +61,7 @@ NUMERIC_FILTERS = [
     ("fee", "lte", "0.5"),
 ]
 
-CASES: dict[str, FunnelQuery] = {
+QUERIES: dict[str, FunnelQuery] = {
     "closed_exclusive": funnel_query(
         [
             step("event", "page"),
@@ -95,6 +96,9 @@ CASES: dict[str, FunnelQuery] = {
         breakdown_top_n=5,
     ),
 }
+# Each query as it was before identity stitching (identity=raw: that SQL must not change), and stitched.
+CASES: dict[str, FunnelQuery] = {name: replace(query, identity="raw") for name, query in QUERIES.items()}
+CASES |= {f"{name}_stitched": replace(query, identity="stitched") for name, query in QUERIES.items()}
 
 
 # The catalog's queries (funnels.analytics.catalog), built: name → (sql, params).
@@ -277,6 +281,10 @@ def test_snapshot_cases_run(store: EventStore) -> None:
         ev("u2", t + 5000, "page"),
         ev("u3", t + 1000, "track", "connect"),
         ev("u3", t + 2000, "page", utm_source="farcaster", page_path="/swap/y"),
+        # an anonymous visitor who becomes u4: raw and stitched differ
+        ev("", t, "page", anonymous_id="a4", device="tablet", utm_source="ads", page_path="/swap/z"),
+        ev("u4", t + 500, "identify", anonymous_id="a4"),
+        ev("u4", t + 1000, "track", "connect", anonymous_id="a4"),
     ]
     load(store, events)
     for name, query in CASES.items():

@@ -291,6 +291,30 @@ def test_timeline_pages_cover_every_item_once_when_times_tie(world: World) -> No
         assert sorted(map(item_key, walked)) == sorted(map(item_key, full)), f"limit={limit}: items lost"
 
 
+def test_an_instance_is_found_by_an_anonymous_id_linked_to_it(world: World) -> None:
+    """Identity stitching on the People page: a visitor browses anonymously, then the app identifies them
+    (analytics.js sends the anonymous id along); the anonymous id finds the instance, and the visitor's
+    anonymous events are in its timeline."""
+    world.identify(["c1"])
+    world.identify(["c2"])
+    batch = [
+        {"type": "page", "anonymousId": "anon-1", "name": "Pricing", "messageId": "p1"},
+        {"type": "identify", "userId": "c1", "anonymousId": "anon-1", "messageId": "i1"},
+        {"type": "alias", "userId": "c2", "previousId": "old-c2", "messageId": "a1"},
+        {"type": "page", "anonymousId": "anon-9", "name": "Pricing", "messageId": "p9"},
+    ]
+    assert world.client.post("/v1/batch", json={"batch": batch}, headers=world.writer).status_code == 200
+    world.svc.shipper.flush()
+    body = world.get("/v0/models/customer/anon-1")
+    assert (body["id"], body["ids"], body["linked_ids"]) == ("c1", ["c1"], ["anon-1"])
+    assert {item["id"] for item in body["timeline"]["items"]} >= {"p1", "i1"}
+    assert world.get("/v0/models/customer/c1")["linked_ids"] == ["anon-1"]
+    aliased = world.get("/v0/models/customer/old-c2")
+    assert (aliased["id"], aliased["linked_ids"]) == ("c2", ["old-c2"])
+    error_of(world.client.get("/v0/models/customer/anon-9", headers=world.admin), 404, "NOT_FOUND")
+    error_of(world.client.get("/v0/models/organization/anon-1", headers=world.admin), 404, "NOT_FOUND")
+
+
 def test_an_unknown_instance_is_404(world: World) -> None:
     world.identify(["c1"])
     error_of(world.client.get("/v0/models/customer/nobody", headers=world.admin), 404, "NOT_FOUND")

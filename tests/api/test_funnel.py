@@ -167,3 +167,80 @@ def test_the_generated_queries_count_what_automation_counted(world: World) -> No
         assert users == expected, funnel["id"]
         charted += 1
     assert charted == 3
+
+
+# --- identity stitching through the API (docs/semantics.md, "Users and persons") ---
+
+SIGNUP_STEPS = [
+    {"type": "event", "event": "page", "name": "Landing"},
+    {"type": "track", "event": "Signed Up", "name": "Signed Up"},
+    {"type": "track", "event": "Purchased", "name": "Purchased"},
+]
+
+
+def _segment(client: TestClient, key: str, batch: list[dict[str, Any]]) -> None:
+    auth = {"Authorization": "Basic " + base64.b64encode(f"{key}:".encode()).decode()}
+    response = client.post("/v1/batch", json={"batch": batch}, headers=auth)
+    assert response.status_code == 200, response.text
+
+
+def _funnel(client: TestClient, key: str, **extra: str) -> Any:
+    params = {"date_from": "2026-04-01", "date_to": "2026-04-01", "steps": json.dumps(SIGNUP_STEPS), **extra}
+    return client.get("/v0/funnel", params=params, headers=bearer(key))
+
+
+def test_an_anonymous_visitor_who_signs_up_is_one_person_unless_identity_is_raw(
+    client: TestClient, keys: dict[str, str], services: Any
+) -> None:
+    """The issue's example, sent as analytics.js sends it: the landing page before sign-up is anonymous."""
+    _segment(
+        client,
+        keys["events:write"],
+        [
+            {"type": "page", "anonymousId": "a1", "name": "Landing", "timestamp": "2026-04-01T10:00:00Z"},
+            {"type": "identify", "userId": "u1", "anonymousId": "a1", "timestamp": "2026-04-01T10:00:01Z"},
+            {
+                "type": "track",
+                "event": "Signed Up",
+                "userId": "u1",
+                "anonymousId": "a1",
+                "timestamp": "2026-04-01T10:00:02Z",
+            },
+            {"type": "track", "event": "Purchased", "userId": "u1", "timestamp": "2026-04-01T10:00:03Z"},
+        ],
+    )
+    services.shipper.flush()
+    users = lambda response: [row["users"] for row in response.json()["data"]]  # noqa: E731
+    stitched = _funnel(client, keys["query:read"])
+    assert stitched.status_code == 200, stitched.text
+    assert users(stitched) == [1, 1, 1]
+    assert users(_funnel(client, keys["query:read"], identity="stitched")) == [1, 1, 1]
+    assert users(_funnel(client, keys["query:read"], identity="raw")) == [1, 0, 0]  # today's answer
+
+
+def test_a_segment_alias_merges_its_previous_id(
+    client: TestClient, keys: dict[str, str], services: Any
+) -> None:
+    _segment(
+        client,
+        keys["events:write"],
+        [
+            {"type": "page", "userId": "old-1", "name": "Landing", "timestamp": "2026-04-01T10:00:00Z"},
+            {"type": "alias", "userId": "new-1", "previousId": "old-1", "timestamp": "2026-04-01T10:00:01Z"},
+            {"type": "track", "event": "Signed Up", "userId": "new-1", "timestamp": "2026-04-01T10:00:02Z"},
+        ],
+    )
+    services.shipper.flush()
+    assert [row["users"] for row in _funnel(client, keys["query:read"]).json()["data"]] == [1, 1, 0]
+
+
+@pytest.mark.parametrize("value", ["Raw", "persons", "0"])
+def test_an_unknown_identity_is_a_400_naming_it(client: TestClient, keys: dict[str, str], value: str) -> None:
+    error = error_of(_funnel(client, keys["query:read"], identity=value), 400, "INVALID_VALIDATION_REQUEST")
+    assert error["param"] == "identity" and error["details"] == {"identity": "must be stitched or raw"}
+
+
+def test_identity_is_in_the_openapi_description(client: TestClient) -> None:
+    parameters = client.get("/openapi.json").json()["paths"]["/v0/funnel"]["get"]["parameters"]
+    identity = next(parameter for parameter in parameters if parameter["name"] == "identity")
+    assert identity["schema"]["enum"] == ["stitched", "raw"] and "raw" in identity["description"]

@@ -637,7 +637,7 @@ def test_ndjson_and_csv_rows_get_the_same_ids(services: Services, tmp_path: Path
     ndjson, csv_path, _ = same_events(tmp_path)
     run(services.events, ndjson)
     from_ndjson = sorted(r["event_id"] for r in stored(services.events))
-    services.events.execute("TRUNCATE TABLE events")
+    services.events.truncate()
     run(services.events, csv_path)
     assert sorted(r["event_id"] for r in stored(services.events)) == from_ndjson
 

@@ -58,7 +58,7 @@ def test_native_and_column_wise_paths_store_the_same_rows(
 
     column_wise = import_files(services.events, [path], native_parquet=False)
     expected = _rows(services)
-    services.events.execute("TRUNCATE TABLE events")
+    services.events.truncate()
     assert native_import(services.events, path, pq.read_schema(path), received_ms=T0) == 5
     assert column_wise.imported == 5 and column_wise.skipped == 0
     assert _rows(services) == expected
@@ -94,3 +94,37 @@ def test_a_file_with_a_bad_row_takes_the_column_wise_path_and_reports_it(
 def test_other_schemas_are_not_plain(change: object, reason: str) -> None:
     table = change(_table(pa.array([T0] * 5, pa.timestamp("ms", tz="UTC"))))  # type: ignore[operator]
     assert not plain_schema(table.schema), reason
+
+
+def _person(services: Services, key: str, *candidates: str) -> str:
+    """Which of `candidates` is `key`'s person as a stitched funnel sees it (the dictionary reloaded first if
+    it is behind; it answers hashes)."""
+    row = services.events.query(
+        "SELECT indexOf(arrayMap(c -> sipHash64(c), {candidates:Array(String)}), "
+        "dictGetOrDefault('identity_persons', 'person', sipHash64({key:String}), sipHash64({key:String})))",
+        {"key": key, "candidates": list(candidates)},
+        persons=True,
+    ).first()
+    assert row is not None and int(row[0]) > 0
+    return candidates[int(row[0]) - 1]
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_both_paths_feed_identity_links_and_the_next_query_sees_them(
+    services: Services, tmp_path: Path, native: bool
+) -> None:
+    path = tmp_path / "events.parquet"
+    pq.write_table(_table(pa.array([T0 + i * 1000 for i in range(5)], pa.timestamp("ms", tz="UTC"))), path)
+    assert _person(services, "a1", "a1", "u1") == "a1"  # the dictionary is loaded, and empty
+    report = import_files(services.events, [path], native_parquet=native)
+    assert report.imported == 5
+    links = services.events.query("SELECT key, argMinMerge(claim) FROM identity_links GROUP BY key").rows
+    assert links == [["a1", "u1"]]  # the only row with both ids; a2 and a4 have no user id
+    assert _person(services, "a1", "a1", "u1") == "u1"
+    # The import computed its links after the load; the view is back for what is inserted next.
+    services.events.insert_arrow(
+        pa.table({"event_id": ["later"], "type": ["identify"], "event": ["identify"], "user_key": ["u2"]})
+        .append_column("user_id", pa.array(["u2"]))
+        .append_column("anonymous_id", pa.array(["a2"]))
+    )
+    assert _person(services, "a2", "a2", "u2") == "u2"

@@ -1,12 +1,26 @@
 """The events table's `names_by_day` projection: present on new and older tables, and counting what the table
-holds after a merge collapses duplicates."""
+holds after a merge collapses duplicates. The identity links: backfilled once on a table made before them,
+and which inserts may add one."""
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
 
-from funnels.store.events import NAMES_PROJECTION, EventStore
+import pyarrow as pa
+import pytest
+
+from funnels.events import Event
+from funnels.store.events import (
+    LINKS_TABLE,
+    LINKS_VIEW,
+    NAMES_PROJECTION,
+    PERSONS_DICTIONARY,
+    PERSONS_SOURCE,
+    EventStore,
+    events_to_arrow,
+    may_link,
+)
 from tests.analytics.conftest import at, ev
 
 
@@ -52,3 +66,69 @@ def test_the_projection_counts_duplicates_until_a_merge_collapses_them(tmp_path:
         assert names(store)[0] == [("connect", 1)] and store.count() == 1
     finally:
         store.close()
+
+
+def links(store: EventStore) -> list[list[str]]:
+    return store.query(f"SELECT key, argMinMerge(claim) FROM {LINKS_TABLE} GROUP BY key ORDER BY key").rows
+
+
+def test_a_table_made_before_identity_links_is_backfilled_once_on_open(tmp_path: Path) -> None:
+    store = EventStore(tmp_path)
+    try:  # a data directory as an older version left it: events, no links table, view or dictionary
+        for statement in (
+            f"DROP DICTIONARY {PERSONS_DICTIONARY}",
+            f"DROP VIEW {PERSONS_SOURCE}",
+            f"DROP VIEW {LINKS_VIEW}",
+            f"DROP TABLE {LINKS_TABLE}",
+        ):
+            store.execute(statement)
+        store.insert_events(
+            [
+                ev("", at(0, 0), "page", anonymous_id="a1"),
+                ev("u1", at(0, 1000), "identify", anonymous_id="a1"),
+                ev("u2", at(0, 2000), "alias", props={"previousId": "u1"}),
+                ev("u3", at(0, 500), "identify", anonymous_id="a1"),  # the earliest claim on a1
+            ]
+        )
+    finally:
+        store.close()
+    store = EventStore(tmp_path)
+    try:
+        assert links(store) == [["a1", "u3"], ["u1", "u2"]]
+        store.insert_events([ev("u4", at(0, 3000), "identify", anonymous_id="a4")])  # the view feeds it now
+        assert links(store) == [["a1", "u3"], ["a4", "u4"], ["u1", "u2"]]
+    finally:
+        store.close()
+    store = EventStore(tmp_path)  # opened again: no second backfill (it would change nothing anyway)
+    try:
+        assert links(store) == [["a1", "u3"], ["a4", "u4"], ["u1", "u2"]]
+        rows = store.query(f"SELECT count() FROM {LINKS_TABLE}").first()
+        assert rows is not None and int(rows[0]) == 3
+        person = store.query(
+            f"SELECT dictGet('{PERSONS_DICTIONARY}', 'person', sipHash64('a4')) = sipHash64('u4'), "
+            f"dictGet('{PERSONS_DICTIONARY}', 'person', sipHash64('u1')) = sipHash64('u2')",
+            persons=True,
+        ).first()
+        assert person == [1, 1]
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize(
+    ("events", "expected"),
+    [
+        ([ev("u1", at(0))], False),
+        ([ev("", at(0), anonymous_id="a1")], False),
+        ([ev("u1", at(0)), ev("u2", at(0), anonymous_id="a2")], True),
+        ([ev("u1", at(0), "alias", props={"previousId": "u0"})], True),
+    ],
+    ids=["user-only", "anonymous-only", "both-ids", "alias"],
+)
+def test_which_inserts_may_add_a_link(events: list[Event], expected: bool) -> None:
+    assert may_link(events_to_arrow(events)) is expected
+
+
+def test_a_table_without_the_id_columns_adds_no_link() -> None:
+    assert not may_link(pa.table({"event_id": ["e1"], "type": ["track"]}))
+    assert may_link(pa.table({"type": ["alias"], "user_id": ["u1"]}))
+    assert not may_link(pa.table({"user_id": [None, "u1"], "anonymous_id": ["a1", None]}))

@@ -5,6 +5,7 @@ friendly message."""
 
 from __future__ import annotations
 
+import time
 from urllib.parse import quote
 
 from playwright.sync_api import Page, expect
@@ -102,3 +103,29 @@ def test_an_unknown_id_is_a_friendly_message(seeded_page: Page, seeded: Seeded) 
     expect(page.locator("#person-missing-text")).to_contain_text("nobody-here")
     expect(page.locator("#person")).to_be_hidden()
     expect(page.locator("[data-flash]")).to_be_hidden()
+
+
+def test_an_anonymous_id_identified_as_a_customer_finds_them(seeded_page: Page, seeded: Seeded) -> None:
+    """Identity stitching: a visitor browsed anonymously, then analytics.js identified them as a customer;
+    typing the anonymous id opens that customer, its linked ids shown apart from its own ids."""
+    page = seeded_page
+    customer = REFUSED[1]
+    batch = [
+        {"type": "page", "anonymousId": "anon-visitor", "name": "Pricing", "messageId": "anon-page"},
+        {"type": "identify", "userId": customer, "anonymousId": "anon-visitor", "messageId": "anon-identify"},
+    ]
+    assert seeded.dashboard.api("POST", "/v1/batch", json={"batch": batch}).status_code == 200
+    deadline = time.monotonic() + 30
+    while (found := seeded.dashboard.api("GET", "/v0/models/customer/anon-visitor")).status_code == 404:
+        assert time.monotonic() < deadline, "the events were never shipped"  # shipping is asynchronous
+        time.sleep(0.1)
+    person = found.json()
+    assert person["linked_ids"] == ["anon-visitor"] and "anon-visitor" not in person["ids"]
+    page.goto(f"{seeded.dashboard.url}/people")
+    page.select_option("#person-search select[name=model]", "customer")
+    page.fill("#person-search input[name=id]", "anon-visitor")
+    page.click("#person-search button[type=submit]")
+    expect(page.locator("#person-name")).to_have_text(person["displayName"] or person["id"])
+    expect(page.locator("#person-ids [data-id]")).to_have_text(person["ids"])
+    expect(page.locator("#person-ids [data-linked-id]")).to_have_text(["anon-visitor"])
+    expect(page.locator('#timeline li[data-id="anon-page"]')).to_have_count(1)  # the anonymous page view

@@ -118,7 +118,7 @@ def run_funnel(store: EventStore, query: FunnelQuery) -> dict[str, Any]:
     """The `GET /v0/funnel` response body for a validated query."""
     sql, params = funnel_sql(query)
     started = time.perf_counter()
-    results = store.query(sql, params)
+    results = store.query(sql, params, persons=query.stitched)
     statistics = {
         "elapsed": round(time.perf_counter() - started, 6),
         "rows_read": int(results.statistics.get("rows_read", 0)),

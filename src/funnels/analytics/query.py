@@ -90,6 +90,11 @@ class FunnelQuery:
     funnel_type: Literal["closed", "open"] = "closed"
     breakdown: str | None = None
     breakdown_top_n: int = DEFAULT_TOP_N
+    identity: Literal["stitched", "raw"] = "stitched"  # users are persons, or user keys as stored
+
+    @property
+    def stitched(self) -> bool:
+        return self.identity == "stitched"
 
     @property
     def from_ms(self) -> int:
@@ -253,6 +258,9 @@ def parse_funnel_query(params: dict[str, Any]) -> FunnelQuery:
     if breakdown is not None and breakdown not in BREAKDOWN_COLUMNS:
         errors["breakdown"] = f"must be one of {', '.join(BREAKDOWN_COLUMNS)}"
     top_n = parse_int(params.get("breakdown_top_n"), errors, "breakdown_top_n", DEFAULT_TOP_N, 1, MAX_TOP_N)
+    identity: Literal["stitched", "raw"] = "raw" if params.get("identity") == "raw" else "stitched"
+    if params.get("identity") not in (None, "", "stitched", "raw"):
+        errors["identity"] = "must be stitched or raw"
     if errors:
         raise QueryValidationError(errors)
     assert date_from is not None and date_to is not None
@@ -264,4 +272,5 @@ def parse_funnel_query(params: dict[str, Any]) -> FunnelQuery:
         funnel_type=funnel_type,
         breakdown=breakdown,
         breakdown_top_n=top_n,
+        identity=identity,
     )

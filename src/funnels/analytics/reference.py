@@ -126,12 +126,38 @@ def first_touch(query: FunnelQuery, events: list[Event]) -> str:
     return min(valued)[1] if valued else "(none)"
 
 
+def identity_links(events: Iterable[Event]) -> dict[str, str]:
+    """Each key (an anonymous id, or an alias' previousId) → the user id of its earliest claim by
+    (time, event id). A claim is an event with a user id naming a key other than that user id."""
+    claims: dict[str, tuple[int, str, str]] = {}
+    for event in events:
+        if not event.user_id:
+            continue
+        keys = {event.anonymous_id}
+        previous = event.properties.get("previousId")
+        if event.type == "alias" and isinstance(previous, str):
+            keys.add(previous)
+        for key in keys - {"", event.user_id}:
+            claim = (event.ts_ms, event.event_id, event.user_id)
+            if key not in claims or claim[:2] < claims[key][:2]:
+                claims[key] = claim
+    return {key: claim[2] for key, claim in claims.items()}
+
+
+def person_of(links: dict[str, str], user_key: str) -> str:
+    """The person a user key belongs to: its link followed at most twice (anonymous → user → user)."""
+    once = links.get(user_key, user_key)
+    return links.get(once, once)
+
+
 def reference_funnel(query: FunnelQuery, events: Iterable[Event]) -> dict[str, object]:
     """The `GET /v0/funnel` response computed in plain Python over these events."""
+    events = list(events)
+    links = identity_links(events) if query.stitched else {}
     by_user: dict[str, list[Event]] = defaultdict(list)
     for event in events:
         if query.from_ms <= event.ts_ms <= query.scan_end_ms:
-            by_user[event.user_key].append(event)
+            by_user[person_of(links, event.user_key)].append(event)
     find_path = open_path if query.funnel_type == "open" else closed_path
     paths: dict[str, list[Path]] = defaultdict(list)
     for user_events in by_user.values():

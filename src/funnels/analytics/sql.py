@@ -24,6 +24,11 @@ ties in the same millisecond are ordered by step, so consecutive steps in one mi
 steps may overlap (e.g. page → connect → page), events of one millisecond are a group, and the fold tracks
 which sets of steps the group's events can cover with distinct events (`cov`), so any arrival order within
 the millisecond gives the same, exact answer; that fold also carries each level's path.
+
+Users: with `identity=raw` a user is the stored `user_key`; stitched (the default), each row's user key is
+looked up in the `identity_persons` dictionary (`person`, one in-memory lookup per scanned row, by the
+key's 64-bit hash, answering the person's hash; keys without a link are their own person). `_user` writes that expression for every builder; the store keeps the
+dictionary current (`EventStore.query(..., persons=True)`).
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from funnels.analytics.query import NUMBER_PATTERN, NUMERIC_OPERATORS, Filter, FunnelQuery, Step
+from funnels.store.events import PERSONS_DICTIONARY
 
 Params = dict[str, object]
 PerUser = Callable[[FunnelQuery, Params], str]
@@ -122,6 +128,15 @@ def _scan(query: FunnelQuery, bind: Binder, matched: str) -> tuple[str, str]:
     return where, breakdown
 
 
+def _user(query: FunnelQuery) -> tuple[str, str]:
+    """The innermost SELECT's user column and the name the per-user GROUP BY uses: `user_key` as stored
+    (raw), or the person it belongs to (stitched)."""
+    if not query.stitched:
+        return "user_key", "user_key"
+    key = "sipHash64(user_key)"  # the dictionary is keyed by ids' hashes and answers the person's hash
+    return f"dictGetOrDefault('{PERSONS_DICTIONARY}', 'person', {key}, {key}) AS person", "person"
+
+
 def _breakdown_column(query: FunnelQuery) -> str:
     return f"{query.breakdown}, " if query.breakdown else ""
 
@@ -164,12 +179,13 @@ def closed_exclusive_per_user(query: FunnelQuery, params: Params) -> str:
         f"if(lvl >= {i}, bitShiftRight(arrayFirst(x -> {s} = {i} AND {t} >= t{i - 1}, a), 4), NULL) AS t{i}"
         for i in range(2, n + 1)
     ]
+    user, user_name = _user(query)
     return (
         f"SELECT {lvl}, {', '.join(times)}, bd0 FROM ("
-        f"SELECT user_key, arraySort(groupArrayIf(bitOr(bitShiftLeft({TS_MS}, 4), step), step > 0)) AS a, "
+        f"SELECT {user_name}, arraySort(groupArrayIf(bitOr(bitShiftLeft({TS_MS}, 4), step), step > 0)) AS a, "
         f"arrayFold({fold}, a, {init}) AS st, "
-        f"{breakdown} AS bd0 FROM (SELECT user_key, ts, {_breakdown_column(query)}{step_of} AS step "
-        f"FROM events WHERE {where}) GROUP BY user_key)"
+        f"{breakdown} AS bd0 FROM (SELECT {user}, ts, {_breakdown_column(query)}{step_of} AS step "
+        f"FROM events WHERE {where}) GROUP BY {user_name})"
     )
 
 
@@ -213,12 +229,13 @@ def closed_general_per_user(query: FunnelQuery, params: Params) -> str:
     init = f"(arrayWithConstant({n}, toInt64(-1)), arrayWithConstant({n}, CAST([], 'Array(Int64)')))"
     mask = " + ".join(f"toUInt16({c}) * {1 << i}" for i, c in enumerate(conditions))
     times = ", ".join(f"if(lvl >= {i}, st.2[lvl][{i}], NULL) AS t{i}" for i in range(1, n + 1))
+    user, user_name = _user(query)
     return (
         f"SELECT arrayCount(v -> v >= 0, st.1) AS lvl, {times}, bd0 FROM ("
-        f"SELECT user_key, arraySort(groupArrayIf(({TS_MS}, mask), mask > 0)) AS a, "
+        f"SELECT {user_name}, arraySort(groupArrayIf(({TS_MS}, mask), mask > 0)) AS a, "
         f"arrayFold({fold}, {covered}, {init}) AS st, {breakdown} AS bd0 "
-        f"FROM (SELECT user_key, ts, {_breakdown_column(query)}toUInt16({mask}) AS mask FROM events WHERE {where}) "
-        f"GROUP BY user_key)"
+        f"FROM (SELECT {user}, ts, {_breakdown_column(query)}toUInt16({mask}) AS mask FROM events WHERE {where}) "
+        f"GROUP BY {user_name})"
     )
 
 
@@ -232,10 +249,11 @@ def open_per_user(query: FunnelQuery, params: Params) -> str:
     firsts = [f"minOrNullIf({TS_MS}, m1 AND {TS_MS} <= {to_end}) AS t1"]
     firsts += [f"minOrNullIf({TS_MS}, m{i}) AS t{i}" for i in range(2, n + 1)]
     lvl = "multiIf(" + ", ".join(f"t{k} IS NULL, {k - 1}" for k in range(1, n + 1)) + f", {n}) AS lvl"
+    user, user_name = _user(query)
     return (
         f"SELECT {lvl}, {', '.join(f't{k}' for k in range(1, n + 1))}, bd0 FROM ("
-        f"SELECT user_key, {', '.join(firsts)}, {breakdown} AS bd0 FROM ("
-        f"SELECT user_key, ts, {_breakdown_column(query)}{matches} FROM events WHERE {where}) GROUP BY user_key)"
+        f"SELECT {user_name}, {', '.join(firsts)}, {breakdown} AS bd0 FROM ("
+        f"SELECT {user}, ts, {_breakdown_column(query)}{matches} FROM events WHERE {where}) GROUP BY {user_name})"
     )
 
 

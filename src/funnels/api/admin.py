@@ -12,10 +12,9 @@ from funnels.api.deps import require, services
 from funnels.api.errors import ApiError, validation_error
 from funnels.api.schemas import AUTH, WRITE, ActionJob, ActionJobs, LoadedConfig, ModelInstance, documented
 from funnels.automation.deliveries import STATUSES, get_job, iso, list_jobs
-from funnels.automation.people import Cursor, describe
+from funnels.automation.people import Cursor, describe, find
 from funnels.config import ConfigInvalid
 from funnels.store import outbox
-from funnels.store.identity import instance_by_id
 from funnels.store.outbox import JobFilter
 
 router = APIRouter(tags=["Automation admin"], dependencies=[require("admin")])
@@ -96,6 +95,12 @@ async def retry(request: Request, job_id: JobId) -> dict[str, Any]:
 @router.get(
     "/v0/models/{model}/{instance_id}",
     summary="One model instance: ids, properties, progress, timeline",
+    description=(
+        "The instance one of whose ids is `instance_id`, or else the instance of the user that id links to "
+        "by identity stitching (an anonymous id identified as that user, an aliased id; see "
+        "docs/semantics.md). `linked_ids`: the ids linked to the instance's ids; their events are in the "
+        "timeline."
+    ),
     **documented(ModelInstance, (400, *AUTH, 404)),
 )
 async def instance(
@@ -120,7 +125,7 @@ async def instance(
 
     def run() -> dict[str, Any] | None:
         with svc.state.read() as connection:
-            found = instance_by_id(connection, model, instance_id)
+            found = find(connection, svc.events, model, instance_id)
             if found is None:
                 return None
             return describe(connection, svc.events, svc.automation.plan, found, cursor, limit)

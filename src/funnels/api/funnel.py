@@ -28,7 +28,9 @@ BREAKDOWN = list(BREAKDOWN_COLUMNS)
         "Per-step unique users, conversion from start and from the previous step, drop-off, and exact median "
         "time-to-convert. `funnel_type=closed` (default): ordered, distinct events, within `window_seconds` of "
         "the first step; `open`: each step fired at least once in any order, adds `dropped_off_users`. "
-        "`breakdown` groups users by first-touch value (top N + `Others`). See docs/semantics.md."
+        "`breakdown` groups users by first-touch value (top N + `Others`). Users are persons: an anonymous id "
+        "and the user id it was identified or aliased as count as one (`identity=raw` counts each stored user "
+        "key on its own). See docs/semantics.md."
     ),
     dependencies=[require("query:read")],
     **documented(AnalyticsResponse, (400, *AUTH)),
@@ -53,6 +55,14 @@ async def get_funnel(
         Query(description="First-touch dimension to break down by", json_schema_extra={"enum": BREAKDOWN}),
     ] = None,
     breakdown_top_n: Annotated[str | None, Query(description="Breakdown values kept (default 8)")] = None,
+    identity: Annotated[
+        str | None,
+        Query(
+            description="`stitched` (default): users are persons, anonymous ids joined to the users they were "
+            "identified or aliased as; `raw`: each stored user key is a user",
+            json_schema_extra={"enum": ["stitched", "raw"]},
+        ),
+    ] = None,
 ) -> dict[str, Any]:
     return await run_query(request, parse_funnel_query, run_funnel)
 

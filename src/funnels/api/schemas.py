@@ -397,6 +397,10 @@ class ModelInstance(BaseModel):
     model: str
     id: str
     ids: list[str]
+    linked_ids: list[str] = Field(
+        description="Anonymous or aliased ids that events link to one of `ids` (identity stitching): their "
+        "events are in the timeline, and the instance is found by them"
+    )
     display_name: str | None = Field(alias="displayName")
     properties: dict[str, Any]
     created_at: str | None

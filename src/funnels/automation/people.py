@@ -13,7 +13,7 @@ from funnels.automation.steprule import Plan
 from funnels.events import parse_timestamp
 from funnels.store import outbox
 from funnels.store.events import EventStore
-from funnels.store.identity import Instance, ids_of
+from funnels.store.identity import Instance, ids_of, instance_by_id
 from funnels.store.progress import satisfied_by
 from funnels.store.state import Connection
 
@@ -128,6 +128,19 @@ def timeline(
     }
 
 
+def find(connection: Connection, events: EventStore, model: str, id_text: str) -> Instance | None:
+    """The instance one of whose ids is `id_text`, else the instance of a user `id_text` links to in the
+    event store (an anonymous id identified as that user, an aliased id; nearest link first), else None."""
+    found = instance_by_id(connection, model, id_text)
+    if found is not None:
+        return found
+    for user in events.linked_users(id_text):
+        found = instance_by_id(connection, model, user)
+        if found is not None:
+            return found
+    return None
+
+
 def describe(
     connection: Connection,
     events: EventStore,
@@ -139,15 +152,18 @@ def describe(
     # At most MAX_INSTANCE_IDS: an instance identified before the cap existed may hold more, and what
     # reads them stays bounded.
     ids = ids_of(connection, instance.id, MAX_INSTANCE_IDS)
+    # The anonymous (and aliased) ids events link to the instance's ids: their events are its timeline's too.
+    linked = [key for key in events.keys_linked_to(ids, MAX_INSTANCE_IDS) if key not in ids]
     return {
         "model": instance.model,
         "id": instance.primary_id,
         "ids": ids,
+        "linked_ids": linked,
         "displayName": instance.display_name,
         "properties": instance.properties,
         "created_at": iso(instance.created_ms),
         "updated_at": iso(instance.updated_ms),
         **related(connection, instance, ids),
         "funnels": progress(connection, plan, instance),
-        "timeline": timeline(connection, events, instance, ids, cursor, limit),
+        "timeline": timeline(connection, events, instance, ids + linked, cursor, limit),
     }

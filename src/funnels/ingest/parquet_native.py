@@ -81,7 +81,10 @@ def native_import(store: EventStore, path: Path, schema: pa.Schema, received_ms:
         ]
     )
     source = "file({path:String}, 'Parquet')"
-    row = store.query(f"SELECT count(), countIf({rejected}) FROM {source}", {"path": str(path)}).first()
+    linking = f"({text('user_id')} != '' AND {text('anonymous_id')} != '') OR {kind} = 'alias'"
+    row = store.query(
+        f"SELECT count(), countIf({rejected}), countIf({linking}) FROM {source}", {"path": str(path)}
+    ).first()
     if row is None or int(row[1]) > 0:
         return None
     columns = {
@@ -96,8 +99,10 @@ def native_import(store: EventStore, path: Path, schema: pa.Schema, received_ms:
         "properties": properties,
         **{name: text(name) for name in STANDARD_COLUMNS if name in names},
     }
-    store.execute(
-        f"INSERT INTO events ({', '.join(columns)}) SELECT {', '.join(columns.values())} FROM {source}",
+    store.insert_select(
+        list(columns),
+        f"SELECT {', '.join(columns.values())} FROM {source}",
         {"path": str(path)},
+        linking=int(row[2]) > 0,
     )
     return int(row[0])

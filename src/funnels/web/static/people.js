@@ -1,4 +1,4 @@
-// People: one model instance by any of its ids (GET /v0/models/{model}/{id}): ids, properties, parents and
+// People: one model instance by any of its ids, or an anonymous id linked to one (GET /v0/models/{model}/{id}): ids, properties, parents and
 // children, progress in each funnel, and its timeline (cursor-paginated with `before`). `?model=&id=` in
 // the URL opens a person (`&limit=` sets the timeline's page size), so people link to each other and from the Deliveries page.
 "use strict";
@@ -108,7 +108,11 @@
     $("#person-avatar").textContent = initials(name);
     $("#person-model").textContent = person.model;
     $("#person-seen").textContent = `identified ${formatTime(person.created_at)} · updated ${formatTime(person.updated_at)}`;
-    $("#person-ids").replaceChildren(...person.ids.map((id) => el("code", { class: "id-chip", dataset: { id } }, id)));
+    $("#person-ids").replaceChildren(
+      ...person.ids.map((id) => el("code", { class: "id-chip", dataset: { id } }, id)),
+      // Anonymous or aliased ids that events link to this person (identity stitching): they find it too.
+      ...(person.linked_ids ?? []).map((id) => el("code", { class: "id-chip linked", dataset: { linkedId: id }, title: "Linked by identity stitching (an anonymous or aliased id)" }, id)),
+    );
     $("#person-parents").replaceChildren(...relationList(person.parents));
     $("#person-children").replaceChildren(...relationList(person.children));
     $("#person-deliveries").replaceChildren(el("a", { href: `/deliveries?${new URLSearchParams({ model: person.model, id: person.id })}` }, "See this instance's deliveries"));
