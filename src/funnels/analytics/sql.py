@@ -27,8 +27,9 @@ the millisecond gives the same, exact answer; that fold also carries each level'
 
 Users: with `identity=raw` a user is the stored `user_key`; stitched (the default), each row's user key is
 looked up in the `identity_persons` dictionary (`person`, one in-memory lookup per scanned row, by the
-key's 64-bit hash, answering the person's hash; keys without a link are their own person). `_user` writes that expression for every builder; the store keeps the
-dictionary current (`EventStore.query(..., persons=True)`).
+key's 64-bit hash, answering the person's hash; keys without a link are their own person). `_user` writes
+that expression for every builder; the store keeps the dictionary current (`EventStore.query(...,
+persons=True)`).
 """
 
 from __future__ import annotations

@@ -18,10 +18,10 @@ imports, the native Parquet path) feeds it, and a row stored twice claims nothin
 drops the view for the load and adds its rows' links in one pass after it (`links_after_load`). The
 `identity_persons` dictionary holds each key's person (its link followed at most twice, resolved in the
 dictionary's source query), both as 64-bit hashes, so a stitched funnel does one in-memory integer lookup
-per scanned row and groups by an integer. It is reloaded
-only when it is behind: every insert whose rows may carry a link bumps a generation counter, and a query
-that reads the dictionary (`query(..., persons=True)`) first reloads it if its generation is older, under
-the store's lock, so a query always sees the links of every event stored before it.
+per scanned row and groups by an integer. It is reloaded only when it is behind: every insert whose rows
+may carry a link bumps a generation counter, and a query that reads the dictionary (`query(...,
+persons=True)`) first reloads it if its generation is older, under the store's lock, so a query always sees
+the links of every event stored before it.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
-// People: one model instance by any of its ids, or an anonymous id linked to one (GET /v0/models/{model}/{id}): ids, properties, parents and
-// children, progress in each funnel, and its timeline (cursor-paginated with `before`). `?model=&id=` in
-// the URL opens a person (`&limit=` sets the timeline's page size), so people link to each other and from the Deliveries page.
+// People: one model instance by any of its ids, or by an anonymous id linked to one
+// (GET /v0/models/{model}/{id}): ids, properties, parents and children, progress in each funnel, and its
+// timeline (cursor-paginated with `before`). `?model=&id=` in the URL opens a person (`&limit=` sets the
+// timeline's page size), so people link to each other and from the Deliveries page.
 "use strict";
 
 (() => {
