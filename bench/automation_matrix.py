@@ -55,6 +55,12 @@ def cell(result: dict[str, Any], *path: str) -> Any:
     return value
 
 
+def results(runs: list[tuple[str, list[str]]]) -> list[dict[str, Any]]:
+    """The JSON of each of these runs that has been made, in their order."""
+    paths = [OUT / f"{name}.json" for name, _ in runs]
+    return [json.loads(path.read_text()) for path in paths if path.exists()]
+
+
 def table() -> list[str]:
     """One row per topology run: throughput, CPU, and latency at the light and the offered rate."""
     lines = [
@@ -63,11 +69,7 @@ def table() -> list[str]:
         "| CPU per event at 500/s: server; PostgreSQL | CPU stolen |",
         "|---|---|---|---|---|---|---|",
     ]
-    for name, _ in TOPOLOGIES:
-        path = OUT / f"{name}.json"
-        if not path.exists():
-            continue
-        r = json.loads(path.read_text())
+    for r in results(TOPOLOGIES):
         put, light, heavy = r.get("throughput", {}), r.get("latency_light", {}), r.get("latency", {})
         light_ms, heavy_ms = light.get("latency_ms", {}), heavy.get("latency_ms", {})
         lines.append(
@@ -84,11 +86,7 @@ def table() -> list[str]:
         "| topology | pending jobs | due → receipt p50 / max ms | claim query | next-due query | idle cores |",
         "|---|---|---|---|---|---|",
     ]
-    for name, _ in DUE_RUNS:
-        path = OUT / f"{name}.json"
-        if not path.exists():
-            continue
-        r = json.loads(path.read_text())
+    for r in results(DUE_RUNS):
         due = r["due"]
         lines.append(
             f"| {r['topology']} | {due['pending']:,} | {due['late_ms'].get('p50')} / {due['late_ms'].get('max')} "
