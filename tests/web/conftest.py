@@ -6,7 +6,7 @@ Browser level (a real `funnels serve` subprocess and Debian's headless Chromium 
 `dashboard` (the server, with a data directory, a config file and an admin and a query:read key),
 `browser`, `page` (a fresh browser context: no cookies; fails the test on any uncaught script error) and
 `admin_page` (signed in with the admin key). Helpers to start other servers: `make_keys(state)`,
-`write_config(root, config)` and `serving(data_dir, config_path, keys)`. The server and the browser are shared by the tests of one
+`data_dir_with_keys(root)`, `write_config(root, config)` and `serving(data_dir, config_path, keys)`. The server and the browser are shared by the tests of one
 module: a test that changes state (keys, the config) makes its own keys or puts things back.
 """
 
@@ -110,6 +110,17 @@ def make_keys(state: StateStore) -> tuple[str, str]:
     return admin_key, query_key
 
 
+def data_dir_with_keys(root: Path) -> tuple[Path, tuple[str, str]]:
+    """`root/data`, new, with a state store holding `make_keys`' two keys, for a server to start on."""
+    data_dir = root / "data"
+    data_dir.mkdir()
+    state = StateStore(data_dir / "state.sqlite3")
+    try:
+        return data_dir, make_keys(state)
+    finally:
+        state.close()
+
+
 def write_config(root: Path, config: dict[str, Any]) -> Path:
     path = root / "funnels.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
@@ -133,11 +144,7 @@ def serving(data_dir: Path, config_path: Path | None, keys: tuple[str, str]) -> 
 @pytest.fixture(scope="module")
 def dashboard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dashboard]:
     root = tmp_path_factory.mktemp("dashboard")
-    data_dir = root / "data"
-    data_dir.mkdir()
-    state = StateStore(data_dir / "state.sqlite3")
-    keys = make_keys(state)
-    state.close()
+    data_dir, keys = data_dir_with_keys(root)
     with serving(data_dir, write_config(root, DASHBOARD_CONFIG), keys) as dashboard:
         yield dashboard
 
@@ -238,12 +245,8 @@ def seeded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seeded]:
     `SEEDED_CUSTOMERS` customers who signed up (welcome webhooks sent), some calling the API; the CRM webhook
     of the `REFUSED` customers answers 410, so their jobs are dead."""
     root = tmp_path_factory.mktemp("seeded")
-    data_dir = root / "data"
-    data_dir.mkdir()
+    data_dir, keys = data_dir_with_keys(root)
     with HttpReceiver() as receiver:
-        state = StateStore(data_dir / "state.sqlite3")
-        keys = make_keys(state)
-        state.close()
         config_path = write_config(root, seeded_config(receiver.url))
         with serving(data_dir, config_path, keys) as dashboard:
             post = dashboard.api

@@ -18,10 +18,9 @@ from urllib.parse import urlsplit
 import pytest
 from playwright.sync_api import Browser, Page, Route
 
-from funnels.store.state import StateStore
 from tests.processes import wait_until
 from tests.web.browser import VIEWPORT
-from tests.web.conftest import Dashboard, make_keys, serving
+from tests.web.conftest import Dashboard, data_dir_with_keys, serving
 
 # Segment's standard snippet (its shape and the calls it queues), with the host changed: the script comes
 # from funnels and `_cdn` names funnels, so the settings do too. Nothing else is set: the Segment.io
@@ -85,12 +84,7 @@ class Site:
 @pytest.fixture(scope="module")
 def funnels(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Dashboard, str]]:
     """A `funnels serve` with default options (any origin may call /v1), and its events:write key."""
-    root = tmp_path_factory.mktemp("analytics-js")
-    data_dir = root / "data"
-    data_dir.mkdir()
-    state = StateStore(data_dir / "state.sqlite3")
-    keys = make_keys(state)
-    state.close()
+    data_dir, keys = data_dir_with_keys(tmp_path_factory.mktemp("analytics-js"))
     with serving(data_dir, None, keys) as server:
         yield server, server.create_key("events:write", name="website")
 

@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, expect
 
-from funnels.store.state import StateStore
 from tests.processes import wait_until
 from tests.receivers import NETWORK, HttpReceiver
 from tests.web.conftest import (
@@ -20,7 +19,7 @@ from tests.web.conftest import (
     SEEDED_CUSTOMERS,
     Seeded,
     browser_sign_in,
-    make_keys,
+    data_dir_with_keys,
     serving,
     write_config,
 )
@@ -122,13 +121,9 @@ def test_an_unknown_delivery_is_sent_again_with_send_again(
     """A Slack message (at-most-once) in flight when the delivery process is killed ends `unknown`; the
     Deliveries page offers Send again, which sends it once more."""
     root = tmp_path_factory.mktemp("unknown")
-    data_dir = root / "data"
-    data_dir.mkdir()
+    data_dir, keys = data_dir_with_keys(root)
     with HttpReceiver() as receiver:
         receiver.reply("/slack", 200, "ok", delay_s=600)  # held open: in flight when the child dies
-        state = StateStore(data_dir / "state.sqlite3")
-        keys = make_keys(state)
-        state.close()
         action = {"type": "slack", "args": {"url": f"{receiver.url}/slack", "content": "hi {{ ids[0] }}"}}
         config = {
             "models": [{"name": "customer"}],
