@@ -872,7 +872,12 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20, help="duration of part 2")
     parser.add_argument("--light-rate", type=float, default=20, help="part 2 first at this light rate …")
     parser.add_argument("--light-seconds", type=float, default=10, help="… for this long")
-    parser.add_argument("--senders", type=int, default=8, help="client threads in part 2")
+    parser.add_argument(
+        "--senders",
+        type=int,
+        default=32,
+        help="client threads in part 2 (each waits for its answer: 8 at 30 ms round trips offer at most 266/s)",
+    )
     parser.add_argument("--pending", type=int, default=1_000_000, help="far-future jobs for part 3")
     parser.add_argument("--due-jobs", type=int, default=20, help="jobs due just after the restart")
     parser.add_argument("--spacing-ms", type=int, default=250, help="between the due jobs' due times")

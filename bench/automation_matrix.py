@@ -106,13 +106,18 @@ def main() -> None:
     parser.add_argument("--seconds", default="10")
     parser.add_argument("--pending", default="1000000")
     parser.add_argument("--table", action="store_true", help="print the table of the runs already made")
+    parser.add_argument("--only", nargs="+", metavar="RUN", help="these runs only (e.g. sqlite pg-2n-2w)")
     args = parser.parse_args()
     if not args.table:
         OUT.mkdir(parents=True, exist_ok=True)
         sizes = ["--events", args.events, "--instances", args.instances, "--seconds", args.seconds]
+        wanted = set(args.only or [name for name, _extra in [*TOPOLOGIES, *DUE_RUNS]])
         for name, extra in TOPOLOGIES:
-            run(name, [*extra, *sizes, "--light-seconds", "5", "--parts", "12"], args)
+            if name in wanted:
+                run(name, [*extra, *sizes, "--light-seconds", "5", "--parts", "12"], args)
         for name, extra in DUE_RUNS:
+            if name not in wanted:
+                continue
             run(
                 name, [*extra, "--instances", args.instances, "--pending", args.pending, "--parts", "3"], args
             )

@@ -31,9 +31,10 @@ def test_a_created_instance_is_found_by_any_of_its_ids_in_its_model(state: State
             "c1": c1,
             "ada@example.com": c1,
         }
-        owners = identity.owners_of(connection, ["c1", "ada@example.com", "x"])
+        owners, named = identity.instances_named(connection, ["c1", "ada@example.com", "x"])
         assert sorted(owners["c1"]) == sorted([("customer", c1), ("organization", o1)])
         assert owners["ada@example.com"] == [("customer", c1)] and "x" not in owners
+        assert named == identity.load_instances(connection, [c1, o1])
         assert set(identity.load_instances(connection, [c1, o1, 999])) == {c1, o1}
         assert identity.count_instances(connection) == 2
         assert identity.count_ids(connection, c1) == 2
@@ -112,7 +113,7 @@ def test_relationships_pair_by_id_and_are_kept_once(state: StateStore) -> None:
         ]
 
 
-def test_ids_by_instance_come_in_the_order_they_were_added(state: StateStore) -> None:
+def test_an_instances_ids_come_in_the_order_they_were_added(state: StateStore) -> None:
     """Not alphabetically: the primary id first (templates read `ids[0]`), then each later one; more
     instances than one IN list holds."""
     with state.write() as connection:
@@ -121,9 +122,15 @@ def test_ids_by_instance_come_in_the_order_they_were_added(state: StateStore) ->
         identity.claim_ids(connection, "customer", ["beta"], c1, 2)
         many = [new(connection, "customer", f"id-{n}") for n in range(600)]
     with state.read() as connection:
-        assert identity.ids_by_instance(connection, [c1, c2, 10_000]) == {
+        found = identity.instances_with_ids(connection, [c1, c2, 10_000])
+        assert {key: ids for key, (_instance, ids) in found.items()} == {
             c1: ["zed", "alpha", "beta"],
             c2: ["m"],
         }
-        assert identity.ids_by_instance(connection, []) == {}
-        assert identity.ids_by_instance(connection, many) == {key: [f"id-{n}"] for n, key in enumerate(many)}
+        assert {key: instance for key, (instance, _ids) in found.items()} == identity.load_instances(
+            connection, [c1, c2]
+        )
+        assert identity.instances_with_ids(connection, []) == {}
+        assert {
+            key: ids for key, (_instance, ids) in identity.instances_with_ids(connection, many).items()
+        } == {key: [f"id-{n}"] for n, key in enumerate(many)}

@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import insert, select, update
 
 from funnels.store import StoreUnavailable
+from funnels.store import state as state_module
 from funnels.store.state import Connection, StateFileDamaged, StateStore, api_keys, state_url
 from tests.receivers import free_port
 
@@ -110,6 +111,44 @@ def test_a_lost_postgresql_connection_fails_one_write_as_unavailable_and_the_nex
         assert store.write_failure is None
     finally:
         store.close()
+
+
+def test_a_pooled_postgresql_connection_is_pinged_only_after_sitting_idle(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One killed while idle longer than `PING_IDLE_S` is found dead by the ping and replaced, so the
+    write that checks it out works; one in steady use is not pinged (no round trip per transaction)."""
+    store, other = StateStore(postgres_url), StateStore(postgres_url)
+    pings: list[bool] = []
+    ping = store.engine.dialect.do_ping
+
+    def counted(dbapi_connection: object) -> bool:
+        try:
+            pings.append(alive := ping(dbapi_connection))
+        except Exception:
+            pings.append(False)  # what psycopg raises for a closed connection
+            raise
+        return alive
+
+    monkeypatch.setattr(store.engine.dialect, "do_ping", counted)
+    try:
+        with store.read() as connection:
+            pid = connection.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+        with store.write() as connection:  # used again at once
+            assert connection.exec_driver_sql("SELECT pg_backend_pid()").scalar() == pid
+        assert pings == []
+        with other.write() as connection:  # the pooled connection's server process goes away
+            connection.exec_driver_sql(f"SELECT pg_terminate_backend({pid})")
+        monkeypatch.setattr(state_module, "PING_IDLE_S", 0.0)  # as if it had sat idle since
+        with store.write() as connection:
+            connection.execute(
+                insert(api_keys).values(id="after-idle", secret_hash="x", scopes="admin", created_ms=1)
+            )
+            assert connection.exec_driver_sql("SELECT pg_backend_pid()").scalar() != pid
+        assert pings[0] is False and store.write_failure is None  # found dead, then a new one
+    finally:
+        store.close()
+        other.close()
 
 
 def test_postgresql_writers_do_not_take_turns(postgres_url: str) -> None:

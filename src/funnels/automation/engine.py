@@ -27,7 +27,7 @@ from funnels.automation.steprule import Decision, Plan, Trigger, decide
 from funnels.automation.steprule import job_key as job_key  # re-exported: callers and tests name it here
 from funnels.events import Event
 from funnels.store import outbox, progress
-from funnels.store.identity import Instance, load_instances, owners_of
+from funnels.store.identity import Instance, instances_named
 from funnels.store.progress import SatisfiedStep
 from funnels.store.state import Connection
 from funnels.types import IDENTIFY_EVENTS
@@ -98,10 +98,8 @@ class Batch:
             for signal in wanted
             for id_ in (*signal.ids, *(signal.identify.ids if signal.identify else ()))
         }
-        self.owners = owners_of(connection, ids)
-        found = {instance_id for owners in self.owners.values() for _model, instance_id in owners}
-        self.instances = load_instances(connection, found)
-        self.levels = progress.levels_of(connection, found)
+        self.owners, self.instances = instances_named(connection, ids)
+        self.levels = progress.levels_of(connection, self.instances)
         self.steps: list[SatisfiedStep] = []
         self.jobs: list[tuple[Outcome, outbox.NewJob]] = []
 

@@ -48,7 +48,7 @@ from funnels.channels.network import Network, guarded_client
 from funnels.clock import Clock
 from funnels.config import DeliveryPolicy
 from funnels.store import outbox
-from funnels.store.identity import Instance, ids_by_instance, load_instances
+from funnels.store.identity import Instance, instances_with_ids
 from funnels.store.notify import JobListener
 from funnels.store.progress import reached_steps
 from funnels.store.state import Connection, StateStore
@@ -200,7 +200,7 @@ class Worker(BackgroundLoop):
         *,
         concurrency: int = 16,
         poll_s: float = 0.5,
-        min_interval_s: float = 0.005,
+        min_interval_s: float = 0.02,
         dispatch: Dispatch = send,
         rng: random.Random | None = None,
         owner: str | None = None,
@@ -219,6 +219,7 @@ class Worker(BackgroundLoop):
         # Public addresses only, plus the config's `network.allow` (`allow` is read at each connection).
         self.http: httpx.Client = guarded_client(allow)
         self._specs: dict[str, dict[str, Any]] = {}
+        self._next_due: int | None = None  # what the last claim that found nothing read (`_idle_wait_s`)
         # PostgreSQL: woken when any process, on any machine, schedules a job (polling stays the fallback).
         self._listener = JobListener(state, self.wake)
         super().__init__()
@@ -236,8 +237,9 @@ class Worker(BackgroundLoop):
     def claim(self, limit: int) -> list[Job]:
         """Take up to `limit` due jobs (oldest due first) and lease them to this worker."""
         with self.state.read() as connection:  # most polls find nothing: don't take the writer for them
-            if not outbox.any_due(connection, self.clock.now_ms()):
-                return []
+            self._next_due = outbox.next_due_ms(connection)
+        if self._next_due is None or self._next_due > self.clock.now_ms():
+            return []
         with self.state.write() as connection:
             return self._claim(connection, limit)
 
@@ -258,7 +260,10 @@ class Worker(BackgroundLoop):
         if cut_off:  # at-most-once sends whose worker died (the lease ran out): not sent again
             outbox.end_unknown(connection, cut_off, now, UNKNOWN_ERROR)
             rows = [row for row in rows if row.send_started_ms is None]
-        return self._jobs(connection, rows) if rows else []
+        if not rows:  # the worker waits next: for how long, read in this transaction
+            self._next_due = outbox.next_due_ms(connection)
+            return []
+        return self._jobs(connection, rows)
 
     def _jobs(self, connection: Connection, rows: Sequence[outbox.StoredJob]) -> list[Job]:
         missing = {row.spec_id for row in rows} - set(self._specs)
@@ -266,8 +271,7 @@ class Worker(BackgroundLoop):
             for spec_id, spec in outbox.specs(connection, missing).items():
                 self._specs[spec_id] = orjson.loads(spec)
         instance_keys = list({row.instance_id for row in rows})
-        instances = load_instances(connection, instance_keys)
-        ids = ids_by_instance(connection, instance_keys)
+        instances = instances_with_ids(connection, instance_keys)
         reached: dict[tuple[int, str], set[str]] = {}
         steps: dict[tuple[int, str, int], str] = {}
         for instance_id, funnel_id, step_index, event in reached_steps(connection, instance_keys):
@@ -286,8 +290,8 @@ class Worker(BackgroundLoop):
                 event_properties=orjson.loads(row.event_properties),
                 attempts=row.attempts,
                 spec=self._specs[row.spec_id],
-                instance=instances.get(row.instance_id),
-                ids=tuple(ids.get(row.instance_id, ())),
+                instance=instances[row.instance_id][0] if row.instance_id in instances else None,
+                ids=tuple(instances[row.instance_id][1]) if row.instance_id in instances else (),
                 reached=frozenset(reached.get((row.instance_id, row.funnel_id), ())),
             )
             for row in rows
@@ -438,7 +442,9 @@ class Worker(BackgroundLoop):
         self.http.close()
 
     def _idle_wait_s(self) -> float:
-        due = self.next_due_ms()
+        """How long to wait when the last claim found nothing: until the next due time that claim read
+        (`_next_due`), at most `poll_s` (a job scheduled meanwhile wakes the worker, or the poll finds it)."""
+        due = self._next_due
         if due is None:
             return self.poll_s
         return min(self.poll_s, max(0.0, (due - self.clock.now_ms()) / 1000))
@@ -446,11 +452,13 @@ class Worker(BackgroundLoop):
     def _run(self) -> None:
         """Keep up to `concurrency` sends in flight. A finished send and a newly due job both set `_wake`;
         each round records every outcome that has come in and claims as many jobs as there are free slots,
-        in one transaction. Rounds start at most every `min_interval_s`: an idle worker starts one at
-        once, a busy one lets jobs and outcomes gather for the rest of the interval, so a claim and a
-        record serve several jobs (a claim of one job costs ~0.7 ms of CPU, of four ~0.25 ms each). The
-        claimed jobs are prepared (rendered) here; the round's at-most-once sends are marked started in one
-        more transaction (`mark_started`, none for a round without them) before any send begins."""
+        in one transaction. Rounds start at most every `min_interval_s` (20 ms): an idle worker starts one
+        at once, a busy one lets jobs and outcomes gather for the rest of the interval, so a claim and a
+        record serve several jobs (a claim of one job costs ~0.7 ms of CPU, of four ~0.25 ms each; at 5 ms,
+        two workers on PostgreSQL took 2.4 ms of CPU per delivered job at 250 jobs/s, at 20 ms 1.7 ms:
+        docs/benchmarks.md). The claimed jobs are prepared (rendered) here; the round's at-most-once sends
+        are marked started in one more transaction (`mark_started`, none for a round without them) before
+        any send begins."""
         outcomes: queue.SimpleQueue[Result] = queue.SimpleQueue()
         inflight = 0
         last_round = -self.min_interval_s

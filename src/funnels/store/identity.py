@@ -61,8 +61,10 @@ def _instance(row: Any) -> Instance:
 
 # Built once: these run for every ingest batch, every identify and every claimed batch of jobs.
 _INSTANCES = select(instances).where(instances.c.id.in_(bindparam("keys", expanding=True)))
-_OWNERS = select(instance_ids.c.id_text, instance_ids.c.model, instance_ids.c.instance_id).where(
-    instance_ids.c.id_text.in_(bindparam("ids", expanding=True))
+_NAMED = (
+    select(instance_ids.c.id_text, *instances.c)
+    .join_from(instance_ids, instances, instances.c.id == instance_ids.c.instance_id)
+    .where(instance_ids.c.id_text.in_(bindparam("ids", expanding=True)))
 )
 _OWNERS_IN = select(instance_ids.c.id_text, instance_ids.c.instance_id).where(
     instance_ids.c.model == bindparam("model"), instance_ids.c.id_text.in_(bindparam("ids", expanding=True))
@@ -77,13 +79,17 @@ def load_instances(connection: Connection, ids: Iterable[int]) -> dict[int, Inst
     return found
 
 
-def owners_of(connection: Connection, ids: Iterable[str]) -> Owners:
-    """Which instances, of which models, these ids name (one query per 500 ids)."""
+def instances_named(connection: Connection, ids: Iterable[str]) -> tuple[Owners, dict[int, Instance]]:
+    """Which instances, of which models, these ids name (id → [(model, instance id)], an entry for each
+    id that names any), and those instances; one query per 500 ids (an ingest batch's first read)."""
     owners: Owners = {}
+    found: dict[int, Instance] = {}
     for chunk in chunks(set(ids)):
-        for id_text, model, instance_id in connection.execute(_OWNERS, {"ids": chunk}):
-            owners.setdefault(id_text, []).append((model, instance_id))
-    return owners
+        for row in connection.execute(_NAMED, {"ids": chunk}):
+            owners.setdefault(row.id_text, []).append((row.model, row.id))  # an id's model is its instance's
+            if row.id not in found:
+                found[row.id] = _instance(row)
+    return owners, found
 
 
 def owners_in(connection: Connection, model: str, ids: Sequence[str]) -> dict[str, int]:
@@ -118,21 +124,27 @@ def ids_of(connection: Connection, instance_id: int, limit: int) -> list[str]:
 
 
 # Built once: it runs for every claimed batch of jobs. The ids' order is the order templates see in `ids`.
-_IDS_BY_INSTANCE = (
-    select(instance_ids.c.instance_id, instance_ids.c.id_text)
-    .where(instance_ids.c.instance_id.in_(bindparam("instance_ids", expanding=True)))
-    .order_by(instance_ids.c.instance_id, instance_ids.c.position, instance_ids.c.id_text)
+_WITH_IDS = (
+    select(*instances.c, instance_ids.c.id_text)
+    .outerjoin_from(instances, instance_ids, instance_ids.c.instance_id == instances.c.id)
+    .where(instances.c.id.in_(bindparam("keys", expanding=True)))
+    .order_by(instances.c.id, instance_ids.c.position, instance_ids.c.id_text)
 )
 
 
-def ids_by_instance(connection: Connection, instance_keys: Iterable[int]) -> dict[int, list[str]]:
-    """Each instance's ids in the order they were added (its primary id first); an instance without any
-    is left out."""
-    ids: dict[int, list[str]] = {}
+def instances_with_ids(
+    connection: Connection, instance_keys: Iterable[int]
+) -> dict[int, tuple[Instance, list[str]]]:
+    """Each of these instances that exists, with its ids in the order they were added (its primary id
+    first); one query per 500 instances (a claimed batch of jobs)."""
+    found: dict[int, tuple[Instance, list[str]]] = {}
     for chunk in chunks(instance_keys):
-        for instance_id, id_text in connection.execute(_IDS_BY_INSTANCE, {"instance_ids": chunk}):
-            ids.setdefault(instance_id, []).append(id_text)
-    return ids
+        for row in connection.execute(_WITH_IDS, {"keys": chunk}):
+            if row.id not in found:
+                found[row.id] = (_instance(row), [])
+            if row.id_text is not None:
+                found[row.id][1].append(row.id_text)
+    return found
 
 
 def count_instances(connection: Connection) -> int:

@@ -193,7 +193,6 @@ _DUE_IDS = (
     .order_by(action_jobs.c.next_ms)
     .limit(bindparam("claim_limit"))
 )
-_ANY_DUE = _DUE_IDS.limit(1)
 
 
 def _claim_statement(due_ids: Select[Any]) -> Update:
@@ -247,11 +246,6 @@ _RELEASE = (
 )
 # The IS NOT NULL term lets SQLite answer from the partial index (one seek, however many jobs).
 _NEXT_DUE = select(func.min(action_jobs.c.next_ms)).where(action_jobs.c.next_ms.is_not(None))
-
-
-def any_due(connection: Connection, now_ms: int) -> bool:
-    """Whether any job is due at `now_ms` (a read: most polls find nothing)."""
-    return connection.execute(_ANY_DUE, {"now": now_ms}).first() is not None
 
 
 def claim(

@@ -41,7 +41,7 @@ from sqlalchemy import (
 )
 from sqlalchemy import Connection as Connection  # re-exported: callers outside the store annotate with it
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
 
 from funnels.store import StoreUnavailable, schema
 from funnels.store.dialect import transaction_lock
@@ -292,6 +292,35 @@ def _redact_url(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
+PING_IDLE_S = 2.0  # PostgreSQL: a pooled connection idle longer than this is pinged before it is used
+
+
+def _postgres_events(engine: Engine) -> None:
+    """Ping a pooled connection before use only when it has been idle for `PING_IDLE_S`.
+
+    SQLAlchemy's `pool_pre_ping` pings at every checkout: one more round trip per transaction, and a busy
+    node or worker checks out hundreds of times a second (each ingest transaction and claim). A connection
+    in steady use is known to be alive; one that sat idle (a quiet node, a server restarted meanwhile) is
+    pinged, and a dead one replaced, as `pool_pre_ping` would. A server that goes away within the last
+    `PING_IDLE_S` fails the transaction that finds it gone (the pool then drops every connection it holds);
+    the caller sees `StoreUnavailable`, as during any outage."""
+
+    @event.listens_for(engine, "checkin")
+    def _idle_from(_dbapi_connection: Any, record: Any) -> None:
+        record.info["idle_from"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _ping_if_idle(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        if time.monotonic() - record.info.get("idle_from", 0.0) < PING_IDLE_S:
+            return
+        try:
+            alive = engine.dialect.do_ping(dbapi_connection)
+        except engine.dialect.loaded_dbapi.Error:
+            alive = False
+        if not alive:
+            raise DisconnectionError("the pooled connection is gone")  # the pool connects anew
+
+
 def _sqlite_events(engine: Engine) -> None:
     """SQLite's connection settings, and BEGIN IMMEDIATE for the writer's transactions (see `write`)."""
 
@@ -359,7 +388,8 @@ class StateStore:
         if self.path is None:
             # READ COMMITTED, a pool per process; concurrent writers are settled in SQL (ON CONFLICT, SKIP
             # LOCKED), not by taking turns.
-            self.engine: Engine = create_engine(self.url, pool_pre_ping=True)
+            self.engine: Engine = create_engine(self.url)
+            _postgres_events(self.engine)
         else:
             self.engine = create_engine(self.url, connect_args={"check_same_thread": False})
             # Writers in other processes (`funnels worker`, the server's delivery process) take turns
@@ -489,6 +519,13 @@ class StateStore:
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
+        """A connection for reading. PostgreSQL: in autocommit, each statement its own transaction, which at
+        READ COMMITTED is what a transaction around them would give (every statement takes its own
+        snapshot), without the BEGIN and ROLLBACK round trips."""
+        if self.dialect == "postgresql":
+            with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+                yield connection
+            return
         with self.engine.connect() as connection, connection.begin():
             yield connection
 
