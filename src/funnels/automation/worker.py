@@ -200,7 +200,7 @@ class Worker(BackgroundLoop):
         *,
         concurrency: int = 16,
         poll_s: float = 0.5,
-        min_interval_s: float = 0.02,
+        min_interval_s: float = 0.005,
         dispatch: Dispatch = send,
         rng: random.Random | None = None,
         owner: str | None = None,
@@ -452,13 +452,12 @@ class Worker(BackgroundLoop):
     def _run(self) -> None:
         """Keep up to `concurrency` sends in flight. A finished send and a newly due job both set `_wake`;
         each round records every outcome that has come in and claims as many jobs as there are free slots,
-        in one transaction. Rounds start at most every `min_interval_s` (20 ms): an idle worker starts one
-        at once, a busy one lets jobs and outcomes gather for the rest of the interval, so a claim and a
-        record serve several jobs (a claim of one job costs ~0.7 ms of CPU, of four ~0.25 ms each; at 5 ms,
-        two workers on PostgreSQL took 2.4 ms of CPU per delivered job at 250 jobs/s, at 20 ms 1.7 ms:
-        docs/benchmarks.md). The claimed jobs are prepared (rendered) here; the round's at-most-once sends
-        are marked started in one more transaction (`mark_started`, none for a round without them) before
-        any send begins."""
+        in one transaction. Rounds start at most every `min_interval_s`: an idle worker starts one at
+        once, a busy one lets jobs and outcomes gather for the rest of the interval, so a claim and a
+        record serve several jobs (a claim of one job costs ~0.7 ms of CPU, of four ~0.25 ms each; 20 ms
+        instead of 5 saved CPU on PostgreSQL but lengthened the tail on SQLite: docs/benchmarks.md). The
+        claimed jobs are prepared (rendered) here; the round's at-most-once sends are marked started in
+        one more transaction (`mark_started`, none for a round without them) before any send begins."""
         outcomes: queue.SimpleQueue[Result] = queue.SimpleQueue()
         inflight = 0
         last_round = -self.min_interval_s
