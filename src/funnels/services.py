@@ -20,6 +20,7 @@ from funnels.ingest.log import Shipper
 from funnels.ingest.transaction import apply_signals
 from funnels.settings import tighten_data_dir
 from funnels.store.events import EventStore, EventStoreError
+from funnels.store.notify import due_soon
 from funnels.store.state import StateStore
 
 log = logging.getLogger(__name__)
@@ -122,7 +123,7 @@ class Services:
         outcomes = self.state.run_write(lambda connection: apply_signals(connection, plan, signals, now_ms))
         # The shipper is not woken: it ships every 0.2 s, so a busy server ships a few large batches rather
         # than one per request (a chDB insert costs ~18 ms of CPU whatever its size).
-        if any(outcome.scheduled for outcome in outcomes):
+        if any(due_soon(job["due_ms"], now_ms) for outcome in outcomes for job in outcome.scheduled):
             self.wake_worker()
         return outcomes
 

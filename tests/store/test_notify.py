@@ -8,8 +8,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from funnels.store.notify import JobListener, notify_jobs
+from funnels.store import outbox
+from funnels.store.notify import WAKE_WITHIN_MS, JobListener, notify_jobs
 from funnels.store.state import StateStore
+from tests.store.test_outbox import NOW, new_job
 
 
 class Wakes:
@@ -78,6 +80,35 @@ def test_a_listener_whose_connection_is_lost_listens_again(postgres_url: str) ->
                 if wakes.wait(0.5):
                     break
         assert wakes.count >= 1
+    finally:
+        job_listener.stop()
+        state.close()
+
+
+def test_scheduling_wakes_the_workers_only_for_a_job_due_soon(postgres_url: str) -> None:
+    """A reminder due in three days needs no wake-up of every worker: their polls (every 0.5 s at most)
+    find it long before it is due. One due within `WAKE_WITHIN_MS` does."""
+    state = StateStore(postgres_url)
+    wakes = Wakes()
+    job_listener = JobListener(state, wakes, poll_s=0.1)
+    job_listener.start()
+    try:
+        assert job_listener.listening.wait(10)
+        created = new_job("x").created_ms
+        for key, due in [
+            ("in-3-days", NOW + 3 * 86_400_000),
+            ("just-too-late", created + WAKE_WITHIN_MS + 1),
+        ]:
+            with state.write() as connection:
+                assert outbox.schedule(connection, [new_job(key, due=due)])
+            assert not wakes.wait(0.5), key
+        with state.write() as connection:
+            outbox.schedule(connection, [new_job("now"), new_job("in-4-days", due=NOW + 4 * 86_400_000)])
+        assert wakes.wait(5)
+        with state.write() as connection:
+            assert outbox.schedule(connection, [new_job("now")]) == {}  # not written again: no wake-up
+        assert not wakes.wait(0.5)
+        assert wakes.count == 1
     finally:
         job_listener.stop()
         state.close()

@@ -7,9 +7,10 @@ the machine's other core, and the server's interpreter is left to requests.
 
 How it works:
 - The server starts the child with the app (`WorkerProcess.start`) and hands it the read end of a pipe
-  (`funnels worker --wake-fd N`). After each commit that scheduled a job due now, and after a manual
-  retry, the server writes a zero byte to the pipe (`wake`, non-blocking: a full pipe already means "wake
-  up"); the child's worker wakes at once instead of at its next poll.
+  (`funnels worker --wake-fd N`). After each commit that scheduled a job due within a second
+  (`store.notify.due_soon`; a later one is found by the child's poll), and after a manual retry, the
+  server writes a zero byte to the pipe (`wake`, non-blocking: a full pipe already means "wake up"); the
+  child's worker wakes at once instead of at its next poll.
 - The child runs the config the server runs, not whatever the config file says now (it may have been
   edited into an invalid state since): the server writes the document it loaded to
   `<data-dir>/delivery-config.json` before it starts the child, and again after each successful reload

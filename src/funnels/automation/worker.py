@@ -49,7 +49,7 @@ from funnels.clock import Clock
 from funnels.config import DeliveryPolicy
 from funnels.store import outbox
 from funnels.store.identity import Instance, instances_with_ids
-from funnels.store.notify import JobListener
+from funnels.store.notify import WORKER_POLL_S, JobListener
 from funnels.store.progress import reached_steps
 from funnels.store.state import Connection, StateStore
 
@@ -199,7 +199,7 @@ class Worker(BackgroundLoop):
         clock: Clock,
         *,
         concurrency: int = 16,
-        poll_s: float = 0.5,
+        poll_s: float = WORKER_POLL_S,
         min_interval_s: float = 0.005,
         dispatch: Dispatch = send,
         rng: random.Random | None = None,

@@ -6,7 +6,8 @@ only if) that transaction commits, to every session listening on the channel, on
 `JobListener` is such a session, on a thread of its own, calling back for each notification. On SQLite
 all processes are on one machine and `funnels serve` wakes its delivery process through a pipe
 (`automation/process.py`), so both are no-ops there. Either way a worker also polls for due jobs, so a
-lost wake-up (a listener reconnecting, say) delays a send by at most a poll interval.
+lost wake-up (a listener reconnecting, say) delays a send by at most a poll interval. For the same
+reason only jobs due soon wake anyone (`due_soon`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,16 @@ log = logging.getLogger(__name__)
 
 CHANNEL = "funnels_jobs"
 _NOTIFY = text(f"NOTIFY {CHANNEL}")
+
+WORKER_POLL_S = 0.5  # the longest an idle worker waits before it looks for due jobs again (`Worker.poll_s`)
+# A job due later than this needs no wake-up: a worker's poll finds it before it is due, and waits for it.
+WAKE_WITHIN_MS = int(2 * WORKER_POLL_S * 1000)
+
+
+def due_soon(due_ms: int, now_ms: int) -> bool:
+    """Whether a job scheduled at `now_ms` for `due_ms` should wake the workers (see `WAKE_WITHIN_MS`):
+    a reminder due in three days costs no wake-up of every worker, and no `NOTIFY`."""
+    return due_ms <= now_ms + WAKE_WITHIN_MS
 
 
 def notify_jobs(connection: Connection) -> None:

@@ -34,7 +34,7 @@ from sqlalchemy import (
 )
 
 from funnels.store import dialect
-from funnels.store.notify import notify_jobs
+from funnels.store.notify import due_soon, notify_jobs
 from funnels.store.state import action_attempts, action_jobs, action_specs, chunks, instance_ids, instances
 
 ACTIVE = ("scheduled", "failed")  # jobs that will still be tried: what `cancel` cancels
@@ -137,7 +137,8 @@ def store_specs(connection: Connection, specs: Iterable[tuple[str, bytes]]) -> N
 
 def schedule(connection: Connection, jobs: Sequence[NewJob]) -> dict[str, int]:
     """Write the jobs (one statement); returns the id of each one written, by key. A job whose key is
-    taken already is not written: no action is scheduled twice."""
+    taken already is not written: no action is scheduled twice. Workers are woken (`notify_jobs`) when
+    a job written is due soon; later ones are found by their polls."""
     if not jobs:
         return {}
     rows = [
@@ -156,7 +157,7 @@ def schedule(connection: Connection, jobs: Sequence[NewJob]) -> dict[str, int]:
         .returning(action_jobs.c.id, action_jobs.c.key)
     )
     written = {row.key: int(row.id) for row in connection.execute(statement, rows)}
-    if written:
+    if any(job.key in written and due_soon(job.due_ms, job.created_ms) for job in jobs):
         notify_jobs(connection)
     return written
 
