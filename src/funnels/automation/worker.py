@@ -277,25 +277,28 @@ class Worker(BackgroundLoop):
         for instance_id, funnel_id, step_index, event in reached_steps(connection, instance_keys):
             reached.setdefault((instance_id, funnel_id), set()).add(event)
             steps[(instance_id, funnel_id, step_index)] = event
-        return [
-            Job(
-                id=row.id,
-                key=row.key,
-                funnel_id=row.funnel_id,
-                step_index=row.step_index,
-                step_event=steps.get((row.instance_id, row.funnel_id, row.step_index), row.event),
-                action_type=row.action_type,
-                model=row.model,
-                event=row.event,
-                event_properties=orjson.loads(row.event_properties),
-                attempts=row.attempts,
-                spec=self._specs[row.spec_id],
-                instance=instances[row.instance_id][0] if row.instance_id in instances else None,
-                ids=tuple(instances[row.instance_id][1]) if row.instance_id in instances else (),
-                reached=frozenset(reached.get((row.instance_id, row.funnel_id), ())),
+        jobs = []
+        for row in rows:
+            instance, ids = instances.get(row.instance_id, (None, []))
+            jobs.append(
+                Job(
+                    id=row.id,
+                    key=row.key,
+                    funnel_id=row.funnel_id,
+                    step_index=row.step_index,
+                    step_event=steps.get((row.instance_id, row.funnel_id, row.step_index), row.event),
+                    action_type=row.action_type,
+                    model=row.model,
+                    event=row.event,
+                    event_properties=orjson.loads(row.event_properties),
+                    attempts=row.attempts,
+                    spec=self._specs[row.spec_id],
+                    instance=instance,
+                    ids=tuple(ids),
+                    reached=frozenset(reached.get((row.instance_id, row.funnel_id), ())),
+                )
             )
-            for row in rows
-        ]
+        return jobs
 
     # --- one job -------------------------------------------------------------------------------------
 
