@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from funnels import discovery
 from funnels.analytics.funnel import run_funnel
 from funnels.analytics.query import QueryValidationError, parse_funnel_query
 from funnels.auth import create_key, list_keys, revoke_key
@@ -212,9 +213,13 @@ def serve(
     err.print(f"funnels: data in {svc.data_dir}; serving on http://{host}:{port}/", highlight=False)
     try:
         app = create_app(
-            svc, run_worker=delivery is Delivery.thread, public_url=public_url, cors_origins=origins
+            svc,
+            run_worker=delivery is Delivery.thread,
+            public_url=public_url,
+            cors_origins=origins,
+            local_credential=discovery.new_credential(),  # for the CLI beside us: `funnels query`, …
         )
-        started = run(app, host, port, public_url)
+        started = run(app, host, port, public_url, data_dir=svc.data_dir)
     finally:
         svc.close()
     if not started:
