@@ -210,6 +210,7 @@ def test_a_file_a_dead_server_left_sends_the_cli_back_to_the_directory(tmp_path:
     started = time.monotonic()
     refused = run(data_dir, *READS["names"], timeout=60)
     assert refused.returncode == 0 and HELD in refused.stderr, refused.stderr
+    assert "does not answer" in refused.stderr and "opening the directory itself" in refused.stderr
     assert time.monotonic() - started < 20
     (data_dir / "server.json").write_text("{not json")
     assert run(data_dir, *READS["names"], timeout=60).returncode == 0

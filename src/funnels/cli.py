@@ -381,10 +381,17 @@ def _beside_server(data_dir: Path, call: Callable[[ServerClient], Answer]) -> An
     server = find_server(data_dir)
     if server is None:
         return None
-    err.print(f"funnels: {data_dir} is held by {server}; going through it", highlight=False, style="dim")
+    err.print(
+        f"funnels: {escape(str(data_dir))} is held by {server}; going through it",
+        highlight=False,
+        style="dim",
+    )
     try:
         return call(server)
-    except ServerAbsent:
+    except ServerAbsent as absent:
+        err.print(
+            f"funnels: {escape(str(absent))}; opening the directory itself", highlight=False, style="dim"
+        )
         return None
     except ServerLost as error:
         _fail(escape(str(error)))
