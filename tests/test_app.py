@@ -46,6 +46,7 @@ API: dict[Route, str] = {
     ("GET", "/v0/events/names"): "query:read",
     ("GET", "/v0/events/properties"): "query:read",
     ("GET", "/v0/events/values"): "query:read",
+    ("POST", "/v0/import"): "admin",
     ("GET", "/v0/actions"): "admin",
     ("GET", "/v0/actions/{job_id}"): "admin",
     ("POST", "/v0/actions/{job_id}/retry"): "admin",

@@ -131,6 +131,24 @@ def test_query_table_and_parameter_errors(demo_dir: tuple[Path, dict[str, str]])
     assert "Traceback" not in bad.stderr
 
 
+def test_catalog_tables_and_parameter_errors(demo_dir: tuple[Path, dict[str, str]]) -> None:
+    """`funnels catalog`: a table per lookup for people; parameters validated as the API does (exit 2)."""
+    data_dir = str(demo_dir[0])
+    names = run("catalog", "names", "--type", "track", "--data-dir", data_dir)
+    assert names.returncode == 0, names.stderr
+    assert "connect" in names.stdout and "swap" in names.stdout and "last seen" in names.stdout
+    properties = run("catalog", "properties", "--type", "track", "--event", "swap", "--data-dir", data_dir)
+    assert properties.returncode == 0 and "chain" in properties.stdout and "ethereum" in properties.stdout
+    values = run(
+        "catalog", "values", "--type", "track", "--event", "swap", "--operand", "chain", "--q", "eth",
+        "--data-dir", data_dir,
+    )  # fmt: skip
+    assert values.returncode == 0 and "ethereum" in values.stdout and "base" not in values.stdout
+    bad = run("catalog", "names", "--limit", "0", "--date-from", "2026-02-30", "--data-dir", data_dir)
+    assert bad.returncode == 2 and "limit" in bad.stderr and "date_from" in bad.stderr
+    assert "Traceback" not in bad.stderr
+
+
 def test_query_stitches_identities_unless_identity_is_raw(tmp_path: Path) -> None:
     from tests.analytics.conftest import at, ev
 
@@ -163,9 +181,12 @@ def test_query_stitches_identities_unless_identity_is_raw(tmp_path: Path) -> Non
     assert bad.returncode == 2 and "identity: must be stitched or raw" in bad.stderr
 
 
-def test_query_refuses_clearly_while_a_server_holds_the_data_dir(tmp_path: Path) -> None:
+def test_query_refuses_clearly_while_an_unannounced_process_holds_the_data_dir(tmp_path: Path) -> None:
+    """A process holding the event store without a `server.json` (a server of an earlier release, say):
+    the CLI cannot go through it, and says so. (With the file, it goes through it: test_cli_beside.py.)"""
     data_dir = tmp_path / "data"
     server = start_server(data_dir, free_port())
+    (data_dir / "server.json").unlink()
     try:
         steps = json.dumps(DEMO_STEPS)
         result = run(

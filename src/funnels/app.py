@@ -13,7 +13,18 @@ from fastapi import Depends, FastAPI
 from starlette.staticfiles import StaticFiles
 
 from funnels import __version__
-from funnels.api import admin, automation, catalog, events, funnel, keys, pages, segment, segment_settings
+from funnels.api import (
+    admin,
+    automation,
+    catalog,
+    events,
+    funnel,
+    imports,
+    keys,
+    pages,
+    segment,
+    segment_settings,
+)
 from funnels.api.buffering import MAX_BUFFERED_BYTES, BodyBudget
 from funnels.api.cors import ANY_ORIGIN, SegmentCors
 from funnels.api.deps import single_valued_query
@@ -33,13 +44,15 @@ def create_app(
     public_url: str | None = None,
     max_buffered_bytes: int = MAX_BUFFERED_BYTES,
     cors_origins: Sequence[str] = ANY_ORIGIN,
+    local_credential: str | None = None,
 ) -> FastAPI:
     """The app over these services. While it runs, so do the event-log shipper (`run_shipper`) and, when
     a config is loaded, the action worker (`run_worker`: a thread here) or the services' worker process.
     `public_url` is where clients reach the server (errors' `doc_url` start with it; else they are
     relative); `max_buffered_bytes` caps the request bytes held in memory at once (`api.buffering`);
     `cors_origins` are the origins whose pages may call `/v1/*` (`api.cors`; the other routes stay
-    same-origin)."""
+    same-origin); `local_credential` is the credential `funnels serve` writes to `server.json` for the CLI
+    (`funnels.discovery`; `api.deps.authorize` accepts it on the CLI's endpoints only)."""
     run_worker = run_worker and svc.automation.plan is not None
 
     @asynccontextmanager
@@ -80,6 +93,7 @@ def create_app(
     )
     app.state.services = svc
     app.state.public_url = public_url
+    app.state.local_credential = local_credential
     app.state.body_budget = BodyBudget(max_buffered_bytes)
     install_error_handlers(app)
     install_openapi(app)
@@ -95,6 +109,7 @@ def create_app(
         segment_settings,
         funnel,
         catalog,
+        imports,
         admin,
         keys,
         dashboard,
@@ -102,7 +117,7 @@ def create_app(
         analytics_js,
     )
     for module in routes:
-        checks = [Depends(single_valued_query)] if module in (funnel, catalog, admin) else []
+        checks = [Depends(single_valued_query)] if module in (funnel, catalog, imports, admin) else []
         app.include_router(module.router, dependencies=checks)
     app.mount("/static", StaticFiles(packages=[("funnels.web", "static")]), name="static")
     return app

@@ -1,4 +1,4 @@
-"""The `funnels` command: serve, worker, import, query, replay, validate, keys, migrate, demo."""
+"""The `funnels` command: serve, worker, import, query, catalog, replay, validate, keys, migrate, demo."""
 
 from __future__ import annotations
 
@@ -6,33 +6,56 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable
 from enum import StrEnum
+from functools import partial
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 from urllib.parse import urlsplit
 
 import orjson
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
 from rich.table import Table
 
+from funnels import discovery
+from funnels.analytics.catalog import (
+    parse_names_query,
+    parse_operands_query,
+    parse_values_query,
+    seen_names,
+    seen_operands,
+    seen_values,
+)
 from funnels.analytics.funnel import run_funnel
 from funnels.analytics.query import QueryValidationError, parse_funnel_query
 from funnels.auth import create_key, list_keys, revoke_key
 from funnels.automation.runtime import Automation
+from funnels.cli_tables import funnel_table, names_table, operands_table, show, values_table
+from funnels.client import ServerAbsent, ServerClient, ServerLost, ServerRefused, find_server
 from funnels.clock import SystemClock
 from funnels.config import ConfigInvalid, load_config
 from funnels.services import DataDirBusy, Services
 from funnels.settings import private_files, resolve_data_dir
+from funnels.store.events import EventStore
 from funnels.store.schema import SchemaTooNew, SchemaUnrecognised
 from funnels.store.state import StateFileDamaged, StateStore
-from funnels.types import SCOPES
+from funnels.types import SCOPES, RowError
+
+if TYPE_CHECKING:
+    from funnels.ingest.importer import ImportReport
 
 app = typer.Typer(help="funnels: a self-hosted funnel engine.", no_args_is_help=True, add_completion=False)
 keys_app = typer.Typer(help="Manage API keys.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+catalog_app = typer.Typer(
+    help="What the event store has seen, for building a funnel (GET /v0/events/names, /properties, /values).",
+    no_args_is_help=True,
+)
+app.add_typer(catalog_app, name="catalog")
 err = Console(stderr=True, soft_wrap=True)
 
 DataDir = Annotated[
@@ -212,9 +235,13 @@ def serve(
     err.print(f"funnels: data in {svc.data_dir}; serving on http://{host}:{port}/", highlight=False)
     try:
         app = create_app(
-            svc, run_worker=delivery is Delivery.thread, public_url=public_url, cors_origins=origins
+            svc,
+            run_worker=delivery is Delivery.thread,
+            public_url=public_url,
+            cors_origins=origins,
+            local_credential=discovery.new_credential(),  # for the CLI beside us: `funnels query`, …
         )
-        started = run(app, host, port, public_url)
+        started = run(app, host, port, public_url, data_dir=svc.data_dir)
     finally:
         svc.close()
     if not started:
@@ -344,35 +371,76 @@ def migrate(data_dir: DataDir = None, state_url: StateUrl = None) -> None:
     typer.echo(f"schema revision after: {migration.after}")
 
 
-TABLE_HEADERS = {
-    "conversion_from_start": "conv. from start",
-    "conversion_from_previous": "conv. from prev",
-    "dropoff_from_previous": "drop-off",
-    "dropped_off_users": "dropped",
-    "median_seconds_from_previous": "median s from prev",
-    "median_seconds_from_start": "median s from start",
-}
+Answer = TypeVar("Answer")
+Parsed = TypeVar("Parsed")
 
 
-def _cell(name: str, value: Any) -> str:
-    if value is None:
-        return "–"
-    if name.startswith(("conversion", "dropoff")):
-        return f"{value * 100:.2f}%"
-    if isinstance(value, float):
-        return f"{value:,.1f}"
-    return f"{value:,}" if isinstance(value, int) else str(value)
+def _beside_server(data_dir: Path, call: Callable[[ServerClient], Answer]) -> Answer | None:
+    """`call` on the server that holds the data directory, when one does (its `server.json`); None when
+    none does, or the file was left by a server that is gone: the caller then opens the directory itself."""
+    server = find_server(data_dir)
+    if server is None:
+        return None
+    err.print(
+        f"funnels: {escape(str(data_dir))} is held by {server}; going through it",
+        highlight=False,
+        style="dim",
+    )
+    try:
+        return call(server)
+    except ServerAbsent as absent:
+        err.print(
+            f"funnels: {escape(str(absent))}; opening the directory itself", highlight=False, style="dim"
+        )
+        return None
+    except ServerLost as error:
+        _fail(escape(str(error)))
+    except ServerRefused as error:
+        if error.code == "INVALID_VALIDATION_REQUEST" and error.details:
+            _fail(escape(_problems(error.details)), 2)
+        _fail(escape(f"{server}: {error.message}"))
+    finally:
+        server.close()
 
 
-def _print_table(response: dict[str, Any]) -> None:
-    names = [column["name"] for column in response["meta"]]
-    table = Table(*(TABLE_HEADERS.get(name, name) for name in names))
-    for column, name in zip(table.columns, names, strict=True):
-        column.overflow = "fold"
-        column.justify = "left" if name in ("event", "breakdown") else "right"
-    for row in response["data"]:
-        table.add_row(*(_cell(name, row[name]) for name in names))
-    Console(width=None if sys.stdout.isatty() else 200).print(table)  # piped output: no folding
+def _problems(details: dict[str, Any]) -> str:
+    return "; ".join(f"{path}: {message}" for path, message in details.items())
+
+
+def _read(
+    data_dir: Path | None,
+    endpoint: str,
+    params: dict[str, Any],
+    parse: Callable[[dict[str, Any]], Parsed],
+    run: Callable[[EventStore, Parsed], dict[str, Any]],
+) -> dict[str, Any]:
+    """An analytics endpoint's answer for these parameters (those not None): from the server that holds
+    the data directory, else from the directory itself. Parameter errors stop here (exit status 2)."""
+    given = {name: value for name, value in params.items() if value is not None}
+    try:
+        parsed = parse(given)
+    except QueryValidationError as error:
+        _fail(_problems(error.details), 2)
+    resolved = resolve_data_dir(data_dir)
+    answer = _beside_server(
+        resolved, lambda server: server.get(endpoint, {k: str(v) for k, v in given.items()})
+    )
+    if answer is not None:
+        return answer
+    svc = _open(resolved)
+    try:
+        svc.shipper.flush()
+        return run(svc.events, parsed)
+    finally:
+        svc.close()
+
+
+Format = Annotated[str, typer.Option("--format", help="json (the API's body) or table")]
+
+
+def _check_format(output: str) -> None:
+    if output not in ("json", "table"):
+        _fail("--format must be json or table", 2)
 
 
 @app.command()
@@ -387,12 +455,11 @@ def query(
     identity: Annotated[
         str | None, typer.Option("--identity", help="stitched (default: users are persons) or raw")
     ] = None,
-    output: Annotated[str, typer.Option("--format", help="json (the API's body) or table")] = "table",
+    output: Format = "table",
     data_dir: DataDir = None,
 ) -> None:
-    """Run a funnel query on the data directory directly (the server must not be running on it)."""
-    if output not in ("json", "table"):
-        _fail("--format must be json or table", 2)
+    """Run a funnel query on the data directory (through the server when one is running on it)."""
+    _check_format(output)
     params = {
         "date_from": date_from,
         "date_to": date_to,
@@ -403,20 +470,119 @@ def query(
         "breakdown_top_n": breakdown_top_n,
         "identity": identity,
     }
-    try:
-        parsed = parse_funnel_query({k: v for k, v in params.items() if v is not None})
-    except QueryValidationError as error:
-        _fail("; ".join(f"{path}: {message}" for path, message in error.details.items()), 2)
-    svc = _open(data_dir)
-    try:
-        svc.shipper.flush()
-        response = run_funnel(svc.events, parsed)
-    finally:
-        svc.close()
-    if output == "json":
-        sys.stdout.write(orjson.dumps(response).decode() + "\n")
-    else:
-        _print_table(response)
+    show(_read(data_dir, "/v0/funnel", params, parse_funnel_query, run_funnel), output, funnel_table)
+
+
+DateFrom = Annotated[str | None, typer.Option("--date-from", help="YYYY-MM-DD (default: all time)")]
+DateTo = Annotated[str | None, typer.Option("--date-to", help="YYYY-MM-DD (default: all time)")]
+StepType = Annotated[str, typer.Option("--type", help="The step's type, as in /v0/funnel (event: any name)")]
+StepEvent = Annotated[str, typer.Option("--event", help="The step's event, as in /v0/funnel")]
+Limit = Annotated[int | None, typer.Option("--limit", help="Rows listed, 1–1000")]
+
+
+@catalog_app.command("names")
+def catalog_names(
+    date_from: DateFrom = None,
+    date_to: DateTo = None,
+    type_: Annotated[
+        str | None, typer.Option("--type", help="Only this stored type (track, page, …)")
+    ] = None,
+    q: Annotated[str | None, typer.Option("--q", help="Only names containing this text (any case)")] = None,
+    limit: Limit = None,
+    output: Format = "table",
+    data_dir: DataDir = None,
+) -> None:
+    """The event names seen, per type, with counts and last seen time."""
+    _check_format(output)
+    params = {"date_from": date_from, "date_to": date_to, "type": type_, "q": q, "limit": limit}
+    show(_read(data_dir, "/v0/events/names", params, parse_names_query, seen_names), output, names_table)
+
+
+@catalog_app.command("properties")
+def catalog_properties(
+    type_: StepType,
+    event: StepEvent,
+    date_from: DateFrom = None,
+    date_to: DateTo = None,
+    limit: Limit = None,
+    output: Format = "table",
+    data_dir: DataDir = None,
+) -> None:
+    """The operands a step can filter on (standard columns, property keys), with their top values."""
+    _check_format(output)
+    params = {"type": type_, "event": event, "date_from": date_from, "date_to": date_to, "limit": limit}
+    answer = _read(data_dir, "/v0/events/properties", params, parse_operands_query, seen_operands)
+    show(answer, output, operands_table)
+
+
+@catalog_app.command("values")
+def catalog_values(
+    type_: StepType,
+    event: StepEvent,
+    operand: Annotated[str, typer.Option("--operand", help="A standard column or a property key")],
+    q: Annotated[
+        str | None, typer.Option("--q", help="Only values starting with this text (any case)")
+    ] = None,
+    date_from: DateFrom = None,
+    date_to: DateTo = None,
+    limit: Limit = None,
+    output: Format = "table",
+    data_dir: DataDir = None,
+) -> None:
+    """The values of one operand of a step, by count."""
+    _check_format(output)
+    params = {
+        "type": type_,
+        "event": event,
+        "operand": operand,
+        "q": q,
+        "date_from": date_from,
+        "date_to": date_to,
+        "limit": limit,
+    }
+    show(_read(data_dir, "/v0/events/values", params, parse_values_query, seen_values), output, values_table)
+
+
+def _import_through(server: ServerClient, files: list[Path]) -> ImportReport:
+    """Each file sent to the server's `POST /v0/import` in turn, reported as a direct import reports it:
+    bad rows (the first 100), a line per file when there are several."""
+    from funnels.ingest.importer import MAX_PRINTED_ERRORS, ImportReport
+
+    report, started = ImportReport(), time.perf_counter()
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        console=err,
+        disable=not err.is_terminal,
+    )
+    with progress:
+        for number, path in enumerate(files):
+            task = progress.add_task(f"{path.name} → server", total=path.stat().st_size)
+            try:
+                body = server.upload(path, str(path), partial(progress.advance, task))
+            except ServerAbsent as gone:
+                if number == 0:
+                    raise
+                done = ", ".join(map(str, files[:number]))
+                raise ServerLost(f"{gone}; {done} imported, the files after it not") from None
+            for row in body["errors"][: max(0, MAX_PRINTED_ERRORS - report.skipped)]:
+                bad = RowError(row["file"], row["line"], row["message"], row["unit"])
+                progress.console.print(str(bad), markup=False, highlight=False, soft_wrap=True)
+            report.imported += body["imported"]
+            report.skipped += body["skipped"]
+            if len(files) > 1:
+                progress.console.print(
+                    f"{path}: imported {body['imported']:,}, skipped {body['skipped']:,}",
+                    markup=False,
+                    highlight=False,
+                )
+    if report.skipped > MAX_PRINTED_ERRORS:
+        err.print(
+            f"... and {report.skipped - MAX_PRINTED_ERRORS:,} more bad rows (not shown)", highlight=False
+        )
+    report.seconds = time.perf_counter() - started
+    return report
 
 
 @app.command("import")
@@ -426,16 +592,24 @@ def import_(
     ],
     data_dir: DataDir = None,
 ) -> None:
-    """Import historical events straight into the event store (fires no automation)."""
-    from funnels.ingest.importer import import_files
+    """Import historical events straight into the event store (fires no automation); through the server
+    when one is running on the data directory."""
+    from funnels.ingest.importer import check_files, import_files
 
-    svc = _open(data_dir)
     try:
-        report = import_files(svc.events, files, console=err)
-    except ValueError as error:  # an unsupported, missing or unreadable file: nothing was written
+        check_files(files)  # before anything is written: an unsupported or missing file
+    except ValueError as error:
         _fail(str(error))
-    finally:
-        svc.close()
+    resolved = resolve_data_dir(data_dir)
+    report = _beside_server(resolved, lambda server: _import_through(server, files))
+    if report is None:
+        svc = _open(resolved)
+        try:
+            report = import_files(svc.events, files, console=err)
+        except ValueError as error:  # an unreadable file: nothing of it was written
+            _fail(str(error))
+        finally:
+            svc.close()
     err.print(
         f"imported {report.imported:,} events, skipped {report.skipped:,} bad rows in {report.seconds:.1f}s",
         highlight=False,

@@ -4,7 +4,10 @@ automation (the loaded config and the action worker)."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import shutil
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,7 +21,7 @@ from funnels.events import Event
 from funnels.ingest.committer import GroupCommitter
 from funnels.ingest.log import Shipper
 from funnels.ingest.transaction import apply_signals
-from funnels.settings import tighten_data_dir
+from funnels.settings import DIR_MODE, tighten_data_dir
 from funnels.store.events import EventStore, EventStoreError
 from funnels.store.notify import due_soon
 from funnels.store.state import StateStore
@@ -28,6 +31,10 @@ log = logging.getLogger(__name__)
 
 class DataDirBusy(Exception):
     """Another process (usually a running server) holds the data directory's event store."""
+
+
+class ImportRunning(Exception):
+    """An import into this data directory's event store is already running (one at a time)."""
 
 
 def open_event_store(data_dir: Path) -> EventStore:
@@ -72,6 +79,7 @@ class Services:
     # Group commit for the HTTP endpoints (`ingest_async`); started and stopped with the app.
     committer: GroupCommitter[Signal, Outcome] = field(init=False)
     keys: KeyCache = field(init=False)  # API-key verification for requests
+    _import_turn: threading.Lock = field(init=False, default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
         self.committer = GroupCommitter(self._commit)
@@ -126,6 +134,25 @@ class Services:
         if any(due_soon(job["due_ms"], now_ms) for outcome in outcomes for job in outcome.scheduled):
             self.wake_worker()
         return outcomes
+
+    @contextmanager
+    def importing(self) -> Iterator[Path]:
+        """A turn to import into the event store (`POST /v0/import`), one at a time: the importer's bulk-load
+        mode (settings, paused merges, the links view dropped) is the store's, so two imports would undo
+        each other's. Yields an empty private directory for the uploaded file, removed afterwards (and
+        before: what an import cut off by a crash left). `ImportRunning` when it is not our turn."""
+        if not self._import_turn.acquire(blocking=False):
+            raise ImportRunning(
+                "an import into this data directory is running: try again when it has finished"
+            )
+        uploads = self.data_dir / "imports"
+        try:
+            shutil.rmtree(uploads, ignore_errors=True)
+            uploads.mkdir(mode=DIR_MODE)
+            yield uploads
+        finally:
+            shutil.rmtree(uploads, ignore_errors=True)
+            self._import_turn.release()
 
     def wake_worker(self) -> None:
         """A job may be due now: wake whichever worker delivers (the thread, or the child process)."""

@@ -143,6 +143,13 @@ KNOWN: list[tuple[str, str, dict[str, Any], dict[str, Any], int]] = [
         {"params": {"type": "track", "event": "sign_up", "operand": "type"}},
         200,
     ),
+    (
+        "POST",
+        "/v0/import",
+        {},
+        {"params": {"name": "h.ndjson"}, "content": b'{"event": "x", "user_id": "u1", "timestamp": 1}\n{}\n'},
+        200,
+    ),
     ("GET", "/v0/actions", {}, {}, 200),
     ("GET", "/v0/actions/{job_id}", {"job_id": 1}, {}, 200),
     ("POST", "/v0/actions/{job_id}/retry", {"job_id": 1}, {}, 200),

@@ -1,12 +1,19 @@
 """Auth by the dashboard's session cookie on the JSON API: the session's key and scopes, a CSRF token on
-every unsafe method (never for a bearer key), and an ended session is a 401."""
+every unsafe method (never for a bearer key), and an ended session is a 401. The server's local credential
+(`server.json`, for the CLI beside it) opens the CLI's endpoints and no other."""
 
 from __future__ import annotations
 
+import base64
+from collections.abc import Iterator
+
+import pytest
 from fastapi.testclient import TestClient
 
+from funnels.app import create_app
 from funnels.auth import key_id_of
 from funnels.clock import ManualClock
+from funnels.services import Services
 from funnels.sessions import SESSION_COOKIE, SESSION_TTL_MS
 from tests.conftest import bearer
 from tests.web.conftest import csrf_token, sign_in
@@ -115,3 +122,70 @@ def test_a_query_parameter_given_twice_is_a_400_naming_it(client: TestClient, ke
         assert error["param"] in ("query.page", "query.status", "query.steps", "query.limit")
     once = client.get("/v0/actions?page=1&size=2", headers=bearer(keys["all"]))
     assert once.status_code == 200, once.text
+
+
+LOCAL = "fl_the-credential-of-this-run"
+STEPS = '[{"type":"track","event":"a","name":"a"},{"type":"track","event":"b","name":"b"}]'
+
+
+@pytest.fixture
+def local_client(services: Services) -> Iterator[TestClient]:
+    """The app as `funnels serve` runs it: with a local credential for the CLI (`server.json`)."""
+    with TestClient(create_app(services, local_credential=LOCAL)) as test_client:
+        yield test_client
+
+
+def test_the_local_credential_opens_the_clis_endpoints_only(local_client: TestClient) -> None:
+    """It reads funnels and the catalog and imports, and nothing else: not the configured funnels, keys,
+    the automation admin, nor any ingest route (Bearer, Basic or a Segment body's writeKey)."""
+    client, headers = local_client, bearer(LOCAL)
+    funnel = client.get(
+        "/v0/funnel",
+        params={"date_from": "2026-04-01", "date_to": "2026-04-02", "steps": STEPS},
+        headers=headers,
+    )
+    assert funnel.status_code == 200, funnel.text
+    step = {"type": "track", "event": "a"}
+    for path, params in (
+        ("/v0/events/names", {}),
+        ("/v0/events/properties", step),
+        ("/v0/events/values", {**step, "operand": "device"}),
+    ):
+        assert client.get(path, params=params, headers=headers).status_code == 200, path
+    imported = client.post("/v0/import", params={"name": "e.ndjson"}, content=b"", headers=headers)
+    assert imported.json()["imported"] == 0, imported.text
+    basic = {"Authorization": "Basic " + base64.b64encode(f"{LOCAL}:".encode()).decode()}
+    event = {"event": "x", "user_id": "u1"}
+    for method, path, kwargs in (
+        ("GET", "/v0/funnels", {"headers": headers}),
+        ("GET", "/v0/keys", {"headers": headers}),
+        ("POST", "/v0/keys", {"headers": headers, "json": NEW_KEY}),
+        ("GET", "/v0/actions", {"headers": headers}),
+        ("GET", "/v0/config", {"headers": headers}),
+        ("POST", "/v0/events", {"headers": headers, "json": [event]}),
+        ("POST", "/api/v1/events", {"headers": headers, "json": {"name": "x", "ids": ["c1"]}}),
+        ("POST", "/v1/track", {"headers": headers, "json": {"userId": "u1", "event": "x"}}),
+        ("POST", "/v1/track", {"headers": basic, "json": {"userId": "u1", "event": "x"}}),
+        (
+            "POST",
+            "/v1/batch",
+            {"json": {"writeKey": LOCAL, "batch": [{"type": "track", "userId": "u", "event": "x"}]}},
+        ),
+    ):
+        refused = client.request(method, path, **kwargs)
+        assert refused.status_code == 403, (method, path, refused.text)
+        error = refused.json()["error"]
+        assert error["code"] == "FORBIDDEN" and "local credential" in error["message"], (method, path)
+
+
+def test_the_local_credential_never_signs_in_nor_outlives_its_server(
+    local_client: TestClient, services: Services
+) -> None:
+    """The dashboard's sign-in takes API keys only (no session cookie for it); another run's credential,
+    or one sent to a server started without any (tests, `create_app` alone), is a 401."""
+    signed_in = sign_in(local_client, LOCAL)
+    assert signed_in.status_code == 401 and SESSION_COOKIE not in signed_in.cookies
+    stale = local_client.get("/v0/events/names", headers=bearer("fl_an-earlier-run"))
+    assert stale.status_code == 401 and "made anew each time the server starts" in stale.text
+    with TestClient(create_app(services)) as without:
+        assert without.get("/v0/events/names", headers=bearer(LOCAL)).status_code == 401

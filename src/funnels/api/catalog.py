@@ -20,7 +20,8 @@ from funnels.analytics.catalog import (
 from funnels.api.deps import require, run_query
 from funnels.api.schemas import AUTH, EventNames, EventProperties, EventValues, documented
 
-router = APIRouter(tags=["Query"], dependencies=[require("query:read")])
+# `funnels catalog` beside a running server uses the local credential.
+router = APIRouter(tags=["Query"], dependencies=[require("query:read", local=True)])
 
 DateFrom = Annotated[str | None, Query(description="Inclusive first day (YYYY-MM-DD, UTC); alias dateFrom")]
 DateTo = Annotated[str | None, Query(description="Inclusive last day (YYYY-MM-DD, UTC); alias dateTo")]

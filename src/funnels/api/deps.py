@@ -18,6 +18,7 @@ from fastapi import Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import APIKeyCookie, HTTPBearer
 
+from funnels import discovery
 from funnels.analytics.query import QueryValidationError
 from funnels.api.buffering import Holding, holding
 from funnels.api.errors import ApiError, validation_error
@@ -69,13 +70,16 @@ def dashboard_session(request: Request) -> DashboardSession | None:
     return found  # type: ignore[return-value]
 
 
-def authorize(request: Request, scope: str, key: str | None = None) -> ApiKey:
+def authorize(request: Request, scope: str, key: str | None = None, local: bool = False) -> ApiKey:
     """The caller's key, or 401 (no or unknown key) / 403 (missing scope, or a missing CSRF token).
 
     Without a key in the request, the dashboard's session cookie stands for its key; then an unsafe method
     must also carry the session's CSRF token in the `X-CSRF-Token` header (a bearer key needs none: a
-    browser never sends one on its own)."""
+    browser never sends one on its own). The server's local credential (`server.json`, for the CLI on this
+    machine) counts only where the route says `local`, and only for that route's scope."""
     key = key or key_from_headers(request)
+    if key and discovery.is_local_credential(key):
+        return _local_caller(request, key, scope, local)
     if key:
         record = services(request).keys.verify(key)
         if record is None:
@@ -102,16 +106,34 @@ def authorize(request: Request, scope: str, key: str | None = None) -> ApiKey:
     return record
 
 
-def require(scope: str) -> Any:
+LOCAL_ROUTES = "GET /v0/funnel, GET /v0/events/names, /properties, /values and POST /v0/import"
+
+
+def _local_caller(request: Request, key: str, scope: str, local: bool) -> ApiKey:
+    """The local credential's caller: this route's scope and nothing else; 401 if it is not this run's."""
+    if not discovery.matches(key, getattr(request.app.state, "local_credential", None)):
+        raise ApiError(
+            "UNAUTHORIZED",
+            "The local credential is not this server's (it is made anew each time the server starts).",
+        )
+    if not local:
+        raise ApiError(
+            "FORBIDDEN", f"The server's local credential (server.json) is accepted only by {LOCAL_ROUTES}."
+        )
+    return ApiKey(id="local", scopes=frozenset({scope}), name=discovery.FILE_NAME)
+
+
+def require(scope: str, local: bool = False) -> Any:
     """A route dependency: the request must carry a key with `scope` (documented as bearer auth, or the
-    dashboard's session cookie)."""
+    dashboard's session cookie); with `local`, the server's local credential is accepted too (the routes
+    the CLI uses while a server holds the data directory: `LOCAL_ROUTES`)."""
 
     # Async: FastAPI runs it on the event loop (a sync dependency costs a thread-pool hop per request);
     # a key verified in the last few seconds is a dict lookup (`KeyCache`).
     async def dependency(
         request: Request, _token: Any = Depends(bearer), _session: Any = Depends(session_cookie)
     ) -> ApiKey:
-        return authorize(request, scope)
+        return authorize(request, scope, local=local)
 
     return Depends(dependency)
 

@@ -22,7 +22,8 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     ),
     "BAD_REQUEST": (
         400,
-        "The request cannot be read: malformed JSON, an unsupported encoding, or over a size limit.",
+        "The request cannot be read: malformed JSON, an unsupported encoding, or over a size limit; or "
+        "`POST /v0/import` cannot read the file.",
     ),
     "INVALID_IDEMPOTENCY_KEY": (
         400,
@@ -33,7 +34,8 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "FORBIDDEN": (
         403,
         "The API key lacks the scope this endpoint requires, or (on `/v1/*`) the request's `Origin` is not "
-        "among the server's `--cors-origins`.",
+        "among the server's `--cors-origins`, or the server's local credential was sent to an endpoint it "
+        "does not open.",
     ),
     "CSRF_FAILED": (
         403,

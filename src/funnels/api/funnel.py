@@ -32,7 +32,7 @@ BREAKDOWN = list(BREAKDOWN_COLUMNS)
         "and the user id it was identified or aliased as count as one (`identity=raw` counts each stored user "
         "key on its own). See docs/semantics.md."
     ),
-    dependencies=[require("query:read")],
+    dependencies=[require("query:read", local=True)],  # `funnels query` beside a running server
     **documented(AnalyticsResponse, (400, *AUTH)),
 )
 async def get_funnel(

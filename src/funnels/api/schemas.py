@@ -309,6 +309,25 @@ class EventValues(BaseModel):
     statistics: Statistics
 
 
+# --- import ---
+
+
+class SkippedRow(BaseModel):
+    file: str = Field(description="The `name` the file was sent under")
+    line: int = Field(
+        description="1-based: the line (NDJSON, CSV; the CSV header is line 1) or row (Parquet)"
+    )
+    unit: Literal["line", "row"]
+    message: str
+
+
+class Imported(BaseModel):
+    imported: int = Field(description="Rows stored")
+    skipped: int = Field(description="Bad rows, not stored (exact)")
+    seconds: float
+    errors: list[SkippedRow] = Field(description="The first 1,000 skipped rows, in file order")
+
+
 # --- automation admin ---
 
 

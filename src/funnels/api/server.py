@@ -1,15 +1,19 @@
-"""How `funnels serve` runs the app under uvicorn, so that even a request uvicorn cannot parse as HTTP (an
-over-long request line, malformed headers) gets the JSON error envelope instead of uvicorn's plain text."""
+"""How `funnels serve` runs the app under uvicorn: even a request uvicorn cannot parse as HTTP (an over-long
+request line, malformed headers) gets the JSON error envelope instead of uvicorn's plain text, and while it
+listens the data directory's `server.json` says where (`funnels.discovery`)."""
 
 from __future__ import annotations
 
 import contextlib
+import socket
+from pathlib import Path
 
 import orjson
 import uvicorn
 from fastapi import FastAPI
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
+from funnels import discovery
 from funnels.api.errors import ApiError, envelope
 
 # The request line and headers together (h11, uvicorn's other parser, allows 16 KB; httptools no limit).
@@ -80,13 +84,39 @@ def envelope_protocol(public_url: str | None) -> type[HttpToolsProtocol]:
     return EnvelopeHttpToolsProtocol
 
 
-def run(app: FastAPI, host: str, port: int, public_url: str | None) -> bool:
-    """Serve `app` until interrupted, as `uvicorn.run` would (Ctrl-C and SIGTERM stop it gracefully);
-    False when it could not start (the port is taken, say)."""
+class AnnouncedServer(uvicorn.Server):
+    """uvicorn's server, announced in `data_dir/server.json` from when it listens until it shuts down (with
+    the app's local credential, `app.state.local_credential`)."""
+
+    def __init__(self, config: uvicorn.Config, data_dir: Path | None, credential: str | None) -> None:
+        super().__init__(config)
+        self.data_dir, self.credential = data_dir, credential
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started and self.data_dir is not None and self.credential is not None:
+            bound = self.servers[0].sockets[0].getsockname()  # the port, even when asked for port 0
+            discovery.write(self.data_dir, discovery.local_url(self.config.host, bound[1]), self.credential)
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        self.withdraw()  # first: a CLI started from now on opens the directory itself once we have gone
+        await super().shutdown(sockets)
+
+    def withdraw(self) -> None:
+        if self.data_dir is not None:
+            discovery.remove(self.data_dir)
+
+
+def run(app: FastAPI, host: str, port: int, public_url: str | None, data_dir: Path | None = None) -> bool:
+    """Serve `app` until interrupted, as `uvicorn.run` would (Ctrl-C and SIGTERM stop it gracefully), and
+    announce it in `data_dir` meanwhile; False when it could not start (the port is taken, say)."""
     config = uvicorn.Config(
         app, host=host, port=port, log_level="warning", http=envelope_protocol(public_url)
     )
-    server = uvicorn.Server(config)
-    with contextlib.suppress(KeyboardInterrupt):
-        server.run()
+    server = AnnouncedServer(config, data_dir, getattr(app.state, "local_credential", None))
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            server.run()
+    finally:
+        server.withdraw()  # also when serving ended by an exception, before shutdown ran
     return server.started

@@ -46,7 +46,7 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any, TextIO
 
 import numpy as np
@@ -126,7 +126,7 @@ def import_files(
 
     `native_parquet=False` forces the column-wise Parquet path (tests compare the two)."""
     started = time.perf_counter()
-    files = [(Path(path), _format_of(Path(path))) for path in paths]
+    files = check_files(paths)
     report = ImportReport()
     run = _Run(report, console, received_ms=time.time_ns() // 1_000_000)
     progress = Progress(
@@ -160,16 +160,27 @@ def import_files(
     return report
 
 
-def _format_of(path: Path) -> str:
+def file_format(path: PurePath) -> str:
+    """The format a file's extension names (`FORMATS`); `ImportFileError` for any other."""
     kind = FORMATS.get(path.suffix.lower())
     if kind is None:
         supported = ", ".join(FORMATS)
         raise ImportFileError(
             f"{path}: unsupported file type {path.suffix or '(none)'!r}; supported: {supported}"
         )
-    if not path.is_file():
-        raise ImportFileError(f"{path}: no such file")
     return kind
+
+
+def check_files(paths: Sequence[Path]) -> list[tuple[Path, str]]:
+    """Each file with its format, checked before anything is written: `ImportFileError` for an unsupported
+    extension or a missing file."""
+    files = []
+    for path in map(Path, paths):
+        kind = file_format(path)
+        if not path.is_file():
+            raise ImportFileError(f"{path}: no such file")
+        files.append((path, kind))
+    return files
 
 
 @dataclass

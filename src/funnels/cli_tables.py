@@ -1,0 +1,94 @@
+"""What `funnels query` and `funnels catalog` print: the API's body as JSON (`--format json`), or for people a
+table (`--format table`, the default), one function per endpoint's answer."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+from rich.console import Console
+from rich.table import Table
+
+Answer = dict[str, Any]
+
+FUNNEL_HEADERS = {
+    "conversion_from_start": "conv. from start",
+    "conversion_from_previous": "conv. from prev",
+    "dropoff_from_previous": "drop-off",
+    "dropped_off_users": "dropped",
+    "median_seconds_from_previous": "median s from prev",
+    "median_seconds_from_start": "median s from start",
+}
+
+
+def show(answer: Answer, output: str, table: Callable[[Answer], Table]) -> None:
+    """The answer on stdout, as JSON or as `table` makes it; what a table leaves out is said on stderr."""
+    if output == "json":
+        sys.stdout.write(orjson.dumps(answer).decode() + "\n")
+        return
+    Console(width=None if sys.stdout.isatty() else 200).print(table(answer))  # piped output: no folding
+    notes = Console(stderr=True, soft_wrap=True)
+    if answer.get("has_more"):
+        notes.print("more rows than --limit shows", highlight=False)
+    sample = answer.get("sample")
+    if sample and not sample["complete"]:
+        notes.print(f"from a sample: the first {sample['limit']:,} events of the step", highlight=False)
+
+
+def _cell(name: str, value: Any) -> str:
+    if value is None:
+        return "–"
+    if name.startswith(("conversion", "dropoff")):
+        return f"{value * 100:.2f}%"
+    if isinstance(value, float):
+        return f"{value:,.1f}"
+    return f"{value:,}" if isinstance(value, int) else str(value)
+
+
+def funnel_table(answer: Answer) -> Table:
+    """`GET /v0/funnel`: a row per step (and breakdown value), ratios as percentages."""
+    names = [column["name"] for column in answer["meta"]]
+    table = Table(*(FUNNEL_HEADERS.get(name, name) for name in names))
+    for column, name in zip(table.columns, names, strict=True):
+        column.overflow = "fold"
+        column.justify = "left" if name in ("event", "breakdown") else "right"
+    for row in answer["data"]:
+        table.add_row(*(_cell(name, row[name]) for name in names))
+    return table
+
+
+def _rows(headers: tuple[str, ...], rows: list[tuple[Any, ...]]) -> Table:
+    table = Table(*headers)
+    for row in rows:
+        table.add_row(*(f"{cell:,}" if isinstance(cell, int) else str(cell) for cell in row))
+    return table
+
+
+def names_table(answer: Answer) -> Table:
+    """`GET /v0/events/names`: the (type, event) pairs by events."""
+    rows = [(row["type"], row["event"], row["count"], row["last_seen"]) for row in answer["data"]]
+    return _rows(("type", "event", "events", "last seen"), rows)
+
+
+def operands_table(answer: Answer) -> Table:
+    """`GET /v0/events/properties`: the standard columns that have values, then the property keys."""
+    operands = [("column", operand) for operand in answer["columns"] if operand["count"]]
+    operands += [("property", operand) for operand in answer["properties"]]
+    rows = [
+        (
+            kind,
+            operand["operand"],
+            operand["count"],
+            operand["numeric"],
+            ", ".join(f"{value['value']} ({value['count']:,})" for value in operand["values"]),
+        )
+        for kind, operand in operands
+    ]
+    return _rows(("kind", "operand", "events", "numeric", "top values"), rows)
+
+
+def values_table(answer: Answer) -> Table:
+    """`GET /v0/events/values`: one operand's values by events."""
+    return _rows(("value", "events"), [(row["value"], row["count"]) for row in answer["data"]])
