@@ -132,10 +132,16 @@
     $("#deliveries-summary").textContent = active.length ? `${text} · ${active.join(", ")}` : `${text}, newest first`;
   }
 
+  // Bumped by each `apply`: an answer to an earlier one (filters submitted while the first page was still
+  // loading, say) is dropped instead of being mixed into the newer one's rows.
+  let generation = 0;
+
   async function loadPage() {
+    const asked = generation;
     const query = { page: state.page + 1, size: SIZE };
     for (const name of FILTERS) if (state.filters[name]) query[name] = state.filters[name];
     const body = await api("/v0/actions", { query });
+    if (asked !== generation) return;
     if (state.page === 0) tbody.replaceChildren();
     state.page += 1;
     state.total = body.total;
@@ -147,7 +153,9 @@
   }
 
   async function loadJob(jobId) {
+    const asked = generation;
     const job = await api(`/v0/actions/${encodeURIComponent(jobId)}`);
+    if (asked !== generation) return;
     tbody.replaceChildren();
     addJobs([job]);
     replaceJob(job, true);
@@ -162,6 +170,7 @@
 
   async function apply(filters) {
     clearError();
+    generation += 1;
     state = { filters, page: 0, total: 0, shown: 0 };
     for (const name of FILTERS) form.elements[name].value = filters[name];
     const job = new URLSearchParams(location.search).get("job");
