@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 from urllib.parse import quote
 
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Page, Route, expect
 
 from tests.web.conftest import REFUSED, Seeded
 
@@ -129,3 +129,34 @@ def test_an_anonymous_id_identified_as_a_customer_finds_them(seeded_page: Page, 
     expect(page.locator("#person-ids [data-id]")).to_have_text(person["ids"])
     expect(page.locator("#person-ids [data-linked-id]")).to_have_text(["anon-visitor"])
     expect(page.locator('#timeline li[data-id="anon-page"]')).to_have_count(1)  # the anonymous page view
+
+
+def test_a_person_opened_while_another_loads_stays_shown(seeded_page: Page, seeded: Seeded) -> None:
+    """The first person's answer, arriving after the second one's, is dropped: the page shows whom it
+    was last asked for."""
+    page = seeded_page
+    first, second = REFUSED[0], REFUSED[1]
+    wanted = seeded.dashboard.api("GET", f"/v0/models/customer/{second}").json()
+    held: list[Route] = []
+
+    def hold_the_first(route: Route) -> None:
+        if f"/v0/models/customer/{first}?" in route.request.url:
+            held.append(route)
+        else:
+            route.continue_()
+
+    page.route("**/v0/models/**", hold_the_first)
+    page.goto(f"{seeded.dashboard.url}/people?model=customer&id={first}")
+    for _ in range(100):  # Playwright calls its route handlers while the test waits in one of its calls
+        if held:
+            break
+        page.wait_for_timeout(50)
+    assert held, "the first person's request never came"
+    page.fill("#person-search input[name=id]", second)
+    page.click("#person-search button[type=submit]")
+    expect(page.locator("#person-name")).to_have_text(wanted["displayName"])
+    with page.expect_response(lambda response: f"/v0/models/customer/{first}?" in response.url):
+        held[0].continue_()
+    page.evaluate("() => new Promise((done) => setTimeout(done, 100))")  # its handler has run
+    expect(page.locator("#person-name")).to_have_text(wanted["displayName"])
+    expect(page.locator("#person-ids [data-id]")).to_have_text(wanted["ids"])

@@ -148,11 +148,12 @@
     clearError();
     form.elements.model.value = model;
     form.elements.id.value = id;
-    current = { model, id, before: null };
+    const asked = (current = { model, id, before: null });
     let person;
     try {
       person = await api(`/v0/models/${encodeURIComponent(model)}/${encodeURIComponent(id)}`, { query: { limit: PAGE }, errors: false });
     } catch (error) {
+      if (current !== asked) return; // another person was opened meanwhile
       if (error instanceof ApiError && error.status === 404) {
         $("#person-missing-text").textContent = error.message;
         showOnly("missing");
@@ -162,6 +163,7 @@
       showError(error);
       throw error;
     }
+    if (current !== asked) return; // another person was opened meanwhile: theirs is shown
     render(person);
     showOnly("person");
     document.title = `${person.displayName || person.id} · People · funnels`;
@@ -185,9 +187,10 @@
     const button = event.currentTarget;
     button.disabled = true;
     try {
-      const { model, id, before } = current;
+      const asked = current;
+      const { model, id, before } = asked;
       const person = await api(`/v0/models/${encodeURIComponent(model)}/${encodeURIComponent(id)}`, { query: { limit: PAGE, before } });
-      appendTimeline(person.timeline);
+      if (current === asked) appendTimeline(person.timeline);
     } finally {
       button.disabled = false;
     }
