@@ -12,8 +12,9 @@ duplicates (`deduplicate_merge_projection_mode = 'rebuild'`, which a ReplacingMe
 projection), so it always counts what the table holds.
 
 Identity links (docs/semantics.md, "Users and persons"): a materialized view on `events` turns every row
-that carries a user id and a key (its anonymous id, or an alias' `previousId`) into an `argMin` claim in
-`identity_links`, an AggregatingMergeTree keyed by that key; every way rows enter the table (shipping,
+that carries a user id and a key (its anonymous id, or an alias' `previousId`) into a claim (time, event
+id, user id) in `identity_links`, an AggregatingMergeTree keyed by that key that keeps each key's least
+claim (its link: the earliest claim's user); every way rows enter the table (shipping,
 imports, the native Parquet path) feeds it, and a row stored twice claims nothing new. A bulk import
 drops the view for the load and adds its rows' links in one pass after it (`links_after_load`). The
 `identity_persons` dictionary holds each key's person (its link followed at most twice, resolved in the
@@ -93,7 +94,7 @@ def links_select(rows: str = "1") -> str:
     previousId when that is a JSON string; never the row's own user id). The materialized view runs it on
     each inserted block; backfills run it on stored rows."""
     return (
-        "SELECT key, argMinState(user_id, (ts, event_id)) AS claim FROM events "
+        "SELECT key, min((ts, event_id, user_id)) AS claim FROM events "
         "ARRAY JOIN arrayFilter(k -> k != '' AND k != user_id, [anonymous_id, "
         "if(type = 'alias' AND JSONType(properties, 'previousId') = 'String', "
         "JSONExtractString(properties, 'previousId'), '')]) AS key "
@@ -102,15 +103,19 @@ def links_select(rows: str = "1") -> str:
 
 
 LINKS_SELECT = links_select()
+# A claim is (time, event id, user id); the smallest wins, so a key links to its earliest claim's user, and
+# two claims of one time and event id (the same event stored under two user ids) resolve the same way on
+# every merge. Its time is what tells whether a new claim can win (`funnels.store.links`).
+CLAIM_TYPE = "Tuple(DateTime64(3, 'UTC'), String, String)"
 LINKS_VIEW_DDL = f"CREATE MATERIALIZED VIEW IF NOT EXISTS {LINKS_VIEW} TO {LINKS_TABLE} AS {LINKS_SELECT}"
 LINKS_DDL = (
     f"CREATE TABLE IF NOT EXISTS {LINKS_TABLE} (\n"
     "    key String,\n"
-    "    claim AggregateFunction(argMin, String, Tuple(DateTime64(3, 'UTC'), String))\n"
+    f"    claim SimpleAggregateFunction(min, {CLAIM_TYPE})\n"
     ") ENGINE = AggregatingMergeTree\nORDER BY key"
 )
 # A key's person: the user it links to, and that user's own link if it has one (two links at most).
-_LINKS = f"(SELECT key, argMinMerge(claim) AS user FROM {LINKS_TABLE} GROUP BY key)"
+_LINKS = f"(SELECT key, min(claim).3 AS user FROM {LINKS_TABLE} GROUP BY key)"
 PERSONS_SOURCE_DDL = (
     f"CREATE OR REPLACE VIEW {PERSONS_SOURCE} AS "
     "SELECT first.key AS key, if(second.user != '', second.user, first.user) AS person "
@@ -246,7 +251,17 @@ class EventStore:
     def _add_identity_links(self) -> None:
         """Create the links table, its view and the persons dictionary. A data directory made before them
         (no view yet) has its links backfilled once from the stored events; the backfill runs before the
-        view exists and adds only argMin claims, so repeating it after a crash changes nothing."""
+        view exists and adds only claims, which a min keeps once, so repeating it after a crash changes
+        nothing. A links table of the first version (an argMin state per claim, which does not tell the
+        claim's time) is dropped and rebuilt the same way."""
+        claim = self.query(
+            "SELECT type FROM system.columns WHERE database = currentDatabase() AND table = {table:String} "
+            "AND name = 'claim'",
+            {"table": LINKS_TABLE},
+        ).first()
+        if claim is not None and str(claim[0]).startswith("AggregateFunction("):
+            self.execute(f"DROP VIEW IF EXISTS {LINKS_VIEW}")
+            self.execute(f"DROP TABLE {LINKS_TABLE}")
         self.execute(LINKS_DDL)
         found = self.query(
             "SELECT count() FROM system.tables WHERE database = currentDatabase() AND name = {name:String}",
@@ -325,9 +340,9 @@ class EventStore:
         """Bulk-load mode for the identity links: the view is dropped during the load, then recreated, and
         the links of the rows stored meanwhile (received at `received_ms`, as an import stamps its rows, or
         shipped with a `log_seq` above today's) are added from the table in one pass. Computing them block
-        by block cost the native Parquet import about a third of its rate (docs/benchmarks.md). Claims are
-        argMin states, so adding a row's claim twice changes nothing; the view is back before that pass,
-        so a row inserted meanwhile is caught by one or the other. After a crash in between there is no
+        by block cost the native Parquet import about a third of its rate (docs/benchmarks.md). A key keeps
+        the least of its claims, so adding a row's claim twice changes nothing; the view is back before that
+        pass, so a row inserted meanwhile is caught by one or the other. After a crash in between there is no
         view, and the next open backfills every link."""
         since = self.max_log_seq()
         self.execute(f"DROP VIEW IF EXISTS {LINKS_VIEW}")
@@ -351,7 +366,7 @@ class EventStore:
         current = key
         for _ in range(2):
             row = self.query(
-                f"SELECT argMinMerge(claim) FROM {LINKS_TABLE} WHERE key = {{key:String}}", {"key": current}
+                f"SELECT min(claim).3 FROM {LINKS_TABLE} WHERE key = {{key:String}}", {"key": current}
             ).first()
             if row is None or not row[0] or row[0] == key or row[0] in found:
                 break
@@ -364,7 +379,7 @@ class EventStore:
         if not users:
             return []
         rows = self.query(
-            f"SELECT key FROM {LINKS_TABLE} GROUP BY key HAVING argMinMerge(claim) IN {{users:Array(String)}} "
+            f"SELECT key FROM {LINKS_TABLE} GROUP BY key HAVING min(claim).3 IN {{users:Array(String)}} "
             "ORDER BY key LIMIT {limit:UInt32}",
             {"users": list(users), "limit": limit},
         ).rows
