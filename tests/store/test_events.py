@@ -1,6 +1,6 @@
 """The events table's `names_by_day` projection: present on new and older tables, and counting what the table
 holds after a merge collapses duplicates. The identity links: backfilled once on a table made before them,
-and which inserts may add one."""
+rebuilt from the first version's table, and read back for keys the store does not remember."""
 
 from __future__ import annotations
 
@@ -8,10 +8,6 @@ import time
 from pathlib import Path
 from unittest.mock import ANY
 
-import pyarrow as pa
-import pytest
-
-from funnels.events import Event
 from funnels.store.events import (
     LINKS_TABLE,
     LINKS_VIEW,
@@ -19,8 +15,6 @@ from funnels.store.events import (
     PERSONS_DICTIONARY,
     PERSONS_SOURCE,
     EventStore,
-    events_to_arrow,
-    may_link,
 )
 from tests.analytics.conftest import at, ev
 
@@ -118,6 +112,12 @@ def test_a_table_made_before_identity_links_is_backfilled_once_on_open(tmp_path:
 def test_a_links_table_of_argmin_states_is_rebuilt_with_each_claims_time_on_open(tmp_path: Path) -> None:
     store = EventStore(tmp_path)
     try:  # the first version's table and view: an argMin state per key, which does not tell a claim's time
+        store.insert_events(
+            [
+                ev("u2", at(0, 2000), "identify", anonymous_id="a1"),
+                ev("u1", at(0, 1000), "track", anonymous_id="a1"),
+            ]
+        )
         store.execute(f"DROP VIEW {LINKS_VIEW}")
         store.execute(f"DROP TABLE {LINKS_TABLE}")
         store.execute(
@@ -125,17 +125,12 @@ def test_a_links_table_of_argmin_states_is_rebuilt_with_each_claims_time_on_open
             "claim AggregateFunction(argMin, String, Tuple(DateTime64(3, 'UTC'), String))) "
             "ENGINE = AggregatingMergeTree ORDER BY key"
         )
-        store.execute(
-            f"CREATE MATERIALIZED VIEW {LINKS_VIEW} TO {LINKS_TABLE} AS SELECT anonymous_id AS key, "
-            "argMinState(user_id, (ts, event_id)) AS claim FROM events "
+        old_select = (
+            "SELECT anonymous_id AS key, argMinState(user_id, (ts, event_id)) AS claim FROM events "
             "WHERE user_id != '' AND anonymous_id NOT IN ('', user_id) GROUP BY key"
         )
-        store.insert_events(
-            [
-                ev("u2", at(0, 2000), "identify", anonymous_id="a1"),
-                ev("u1", at(0, 1000), "track", anonymous_id="a1"),
-            ]
-        )
+        store.execute(f"INSERT INTO {LINKS_TABLE} {old_select}")
+        store.execute(f"CREATE MATERIALIZED VIEW {LINKS_VIEW} TO {LINKS_TABLE} AS {old_select}")
     finally:
         store.close()
     store = EventStore(tmp_path)
@@ -151,21 +146,25 @@ def test_a_links_table_of_argmin_states_is_rebuilt_with_each_claims_time_on_open
         store.close()
 
 
-@pytest.mark.parametrize(
-    ("events", "expected"),
-    [
-        ([ev("u1", at(0))], False),
-        ([ev("", at(0), anonymous_id="a1")], False),
-        ([ev("u1", at(0)), ev("u2", at(0), anonymous_id="a2")], True),
-        ([ev("u1", at(0), "alias", props={"previousId": "u0"})], True),
-    ],
-    ids=["user-only", "anonymous-only", "both-ids", "alias"],
-)
-def test_which_inserts_may_add_a_link(events: list[Event], expected: bool) -> None:
-    assert may_link(events_to_arrow(events)) is expected
-
-
-def test_a_table_without_the_id_columns_adds_no_link() -> None:
-    assert not may_link(pa.table({"event_id": ["e1"], "type": ["track"]}))
-    assert may_link(pa.table({"type": ["alias"], "user_id": ["u1"]}))
-    assert not may_link(pa.table({"user_id": [None, "u1"], "anonymous_id": ["a1", None]}))
+def test_known_links_are_read_back_after_an_eviction_and_a_restart(tmp_path: Path) -> None:
+    """A key this process does not remember (pushed out of its memory of two keys, or from before a restart)
+    is looked up in the links table: repeating its link marks nothing behind, a new key does."""
+    store = EventStore(tmp_path, known_links=2)
+    try:
+        identifies = [ev(f"u{n}", at(0, n), "identify", anonymous_id=f"a{n}") for n in range(4)]
+        before = store.links_generation
+        store.insert_events(identifies)
+        assert store.links_generation == before + 1
+        store.insert_events([ev("u0", at(0, 100), "track", anonymous_id="a0")])  # a0 was pushed out
+        assert store.links_generation == before + 1
+    finally:
+        store.close()
+    store = EventStore(tmp_path)
+    try:
+        before = store.links_generation
+        store.insert_events([ev(f"u{n}", at(0, 200), "track", anonymous_id=f"a{n}") for n in range(4)])
+        assert store.links_generation == before
+        store.insert_events([ev("u9", at(0, 300), "identify", anonymous_id="a9")])
+        assert store.links_generation == before + 1
+    finally:
+        store.close()

@@ -20,9 +20,11 @@ drops the view for the load and adds its rows' links in one pass after it (`link
 `identity_persons` dictionary holds each key's person (its link followed at most twice, resolved in the
 dictionary's source query), both as 64-bit hashes, so a stitched funnel does one in-memory integer lookup
 per scanned row and groups by an integer. It is reloaded only when it is behind: every insert whose rows
-may carry a link bumps a generation counter, and a query that reads the dictionary (`query(...,
+may change a link bumps a generation counter, and a query that reads the dictionary (`query(...,
 persons=True)`) first reloads it if its generation is older, under the store's lock, so a query always sees
-the links of every event stored before it.
+the links of every event stored before it. Whether rows may change a link is told from their claims and
+the links known of their keys (`funnels.store.links`): a batch that only repeats known links (analytics.js
+sends both ids on every event once a visitor has identified) leaves the dictionary as it is.
 """
 
 from __future__ import annotations
@@ -36,10 +38,10 @@ from typing import Any
 
 import orjson
 import pyarrow as pa
-import pyarrow.compute as pc
 from chdb import session as chdb_session
 
 from funnels.events import Event
+from funnels.store.links import Claim, KnownLinks, batch_claims, settle
 from funnels.types import STANDARD_COLUMNS
 
 HIGH_CARDINALITY = frozenset({"referrer", "page_path", "ref"})
@@ -180,25 +182,6 @@ class Results:
         return self.rows[0] if self.rows else None
 
 
-def may_link(table: pa.Table) -> bool:
-    """Whether any row may create an identity link: it has both ids, or it is an alias."""
-    names = set(table.column_names)
-
-    def present(name: str) -> pa.ChunkedArray | None:
-        if name not in names:
-            return None
-        return pc.fill_null(pc.not_equal(table.column(name), ""), False)
-
-    user, anonymous = present("user_id"), present("anonymous_id")
-    if user is None:
-        return False
-    linking = pc.and_(user, anonymous) if anonymous is not None else None
-    if "type" in names:
-        alias = pc.fill_null(pc.equal(table.column("type"), "alias"), False)
-        linking = alias if linking is None else pc.or_(linking, alias)
-    return linking is not None and bool(pc.any(linking).as_py())
-
-
 def events_to_arrow(events: Sequence[Event], log_seqs: Sequence[int] | None = None) -> pa.Table:
     """Events as an Arrow table in the store's column order."""
     columns: dict[str, list[Any]] = {
@@ -221,13 +204,17 @@ def events_to_arrow(events: Sequence[Event], log_seqs: Sequence[int] | None = No
 class EventStore:
     """The embedded event store. One instance per process; calls are serialized by a lock."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, known_links: int = 100_000) -> None:
         path.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._lock = threading.Lock()
         self._session = chdb_session.Session(str(path))
-        # Inserts that may have added links, and the count the persons dictionary last loaded at.
+        # Inserts that may have changed a link, and the count the persons dictionary last loaded at.
         self._links_generation, self._persons_generation = 1, 0
+        self.persons_loads = 0  # how many times a query (re)loaded the persons dictionary
+        # The links of the keys claimed lately (`funnels.store.links`), and whether a bulk load runs.
+        self._known = KnownLinks(known_links)
+        self._loading = False
         self.execute(EVENTS_DDL)
         self._add_names_projection()
         self._add_identity_links()
@@ -280,10 +267,7 @@ class EventStore:
     def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> None:
         """Run a statement that returns nothing."""
         with self._lock:
-            try:
-                self._session.query(sql, "Null", params=bind_params(params))
-            except Exception as error:  # chDB raises plain RuntimeError/ChdbError
-                raise EventStoreError(str(error)) from error
+            self._run(sql, params)
 
     def query(self, sql: str, params: Mapping[str, Any] | None = None, persons: bool = False) -> Results:
         """Run a SELECT; every user value must come in `params` (bound as ClickHouse query parameters).
@@ -291,33 +275,71 @@ class EventStore:
         `persons`: the query reads the `identity_persons` dictionary, which is reloaded first when an insert
         may have added links since it last loaded."""
         with self._lock:
-            try:
-                if persons and self._persons_generation != self._links_generation:
-                    generation = self._links_generation
-                    self._session.query(f"SYSTEM RELOAD DICTIONARY {PERSONS_DICTIONARY}", "Null")
-                    self._persons_generation = generation
-                raw = self._session.query(sql, "JSONCompact", params=bind_params(params)).bytes()
-            except Exception as error:
-                raise EventStoreError(str(error)) from error
+            if persons and self._persons_generation != self._links_generation:
+                generation = self._links_generation
+                self._run(f"SYSTEM RELOAD DICTIONARY {PERSONS_DICTIONARY}")
+                self._persons_generation = generation
+                self.persons_loads += 1
+            return self._select(sql, params)
+
+    def _run(self, sql: str, params: Mapping[str, Any] | None = None) -> None:
+        try:
+            self._session.query(sql, "Null", params=bind_params(params))
+        except Exception as error:  # chDB raises plain RuntimeError/ChdbError
+            raise EventStoreError(str(error)) from error
+
+    def _select(self, sql: str, params: Mapping[str, Any] | None = None) -> Results:
+        try:
+            raw = self._session.query(sql, "JSONCompact", params=bind_params(params)).bytes()
+        except Exception as error:
+            raise EventStoreError(str(error)) from error
         if not raw:
             return Results(meta=[], rows=[])
         body = orjson.loads(raw)
         return Results(meta=body["meta"], rows=body["data"], statistics=body.get("statistics", {}))
 
+    @property
+    def links_generation(self) -> int:
+        """How many inserts so far may have changed an identity link (a stitched query reloads the persons
+        dictionary first when one came since it last loaded)."""
+        return self._links_generation
+
     def insert_arrow(self, table: pa.Table) -> None:
-        """Append an Arrow table whose columns are (a subset of) the store's columns, in one insert."""
+        """Append an Arrow table whose columns are (a subset of) the store's columns, in one insert. The
+        persons dictionary is marked behind only when the rows may change a link: they claim a key without
+        one, or claim a key earlier than its link for another user (`funnels.store.links`)."""
         if table.num_rows == 0:
             return
         names = ", ".join(table.column_names)
-        linking = may_link(table)
+        claims = None if self._loading else batch_claims(table)  # None: may change any link
         with self._lock:
+            changes, after = self._settle(claims)
             try:
-                self._session.query(f"INSERT INTO events ({names}) SELECT {names} FROM Python(table)", "Null")
-            except Exception as error:
-                raise EventStoreError(str(error)) from error
+                self._run(f"INSERT INTO events ({names}) SELECT {names} FROM Python(table)")
+                self._known.update(after)
             finally:  # a failed insert may have written some blocks
-                if linking:
+                if changes:
                     self._links_generation += 1
+
+    def _settle(self, claims: dict[str, Claim] | None) -> tuple[bool, dict[str, Claim | None]]:
+        """Whether an insert with these claims may change a link, and the links known after it. During a
+        bulk load the view is off: the load's end adds the links and marks the dictionary behind."""
+        if self._loading:
+            return False, {}
+        if claims is None:
+            return True, {}
+        unknown = [key for key in claims if key not in self._known]
+        stored = self._stored_links(unknown) if unknown else {}
+        return settle(claims, {key: self._known.get(key) or stored.get(key) for key in claims})
+
+    def _stored_links(self, keys: list[str]) -> dict[str, Claim]:
+        """The links of these keys as the links table holds them (a lookup by its primary key)."""
+        rows = self._select(
+            "SELECT key, toUnixTimestamp64Milli(least.1), least.2, least.3 FROM (SELECT key, min(claim) AS "
+            f"least FROM {LINKS_TABLE} WHERE key IN {{keys:Array(String)}} GROUP BY key)",
+            {"keys": keys},
+        ).rows
+        return {str(key): (int(ms), str(event_id), str(user)) for key, ms, event_id, user in rows}
 
     def insert_select(
         self, columns: Sequence[str], select: str, params: Mapping[str, Any], linking: bool = True
@@ -326,14 +348,16 @@ class EventStore:
         whether the rows may carry identity links (when unsure, say so: it costs one dictionary reload)."""
         with self._lock:
             try:
-                self._session.query(
-                    f"INSERT INTO events ({', '.join(columns)}) {select}", "Null", params=bind_params(params)
-                )
-            except Exception as error:
-                raise EventStoreError(str(error)) from error
+                self._run(f"INSERT INTO events ({', '.join(columns)}) {select}", params)
             finally:
                 if linking:
-                    self._links_generation += 1
+                    self._links_changed()
+
+    def _links_changed(self) -> None:
+        """Links may have changed in ways not followed claim by claim: mark the persons dictionary behind and
+        forget the links known (under the lock)."""
+        self._links_generation += 1
+        self._known.clear()
 
     @contextmanager
     def links_after_load(self, received_ms: int) -> Iterator[None]:
@@ -345,6 +369,7 @@ class EventStore:
         pass, so a row inserted meanwhile is caught by one or the other. After a crash in between there is no
         view, and the next open backfills every link."""
         since = self.max_log_seq()
+        self._loading = True
         self.execute(f"DROP VIEW IF EXISTS {LINKS_VIEW}")
         try:
             yield
@@ -353,11 +378,15 @@ class EventStore:
             rows = (
                 "received_at = fromUnixTimestamp64Milli({received:Int64}, 'UTC') OR log_seq > {since:UInt64}"
             )
-            self.execute(
-                f"INSERT INTO {LINKS_TABLE} {links_select(rows)}", {"received": received_ms, "since": since}
-            )
             with self._lock:
-                self._links_generation += 1
+                self._loading = False
+                try:
+                    self._run(
+                        f"INSERT INTO {LINKS_TABLE} {links_select(rows)}",
+                        {"received": received_ms, "since": since},
+                    )
+                finally:
+                    self._links_changed()
 
     def linked_users(self, key: str) -> list[str]:
         """The users `key` links to, nearest first: its own link, then that user's (at most two, as a
@@ -387,10 +416,12 @@ class EventStore:
 
     def truncate(self) -> None:
         """Delete every event, and with them every identity link (tests start over with it)."""
-        self.execute("TRUNCATE TABLE events")
-        self.execute(f"TRUNCATE TABLE {LINKS_TABLE}")
         with self._lock:
-            self._links_generation += 1
+            try:
+                self._run("TRUNCATE TABLE events")
+                self._run(f"TRUNCATE TABLE {LINKS_TABLE}")
+            finally:
+                self._links_changed()
 
     def insert_events(self, events: Sequence[Event], log_seqs: Sequence[int] | None = None) -> None:
         self.insert_arrow(events_to_arrow(events, log_seqs))
