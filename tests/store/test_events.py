@@ -1,6 +1,7 @@
 """The events table's `names_by_day` projection: present on new and older tables, and counting what the table
 holds after a merge collapses duplicates. The identity links: backfilled once on a table made before them,
-rebuilt from the first version's table, and read back for keys the store does not remember."""
+rebuilt from the first version's table, read back for keys the store does not remember, and found by user
+through the keys-by-user table."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from pathlib import Path
 from unittest.mock import ANY
 
 from funnels.store.events import (
+    KEYS_BY_USER,
+    KEYS_BY_USER_VIEW,
     LINKS_TABLE,
     LINKS_VIEW,
     NAMES_PROJECTION,
@@ -73,6 +76,8 @@ def test_a_table_made_before_identity_links_is_backfilled_once_on_open(tmp_path:
         for statement in (
             f"DROP DICTIONARY {PERSONS_DICTIONARY}",
             f"DROP VIEW {PERSONS_SOURCE}",
+            f"DROP VIEW {KEYS_BY_USER_VIEW}",
+            f"DROP TABLE {KEYS_BY_USER}",
             f"DROP VIEW {LINKS_VIEW}",
             f"DROP TABLE {LINKS_TABLE}",
         ):
@@ -118,8 +123,13 @@ def test_a_links_table_of_argmin_states_is_rebuilt_with_each_claims_time_on_open
                 ev("u1", at(0, 1000), "track", anonymous_id="a1"),
             ]
         )
-        store.execute(f"DROP VIEW {LINKS_VIEW}")
-        store.execute(f"DROP TABLE {LINKS_TABLE}")
+        for statement in (
+            f"DROP VIEW {KEYS_BY_USER_VIEW}",
+            f"DROP TABLE {KEYS_BY_USER}",
+            f"DROP VIEW {LINKS_VIEW}",
+            f"DROP TABLE {LINKS_TABLE}",
+        ):
+            store.execute(statement)
         store.execute(
             f"CREATE TABLE {LINKS_TABLE} (key String, "
             "claim AggregateFunction(argMin, String, Tuple(DateTime64(3, 'UTC'), String))) "
@@ -166,5 +176,42 @@ def test_known_links_are_read_back_after_an_eviction_and_a_restart(tmp_path: Pat
         assert store.links_generation == before
         store.insert_events([ev("u9", at(0, 300), "identify", anonymous_id="a9")])
         assert store.links_generation == before + 1
+    finally:
+        store.close()
+
+
+def test_keys_linked_to_users_come_from_the_keys_by_user_table_checked_against_the_links(
+    tmp_path: Path,
+) -> None:
+    store = EventStore(tmp_path)
+    try:
+        store.insert_events(
+            [
+                ev("u1", at(0, 1000), "identify", anonymous_id="a2"),
+                ev("u1", at(0, 1000), "identify", anonymous_id="a1"),
+                ev("u1", at(0, 1000), "identify", anonymous_id="a3"),
+                ev("u2", at(0, 2000), "identify", anonymous_id="a4"),
+            ]
+        )
+        assert store.keys_linked_to(["u1"], 10) == ["a1", "a2", "a3"]
+        assert store.keys_linked_to(["u1"], 2) == ["a1", "a2"]
+        store.insert_events([ev("u2", at(0, 500), "identify", anonymous_id="a1")])  # a1 is u2's now
+        assert store.keys_linked_to(["u1"], 10) == ["a2", "a3"]
+        assert store.keys_linked_to(["u1", "u2"], 10) == ["a1", "a2", "a3", "a4"]
+        # What it looks users up in: every claim that was its key's least when stored, a1's old one too.
+        pairs = store.query(f"SELECT user, key FROM {KEYS_BY_USER} FINAL ORDER BY user, key").rows
+        assert pairs == [["u1", "a1"], ["u1", "a2"], ["u1", "a3"], ["u2", "a1"], ["u2", "a4"]]
+        # A data directory from before the table: backfilled from the links on open.
+        store.execute(f"DROP VIEW {KEYS_BY_USER_VIEW}")
+        store.execute(f"DROP TABLE {KEYS_BY_USER}")
+    finally:
+        store.close()
+    store = EventStore(tmp_path)
+    try:
+        pairs = store.query(f"SELECT user, key FROM {KEYS_BY_USER} FINAL ORDER BY user, key").rows
+        assert pairs == [["u1", "a2"], ["u1", "a3"], ["u2", "a1"], ["u2", "a4"]]  # the links alone
+        assert store.keys_linked_to(["u1"], 10) == ["a2", "a3"]
+        store.insert_events([ev("u5", at(0, 100), "identify", anonymous_id="a5")])  # the view feeds it
+        assert store.keys_linked_to(["u5"], 10) == ["a5"]
     finally:
         store.close()

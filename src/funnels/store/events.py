@@ -87,6 +87,8 @@ EVENTS_DDL = (
 
 LINKS_TABLE = "identity_links"
 LINKS_VIEW = "identity_links_mv"
+KEYS_BY_USER = "identity_keys_by_user"
+KEYS_BY_USER_VIEW = "identity_keys_by_user_mv"
 PERSONS_SOURCE = "identity_persons_source"
 PERSONS_DICTIONARY = "identity_persons"
 
@@ -115,6 +117,18 @@ LINKS_DDL = (
     "    key String,\n"
     f"    claim SimpleAggregateFunction(min, {CLAIM_TYPE})\n"
     ") ENGINE = AggregatingMergeTree\nORDER BY key"
+)
+# Every (user, key) pair of a claim that was its key's least in some insert into the links table: a key's
+# link is among them, so the keys linked to a user are found by this table's primary key, then checked
+# against their links (`keys_linked_to`). Fed by a view on the links table, so every way links are added
+# (the view on events, backfills, the pass after a bulk load) feeds it too.
+KEYS_BY_USER_DDL = (
+    f"CREATE TABLE IF NOT EXISTS {KEYS_BY_USER} (user String, key String) "
+    "ENGINE = ReplacingMergeTree ORDER BY (user, key)"
+)
+KEYS_BY_USER_VIEW_DDL = (
+    f"CREATE MATERIALIZED VIEW IF NOT EXISTS {KEYS_BY_USER_VIEW} TO {KEYS_BY_USER} AS "
+    f"SELECT claim.3 AS user, key FROM {LINKS_TABLE}"
 )
 # A key's person: the user it links to, and that user's own link if it has one (two links at most).
 _LINKS = f"(SELECT key, min(claim).3 AS user FROM {LINKS_TABLE} GROUP BY key)"
@@ -236,29 +250,41 @@ class EventStore:
         self.execute(f"ALTER TABLE events MATERIALIZE PROJECTION {NAMES_PROJECTION}")
 
     def _add_identity_links(self) -> None:
-        """Create the links table, its view and the persons dictionary. A data directory made before them
-        (no view yet) has its links backfilled once from the stored events; the backfill runs before the
-        view exists and adds only claims, which a min keeps once, so repeating it after a crash changes
-        nothing. A links table of the first version (an argMin state per claim, which does not tell the
-        claim's time) is dropped and rebuilt the same way."""
+        """Create the links table, the keys-by-user table, their views and the persons dictionary. A data
+        directory made before one of the views gets its table backfilled once, before the view exists: the
+        keys by user from the links, the links from the stored events (through the keys-by-user view). A
+        backfill adds only claims, which a min keeps once, and pairs, which the keys-by-user table holds
+        once, so repeating it after a crash changes nothing. A links table of the first version (an argMin
+        state per claim, which does not tell the claim's time) is dropped and rebuilt the same way."""
         claim = self.query(
             "SELECT type FROM system.columns WHERE database = currentDatabase() AND table = {table:String} "
             "AND name = 'claim'",
             {"table": LINKS_TABLE},
         ).first()
         if claim is not None and str(claim[0]).startswith("AggregateFunction("):
-            self.execute(f"DROP VIEW IF EXISTS {LINKS_VIEW}")
-            self.execute(f"DROP TABLE {LINKS_TABLE}")
+            for view in (LINKS_VIEW, KEYS_BY_USER_VIEW):
+                self.execute(f"DROP VIEW IF EXISTS {view}")
+            for table in (LINKS_TABLE, KEYS_BY_USER):
+                self.execute(f"DROP TABLE IF EXISTS {table}")
         self.execute(LINKS_DDL)
-        found = self.query(
-            "SELECT count() FROM system.tables WHERE database = currentDatabase() AND name = {name:String}",
-            {"name": LINKS_VIEW},
-        ).first()
-        if found is None or not int(found[0]):
+        if not self._exists(KEYS_BY_USER_VIEW):
+            self.execute(KEYS_BY_USER_DDL)
+            self.execute(
+                f"INSERT INTO {KEYS_BY_USER} SELECT min(claim).3, key FROM {LINKS_TABLE} GROUP BY key"
+            )
+            self.execute(KEYS_BY_USER_VIEW_DDL)
+        if not self._exists(LINKS_VIEW):
             self.execute(f"INSERT INTO {LINKS_TABLE} {LINKS_SELECT}")
             self.execute(LINKS_VIEW_DDL)
         self.execute(PERSONS_SOURCE_DDL)
         self.execute(PERSONS_DDL)
+
+    def _exists(self, name: str) -> bool:
+        found = self.query(
+            "SELECT count() FROM system.tables WHERE database = currentDatabase() AND name = {name:String}",
+            {"name": name},
+        ).first()
+        return found is not None and int(found[0]) > 0
 
     def close(self) -> None:
         with self._lock:
@@ -404,11 +430,14 @@ class EventStore:
         return found
 
     def keys_linked_to(self, users: Sequence[str], limit: int) -> list[str]:
-        """Up to `limit` keys (anonymous or aliased ids) whose own link is one of `users`, in key order."""
+        """Up to `limit` keys (anonymous or aliased ids) whose own link is one of `users`, in key order: the
+        keys ever claimed by them (`identity_keys_by_user`), kept where the claim is still the key's link;
+        both reads go by a table's primary key."""
         if not users:
             return []
         rows = self.query(
-            f"SELECT key FROM {LINKS_TABLE} GROUP BY key HAVING min(claim).3 IN {{users:Array(String)}} "
+            f"SELECT key FROM {LINKS_TABLE} WHERE key IN (SELECT key FROM {KEYS_BY_USER} WHERE user IN "
+            "{users:Array(String)}) GROUP BY key HAVING min(claim).3 IN {users:Array(String)} "
             "ORDER BY key LIMIT {limit:UInt32}",
             {"users": list(users), "limit": limit},
         ).rows
@@ -418,8 +447,8 @@ class EventStore:
         """Delete every event, and with them every identity link (tests start over with it)."""
         with self._lock:
             try:
-                self._run("TRUNCATE TABLE events")
-                self._run(f"TRUNCATE TABLE {LINKS_TABLE}")
+                for table in ("events", LINKS_TABLE, KEYS_BY_USER):
+                    self._run(f"TRUNCATE TABLE {table}")
             finally:
                 self._links_changed()
 
