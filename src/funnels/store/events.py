@@ -362,10 +362,11 @@ class EventStore:
         """The links of these keys as the links table holds them (a lookup by its primary key)."""
         rows = self._select(
             "SELECT key, toUnixTimestamp64Milli(least.1), least.2, least.3 FROM (SELECT key, min(claim) AS "
-            f"least FROM {LINKS_TABLE} WHERE key IN {{keys:Array(String)}} GROUP BY key)",
+            f"least FROM {LINKS_TABLE} WHERE key IN {{keys:Array(String)}} GROUP BY key) "
+            "SETTINGS output_format_json_quote_64bit_integers = 0",  # the times as JSON numbers
             {"keys": keys},
         ).rows
-        return {str(key): (int(ms), str(event_id), str(user)) for key, ms, event_id, user in rows}
+        return {key: (ms, event_id, user) for key, ms, event_id, user in rows}
 
     def insert_select(
         self, columns: Sequence[str], select: str, params: Mapping[str, Any], linking: bool = True
