@@ -6,8 +6,11 @@ through the keys-by-user table."""
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 from unittest.mock import ANY
+
+import pytest
 
 from funnels.store.events import (
     KEYS_BY_USER,
@@ -213,5 +216,23 @@ def test_keys_linked_to_users_come_from_the_keys_by_user_table_checked_against_t
         assert store.keys_linked_to(["u1"], 10) == ["a2", "a3"]
         store.insert_events([ev("u5", at(0, 100), "identify", anonymous_id="a5")])  # the view feeds it
         assert store.keys_linked_to(["u5"], 10) == ["a5"]
+    finally:
+        store.close()
+
+
+def test_a_bulk_load_marks_the_dictionary_behind_once_at_its_end_even_when_it_fails(tmp_path: Path) -> None:
+    store = EventStore(tmp_path)
+    try:
+        received = at(1)
+        before = store.links_generation
+        with store.links_after_load(received):  # the view is off: the load's rows are not told apart
+            store.insert_events([replace(ev("u1", at(0), anonymous_id="a1"), received_ms=received)])
+            assert store.links_generation == before
+        assert store.links_generation == before + 1 and links(store) == [["a1", "u1"]]
+        with pytest.raises(RuntimeError), store.links_after_load(received):
+            raise RuntimeError("the load failed")
+        assert store.links_generation == before + 2
+        store.insert_events([ev("u2", at(0, 5), anonymous_id="a2")])  # told apart again: a new key
+        assert store.links_generation == before + 3 and links(store) == [["a1", "u1"], ["a2", "u2"]]
     finally:
         store.close()

@@ -299,7 +299,7 @@ class EventStore:
         """Run a SELECT; every user value must come in `params` (bound as ClickHouse query parameters).
 
         `persons`: the query reads the `identity_persons` dictionary, which is reloaded first when an insert
-        may have added links since it last loaded."""
+        since it last loaded may have changed a link."""
         with self._lock:
             if persons and self._persons_generation != self._links_generation:
                 generation = self._links_generation
@@ -396,18 +396,16 @@ class EventStore:
         pass, so a row inserted meanwhile is caught by one or the other. After a crash in between there is no
         view, and the next open backfills every link."""
         since = self.max_log_seq()
+        rows = "received_at = fromUnixTimestamp64Milli({received:Int64}, 'UTC') OR log_seq > {since:UInt64}"
         self._loading = True
-        self.execute(f"DROP VIEW IF EXISTS {LINKS_VIEW}")
         try:
+            self.execute(f"DROP VIEW IF EXISTS {LINKS_VIEW}")
             yield
         finally:
-            self.execute(LINKS_VIEW_DDL)
-            rows = (
-                "received_at = fromUnixTimestamp64Milli({received:Int64}, 'UTC') OR log_seq > {since:UInt64}"
-            )
             with self._lock:
-                self._loading = False
+                self._loading = False  # whatever failed: inserts must be told apart again
                 try:
+                    self._run(LINKS_VIEW_DDL)
                     self._run(
                         f"INSERT INTO {LINKS_TABLE} {links_select(rows)}",
                         {"received": received_ms, "since": since},
