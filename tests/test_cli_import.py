@@ -10,7 +10,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from funnels.store.events import EventStore
+from funnels.store.chdb_events import ChdbEventStore
 
 FUNNELS = Path(sys.executable).parent / "funnels"
 T0 = 1_704_067_200_000  # 2024-01-01T00:00:00Z
@@ -26,7 +26,7 @@ def funnels_import(data_dir: Path, *files: Path) -> subprocess.CompletedProcess[
 
 
 def stored_count(data_dir: Path) -> int:
-    store = EventStore(data_dir / "events")  # this test process holds no other store
+    store = ChdbEventStore(data_dir / "events")  # this test process holds no other store
     try:
         return store.count()
     finally:

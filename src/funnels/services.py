@@ -22,6 +22,7 @@ from funnels.ingest.committer import GroupCommitter
 from funnels.ingest.log import Shipper
 from funnels.ingest.transaction import apply_signals
 from funnels.settings import DIR_MODE, tighten_data_dir
+from funnels.store.chdb_events import ChdbEventStore
 from funnels.store.events import EventStore, EventStoreError
 from funnels.store.notify import due_soon
 from funnels.store.state import StateStore
@@ -39,7 +40,7 @@ class ImportRunning(Exception):
 
 def open_event_store(data_dir: Path) -> EventStore:
     try:
-        return EventStore(data_dir / "events")
+        return ChdbEventStore(data_dir / "events")
     except EventStoreError as error:
         raise DataDirBusy(str(error)) from error
     except RuntimeError as error:  # chDB refuses a second process on the same directory

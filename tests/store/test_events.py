@@ -12,6 +12,7 @@ from unittest.mock import ANY
 
 import pytest
 
+from funnels.store.chdb_events import ChdbEventStore
 from funnels.store.events import (
     KEYS_BY_USER,
     KEYS_BY_USER_VIEW,
@@ -37,7 +38,7 @@ def names(store: EventStore) -> tuple[list[tuple[str, int]], int]:
 
 
 def test_a_table_made_before_the_projection_gets_it_on_open(tmp_path: Path) -> None:
-    store = EventStore(tmp_path)  # this test process holds no other store
+    store = ChdbEventStore(tmp_path)  # this test process holds no other store
     try:
         store.execute(f"ALTER TABLE events DROP PROJECTION {NAMES_PROJECTION}")
         store.execute("ALTER TABLE events RESET SETTING deduplicate_merge_projection_mode")
@@ -45,7 +46,7 @@ def test_a_table_made_before_the_projection_gets_it_on_open(tmp_path: Path) -> N
         store.insert_events([ev(f"u{i}", at(0, i), "track", "connect") for i in range(500)])
     finally:
         store.close()
-    store = EventStore(tmp_path)
+    store = ChdbEventStore(tmp_path)
     try:
         assert projections(store) == [NAMES_PROJECTION]
         deadline = time.monotonic() + 10  # the existing part is projected by a background mutation
@@ -57,7 +58,7 @@ def test_a_table_made_before_the_projection_gets_it_on_open(tmp_path: Path) -> N
 
 
 def test_the_projection_counts_duplicates_until_a_merge_collapses_them(tmp_path: Path) -> None:
-    store = EventStore(tmp_path)
+    store = ChdbEventStore(tmp_path)
     try:
         event = ev("u1", at(0), "track", "connect", event_id="same")
         store.insert_events([event])
@@ -74,7 +75,7 @@ def links(store: EventStore) -> list[list[str]]:
 
 
 def test_a_table_made_before_identity_links_is_backfilled_once_on_open(tmp_path: Path) -> None:
-    store = EventStore(tmp_path)
+    store = ChdbEventStore(tmp_path)
     try:  # a data directory as an older version left it: events, no links table, view or dictionary
         for statement in (
             f"DROP DICTIONARY {PERSONS_DICTIONARY}",
@@ -95,14 +96,14 @@ def test_a_table_made_before_identity_links_is_backfilled_once_on_open(tmp_path:
         )
     finally:
         store.close()
-    store = EventStore(tmp_path)
+    store = ChdbEventStore(tmp_path)
     try:
         assert links(store) == [["a1", "u3"], ["u1", "u2"]]
         store.insert_events([ev("u4", at(0, 3000), "identify", anonymous_id="a4")])  # the view feeds it now
         assert links(store) == [["a1", "u3"], ["a4", "u4"], ["u1", "u2"]]
     finally:
         store.close()
-    store = EventStore(tmp_path)  # opened again: no second backfill (it would change nothing anyway)
+    store = ChdbEventStore(tmp_path)  # opened again: no second backfill (it would change nothing anyway)
     try:
         assert links(store) == [["a1", "u3"], ["a4", "u4"], ["u1", "u2"]]
         rows = store.query(f"SELECT count() FROM {LINKS_TABLE}").first()
@@ -118,7 +119,7 @@ def test_a_table_made_before_identity_links_is_backfilled_once_on_open(tmp_path:
 
 
 def test_a_links_table_of_argmin_states_is_rebuilt_with_each_claims_time_on_open(tmp_path: Path) -> None:
-    store = EventStore(tmp_path)
+    store = ChdbEventStore(tmp_path)
     try:  # the first version's table and view: an argMin state per key, which does not tell a claim's time
         store.insert_events(
             [
@@ -146,7 +147,7 @@ def test_a_links_table_of_argmin_states_is_rebuilt_with_each_claims_time_on_open
         store.execute(f"CREATE MATERIALIZED VIEW {LINKS_VIEW} TO {LINKS_TABLE} AS {old_select}")
     finally:
         store.close()
-    store = EventStore(tmp_path)
+    store = ChdbEventStore(tmp_path)
     try:
         claims = store.query(
             f"SELECT key, toUnixTimestamp64Milli(min(claim).1), min(claim).2, min(claim).3 FROM {LINKS_TABLE} "
@@ -162,7 +163,7 @@ def test_a_links_table_of_argmin_states_is_rebuilt_with_each_claims_time_on_open
 def test_known_links_are_read_back_after_an_eviction_and_a_restart(tmp_path: Path) -> None:
     """A key this process does not remember (pushed out of its memory of two keys, or from before a restart)
     is looked up in the links table: repeating its link marks nothing behind, a new key does."""
-    store = EventStore(tmp_path, known_links=2)
+    store = ChdbEventStore(tmp_path, known_links=2)
     try:
         identifies = [ev(f"u{n}", at(0, n), "identify", anonymous_id=f"a{n}") for n in range(4)]
         before = store.links_generation
@@ -172,7 +173,7 @@ def test_known_links_are_read_back_after_an_eviction_and_a_restart(tmp_path: Pat
         assert store.links_generation == before + 1
     finally:
         store.close()
-    store = EventStore(tmp_path)
+    store = ChdbEventStore(tmp_path)
     try:
         before = store.links_generation
         store.insert_events([ev(f"u{n}", at(0, 200), "track", anonymous_id=f"a{n}") for n in range(4)])
@@ -186,7 +187,7 @@ def test_known_links_are_read_back_after_an_eviction_and_a_restart(tmp_path: Pat
 def test_keys_linked_to_users_come_from_the_keys_by_user_table_checked_against_the_links(
     tmp_path: Path,
 ) -> None:
-    store = EventStore(tmp_path)
+    store = ChdbEventStore(tmp_path)
     try:
         store.insert_events(
             [
@@ -209,7 +210,7 @@ def test_keys_linked_to_users_come_from_the_keys_by_user_table_checked_against_t
         store.execute(f"DROP TABLE {KEYS_BY_USER}")
     finally:
         store.close()
-    store = EventStore(tmp_path)
+    store = ChdbEventStore(tmp_path)
     try:
         pairs = store.query(f"SELECT user, key FROM {KEYS_BY_USER} FINAL ORDER BY user, key").rows
         assert pairs == [["u1", "a2"], ["u1", "a3"], ["u2", "a1"], ["u2", "a4"]]  # the links alone
@@ -221,7 +222,7 @@ def test_keys_linked_to_users_come_from_the_keys_by_user_table_checked_against_t
 
 
 def test_a_bulk_load_marks_the_dictionary_behind_once_at_its_end_even_when_it_fails(tmp_path: Path) -> None:
-    store = EventStore(tmp_path)
+    store = ChdbEventStore(tmp_path)
     try:
         received = at(1)
         before = store.links_generation

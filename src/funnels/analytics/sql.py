@@ -29,7 +29,7 @@ Users: with `identity=raw` a user is the stored `user_key`; stitched (the defaul
 looked up in the `identity_persons` dictionary (`person`, one in-memory lookup per scanned row, by the
 key's 64-bit hash, answering the person's hash; keys without a link are their own person). `_user` writes
 that expression for every builder; the store keeps the dictionary current (`EventStore.query(...,
-persons=True)`).
+persons=True)`). The SQL is the same on every event-store backend.
 """
 
 from __future__ import annotations
@@ -91,10 +91,8 @@ def filter_sql(item: Filter, bind: Binder) -> str:
             return f"{text} = {bind(item.value, 'String')}"
         case "notEquals":
             return f"{text} != {bind(item.value, 'String')}"
-        case "in" | "notIn":
-            # One String parameter per value: chDB does not quote list parameters for Array(String).
-            values = ", ".join(bind(value, "String") for value in item.values)
-            return f"{text} {'IN' if item.operator == 'in' else 'NOT IN'} ({values})"
+        case "in" | "notIn":  # one Array(String) parameter: the SQL's size does not grow with the values
+            return f"{text} {'IN' if item.operator == 'in' else 'NOT IN'} {bind(list(item.values), 'Array(String)')}"
         case "startsWith":
             return f"startsWith({text}, {bind(item.value, 'String')})"
         case "endsWith":

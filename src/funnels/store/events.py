@@ -1,4 +1,8 @@
-"""The event store: a ClickHouse MergeTree table on chDB (embedded ClickHouse) inside the data directory.
+"""The event store's interface (`EventStore`) and what its backends share: the schema and the identity links.
+
+The store is a ClickHouse MergeTree table: on chDB (embedded ClickHouse) inside the data directory
+(`funnels.store.chdb_events`, the default), or on a ClickHouse server (`funnels.store.server_events`); the
+same DDL and the same analytics SQL run on both.
 
 Rows are sorted by (user_key, ts, event_id), so one user's events sit together in time order, which is what
 funnel queries read. The table is a ReplacingMergeTree keyed on that sort key: a row written twice (the
@@ -30,15 +34,14 @@ sends both ids on every event once a visitor has identified) leaves the dictiona
 from __future__ import annotations
 
 import threading
+from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pyarrow as pa
-from chdb import session as chdb_session
 
 from funnels.events import Event
 from funnels.store.links import Claim, KnownLinks, batch_claims, settle
@@ -141,11 +144,19 @@ PERSONS_SOURCE_DDL = (
 # cost a stitched funnel about 1.13x the raw one, against 1.3x with String keys and persons
 # (docs/benchmarks.md). Two ids merge wrongly only if their 64-bit hashes collide (about 1 in 10^7 for a
 # million persons; a chosen id colliding with a given one is a 2^64 search).
-PERSONS_DDL = (
-    f"CREATE OR REPLACE DICTIONARY {PERSONS_DICTIONARY} (key UInt64, person UInt64) PRIMARY KEY key "
-    "SOURCE(CLICKHOUSE(QUERY 'SELECT sipHash64(key) AS key, sipHash64(person) AS person "
-    f"FROM {PERSONS_SOURCE}')) LAYOUT(HASHED()) LIFETIME(0)"
-)
+
+
+def persons_ddl(source: str = "") -> str:
+    """The persons dictionary. `source`: more of its CLICKHOUSE source's settings (a server needs the user,
+    password and database its load runs as: `funnels.store.server_events`)."""
+    return (
+        f"CREATE OR REPLACE DICTIONARY {PERSONS_DICTIONARY} (key UInt64, person UInt64) PRIMARY KEY key "
+        "SOURCE(CLICKHOUSE(QUERY 'SELECT sipHash64(key) AS key, sipHash64(person) AS person "
+        f"FROM {PERSONS_SOURCE}'{source})) LAYOUT(HASHED()) LIFETIME(0)"
+    )
+
+
+PERSONS_DDL = persons_ddl()
 
 ARROW_SCHEMA = pa.schema(
     [
@@ -157,27 +168,13 @@ ARROW_SCHEMA = pa.schema(
 )
 
 
-_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r", "\0": "\\0", "'": "\\'"})
-
-
-def _bind(value: Any) -> Any:
-    if isinstance(value, str):
-        return value.translate(_ESCAPES)
-    if isinstance(value, list | tuple):  # an `Array(String)` parameter: a literal of quoted strings
-        return "[" + ",".join(f"'{item.translate(_ESCAPES)}'" for item in value) + "]"
-    return value
-
-
-def bind_params(params: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Parameters as chDB needs them: ClickHouse reads string parameter values in its escaped format, so
-    backslashes, control characters and quotes are escaped to arrive exactly as given; a list of strings
-    is an `Array(String)` parameter. Parameters travel beside the SQL text, so they do not count towards
-    ClickHouse's `max_query_size`: a list of values bound as one array keeps the SQL's size fixed."""
-    return {name: _bind(value) for name, value in (params or {}).items()}
-
-
 class EventStoreError(Exception):
     """A query or write the event store refused."""
+
+
+class EventStoreUnavailable(EventStoreError):
+    """The event store could not be reached (a server down, a network failure): nothing was refused, the
+    same call may succeed later. Whether a write that failed so was stored is not known."""
 
 
 @dataclass
@@ -215,20 +212,73 @@ def events_to_arrow(events: Sequence[Event], log_seqs: Sequence[int] | None = No
     return pa.Table.from_pydict(columns, schema=ARROW_SCHEMA)
 
 
-class EventStore:
-    """The embedded event store. One instance per process; calls are serialized by a lock."""
+class EventStore(ABC):
+    """The event store, whichever backend holds it: what funnels, the catalog, the shipper, imports and the
+    people pages ask of it, in their words.
 
-    def __init__(self, path: Path, known_links: int = 100_000) -> None:
-        path.mkdir(parents=True, exist_ok=True)
-        self.path = path
-        self._lock = threading.Lock()
-        self._session = chdb_session.Session(str(path))
+    How it works: the schema, the identity links and the persons dictionary's generation are the same
+    ClickHouse SQL on every backend, so they are written once here over four primitives each backend
+    supplies: `_run` (a statement), `_select` (a query's rows as `Results`), `_insert` (an Arrow table into
+    `events`) and `close`. Every user value reaches them as a bound parameter. The import's fast paths are
+    optional: `bulk_load` (a backend may pause what slows a big load) and `parquet_source` (a backend that
+    reads this machine's files). The backends: `funnels.store.chdb_events` (embedded, the default) and
+    `funnels.store.server_events` (a ClickHouse server through clickhouse-connect).
+
+    `self._lock` guards the links' state (the generation counters, the links known), and orders each insert
+    after the settling of its claims; a backend may use it for more (chDB serializes every call with it).
+    """
+
+    # Whether this process is the only writer: then a claim of the user a key already links to cannot
+    # change the link (`funnels.store.links`); with several writers it may have changed meanwhile.
+    single_writer = True
+
+    def __init__(self, lock: threading.RLock | None = None, known_links: int = 100_000) -> None:
+        self._lock = lock or threading.RLock()
         # Inserts that may have changed a link, and the count the persons dictionary last loaded at.
         self._links_generation, self._persons_generation = 1, 0
         self.persons_loads = 0  # how many times a query (re)loaded the persons dictionary
         # The links of the keys claimed lately (`funnels.store.links`), and whether a bulk load runs.
         self._known = KnownLinks(known_links)
         self._loading = False
+
+    # --- what a backend supplies ------------------------------------------------------------------------
+
+    @abstractmethod
+    def _run(self, sql: str, params: Mapping[str, Any] | None = None) -> None:
+        """Run a statement; `EventStoreError` (or `EventStoreUnavailable`) when it fails."""
+
+    @abstractmethod
+    def _select(self, sql: str, params: Mapping[str, Any] | None = None) -> Results:
+        """Run a query: its rows as ClickHouse's JSONCompact format gives them (64-bit integers as text)."""
+
+    @abstractmethod
+    def _insert(self, table: pa.Table, token: str | None) -> None:
+        """Append an Arrow table to `events` in one insert. `token`: the same token on a retried insert of
+        the same rows lets a backend that can deduplicate inserts store them once."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release the connection or session."""
+
+    @contextmanager
+    def bulk_load(self, received_ms: int) -> Iterator[None]:
+        """Bulk-load mode for an import whose rows are stamped `received_ms` (optional: a backend may pause
+        what slows a big load). The identity links of the load are the backend's to keep right."""
+        yield
+
+    def parquet_source(self, path: Path) -> tuple[str, dict[str, Any]] | None:
+        """A table function reading the Parquet file at `path` on this machine, with its parameters, for
+        `INSERT ... SELECT` (`insert_select`); None when the engine cannot read this machine's files."""
+        return None
+
+    # --- the schema -------------------------------------------------------------------------------------
+
+    def _persons_ddl(self) -> str:
+        return PERSONS_DDL
+
+    def _create_schema(self) -> None:
+        """The events table, its projection, the identity links and the persons dictionary; upgrades a
+        schema an older version made (idempotent)."""
         self.execute(EVENTS_DDL)
         self._add_names_projection()
         self._add_identity_links()
@@ -277,7 +327,7 @@ class EventStore:
             self.execute(f"INSERT INTO {LINKS_TABLE} {LINKS_SELECT}")
             self.execute(LINKS_VIEW_DDL)
         self.execute(PERSONS_SOURCE_DDL)
-        self.execute(PERSONS_DDL)
+        self.execute(self._persons_ddl())
 
     def _exists(self, name: str) -> bool:
         found = self.query(
@@ -286,43 +336,28 @@ class EventStore:
         ).first()
         return found is not None and int(found[0]) > 0
 
-    def close(self) -> None:
-        with self._lock:
-            self._session.close()
+    # --- queries and statements -------------------------------------------------------------------------
 
     def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> None:
         """Run a statement that returns nothing."""
-        with self._lock:
-            self._run(sql, params)
+        self._run(sql, params)
 
     def query(self, sql: str, params: Mapping[str, Any] | None = None, persons: bool = False) -> Results:
-        """Run a SELECT; every user value must come in `params` (bound as ClickHouse query parameters).
+        """Run a SELECT; every user value must come in `params` (bound as ClickHouse query parameters: a
+        list of strings is an `Array(String)`).
 
         `persons`: the query reads the `identity_persons` dictionary, which is reloaded first when an insert
         since it last loaded may have changed a link."""
-        with self._lock:
-            if persons and self._persons_generation != self._links_generation:
-                generation = self._links_generation
-                self._run(f"SYSTEM RELOAD DICTIONARY {PERSONS_DICTIONARY}")
-                self._persons_generation = generation
-                self.persons_loads += 1
-            return self._select(sql, params)
+        if persons:
+            with self._lock:
+                if self._persons_generation != self._links_generation:
+                    generation = self._links_generation
+                    self._run(f"SYSTEM RELOAD DICTIONARY {PERSONS_DICTIONARY}")
+                    self._persons_generation = generation
+                    self.persons_loads += 1
+        return self._select(sql, params)
 
-    def _run(self, sql: str, params: Mapping[str, Any] | None = None) -> None:
-        try:
-            self._session.query(sql, "Null", params=bind_params(params))
-        except Exception as error:  # chDB raises plain RuntimeError/ChdbError
-            raise EventStoreError(str(error)) from error
-
-    def _select(self, sql: str, params: Mapping[str, Any] | None = None) -> Results:
-        try:
-            raw = self._session.query(sql, "JSONCompact", params=bind_params(params)).bytes()
-        except Exception as error:
-            raise EventStoreError(str(error)) from error
-        if not raw:
-            return Results(meta=[], rows=[])
-        body = orjson.loads(raw)
-        return Results(meta=body["meta"], rows=body["data"], statistics=body.get("statistics", {}))
+    # --- inserts and the identity links -----------------------------------------------------------------
 
     @property
     def links_generation(self) -> int:
@@ -330,18 +365,23 @@ class EventStore:
         dictionary first when one came since it last loaded)."""
         return self._links_generation
 
-    def insert_arrow(self, table: pa.Table) -> None:
+    def insert_events(self, events: Sequence[Event], log_seqs: Sequence[int] | None = None) -> None:
+        """Append events; shipped ones with their log sequence numbers (a retried batch of the same numbers
+        carries the same deduplication token, so a backend that can tell stores it once)."""
+        token = f"log:{log_seqs[0]}-{log_seqs[-1]}:{len(log_seqs)}" if log_seqs else None
+        self.insert_arrow(events_to_arrow(events, log_seqs), token)
+
+    def insert_arrow(self, table: pa.Table, token: str | None = None) -> None:
         """Append an Arrow table whose columns are (a subset of) the store's columns, in one insert. The
         persons dictionary is marked behind only when the rows may change a link: they claim a key without
         one, or claim a key earlier than its link for another user (`funnels.store.links`)."""
         if table.num_rows == 0:
             return
-        names = ", ".join(table.column_names)
         claims = None if self._loading else batch_claims(table)  # None: may change any link
         with self._lock:
             changes, after = self._settle(claims)
             try:
-                self._run(f"INSERT INTO events ({names}) SELECT {names} FROM Python(table)")
+                self._insert(table, token)
                 self._known.update(after)
             finally:  # a failed insert may have written some blocks
                 if changes:
@@ -356,7 +396,8 @@ class EventStore:
             return True, {}
         unknown = [key for key in claims if key not in self._known]
         stored = self._stored_links(unknown) if unknown else {}
-        return settle(claims, {key: self._known.get(key) or stored.get(key) for key in claims})
+        known = {key: self._known.get(key) or stored.get(key) for key in claims}
+        return settle(claims, known, single_writer=self.single_writer)
 
     def _stored_links(self, keys: list[str]) -> dict[str, Claim]:
         """The links of these keys as the links table holds them (a lookup by its primary key)."""
@@ -383,8 +424,9 @@ class EventStore:
     def _links_changed(self) -> None:
         """Links may have changed in ways not followed claim by claim: mark the persons dictionary behind and
         forget the links known (under the lock)."""
-        self._links_generation += 1
-        self._known.clear()
+        with self._lock:
+            self._links_generation += 1
+            self._known.clear()
 
     @contextmanager
     def links_after_load(self, received_ms: int) -> Iterator[None]:
@@ -394,7 +436,8 @@ class EventStore:
         by block cost the native Parquet import about a third of its rate (docs/benchmarks.md). A key keeps
         the least of its claims, so adding a row's claim twice changes nothing; the view is back before that
         pass, so a row inserted meanwhile is caught by one or the other. After a crash in between there is no
-        view, and the next open backfills every link."""
+        view, and the next open backfills every link. Only for a store no other process writes meanwhile
+        (their rows would miss the view): the embedded one."""
         since = self.max_log_seq()
         rows = "received_at = fromUnixTimestamp64Milli({received:Int64}, 'UTC') OR log_seq > {since:UInt64}"
         self._loading = True
@@ -442,6 +485,8 @@ class EventStore:
         ).rows
         return [str(row[0]) for row in rows]
 
+    # --- the rest ---------------------------------------------------------------------------------------
+
     def truncate(self) -> None:
         """Delete every event, and with them every identity link (tests start over with it)."""
         with self._lock:
@@ -451,10 +496,8 @@ class EventStore:
             finally:
                 self._links_changed()
 
-    def insert_events(self, events: Sequence[Event], log_seqs: Sequence[int] | None = None) -> None:
-        self.insert_arrow(events_to_arrow(events, log_seqs))
-
     def max_log_seq(self) -> int:
+        """The highest log sequence number stored: the shipper's watermark."""
         row = self.query("SELECT max(log_seq) FROM events").first()
         return int(row[0]) if row else 0
 
@@ -464,6 +507,6 @@ class EventStore:
 
     def probe(self) -> None:
         """Prove the store readable and writable (`/healthz`): a query that reads no rows, and a statement
-        that writes chDB's catalog; `EventStoreError` if either fails."""
+        that writes the catalog; `EventStoreError` if either fails."""
         self.query("SELECT count() FROM events WHERE log_seq = 0 AND 0")
         self.execute("CREATE TABLE IF NOT EXISTS health (at UInt64) ENGINE = Memory")

@@ -80,17 +80,18 @@ def batch_claims(table: pa.Table) -> dict[str, Claim] | None:
 
 
 def settle(
-    claims: Mapping[str, Claim], links: Mapping[str, Claim | None]
+    claims: Mapping[str, Claim], links: Mapping[str, Claim | None], single_writer: bool = True
 ) -> tuple[bool, dict[str, Claim | None]]:
     """Whether storing `claims` may change a link, given each key's link as known (None: it has none), and
-    each key's link as known once they are stored (None: not known, look it up again)."""
+    each key's link as known once they are stored (None: not known, look it up again). Without
+    `single_writer` (other processes write the store too), an earlier claim may change a link whoever's."""
     changes = False
     after: dict[str, Claim | None] = {}
     for key, claim in claims.items():
         link = links.get(key)
         if link is None:  # a new link: this claim
             changes, after[key] = True, claim
-        elif claim[2] == link[2]:  # the same user keeps the key, whichever claim is earlier
+        elif claim[2] == link[2] and (single_writer or claim >= link):  # the same user keeps the key
             after[key] = min(claim, link)
         elif claim < link:  # may win: the link's user could change
             changes, after[key] = True, None
