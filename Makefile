@@ -24,6 +24,11 @@ APT_GET := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get -o DPkg::Lock::Timeout
 POSTGRES_SUITES := tests/ingest tests/automation tests/test_auth.py tests/test_sessions.py tests/api/test_keys.py \
 	tests/api/test_idempotency.py tests/api/test_automation.py tests/api/test_segment.py tests/api/test_events.py
 
+# The suites that run a third time with the event store on the ClickHouse-server backend, through
+# clickhouse-connect's embedded chDB interface (no server can be installed here; tests/store/test_server_events.py
+# runs against a real one when FUNNELS_TEST_CLICKHOUSE_URL is set).
+SERVER_EVENTS_SUITES := tests/analytics
+
 .PHONY: install demo test lint bench screenshots clean
 
 install: $(STAMP) $(CHART) $(ANALYTICS_JS) $(CHROMIUM)
@@ -64,6 +69,7 @@ test: install
 	$(BIN)/ruff format --check src tests bench scripts
 	$(BIN)/python -m pytest
 	FUNNELS_TEST_STATE=postgresql $(BIN)/python -m pytest $(POSTGRES_SUITES)
+	FUNNELS_TEST_EVENTS=clickhouse-connect $(BIN)/python -m pytest $(SERVER_EVENTS_SUITES)
 
 lint: install
 	$(BIN)/ruff check src tests bench scripts

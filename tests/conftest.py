@@ -33,11 +33,23 @@ def state_backend(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
+def events_backend() -> str:
+    """The event store's backend for `services`: embedded chDB, or with $FUNNELS_TEST_EVENTS=clickhouse-connect
+    (`make test`'s third pass) the server backend on clickhouse-connect's chDB interface."""
+    return os.environ.get("FUNNELS_TEST_EVENTS", "chdb")
+
+
+@pytest.fixture
 def services(
-    tmp_path: Path, clock: ManualClock, state_backend: str, request: pytest.FixtureRequest
+    tmp_path: Path,
+    clock: ManualClock,
+    state_backend: str,
+    events_backend: str,
+    request: pytest.FixtureRequest,
 ) -> Iterator[Services]:
     url = request.getfixturevalue("postgres_url") if state_backend == "postgresql" else None
-    svc = Services.open(tmp_path / "data", clock, state_url=url)
+    events_url = f"chdb://{tmp_path / 'server-events'}" if events_backend == "clickhouse-connect" else None
+    svc = Services.open(tmp_path / "data", clock, state_url=url, events_url=events_url)
     yield svc
     svc.close()
 

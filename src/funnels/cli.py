@@ -40,7 +40,7 @@ from funnels.clock import SystemClock
 from funnels.config import ConfigInvalid, load_config
 from funnels.services import DataDirBusy, Services
 from funnels.settings import private_files, resolve_data_dir
-from funnels.store.events import EventStore
+from funnels.store.events import EventStore, EventStoreError
 from funnels.store.schema import SchemaTooNew, SchemaUnrecognised
 from funnels.store.state import StateFileDamaged, StateStore
 from funnels.types import SCOPES, RowError
@@ -85,6 +85,16 @@ StateUrl = Annotated[
     ),
 ]
 
+EventsUrl = Annotated[
+    str | None,
+    typer.Option(
+        "--events-url",
+        envvar="FUNNELS_EVENTS_URL",
+        help="Keep the events on this ClickHouse server, e.g. https://funnels:secret@ch.internal:8443/funnels "
+        "(else $FUNNELS_EVENTS_URL; else the embedded store in the data directory).",
+    ),
+]
+
 ConfigFile = Annotated[
     Path | None,
     typer.Option(
@@ -99,10 +109,24 @@ def _print_config_errors(invalid: ConfigInvalid, file: Path) -> None:
     err.print(f"{len(invalid.errors)} problem(s) in {file}", markup=False, highlight=False)
 
 
-def _open(data_dir: Path | None, config: Path | None = None, state_url: str | None = None) -> Services:
+def _open(
+    data_dir: Path | None,
+    config: Path | None = None,
+    state_url: str | None = None,
+    events_url: str | None = None,
+) -> Services:
     try:
-        return Services.open(resolve_data_dir(data_dir), config_path=config, state_url=state_url)
-    except (DataDirBusy, StateFileDamaged, SchemaTooNew, SchemaUnrecognised, ValueError) as error:
+        return Services.open(
+            resolve_data_dir(data_dir), config_path=config, state_url=state_url, events_url=events_url
+        )
+    except (
+        DataDirBusy,
+        StateFileDamaged,
+        SchemaTooNew,
+        SchemaUnrecognised,
+        EventStoreError,
+        ValueError,
+    ) as error:
         _fail(escape(str(error)))
     except ConfigInvalid as invalid:
         assert config is not None
@@ -211,6 +235,7 @@ def serve(
     ] = Delivery.process,
     public_url: PublicUrl = None,
     state_url: StateUrl = None,
+    events_url: EventsUrl = None,
     cors_origins: CorsOrigins = "*",
 ) -> None:
     """Serve the API and the dashboard; with --config, run the automation and deliver its actions too."""
@@ -220,7 +245,7 @@ def serve(
 
     public_url = _public_url(public_url)
     origins = _cors_origins(cors_origins)
-    svc = _open(data_dir, config, state_url)
+    svc = _open(data_dir, config, state_url, events_url)
     if config is not None:
         _reload_on_sighup(svc.automation)
         if delivery is Delivery.process:
@@ -413,6 +438,7 @@ def _read(
     params: dict[str, Any],
     parse: Callable[[dict[str, Any]], Parsed],
     run: Callable[[EventStore, Parsed], dict[str, Any]],
+    events_url: str | None = None,
 ) -> dict[str, Any]:
     """An analytics endpoint's answer for these parameters (those not None): from the server that holds
     the data directory, else from the directory itself. Parameter errors stop here (exit status 2)."""
@@ -427,7 +453,7 @@ def _read(
     )
     if answer is not None:
         return answer
-    svc = _open(resolved)
+    svc = _open(resolved, events_url=events_url)
     try:
         svc.shipper.flush()
         return run(svc.events, parsed)
@@ -457,6 +483,7 @@ def query(
     ] = None,
     output: Format = "table",
     data_dir: DataDir = None,
+    events_url: EventsUrl = None,
 ) -> None:
     """Run a funnel query on the data directory (through the server when one is running on it)."""
     _check_format(output)
@@ -470,7 +497,8 @@ def query(
         "breakdown_top_n": breakdown_top_n,
         "identity": identity,
     }
-    show(_read(data_dir, "/v0/funnel", params, parse_funnel_query, run_funnel), output, funnel_table)
+    answer = _read(data_dir, "/v0/funnel", params, parse_funnel_query, run_funnel, events_url)
+    show(answer, output, funnel_table)
 
 
 DateFrom = Annotated[str | None, typer.Option("--date-from", help="YYYY-MM-DD (default: all time)")]
@@ -491,11 +519,13 @@ def catalog_names(
     limit: Limit = None,
     output: Format = "table",
     data_dir: DataDir = None,
+    events_url: EventsUrl = None,
 ) -> None:
     """The event names seen, per type, with counts and last seen time."""
     _check_format(output)
     params = {"date_from": date_from, "date_to": date_to, "type": type_, "q": q, "limit": limit}
-    show(_read(data_dir, "/v0/events/names", params, parse_names_query, seen_names), output, names_table)
+    answer = _read(data_dir, "/v0/events/names", params, parse_names_query, seen_names, events_url)
+    show(answer, output, names_table)
 
 
 @catalog_app.command("properties")
@@ -507,11 +537,12 @@ def catalog_properties(
     limit: Limit = None,
     output: Format = "table",
     data_dir: DataDir = None,
+    events_url: EventsUrl = None,
 ) -> None:
     """The operands a step can filter on (standard columns, property keys), with their top values."""
     _check_format(output)
     params = {"type": type_, "event": event, "date_from": date_from, "date_to": date_to, "limit": limit}
-    answer = _read(data_dir, "/v0/events/properties", params, parse_operands_query, seen_operands)
+    answer = _read(data_dir, "/v0/events/properties", params, parse_operands_query, seen_operands, events_url)
     show(answer, output, operands_table)
 
 
@@ -528,6 +559,7 @@ def catalog_values(
     limit: Limit = None,
     output: Format = "table",
     data_dir: DataDir = None,
+    events_url: EventsUrl = None,
 ) -> None:
     """The values of one operand of a step, by count."""
     _check_format(output)
@@ -540,7 +572,8 @@ def catalog_values(
         "date_to": date_to,
         "limit": limit,
     }
-    show(_read(data_dir, "/v0/events/values", params, parse_values_query, seen_values), output, values_table)
+    answer = _read(data_dir, "/v0/events/values", params, parse_values_query, seen_values, events_url)
+    show(answer, output, values_table)
 
 
 def _import_through(server: ServerClient, files: list[Path]) -> ImportReport:
@@ -591,6 +624,7 @@ def import_(
         list[Path], typer.Argument(help="NDJSON (.ndjson/.jsonl), CSV (.csv) or Parquet (.parquet) files")
     ],
     data_dir: DataDir = None,
+    events_url: EventsUrl = None,
 ) -> None:
     """Import historical events straight into the event store (fires no automation); through the server
     when one is running on the data directory."""
@@ -603,7 +637,7 @@ def import_(
     resolved = resolve_data_dir(data_dir)
     report = _beside_server(resolved, lambda server: _import_through(server, files))
     if report is None:
-        svc = _open(resolved)
+        svc = _open(resolved, events_url=events_url)
         try:
             report = import_files(svc.events, files, console=err)
         except ValueError as error:  # an unreadable file: nothing of it was written

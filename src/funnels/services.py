@@ -25,6 +25,7 @@ from funnels.settings import DIR_MODE, tighten_data_dir
 from funnels.store.chdb_events import ChdbEventStore
 from funnels.store.events import EventStore, EventStoreError
 from funnels.store.notify import due_soon
+from funnels.store.server_events import ServerEventStore
 from funnels.store.state import StateStore
 
 log = logging.getLogger(__name__)
@@ -38,7 +39,12 @@ class ImportRunning(Exception):
     """An import into this data directory's event store is already running (one at a time)."""
 
 
-def open_event_store(data_dir: Path) -> EventStore:
+def open_event_store(data_dir: Path, events_url: str | None = None) -> EventStore:
+    """The event store `events_url` names (a ClickHouse server), else the data directory's embedded one.
+    `EventStoreUnavailable` when the server cannot be reached; `DataDirBusy` when another process holds
+    the directory's."""
+    if events_url:
+        return ServerEventStore.connect(events_url)
     try:
         return ChdbEventStore(data_dir / "events")
     except EventStoreError as error:
@@ -93,14 +99,16 @@ class Services:
         clock: Clock | None = None,
         config_path: Path | None = None,
         state_url: str | None = None,
+        events_url: str | None = None,
     ) -> Services:
-        """Open the stores (the state in `state_url`'s PostgreSQL database, else in the data directory);
-        with `config_path`, load the automation config (`ConfigInvalid` if it has problems)."""
+        """Open the stores (the state in `state_url`'s PostgreSQL database, else in the data directory; the
+        events on `events_url`'s ClickHouse server, else in the data directory); with `config_path`, load
+        the automation config (`ConfigInvalid` if it has problems)."""
         clock = clock or SystemClock()
         tighten_data_dir(data_dir)
         state = StateStore(state_url or data_dir / "state.sqlite3")
         automation = Automation(state, clock, config_path)
-        events = open_event_store(data_dir)
+        events = open_event_store(data_dir, events_url)
         return cls(
             data_dir=data_dir,
             clock=clock,

@@ -7,7 +7,13 @@ dedup window, 7 days by default).
 
 The shipper copies log rows to the event store in sequence order, each tagged with its `log_seq`. Its
 watermark is `max(log_seq)` read back from the event store at start, so a crash between "inserted into
-chDB" and anything recorded afterwards never ships a row twice, and nothing is skipped.
+the event store" and anything recorded afterwards never ships a row twice, and nothing is skipped.
+
+An insert that fails may still have been stored (a server that went away mid-answer, a timeout), so after
+a failure the watermark is read back from the store again before the next try, and the next try sends
+the same rows (up to the failed batch's last sequence number), so it carries the same deduplication
+token (`EventStore.insert_events`): a server that stored the first try drops the second. A store that
+cannot be reached keeps failing the round; the rows wait in the log.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ import threading
 from funnels.background import BackgroundLoop
 from funnels.clock import Clock
 from funnels.store import eventlog
-from funnels.store.events import EventStore
+from funnels.store.events import EventStore, EventStoreUnavailable
 from funnels.store.state import StateStore
 
 log = logging.getLogger(__name__)
@@ -49,7 +55,14 @@ class Shipper(BackgroundLoop):
         self.dedup_window_ms = dedup_window_ms
         self.prune_every_ms = prune_every_ms
         self._next_prune_ms = 0
-        self.watermark = events.max_log_seq()
+        # The highest sequence number stored (None: to be read back from the store before the next batch),
+        # and the last one of a batch that failed, which the next try must end at.
+        self.watermark: int | None = None
+        self._retry_until: int | None = None
+        try:
+            self.watermark = events.max_log_seq()
+        except EventStoreUnavailable:  # a server not up yet: read at the first round
+            log.warning("the event store is unreachable; shipping will wait for it")
         self._lock = threading.Lock()
         self.failure: str | None = None  # why the last round failed, until one succeeds (`/healthz`)
         super().__init__()
@@ -57,16 +70,27 @@ class Shipper(BackgroundLoop):
     def ship_once(self) -> int:
         """Ship one batch; returns how many events it shipped."""
         with self._lock:
+            if self.watermark is None:
+                self.watermark = self.events.max_log_seq()
+            watermark, until = self.watermark, self._retry_until
+            if until is not None and until <= watermark:  # the failed batch was stored after all
+                until = self._retry_until = None
             with self.state.read() as connection:
-                rows = eventlog.events_after(connection, self.watermark, self.batch_size)
+                rows = eventlog.events_after(connection, watermark, self.batch_size)
+            if until is not None:
+                rows = [row for row in rows if row.seq <= until]
             if not rows:
                 return 0
-            self.events.insert_events([row.event for row in rows], [row.seq for row in rows])
-            self.watermark = rows[-1].seq
-            self._prune()
+            try:
+                self.events.insert_events([row.event for row in rows], [row.seq for row in rows])
+            except Exception:
+                self.watermark, self._retry_until = None, rows[-1].seq  # stored or not: ask the store
+                raise
+            self.watermark, self._retry_until = rows[-1].seq, None
+            self._prune(rows[-1].seq)
             return len(rows)
 
-    def _prune(self) -> None:
+    def _prune(self, watermark: int) -> None:
         """Drop shipped rows older than the dedup window, at most once a `prune_every_ms`: the delete visits
         every shipped row still kept, which must not be paid per batch (it holds the writer)."""
         now = self.clock.now_ms()
@@ -74,7 +98,7 @@ class Shipper(BackgroundLoop):
             return
         self._next_prune_ms = now + self.prune_every_ms
         with self.state.write() as connection:
-            eventlog.prune(connection, self.watermark, now - self.dedup_window_ms)
+            eventlog.prune(connection, watermark, now - self.dedup_window_ms)
 
     def flush(self) -> int:
         """Ship until the log is empty; returns how many events were shipped."""
@@ -84,8 +108,8 @@ class Shipper(BackgroundLoop):
         return total
 
     def backlog(self) -> int:
-        with self.state.read() as connection:
-            return eventlog.backlog(connection, self.watermark)
+        with self.state.read() as connection:  # an unknown watermark: every row kept may be unshipped
+            return eventlog.backlog(connection, self.watermark or 0)
 
     def stop(self) -> None:
         """End the background loop, then ship what is left."""

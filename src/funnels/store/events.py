@@ -146,13 +146,15 @@ PERSONS_SOURCE_DDL = (
 # million persons; a chosen id colliding with a given one is a 2^64 search).
 
 
-def persons_ddl(source: str = "") -> str:
-    """The persons dictionary. `source`: more of its CLICKHOUSE source's settings (a server needs the user,
-    password and database its load runs as: `funnels.store.server_events`)."""
+def persons_ddl(database: str = "", source: str = "") -> str:
+    """The persons dictionary. `database`: where its source view is, when not in the default database (the
+    source's query runs there, whatever the dictionary's database); `source`: more of its CLICKHOUSE
+    source's settings (a server needs the user and password its load runs as: `funnels.store.server_events`)."""
+    view = f"{database}.{PERSONS_SOURCE}" if database else PERSONS_SOURCE
     return (
         f"CREATE OR REPLACE DICTIONARY {PERSONS_DICTIONARY} (key UInt64, person UInt64) PRIMARY KEY key "
         "SOURCE(CLICKHOUSE(QUERY 'SELECT sipHash64(key) AS key, sipHash64(person) AS person "
-        f"FROM {PERSONS_SOURCE}'{source})) LAYOUT(HASHED()) LIFETIME(0)"
+        f"FROM {view}'{source})) LAYOUT(HASHED()) LIFETIME(0)"
     )
 
 

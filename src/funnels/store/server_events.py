@@ -1,0 +1,171 @@
+"""The event store on a ClickHouse server, through clickhouse-connect (`--events-url` / `FUNNELS_EVENTS_URL`).
+
+The same DDL and the same analytics SQL as the embedded store (`funnels.store.events`); what differs:
+
+- **Parameters** are bound by clickhouse-connect (server-side `{name:Type}` binding, sent beside the SQL).
+- **Inserts** go as Arrow over HTTP, one insert per batch. A shipped batch carries an insert deduplication
+  token made of its log sequence numbers, and the events table keeps the last 1,000 inserts' tokens
+  (`non_replicated_deduplication_window`; a replicated table deduplicates by default): a batch retried
+  after a failure whose outcome was unknown is stored once. The ReplacingMergeTree on (user key, time,
+  event id) would collapse a double only at a merge, and the funnel SQL does not read with FINAL, so the
+  token is what keeps counts exact. The shipper reads its watermark back (`max(log_seq)`) after a failure.
+- **Unreachable** (connection refused, timeouts, TLS): `EventStoreUnavailable`, so callers can tell it from
+  a refused query; the shipper retries, and the state store's log keeps every acknowledged event meanwhile.
+- **The persons dictionary**'s CLICKHOUSE source runs its query as a user of the server: without `USER`
+  and `PASSWORD` it would be `default` with no password, which a secured server refuses, so the DDL names
+  the URL's user and password, and the source view by its database (the source's query does not run in
+  the dictionary's database) (re-created on every open, so a changed password is picked up; the
+  server shows the password as `[HIDDEN]`).
+- **Several writers**: the links known to this process may be stale (`EventStore.single_writer`).
+- No bulk-load mode and no `file()` fast path: other processes may write meanwhile, and the server cannot
+  read this machine's files, so `funnels import` takes the column-wise path in Arrow batches.
+
+The URL: `http[s]://user:password@host[:port]/database` (port 8123, or 8443 with https); the database is
+created if missing (`chdb:///path/to/dir`: this backend on an embedded chDB directory, for tests). `redact` keeps the password out of every message. `ServerEventStore.on_chdb` runs the
+same class on clickhouse-connect's embedded chDB interface: the tests' second pass and the benchmark use it,
+since no ClickHouse server can be installed here.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit, urlunsplit
+
+import orjson
+import pyarrow as pa
+from clickhouse_connect import get_client
+from clickhouse_connect.driver.client import Client
+from clickhouse_connect.driver.exceptions import ClickHouseError, OperationalError
+
+from funnels.store.events import (
+    EventStore,
+    EventStoreError,
+    EventStoreUnavailable,
+    Results,
+    persons_ddl,
+)
+
+DEDUPLICATION_WINDOW = 1_000  # inserts whose tokens the events table remembers
+TARGET_VERSION = "26.9"  # the ClickHouse release chDB 4.4.0 embeds, which the tests run against
+
+
+def redact(url: str) -> str:
+    """The URL with its password replaced by `***` (for messages and logs)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def _literal(text: str) -> str:
+    """A ClickHouse string literal (for the dictionary's source settings, which take no parameters)."""
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _database_name(name: str) -> str:
+    if not name.replace("_", "").isalnum():
+        raise ValueError(f"the database name {name!r} must be letters, digits and underscores")
+    return name
+
+
+class ServerEventStore(EventStore):
+    """The event store on a ClickHouse server (or, for tests, on clickhouse-connect's chDB interface)."""
+
+    single_writer = False  # other processes (CLI commands, other nodes) write the server too
+
+    def __init__(
+        self,
+        client: Client,
+        database: str,
+        name: str,
+        source: str = "",
+        known_links: int = 100_000,
+    ) -> None:
+        super().__init__(threading.RLock(), known_links)
+        self._client = client
+        self.name = name  # what messages call the store: its URL, password redacted
+        self._source = source
+        self.database = database = _database_name(database)
+        self._run(f"CREATE DATABASE IF NOT EXISTS {database}")
+        client.database = database
+        self._create_schema()
+        self._run(
+            f"ALTER TABLE events MODIFY SETTING non_replicated_deduplication_window = {DEDUPLICATION_WINDOW}"
+        )
+
+    @classmethod
+    def connect(cls, url: str, known_links: int = 100_000) -> ServerEventStore:
+        """Open the store a `http[s]://user:password@host:port/database` URL names; `EventStoreUnavailable`
+        when the server cannot be reached, `ValueError` for a URL that is not of that shape."""
+        parts = urlsplit(url)
+        if parts.scheme == "chdb":  # chdb:///path/to/dir: clickhouse-connect's embedded chDB (tests)
+            return cls.on_chdb(Path(unquote(parts.path)), known_links=known_links)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(
+                f"--events-url must be http[s]://user:password@host:port/database, not {redact(url)}"
+            )
+        database = _database_name(unquote(parts.path.strip("/")) or "funnels")
+        user, password = unquote(parts.username or "default"), unquote(parts.password or "")
+        try:
+            client = get_client(
+                host=parts.hostname,
+                port=parts.port or (8443 if parts.scheme == "https" else 8123),
+                username=user,
+                password=password,
+                secure=parts.scheme == "https",
+                autogenerate_session_id=False,  # no session: concurrent queries from one process
+                connect_timeout=5,
+                send_receive_timeout=300,
+            )
+        except OperationalError as error:
+            message = str(error).replace(password, "***") if password else str(error)
+            raise EventStoreUnavailable(
+                f"the event store at {redact(url)} is unreachable: {message}"
+            ) from None
+        source = f" USER {_literal(user)} PASSWORD {_literal(password)}"
+        return cls(client, database, redact(url), source, known_links)
+
+    @classmethod
+    def on_chdb(cls, path: Path, database: str = "funnels", known_links: int = 100_000) -> ServerEventStore:
+        """This backend on clickhouse-connect's embedded chDB interface (tests, benchmarks)."""
+        path.mkdir(parents=True, exist_ok=True)
+        client = get_client(interface="chdb", path=str(path))
+        return cls(client, database, f"chdb://{path}", "", known_links)
+
+    def close(self) -> None:
+        self._client.close()
+
+    def _persons_ddl(self) -> str:
+        return persons_ddl(self.database, self._source)
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        try:
+            yield
+        except OperationalError as error:
+            raise EventStoreUnavailable(f"the event store at {self.name} is unreachable: {error}") from error
+        except ClickHouseError as error:
+            raise EventStoreError(str(error)) from error
+
+    def _run(self, sql: str, params: Mapping[str, Any] | None = None) -> None:
+        with self._errors():
+            self._client.command(sql, parameters=dict(params or {}))
+
+    def _select(self, sql: str, params: Mapping[str, Any] | None = None) -> Results:
+        with self._errors():
+            raw = self._client.raw_query(sql, parameters=dict(params or {}), fmt="JSONCompact")
+        if not raw:
+            return Results(meta=[], rows=[])
+        body = orjson.loads(raw)
+        return Results(meta=body["meta"], rows=body["data"], statistics=body.get("statistics", {}))
+
+    def _insert(self, table: pa.Table, token: str | None) -> None:
+        settings = {"insert_deduplication_token": token} if token else None
+        with self._errors():
+            self._client.insert_arrow("events", table, settings=settings)
