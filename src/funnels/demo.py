@@ -3,12 +3,21 @@
 The sample dataset is generated here from a fixed seed (so every demo shows the same funnel shape), dated
 over the 30 days up to today so the dashboard's default range shows it: 6,000 users visiting pages, some
 connecting a wallet, some swapping, with devices, browsers, countries, referrers and UTM campaigns.
+
+40% of the visitors land anonymously, as analytics.js sends a visitor who has not logged in: their page
+views carry only an anonymous id (a UUID). Those who connect a wallet are identified then (an identify
+event with both ids, the moment before the connect) and send both ids from there on; those who never
+connect stay anonymous. So the demo shows identity stitching: stitched, each visitor is one person whose
+journey is the one generated; with `identity=raw`, an identified visitor's anonymous page views and their
+later events are two users, and fewer of them convert. Who lands anonymously, and their ids, are drawn from
+a second generator, so the journeys (times, pages, conversions) are the same as without them.
 """
 
 from __future__ import annotations
 
 import random
 import shutil
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -25,6 +34,7 @@ from funnels.services import Services
 SEED = 20260401
 USERS = 6_000
 DAYS = 30
+ANONYMOUS_SHARE = 0.4  # of the visitors, who land anonymously (see the module's docstring)
 
 DEMO_STEPS = [
     {"type": "event", "event": "page", "name": "page::0", "filters": []},
@@ -69,14 +79,14 @@ class DemoResult:
 def sample_events(today: datetime, users: int = USERS, seed: int = SEED) -> list[Event]:
     """The sample dataset: page → connect → swap journeys with attribution, ending on `today`."""
     rnd = random.Random(seed)
+    who = random.Random(seed + 1)  # who lands anonymously, and their ids: apart from the journeys' draws
     start_ms = int((today - timedelta(days=DAYS)).timestamp() * 1000)
     span_ms = DAYS * 86_400_000
     events: list[Event] = []
     counter = 0
+    user_id, anonymous_id = "", ""  # the ids the current visitor's events carry
 
-    def add(
-        user: str, type_: str, name: str, ts: int, columns: dict[str, str], properties: dict[str, object]
-    ) -> None:
+    def add(type_: str, name: str, ts: int, columns: dict[str, str], properties: dict[str, object]) -> None:
         nonlocal counter
         counter += 1
         events.append(
@@ -84,8 +94,9 @@ def sample_events(today: datetime, users: int = USERS, seed: int = SEED) -> list
                 event_id=f"demo-{counter}",
                 type=type_,
                 event=name,
-                user_key=user,
-                user_id=user,
+                user_key=user_id or anonymous_id,
+                user_id=user_id,
+                anonymous_id=anonymous_id,
                 ts_ms=ts,
                 received_ms=ts,
                 properties=properties,
@@ -93,8 +104,29 @@ def sample_events(today: datetime, users: int = USERS, seed: int = SEED) -> list
             )
         )
 
+    def identify(user: str, ts: int, columns: dict[str, str]) -> None:
+        """The anonymous visitor logs in as `user`: an identify with both ids, then both ids on every event."""
+        nonlocal user_id
+        user_id = user
+        events.append(
+            Event(
+                event_id=f"demo-identify-{user}",
+                type="identify",
+                event="identify",
+                user_key=user,
+                user_id=user,
+                anonymous_id=anonymous_id,
+                ts_ms=ts,
+                received_ms=ts,
+                columns={k: v for k, v in columns.items() if v},
+            )
+        )
+
     for index in range(users):
         user = f"user-{index:05d}"
+        anonymous = who.random() < ANONYMOUS_SHARE
+        user_id = "" if anonymous else user
+        anonymous_id = str(uuid.UUID(int=who.getrandbits(128), version=4)) if anonymous else ""
         source, medium, campaign = rnd.choices(_SOURCES, weights=[30, 20, 10, 10, 30])[0]
         device, browser, os_ = rnd.choices(_DEVICES, weights=[35, 15, 25, 20, 5])[0]
         first = {
@@ -113,7 +145,6 @@ def sample_events(today: datetime, users: int = USERS, seed: int = SEED) -> list
             columns = first if visit == 0 else later
             for path in rnd.sample(["/", "/swap", "/earn", "/docs", "/pricing"], k=rnd.randint(1, 3)):
                 add(
-                    user,
                     "page",
                     "page",
                     t,
@@ -127,12 +158,13 @@ def sample_events(today: datetime, users: int = USERS, seed: int = SEED) -> list
             if rnd.random() < converts:
                 t += rnd.randint(5_000, 600_000)
                 provider = rnd.choice(["MetaMask", "Rabby", "Coinbase Wallet"])
-                add(user, "track", "connect", t, later, {"provider_name": provider})
+                if not user_id:
+                    identify(user, t - 1, later)
+                add("track", "connect", t, later, {"provider_name": provider})
                 if rnd.random() < 0.45:
                     t += rnd.randint(20_000, 3 * 86_400_000)
                     chain = rnd.choices(["ethereum", "base", "polygon"], weights=[50, 35, 15])[0]
                     add(
-                        user,
                         "track",
                         "swap",
                         t,
@@ -141,6 +173,12 @@ def sample_events(today: datetime, users: int = USERS, seed: int = SEED) -> list
                     )
             t += rnd.randint(3_600_000, 5 * 86_400_000)
     return [event for event in events if event.ts_ms <= int(today.timestamp() * 1000)]
+
+
+def persons(events: list[Event]) -> int:
+    """How many visitors the events are from: an anonymous id identified as a user counts with that user."""
+    links = {event.anonymous_id: event.user_id for event in events if event.user_id and event.anonymous_id}
+    return len({links.get(event.user_key, event.user_key) for event in events})
 
 
 def setup_demo(data_dir: Path, today: datetime | None = None, sink_port: int = 0) -> DemoResult:
@@ -170,7 +208,7 @@ def setup_demo(data_dir: Path, today: datetime | None = None, sink_port: int = 0
         data_dir=data_dir.resolve(),
         key=key,
         events=len(events),
-        users=len({event.user_key for event in events}),
+        users=persons(events),
         query_string=urlencode(query),
         config_path=config_path,
         sink_port=sink_port,

@@ -1,25 +1,26 @@
 """The events table's `names_by_day` projection: present on new and older tables, and counting what the table
 holds after a merge collapses duplicates. The identity links: backfilled once on a table made before them,
-and which inserts may add one."""
+rebuilt from the first version's table, read back for keys the store does not remember, and found by user
+through the keys-by-user table."""
 
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
+from unittest.mock import ANY
 
-import pyarrow as pa
 import pytest
 
-from funnels.events import Event
 from funnels.store.events import (
+    KEYS_BY_USER,
+    KEYS_BY_USER_VIEW,
     LINKS_TABLE,
     LINKS_VIEW,
     NAMES_PROJECTION,
     PERSONS_DICTIONARY,
     PERSONS_SOURCE,
     EventStore,
-    events_to_arrow,
-    may_link,
 )
 from tests.analytics.conftest import at, ev
 
@@ -69,7 +70,7 @@ def test_the_projection_counts_duplicates_until_a_merge_collapses_them(tmp_path:
 
 
 def links(store: EventStore) -> list[list[str]]:
-    return store.query(f"SELECT key, argMinMerge(claim) FROM {LINKS_TABLE} GROUP BY key ORDER BY key").rows
+    return store.query(f"SELECT key, min(claim).3 FROM {LINKS_TABLE} GROUP BY key ORDER BY key").rows
 
 
 def test_a_table_made_before_identity_links_is_backfilled_once_on_open(tmp_path: Path) -> None:
@@ -78,6 +79,8 @@ def test_a_table_made_before_identity_links_is_backfilled_once_on_open(tmp_path:
         for statement in (
             f"DROP DICTIONARY {PERSONS_DICTIONARY}",
             f"DROP VIEW {PERSONS_SOURCE}",
+            f"DROP VIEW {KEYS_BY_USER_VIEW}",
+            f"DROP TABLE {KEYS_BY_USER}",
             f"DROP VIEW {LINKS_VIEW}",
             f"DROP TABLE {LINKS_TABLE}",
         ):
@@ -114,21 +117,122 @@ def test_a_table_made_before_identity_links_is_backfilled_once_on_open(tmp_path:
         store.close()
 
 
-@pytest.mark.parametrize(
-    ("events", "expected"),
-    [
-        ([ev("u1", at(0))], False),
-        ([ev("", at(0), anonymous_id="a1")], False),
-        ([ev("u1", at(0)), ev("u2", at(0), anonymous_id="a2")], True),
-        ([ev("u1", at(0), "alias", props={"previousId": "u0"})], True),
-    ],
-    ids=["user-only", "anonymous-only", "both-ids", "alias"],
-)
-def test_which_inserts_may_add_a_link(events: list[Event], expected: bool) -> None:
-    assert may_link(events_to_arrow(events)) is expected
+def test_a_links_table_of_argmin_states_is_rebuilt_with_each_claims_time_on_open(tmp_path: Path) -> None:
+    store = EventStore(tmp_path)
+    try:  # the first version's table and view: an argMin state per key, which does not tell a claim's time
+        store.insert_events(
+            [
+                ev("u2", at(0, 2000), "identify", anonymous_id="a1"),
+                ev("u1", at(0, 1000), "track", anonymous_id="a1"),
+            ]
+        )
+        for statement in (
+            f"DROP VIEW {KEYS_BY_USER_VIEW}",
+            f"DROP TABLE {KEYS_BY_USER}",
+            f"DROP VIEW {LINKS_VIEW}",
+            f"DROP TABLE {LINKS_TABLE}",
+        ):
+            store.execute(statement)
+        store.execute(
+            f"CREATE TABLE {LINKS_TABLE} (key String, "
+            "claim AggregateFunction(argMin, String, Tuple(DateTime64(3, 'UTC'), String))) "
+            "ENGINE = AggregatingMergeTree ORDER BY key"
+        )
+        old_select = (
+            "SELECT anonymous_id AS key, argMinState(user_id, (ts, event_id)) AS claim FROM events "
+            "WHERE user_id != '' AND anonymous_id NOT IN ('', user_id) GROUP BY key"
+        )
+        store.execute(f"INSERT INTO {LINKS_TABLE} {old_select}")
+        store.execute(f"CREATE MATERIALIZED VIEW {LINKS_VIEW} TO {LINKS_TABLE} AS {old_select}")
+    finally:
+        store.close()
+    store = EventStore(tmp_path)
+    try:
+        claims = store.query(
+            f"SELECT key, toUnixTimestamp64Milli(min(claim).1), min(claim).2, min(claim).3 FROM {LINKS_TABLE} "
+            "GROUP BY key"
+        ).rows
+        assert [[key, int(ms), *rest] for key, ms, *rest in claims] == [["a1", at(0, 1000), ANY, "u1"]]
+        store.insert_events([ev("u3", at(0, 500), "identify", anonymous_id="a1")])  # the new view feeds it
+        assert links(store) == [["a1", "u3"]]
+    finally:
+        store.close()
 
 
-def test_a_table_without_the_id_columns_adds_no_link() -> None:
-    assert not may_link(pa.table({"event_id": ["e1"], "type": ["track"]}))
-    assert may_link(pa.table({"type": ["alias"], "user_id": ["u1"]}))
-    assert not may_link(pa.table({"user_id": [None, "u1"], "anonymous_id": ["a1", None]}))
+def test_known_links_are_read_back_after_an_eviction_and_a_restart(tmp_path: Path) -> None:
+    """A key this process does not remember (pushed out of its memory of two keys, or from before a restart)
+    is looked up in the links table: repeating its link marks nothing behind, a new key does."""
+    store = EventStore(tmp_path, known_links=2)
+    try:
+        identifies = [ev(f"u{n}", at(0, n), "identify", anonymous_id=f"a{n}") for n in range(4)]
+        before = store.links_generation
+        store.insert_events(identifies)
+        assert store.links_generation == before + 1
+        store.insert_events([ev("u0", at(0, 100), "track", anonymous_id="a0")])  # a0 was pushed out
+        assert store.links_generation == before + 1
+    finally:
+        store.close()
+    store = EventStore(tmp_path)
+    try:
+        before = store.links_generation
+        store.insert_events([ev(f"u{n}", at(0, 200), "track", anonymous_id=f"a{n}") for n in range(4)])
+        assert store.links_generation == before
+        store.insert_events([ev("u9", at(0, 300), "identify", anonymous_id="a9")])
+        assert store.links_generation == before + 1
+    finally:
+        store.close()
+
+
+def test_keys_linked_to_users_come_from_the_keys_by_user_table_checked_against_the_links(
+    tmp_path: Path,
+) -> None:
+    store = EventStore(tmp_path)
+    try:
+        store.insert_events(
+            [
+                ev("u1", at(0, 1000), "identify", anonymous_id="a2"),
+                ev("u1", at(0, 1000), "identify", anonymous_id="a1"),
+                ev("u1", at(0, 1000), "identify", anonymous_id="a3"),
+                ev("u2", at(0, 2000), "identify", anonymous_id="a4"),
+            ]
+        )
+        assert store.keys_linked_to(["u1"], 10) == ["a1", "a2", "a3"]
+        assert store.keys_linked_to(["u1"], 2) == ["a1", "a2"]
+        store.insert_events([ev("u2", at(0, 500), "identify", anonymous_id="a1")])  # a1 is u2's now
+        assert store.keys_linked_to(["u1"], 10) == ["a2", "a3"]
+        assert store.keys_linked_to(["u1", "u2"], 10) == ["a1", "a2", "a3", "a4"]
+        # What it looks users up in: every claim that was its key's least when stored, a1's old one too.
+        pairs = store.query(f"SELECT user, key FROM {KEYS_BY_USER} FINAL ORDER BY user, key").rows
+        assert pairs == [["u1", "a1"], ["u1", "a2"], ["u1", "a3"], ["u2", "a1"], ["u2", "a4"]]
+        # A data directory from before the table: backfilled from the links on open.
+        store.execute(f"DROP VIEW {KEYS_BY_USER_VIEW}")
+        store.execute(f"DROP TABLE {KEYS_BY_USER}")
+    finally:
+        store.close()
+    store = EventStore(tmp_path)
+    try:
+        pairs = store.query(f"SELECT user, key FROM {KEYS_BY_USER} FINAL ORDER BY user, key").rows
+        assert pairs == [["u1", "a2"], ["u1", "a3"], ["u2", "a1"], ["u2", "a4"]]  # the links alone
+        assert store.keys_linked_to(["u1"], 10) == ["a2", "a3"]
+        store.insert_events([ev("u5", at(0, 100), "identify", anonymous_id="a5")])  # the view feeds it
+        assert store.keys_linked_to(["u5"], 10) == ["a5"]
+    finally:
+        store.close()
+
+
+def test_a_bulk_load_marks_the_dictionary_behind_once_at_its_end_even_when_it_fails(tmp_path: Path) -> None:
+    store = EventStore(tmp_path)
+    try:
+        received = at(1)
+        before = store.links_generation
+        with store.links_after_load(received):  # the view is off: the load's rows are not told apart
+            store.insert_events([replace(ev("u1", at(0), anonymous_id="a1"), received_ms=received)])
+            assert store.links_generation == before
+        assert store.links_generation == before + 1 and links(store) == [["a1", "u1"]]
+        with pytest.raises(RuntimeError), store.links_after_load(received):
+            raise RuntimeError("the load failed")
+        assert store.links_generation == before + 2
+        store.insert_events([ev("u2", at(0, 5), anonymous_id="a2")])  # told apart again: a new key
+        assert store.links_generation == before + 3 and links(store) == [["a1", "u1"], ["a2", "u2"]]
+    finally:
+        store.close()

@@ -1,7 +1,9 @@
 """The real analytics.js (@segment/analytics-next, vendored at `make install`) in Debian's Chromium, on a page
 served from another origin than the API: Segment's snippet with only its host changed loads analytics.js and
 its settings from a real `funnels serve`, sends page/identify/track there, and the events land. Chromium
-fails every request to a host other than the two local servers, and the network log must show none."""
+fails every request to a host other than the two local servers, and the network log must show none. Then
+identity stitching through it: a visitor who identifies mid-funnel, and one joined to their user by alias,
+count as one user stitched and two raw (asserted through `GET /v0/funnel`)."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpx
 import pytest
 from playwright.sync_api import Browser, Page, Route
 
@@ -195,3 +198,98 @@ def test_the_network_guard_catches_a_leak(browser: Browser, funnels: tuple[Dashb
                 page.wait_for_timeout(100)
     assert f"https://cdn.segment.com/v1/projects/{write_key}/settings" in visit.refused
     assert visit.other_hosts(allowed)
+
+
+# --- identity stitching through analytics.js -------------------------------------------------------------
+
+DELIVERED = "ctx => ctx.failedDelivery() ? String(ctx.failedDelivery().reason) : 'ok'"
+
+
+def funnel_users(server: Dashboard, steps: list[dict[str, str]], identity: str) -> list[int]:
+    today = datetime.now(UTC).date().isoformat()
+    query = {"date_from": today, "date_to": today, "steps": json.dumps(steps), "identity": identity}
+    response = server.api("GET", "/v0/funnel", key=server.query_key, params=query)
+    assert response.status_code == 200, response.text
+    return [row["users"] for row in response.json()["data"]]
+
+
+def visit_and_send(browser: Browser, server: Dashboard, write_key: str, script: str) -> list[str]:
+    """Open Segment's snippet on another origin and run `script` (an async function of the page that
+    returns analytics.js's contexts, each awaited until delivered); what became of each send."""
+    with Site(SNIPPET.replace("__FUNNELS__", server.url).replace("__KEY__", write_key)) as site:
+        allowed = {urlsplit(site.url).netloc, urlsplit(server.url).netloc}
+        with visiting(browser, site.url, allowed) as (page, visit):
+            page.wait_for_function("() => window.analytics && window.analytics.initialized === true")
+            delivered: list[str] = page.evaluate(f"async () => (await ({script})()).map({DELIVERED})")
+    assert visit.refused == [] and visit.errors == [] and visit.failed == []
+    return delivered
+
+
+def stored(server: Dashboard, kind: str, event: str, count: int) -> None:
+    """Wait until the server has shipped `count` events of this (type, event) to the event store."""
+    wait_until(lambda: names(server).get((kind, event)) == count)
+
+
+def test_an_anonymous_visitor_who_identifies_mid_funnel_converts_as_one_user(
+    browser: Browser, funnels: tuple[Dashboard, str]
+) -> None:
+    """Plans viewed and a trial started anonymously; identify; Plans viewed again and a plan bought as the
+    user. Stitched that is one person who converts; raw the anonymous id and the user id are two users,
+    and neither converts."""
+    server, write_key = funnels
+    delivered = visit_and_send(
+        browser,
+        server,
+        write_key,
+        """async () => [
+            await analytics.page("Plans"),
+            await analytics.track("Trial Started"),
+            await analytics.identify("user-42", {plan: "trial"}),
+            await analytics.page("Plans"),
+            await analytics.track("Plan Purchased"),
+        ]""",
+    )
+    assert delivered == ["ok"] * 5
+    stored(server, "track", "Plan Purchased", 1)
+    steps = [
+        {"type": "page", "event": "Plans", "name": "plans"},
+        {"type": "track", "event": "Trial Started", "name": "trial"},
+        {"type": "track", "event": "Plan Purchased", "name": "purchase"},
+    ]
+    assert funnel_users(server, steps, "stitched") == [1, 1, 1]
+    assert funnel_users(server, steps, "raw") == [2, 1, 0]
+
+
+def test_alias_joins_an_anonymous_visitor_to_the_user_the_backend_tracks(
+    browser: Browser, funnels: tuple[Dashboard, str]
+) -> None:
+    """An anonymous visitor views Offers and a cart, then the page calls `analytics.alias("user-88")` (its
+    previousId: the anonymous id) when the account is made; the backend then tracks the user by user id
+    alone (Segment's HTTP API, as analytics-node would). Stitched one person converts; raw, two users."""
+    server, write_key = funnels
+    delivered = visit_and_send(
+        browser,
+        server,
+        write_key,
+        """async () => [
+            await analytics.page("Offers"),
+            await analytics.track("Cart Viewed"),
+            await analytics.alias("user-88"),
+        ]""",
+    )
+    assert delivered == ["ok"] * 3
+    with httpx.Client(base_url=server.url, auth=(write_key, ""), timeout=30) as backend:
+        for message in (
+            {"type": "page", "name": "Offers"},
+            {"type": "track", "event": "Order Completed"},
+        ):
+            sent = {**message, "userId": "user-88", "timestamp": datetime.now(UTC).isoformat()}
+            assert backend.post(f"/v1/{message['type']}", json=sent).status_code == 200
+    stored(server, "track", "Order Completed", 1)
+    steps = [
+        {"type": "page", "event": "Offers", "name": "offers"},
+        {"type": "track", "event": "Cart Viewed", "name": "cart"},
+        {"type": "track", "event": "Order Completed", "name": "order"},
+    ]
+    assert funnel_users(server, steps, "stitched") == [1, 1, 1]
+    assert funnel_users(server, steps, "raw") == [2, 1, 0]

@@ -1,7 +1,8 @@
 """The Funnels page in real headless Chromium against a `funnels serve` subprocess on the demo dataset:
 building the demo funnel (page → connect → swap on ethereum) by UTM source through the builder, its numbers
-against `GET /v0/funnel` called directly, the URL holding the query, a configured funnel, an error, moving
-and removing steps, back and forward, suggestions following the dates, and a server without a config."""
+against `GET /v0/funnel` called directly, the URL holding the query, counting persons or raw ids, a configured
+funnel, an error, moving and removing steps, back and forward, suggestions following the dates, and a server
+without a config."""
 
 from __future__ import annotations
 
@@ -182,6 +183,38 @@ def test_the_demo_link_opens_a_filled_in_funnel(analyst_page: Page, dashboard: D
     page.goto(f"{dashboard.url}/funnels?{urlencode(query)}")  # as demo.py builds it
     assert shown_rows(page) == api_rows(dashboard, query)
     expect(page.locator("#steps [data-step]")).to_have_count(3)
+
+
+def test_the_users_toggle_runs_the_funnel_stitched_or_raw(analyst_page: Page, dashboard: Dashboard) -> None:
+    """The demo's anonymous visitors identify when they connect: counted as persons (the default) the
+    funnel differs from counting each id as sent (`identity=raw`), and the URL keeps the choice."""
+    page = analyst_page
+    fill_dates(page)
+    fill_steps(page, [("event", "page"), ("track", "connect")])
+    expect(page.locator("#identity")).to_have_value("stitched")
+    page.click("#run")
+    expect_table(page, "1. page", "2. connect")
+    stitched_query = url_query(page)
+    assert "identity" not in stitched_query  # the API's default
+    stitched = shown_rows(page)
+    assert stitched == api_rows(dashboard, stitched_query)
+
+    page.select_option("#identity", "raw")
+    page.click("#run")
+    expect(page.locator("#results-caption")).to_contain_text("raw ids")
+    raw_query = url_query(page)
+    assert raw_query == {**stitched_query, "identity": "raw"}
+    raw = shown_rows(page)
+    assert raw == api_rows(dashboard, raw_query)
+    assert raw[0]["users"] > stitched[0]["users"] and raw[1]["users"] < stitched[1]["users"]
+
+    page.reload()  # the URL holds the choice
+    expect(page.locator("#identity")).to_have_value("raw")
+    assert shown_rows(page) == raw
+    page.go_back()
+    expect(page.locator("#identity")).to_have_value("stitched")
+    expect(page.locator("#results-caption")).not_to_contain_text("raw ids")
+    assert shown_rows(page) == stitched
 
 
 def test_a_configured_funnel_fills_the_builder(analyst_page: Page, dashboard: Dashboard) -> None:

@@ -128,7 +128,7 @@ def first_touch(query: FunnelQuery, events: list[Event]) -> str:
 
 def identity_links(events: Iterable[Event]) -> dict[str, str]:
     """Each key (an anonymous id, or an alias' previousId) → the user id of its earliest claim by
-    (time, event id). A claim is an event with a user id naming a key other than that user id."""
+    (time, event id, user id). A claim is an event with a user id naming a key other than that user id."""
     claims: dict[str, tuple[int, str, str]] = {}
     for event in events:
         if not event.user_id:
@@ -139,7 +139,7 @@ def identity_links(events: Iterable[Event]) -> dict[str, str]:
             keys.add(previous)
         for key in keys - {"", event.user_id}:
             claim = (event.ts_ms, event.event_id, event.user_id)
-            if key not in claims or claim[:2] < claims[key][:2]:
+            if key not in claims or claim < claims[key]:
                 claims[key] = claim
     return {key: claim[2] for key, claim in claims.items()}
 

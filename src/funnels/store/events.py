@@ -12,16 +12,19 @@ duplicates (`deduplicate_merge_projection_mode = 'rebuild'`, which a ReplacingMe
 projection), so it always counts what the table holds.
 
 Identity links (docs/semantics.md, "Users and persons"): a materialized view on `events` turns every row
-that carries a user id and a key (its anonymous id, or an alias' `previousId`) into an `argMin` claim in
-`identity_links`, an AggregatingMergeTree keyed by that key; every way rows enter the table (shipping,
+that carries a user id and a key (its anonymous id, or an alias' `previousId`) into a claim (time, event
+id, user id) in `identity_links`, an AggregatingMergeTree keyed by that key that keeps each key's least
+claim (its link: the earliest claim's user); every way rows enter the table (shipping,
 imports, the native Parquet path) feeds it, and a row stored twice claims nothing new. A bulk import
 drops the view for the load and adds its rows' links in one pass after it (`links_after_load`). The
 `identity_persons` dictionary holds each key's person (its link followed at most twice, resolved in the
 dictionary's source query), both as 64-bit hashes, so a stitched funnel does one in-memory integer lookup
 per scanned row and groups by an integer. It is reloaded only when it is behind: every insert whose rows
-may carry a link bumps a generation counter, and a query that reads the dictionary (`query(...,
+may change a link bumps a generation counter, and a query that reads the dictionary (`query(...,
 persons=True)`) first reloads it if its generation is older, under the store's lock, so a query always sees
-the links of every event stored before it.
+the links of every event stored before it. Whether rows may change a link is told from their claims and
+the links known of their keys (`funnels.store.links`): a batch that only repeats known links (analytics.js
+sends both ids on every event once a visitor has identified) leaves the dictionary as it is.
 """
 
 from __future__ import annotations
@@ -35,10 +38,10 @@ from typing import Any
 
 import orjson
 import pyarrow as pa
-import pyarrow.compute as pc
 from chdb import session as chdb_session
 
 from funnels.events import Event
+from funnels.store.links import Claim, KnownLinks, batch_claims, settle
 from funnels.types import STANDARD_COLUMNS
 
 HIGH_CARDINALITY = frozenset({"referrer", "page_path", "ref"})
@@ -84,6 +87,8 @@ EVENTS_DDL = (
 
 LINKS_TABLE = "identity_links"
 LINKS_VIEW = "identity_links_mv"
+KEYS_BY_USER = "identity_keys_by_user"
+KEYS_BY_USER_VIEW = "identity_keys_by_user_mv"
 PERSONS_SOURCE = "identity_persons_source"
 PERSONS_DICTIONARY = "identity_persons"
 
@@ -93,7 +98,7 @@ def links_select(rows: str = "1") -> str:
     previousId when that is a JSON string; never the row's own user id). The materialized view runs it on
     each inserted block; backfills run it on stored rows."""
     return (
-        "SELECT key, argMinState(user_id, (ts, event_id)) AS claim FROM events "
+        "SELECT key, min((ts, event_id, user_id)) AS claim FROM events "
         "ARRAY JOIN arrayFilter(k -> k != '' AND k != user_id, [anonymous_id, "
         "if(type = 'alias' AND JSONType(properties, 'previousId') = 'String', "
         "JSONExtractString(properties, 'previousId'), '')]) AS key "
@@ -102,15 +107,31 @@ def links_select(rows: str = "1") -> str:
 
 
 LINKS_SELECT = links_select()
+# A claim is (time, event id, user id); the smallest wins, so a key links to its earliest claim's user, and
+# two claims of one time and event id (the same event stored under two user ids) resolve the same way on
+# every merge. Its time is what tells whether a new claim can win (`funnels.store.links`).
+CLAIM_TYPE = "Tuple(DateTime64(3, 'UTC'), String, String)"
 LINKS_VIEW_DDL = f"CREATE MATERIALIZED VIEW IF NOT EXISTS {LINKS_VIEW} TO {LINKS_TABLE} AS {LINKS_SELECT}"
 LINKS_DDL = (
     f"CREATE TABLE IF NOT EXISTS {LINKS_TABLE} (\n"
     "    key String,\n"
-    "    claim AggregateFunction(argMin, String, Tuple(DateTime64(3, 'UTC'), String))\n"
+    f"    claim SimpleAggregateFunction(min, {CLAIM_TYPE})\n"
     ") ENGINE = AggregatingMergeTree\nORDER BY key"
 )
+# Every (user, key) pair of a claim that was its key's least in some insert into the links table: a key's
+# link is among them, so the keys linked to a user are found by this table's primary key, then checked
+# against their links (`keys_linked_to`). Fed by a view on the links table, so every way links are added
+# (the view on events, backfills, the pass after a bulk load) feeds it too.
+KEYS_BY_USER_DDL = (
+    f"CREATE TABLE IF NOT EXISTS {KEYS_BY_USER} (user String, key String) "
+    "ENGINE = ReplacingMergeTree ORDER BY (user, key)"
+)
+KEYS_BY_USER_VIEW_DDL = (
+    f"CREATE MATERIALIZED VIEW IF NOT EXISTS {KEYS_BY_USER_VIEW} TO {KEYS_BY_USER} AS "
+    f"SELECT claim.3 AS user, key FROM {LINKS_TABLE}"
+)
 # A key's person: the user it links to, and that user's own link if it has one (two links at most).
-_LINKS = f"(SELECT key, argMinMerge(claim) AS user FROM {LINKS_TABLE} GROUP BY key)"
+_LINKS = f"(SELECT key, min(claim).3 AS user FROM {LINKS_TABLE} GROUP BY key)"
 PERSONS_SOURCE_DDL = (
     f"CREATE OR REPLACE VIEW {PERSONS_SOURCE} AS "
     "SELECT first.key AS key, if(second.user != '', second.user, first.user) AS person "
@@ -175,25 +196,6 @@ class Results:
         return self.rows[0] if self.rows else None
 
 
-def may_link(table: pa.Table) -> bool:
-    """Whether any row may create an identity link: it has both ids, or it is an alias."""
-    names = set(table.column_names)
-
-    def present(name: str) -> pa.ChunkedArray | None:
-        if name not in names:
-            return None
-        return pc.fill_null(pc.not_equal(table.column(name), ""), False)
-
-    user, anonymous = present("user_id"), present("anonymous_id")
-    if user is None:
-        return False
-    linking = pc.and_(user, anonymous) if anonymous is not None else None
-    if "type" in names:
-        alias = pc.fill_null(pc.equal(table.column("type"), "alias"), False)
-        linking = alias if linking is None else pc.or_(linking, alias)
-    return linking is not None and bool(pc.any(linking).as_py())
-
-
 def events_to_arrow(events: Sequence[Event], log_seqs: Sequence[int] | None = None) -> pa.Table:
     """Events as an Arrow table in the store's column order."""
     columns: dict[str, list[Any]] = {
@@ -216,13 +218,17 @@ def events_to_arrow(events: Sequence[Event], log_seqs: Sequence[int] | None = No
 class EventStore:
     """The embedded event store. One instance per process; calls are serialized by a lock."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, known_links: int = 100_000) -> None:
         path.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._lock = threading.Lock()
         self._session = chdb_session.Session(str(path))
-        # Inserts that may have added links, and the count the persons dictionary last loaded at.
+        # Inserts that may have changed a link, and the count the persons dictionary last loaded at.
         self._links_generation, self._persons_generation = 1, 0
+        self.persons_loads = 0  # how many times a query (re)loaded the persons dictionary
+        # The links of the keys claimed lately (`funnels.store.links`), and whether a bulk load runs.
+        self._known = KnownLinks(known_links)
+        self._loading = False
         self.execute(EVENTS_DDL)
         self._add_names_projection()
         self._add_identity_links()
@@ -244,19 +250,41 @@ class EventStore:
         self.execute(f"ALTER TABLE events MATERIALIZE PROJECTION {NAMES_PROJECTION}")
 
     def _add_identity_links(self) -> None:
-        """Create the links table, its view and the persons dictionary. A data directory made before them
-        (no view yet) has its links backfilled once from the stored events; the backfill runs before the
-        view exists and adds only argMin claims, so repeating it after a crash changes nothing."""
-        self.execute(LINKS_DDL)
-        found = self.query(
-            "SELECT count() FROM system.tables WHERE database = currentDatabase() AND name = {name:String}",
-            {"name": LINKS_VIEW},
+        """Create the links table, the keys-by-user table, their views and the persons dictionary. A data
+        directory made before one of the views gets its table backfilled once, before the view exists: the
+        keys by user from the links, the links from the stored events (through the keys-by-user view). A
+        backfill adds only claims, which a min keeps once, and pairs, which the keys-by-user table holds
+        once, so repeating it after a crash changes nothing. A links table of the first version (an argMin
+        state per claim, which does not tell the claim's time) is dropped and rebuilt the same way."""
+        claim = self.query(
+            "SELECT type FROM system.columns WHERE database = currentDatabase() AND table = {table:String} "
+            "AND name = 'claim'",
+            {"table": LINKS_TABLE},
         ).first()
-        if found is None or not int(found[0]):
+        if claim is not None and str(claim[0]).startswith("AggregateFunction("):
+            for view in (LINKS_VIEW, KEYS_BY_USER_VIEW):
+                self.execute(f"DROP VIEW IF EXISTS {view}")
+            for table in (LINKS_TABLE, KEYS_BY_USER):
+                self.execute(f"DROP TABLE IF EXISTS {table}")
+        self.execute(LINKS_DDL)
+        if not self._exists(KEYS_BY_USER_VIEW):
+            self.execute(KEYS_BY_USER_DDL)
+            self.execute(
+                f"INSERT INTO {KEYS_BY_USER} SELECT min(claim).3, key FROM {LINKS_TABLE} GROUP BY key"
+            )
+            self.execute(KEYS_BY_USER_VIEW_DDL)
+        if not self._exists(LINKS_VIEW):
             self.execute(f"INSERT INTO {LINKS_TABLE} {LINKS_SELECT}")
             self.execute(LINKS_VIEW_DDL)
         self.execute(PERSONS_SOURCE_DDL)
         self.execute(PERSONS_DDL)
+
+    def _exists(self, name: str) -> bool:
+        found = self.query(
+            "SELECT count() FROM system.tables WHERE database = currentDatabase() AND name = {name:String}",
+            {"name": name},
+        ).first()
+        return found is not None and int(found[0]) > 0
 
     def close(self) -> None:
         with self._lock:
@@ -265,44 +293,80 @@ class EventStore:
     def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> None:
         """Run a statement that returns nothing."""
         with self._lock:
-            try:
-                self._session.query(sql, "Null", params=bind_params(params))
-            except Exception as error:  # chDB raises plain RuntimeError/ChdbError
-                raise EventStoreError(str(error)) from error
+            self._run(sql, params)
 
     def query(self, sql: str, params: Mapping[str, Any] | None = None, persons: bool = False) -> Results:
         """Run a SELECT; every user value must come in `params` (bound as ClickHouse query parameters).
 
         `persons`: the query reads the `identity_persons` dictionary, which is reloaded first when an insert
-        may have added links since it last loaded."""
+        since it last loaded may have changed a link."""
         with self._lock:
-            try:
-                if persons and self._persons_generation != self._links_generation:
-                    generation = self._links_generation
-                    self._session.query(f"SYSTEM RELOAD DICTIONARY {PERSONS_DICTIONARY}", "Null")
-                    self._persons_generation = generation
-                raw = self._session.query(sql, "JSONCompact", params=bind_params(params)).bytes()
-            except Exception as error:
-                raise EventStoreError(str(error)) from error
+            if persons and self._persons_generation != self._links_generation:
+                generation = self._links_generation
+                self._run(f"SYSTEM RELOAD DICTIONARY {PERSONS_DICTIONARY}")
+                self._persons_generation = generation
+                self.persons_loads += 1
+            return self._select(sql, params)
+
+    def _run(self, sql: str, params: Mapping[str, Any] | None = None) -> None:
+        try:
+            self._session.query(sql, "Null", params=bind_params(params))
+        except Exception as error:  # chDB raises plain RuntimeError/ChdbError
+            raise EventStoreError(str(error)) from error
+
+    def _select(self, sql: str, params: Mapping[str, Any] | None = None) -> Results:
+        try:
+            raw = self._session.query(sql, "JSONCompact", params=bind_params(params)).bytes()
+        except Exception as error:
+            raise EventStoreError(str(error)) from error
         if not raw:
             return Results(meta=[], rows=[])
         body = orjson.loads(raw)
         return Results(meta=body["meta"], rows=body["data"], statistics=body.get("statistics", {}))
 
+    @property
+    def links_generation(self) -> int:
+        """How many inserts so far may have changed an identity link (a stitched query reloads the persons
+        dictionary first when one came since it last loaded)."""
+        return self._links_generation
+
     def insert_arrow(self, table: pa.Table) -> None:
-        """Append an Arrow table whose columns are (a subset of) the store's columns, in one insert."""
+        """Append an Arrow table whose columns are (a subset of) the store's columns, in one insert. The
+        persons dictionary is marked behind only when the rows may change a link: they claim a key without
+        one, or claim a key earlier than its link for another user (`funnels.store.links`)."""
         if table.num_rows == 0:
             return
         names = ", ".join(table.column_names)
-        linking = may_link(table)
+        claims = None if self._loading else batch_claims(table)  # None: may change any link
         with self._lock:
+            changes, after = self._settle(claims)
             try:
-                self._session.query(f"INSERT INTO events ({names}) SELECT {names} FROM Python(table)", "Null")
-            except Exception as error:
-                raise EventStoreError(str(error)) from error
+                self._run(f"INSERT INTO events ({names}) SELECT {names} FROM Python(table)")
+                self._known.update(after)
             finally:  # a failed insert may have written some blocks
-                if linking:
+                if changes:
                     self._links_generation += 1
+
+    def _settle(self, claims: dict[str, Claim] | None) -> tuple[bool, dict[str, Claim | None]]:
+        """Whether an insert with these claims may change a link, and the links known after it. During a
+        bulk load the view is off: the load's end adds the links and marks the dictionary behind."""
+        if self._loading:
+            return False, {}
+        if claims is None:
+            return True, {}
+        unknown = [key for key in claims if key not in self._known]
+        stored = self._stored_links(unknown) if unknown else {}
+        return settle(claims, {key: self._known.get(key) or stored.get(key) for key in claims})
+
+    def _stored_links(self, keys: list[str]) -> dict[str, Claim]:
+        """The links of these keys as the links table holds them (a lookup by its primary key)."""
+        rows = self._select(
+            "SELECT key, toUnixTimestamp64Milli(least.1), least.2, least.3 FROM (SELECT key, min(claim) AS "
+            f"least FROM {LINKS_TABLE} WHERE key IN {{keys:Array(String)}} GROUP BY key) "
+            "SETTINGS output_format_json_quote_64bit_integers = 0",  # the times as JSON numbers
+            {"keys": keys},
+        ).rows
+        return {key: (ms, event_id, user) for key, ms, event_id, user in rows}
 
     def insert_select(
         self, columns: Sequence[str], select: str, params: Mapping[str, Any], linking: bool = True
@@ -311,38 +375,43 @@ class EventStore:
         whether the rows may carry identity links (when unsure, say so: it costs one dictionary reload)."""
         with self._lock:
             try:
-                self._session.query(
-                    f"INSERT INTO events ({', '.join(columns)}) {select}", "Null", params=bind_params(params)
-                )
-            except Exception as error:
-                raise EventStoreError(str(error)) from error
+                self._run(f"INSERT INTO events ({', '.join(columns)}) {select}", params)
             finally:
                 if linking:
-                    self._links_generation += 1
+                    self._links_changed()
+
+    def _links_changed(self) -> None:
+        """Links may have changed in ways not followed claim by claim: mark the persons dictionary behind and
+        forget the links known (under the lock)."""
+        self._links_generation += 1
+        self._known.clear()
 
     @contextmanager
     def links_after_load(self, received_ms: int) -> Iterator[None]:
         """Bulk-load mode for the identity links: the view is dropped during the load, then recreated, and
         the links of the rows stored meanwhile (received at `received_ms`, as an import stamps its rows, or
         shipped with a `log_seq` above today's) are added from the table in one pass. Computing them block
-        by block cost the native Parquet import about a third of its rate (docs/benchmarks.md). Claims are
-        argMin states, so adding a row's claim twice changes nothing; the view is back before that pass,
-        so a row inserted meanwhile is caught by one or the other. After a crash in between there is no
+        by block cost the native Parquet import about a third of its rate (docs/benchmarks.md). A key keeps
+        the least of its claims, so adding a row's claim twice changes nothing; the view is back before that
+        pass, so a row inserted meanwhile is caught by one or the other. After a crash in between there is no
         view, and the next open backfills every link."""
         since = self.max_log_seq()
-        self.execute(f"DROP VIEW IF EXISTS {LINKS_VIEW}")
+        rows = "received_at = fromUnixTimestamp64Milli({received:Int64}, 'UTC') OR log_seq > {since:UInt64}"
+        self._loading = True
         try:
+            self.execute(f"DROP VIEW IF EXISTS {LINKS_VIEW}")
             yield
         finally:
-            self.execute(LINKS_VIEW_DDL)
-            rows = (
-                "received_at = fromUnixTimestamp64Milli({received:Int64}, 'UTC') OR log_seq > {since:UInt64}"
-            )
-            self.execute(
-                f"INSERT INTO {LINKS_TABLE} {links_select(rows)}", {"received": received_ms, "since": since}
-            )
             with self._lock:
-                self._links_generation += 1
+                self._loading = False  # whatever failed: inserts must be told apart again
+                try:
+                    self._run(LINKS_VIEW_DDL)
+                    self._run(
+                        f"INSERT INTO {LINKS_TABLE} {links_select(rows)}",
+                        {"received": received_ms, "since": since},
+                    )
+                finally:
+                    self._links_changed()
 
     def linked_users(self, key: str) -> list[str]:
         """The users `key` links to, nearest first: its own link, then that user's (at most two, as a
@@ -351,7 +420,7 @@ class EventStore:
         current = key
         for _ in range(2):
             row = self.query(
-                f"SELECT argMinMerge(claim) FROM {LINKS_TABLE} WHERE key = {{key:String}}", {"key": current}
+                f"SELECT min(claim).3 FROM {LINKS_TABLE} WHERE key = {{key:String}}", {"key": current}
             ).first()
             if row is None or not row[0] or row[0] == key or row[0] in found:
                 break
@@ -360,11 +429,14 @@ class EventStore:
         return found
 
     def keys_linked_to(self, users: Sequence[str], limit: int) -> list[str]:
-        """Up to `limit` keys (anonymous or aliased ids) whose own link is one of `users`, in key order."""
+        """Up to `limit` keys (anonymous or aliased ids) whose own link is one of `users`, in key order: the
+        keys ever claimed by them (`identity_keys_by_user`), kept where the claim is still the key's link;
+        both reads go by a table's primary key."""
         if not users:
             return []
         rows = self.query(
-            f"SELECT key FROM {LINKS_TABLE} GROUP BY key HAVING argMinMerge(claim) IN {{users:Array(String)}} "
+            f"SELECT key FROM {LINKS_TABLE} WHERE key IN (SELECT key FROM {KEYS_BY_USER} WHERE user IN "
+            "{users:Array(String)}) GROUP BY key HAVING min(claim).3 IN {users:Array(String)} "
             "ORDER BY key LIMIT {limit:UInt32}",
             {"users": list(users), "limit": limit},
         ).rows
@@ -372,10 +444,12 @@ class EventStore:
 
     def truncate(self) -> None:
         """Delete every event, and with them every identity link (tests start over with it)."""
-        self.execute("TRUNCATE TABLE events")
-        self.execute(f"TRUNCATE TABLE {LINKS_TABLE}")
         with self._lock:
-            self._links_generation += 1
+            try:
+                for table in ("events", LINKS_TABLE, KEYS_BY_USER):
+                    self._run(f"TRUNCATE TABLE {table}")
+            finally:
+                self._links_changed()
 
     def insert_events(self, events: Sequence[Event], log_seqs: Sequence[int] | None = None) -> None:
         self.insert_arrow(events_to_arrow(events, log_seqs))

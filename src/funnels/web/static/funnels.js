@@ -1,4 +1,4 @@
-// Funnels: the funnel builder (steps, filters, dates, window, order, breakdown) and its chart and table,
+// Funnels: the funnel builder (steps, filters, dates, window, order, users, breakdown) and its chart and table,
 // all from the JSON API: GET /v0/funnel runs the query; /v0/events/names, /properties and /values suggest
 // events, operands and values; GET /v0/funnels lists the configured funnels. The address bar holds the
 // whole query as /v0/funnel's own query string, so a reload or a shared link shows the same funnel.
@@ -13,7 +13,7 @@
   const config = JSON.parse(form.dataset.builder); // stepTypes, operators, breakdowns, min/maxSteps, defaults
   const errorBox = $("#funnel-error");
   const stepList = $("#steps");
-  const PARAMS = ["date_from", "date_to", "steps", "window_seconds", "funnel_type", "breakdown", "breakdown_top_n"];
+  const PARAMS = ["date_from", "date_to", "steps", "window_seconds", "funnel_type", "identity", "breakdown", "breakdown_top_n"];
 
   let uid = 0; // makes datalist ids unique
   let chart = null;
@@ -239,6 +239,8 @@
       window_seconds: String(Math.round(Number($("#window").value) * Number($("#window-unit").value))),
       funnel_type: $("#funnel-type").value,
     };
+    // Stitched is the API's default: only raw is spelled out, so a stitched link is the same as before.
+    if ($("#identity").value === "raw") query.identity = "raw";
     const breakdown = $("#breakdown").value;
     if (breakdown) {
       query.breakdown = breakdown;
@@ -268,6 +270,7 @@
     $("#window-unit").value = String(unit);
     $("#window").value = String(unit === 60 && seconds % 60 ? seconds / 60 : seconds / unit);
     $("#funnel-type").value = params.funnel_type === "open" ? "open" : "closed";
+    $("#identity").value = params.identity === "raw" ? "raw" : "stitched";
     $("#breakdown").value = params.breakdown ?? "";
     $("#top-n").value = params.breakdown_top_n ?? String(config.defaultTopN);
     $("#top-n").disabled = !$("#breakdown").value;
@@ -376,9 +379,10 @@
     $("#results-empty").hidden = true;
     $("#results-body").hidden = false;
     const range = `${query.date_from} – ${query.date_to}`;
+    const who = query.identity === "raw" ? " · raw ids" : "";
     $("#results-caption").textContent = breakdown
-      ? `${range} · by ${breakdown} (top ${query.breakdown_top_n}) · ${query.funnel_type}`
-      : `${range} · ${query.funnel_type}`;
+      ? `${range} · by ${breakdown} (top ${query.breakdown_top_n}) · ${query.funnel_type}${who}`
+      : `${range} · ${query.funnel_type}${who}`;
 
     renderSummary(steps, totals, series, breakdown);
     renderChart(labels, series, breakdown);
