@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +24,7 @@ import httpx
 import pytest
 import yaml
 from fastapi.testclient import TestClient
-from playwright.sync_api import Browser, Page, Playwright, expect, sync_playwright
+from playwright.sync_api import Browser, Page, Playwright, Route, expect, sync_playwright
 
 from funnels.auth import create_key
 from funnels.clock import SystemClock
@@ -295,3 +295,35 @@ def seeded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seeded]:
 def seeded_page(page: Page, seeded: Seeded) -> Page:
     browser_sign_in(page, seeded.dashboard, seeded.dashboard.admin_key)
     return page
+
+
+class HeldBack:
+    """The first request whose URL matches `glob` and satisfies `hold` is held back (the others go on), so
+    a test can make an older answer arrive after a newer one: `wait()` until it has been made, `release()`
+    to send it on and let the page handle its answer."""
+
+    def __init__(self, page: Page, glob: str, hold: Callable[[str], bool]) -> None:
+        self.page = page
+        self.held: list[Route] = []
+
+        def route(request_route: Route) -> None:
+            if not self.held and hold(request_route.request.url):
+                self.held.append(request_route)
+            else:
+                request_route.continue_()
+
+        page.route(glob, route)
+
+    def wait(self) -> None:
+        for _ in range(100):  # Playwright runs route handlers while the test waits in one of its calls
+            if self.held:
+                return
+            self.page.wait_for_timeout(50)
+        raise AssertionError("the request to hold back never came")
+
+    def release(self) -> None:
+        (route,) = self.held
+        url = route.request.url
+        with self.page.expect_response(lambda response: response.url == url):
+            route.continue_()
+        self.page.evaluate("() => new Promise((done) => setTimeout(done, 100))")  # its handler has run

@@ -10,13 +10,14 @@ import signal
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Page, Route, expect
+from playwright.sync_api import Page, expect
 
 from tests.processes import wait_until
 from tests.receivers import NETWORK, HttpReceiver
 from tests.web.conftest import (
     REFUSED,
     SEEDED_CUSTOMERS,
+    HeldBack,
     Seeded,
     browser_sign_in,
     data_dir_with_keys,
@@ -96,30 +97,14 @@ def test_filters_submitted_while_the_first_page_loads_show_only_their_rows(
     page = seeded_page
     dead = seeded.dashboard.api("GET", "/v0/actions", params={"status": "dead"}).json()["total"]
     assert dead > 0  # (another test of this module may have retried one)
-    held: list[Route] = []
-
-    def hold_the_unfiltered_page(route: Route) -> None:
-        if "status=" in route.request.url:
-            route.continue_()
-        else:
-            held.append(route)
-
-    page.route("**/v0/actions?*", hold_the_unfiltered_page)
+    first_page = HeldBack(page, "**/v0/actions?*", lambda url: "status=" not in url)
     page.goto(f"{seeded.dashboard.url}/deliveries")
-    for _ in range(100):  # Playwright calls its route handlers while the test waits in one of its calls
-        if held:
-            break
-        page.wait_for_timeout(50)
-    assert held, "the first page's request never came"
+    first_page.wait()
     page.select_option("#delivery-filters select[name=status]", "dead")
     page.click("#delivery-filters button[type=submit]")
     rows = page.locator("#deliveries-table tr.job")
     expect(rows).to_have_count(dead)
-    with page.expect_response(
-        lambda response: "/v0/actions?" in response.url and "status=" not in response.url
-    ):
-        held[0].continue_()
-    page.evaluate("() => new Promise((done) => setTimeout(done, 100))")  # its handler has run
+    first_page.release()
     expect(rows).to_have_count(dead)
     expect(page.locator("#deliveries-summary")).to_contain_text(f"{dead} of {dead}")
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 import time
 from urllib.parse import quote
 
-from playwright.sync_api import Page, Route, expect
+from playwright.sync_api import Page, expect
 
-from tests.web.conftest import REFUSED, Seeded
+from tests.web.conftest import REFUSED, HeldBack, Seeded
 
 
 def test_find_a_person_by_any_id_shows_what_the_api_says(seeded_page: Page, seeded: Seeded) -> None:
@@ -137,26 +137,12 @@ def test_a_person_opened_while_another_loads_stays_shown(seeded_page: Page, seed
     page = seeded_page
     first, second = REFUSED[0], REFUSED[1]
     wanted = seeded.dashboard.api("GET", f"/v0/models/customer/{second}").json()
-    held: list[Route] = []
-
-    def hold_the_first(route: Route) -> None:
-        if f"/v0/models/customer/{first}?" in route.request.url:
-            held.append(route)
-        else:
-            route.continue_()
-
-    page.route("**/v0/models/**", hold_the_first)
+    first_person = HeldBack(page, "**/v0/models/**", lambda url: f"/v0/models/customer/{first}?" in url)
     page.goto(f"{seeded.dashboard.url}/people?model=customer&id={first}")
-    for _ in range(100):  # Playwright calls its route handlers while the test waits in one of its calls
-        if held:
-            break
-        page.wait_for_timeout(50)
-    assert held, "the first person's request never came"
+    first_person.wait()
     page.fill("#person-search input[name=id]", second)
     page.click("#person-search button[type=submit]")
     expect(page.locator("#person-name")).to_have_text(wanted["displayName"])
-    with page.expect_response(lambda response: f"/v0/models/customer/{first}?" in response.url):
-        held[0].continue_()
-    page.evaluate("() => new Promise((done) => setTimeout(done, 100))")  # its handler has run
+    first_person.release()
     expect(page.locator("#person-name")).to_have_text(wanted["displayName"])
     expect(page.locator("#person-ids [data-id]")).to_have_text(wanted["ids"])
