@@ -389,6 +389,15 @@ class EventStore(ABC):
                 if changes:
                     self._links_generation += 1
 
+    def insert_copied(self, table: pa.Table, token: str) -> None:
+        """Append a batch copied from another store (`funnels events copy`) in one insert with its token.
+        Its claims are not followed one by one: the links are marked as changed."""
+        with self._lock:
+            try:
+                self._insert(table, token)
+            finally:
+                self._links_changed()
+
     def _settle(self, claims: dict[str, Claim] | None) -> tuple[bool, dict[str, Claim | None]]:
         """Whether an insert with these claims may change a link, and the links known after it. During a
         bulk load the view is off: the load's end adds the links and marks the dictionary behind."""
