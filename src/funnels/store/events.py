@@ -28,7 +28,9 @@ may change a link bumps a generation counter, and a query that reads the diction
 persons=True)`) first reloads it if its generation is older, under the store's lock, so a query always sees
 the links of every event stored before it. Whether rows may change a link is told from their claims and
 the links known of their keys (`funnels.store.links`): a batch that only repeats known links (analytics.js
-sends both ids on every event once a visitor has identified) leaves the dictionary as it is.
+sends both ids on every event once a visitor has identified) leaves the dictionary as it is. On a store
+other processes write too (a server), their link changes count as well: a backend tells them through the
+store (`_tell_links_changed`, `_links_elsewhere`; `funnels.store.server_events`).
 """
 
 from __future__ import annotations
@@ -238,6 +240,8 @@ class EventStore(ABC):
         self._lock = lock or threading.RLock()
         # Inserts that may have changed a link, and the count the persons dictionary last loaded at.
         self._links_generation, self._persons_generation = 1, 0
+        # What other processes' link changes looked like when the dictionary last loaded (`_links_elsewhere`).
+        self._persons_elsewhere: int | None = None
         self.persons_loads = 0  # how many times a query (re)loaded the persons dictionary
         # The links of the keys claimed lately (`funnels.store.links`), and whether a bulk load runs.
         self._known = KnownLinks(known_links)
@@ -267,6 +271,17 @@ class EventStore(ABC):
         """Bulk-load mode for an import whose rows are stamped `received_ms` (optional: a backend may pause
         what slows a big load). The identity links of the load are the backend's to keep right."""
         yield
+
+    def _links_elsewhere(self) -> int | None:
+        """How many times other processes may have changed a link, as the store tells (a backend with
+        other writers; None: this process is the only one). A stitched query reloads the persons dictionary
+        when it moved. Must be cheap: it runs before every stitched query."""
+        return None
+
+    def _tell_links_changed(self) -> None:
+        """Tell the other processes' stitched queries that this one may have changed a link (a backend with
+        other writers; called after the insert, under the lock)."""
+        return None
 
     def parquet_source(self, path: Path) -> tuple[str, dict[str, Any]] | None:
         """A table function reading the Parquet file at `path` on this machine, with its parameters, for
@@ -352,10 +367,11 @@ class EventStore(ABC):
         since it last loaded may have changed a link."""
         if persons:
             with self._lock:
-                if self._persons_generation != self._links_generation:
+                elsewhere = self._links_elsewhere()
+                if self._persons_generation != self._links_generation or elsewhere != self._persons_elsewhere:
                     generation = self._links_generation
                     self._run(f"SYSTEM RELOAD DICTIONARY {PERSONS_DICTIONARY}")
-                    self._persons_generation = generation
+                    self._persons_generation, self._persons_elsewhere = generation, elsewhere
                     self.persons_loads += 1
         return self._select(sql, params)
 
@@ -388,6 +404,7 @@ class EventStore(ABC):
             finally:  # a failed insert may have written some blocks
                 if changes:
                     self._links_generation += 1
+                    self._tell_links_changed()
 
     def insert_copied(self, table: pa.Table, token: str) -> None:
         """Append a batch copied from another store (`funnels events copy`) in one insert with its token.
@@ -438,6 +455,7 @@ class EventStore(ABC):
         with self._lock:
             self._links_generation += 1
             self._known.clear()
+            self._tell_links_changed()
 
     @contextmanager
     def links_after_load(self, received_ms: int) -> Iterator[None]:

@@ -16,7 +16,11 @@ The same DDL and the same analytics SQL as the embedded store (`funnels.store.ev
   the URL's user and password, and the source view by its database (the source's query does not run in
   the dictionary's database) (re-created on every open, so a changed password is picked up; the
   server shows the password as `[HIDDEN]`).
-- **Several writers**: the links known to this process may be stale (`EventStore.single_writer`).
+- **Several writers**: the links known to this process may be stale (`EventStore.single_writer`), and
+  links another process adds (another node, `funnels import`, `funnels events copy`) must reach this one's
+  persons dictionary: every insert that may change a link also adds a row (this store's id, its
+  generation) to `identity_links_changes`, and before a stitched query the sum of each writer's greatest
+  generation is read; when it moved since the dictionary last loaded, the dictionary is reloaded.
 - No bulk-load mode and no `file()` fast path: other processes may write meanwhile, and the server cannot
   read this machine's files, so `funnels import` takes the column-wise path in Arrow batches.
 
@@ -29,6 +33,7 @@ since no ClickHouse server can be installed here.
 from __future__ import annotations
 
 import threading
+import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -50,6 +55,14 @@ from funnels.store.events import (
 )
 
 DEDUPLICATION_WINDOW = 1_000  # inserts whose tokens the events table remembers
+# Link changes other processes made: each writer (a store opened by one process) keeps its count of inserts
+# that may have changed a link, one row per change; a reader sums each writer's greatest count. A few rows
+# a writer once merged, so the sum costs a round trip and a read of a tiny table per stitched query.
+LINKS_CHANGES = "identity_links_changes"
+LINKS_CHANGES_DDL = (
+    f"CREATE TABLE IF NOT EXISTS {LINKS_CHANGES} (writer String, generation UInt64) "
+    "ENGINE = ReplacingMergeTree(generation) ORDER BY writer"
+)
 TARGET_VERSION = "26.9"  # the ClickHouse release chDB 4.4.0 embeds, which the tests run against
 
 
@@ -88,6 +101,7 @@ class ServerEventStore(EventStore):
         known_links: int = 100_000,
     ) -> None:
         super().__init__(threading.RLock(), known_links)
+        self._writer = uuid.uuid4().hex  # this store's rows in `identity_links_changes`
         self._client = client
         self.name = name  # what messages call the store: its URL, password redacted
         self._source = source
@@ -98,6 +112,7 @@ class ServerEventStore(EventStore):
         self._run(
             f"ALTER TABLE events MODIFY SETTING non_replicated_deduplication_window = {DEDUPLICATION_WINDOW}"
         )
+        self._run(LINKS_CHANGES_DDL)
 
     @classmethod
     def connect(cls, url: str, known_links: int = 100_000) -> ServerEventStore:
@@ -164,6 +179,19 @@ class ServerEventStore(EventStore):
             return Results(meta=[], rows=[])
         body = orjson.loads(raw)
         return Results(meta=body["meta"], rows=body["data"], statistics=body.get("statistics", {}))
+
+    def _links_elsewhere(self) -> int:
+        row = self._select(
+            f"SELECT sum(generation) FROM (SELECT max(generation) AS generation FROM {LINKS_CHANGES} "
+            "GROUP BY writer)"
+        ).first()
+        return int(row[0]) if row else 0
+
+    def _tell_links_changed(self) -> None:
+        self._run(
+            f"INSERT INTO {LINKS_CHANGES} VALUES ({{writer:String}}, {{generation:UInt64}})",
+            {"writer": self._writer, "generation": self._links_generation},
+        )
 
     def _insert(self, table: pa.Table, token: str | None) -> None:
         settings = {"insert_deduplication_token": token} if token else None
