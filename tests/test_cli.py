@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -16,7 +17,8 @@ from fastapi.testclient import TestClient
 from funnels.app import create_app
 from funnels.demo import DEMO_STEPS
 from funnels.services import Services
-from tests.processes import free_port, start_server
+from funnels.store.server_events import ServerEventStore
+from tests.processes import client, create_key, free_port, start_server, wait_until
 
 BIN = str(Path(sys.executable).parent / "funnels")
 
@@ -251,3 +253,28 @@ def test_serve_and_the_other_commands_refuse_a_schema_newer_than_they_know(tmp_p
     with sqlite3.connect(data_dir / "state.sqlite3") as db:
         assert db.execute("SELECT version_num FROM alembic_version").fetchall() == [("f00d",)]
     db.close()
+
+
+def test_serve_with_events_url_ships_to_the_server_and_reports_it_healthy(tmp_path: Path) -> None:
+    """`funnels serve --events-url` (the server backend, on clickhouse-connect's chDB interface): /healthz
+    probes that store, events are shipped there, and nothing is stored in the data directory."""
+    data, server_dir = tmp_path / "data", tmp_path / "server"
+    key = create_key(data, "events:write")
+    port = free_port()
+    server = start_server(data, port, "--events-url", f"chdb://{server_dir}")
+    try:
+        with client(port, key) as http:
+            assert http.get("/healthz").json()["status"] == "ok"
+            for number in range(3):
+                sent = http.post("/v0/events", json={"event": "signup", "user_id": f"u{number}"})
+                assert sent.status_code == 200, sent.text
+            wait_until(lambda: http.get("/healthz").json().get("shipper_backlog") == "0")
+    finally:
+        server.send_signal(signal.SIGINT)
+        server.wait(timeout=30)
+    assert not (data / "events").exists()
+    store = ServerEventStore.on_chdb(server_dir)
+    try:
+        assert store.count() == 3 and store.max_log_seq() == 3
+    finally:
+        store.close()
