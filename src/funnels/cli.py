@@ -724,10 +724,11 @@ def events_copy(
                 err.print(f"resuming: {done:,} events are on the target already", highlight=False)
             with progress:
                 task = progress.add_task("events", total=left)
+                copied = 0
                 for month in plan:
                     progress.update(task, description=month_label(month.month))
-                    copy_month(source, target, month, batch_rows, partial(progress.advance, task))
-            err.print(f"copied {left:,} events; checking the copy", highlight=False)
+                    copied += copy_month(source, target, month, batch_rows, partial(progress.advance, task))
+            err.print(f"copied {copied:,} events; checking the copy", highlight=False)
             problems = verify_copy(source, target)
     except KeyboardInterrupt:
         _fail("interrupted: run the same command again to resume", 130)

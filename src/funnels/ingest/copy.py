@@ -7,13 +7,14 @@ holds, batches as Arrow IPC, a funnel's answer. This process writes the target. 
 a partition), the target's count decides: equal, the month was copied before; none, it is copied from its
 start; fewer, the copy resumes after the target's greatest sort key, since a month on the target is always
 a whole number of batches in sort order (`funnels.store.copy`); more, the copy refuses (the target holds
-events that are not this store's). Memory is one batch at a time in each process. Every batch is one
+events that are not this store's). The child reads the next batch while this process inserts the last
+one, so memory is two batches in the child and one here. Every batch is one
 insert with a deduplication token made of its month, the sort key it starts after and its size, so an
 insert retried after an error of unknown outcome is stored once. The target's own materialized view makes
 the identity links of the rows it receives, as it does for shipped ones.
 
-At the end (`verify_copy`), per month, the counts and a checksum of every row's identity and log sequence
-number are compared, and a funnel of the store's most frequent events over its whole time span is
+At the end (`verify_copy`), per month, the counts and a checksum of every row's sort key are compared
+(rows stored twice counted once: the source or the target may not have merged them yet), and a funnel of the store's most frequent events over its whole time span is
 answered by both, raw and stitched. The rows keep their log sequence numbers, so the target's `max(log_seq)`
 is the source's: a node switched to the target ships, from the state store's log, exactly the events the
 copy did not contain (docs/deploy.md, "Moving to a ClickHouse server").
@@ -55,12 +56,22 @@ def _serve(path: str, connection: Connection) -> None:
         connection.send(("error", f"the event store in {path} cannot be opened: {error}"))
         return
     connection.send(("ok", None))
+    ahead: tuple[tuple[Any, ...], Any] | None = None  # the batch read ahead, and its request
     try:
         while (request := connection.recv()) is not None:
             try:
-                connection.send(("ok", _answer(store, request)))
+                answer = ahead[1] if ahead is not None and ahead[0] == request else _answer(store, request)
             except Exception as error:
                 connection.send(("error", str(error)))
+                continue
+            finally:
+                ahead = None
+            connection.send(("ok", answer))
+            if request[0] == "batch" and answer[1] is not None:
+                # While the parent inserts this batch, read the one it will ask for next.
+                following = ("batch", request[1], answer[1], request[3])
+                with contextlib.suppress(Exception):  # asked for again, it reports its error then
+                    ahead = (following, _answer(store, following))
     finally:
         store.close()
 
@@ -69,12 +80,12 @@ def _answer(store: ChdbEventStore, request: tuple[Any, ...]) -> Any:
     verb, *args = request
     if verb == "months":
         return month_counts(store, checksum=args[0])
-    if verb == "batch":
+    if verb == "batch":  # the batch as Arrow IPC, with its last sort key (None when it is empty)
         sink = pa.BufferOutputStream()
         table = read_batch(store, *args)
         with pa.ipc.new_stream(sink, table.schema) as writer:
             writer.write_table(table)
-        return sink.getvalue().to_pybytes()
+        return sink.getvalue().to_pybytes(), last_key(table) if table.num_rows else None
     if verb == "funnel":
         return run_funnel(store, parse_funnel_query(args[0]))
     if verb == "verification":
@@ -120,8 +131,10 @@ class SourceStore:
         result: dict[int, tuple[int, int]] = self._call("months", checksum)
         return result
 
-    def batch(self, month: int, after: Key | None, rows: int) -> pa.Table:
-        return pa.ipc.open_stream(self._call("batch", month, after, rows)).read_all()
+    def batch(self, month: int, after: Key | None, rows: int) -> tuple[pa.Table, Key | None]:
+        """The next batch of `month` after `after`, and its last sort key (None when it is empty)."""
+        data, last = self._call("batch", month, after, rows)
+        return pa.ipc.open_stream(data).read_all(), last
 
     def funnel(self, params: dict[str, str]) -> dict[str, Any]:
         result: dict[str, Any] = self._call("funnel", params)
@@ -192,12 +205,14 @@ def copy_month(
         return 0
     after = stored_until(target, month.month) if month.target else None
     copied = 0
-    while (table := source.batch(month.month, after, batch_rows)).num_rows:
+    while True:
+        table, last = source.batch(month.month, after, batch_rows)
+        if last is None:
+            return copied
         target.insert_copied(table, _token(month.month, after, table.num_rows))
-        after = last_key(table)
+        after = last
         copied += table.num_rows
         advance(table.num_rows)
-    return copied
 
 
 def verification_funnel(store: EventStore) -> dict[str, str] | None:

@@ -29,12 +29,14 @@ _AFTER = (
 
 
 def month_counts(store: EventStore, checksum: bool = False) -> dict[int, tuple[int, int]]:
-    """Per month (YYYYMM): the events stored and, with `checksum`, a sum of a hash of each row's identity
-    and log sequence number (0 without it; that reads four columns of every row, the count only `ts`)."""
-    digest = "sum(cityHash64(event_id, user_key, ts, log_seq))" if checksum else "0"
-    rows = store.query(
-        f"SELECT toYYYYMM(ts) AS month, count(), {digest} FROM events GROUP BY month ORDER BY month"
-    ).rows
+    """Per month (YYYYMM): the events stored and, with `checksum`, a sum of a hash of each row's sort key
+    (0 without it). With it, rows stored twice count once (`FINAL`), so a store that has merged them and
+    one that has not yet agree; without it, the count reads only `ts`."""
+    if checksum:
+        select = "count(), sum(cityHash64(event_id, user_key, ts)) FROM events FINAL"
+    else:
+        select = "count(), 0 FROM events"
+    rows = store.query(f"SELECT toYYYYMM(ts) AS month, {select} GROUP BY month ORDER BY month").rows
     return {int(month): (int(count), int(total)) for month, count, total in rows}
 
 
