@@ -1,5 +1,5 @@
 """`funnels events copy` on a bench dataset: time, rate and peak memory (resident, the command and its
-reading child summed, sampled every 20 ms from /proc), then the bytes per event on disk of the target
+reading child summed, sampled every 20 ms from /proc) of the copy and of the checks after it, then the bytes per event on disk of the target
 (`system.parts`). The target is the server backend on clickhouse-connect's chDB interface (a `chdb://`
 URL): no ClickHouse server can be installed here. Prints one JSON line; not a test.
 
@@ -13,6 +13,7 @@ import json
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -67,13 +68,23 @@ def main() -> None:
         str(args.batch_rows),
     ]
     started = time.perf_counter()
-    process = subprocess.Popen(command)
-    peak = 0
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    checking: list[float] = []  # when the copy ended and the checks began (its stderr says so)
+
+    def follow() -> None:
+        assert process.stderr is not None
+        for line in process.stderr:
+            if "checking the copy" in line:
+                checking.append(time.perf_counter() - started)
+
+    threading.Thread(target=follow, daemon=True).start()
+    peak = {"copy": 0, "checks": 0}
     while process.poll() is None:
-        peak = max(peak, tree_rss_kb(process.pid))
+        phase = "checks" if checking else "copy"
+        peak[phase] = max(peak[phase], tree_rss_kb(process.pid))
         time.sleep(0.02)
     seconds = time.perf_counter() - started
-    assert process.returncode == 0, process.returncode
+    assert process.returncode == 0 and checking, process.returncode
 
     from funnels.store.server_events import ServerEventStore
 
@@ -97,9 +108,11 @@ def main() -> None:
             {
                 "events": rows,
                 "batch_rows": args.batch_rows,
-                "seconds": round(seconds, 1),
-                "events_per_s": round(rows / seconds),
-                "peak_rss_mib": round(peak / 1024),
+                "copy_seconds": round(checking[0], 1),
+                "events_per_s": round(rows / checking[0]),
+                "check_seconds": round(seconds - checking[0], 1),
+                "peak_rss_mib_copy": round(peak["copy"] / 1024),
+                "peak_rss_mib_checks": round(peak["checks"] / 1024),
                 "events_bytes_per_event": round(on_disk / rows, 1),
                 "links_bytes_per_event": round(links / rows, 1),
             }
