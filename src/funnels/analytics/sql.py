@@ -37,10 +37,11 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from funnels.analytics.query import NUMBER_PATTERN, NUMERIC_OPERATORS, Filter, FunnelQuery, Step
-from funnels.store.events import PERSONS_DICTIONARY
+from funnels.store.events import PERSONS_DICTIONARY, ClusterLayout
 
 Params = dict[str, object]
-PerUser = Callable[[FunnelQuery, Params], str]
+PerUser = Callable[[FunnelQuery, Params, str], str]
+EVENTS = "events"  # the table a funnel reads: the events table, or on a cluster the Distributed one
 
 _COMPARATORS = {"gt": ">", "lt": "<", "gte": ">=", "lte": "<="}
 TS_MS = "toInt64(toUnixTimestamp64Milli(ts))"
@@ -140,7 +141,7 @@ def _breakdown_column(query: FunnelQuery) -> str:
     return f"{query.breakdown}, " if query.breakdown else ""
 
 
-def closed_exclusive_per_user(query: FunnelQuery, params: Params) -> str:
+def closed_exclusive_per_user(query: FunnelQuery, params: Params, table: str = EVENTS) -> str:
     """Closed funnel when no event can match two steps: a one-event-at-a-time fold over starts only.
 
     The fold keeps just f_k, the latest start at each level. The path is recovered afterwards from the
@@ -184,11 +185,11 @@ def closed_exclusive_per_user(query: FunnelQuery, params: Params) -> str:
         f"SELECT {user_name}, arraySort(groupArrayIf(bitOr(bitShiftLeft({TS_MS}, 4), step), step > 0)) AS a, "
         f"arrayFold({fold}, a, {init}) AS st, "
         f"{breakdown} AS bd0 FROM (SELECT {user}, ts, {_breakdown_column(query)}{step_of} AS step "
-        f"FROM events WHERE {where}) GROUP BY {user_name})"
+        f"FROM {table} WHERE {where}) GROUP BY {user_name})"
     )
 
 
-def closed_general_per_user(query: FunnelQuery, params: Params) -> str:
+def closed_general_per_user(query: FunnelQuery, params: Params, table: str = EVENTS) -> str:
     """Closed funnel when an event may match several steps: events of one millisecond form a group.
 
     Each group becomes (t, cov): `cov` lists the sets of steps (bitmasks) that the group's events can cover
@@ -233,12 +234,12 @@ def closed_general_per_user(query: FunnelQuery, params: Params) -> str:
         f"SELECT arrayCount(v -> v >= 0, st.1) AS lvl, {times}, bd0 FROM ("
         f"SELECT {user_name}, arraySort(groupArrayIf(({TS_MS}, mask), mask > 0)) AS a, "
         f"arrayFold({fold}, {covered}, {init}) AS st, {breakdown} AS bd0 "
-        f"FROM (SELECT {user}, ts, {_breakdown_column(query)}toUInt16({mask}) AS mask FROM events WHERE {where}) "
+        f"FROM (SELECT {user}, ts, {_breakdown_column(query)}toUInt16({mask}) AS mask FROM {table} WHERE {where}) "
         f"GROUP BY {user_name})"
     )
 
 
-def open_per_user(query: FunnelQuery, params: Params) -> str:
+def open_per_user(query: FunnelQuery, params: Params, table: str = EVENTS) -> str:
     """Open funnel: the first time each step fired; step 1 inside the date range, others in the scan."""
     bind = Binder(params)
     n = len(query.steps)
@@ -252,7 +253,7 @@ def open_per_user(query: FunnelQuery, params: Params) -> str:
     return (
         f"SELECT {lvl}, {', '.join(f't{k}' for k in range(1, n + 1))}, bd0 FROM ("
         f"SELECT {user_name}, {', '.join(firsts)}, {breakdown} AS bd0 FROM ("
-        f"SELECT {user}, ts, {_breakdown_column(query)}{matches} FROM events WHERE {where}) GROUP BY {user_name})"
+        f"SELECT {user}, ts, {_breakdown_column(query)}{matches} FROM {table} WHERE {where}) GROUP BY {user_name})"
     )
 
 
@@ -260,6 +261,36 @@ def choose_per_user(query: FunnelQuery) -> PerUser:
     if query.funnel_type == "open":
         return open_per_user
     return closed_exclusive_per_user if query.steps_exclusive else closed_general_per_user
+
+
+def _counts_and_medians(n: int) -> tuple[list[str], list[str]]:
+    """Users per step, and each median as a template: `{}` is "" for the value, "State" for its state."""
+    counts = [f"countIf(lvl >= {k}) AS u{k}" for k in range(1, n + 1)]
+    medians = [
+        f"quantileExactInclusive{{}}If(0.5)(t{k} - t{k - 1}, lvl >= {k}) AS mp{k}" for k in range(2, n + 1)
+    ]
+    medians += [f"quantileExactInclusive{{}}If(0.5)(t{k} - t1, lvl >= {k}) AS ms{k}" for k in range(2, n + 1)]
+    return counts, medians
+
+
+def _medians(n: int, function: str) -> list[str]:
+    """Each median state column through `function` (a -Merge or -MergeState combinator), under its name."""
+    names = [f"mp{k}" for k in range(2, n + 1)] + [f"ms{k}" for k in range(2, n + 1)]
+    return [f"{function}(0.5)({name}) AS {name}" for name in names]
+
+
+def _ranked(query: FunnelQuery, values: str, params: Params) -> str:
+    """The rows of a breakdown: `values` gives one row per value (bd, u1..un and the median states), the
+    top N by step-1 users are kept and the rest merged into 'Others', ordered by rank."""
+    n = len(query.steps)
+    merged = [f"sum(u{k}) AS u{k}" for k in range(1, n + 1)] + _medians(n, "quantileExactInclusiveMerge")
+    top_n = f"{{p{len(params)}:UInt32}}"
+    params[f"p{len(params)}"] = query.breakdown_top_n
+    return (
+        f"SELECT if(rnk <= {top_n}, bd, 'Others') AS bucket, {', '.join(merged)} FROM ("
+        f"SELECT *, row_number() OVER (ORDER BY u1 DESC, bd ASC) AS rnk FROM ("
+        f"{values})) GROUP BY bucket ORDER BY min(rnk)"
+    )
 
 
 def funnel_sql(query: FunnelQuery) -> tuple[str, Params]:
@@ -270,26 +301,61 @@ def funnel_sql(query: FunnelQuery) -> tuple[str, Params]:
     medians are computed directly; with one, per-value median states are merged for `Others`.
     """
     params: Params = {}
-    n = len(query.steps)
-    per_user = choose_per_user(query)(query, params)
-    counts = [f"countIf(lvl >= {k}) AS u{k}" for k in range(1, n + 1)]
-    medians = [
-        f"quantileExactInclusive{{}}If(0.5)(t{k} - t{k - 1}, lvl >= {k}) AS mp{k}" for k in range(2, n + 1)
-    ]
-    medians += [f"quantileExactInclusive{{}}If(0.5)(t{k} - t1, lvl >= {k}) AS ms{k}" for k in range(2, n + 1)]
     if not query.breakdown:
+        per_user = choose_per_user(query)(query, params, EVENTS)
+        counts, medians = _counts_and_medians(len(query.steps))
         direct = ", ".join(counts + [median.format("") for median in medians])
         return f"SELECT '' AS bucket, {direct} FROM ({per_user}) WHERE lvl >= 1", params
-    merged = [f"sum(u{k}) AS u{k}" for k in range(1, n + 1)]
-    merged += [f"quantileExactInclusiveMerge(0.5)(mp{k}) AS mp{k}" for k in range(2, n + 1)]
-    merged += [f"quantileExactInclusiveMerge(0.5)(ms{k}) AS ms{k}" for k in range(2, n + 1)]
+    return _ranked(query, shard_funnel_sql(query, params), params), params
+
+
+def shard_funnel_sql(query: FunnelQuery, params: Params, table: str = EVENTS) -> str:
+    """What one shard of a cluster computes over its own `table` (and, over the whole table, the inner
+    part of `funnel_sql` with a breakdown): per breakdown value ('(none)' for users without one; the one
+    value '(none)' without a breakdown), u1..un and the median states mp2..mpn, ms2..msn. One row per
+    value, never per user: each user's fold runs where the user's rows are."""
+    per_user = choose_per_user(query)(query, params, table)
+    counts, medians = _counts_and_medians(len(query.steps))
     states = [median.format("State") for median in medians]
-    top_n = f"{{p{len(params)}:UInt32}}"
-    params[f"p{len(params)}"] = query.breakdown_top_n
-    sql = (
-        f"SELECT if(rnk <= {top_n}, bd, 'Others') AS bucket, {', '.join(merged)} FROM ("
-        f"SELECT *, row_number() OVER (ORDER BY u1 DESC, bd ASC) AS rnk FROM ("
+    return (
         f"SELECT if(bd0 = '', '(none)', bd0) AS bd, {', '.join(counts + states)} "
-        f"FROM ({per_user}) WHERE lvl >= 1 GROUP BY bd)) GROUP BY bucket ORDER BY min(rnk)"
+        f"FROM ({per_user}) WHERE lvl >= 1 GROUP BY bd"
     )
-    return sql, params
+
+
+def merged_funnel_sql(query: FunnelQuery, shard_rows: str, params: Params) -> str:
+    """The initiator's half of a funnel over shards: `shard_rows` is a table expression giving every shard's
+    `shard_funnel_sql` rows; their counts are summed and their median states merged per value, then ranked
+    as `funnel_sql` ranks (the same columns, so `buckets_from_rows` reads either)."""
+    n = len(query.steps)
+    sums = [f"sum(u{k}) AS u{k}" for k in range(1, n + 1)]
+    if not query.breakdown:
+        medians = _medians(n, "quantileExactInclusiveMerge")
+        return f"SELECT '' AS bucket, {', '.join(sums + medians)} FROM {shard_rows}"
+    states = _medians(n, "quantileExactInclusiveMergeState")
+    return _ranked(query, f"SELECT bd, {', '.join(sums + states)} FROM {shard_rows} GROUP BY bd", params)
+
+
+def cluster_funnel_sql(query: FunnelQuery, layout: ClusterLayout) -> tuple[str, Params]:
+    """A raw funnel on a cluster whose shards each hold whole user keys (`funnels.store.cluster`).
+
+    How it works: `cluster(NAME, view(S))` sends the per-shard query S (`shard_funnel_sql` over the shard's
+    own `events_local`) to one replica of every shard; each folds its users and returns one row per
+    breakdown value with counts and median states, and the initiator merges those rows
+    (`merged_funnel_sql`). Exact because the sharding key is a hash of `user_key`: every row of a user is
+    on one shard, so each user is folded whole, exactly once; counts add up, and an exact-quantile state
+    holds every value, so merged states give the median over all users. Query parameters are replaced by
+    their values on the initiator, before S is sent.
+    """
+    params: Params = {}
+    shard = shard_funnel_sql(query, params, layout.shard_events)
+    return merged_funnel_sql(query, f"cluster('{layout.cluster}', view({shard}))", params), params
+
+
+def funnel_statement(query: FunnelQuery, layout: ClusterLayout | None) -> tuple[str, Params]:
+    """The funnel SQL for a store: on a cluster, a raw funnel in the two-level form; a stitched one reads
+    the Distributed table as on one server, since a person's keys may sit on several shards (its per-person
+    fold then runs on the initiator over the matching rows the shards send: docs/deploy.md)."""
+    if layout is not None and not query.stitched:
+        return cluster_funnel_sql(query, layout)
+    return funnel_sql(query)

@@ -41,7 +41,17 @@ from clickhouse_connect import get_client
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError, OperationalError
 
+from funnels.store.cluster import (
+    DEDUPLICATION_WINDOW,
+    INSERT_SETTINGS,
+    ClusterLayoutError,
+    cluster_ddl,
+    layout_of,
+    reload_persons,
+    truncate_statements,
+)
 from funnels.store.events import (
+    ClusterLayout,
     EventStore,
     EventStoreError,
     EventStoreUnavailable,
@@ -49,7 +59,6 @@ from funnels.store.events import (
     persons_ddl,
 )
 
-DEDUPLICATION_WINDOW = 1_000  # inserts whose tokens the events table remembers
 TARGET_VERSION = "26.9"  # the ClickHouse release chDB 4.4.0 embeds, which the tests run against
 
 
@@ -86,23 +95,59 @@ class ServerEventStore(EventStore):
         name: str,
         source: str = "",
         known_links: int = 100_000,
+        init_cluster: str | None = None,
     ) -> None:
+        """Open the store in `database`, creating the one-server schema there unless the database holds the
+        cluster layout; `init_cluster`: first lay the cluster layout out on that cluster's every node
+        (`funnels events init --cluster`)."""
         super().__init__(threading.RLock(), known_links)
         self._client = client
         self.name = name  # what messages call the store: its URL, password redacted
         self._source = source
         self.database = database = _database_name(database)
-        self._run(f"CREATE DATABASE IF NOT EXISTS {database}")
+        if init_cluster is not None:
+            self._init_cluster(ClusterLayout(init_cluster, database))
+        else:
+            self._run(f"CREATE DATABASE IF NOT EXISTS {database}")
         client.database = database
-        self._create_schema()
-        self._run(
-            f"ALTER TABLE events MODIFY SETTING non_replicated_deduplication_window = {DEDUPLICATION_WINDOW}"
-        )
+        self.cluster = self._find_layout()
+        if self.cluster is None:
+            self._create_schema()
+            self._run(
+                "ALTER TABLE events MODIFY SETTING "
+                f"non_replicated_deduplication_window = {DEDUPLICATION_WINDOW}"
+            )
+
+    def _events_engine(self) -> str | None:
+        row = self._select(
+            "SELECT engine_full FROM system.tables WHERE database = {database:String} AND name = 'events'",
+            {"database": self.database},
+        ).first()
+        return None if row is None else str(row[0])
+
+    def _find_layout(self) -> ClusterLayout | None:
+        """The cluster layout, when the database's `events` is the Distributed table it makes."""
+        engine = self._events_engine()
+        return None if engine is None else layout_of(engine, self.database)
+
+    def _init_cluster(self, layout: ClusterLayout) -> None:
+        """Lay the cluster layout out (idempotent); refused where `events` is a one-server table."""
+        engine = self._events_engine()
+        if engine is not None and layout_of(engine, self.database) is None:
+            raise ClusterLayoutError(
+                f"the database {self.database} already holds a one-server events table: lay the cluster out "
+                "in another database (and copy the events there)"
+            )
+        for statement in cluster_ddl(layout, self._source):
+            self._run(statement)
 
     @classmethod
-    def connect(cls, url: str, known_links: int = 100_000) -> ServerEventStore:
+    def connect(
+        cls, url: str, known_links: int = 100_000, init_cluster: str | None = None
+    ) -> ServerEventStore:
         """Open the store a `http[s]://user:password@host:port/database` URL names; `EventStoreUnavailable`
-        when the server cannot be reached, `ValueError` for a URL that is not of that shape."""
+        when the server cannot be reached, `ValueError` for a URL that is not of that shape. `init_cluster`:
+        lay the cluster layout out on that cluster first (`funnels events init --cluster`)."""
         parts = urlsplit(url)
         if parts.scheme == "chdb":  # chdb:///path/to/dir: clickhouse-connect's embedded chDB (tests)
             return cls.on_chdb(Path(unquote(parts.path)), known_links=known_links)
@@ -129,7 +174,7 @@ class ServerEventStore(EventStore):
                 f"the event store at {redact(url)} is unreachable: {message}"
             ) from None
         source = f" USER {_literal(user)} PASSWORD {_literal(password)}"
-        return cls(client, database, redact(url), source, known_links)
+        return cls(client, database, redact(url), source, known_links, init_cluster)
 
     @classmethod
     def on_chdb(cls, path: Path, database: str = "funnels", known_links: int = 100_000) -> ServerEventStore:
@@ -166,6 +211,25 @@ class ServerEventStore(EventStore):
         return Results(meta=body["meta"], rows=body["data"], statistics=body.get("statistics", {}))
 
     def _insert(self, table: pa.Table, token: str | None) -> None:
-        settings = {"insert_deduplication_token": token} if token else None
+        settings: dict[str, Any] = {"insert_deduplication_token": token} if token else {}
+        if self.cluster is not None:
+            settings |= INSERT_SETTINGS
         with self._errors():
-            self._client.insert_arrow("events", table, settings=settings)
+            self._client.insert_arrow("events", table, settings=settings or None)
+
+    def _reload_persons(self) -> None:
+        if self.cluster is None:
+            super()._reload_persons()
+        else:  # a stitched funnel looks persons up on every shard
+            self._run(reload_persons(self.cluster))
+
+    def truncate(self) -> None:
+        if self.cluster is None:
+            super().truncate()
+            return
+        with self._lock:
+            try:
+                for statement in truncate_statements(self.cluster):
+                    self._run(statement)
+            finally:
+                self._links_changed()
