@@ -251,3 +251,19 @@ def test_serve_and_the_other_commands_refuse_a_schema_newer_than_they_know(tmp_p
     with sqlite3.connect(data_dir / "state.sqlite3") as db:
         assert db.execute("SELECT version_num FROM alembic_version").fetchall() == [("f00d",)]
     db.close()
+
+
+def test_events_init_needs_a_server_and_a_cluster_it_has(tmp_path: Path) -> None:
+    """`funnels events init --cluster` lays the layout out on a server's cluster: refused without a server,
+    for a name that cannot be a cluster's, and (one line, exit 1) where the server has no such cluster;
+    chDB has none, so the layout itself runs in tests/store/test_cluster.py against a real cluster."""
+    env_free = run("events", "init", "--cluster", "analytics")
+    assert env_free.returncode == 1 and "give --events-url" in env_free.stderr
+    bad_name = run(
+        "events", "init", "--cluster", "a'b", "--events-url", "http://u:s3cret@127.0.0.1:9/funnels"
+    )
+    assert (
+        bad_name.returncode == 1 and "the cluster name" in bad_name.stderr and "s3cret" not in bad_name.stderr
+    )
+    missing = run("events", "init", "--cluster", "analytics", "--events-url", f"chdb://{tmp_path / 'events'}")
+    assert missing.returncode == 1 and "analytics" in missing.stderr and "not found" in missing.stderr

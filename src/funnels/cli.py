@@ -1,4 +1,4 @@
-"""The `funnels` command: serve, worker, import, query, catalog, replay, validate, keys, migrate, demo."""
+"""The `funnels` command: serve, worker, import, query, catalog, events, replay, validate, keys, migrate, demo."""
 
 from __future__ import annotations
 
@@ -42,6 +42,7 @@ from funnels.services import DataDirBusy, Services
 from funnels.settings import private_files, resolve_data_dir
 from funnels.store.events import EventStore, EventStoreError
 from funnels.store.schema import SchemaTooNew, SchemaUnrecognised
+from funnels.store.server_events import ServerEventStore
 from funnels.store.state import StateFileDamaged, StateStore
 from funnels.types import SCOPES, RowError
 
@@ -56,6 +57,8 @@ catalog_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(catalog_app, name="catalog")
+events_app = typer.Typer(help="The event store on a ClickHouse server or cluster.", no_args_is_help=True)
+app.add_typer(events_app, name="events")
 err = Console(stderr=True, soft_wrap=True)
 
 DataDir = Annotated[
@@ -650,6 +653,29 @@ def import_(
     )
     if report.skipped:
         raise typer.Exit(1)
+
+
+@events_app.command("init")
+def events_init(
+    cluster: Annotated[
+        str, typer.Option("--cluster", help="The cluster, as the servers' remote_servers name it.")
+    ],
+    events_url: EventsUrl = None,
+) -> None:
+    """Lay the event store out on a ClickHouse cluster (ON CLUSTER): a replicated events table on every
+    shard, a Distributed `events` table sharded by a hash of the user key, and the identity links on every
+    node. Idempotent. Every command given the same --events-url then uses the layout."""
+    if not events_url:
+        _fail("the cluster layout lives on a ClickHouse server: give --events-url (or $FUNNELS_EVENTS_URL)")
+    try:
+        store = ServerEventStore.connect(events_url, init_cluster=cluster)
+    except (EventStoreError, ValueError) as error:
+        _fail(escape(str(error)))
+    try:
+        shards = store.shard_count()
+    finally:
+        store.close()
+    typer.echo(f"the events of {store.name} are laid out on cluster {cluster}: {shards} shards")
 
 
 @app.command()

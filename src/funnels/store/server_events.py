@@ -130,6 +130,16 @@ class ServerEventStore(EventStore):
         engine = self._events_engine()
         return None if engine is None else layout_of(engine, self.database)
 
+    def shard_count(self) -> int:
+        """How many shards the store's cluster has (1 on one server)."""
+        if self.cluster is None:
+            return 1
+        row = self._select(
+            "SELECT uniqExact(shard_num) FROM system.clusters WHERE cluster = {cluster:String}",
+            {"cluster": self.cluster.cluster},
+        ).first()
+        return int(row[0]) if row else 0
+
     def _init_cluster(self, layout: ClusterLayout) -> None:
         """Lay the cluster layout out (idempotent); refused where `events` is a one-server table."""
         engine = self._events_engine()
@@ -150,12 +160,14 @@ class ServerEventStore(EventStore):
         lay the cluster layout out on that cluster first (`funnels events init --cluster`)."""
         parts = urlsplit(url)
         if parts.scheme == "chdb":  # chdb:///path/to/dir: clickhouse-connect's embedded chDB (tests)
-            return cls.on_chdb(Path(unquote(parts.path)), known_links=known_links)
+            return cls.on_chdb(Path(unquote(parts.path)), known_links=known_links, init_cluster=init_cluster)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(
                 f"--events-url must be http[s]://user:password@host:port/database, not {redact(url)}"
             )
         database = _database_name(unquote(parts.path.strip("/")) or "funnels")
+        if init_cluster is not None:
+            ClusterLayout(init_cluster, database)  # a name that cannot be the cluster's: before connecting
         user, password = unquote(parts.username or "default"), unquote(parts.password or "")
         try:
             client = get_client(
@@ -174,14 +186,29 @@ class ServerEventStore(EventStore):
                 f"the event store at {redact(url)} is unreachable: {message}"
             ) from None
         source = f" USER {_literal(user)} PASSWORD {_literal(password)}"
-        return cls(client, database, redact(url), source, known_links, init_cluster)
+        try:
+            return cls(client, database, redact(url), source, known_links, init_cluster)
+        except BaseException:
+            client.close()
+            raise
 
     @classmethod
-    def on_chdb(cls, path: Path, database: str = "funnels", known_links: int = 100_000) -> ServerEventStore:
-        """This backend on clickhouse-connect's embedded chDB interface (tests, benchmarks)."""
+    def on_chdb(
+        cls,
+        path: Path,
+        database: str = "funnels",
+        known_links: int = 100_000,
+        init_cluster: str | None = None,
+    ) -> ServerEventStore:
+        """This backend on clickhouse-connect's embedded chDB interface (tests, benchmarks; chDB has no
+        cluster, so `init_cluster` fails there, as it should)."""
         path.mkdir(parents=True, exist_ok=True)
         client = get_client(interface="chdb", path=str(path))
-        return cls(client, database, f"chdb://{path}", "", known_links)
+        try:
+            return cls(client, database, f"chdb://{path}", "", known_links, init_cluster)
+        except BaseException:
+            client.close()
+            raise
 
     def close(self) -> None:
         self._client.close()
