@@ -30,6 +30,10 @@ looked up in the `identity_persons` dictionary (`person`, one in-memory lookup p
 key's 64-bit hash, answering the person's hash; keys without a link are their own person). `_user` writes
 that expression for every builder; the store keeps the dictionary current (`EventStore.query(...,
 persons=True)`). The SQL is the same on every event-store backend.
+
+On a cluster whose shards each hold whole user keys (`funnels.store.cluster`), a raw funnel runs in two
+levels: `shard_funnel_sql` on every shard (per breakdown value: counts and median states), merged by
+`merged_funnel_sql` on the initiator (`cluster_funnel_sql`); see docs/deploy.md, "A ClickHouse cluster".
 """
 
 from __future__ import annotations

@@ -17,6 +17,10 @@ The same DDL and the same analytics SQL as the embedded store (`funnels.store.ev
   the dictionary's database) (re-created on every open, so a changed password is picked up; the
   server shows the password as `[HIDDEN]`).
 - **Several writers**: the links known to this process may be stale (`EventStore.single_writer`).
+- **A cluster** (`funnels events init --cluster NAME`, `funnels.store.cluster`): recognised on open from
+  the `events` table's engine (`self.cluster`); the schema is then the layout's, inserts go through the
+  Distributed `events` in the foreground (each shard stores its part, token and all, before the insert
+  returns) and the persons dictionary is reloaded on every node.
 - No bulk-load mode and no `file()` fast path: other processes may write meanwhile, and the server cannot
   read this machine's files, so `funnels import` takes the column-wise path in Arrow batches.
 
