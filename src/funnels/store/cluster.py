@@ -124,7 +124,7 @@ def truncate_statements(layout: ClusterLayout) -> list[str]:
 
 def reload_persons(layout: ClusterLayout) -> str:
     """Reload the persons dictionary on every node: a stitched funnel looks persons up on the shards."""
-    return f"SYSTEM RELOAD DICTIONARY {layout.database}.{PERSONS_DICTIONARY} {layout.on_cluster}"
+    return f"SYSTEM RELOAD DICTIONARY {layout.on_cluster} {layout.database}.{PERSONS_DICTIONARY}"
 
 
 def layout_of(engine_full: str, database: str) -> ClusterLayout | None:

@@ -88,4 +88,4 @@ TRUNCATE TABLE IF EXISTS funnels.identity_links ON CLUSTER 'analytics';
 
 TRUNCATE TABLE IF EXISTS funnels.identity_keys_by_user ON CLUSTER 'analytics';
 
-SYSTEM RELOAD DICTIONARY funnels.identity_persons ON CLUSTER 'analytics'
+SYSTEM RELOAD DICTIONARY ON CLUSTER 'analytics' funnels.identity_persons
