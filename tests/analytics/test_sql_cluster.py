@@ -212,3 +212,24 @@ def test_shards_holding_parts_of_a_user_would_undercount(store: EventStore) -> N
     by_user = [row["users"] for row in simulated(store, query, 2)]
     assert by_user == [2, 2] == [row["users"] for row in run_funnel(store, query)["data"]]
     assert by_event != by_user
+
+
+@pytest.mark.parametrize("funnel_type", ["closed", "open"])
+@pytest.mark.parametrize("breakdown", [None, "utm_source"])
+def test_the_cluster_sql_parses_in_the_target_version(
+    store: EventStore, funnel_type: str, breakdown: str | None
+) -> None:
+    """`cluster(NAME, view(S))` cannot run on chDB (no cluster), but ClickHouse 26.9's parser reads it, with
+    the shards' SELECT as the view's argument."""
+    query = funnel_query(
+        [step("event", "page"), step("track", "connect"), step("event", "page")],
+        day(0),
+        day(6),
+        funnel_type=funnel_type,
+        breakdown=breakdown,
+        identity="raw",
+    )
+    sql, _ = cluster_funnel_sql(query, LAYOUT)
+    row = store.query("SELECT formatQuerySingleLine({sql:String})", {"sql": sql}).first()
+    assert row is not None and "FROM cluster('sim', view(SELECT " in row[0]
+    assert "FROM funnels.events_local WHERE" in row[0]
