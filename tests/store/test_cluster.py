@@ -33,7 +33,7 @@ from funnels.store.cluster import (
     reload_persons,
     truncate_statements,
 )
-from funnels.store.events import ClusterLayout, EventStoreError
+from funnels.store.events import ClusterLayout
 from funnels.store.server_events import ServerEventStore
 from tests.analytics.conftest import at, day, ev, funnel_query, step
 
@@ -136,7 +136,7 @@ def test_init_refuses_a_database_holding_a_one_server_table(tmp_path: Path) -> N
 
 
 def test_init_on_a_server_without_the_cluster_fails_clearly(tmp_path: Path) -> None:
-    with pytest.raises(EventStoreError, match="analytics"):
+    with pytest.raises(ClusterLayoutError, match="knows no cluster analytics"):
         ServerEventStore.on_chdb(tmp_path / "server", init_cluster="analytics")
 
 

@@ -145,12 +145,28 @@ class ServerEventStore(EventStore):
         return int(row[0]) if row else 0
 
     def _init_cluster(self, layout: ClusterLayout) -> None:
-        """Lay the cluster layout out (idempotent); refused where `events` is a one-server table."""
+        """Lay the cluster layout out (idempotent); refused where `events` is a one-server table, where the
+        server knows no such cluster, and where its replicated shards are not `internal_replication`."""
         engine = self._events_engine()
         if engine is not None and layout_of(engine, self.database) is None:
             raise ClusterLayoutError(
                 f"the database {self.database} already holds a one-server events table: lay the cluster out "
                 "in another database (and copy the events there)"
+            )
+        shards = self._select(
+            "SELECT shard_num, count(), countIf(internal_replication = 0) FROM system.clusters "
+            "WHERE cluster = {cluster:String} GROUP BY shard_num",
+            {"cluster": layout.cluster},
+        ).rows
+        if not shards:
+            raise ClusterLayoutError(
+                f"the server at {self.name} knows no cluster {layout.cluster} (remote_servers)"
+            )
+        if any(int(replicas) > 1 and int(plain) for _, replicas, plain in shards):
+            raise ClusterLayoutError(
+                f"the cluster {layout.cluster} has shards with several replicas and internal_replication off: "
+                "the Distributed table would write every replica itself, beside replication (set "
+                "<internal_replication>true</internal_replication> in each shard)"
             )
         for statement in cluster_ddl(layout, self._source):
             self._run(statement)
