@@ -27,6 +27,8 @@ from funnels.analytics.funnel import run_funnel
 from funnels.analytics.reference import reference_funnel
 from funnels.analytics.sql import funnel_statement
 from funnels.store.cluster import (
+    INSERT_SETTINGS,
+    WATERMARK,
     ClusterLayoutError,
     cluster_ddl,
     layout_of,
@@ -121,6 +123,18 @@ def test_a_distributed_table_it_did_not_make_is_refused(engine: str) -> None:
 def test_names_that_cannot_be_written_into_sql_are_refused(cluster: str, database: str) -> None:
     with pytest.raises(ValueError):
         ClusterLayout(cluster, database)
+
+
+def test_the_insert_settings_and_the_watermark_read_exist_in_the_target_version(
+    store: ServerEventStore,
+) -> None:
+    known = store.query(
+        "SELECT name FROM system.settings WHERE name IN {names:Array(String)}",
+        {"names": list(INSERT_SETTINGS)},
+    )
+    assert sorted(row[0] for row in known.rows) == sorted(INSERT_SETTINGS)
+    store.insert_events([ev("u1", at(0), "page")], [7])
+    assert int(store.query(WATERMARK).rows[0][0]) == 7 == store.max_log_seq()
 
 
 def test_one_server_stores_are_not_on_a_cluster(store: ServerEventStore) -> None:

@@ -19,9 +19,11 @@ The layout, in one database on every node of a ClickHouse cluster (every stateme
 
 Writes go through `events` (the Distributed table) with `distributed_foreground_insert = 1`
 (`INSERT_SETTINGS`): the insert returns once every shard has stored its rows, so the shipper's watermark
-(`max(log_seq)` read through `events`) never runs ahead of, nor behind, what an acknowledged insert stored,
-and a retried batch carries its deduplication token to each shard's insert, where the replicated table
-drops the repeat (the rows of a batch split over the shards the same way every time). A store opening a
+(`max(log_seq)` read through `events`) does not fall behind what an acknowledged insert stored, and a
+retried batch carries its deduplication token to each shard's insert, where the replicated table drops the
+repeat (the rows of a batch split over the shards the same way every time). Inserts and the watermark's
+read go to each shard's first available replica (`load_balancing = 'in_order'`), so the read does not
+land on a replica that has not fetched the last insert yet, unless that first replica is down. A store opening a
 database tells the layout from the `events` table's engine (`layout_of`).
 
 The cluster name and the database are checked to be plain names (`funnels.store.events.ClusterLayout`), so
@@ -57,8 +59,10 @@ SHARDING_KEY = "sipHash64(user_key)"  # the Distributed table's: a user key's ro
 SHARD_REPLICA = "'/clickhouse/tables/{shard}/{database}/{table}', '{replica}'"
 CLUSTER_REPLICA = "'/clickhouse/tables/all/{database}/{table}', '{shard}-{replica}'"
 DEDUPLICATION_WINDOW = 1_000  # inserts whose tokens each shard's events table remembers
-# Each insert through the Distributed table: stored on every shard before it returns.
-INSERT_SETTINGS = {"distributed_foreground_insert": 1}
+# Each insert through the Distributed table: stored on every shard before it returns, on each shard's
+# first available replica (in `remote_servers` order), where the watermark is read back too (`WATERMARK`).
+INSERT_SETTINGS = {"distributed_foreground_insert": 1, "load_balancing": "in_order"}
+WATERMARK = "SELECT max(log_seq) FROM events SETTINGS load_balancing = 'in_order'"
 
 _DISTRIBUTED = re.compile(r"Distributed\('([^']+)', '([^']+)', '([^']+)'")
 

@@ -48,6 +48,7 @@ from clickhouse_connect.driver.exceptions import ClickHouseError, OperationalErr
 from funnels.store.cluster import (
     DEDUPLICATION_WINDOW,
     INSERT_SETTINGS,
+    WATERMARK,
     ClusterLayoutError,
     cluster_ddl,
     layout_of,
@@ -263,6 +264,12 @@ class ServerEventStore(EventStore):
             settings |= INSERT_SETTINGS
         with self._errors():
             self._client.insert_arrow("events", table, settings=settings or None)
+
+    def max_log_seq(self) -> int:
+        if self.cluster is None:
+            return super().max_log_seq()
+        row = self.query(WATERMARK).first()  # from the replicas the inserts go to
+        return int(row[0]) if row else 0
 
     def _reload_persons(self) -> None:
         if self.cluster is None:
