@@ -503,6 +503,14 @@ class EventStore(ABC):
         row = self.query("SELECT max(log_seq) FROM events").first()
         return int(row[0]) if row else 0
 
+    def store_id(self) -> str:
+        """What names this store whichever URL reaches it: its database's UUID (the same on every replica
+        of a database created ON CLUSTER). Nodes sharing a server ship under one lease named by it."""
+        row = self.query("SELECT toString(uuid) FROM system.databases WHERE name = currentDatabase()").first()
+        if row is None:
+            raise EventStoreError("the event store's database is not in system.databases")
+        return str(row[0])
+
     def count(self) -> int:
         row = self.query("SELECT count() FROM events").first()
         return int(row[0]) if row else 0
