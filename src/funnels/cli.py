@@ -21,7 +21,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
 from rich.table import Table
 
-from funnels import discovery
+from funnels import discovery, heap
 from funnels.analytics.catalog import (
     parse_names_query,
     parse_operands_query,
@@ -269,6 +269,7 @@ def serve(
             cors_origins=origins,
             local_credential=discovery.new_credential(),  # for the CLI beside us: `funnels query`, …
         )
+        heap.settle()  # everything is loaded: full collections skip it from here on (no 100+ ms pauses)
         started = run(app, host, port, public_url, data_dir=svc.data_dir)
     finally:
         svc.close()
@@ -317,6 +318,7 @@ def worker_(
     if wake_fd is not None:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the server, and the server stops us
         _follow_wake_pipe(wake_fd, runner.wake, reload, stopped)
+    heap.settle()
     runner.start()
     try:
         stopped.wait()

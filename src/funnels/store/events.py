@@ -533,6 +533,26 @@ class EventStore(ABC):
         ).rows
         return [str(row[0]) for row in rows]
 
+    # --- a person's events -----------------------------------------------------------------------------
+
+    def events_before(
+        self, keys: Sequence[str], before_ms: int, inclusive: bool, tie_id: str | None, limit: int
+    ) -> list[dict[str, Any]]:
+        """Up to `limit` events of the user keys `keys`, newest first (time, then event id, descending),
+        that come before a page's cursor: at `before_ms` or earlier (`inclusive`), or earlier and, with
+        `tie_id`, also those at `before_ms` whose event id is smaller. Rows: event_id, type, event, ts_ms,
+        properties (JSON text)."""
+        at = "toUnixTimestamp64Milli(ts)"
+        where = f"{at} {'<=' if inclusive else '<'} {{before:Int64}}"
+        if tie_id is not None:
+            where = f"({where} OR ({at} = {{before:Int64}} AND event_id < {{tie_id:String}}))"
+        return self.query(
+            f"SELECT event_id, type, event, {at} AS ts_ms, properties FROM events"
+            f" WHERE user_key IN {{keys:Array(String)}} AND {where}"  # one parameter: the SQL's size is fixed
+            " ORDER BY ts DESC, event_id DESC LIMIT {limit:UInt32}",
+            {"keys": list(keys), "before": before_ms, "tie_id": tie_id or "", "limit": limit},
+        ).dicts()
+
     # --- the rest ---------------------------------------------------------------------------------------
 
     def truncate(self) -> None:
@@ -548,6 +568,14 @@ class EventStore(ABC):
         """The highest log sequence number stored: the shipper's watermark."""
         row = self.query("SELECT max(log_seq) FROM events").first()
         return int(row[0]) if row else 0
+
+    def store_id(self) -> str:
+        """What names this store whichever URL reaches it: its database's UUID (the same on every replica
+        of a database created ON CLUSTER). Nodes sharing a server ship under one lease named by it."""
+        row = self.query("SELECT toString(uuid) FROM system.databases WHERE name = currentDatabase()").first()
+        if row is None:
+            raise EventStoreError("the event store's database is not in system.databases")
+        return str(row[0])
 
     def count(self) -> int:
         row = self.query("SELECT count() FROM events").first()
