@@ -30,6 +30,7 @@ from funnels.analytics.query import FunnelQuery
 from funnels.analytics.reference import reference_funnel
 from funnels.analytics.sql import (
     cluster_funnel_sql,
+    cluster_tables,
     funnel_sql,
     funnel_statement,
     merged_funnel_sql,
@@ -37,7 +38,7 @@ from funnels.analytics.sql import (
 )
 from funnels.events import Event
 from funnels.store.cluster import SHARDING_KEY
-from funnels.store.events import EVENTS_DDL, SHARD_EVENTS, ClusterLayout, EventStore
+from funnels.store.events import EVENTS_DDL, PERSONS_DICTIONARY, SHARD_EVENTS, ClusterLayout, EventStore
 from tests.analytics.conftest import day, ev, funnel_query, load, step
 from tests.analytics.test_property import (
     PROFILE,
@@ -76,7 +77,7 @@ def split(store: EventStore, shards: int, key: str = SHARDING_KEY) -> list[int]:
 def simulated_sql(query: FunnelQuery, shards: int) -> tuple[str, dict[str, Any]]:
     """The cluster's SQL with `cluster('sim', view(S))` replaced by the shards' S over their own tables."""
     sql, params = cluster_funnel_sql(query, LAYOUT)
-    shard = shard_funnel_sql(query, {}, LAYOUT.shard_events)
+    shard = shard_funnel_sql(query, {}, cluster_tables(LAYOUT))
     table_function = f"cluster('{LAYOUT.cluster}', view({shard}))"
     assert sql.count(table_function) == 1 and sql.count(LAYOUT.shard_events) == 1
     union = " UNION ALL ".join(
@@ -156,8 +157,16 @@ def test_a_stitched_funnel_over_the_shards_equals_one_table(
         f"CREATE TABLE IF NOT EXISTS {SIMULATED} AS events ENGINE = Merge(currentDatabase(), "
         f"'^{SIMULATED}_[0-9]+$')"
     )
-    sql, params = funnel_statement(query, LAYOUT)
-    assert (sql, params) == funnel_sql(query)
+    row = store.query("SELECT currentDatabase()").first()
+    assert row is not None
+    layout = ClusterLayout("sim", str(row[0]))  # the dictionary by its database, as the shards name it
+    sql, params = funnel_statement(query, layout)
+    one_server, one_server_params = funnel_sql(query)
+    persons = f"'{PERSONS_DICTIONARY}'"
+    assert (sql, params) == (
+        one_server.replace(persons, f"'{row[0]}.{PERSONS_DICTIONARY}'"),
+        one_server_params,
+    )
     rows = store.query(
         sql.replace(" FROM events WHERE ", f" FROM {SIMULATED} WHERE "), params, persons=True
     ).rows
@@ -175,7 +184,9 @@ def test_only_raw_funnels_take_the_two_level_form() -> None:
         replace(query, identity="raw")
     )
     stitched = replace(query, identity="stitched")
-    assert funnel_statement(stitched, LAYOUT) == funnel_sql(stitched)
+    sql, params = funnel_statement(stitched, LAYOUT)
+    assert "cluster(" not in sql and " FROM events WHERE " in sql and params == funnel_sql(stitched)[1]
+    assert f"dictGetOrDefault('funnels.{PERSONS_DICTIONARY}'" in sql
 
 
 def test_only_rows_per_breakdown_value_leave_a_shard(store: EventStore) -> None:
