@@ -278,3 +278,19 @@ def test_serve_with_events_url_ships_to_the_server_and_reports_it_healthy(tmp_pa
         assert store.count() == 3 and store.max_log_seq() == 3
     finally:
         store.close()
+
+
+def test_events_init_needs_a_server_and_a_cluster_it_has(tmp_path: Path) -> None:
+    """`funnels events init --cluster` lays the layout out on a server's cluster: refused without a server,
+    for a name that cannot be a cluster's, and (one line, exit 1) where the server has no such cluster;
+    chDB has none, so the layout itself runs in tests/store/test_cluster.py against a real cluster."""
+    env_free = run("events", "init", "--cluster", "analytics")
+    assert env_free.returncode == 1 and "give --events-url" in env_free.stderr
+    bad_name = run(
+        "events", "init", "--cluster", "a'b", "--events-url", "http://u:s3cret@127.0.0.1:9/funnels"
+    )
+    assert (
+        bad_name.returncode == 1 and "the cluster name" in bad_name.stderr and "s3cret" not in bad_name.stderr
+    )
+    missing = run("events", "init", "--cluster", "analytics", "--events-url", f"chdb://{tmp_path / 'events'}")
+    assert missing.returncode == 1 and "knows no cluster analytics" in missing.stderr

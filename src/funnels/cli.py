@@ -28,7 +28,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from funnels import discovery
+from funnels import discovery, heap
 from funnels.analytics.catalog import (
     parse_names_query,
     parse_operands_query,
@@ -49,6 +49,7 @@ from funnels.services import DataDirBusy, Services
 from funnels.settings import private_files, resolve_data_dir
 from funnels.store.events import EventStore, EventStoreError
 from funnels.store.schema import SchemaTooNew, SchemaUnrecognised
+from funnels.store.server_events import ServerEventStore
 from funnels.store.state import StateFileDamaged, StateStore
 from funnels.types import SCOPES, RowError
 
@@ -63,7 +64,9 @@ catalog_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(catalog_app, name="catalog")
-events_app = typer.Typer(help="The event store itself: move it to a ClickHouse server.", no_args_is_help=True)
+events_app = typer.Typer(
+    help="The event store on a ClickHouse server or cluster: lay it out, move it there.", no_args_is_help=True
+)
 app.add_typer(events_app, name="events")
 err = Console(stderr=True, soft_wrap=True)
 
@@ -275,6 +278,7 @@ def serve(
             cors_origins=origins,
             local_credential=discovery.new_credential(),  # for the CLI beside us: `funnels query`, …
         )
+        heap.settle()  # everything is loaded: full collections skip it from here on (no 100+ ms pauses)
         started = run(app, host, port, public_url, data_dir=svc.data_dir)
     finally:
         svc.close()
@@ -323,6 +327,7 @@ def worker_(
     if wake_fd is not None:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the server, and the server stops us
         _follow_wake_pipe(wake_fd, runner.wake, reload, stopped)
+    heap.settle()
     runner.start()
     try:
         stopped.wait()
@@ -742,6 +747,29 @@ def events_copy(
         _fail("the copy differs from the source")
     months = len(plan)
     typer.echo(f"the target holds every event of {months} month(s): counts, checksums and funnels agree")
+
+
+@events_app.command("init")
+def events_init(
+    cluster: Annotated[
+        str, typer.Option("--cluster", help="The cluster, as the servers' remote_servers name it.")
+    ],
+    events_url: EventsUrl = None,
+) -> None:
+    """Lay the event store out on a ClickHouse cluster (ON CLUSTER): a replicated events table on every
+    shard, a Distributed `events` table sharded by a hash of the user key, and the identity links on every
+    node. Idempotent. Every command given the same --events-url then uses the layout."""
+    if not events_url:
+        _fail("the cluster layout lives on a ClickHouse server: give --events-url (or $FUNNELS_EVENTS_URL)")
+    try:
+        store = ServerEventStore.connect(events_url, init_cluster=cluster)
+    except (EventStoreError, ValueError) as error:
+        _fail(escape(str(error)))
+    try:
+        shards = store.shard_count()
+    finally:
+        store.close()
+    typer.echo(f"the events of {store.name} are laid out on cluster {cluster}: {shards} shards")
 
 
 @app.command()

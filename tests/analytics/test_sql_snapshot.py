@@ -38,8 +38,8 @@ from funnels.analytics.catalog import (
 from funnels.analytics.funnel import run_funnel
 from funnels.analytics.query import FunnelQuery
 from funnels.analytics.reference import reference_funnel
-from funnels.analytics.sql import funnel_sql
-from funnels.store.events import EventStore
+from funnels.analytics.sql import cluster_funnel_sql, funnel_sql
+from funnels.store.events import ClusterLayout, EventStore
 from tests.analytics.conftest import at, column, day, ev, funnel_query, load, step
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"
@@ -99,6 +99,9 @@ QUERIES: dict[str, FunnelQuery] = {
 # Each query as it was before identity stitching (identity=raw: that SQL must not change), and stitched.
 CASES: dict[str, FunnelQuery] = {name: replace(query, identity="raw") for name, query in QUERIES.items()}
 CASES |= {f"{name}_stitched": replace(query, identity="stitched") for name, query in QUERIES.items()}
+# Raw funnels on a cluster (`cluster_funnel_sql`): the shards' SQL inside `cluster(NAME, view(…))`, merged.
+CLUSTER_CASES: dict[str, FunnelQuery] = {f"cluster_{name}": CASES[name] for name in QUERIES}
+CLUSTER = ClusterLayout("analytics", "funnels")
 
 
 # The catalog's queries (funnels.analytics.catalog), built: name → (sql, params).
@@ -125,6 +128,8 @@ CATALOG_CASES: dict[str, tuple[str, dict[str, Any]]] = {
 
 
 def built(name: str) -> tuple[str, dict[str, Any]]:
+    if name in CLUSTER_CASES:
+        return cluster_funnel_sql(CLUSTER_CASES[name], CLUSTER)
     return CATALOG_CASES[name] if name in CATALOG_CASES else funnel_sql(CASES[name])
 
 
@@ -139,7 +144,7 @@ def unpretty(text: str) -> str:
     return text.removesuffix("\n").replace("\n", " ")
 
 
-@pytest.mark.parametrize("name", [*CASES, *CATALOG_CASES])
+@pytest.mark.parametrize("name", [*CASES, *CLUSTER_CASES, *CATALOG_CASES])
 def test_sql_snapshot(name: str) -> None:
     sql, params = built(name)
     sql_file, params_file = SNAPSHOTS / f"{name}.sql", SNAPSHOTS / f"{name}.params.json"
@@ -159,7 +164,8 @@ def test_sql_snapshot(name: str) -> None:
 
 def test_no_stray_snapshot_files() -> None:
     """Every snapshot file belongs to a case (a renamed case must not leave its old snapshot behind)."""
-    expected = {f"{name}{suffix}" for name in [*CASES, *CATALOG_CASES] for suffix in (".sql", ".params.json")}
+    names = [*CASES, *CLUSTER_CASES, *CATALOG_CASES]
+    expected = {f"{name}{suffix}" for name in names for suffix in (".sql", ".params.json")}
     assert {path.name for path in SNAPSHOTS.iterdir()} == expected
 
 

@@ -107,7 +107,11 @@ def test_malformed_bodies_get_bad_request_not_5xx(client: TestClient, keys: dict
 
 
 def test_healthz_and_pages(client: TestClient) -> None:
-    assert client.get("/healthz").json()["status"] == "ok"
+    health = client.get("/healthz").json()
+    assert health["status"] == "ok"
+    assert (
+        health["shipper"] == "this node"
+    )  # an event store of its own (or, shared, this node holds the lease)
     assert "<form" in client.get("/").text
     assert "invalid_validation_request" in client.get("/errors").text
     assert client.get("/openapi.json").json()["paths"]["/v0/funnel"]["get"]

@@ -66,7 +66,7 @@ def schema_of(path: Path) -> dict[str, str]:
 def test_the_head_revision_creates_exactly_the_tables_in_metadata(state_target: Path | str) -> None:
     store = StateStore(state_target)
     try:
-        assert store.revision == schema.HEAD == schema.scripts().get_current_head() == "0003"
+        assert store.revision == schema.HEAD == schema.scripts().get_current_head() == "0004"
         assert differences(store) == []
     finally:
         store.close()
@@ -95,7 +95,7 @@ def test_a_data_directory_of_the_release_before_migrations_upgrades_in_place(
     clock = ManualClock(START_MS)
     svc = Services.open(data_dir, clock, config_path=config_path)
     try:
-        assert svc.state.revision == "0003"
+        assert svc.state.revision == schema.HEAD
         assert differences(svc.state) == []
         key = verify_key(svc.state, OLD["key"])
         assert key is not None and key.scopes == {"admin", "events:write"}
@@ -145,8 +145,8 @@ def test_each_kind_of_data_directory_is_recognised_and_brought_to_the_head(tmp_p
         finally:
             store.close()
 
-    # The release before migrations: stamped 0001, then 0002 and 0003 run.
-    assert migrate(old_data_dir(tmp_path / "old") / "state.sqlite3") == Migration(None, "0001", "0003")
+    # The release before migrations: stamped 0001, then every later revision runs.
+    assert migrate(old_data_dir(tmp_path / "old") / "state.sqlite3") == Migration(None, "0001", schema.HEAD)
     # The code between that release and migrations (`create_all` and the ad-hoc upgrade wrote 0002's
     # schema with no alembic_version): stamped 0002 as it is.
     session = tmp_path / "session.sqlite3"
@@ -158,10 +158,10 @@ def test_each_kind_of_data_directory_is_recognised_and_brought_to_the_head(tmp_p
         command.upgrade(config, "0002")
         connection.exec_driver_sql("DROP TABLE alembic_version")
     engine.dispose()
-    assert migrate(session) == Migration(None, "0002", "0003")
+    assert migrate(session) == Migration(None, "0002", schema.HEAD)
     # A new file: every revision run; then again, nothing to do.
-    assert migrate(tmp_path / "new.sqlite3") == Migration(None, None, "0003")
-    assert migrate(tmp_path / "new.sqlite3") == Migration("0003", None, "0003")
+    assert migrate(tmp_path / "new.sqlite3") == Migration(None, None, schema.HEAD)
+    assert migrate(tmp_path / "new.sqlite3") == Migration(schema.HEAD, None, schema.HEAD)
     for path in (session, tmp_path / "new.sqlite3", tmp_path / "old" / "data" / "state.sqlite3"):
         store = StateStore(path)
         try:
@@ -228,8 +228,8 @@ def test_two_processes_opening_an_old_data_directory_at_once_migrate_it_once(tmp
         results.append(opener.stdout.read().strip())
         opener.stdout.close()
     assert sorted(results) == [
-        "0003 None 0003",
-        "None 0001 0003",
+        f"{schema.HEAD} None {schema.HEAD}",
+        f"None 0001 {schema.HEAD}",
     ]  # one stamped and upgraded, one found it done
     store = StateStore(path)
     try:
@@ -250,7 +250,10 @@ def test_postgresql_nodes_starting_together_migrate_once(postgres_url: str) -> N
             thread.start()
         for thread in threads:
             thread.join(30)
-        assert sorted((m.before or "", m.after) for m in results) == [("", "0003"), ("0003", "0003")]
+        assert sorted((m.before or "", m.after) for m in results) == [
+            ("", schema.HEAD),
+            (schema.HEAD, schema.HEAD),
+        ]
         assert differences(first) == []
     finally:
         first.close()

@@ -39,6 +39,10 @@ def _probe(svc: Services) -> dict[str, str]:
         raise StoreUnavailable("events", svc.shipper.failure)
     checks["events"] = "ok"
     checks["shipper_backlog"] = str(svc.shipper.backlog())
+    lease = svc.shipper.lease
+    checks["shipper"] = (
+        "this node" if svc.shipper.ships_here else (lease.holder if lease else "not known yet")
+    )
     return checks
 
 

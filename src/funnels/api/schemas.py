@@ -481,6 +481,10 @@ class Health(BaseModel):
     state: str
     events: str
     shipper_backlog: str
+    shipper: str = Field(
+        description="who ships the event log into the event store: `this node`, or (a shared ClickHouse server) "
+        "the node holding the shipping lease"
+    )
 
 
 def json_items_body(item: type[BaseModel], max_items: int) -> dict[str, Any]:

@@ -83,16 +83,7 @@ def timeline(
     """Events (from the event store, by any of the instance's ids) and actions, newest first, one page."""
     cursor = cursor or START
     op, tie = cursor.bound(RANKS["event"])
-    at = "toUnixTimestamp64Milli(ts)"
-    where = f"{at} {op} {{before:Int64}}"
-    if tie:
-        where = f"({where} OR ({at} = {{before:Int64}} AND event_id < {{after_id:String}}))"
-    event_rows = events.query(
-        f"SELECT event_id, type, event, {at} AS ts_ms, properties FROM events"
-        f" WHERE user_key IN {{ids:Array(String)}} AND {where}"  # one parameter: the SQL's size is fixed
-        " ORDER BY ts DESC, event_id DESC LIMIT {limit:UInt32}",
-        {"ids": ids, "before": cursor.ms, "after_id": cursor.id, "limit": limit},
-    ).dicts()
+    event_rows = events.events_before(ids, cursor.ms, op == "<=", cursor.id if tie else None, limit)
     op, tie = cursor.bound(RANKS["action"])
     action_rows = outbox.timeline_jobs(
         connection, instance.id, cursor.ms, int(cursor.id) if tie else None, inclusive=op == "<=", limit=limit

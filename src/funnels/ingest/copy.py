@@ -6,7 +6,9 @@ How it works: chDB runs one embedded engine per process, so the source is read b
 holds, batches as Arrow IPC, a funnel's answer. This process writes the target. Month by month (a month is
 a partition), the target's count decides: equal, the month was copied before; none, it is copied from its
 start; fewer, the copy resumes after the target's greatest sort key, since a month on the target is always
-a whole number of batches in sort order (`funnels.store.copy`); more, the copy refuses (the target holds
+a whole number of batches in sort order (`funnels.store.copy`; on a cluster, where a batch may reach
+some shards only, the month starts over and the batches' tokens drop what each shard holds); more, the
+copy refuses (the target holds
 events that are not this store's). The child reads the next batch while this process inserts the last
 one, so memory is two batches in the child and one here. Every batch is one
 insert with a deduplication token made of its month, the sort key it starts after and its size, so an
@@ -203,7 +205,9 @@ def copy_month(
     returns the events copied."""
     if month.left == 0:
         return 0
-    after = stored_until(target, month.month) if month.target else None
+    # Where the target's part of the month ends, when it is whole batches; else from the start again, the
+    # tokens dropping the batches each shard holds.
+    after = stored_until(target, month.month) if month.target and target.whole_batches else None
     copied = 0
     while True:
         table, last = source.batch(month.month, after, batch_rows)

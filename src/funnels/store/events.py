@@ -35,6 +35,7 @@ store (`_tell_links_changed`, `_links_elsewhere`; `funnels.store.server_events`)
 
 from __future__ import annotations
 
+import re
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
@@ -82,9 +83,10 @@ NAMES_PROJECTION_QUERY = (
 )
 PROJECTION_MODE = "deduplicate_merge_projection_mode = 'rebuild'"
 
+EVENT_COLUMNS_DDL = ",\n".join(f"    {name} {_column_type(name)}" for name in EVENT_COLUMNS)
 EVENTS_DDL = (
     "CREATE TABLE IF NOT EXISTS events (\n"
-    + ",\n".join(f"    {name} {_column_type(name)}" for name in EVENT_COLUMNS)
+    + EVENT_COLUMNS_DDL
     + f",\n    PROJECTION {NAMES_PROJECTION} ({NAMES_PROJECTION_QUERY})"
     + "\n) ENGINE = ReplacingMergeTree\nPARTITION BY toYYYYMM(ts)\nORDER BY (user_key, ts, event_id)"
     + f"\nSETTINGS {PROJECTION_MODE}"
@@ -98,12 +100,13 @@ PERSONS_SOURCE = "identity_persons_source"
 PERSONS_DICTIONARY = "identity_persons"
 
 
-def links_select(rows: str = "1") -> str:
+def links_select(rows: str = "1", table: str = "events") -> str:
     """The claims of the events `rows` selects: one per key a row claims (its anonymous id, and an alias'
     previousId when that is a JSON string; never the row's own user id). The materialized view runs it on
-    each inserted block; backfills run it on stored rows."""
+    each inserted block; backfills run it on stored rows. `table`: the events table it reads (on a cluster,
+    each shard's local table: `funnels.store.cluster`)."""
     return (
-        "SELECT key, min((ts, event_id, user_id)) AS claim FROM events "
+        f"SELECT key, min((ts, event_id, user_id)) AS claim FROM {table} "
         "ARRAY JOIN arrayFilter(k -> k != '' AND k != user_id, [anonymous_id, "
         "if(type = 'alias' AND JSONType(properties, 'previousId') = 'String', "
         "JSONExtractString(properties, 'previousId'), '')]) AS key "
@@ -135,26 +138,34 @@ KEYS_BY_USER_VIEW_DDL = (
     f"CREATE MATERIALIZED VIEW IF NOT EXISTS {KEYS_BY_USER_VIEW} TO {KEYS_BY_USER} AS "
     f"SELECT claim.3 AS user, key FROM {LINKS_TABLE}"
 )
-# A key's person: the user it links to, and that user's own link if it has one (two links at most).
-_LINKS = f"(SELECT key, min(claim).3 AS user FROM {LINKS_TABLE} GROUP BY key)"
-PERSONS_SOURCE_DDL = (
-    f"CREATE OR REPLACE VIEW {PERSONS_SOURCE} AS "
-    "SELECT first.key AS key, if(second.user != '', second.user, first.user) AS person "
-    f"FROM {_LINKS} AS first LEFT JOIN {_LINKS} AS second ON first.user = second.key"
-)
+
+
+def persons_source_ddl(view: str = PERSONS_SOURCE, links_table: str = LINKS_TABLE) -> str:
+    """The persons dictionary's source view: a key's person is the user it links to, and that user's own
+    link if it has one (two links at most)."""
+    links = f"(SELECT key, min(claim).3 AS user FROM {links_table} GROUP BY key)"
+    return (
+        f"CREATE OR REPLACE VIEW {view} AS "
+        "SELECT first.key AS key, if(second.user != '', second.user, first.user) AS person "
+        f"FROM {links} AS first LEFT JOIN {links} AS second ON first.user = second.key"
+    )
+
+
+PERSONS_SOURCE_DDL = persons_source_ddl()
 # The dictionary maps sipHash64(key) → sipHash64(person): a lookup by integer and a GROUP BY on integers
 # cost a stitched funnel about 1.13x the raw one, against 1.3x with String keys and persons
 # (docs/benchmarks.md). Two ids merge wrongly only if their 64-bit hashes collide (about 1 in 10^7 for a
 # million persons; a chosen id colliding with a given one is a 2^64 search).
 
 
-def persons_ddl(database: str = "", source: str = "") -> str:
+def persons_ddl(database: str = "", source: str = "", name: str = PERSONS_DICTIONARY) -> str:
     """The persons dictionary. `database`: where its source view is, when not in the default database (the
     source's query runs there, whatever the dictionary's database); `source`: more of its CLICKHOUSE
-    source's settings (a server needs the user and password its load runs as: `funnels.store.server_events`)."""
+    source's settings (a server needs the user and password its load runs as: `funnels.store.server_events`);
+    `name`: what the statement creates (on a cluster, qualified and `ON CLUSTER`: `funnels.store.cluster`)."""
     view = f"{database}.{PERSONS_SOURCE}" if database else PERSONS_SOURCE
     return (
-        f"CREATE OR REPLACE DICTIONARY {PERSONS_DICTIONARY} (key UInt64, person UInt64) PRIMARY KEY key "
+        f"CREATE OR REPLACE DICTIONARY {name} (key UInt64, person UInt64) PRIMARY KEY key "
         "SOURCE(CLICKHOUSE(QUERY 'SELECT sipHash64(key) AS key, sipHash64(person) AS person "
         f"FROM {view}'{source})) LAYOUT(HASHED()) LIFETIME(0)"
     )
@@ -170,6 +181,35 @@ ARROW_SCHEMA = pa.schema(
         for name in EVENT_COLUMNS
     ]
 )
+
+
+SHARD_EVENTS = "events_local"  # on a cluster, each shard's events table (`funnels.store.cluster`)
+_CLUSTER_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+
+
+@dataclass(frozen=True)
+class ClusterLayout:
+    """Events spread over a ClickHouse cluster (`funnels.store.cluster`): the cluster's name as
+    `remote_servers` spells it, and the database the tables are in on every node. Both are checked to be
+    plain names, so they can be written into SQL text."""
+
+    cluster: str
+    database: str
+
+    def __post_init__(self) -> None:
+        if not _CLUSTER_NAME.fullmatch(self.cluster):
+            raise ValueError(f"the cluster name {self.cluster!r} must be letters, digits, '_', '.' and '-'")
+        if not self.database.replace("_", "").isalnum():
+            raise ValueError(f"the database name {self.database!r} must be letters, digits and underscores")
+
+    @property
+    def on_cluster(self) -> str:
+        return f"ON CLUSTER '{self.cluster}'"
+
+    @property
+    def shard_events(self) -> str:
+        """Each shard's events table, qualified (a query sent to the shards names its database)."""
+        return f"{self.database}.{SHARD_EVENTS}"
 
 
 class EventStoreError(Exception):
@@ -235,6 +275,9 @@ class EventStore(ABC):
     # Whether this process is the only writer: then a claim of the user a key already links to cannot
     # change the link (`funnels.store.links`); with several writers it may have changed meanwhile.
     single_writer = True
+    # The cluster the events are spread over, if they are (a funnel then runs on the shards:
+    # `funnels.analytics.sql.cluster_funnel_sql`); None for one table.
+    cluster: ClusterLayout | None = None
 
     def __init__(self, lock: threading.RLock | None = None, known_links: int = 100_000) -> None:
         self._lock = lock or threading.RLock()
@@ -246,6 +289,10 @@ class EventStore(ABC):
         # The links of the keys claimed lately (`funnels.store.links`), and whether a bulk load runs.
         self._known = KnownLinks(known_links)
         self._loading = False
+
+    # Whether a failed insert stores the whole batch or none of it (one server: one block, one part per
+    # partition); on a cluster a batch may reach some shards only (`funnels.ingest.copy` resumes so).
+    whole_batches = True
 
     # --- what a backend supplies ------------------------------------------------------------------------
 
@@ -370,10 +417,13 @@ class EventStore(ABC):
                 elsewhere = self._links_elsewhere()
                 if self._persons_generation != self._links_generation or elsewhere != self._persons_elsewhere:
                     generation = self._links_generation
-                    self._run(f"SYSTEM RELOAD DICTIONARY {PERSONS_DICTIONARY}")
+                    self._reload_persons()
                     self._persons_generation, self._persons_elsewhere = generation, elsewhere
                     self.persons_loads += 1
         return self._select(sql, params)
+
+    def _reload_persons(self) -> None:
+        self._run(f"SYSTEM RELOAD DICTIONARY {PERSONS_DICTIONARY}")
 
     # --- inserts and the identity links -----------------------------------------------------------------
 
@@ -514,6 +564,26 @@ class EventStore(ABC):
         ).rows
         return [str(row[0]) for row in rows]
 
+    # --- a person's events -----------------------------------------------------------------------------
+
+    def events_before(
+        self, keys: Sequence[str], before_ms: int, inclusive: bool, tie_id: str | None, limit: int
+    ) -> list[dict[str, Any]]:
+        """Up to `limit` events of the user keys `keys`, newest first (time, then event id, descending),
+        that come before a page's cursor: at `before_ms` or earlier (`inclusive`), or earlier and, with
+        `tie_id`, also those at `before_ms` whose event id is smaller. Rows: event_id, type, event, ts_ms,
+        properties (JSON text)."""
+        at = "toUnixTimestamp64Milli(ts)"
+        where = f"{at} {'<=' if inclusive else '<'} {{before:Int64}}"
+        if tie_id is not None:
+            where = f"({where} OR ({at} = {{before:Int64}} AND event_id < {{tie_id:String}}))"
+        return self.query(
+            f"SELECT event_id, type, event, {at} AS ts_ms, properties FROM events"
+            f" WHERE user_key IN {{keys:Array(String)}} AND {where}"  # one parameter: the SQL's size is fixed
+            " ORDER BY ts DESC, event_id DESC LIMIT {limit:UInt32}",
+            {"keys": list(keys), "before": before_ms, "tie_id": tie_id or "", "limit": limit},
+        ).dicts()
+
     # --- the rest ---------------------------------------------------------------------------------------
 
     def truncate(self) -> None:
@@ -529,6 +599,14 @@ class EventStore(ABC):
         """The highest log sequence number stored: the shipper's watermark."""
         row = self.query("SELECT max(log_seq) FROM events").first()
         return int(row[0]) if row else 0
+
+    def store_id(self) -> str:
+        """What names this store whichever URL reaches it: its database's UUID (the same on every replica
+        of a database created ON CLUSTER). Nodes sharing a server ship under one lease named by it."""
+        row = self.query("SELECT toString(uuid) FROM system.databases WHERE name = currentDatabase()").first()
+        if row is None:
+            raise EventStoreError("the event store's database is not in system.databases")
+        return str(row[0])
 
     def count(self) -> int:
         row = self.query("SELECT count() FROM events").first()

@@ -237,6 +237,17 @@ idempotency_keys = Table(
     Index("ix_idempotency_keys_created", "created_ms"),
 )
 
+# Leases (`funnels.store.leases`): a job that one process at a time may do among all that share the store
+# (shipping the event log into one shared event store), held until `expires_ms` on the holder's clock.
+leases = Table(
+    "leases",
+    metadata,
+    Column("name", String(200), primary_key=True),
+    Column("holder", String(200), nullable=False),
+    Column("expires_ms", BigInteger, nullable=False),
+    Column("progress", BigInteger, nullable=True),  # what the holder last reported (a shipper: its watermark)
+)
+
 
 def chunks(values: Iterable[Any], size: int = 500) -> Iterator[list[Any]]:
     """Values in lists of at most `size`: IN lists stay far below SQLite's bound-parameter limit."""
