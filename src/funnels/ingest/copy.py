@@ -6,20 +6,20 @@ How it works: chDB runs one embedded engine per process, so the source is read b
 holds, batches as Arrow IPC, a funnel's answer. This process writes the target. Month by month (a month is
 a partition), the target's count decides: equal, the month was copied before; none, it is copied from its
 start; fewer, the copy resumes after the target's greatest sort key, since a month on the target is always
-a whole number of batches in sort order (`funnels.store.copy`; on a cluster, where a batch may reach
-some shards only, the month starts over and the batches' tokens drop what each shard holds); more, the
-copy refuses (the target holds
-events that are not this store's). The child reads the next batch while this process inserts the last
-one, so memory is two batches in the child and one here. Every batch is one
+a whole number of batches in sort order (`funnels.store.copy`; on a cluster, where a batch may reach some
+shards only, the month starts over and the batches' tokens drop what each shard holds); more, the copy
+refuses (the target holds events that are not this store's). The child reads the next batch while this
+process inserts the last one, so memory is two batches in the child and one here. Every batch is one
 insert with a deduplication token made of its month, the sort key it starts after and its size, so an
 insert retried after an error of unknown outcome is stored once. The target's own materialized view makes
 the identity links of the rows it receives, as it does for shipped ones.
 
 At the end (`verify_copy`), per month, the counts and a checksum of every row's sort key are compared
-(rows stored twice counted once: the source or the target may not have merged them yet), and a funnel of the store's most frequent events over its whole time span is
-answered by both, raw and stitched. The rows keep their log sequence numbers, so the target's `max(log_seq)`
-is the source's: a node switched to the target ships, from the state store's log, exactly the events the
-copy did not contain (docs/deploy.md, "Moving to a ClickHouse server").
+(rows stored twice counted once: the source or the target may not have merged them yet), and a funnel of
+the store's most frequent events over its whole time span is answered by both, raw and stitched. The rows
+keep their log sequence numbers, so the target's `max(log_seq)` is the source's: a node switched to the
+target ships, from the state store's log, exactly the events the copy did not contain (docs/deploy.md,
+"Moving to a ClickHouse server").
 """
 
 from __future__ import annotations
