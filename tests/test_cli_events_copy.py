@@ -211,3 +211,22 @@ def test_a_node_switched_to_the_copy_ships_exactly_what_the_copy_lacks(tmp_path:
         assert row is not None and [int(v) for v in row] == [300, 300, 300]
     finally:
         svc.close()
+
+
+def test_a_target_holding_other_events_is_refused_before_anything_is_written(
+    tmp_path: Path, source: tuple[Path, dict[str, Any], list[list[Any]]]
+) -> None:
+    data, _, _ = source
+    target = tmp_path / "target"
+    store = ServerEventStore.on_chdb(target)
+    december = Event("x1", "track", "view", "u1", T0 - DAY, T0 - DAY, user_id="u1")
+    store.insert_events([december])  # a month the source does not have
+    store.close()
+    result = copy(data, f"chdb://{target}")
+    assert result.returncode == 1
+    assert "the target holds events this store does not, in 2025-12" in result.stderr
+    store = ServerEventStore.on_chdb(target)
+    try:
+        assert store.count() == 1
+    finally:
+        store.close()
