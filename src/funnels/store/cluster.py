@@ -15,7 +15,10 @@ The layout, in one database on every node of a ClickHouse cluster (every stateme
   all shards): a key's claim is made on the claiming user's shard, while the key's own anonymous rows
   sit on the key's shard, so every node needs every link. Each shard's view on `events_local` feeds its
   node's `identity_links`, which replication copies everywhere; every node loads the dictionary from its
-  own copy.
+  own copy. A writer whose insert may have changed a link says so in `identity_links_changes` (replicated
+  the same way), which a stitched query checks before it runs, reloading the dictionary on every node when
+  it moved; since that row and the links it announces replicate independently, the dictionary also
+  reloads by itself every 30–60 s (`PERSONS_LIFETIME`), which bounds how late a link is seen.
 
 Writes go through `events` (the Distributed table) with `distributed_foreground_insert = 1`
 (`INSERT_SETTINGS`): the insert returns once every shard has stored its rows, so the shipper's watermark
@@ -39,6 +42,7 @@ from funnels.store.events import (
     EVENT_COLUMNS_DDL,
     KEYS_BY_USER,
     KEYS_BY_USER_VIEW,
+    LINKS_CHANGES,
     LINKS_TABLE,
     LINKS_VIEW,
     NAMES_PROJECTION,
@@ -63,6 +67,9 @@ DEDUPLICATION_WINDOW = 1_000  # inserts whose tokens each shard's events table r
 # first available replica (in `remote_servers` order), where the watermark is read back too (`WATERMARK`).
 INSERT_SETTINGS = {"distributed_foreground_insert": 1, "load_balancing": "in_order"}
 WATERMARK = "SELECT max(log_seq) FROM events SETTINGS load_balancing = 'in_order'"
+# The persons dictionary also reloads by itself every 30–60 s: a link announced in `identity_links_changes`
+# may replicate to a node after that node reloaded for it (two tables replicate independently).
+PERSONS_LIFETIME = "MIN 30 MAX 60"
 
 _DISTRIBUTED = re.compile(r"Distributed\('([^']+)', '([^']+)', '([^']+)'")
 
@@ -103,8 +110,12 @@ def cluster_ddl(layout: ClusterLayout, source: str = "") -> list[str]:
         f"CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.{LINKS_VIEW} {on} TO {db}.{LINKS_TABLE} AS "
         + links_select(table=layout.shard_events)
     )
+    changes = (
+        f"CREATE TABLE IF NOT EXISTS {db}.{LINKS_CHANGES} {on} (writer String, generation UInt64) "
+        f"ENGINE = ReplicatedReplacingMergeTree({CLUSTER_REPLICA}, generation) ORDER BY writer"
+    )
     source_view = persons_source_ddl(f"{db}.{PERSONS_SOURCE} {on}", f"{db}.{LINKS_TABLE}")
-    dictionary = persons_ddl(db, source, name=f"{db}.{PERSONS_DICTIONARY} {on}")
+    dictionary = persons_ddl(db, source, name=f"{db}.{PERSONS_DICTIONARY} {on}", lifetime=PERSONS_LIFETIME)
     return [
         f"CREATE DATABASE IF NOT EXISTS {db} {on}",
         events_local,
@@ -113,6 +124,7 @@ def cluster_ddl(layout: ClusterLayout, source: str = "") -> list[str]:
         keys_by_user,
         keys_view,
         links_view,
+        changes,
         source_view,
         dictionary,
     ]

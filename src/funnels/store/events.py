@@ -98,6 +98,8 @@ KEYS_BY_USER = "identity_keys_by_user"
 KEYS_BY_USER_VIEW = "identity_keys_by_user_mv"
 PERSONS_SOURCE = "identity_persons_source"
 PERSONS_DICTIONARY = "identity_persons"
+# Link changes the writers of a shared server made (`funnels.store.server_events`, `funnels.store.cluster`).
+LINKS_CHANGES = "identity_links_changes"
 
 
 def links_select(rows: str = "1", table: str = "events") -> str:
@@ -158,16 +160,20 @@ PERSONS_SOURCE_DDL = persons_source_ddl()
 # million persons; a chosen id colliding with a given one is a 2^64 search).
 
 
-def persons_ddl(database: str = "", source: str = "", name: str = PERSONS_DICTIONARY) -> str:
+def persons_ddl(
+    database: str = "", source: str = "", name: str = PERSONS_DICTIONARY, lifetime: str = "0"
+) -> str:
     """The persons dictionary. `database`: where its source view is, when not in the default database (the
     source's query runs there, whatever the dictionary's database); `source`: more of its CLICKHOUSE
     source's settings (a server needs the user and password its load runs as: `funnels.store.server_events`);
-    `name`: what the statement creates (on a cluster, qualified and `ON CLUSTER`: `funnels.store.cluster`)."""
+    `name`: what the statement creates (on a cluster, qualified and `ON CLUSTER`: `funnels.store.cluster`);
+    `lifetime`: 0, reloaded only when told (`SYSTEM RELOAD DICTIONARY`), or a range in seconds between
+    reloads the server makes by itself (a cluster's backstop)."""
     view = f"{database}.{PERSONS_SOURCE}" if database else PERSONS_SOURCE
     return (
         f"CREATE OR REPLACE DICTIONARY {name} (key UInt64, person UInt64) PRIMARY KEY key "
         "SOURCE(CLICKHOUSE(QUERY 'SELECT sipHash64(key) AS key, sipHash64(person) AS person "
-        f"FROM {view}'{source})) LAYOUT(HASHED()) LIFETIME(0)"
+        f"FROM {view}'{source})) LAYOUT(HASHED()) LIFETIME({lifetime})"
     )
 
 

@@ -20,8 +20,8 @@ The same DDL and the same analytics SQL as the embedded store (`funnels.store.ev
   links another process adds (another node, `funnels import`, `funnels events copy`) must reach this one's
   persons dictionary: every insert that may change a link also adds a row (this store's id, its
   generation) to `identity_links_changes`, and before a stitched query the sum of each writer's greatest
-  generation is read; when it moved since the dictionary last loaded, the dictionary is reloaded. On one
-  server only, for now: the cluster layout has no such table yet.
+  generation is read; when it moved since the dictionary last loaded, the dictionary is reloaded (on a
+  cluster, on every node; the layout's own table, `funnels.store.cluster`).
 - **A cluster** (`funnels events init --cluster NAME`, `funnels.store.cluster`): recognised on open from
   the `events` table's engine (`self.cluster`); the schema is then the layout's, inserts go through the
   Distributed `events` in the foreground (each shard stores its part, token and all, before the insert
@@ -62,6 +62,7 @@ from funnels.store.cluster import (
     truncate_statements,
 )
 from funnels.store.events import (
+    LINKS_CHANGES,
     ClusterLayout,
     EventStore,
     EventStoreError,
@@ -73,7 +74,6 @@ from funnels.store.events import (
 # Link changes other processes made: each writer (a store opened by one process) keeps its count of inserts
 # that may have changed a link, one row per change; a reader sums each writer's greatest count. A few rows
 # a writer once merged, so the sum costs a round trip and a read of a tiny table per stitched query.
-LINKS_CHANGES = "identity_links_changes"
 LINKS_CHANGES_DDL = (
     f"CREATE TABLE IF NOT EXISTS {LINKS_CHANGES} (writer String, generation UInt64) "
     "ENGINE = ReplacingMergeTree(generation) ORDER BY writer"
@@ -279,8 +279,6 @@ class ServerEventStore(EventStore):
         return self.cluster is None
 
     def _links_elsewhere(self) -> int | None:
-        if self.cluster is not None:  # no `identity_links_changes` in the cluster layout yet
-            return None
         row = self._select(
             f"SELECT sum(generation) FROM (SELECT max(generation) AS generation FROM {LINKS_CHANGES} "
             "GROUP BY writer)"
@@ -288,8 +286,6 @@ class ServerEventStore(EventStore):
         return int(row[0]) if row else 0
 
     def _tell_links_changed(self) -> None:
-        if self.cluster is not None:
-            return
         self._run(
             f"INSERT INTO {LINKS_CHANGES} VALUES ({{writer:String}}, {{generation:UInt64}})",
             {"writer": self._writer, "generation": self._links_generation},

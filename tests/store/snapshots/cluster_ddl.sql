@@ -78,9 +78,11 @@ CREATE MATERIALIZED VIEW IF NOT EXISTS funnels.identity_keys_by_user_mv ON CLUST
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS funnels.identity_links_mv ON CLUSTER 'analytics' TO funnels.identity_links AS SELECT key, min((ts, event_id, user_id)) AS claim FROM funnels.events_local ARRAY JOIN arrayFilter(k -> k != '' AND k != user_id, [anonymous_id, if(type = 'alias' AND JSONType(properties, 'previousId') = 'String', JSONExtractString(properties, 'previousId'), '')]) AS key WHERE user_id != '' AND (anonymous_id != '' OR type = 'alias') AND (1) GROUP BY key;
 
+CREATE TABLE IF NOT EXISTS funnels.identity_links_changes ON CLUSTER 'analytics' (writer String, generation UInt64) ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/all/{database}/{table}', '{shard}-{replica}', generation) ORDER BY writer;
+
 CREATE OR REPLACE VIEW funnels.identity_persons_source ON CLUSTER 'analytics' AS SELECT first.key AS key, if(second.user != '', second.user, first.user) AS person FROM (SELECT key, min(claim).3 AS user FROM funnels.identity_links GROUP BY key) AS first LEFT JOIN (SELECT key, min(claim).3 AS user FROM funnels.identity_links GROUP BY key) AS second ON first.user = second.key;
 
-CREATE OR REPLACE DICTIONARY funnels.identity_persons ON CLUSTER 'analytics' (key UInt64, person UInt64) PRIMARY KEY key SOURCE(CLICKHOUSE(QUERY 'SELECT sipHash64(key) AS key, sipHash64(person) AS person FROM funnels.identity_persons_source' USER 'funnels' PASSWORD 's3cret')) LAYOUT(HASHED()) LIFETIME(0);
+CREATE OR REPLACE DICTIONARY funnels.identity_persons ON CLUSTER 'analytics' (key UInt64, person UInt64) PRIMARY KEY key SOURCE(CLICKHOUSE(QUERY 'SELECT sipHash64(key) AS key, sipHash64(person) AS person FROM funnels.identity_persons_source' USER 'funnels' PASSWORD 's3cret')) LAYOUT(HASHED()) LIFETIME(MIN 30 MAX 60);
 
 TRUNCATE TABLE IF EXISTS funnels.events_local ON CLUSTER 'analytics';
 
