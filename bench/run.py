@@ -7,6 +7,9 @@ docs/benchmarks.md (and writes them to bench/data/results.json).
 `--anonymous F`: a fraction F of the users start anonymous. Each such user gets an identify time (uniform
 over the span); their events before it carry only an anonymous id, the rest both ids, and one identify
 event links the two. Every funnel is then timed stitched (the default) and raw in the same run.
+
+Then issue 14's analyses of the closed funnel (`/v0/funnel/time_to_convert`, `/v0/funnel/trends`), each
+interleaved with the plain closed funnel and given as a ratio to it (target ≤ 2×).
 """
 
 from __future__ import annotations
@@ -19,7 +22,9 @@ import shutil
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import orjson
@@ -31,6 +36,8 @@ import pyarrow.parquet as pq
 from funnels.analytics.funnel import run_funnel
 from funnels.analytics.query import parse_funnel_query
 from funnels.analytics.sql import Binder, step_sql
+from funnels.analytics.time_to_convert import parse_time_to_convert_query, run_time_to_convert
+from funnels.analytics.trends import parse_trends_query, run_trends
 from funnels.services import Services
 from funnels.store.events import LINKS_TABLE, PERSONS_DICTIONARY
 
@@ -173,6 +180,40 @@ def timed(fn, repeat: int) -> list[float]:  # type: ignore[no-untyped-def]
     return times
 
 
+def time_analyses(svc: Services, closed: dict[str, str], repeat: int) -> dict[str, object]:
+    """Issue 14's analyses of the closed funnel (time to convert, trends), raw and stitched, each run
+    interleaved with the plain closed funnel of the same identity (= 1.00×); checks that their users agree
+    with the funnel's (the same per-user SQL)."""
+    now_ms = int(time.time() * 1000)
+    analyses: dict[str, tuple[Callable[[dict[str, Any]], Any], Callable[[Any, Any], dict[str, Any]], dict[str, str]]] = {
+        "time to convert 1→3, auto bins": (parse_time_to_convert_query, run_time_to_convert, {"from_step": "1", "to_step": "3"}),
+        "time to convert 1→3, 100 bins": (parse_time_to_convert_query, run_time_to_convert, {"from_step": "1", "to_step": "3", "bins": "100"}),
+        "time to convert 1→3 + breakdown utm_source": (parse_time_to_convert_query, run_time_to_convert, {"from_step": "1", "to_step": "3", "breakdown": "utm_source"}),
+        "trends by day": (parse_trends_query, lambda store, q: run_trends(store, q, now_ms), {"interval": "day"}),
+        "trends by week + breakdown utm_source": (parse_trends_query, lambda store, q: run_trends(store, q, now_ms), {"interval": "week", "breakdown": "utm_source"}),
+    }  # fmt: skip
+    results: dict[str, object] = {}
+    for identity in ("raw", "stitched"):
+        funnel = parse_funnel_query({**closed, "identity": identity})
+        users = [row["users"] for row in run_funnel(svc.events, funnel)["data"]]
+        for name, (parse, run, extra) in analyses.items():
+            query = parse({**closed, **extra, "identity": identity})
+            body = run(svc.events, query)  # untimed warm-up, and the check
+            if "from_step" in extra:
+                assert sum(group["users"] for group in body["data"]) == users[2], (name, body["data"])
+            else:
+                assert sum(row["entered"] for row in body["data"]) == users[0], name
+                assert sum(row["converted"] for row in body["data"]) == users[2], name
+            analysis_times, funnel_times = [], []
+            for _ in range(repeat):
+                analysis_times += timed(lambda q=query, r=run: r(svc.events, q), 1)
+                funnel_times += timed(lambda f=funnel: run_funnel(svc.events, f), 1)
+            median = statistics.median(analysis_times)
+            results[f"{name}, {identity} ms"] = round(median * 1000)
+            results[f"{name}, {identity} × closed"] = round(median / statistics.median(funnel_times), 2)
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -259,6 +300,7 @@ def main() -> None:
                 results[f"{name}, {identity} ms"] = round(
                     statistics.median(timed(lambda q=query: run_funnel(svc.events, q), 3)) * 1000
                 )
+        results |= time_analyses(svc, closed, min(args.repeat, 5))
     finally:
         svc.close()
     results |= text_import_rates(source, rows=min(1_000_000, args.events))
