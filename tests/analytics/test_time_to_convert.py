@@ -126,6 +126,8 @@ def test_open_funnels_may_go_backwards(store: EventStore) -> None:
 
 
 def test_percentile_is_the_inclusive_definition() -> None:
+    """docs/semantics.md's example: 1, 2, 3 and 10 s."""
+    assert [percentile([1, 2, 3, 10], p) for p in (0.25, 0.5, 0.75, 0.99)] == [1.75, 2.5, 4.75, 9.79]
     assert percentile([1, 2, 3, 10], 0.5) == 2.5
     assert percentile([1, 2, 3, 10], 0.9) == 3 + 0.7000000000000002 * 7
     assert percentile([7], 0.99) == 7.0 and percentile([], 0.5) is None

@@ -181,3 +181,23 @@ def test_trends_equal_reference(store: EventStore, case: Any) -> None:
     load(store, events, batches)
     sql, reference = run_trends(store, query, now), reference_trends(query, events, now)
     assert {**sql, "statistics": {}} == reference
+
+
+def test_the_documented_example(store: EventStore) -> None:
+    """docs/semantics.md, "Conversion over time"."""
+    hour = 3_600_000
+    events = [
+        ev("A", at(0, 10 * hour), "page"),
+        ev("A", at(0, 10 * hour + 300_000), "track", "connect"),
+        ev("B", at(0, 12 * hour), "page"),
+        ev("C", at(0, 9 * hour), "page"),
+        ev("C", at(2, 9 * hour), "page"),
+        ev("C", at(2, 9 * hour + 60_000), "track", "connect"),
+        ev("D", at(2, 23 * hour), "page"),
+        ev("D", at(3, 8 * hour), "track", "connect"),
+    ]
+    body = both(store, trends(window_seconds=86_400), events, now_ms=at(3, 12 * hour))
+    rows = [
+        (r["period"], r["entered"], r["converted"], r["conversion"], r["window_closed"]) for r in body["data"]
+    ]
+    assert rows == [(day(0), 2, 1, 0.5, True), (day(1), 0, 0, None, True), (day(2), 2, 2, 1.0, False)]
