@@ -62,11 +62,8 @@ def parse_time_to_convert_query(params: dict[str, Any]) -> TimeToConvertQuery:
             errors[name] = f"required: a step number, 1–{n}"
         else:
             steps[name] = parse_int(params.get(name), errors, name, 0, 1, n)
-    if (
-        "from_step" not in errors
-        and "to_step" not in errors
-        and steps.get("from_step", 0) >= steps.get("to_step", n + 1)
-    ):
+    valid = not errors.keys() & {"from_step", "to_step"}
+    if valid and steps["from_step"] >= steps["to_step"]:
         errors["to_step"] = "must be after from_step"
     bins = None
     if params.get("bins") not in (None, "", "auto"):

@@ -98,9 +98,9 @@ def parse_trends_query(params: dict[str, Any]) -> TrendsQuery:
     elif raw not in (None, ""):
         errors["interval"] = "must be day, week or month"
     if funnel is not None and "interval" not in errors:
-        count = len(periods(interval, funnel.date_from, funnel.date_to)) if interval != "day" else None
         days = (funnel.date_to - funnel.date_from).days + 1
-        if (count if count is not None else days) > MAX_PERIODS:
+        count = days if interval == "day" else len(periods(interval, funnel.date_from, funnel.date_to))
+        if count > MAX_PERIODS:
             errors["interval"] = (
                 f"at most {MAX_PERIODS:,} periods between date_from and date_to; use a longer one"
             )
