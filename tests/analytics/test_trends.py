@@ -4,7 +4,8 @@ periods equal to `/v0/funnel`'s step-1 and last-step users."""
 
 from __future__ import annotations
 
-from datetime import date
+from dataclasses import replace
+from datetime import date, timedelta
 from typing import Any
 
 import pytest
@@ -160,9 +161,17 @@ def test_parameters_parse() -> None:
 
 @st.composite
 def trends_cases(draw: st.DrawFn, base: st.SearchStrategy[Any]) -> tuple[TrendsQuery, list[Event], int, int]:
+    """A case moved by 0–4 days back, so its range may hold a Monday and a month's first day (the cases'
+    own range starts on Wednesday 2026-04-01)."""
     funnel, events, batches = draw(base)
+    shift = timedelta(days=draw(st.sampled_from([0, -1, -2, -3, -4])))
+    funnel = replace(funnel, date_from=funnel.date_from + shift, date_to=funnel.date_to + shift)
+    moved = shift.days * DAY_MS
+    events = [
+        replace(event, ts_ms=event.ts_ms + moved, received_ms=event.received_ms + moved) for event in events
+    ]
     interval = draw(st.sampled_from(["day", "week", "month"]))
-    now = at(draw(st.sampled_from([-1, 0, 1, 2, 3, 20])), draw(st.sampled_from([0, 1, DAY_MS - 1])))
+    now = at(draw(st.sampled_from([-1, 0, 1, 2, 3, 20])), draw(st.sampled_from([0, 1, DAY_MS - 1]))) + moved
     return TrendsQuery(funnel, interval), events, batches, now
 
 
