@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -16,7 +17,8 @@ from fastapi.testclient import TestClient
 from funnels.app import create_app
 from funnels.demo import DEMO_STEPS
 from funnels.services import Services
-from tests.processes import free_port, start_server
+from funnels.store.server_events import ServerEventStore
+from tests.processes import client, create_key, free_port, start_server, wait_until
 
 BIN = str(Path(sys.executable).parent / "funnels")
 
@@ -43,7 +45,7 @@ def test_keys_and_migrate_keep_state_in_postgresql_with_state_url(tmp_path: Path
     migrated = run("migrate", "--state-url", postgres_url, "--data-dir", str(tmp_path / "a"))
     assert migrated.stdout.splitlines() == [
         "schema revision before: none: a new state store",
-        "schema revision after: 0003",
+        "schema revision after: 0004",
     ], migrated.stderr
     created = run(
         "keys", "create", "--scope", "admin", "--state-url", postgres_url, "--data-dir", str(tmp_path / "a")
@@ -248,10 +250,10 @@ def test_migrate_upgrades_a_data_directory_of_the_release_before_and_says_so(tmp
     assert first.returncode == 0, first.stderr
     assert first.stdout.splitlines() == [
         "schema revision before: none recorded: written before migrations, recognised as 0001",
-        "schema revision after: 0003",
+        "schema revision after: 0004",
     ]
     again = run("migrate", "--data-dir", str(data_dir))
-    assert again.stdout.splitlines() == ["schema revision before: 0003", "schema revision after: 0003"]
+    assert again.stdout.splitlines() == ["schema revision before: 0004", "schema revision after: 0004"]
     new = run("migrate", "--data-dir", str(tmp_path / "new"))
     assert new.stdout.splitlines()[0] == "schema revision before: none: a new state store"
 
@@ -276,8 +278,49 @@ def test_serve_and_the_other_commands_refuse_a_schema_newer_than_they_know(tmp_p
         assert result.returncode == 1, (args, result.stdout, result.stderr)
         assert result.stderr.splitlines() == [
             f"error: the state store {data_dir / 'state.sqlite3'} is at schema revision f00d, which this "
-            "version of funnels does not know (it knows up to 0003; a newer release wrote it): not running on it"
+            "version of funnels does not know (it knows up to 0004; a newer release wrote it): not running on it"
         ], args
     with sqlite3.connect(data_dir / "state.sqlite3") as db:
         assert db.execute("SELECT version_num FROM alembic_version").fetchall() == [("f00d",)]
     db.close()
+
+
+def test_serve_with_events_url_ships_to_the_server_and_reports_it_healthy(tmp_path: Path) -> None:
+    """`funnels serve --events-url` (the server backend, on clickhouse-connect's chDB interface): /healthz
+    probes that store, events are shipped there, and nothing is stored in the data directory."""
+    data, server_dir = tmp_path / "data", tmp_path / "server"
+    key = create_key(data, "events:write")
+    port = free_port()
+    server = start_server(data, port, "--events-url", f"chdb://{server_dir}")
+    try:
+        with client(port, key) as http:
+            assert http.get("/healthz").json()["status"] == "ok"
+            for number in range(3):
+                sent = http.post("/v0/events", json={"event": "signup", "user_id": f"u{number}"})
+                assert sent.status_code == 200, sent.text
+            wait_until(lambda: http.get("/healthz").json().get("shipper_backlog") == "0")
+    finally:
+        server.send_signal(signal.SIGINT)
+        server.wait(timeout=30)
+    assert not (data / "events").exists()
+    store = ServerEventStore.on_chdb(server_dir)
+    try:
+        assert store.count() == 3 and store.max_log_seq() == 3
+    finally:
+        store.close()
+
+
+def test_events_init_needs_a_server_and_a_cluster_it_has(tmp_path: Path) -> None:
+    """`funnels events init --cluster` lays the layout out on a server's cluster: refused without a server,
+    for a name that cannot be a cluster's, and (one line, exit 1) where the server has no such cluster;
+    chDB has none, so the layout itself runs in tests/store/test_cluster.py against a real cluster."""
+    env_free = run("events", "init", "--cluster", "analytics")
+    assert env_free.returncode == 1 and "give --events-url" in env_free.stderr
+    bad_name = run(
+        "events", "init", "--cluster", "a'b", "--events-url", "http://u:s3cret@127.0.0.1:9/funnels"
+    )
+    assert (
+        bad_name.returncode == 1 and "the cluster name" in bad_name.stderr and "s3cret" not in bad_name.stderr
+    )
+    missing = run("events", "init", "--cluster", "analytics", "--events-url", f"chdb://{tmp_path / 'events'}")
+    assert missing.returncode == 1 and "knows no cluster analytics" in missing.stderr

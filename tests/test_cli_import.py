@@ -11,6 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from funnels.store.chdb_events import ChdbEventStore
+from funnels.store.server_events import ServerEventStore
 
 FUNNELS = Path(sys.executable).parent / "funnels"
 T0 = 1_704_067_200_000  # 2024-01-01T00:00:00Z
@@ -76,3 +77,36 @@ def test_unsupported_file_type_fails_naming_the_supported_ones(tmp_path: Path) -
     result = funnels_import(tmp_path / "data", path)
     assert result.returncode != 0
     assert "unsupported file type '.txt'; supported: .ndjson, .jsonl, .json, .csv, .parquet" in result.stderr
+
+
+def test_an_import_with_events_url_lands_on_the_server_and_not_in_the_directory(tmp_path: Path) -> None:
+    """`--events-url` (the server backend, on clickhouse-connect's chDB interface): NDJSON and Parquet go
+    in Arrow batches, and the server's own view links the visitor."""
+    path = tmp_path / "events.ndjson"
+    lines = [
+        {"type": "page", "anonymous_id": "a1", "timestamp": T0},
+        {"type": "identify", "user_id": "u1", "anonymous_id": "a1", "timestamp": T0 + 1},
+    ]
+    path.write_bytes(b"\n".join(orjson.dumps(line) for line in lines) + b"\n")
+    parquet = tmp_path / "events.parquet"
+    pq.write_table(
+        pa.table({"event": ["connect"], "user_id": ["u1"], "timestamp": pa.array([T0 + 2], pa.int64())}),
+        parquet,
+    )
+    data, server = tmp_path / "data", tmp_path / "server"
+    command = [str(FUNNELS), "import", str(path), str(parquet), "--data-dir", str(data)]
+    result = subprocess.run(
+        [*command, "--events-url", f"chdb://{server}"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "imported 3 events, skipped 0 bad rows" in result.stderr
+    assert not (data / "events").exists()  # the embedded store was never opened
+    store = ServerEventStore.on_chdb(server)
+    try:
+        assert store.count() == 3
+        assert store.linked_users("a1") == ["u1"]
+    finally:
+        store.close()

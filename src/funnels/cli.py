@@ -1,4 +1,4 @@
-"""The `funnels` command: serve, worker, import, query, catalog, replay, validate, keys, migrate, demo."""
+"""The `funnels` command: serve, worker, import, query, catalog, events, replay, validate, keys, migrate, demo."""
 
 from __future__ import annotations
 
@@ -12,13 +12,20 @@ from enum import StrEnum
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import orjson
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from funnels import discovery, heap
@@ -52,6 +59,7 @@ from funnels.services import DataDirBusy, Services
 from funnels.settings import private_files, resolve_data_dir
 from funnels.store.events import EventStore, EventStoreError
 from funnels.store.schema import SchemaTooNew, SchemaUnrecognised
+from funnels.store.server_events import ServerEventStore
 from funnels.store.state import StateFileDamaged, StateStore
 from funnels.types import SCOPES, RowError
 
@@ -66,6 +74,10 @@ catalog_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(catalog_app, name="catalog")
+events_app = typer.Typer(
+    help="The event store on a ClickHouse server or cluster: lay it out, move it there.", no_args_is_help=True
+)
+app.add_typer(events_app, name="events")
 err = Console(stderr=True, soft_wrap=True)
 
 DataDir = Annotated[
@@ -703,6 +715,112 @@ def import_(
     )
     if report.skipped:
         raise typer.Exit(1)
+
+
+@events_app.command("copy")
+def events_copy(
+    to: Annotated[
+        str,
+        typer.Option(
+            "--to",
+            help="The ClickHouse server to copy to, as --events-url takes it, e.g. "
+            "https://funnels:secret@ch.internal:8443/funnels",
+        ),
+    ],
+    data_dir: DataDir = None,
+    batch_rows: Annotated[
+        int, typer.Option("--batch-rows", min=1, max=1_000_000, help="Events per insert.")
+    ] = 100_000,
+) -> None:
+    """Copy the data directory's embedded event store to a ClickHouse server, then check the copy (counts
+    and checksums per month, a funnel's answer). Run it again after an interruption: it resumes, and copies
+    nothing twice. The directory must not be held by a running `funnels serve`."""
+    from funnels.ingest.copy import CopyError, SourceStore, copy_month, month_label, plan_copy, verify_copy
+    from funnels.services import open_event_store
+    from funnels.store.server_events import redact
+
+    password = unquote(urlsplit(to).password or "")
+
+    def clean(message: object) -> str:  # no password in any line we print
+        text = str(message)
+        return escape(text.replace(password, "***") if password else text)
+
+    resolved = resolve_data_dir(data_dir)
+    events_dir = resolved / "events"
+    if not events_dir.is_dir():
+        _fail(f"no event store in {escape(str(resolved))} (no events/ directory)")
+    server = find_server(resolved)
+    if server is not None:
+        server.close()
+        _fail(
+            f"{escape(str(resolved))} is held by {server}: stop it first (the copy reads the directory's "
+            "event store itself; docs/deploy.md, Moving to a ClickHouse server)"
+        )
+    try:
+        target = open_event_store(resolved, to)
+    except (EventStoreError, ValueError) as error:
+        _fail(clean(error))
+    err.print(
+        f"funnels: copying the events in {escape(str(events_dir))} to {clean(redact(to))}", highlight=False
+    )
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        disable=not err.is_terminal,
+    )
+    try:
+        with SourceStore(events_dir) as source:
+            plan = plan_copy(source, target)
+            left = sum(month.left for month in plan)
+            done = sum(month.target for month in plan)
+            if done:
+                err.print(f"resuming: {done:,} events are on the target already", highlight=False)
+            with progress:
+                task = progress.add_task("events", total=left)
+                copied = 0
+                for month in plan:
+                    progress.update(task, description=month_label(month.month))
+                    copied += copy_month(source, target, month, batch_rows, partial(progress.advance, task))
+            err.print(f"copied {copied:,} events; checking the copy", highlight=False)
+            problems = verify_copy(source, target)
+    except KeyboardInterrupt:
+        _fail("interrupted: run the same command again to resume", 130)
+    except (CopyError, EventStoreError) as error:
+        _fail(clean(error) + " (run the same command again to resume)")
+    finally:
+        target.close()
+    if problems:
+        for problem in problems:
+            err.print(clean(problem), highlight=False)
+        _fail("the copy differs from the source")
+    months = len(plan)
+    typer.echo(f"the target holds every event of {months} month(s): counts, checksums and funnels agree")
+
+
+@events_app.command("init")
+def events_init(
+    cluster: Annotated[
+        str, typer.Option("--cluster", help="The cluster, as the servers' remote_servers name it.")
+    ],
+    events_url: EventsUrl = None,
+) -> None:
+    """Lay the event store out on a ClickHouse cluster (ON CLUSTER): a replicated events table on every
+    shard, a Distributed `events` table sharded by a hash of the user key, and the identity links on every
+    node. Idempotent. Every command given the same --events-url then uses the layout."""
+    if not events_url:
+        _fail("the cluster layout lives on a ClickHouse server: give --events-url (or $FUNNELS_EVENTS_URL)")
+    try:
+        store = ServerEventStore.connect(events_url, init_cluster=cluster)
+    except (EventStoreError, ValueError) as error:
+        _fail(escape(str(error)))
+    try:
+        shards = store.shard_count()
+    finally:
+        store.close()
+    typer.echo(f"the events of {store.name} are laid out on cluster {cluster}: {shards} shards")
 
 
 @app.command()

@@ -38,10 +38,10 @@ from funnels.analytics.catalog import (
 from funnels.analytics.funnel import run_funnel
 from funnels.analytics.query import FunnelQuery
 from funnels.analytics.reference import reference_funnel
-from funnels.analytics.sql import funnel_sql
+from funnels.analytics.sql import cluster_funnel_sql, funnel_sql
 from funnels.analytics.time_to_convert import TimeToConvertQuery, time_to_convert_sql
 from funnels.analytics.trends import TrendsQuery, trends_sql
-from funnels.store.events import EventStore
+from funnels.store.events import ClusterLayout, EventStore
 from tests.analytics.conftest import at, column, day, ev, funnel_query, load, step
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"
@@ -101,6 +101,9 @@ QUERIES: dict[str, FunnelQuery] = {
 # Each query as it was before identity stitching (identity=raw: that SQL must not change), and stitched.
 CASES: dict[str, FunnelQuery] = {name: replace(query, identity="raw") for name, query in QUERIES.items()}
 CASES |= {f"{name}_stitched": replace(query, identity="stitched") for name, query in QUERIES.items()}
+# Raw funnels on a cluster (`cluster_funnel_sql`): the shards' SQL inside `cluster(NAME, view(…))`, merged.
+CLUSTER_CASES: dict[str, FunnelQuery] = {f"cluster_{name}": CASES[name] for name in QUERIES}
+CLUSTER = ClusterLayout("analytics", "funnels")
 
 
 # The catalog's queries (funnels.analytics.catalog), built: name → (sql, params).
@@ -136,11 +139,18 @@ ANALYSIS_CASES: dict[str, tuple[str, dict[str, Any]]] = {
     "trends_month_breakdown_stitched": trends_sql(
         TrendsQuery(CASES["closed_breakdown_all_operators_stitched"], "month")
     ),
+    # On a cluster: folded on the initiator over the Distributed `events`, the dictionary by its database.
+    "cluster_time_to_convert_stitched": time_to_convert_sql(
+        TimeToConvertQuery(CASES["closed_exclusive_stitched"], 2, 3), CLUSTER
+    ),
+    "cluster_trends_raw": trends_sql(TrendsQuery(CASES["closed_exclusive"], "day"), CLUSTER),
 }
 CATALOG_CASES |= ANALYSIS_CASES
 
 
 def built(name: str) -> tuple[str, dict[str, Any]]:
+    if name in CLUSTER_CASES:
+        return cluster_funnel_sql(CLUSTER_CASES[name], CLUSTER)
     return CATALOG_CASES[name] if name in CATALOG_CASES else funnel_sql(CASES[name])
 
 
@@ -155,7 +165,7 @@ def unpretty(text: str) -> str:
     return text.removesuffix("\n").replace("\n", " ")
 
 
-@pytest.mark.parametrize("name", [*CASES, *CATALOG_CASES])
+@pytest.mark.parametrize("name", [*CASES, *CLUSTER_CASES, *CATALOG_CASES])
 def test_sql_snapshot(name: str) -> None:
     sql, params = built(name)
     sql_file, params_file = SNAPSHOTS / f"{name}.sql", SNAPSHOTS / f"{name}.params.json"
@@ -175,7 +185,8 @@ def test_sql_snapshot(name: str) -> None:
 
 def test_no_stray_snapshot_files() -> None:
     """Every snapshot file belongs to a case (a renamed case must not leave its old snapshot behind)."""
-    expected = {f"{name}{suffix}" for name in [*CASES, *CATALOG_CASES] for suffix in (".sql", ".params.json")}
+    names = [*CASES, *CLUSTER_CASES, *CATALOG_CASES]
+    expected = {f"{name}{suffix}" for name in names for suffix in (".sql", ".params.json")}
     assert {path.name for path in SNAPSHOTS.iterdir()} == expected
 
 
@@ -308,4 +319,5 @@ def test_snapshot_cases_run(store: EventStore) -> None:
         assert sql["data"] == reference["data"], name
         assert column(sql, "users")[0] > 0, name
     for name, (sql_text, params) in ANALYSIS_CASES.items():
-        assert store.query(sql_text, params, persons=True).rows, name
+        if not name.startswith("cluster_"):
+            assert store.query(sql_text, params, persons=True).rows, name

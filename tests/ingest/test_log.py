@@ -57,12 +57,19 @@ def stored(events: EventStore) -> tuple[int, int]:
     return int(row[0]), int(row[1])
 
 
+def two_nodes(
+    state: StateStore, server: ServerEventStore, **options: int
+) -> tuple[ManualClock, Shipper, Shipper]:
+    """One clock and the shippers of two nodes, `node-a` and `node-b`, over one state store and one server."""
+    clock = ManualClock()
+    a, b = (Shipper(state, server, clock, holder=f"node-{n}", **options) for n in "ab")
+    return clock, a, b
+
+
 def test_with_a_shared_store_only_the_lease_holder_ships_and_each_event_is_stored_once(
     state: StateStore, server: ServerEventStore
 ) -> None:
-    clock = ManualClock()
-    a = Shipper(state, server, clock, batch_size=30, holder="node-a")
-    b = Shipper(state, server, clock, batch_size=30, holder="node-b")
+    clock, a, b = two_nodes(state, server, batch_size=30)
     log_events(state, 0, 100)
     shipped = {"a": 0, "b": 0}
     for _ in range(5):  # the two nodes' rounds interleaved
@@ -87,9 +94,7 @@ def test_with_a_shared_store_only_the_lease_holder_ships_and_each_event_is_store
 def test_when_the_holder_dies_another_node_takes_over_after_the_lease_and_ships_the_rest_once(
     state: StateStore, server: ServerEventStore
 ) -> None:
-    clock = ManualClock()
-    a = Shipper(state, server, clock, batch_size=30, holder="node-a")
-    b = Shipper(state, server, clock, batch_size=30, holder="node-b")
+    clock, a, b = two_nodes(state, server, batch_size=30)
     log_events(state, 0, 50)
     assert a.ship_once() == 30 and b.ship_once() == 0
     # node-a dies here (it ships nothing more, and does not renew): node-b waits for its lease to run out.
@@ -103,9 +108,7 @@ def test_when_the_holder_dies_another_node_takes_over_after_the_lease_and_ships_
 
 
 def test_a_node_that_stops_hands_the_lease_on_at_once(state: StateStore, server: ServerEventStore) -> None:
-    clock = ManualClock()
-    a = Shipper(state, server, clock, holder="node-a")
-    b = Shipper(state, server, clock, holder="node-b")
+    clock, a, b = two_nodes(state, server)
     log_events(state, 0, 10)
     assert a.ship_once() == 10 and b.ship_once() == 0
     log_events(state, 10, 5)
@@ -122,9 +125,7 @@ def test_a_holder_whose_lease_has_run_half_out_starts_no_batch_until_it_renews(
 ) -> None:
     """Time fencing: a node that stalled past half its lease (and so past several renewals) renews before
     shipping again; if another node took the lease meanwhile, it ships nothing."""
-    clock = ManualClock()
-    a = Shipper(state, server, clock, holder="node-a")
-    b = Shipper(state, server, clock, holder="node-b")
+    clock, a, b = two_nodes(state, server)
     log_events(state, 0, 5)
     assert a.ship_once() == 5
     clock.advance(LEASE_TTL_MS)  # node-a stalls for a whole lease; node-b takes it

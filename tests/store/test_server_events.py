@@ -92,6 +92,32 @@ def test_the_shipper_reads_its_watermark_back_after_a_failed_insert(
     assert events.count() == 6 and shipper.watermark == 6 and shipper.backlog() == 0
 
 
+def test_links_another_writer_adds_reach_the_next_stitched_query(tmp_path: Path) -> None:
+    """Two stores on one database, as two processes open it (two nodes; a node and `funnels import`). chDB
+    runs one engine per process, so here they are two handles of this process on one engine: each with its
+    own generation, links known and reload decisions, which is all a second process has of its own."""
+    reader = ServerEventStore.on_chdb(tmp_path / "server")
+    writer = ServerEventStore.on_chdb(tmp_path / "server")
+    try:
+        reader.insert_events(
+            [ev("", at(0, 0), "page", anonymous_id="a1"), ev("u1", at(0, 2000), "track", "Purchased")], [1, 2]
+        )
+        query: Any = funnel_query([step("page", "page"), step("track", "Purchased")])
+        assert users(run_funnel(reader, query)) == [1, 0]  # a1 and u1: two persons so far
+        loads = reader.persons_loads
+        assert users(run_funnel(reader, query)) == [1, 0]
+        assert reader.persons_loads == loads  # nothing changed anywhere: no reload
+        writer.insert_events([ev("u1", at(0, 1000), "identify", anonymous_id="a1")], [3])  # links a1 → u1
+        assert users(run_funnel(reader, query)) == [1, 1]
+        assert reader.persons_loads == loads + 1
+        writer.insert_events([ev("u1", at(0, 3000), "track", "Purchased", anonymous_id="a1")], [4])
+        assert users(run_funnel(reader, query)) == [1, 1]
+        assert reader.persons_loads == loads + 1  # a known link repeated: no change told, no reload
+    finally:
+        writer.close()
+        reader.close()
+
+
 def test_an_unreachable_server_is_a_clear_error_without_the_password() -> None:
     started = time.monotonic()
     with pytest.raises(EventStoreUnavailable) as raised:

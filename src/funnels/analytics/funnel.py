@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from funnels.analytics.query import FunnelQuery
-from funnels.analytics.sql import funnel_sql
+from funnels.analytics.sql import funnel_statement
 from funnels.store.events import EventStore
 
 
@@ -115,8 +115,9 @@ def buckets_from_rows(query: FunnelQuery, rows: list[list[Any]]) -> list[Bucket]
 
 
 def run_funnel(store: EventStore, query: FunnelQuery) -> dict[str, Any]:
-    """The `GET /v0/funnel` response body for a validated query."""
-    sql, params = funnel_sql(query)
+    """The `GET /v0/funnel` response body for a validated query (on a cluster, a raw one runs on the shards:
+    `funnel_statement`)."""
+    sql, params = funnel_statement(query, store.cluster)
     started = time.perf_counter()
     results = store.query(sql, params, persons=query.stitched)
     statistics = {

@@ -30,17 +30,35 @@ looked up in the `identity_persons` dictionary (`person`, one in-memory lookup p
 key's 64-bit hash, answering the person's hash; keys without a link are their own person). `_user` writes
 that expression for every builder; the store keeps the dictionary current (`EventStore.query(...,
 persons=True)`). The SQL is the same on every event-store backend.
+
+On a cluster whose shards each hold whole user keys (`funnels.store.cluster`), a raw funnel runs in two
+levels: `shard_funnel_sql` on every shard (per breakdown value: counts and median states), merged by
+`merged_funnel_sql` on the initiator (`cluster_funnel_sql`); see docs/deploy.md, "A ClickHouse cluster".
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, replace
 
 from funnels.analytics.query import NUMBER_PATTERN, NUMERIC_OPERATORS, Filter, FunnelQuery, Step
-from funnels.store.events import PERSONS_DICTIONARY
+from funnels.store.events import PERSONS_DICTIONARY, ClusterLayout
 
 Params = dict[str, object]
-PerUser = Callable[[FunnelQuery, Params], str]
+
+
+@dataclass(frozen=True)
+class Tables:
+    """What a funnel reads: the events table (on a cluster's shard, its local one) and the persons
+    dictionary (on a cluster, named with its database: a query the shards run resolves unqualified names
+    in their own default database)."""
+
+    events: str = "events"
+    persons: str = PERSONS_DICTIONARY
+
+
+ONE_SERVER = Tables()
+PerUser = Callable[[FunnelQuery, Params, Tables], str]
 
 _COMPARATORS = {"gt": ">", "lt": "<", "gte": ">=", "lte": "<="}
 TS_MS = "toInt64(toUnixTimestamp64Milli(ts))"
@@ -127,20 +145,20 @@ def _scan(query: FunnelQuery, bind: Binder, matched: str) -> tuple[str, str]:
     return where, breakdown
 
 
-def _user(query: FunnelQuery) -> tuple[str, str]:
+def _user(query: FunnelQuery, tables: Tables) -> tuple[str, str]:
     """The innermost SELECT's user column and the name the per-user GROUP BY uses: `user_key` as stored
     (raw), or the person it belongs to (stitched)."""
     if not query.stitched:
         return "user_key", "user_key"
     key = "sipHash64(user_key)"  # the dictionary is keyed by ids' hashes and answers the person's hash
-    return f"dictGetOrDefault('{PERSONS_DICTIONARY}', 'person', {key}, {key}) AS person", "person"
+    return f"dictGetOrDefault('{tables.persons}', 'person', {key}, {key}) AS person", "person"
 
 
 def _breakdown_column(query: FunnelQuery) -> str:
     return f"{query.breakdown}, " if query.breakdown else ""
 
 
-def closed_exclusive_per_user(query: FunnelQuery, params: Params) -> str:
+def closed_exclusive_per_user(query: FunnelQuery, params: Params, tables: Tables = ONE_SERVER) -> str:
     """Closed funnel when no event can match two steps: a one-event-at-a-time fold over starts only.
 
     The fold keeps just f_k, the latest start at each level. The path is recovered afterwards from the
@@ -178,17 +196,17 @@ def closed_exclusive_per_user(query: FunnelQuery, params: Params) -> str:
         f"if(lvl >= {i}, bitShiftRight(arrayFirst(x -> {s} = {i} AND {t} >= t{i - 1}, a), 4), NULL) AS t{i}"
         for i in range(2, n + 1)
     ]
-    user, user_name = _user(query)
+    user, user_name = _user(query, tables)
     return (
         f"SELECT {lvl}, {', '.join(times)}, bd0 FROM ("
         f"SELECT {user_name}, arraySort(groupArrayIf(bitOr(bitShiftLeft({TS_MS}, 4), step), step > 0)) AS a, "
         f"arrayFold({fold}, a, {init}) AS st, "
         f"{breakdown} AS bd0 FROM (SELECT {user}, ts, {_breakdown_column(query)}{step_of} AS step "
-        f"FROM events WHERE {where}) GROUP BY {user_name})"
+        f"FROM {tables.events} WHERE {where}) GROUP BY {user_name})"
     )
 
 
-def closed_general_per_user(query: FunnelQuery, params: Params) -> str:
+def closed_general_per_user(query: FunnelQuery, params: Params, tables: Tables = ONE_SERVER) -> str:
     """Closed funnel when an event may match several steps: events of one millisecond form a group.
 
     Each group becomes (t, cov): `cov` lists the sets of steps (bitmasks) that the group's events can cover
@@ -228,17 +246,17 @@ def closed_general_per_user(query: FunnelQuery, params: Params) -> str:
     init = f"(arrayWithConstant({n}, toInt64(-1)), arrayWithConstant({n}, CAST([], 'Array(Int64)')))"
     mask = " + ".join(f"toUInt16({c}) * {1 << i}" for i, c in enumerate(conditions))
     times = ", ".join(f"if(lvl >= {i}, st.2[lvl][{i}], NULL) AS t{i}" for i in range(1, n + 1))
-    user, user_name = _user(query)
+    user, user_name = _user(query, tables)
     return (
         f"SELECT arrayCount(v -> v >= 0, st.1) AS lvl, {times}, bd0 FROM ("
         f"SELECT {user_name}, arraySort(groupArrayIf(({TS_MS}, mask), mask > 0)) AS a, "
         f"arrayFold({fold}, {covered}, {init}) AS st, {breakdown} AS bd0 "
-        f"FROM (SELECT {user}, ts, {_breakdown_column(query)}toUInt16({mask}) AS mask FROM events WHERE {where}) "
+        f"FROM (SELECT {user}, ts, {_breakdown_column(query)}toUInt16({mask}) AS mask FROM {tables.events} WHERE {where}) "
         f"GROUP BY {user_name})"
     )
 
 
-def open_per_user(query: FunnelQuery, params: Params) -> str:
+def open_per_user(query: FunnelQuery, params: Params, tables: Tables = ONE_SERVER) -> str:
     """Open funnel: the first time each step fired; step 1 inside the date range, others in the scan."""
     bind = Binder(params)
     n = len(query.steps)
@@ -248,11 +266,11 @@ def open_per_user(query: FunnelQuery, params: Params) -> str:
     firsts = [f"minOrNullIf({TS_MS}, m1 AND {TS_MS} <= {to_end}) AS t1"]
     firsts += [f"minOrNullIf({TS_MS}, m{i}) AS t{i}" for i in range(2, n + 1)]
     lvl = "multiIf(" + ", ".join(f"t{k} IS NULL, {k - 1}" for k in range(1, n + 1)) + f", {n}) AS lvl"
-    user, user_name = _user(query)
+    user, user_name = _user(query, tables)
     return (
         f"SELECT {lvl}, {', '.join(f't{k}' for k in range(1, n + 1))}, bd0 FROM ("
         f"SELECT {user_name}, {', '.join(firsts)}, {breakdown} AS bd0 FROM ("
-        f"SELECT {user}, ts, {_breakdown_column(query)}{matches} FROM events WHERE {where}) GROUP BY {user_name})"
+        f"SELECT {user}, ts, {_breakdown_column(query)}{matches} FROM {tables.events} WHERE {where}) GROUP BY {user_name})"
     )
 
 
@@ -262,7 +280,37 @@ def choose_per_user(query: FunnelQuery) -> PerUser:
     return closed_exclusive_per_user if query.steps_exclusive else closed_general_per_user
 
 
-def funnel_sql(query: FunnelQuery) -> tuple[str, Params]:
+def _counts_and_medians(n: int) -> tuple[list[str], list[str]]:
+    """Users per step, and each median as a template: `{}` is "" for the value, "State" for its state."""
+    counts = [f"countIf(lvl >= {k}) AS u{k}" for k in range(1, n + 1)]
+    medians = [
+        f"quantileExactInclusive{{}}If(0.5)(t{k} - t{k - 1}, lvl >= {k}) AS mp{k}" for k in range(2, n + 1)
+    ]
+    medians += [f"quantileExactInclusive{{}}If(0.5)(t{k} - t1, lvl >= {k}) AS ms{k}" for k in range(2, n + 1)]
+    return counts, medians
+
+
+def _medians(n: int, function: str) -> list[str]:
+    """Each median state column through `function` (a -Merge or -MergeState combinator), under its name."""
+    names = [f"mp{k}" for k in range(2, n + 1)] + [f"ms{k}" for k in range(2, n + 1)]
+    return [f"{function}(0.5)({name}) AS {name}" for name in names]
+
+
+def _ranked(query: FunnelQuery, values: str, params: Params) -> str:
+    """The rows of a breakdown: `values` gives one row per value (bd, u1..un and the median states), the
+    top N by step-1 users are kept and the rest merged into 'Others', ordered by rank."""
+    n = len(query.steps)
+    merged = [f"sum(u{k}) AS u{k}" for k in range(1, n + 1)] + _medians(n, "quantileExactInclusiveMerge")
+    top_n = f"{{p{len(params)}:UInt32}}"
+    params[f"p{len(params)}"] = query.breakdown_top_n
+    return (
+        f"SELECT if(rnk <= {top_n}, bd, 'Others') AS bucket, {', '.join(merged)} FROM ("
+        f"SELECT *, row_number() OVER (ORDER BY u1 DESC, bd ASC) AS rnk FROM ("
+        f"{values})) GROUP BY bucket ORDER BY min(rnk)"
+    )
+
+
+def funnel_sql(query: FunnelQuery, tables: Tables = ONE_SERVER) -> tuple[str, Params]:
     """The whole funnel query: one row per kept breakdown value (one row, possibly of zeros, without).
 
     Columns: bucket, then u1..un (users reaching each step), then mp2..mpn and ms2..msn (exact median
@@ -270,26 +318,75 @@ def funnel_sql(query: FunnelQuery) -> tuple[str, Params]:
     medians are computed directly; with one, per-value median states are merged for `Others`.
     """
     params: Params = {}
-    n = len(query.steps)
-    per_user = choose_per_user(query)(query, params)
-    counts = [f"countIf(lvl >= {k}) AS u{k}" for k in range(1, n + 1)]
-    medians = [
-        f"quantileExactInclusive{{}}If(0.5)(t{k} - t{k - 1}, lvl >= {k}) AS mp{k}" for k in range(2, n + 1)
-    ]
-    medians += [f"quantileExactInclusive{{}}If(0.5)(t{k} - t1, lvl >= {k}) AS ms{k}" for k in range(2, n + 1)]
     if not query.breakdown:
+        per_user = choose_per_user(query)(query, params, tables)
+        counts, medians = _counts_and_medians(len(query.steps))
         direct = ", ".join(counts + [median.format("") for median in medians])
         return f"SELECT '' AS bucket, {direct} FROM ({per_user}) WHERE lvl >= 1", params
-    merged = [f"sum(u{k}) AS u{k}" for k in range(1, n + 1)]
-    merged += [f"quantileExactInclusiveMerge(0.5)(mp{k}) AS mp{k}" for k in range(2, n + 1)]
-    merged += [f"quantileExactInclusiveMerge(0.5)(ms{k}) AS ms{k}" for k in range(2, n + 1)]
+    return _ranked(query, shard_funnel_sql(query, params, tables), params), params
+
+
+def shard_funnel_sql(query: FunnelQuery, params: Params, tables: Tables = ONE_SERVER) -> str:
+    """What one shard of a cluster computes over its own events table (`tables.events`; over the whole
+    table, the inner part of `funnel_sql` with a breakdown): per breakdown value ('(none)' for users
+    without one; the one value '(none)' without a breakdown), u1..un and the median states mp2..mpn,
+    ms2..msn. One row per value, never per user: each user's fold runs where the user's rows are."""
+    per_user = choose_per_user(query)(query, params, tables)
+    counts, medians = _counts_and_medians(len(query.steps))
     states = [median.format("State") for median in medians]
-    top_n = f"{{p{len(params)}:UInt32}}"
-    params[f"p{len(params)}"] = query.breakdown_top_n
-    sql = (
-        f"SELECT if(rnk <= {top_n}, bd, 'Others') AS bucket, {', '.join(merged)} FROM ("
-        f"SELECT *, row_number() OVER (ORDER BY u1 DESC, bd ASC) AS rnk FROM ("
+    return (
         f"SELECT if(bd0 = '', '(none)', bd0) AS bd, {', '.join(counts + states)} "
-        f"FROM ({per_user}) WHERE lvl >= 1 GROUP BY bd)) GROUP BY bucket ORDER BY min(rnk)"
+        f"FROM ({per_user}) WHERE lvl >= 1 GROUP BY bd"
     )
-    return sql, params
+
+
+def merged_funnel_sql(query: FunnelQuery, shard_rows: str, params: Params) -> str:
+    """The initiator's half of a funnel over shards: `shard_rows` is a table expression giving every shard's
+    `shard_funnel_sql` rows; their counts are summed and their median states merged per value, then ranked
+    as `funnel_sql` ranks (the same columns, so `buckets_from_rows` reads either)."""
+    n = len(query.steps)
+    sums = [f"sum(u{k}) AS u{k}" for k in range(1, n + 1)]
+    if not query.breakdown:
+        medians = _medians(n, "quantileExactInclusiveMerge")
+        return f"SELECT '' AS bucket, {', '.join(sums + medians)} FROM {shard_rows}"
+    states = _medians(n, "quantileExactInclusiveMergeState")
+    return _ranked(query, f"SELECT bd, {', '.join(sums + states)} FROM {shard_rows} GROUP BY bd", params)
+
+
+def cluster_tables(layout: ClusterLayout) -> Tables:
+    """What a shard reads: its own events table, and the persons dictionary by its database."""
+    return Tables(events=layout.shard_events, persons=f"{layout.database}.{PERSONS_DICTIONARY}")
+
+
+def cluster_funnel_sql(query: FunnelQuery, layout: ClusterLayout) -> tuple[str, Params]:
+    """A raw funnel on a cluster whose shards each hold whole user keys (`funnels.store.cluster`).
+
+    How it works: `cluster(NAME, view(S))` sends the per-shard query S (`shard_funnel_sql` over the shard's
+    own `events_local`) to one replica of every shard; each folds its users and returns one row per
+    breakdown value with counts and median states, and the initiator merges those rows
+    (`merged_funnel_sql`). Exact because the sharding key is a hash of `user_key`: every row of a user is
+    on one shard, so each user is folded whole, exactly once; counts add up, and an exact-quantile state
+    holds every value, so merged states give the median over all users. Query parameters are replaced by
+    their values on the initiator, before S is sent.
+    """
+    params: Params = {}
+    shard = shard_funnel_sql(query, params, cluster_tables(layout))
+    return merged_funnel_sql(query, f"cluster('{layout.cluster}', view({shard}))", params), params
+
+
+def funnel_statement(query: FunnelQuery, layout: ClusterLayout | None) -> tuple[str, Params]:
+    """The funnel SQL for a store: on a cluster, a raw funnel in the two-level form; a stitched one reads
+    the Distributed `events` as on one server (a person's keys may sit on several shards), the shards
+    resolving persons with the dictionary named by its database, and the initiator folding each person
+    over the matching rows the shards send (docs/deploy.md)."""
+    if layout is None:
+        return funnel_sql(query)
+    if not query.stitched:
+        return cluster_funnel_sql(query, layout)
+    return funnel_sql(query, replace(cluster_tables(layout), events=ONE_SERVER.events))
+
+
+def initiator_tables(layout: ClusterLayout | None) -> Tables:
+    """What a query that folds users where it runs reads: `events` (on a cluster, the Distributed table, so
+    a user's rows from every shard meet), and the persons dictionary (on a cluster, by its database)."""
+    return ONE_SERVER if layout is None else replace(cluster_tables(layout), events=ONE_SERVER.events)

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from funnels.analytics.query import FunnelQuery, QueryValidationError, parse_funnel_query, parse_int
-from funnels.analytics.sql import Params, choose_per_user
-from funnels.store.events import EventStore
+from funnels.analytics.sql import Params, choose_per_user, initiator_tables
+from funnels.store.events import ClusterLayout, EventStore
 
 MAX_BINS: Final = 100
 PERCENTILES: Final = (0.25, 0.5, 0.75, 0.9, 0.99)
@@ -74,13 +74,14 @@ def parse_time_to_convert_query(params: dict[str, Any]) -> TimeToConvertQuery:
     return TimeToConvertQuery(funnel, steps["from_step"], steps["to_step"], bins)
 
 
-def time_to_convert_sql(query: TimeToConvertQuery) -> tuple[str, Params]:
+def time_to_convert_sql(query: TimeToConvertQuery, layout: ClusterLayout | None = None) -> tuple[str, Params]:
     """One row per group (ordered by rank): bucket, users, mean ms, the percentiles (ms), the bin edges
     (ms) and the users per bin: `counts[0]` below `edges[0]`, `counts[i]` in [edges[i-1], edges[i]), the
-    last at or above the last edge."""
+    last at or above the last edge. On a cluster (`layout`) users are folded on the initiator over the
+    Distributed `events`, as a stitched funnel is (`initiator_tables`)."""
     funnel = query.funnel
     params: Params = {}
-    per_user = choose_per_user(funnel)(funnel, params)
+    per_user = choose_per_user(funnel)(funnel, params, initiator_tables(layout))
     value = f"assumeNotNull(t{query.to_step} - t{query.from_step})"
     if funnel.breakdown:
         top_n = f"{{p{len(params)}:UInt32}}"
@@ -183,7 +184,7 @@ def _float(value: Any) -> float | None:
 
 def run_time_to_convert(store: EventStore, query: TimeToConvertQuery) -> dict[str, Any]:
     """The `GET /v0/funnel/time_to_convert` response body for a validated query."""
-    sql, params = time_to_convert_sql(query)
+    sql, params = time_to_convert_sql(query, store.cluster)
     started = time.perf_counter()
     results = store.query(sql, params, persons=query.funnel.stitched)
     statistics = {

@@ -20,8 +20,8 @@ from datetime import date, timedelta
 from typing import Any, Final, Literal
 
 from funnels.analytics.query import FunnelQuery, QueryValidationError, parse_funnel_query
-from funnels.analytics.sql import Params, choose_per_user
-from funnels.store.events import EventStore
+from funnels.analytics.sql import Params, choose_per_user, initiator_tables
+from funnels.store.events import ClusterLayout, EventStore
 
 Interval = Literal["day", "week", "month"]
 INTERVALS: Final = ("day", "week", "month")
@@ -110,12 +110,13 @@ def parse_trends_query(params: dict[str, Any]) -> TrendsQuery:
     return TrendsQuery(funnel, interval)
 
 
-def trends_sql(query: TrendsQuery) -> tuple[str, Params]:
+def trends_sql(query: TrendsQuery, layout: ClusterLayout | None = None) -> tuple[str, Params]:
     """Rows of (bucket, period key, entered, converted, bucket rank); only (bucket, period) pairs with
-    someone entered."""
+    someone entered. On a cluster (`layout`) users are folded on the initiator over the Distributed
+    `events`, as a stitched funnel is (`initiator_tables`)."""
     funnel = query.funnel
     params: Params = {}
-    per_user = choose_per_user(funnel)(funnel, params)
+    per_user = choose_per_user(funnel)(funnel, params, initiator_tables(layout))
     n = len(funnel.steps)
     key = PERIOD_KEY_SQL[query.interval]
     day32 = (
@@ -192,7 +193,7 @@ def build_trends(
 def run_trends(store: EventStore, query: TrendsQuery, now_ms: int) -> dict[str, Any]:
     """The `GET /v0/funnel/trends` response body for a validated query, `now_ms` deciding which periods'
     windows have closed."""
-    sql, params = trends_sql(query)
+    sql, params = trends_sql(query, store.cluster)
     started = time.perf_counter()
     results = store.query(sql, params, persons=query.funnel.stitched)
     statistics = {

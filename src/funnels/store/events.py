@@ -28,11 +28,14 @@ may change a link bumps a generation counter, and a query that reads the diction
 persons=True)`) first reloads it if its generation is older, under the store's lock, so a query always sees
 the links of every event stored before it. Whether rows may change a link is told from their claims and
 the links known of their keys (`funnels.store.links`): a batch that only repeats known links (analytics.js
-sends both ids on every event once a visitor has identified) leaves the dictionary as it is.
+sends both ids on every event once a visitor has identified) leaves the dictionary as it is. On a store
+other processes write too (a server), their link changes count as well: a backend tells them through the
+store (`_tell_links_changed`, `_links_elsewhere`; `funnels.store.server_events`).
 """
 
 from __future__ import annotations
 
+import re
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
@@ -80,9 +83,10 @@ NAMES_PROJECTION_QUERY = (
 )
 PROJECTION_MODE = "deduplicate_merge_projection_mode = 'rebuild'"
 
+EVENT_COLUMNS_DDL = ",\n".join(f"    {name} {_column_type(name)}" for name in EVENT_COLUMNS)
 EVENTS_DDL = (
     "CREATE TABLE IF NOT EXISTS events (\n"
-    + ",\n".join(f"    {name} {_column_type(name)}" for name in EVENT_COLUMNS)
+    + EVENT_COLUMNS_DDL
     + f",\n    PROJECTION {NAMES_PROJECTION} ({NAMES_PROJECTION_QUERY})"
     + "\n) ENGINE = ReplacingMergeTree\nPARTITION BY toYYYYMM(ts)\nORDER BY (user_key, ts, event_id)"
     + f"\nSETTINGS {PROJECTION_MODE}"
@@ -96,12 +100,13 @@ PERSONS_SOURCE = "identity_persons_source"
 PERSONS_DICTIONARY = "identity_persons"
 
 
-def links_select(rows: str = "1") -> str:
+def links_select(rows: str = "1", table: str = "events") -> str:
     """The claims of the events `rows` selects: one per key a row claims (its anonymous id, and an alias'
     previousId when that is a JSON string; never the row's own user id). The materialized view runs it on
-    each inserted block; backfills run it on stored rows."""
+    each inserted block; backfills run it on stored rows. `table`: the events table it reads (on a cluster,
+    each shard's local table: `funnels.store.cluster`)."""
     return (
-        "SELECT key, min((ts, event_id, user_id)) AS claim FROM events "
+        f"SELECT key, min((ts, event_id, user_id)) AS claim FROM {table} "
         "ARRAY JOIN arrayFilter(k -> k != '' AND k != user_id, [anonymous_id, "
         "if(type = 'alias' AND JSONType(properties, 'previousId') = 'String', "
         "JSONExtractString(properties, 'previousId'), '')]) AS key "
@@ -133,26 +138,34 @@ KEYS_BY_USER_VIEW_DDL = (
     f"CREATE MATERIALIZED VIEW IF NOT EXISTS {KEYS_BY_USER_VIEW} TO {KEYS_BY_USER} AS "
     f"SELECT claim.3 AS user, key FROM {LINKS_TABLE}"
 )
-# A key's person: the user it links to, and that user's own link if it has one (two links at most).
-_LINKS = f"(SELECT key, min(claim).3 AS user FROM {LINKS_TABLE} GROUP BY key)"
-PERSONS_SOURCE_DDL = (
-    f"CREATE OR REPLACE VIEW {PERSONS_SOURCE} AS "
-    "SELECT first.key AS key, if(second.user != '', second.user, first.user) AS person "
-    f"FROM {_LINKS} AS first LEFT JOIN {_LINKS} AS second ON first.user = second.key"
-)
+
+
+def persons_source_ddl(view: str = PERSONS_SOURCE, links_table: str = LINKS_TABLE) -> str:
+    """The persons dictionary's source view: a key's person is the user it links to, and that user's own
+    link if it has one (two links at most)."""
+    links = f"(SELECT key, min(claim).3 AS user FROM {links_table} GROUP BY key)"
+    return (
+        f"CREATE OR REPLACE VIEW {view} AS "
+        "SELECT first.key AS key, if(second.user != '', second.user, first.user) AS person "
+        f"FROM {links} AS first LEFT JOIN {links} AS second ON first.user = second.key"
+    )
+
+
+PERSONS_SOURCE_DDL = persons_source_ddl()
 # The dictionary maps sipHash64(key) → sipHash64(person): a lookup by integer and a GROUP BY on integers
 # cost a stitched funnel about 1.13x the raw one, against 1.3x with String keys and persons
 # (docs/benchmarks.md). Two ids merge wrongly only if their 64-bit hashes collide (about 1 in 10^7 for a
 # million persons; a chosen id colliding with a given one is a 2^64 search).
 
 
-def persons_ddl(database: str = "", source: str = "") -> str:
+def persons_ddl(database: str = "", source: str = "", name: str = PERSONS_DICTIONARY) -> str:
     """The persons dictionary. `database`: where its source view is, when not in the default database (the
     source's query runs there, whatever the dictionary's database); `source`: more of its CLICKHOUSE
-    source's settings (a server needs the user and password its load runs as: `funnels.store.server_events`)."""
+    source's settings (a server needs the user and password its load runs as: `funnels.store.server_events`);
+    `name`: what the statement creates (on a cluster, qualified and `ON CLUSTER`: `funnels.store.cluster`)."""
     view = f"{database}.{PERSONS_SOURCE}" if database else PERSONS_SOURCE
     return (
-        f"CREATE OR REPLACE DICTIONARY {PERSONS_DICTIONARY} (key UInt64, person UInt64) PRIMARY KEY key "
+        f"CREATE OR REPLACE DICTIONARY {name} (key UInt64, person UInt64) PRIMARY KEY key "
         "SOURCE(CLICKHOUSE(QUERY 'SELECT sipHash64(key) AS key, sipHash64(person) AS person "
         f"FROM {view}'{source})) LAYOUT(HASHED()) LIFETIME(0)"
     )
@@ -168,6 +181,35 @@ ARROW_SCHEMA = pa.schema(
         for name in EVENT_COLUMNS
     ]
 )
+
+
+SHARD_EVENTS = "events_local"  # on a cluster, each shard's events table (`funnels.store.cluster`)
+_CLUSTER_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+
+
+@dataclass(frozen=True)
+class ClusterLayout:
+    """Events spread over a ClickHouse cluster (`funnels.store.cluster`): the cluster's name as
+    `remote_servers` spells it, and the database the tables are in on every node. Both are checked to be
+    plain names, so they can be written into SQL text."""
+
+    cluster: str
+    database: str
+
+    def __post_init__(self) -> None:
+        if not _CLUSTER_NAME.fullmatch(self.cluster):
+            raise ValueError(f"the cluster name {self.cluster!r} must be letters, digits, '_', '.' and '-'")
+        if not self.database.replace("_", "").isalnum():
+            raise ValueError(f"the database name {self.database!r} must be letters, digits and underscores")
+
+    @property
+    def on_cluster(self) -> str:
+        return f"ON CLUSTER '{self.cluster}'"
+
+    @property
+    def shard_events(self) -> str:
+        """Each shard's events table, qualified (a query sent to the shards names its database)."""
+        return f"{self.database}.{SHARD_EVENTS}"
 
 
 class EventStoreError(Exception):
@@ -233,15 +275,24 @@ class EventStore(ABC):
     # Whether this process is the only writer: then a claim of the user a key already links to cannot
     # change the link (`funnels.store.links`); with several writers it may have changed meanwhile.
     single_writer = True
+    # The cluster the events are spread over, if they are (a funnel then runs on the shards:
+    # `funnels.analytics.sql.cluster_funnel_sql`); None for one table.
+    cluster: ClusterLayout | None = None
 
     def __init__(self, lock: threading.RLock | None = None, known_links: int = 100_000) -> None:
         self._lock = lock or threading.RLock()
         # Inserts that may have changed a link, and the count the persons dictionary last loaded at.
         self._links_generation, self._persons_generation = 1, 0
+        # What other processes' link changes looked like when the dictionary last loaded (`_links_elsewhere`).
+        self._persons_elsewhere: int | None = None
         self.persons_loads = 0  # how many times a query (re)loaded the persons dictionary
         # The links of the keys claimed lately (`funnels.store.links`), and whether a bulk load runs.
         self._known = KnownLinks(known_links)
         self._loading = False
+
+    # Whether a failed insert stores the whole batch or none of it (one server: one block, one part per
+    # partition); on a cluster a batch may reach some shards only (`funnels.ingest.copy` resumes so).
+    whole_batches = True
 
     # --- what a backend supplies ------------------------------------------------------------------------
 
@@ -267,6 +318,17 @@ class EventStore(ABC):
         """Bulk-load mode for an import whose rows are stamped `received_ms` (optional: a backend may pause
         what slows a big load). The identity links of the load are the backend's to keep right."""
         yield
+
+    def _links_elsewhere(self) -> int | None:
+        """How many times other processes may have changed a link, as the store tells (a backend with
+        other writers; None: this process is the only one). A stitched query reloads the persons dictionary
+        when it moved. Must be cheap: it runs before every stitched query."""
+        return None
+
+    def _tell_links_changed(self) -> None:
+        """Tell the other processes' stitched queries that this one may have changed a link (a backend with
+        other writers; called after the insert, under the lock)."""
+        return None
 
     def parquet_source(self, path: Path) -> tuple[str, dict[str, Any]] | None:
         """A table function reading the Parquet file at `path` on this machine, with its parameters, for
@@ -352,12 +414,16 @@ class EventStore(ABC):
         since it last loaded may have changed a link."""
         if persons:
             with self._lock:
-                if self._persons_generation != self._links_generation:
+                elsewhere = self._links_elsewhere()
+                if self._persons_generation != self._links_generation or elsewhere != self._persons_elsewhere:
                     generation = self._links_generation
-                    self._run(f"SYSTEM RELOAD DICTIONARY {PERSONS_DICTIONARY}")
-                    self._persons_generation = generation
+                    self._reload_persons()
+                    self._persons_generation, self._persons_elsewhere = generation, elsewhere
                     self.persons_loads += 1
         return self._select(sql, params)
+
+    def _reload_persons(self) -> None:
+        self._run(f"SYSTEM RELOAD DICTIONARY {PERSONS_DICTIONARY}")
 
     # --- inserts and the identity links -----------------------------------------------------------------
 
@@ -388,6 +454,16 @@ class EventStore(ABC):
             finally:  # a failed insert may have written some blocks
                 if changes:
                     self._links_generation += 1
+                    self._tell_links_changed()
+
+    def insert_copied(self, table: pa.Table, token: str) -> None:
+        """Append a batch copied from another store (`funnels events copy`) in one insert with its token.
+        Its claims are not followed one by one: the links are marked as changed."""
+        with self._lock:
+            try:
+                self._insert(table, token)
+            finally:
+                self._links_changed()
 
     def _settle(self, claims: dict[str, Claim] | None) -> tuple[bool, dict[str, Claim | None]]:
         """Whether an insert with these claims may change a link, and the links known after it. During a
@@ -429,6 +505,7 @@ class EventStore(ABC):
         with self._lock:
             self._links_generation += 1
             self._known.clear()
+            self._tell_links_changed()
 
     @contextmanager
     def links_after_load(self, received_ms: int) -> Iterator[None]:

@@ -16,7 +16,16 @@ The same DDL and the same analytics SQL as the embedded store (`funnels.store.ev
   the URL's user and password, and the source view by its database (the source's query does not run in
   the dictionary's database) (re-created on every open, so a changed password is picked up; the
   server shows the password as `[HIDDEN]`).
-- **Several writers**: the links known to this process may be stale (`EventStore.single_writer`).
+- **Several writers**: the links known to this process may be stale (`EventStore.single_writer`), and
+  links another process adds (another node, `funnels import`, `funnels events copy`) must reach this one's
+  persons dictionary: every insert that may change a link also adds a row (this store's id, its
+  generation) to `identity_links_changes`, and before a stitched query the sum of each writer's greatest
+  generation is read; when it moved since the dictionary last loaded, the dictionary is reloaded. On one
+  server only, for now: the cluster layout has no such table yet.
+- **A cluster** (`funnels events init --cluster NAME`, `funnels.store.cluster`): recognised on open from
+  the `events` table's engine (`self.cluster`); the schema is then the layout's, inserts go through the
+  Distributed `events` in the foreground (each shard stores its part, token and all, before the insert
+  returns) and the persons dictionary is reloaded on every node.
 - No bulk-load mode and no `file()` fast path: other processes may write meanwhile, and the server cannot
   read this machine's files, so `funnels import` takes the column-wise path in Arrow batches.
 
@@ -29,6 +38,7 @@ since no ClickHouse server can be installed here.
 from __future__ import annotations
 
 import threading
+import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -41,7 +51,18 @@ from clickhouse_connect import get_client
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError, OperationalError
 
+from funnels.store.cluster import (
+    DEDUPLICATION_WINDOW,
+    INSERT_SETTINGS,
+    WATERMARK,
+    ClusterLayoutError,
+    cluster_ddl,
+    layout_of,
+    reload_persons,
+    truncate_statements,
+)
 from funnels.store.events import (
+    ClusterLayout,
     EventStore,
     EventStoreError,
     EventStoreUnavailable,
@@ -49,7 +70,14 @@ from funnels.store.events import (
     persons_ddl,
 )
 
-DEDUPLICATION_WINDOW = 1_000  # inserts whose tokens the events table remembers
+# Link changes other processes made: each writer (a store opened by one process) keeps its count of inserts
+# that may have changed a link, one row per change; a reader sums each writer's greatest count. A few rows
+# a writer once merged, so the sum costs a round trip and a read of a tiny table per stitched query.
+LINKS_CHANGES = "identity_links_changes"
+LINKS_CHANGES_DDL = (
+    f"CREATE TABLE IF NOT EXISTS {LINKS_CHANGES} (writer String, generation UInt64) "
+    "ENGINE = ReplacingMergeTree(generation) ORDER BY writer"
+)
 TARGET_VERSION = "26.9"  # the ClickHouse release chDB 4.4.0 embeds, which the tests run against
 
 
@@ -86,31 +114,97 @@ class ServerEventStore(EventStore):
         name: str,
         source: str = "",
         known_links: int = 100_000,
+        init_cluster: str | None = None,
     ) -> None:
+        """Open the store in `database`, creating the one-server schema there unless the database holds the
+        cluster layout; `init_cluster`: first lay the cluster layout out on that cluster's every node
+        (`funnels events init --cluster`)."""
         super().__init__(threading.RLock(), known_links)
+        self._writer = uuid.uuid4().hex  # this store's rows in `identity_links_changes`
         self._client = client
         self.name = name  # what messages call the store: its URL, password redacted
         self._source = source
         self.database = database = _database_name(database)
-        self._run(f"CREATE DATABASE IF NOT EXISTS {database}")
+        if init_cluster is not None:
+            self._init_cluster(ClusterLayout(init_cluster, database))
+        else:
+            self._run(f"CREATE DATABASE IF NOT EXISTS {database}")
         client.database = database
-        self._create_schema()
-        self._run(
-            f"ALTER TABLE events MODIFY SETTING non_replicated_deduplication_window = {DEDUPLICATION_WINDOW}"
-        )
+        self.cluster = self._find_layout()
+        if self.cluster is None:
+            self._create_schema()
+            self._run(
+                "ALTER TABLE events MODIFY SETTING "
+                f"non_replicated_deduplication_window = {DEDUPLICATION_WINDOW}"
+            )
+            self._run(LINKS_CHANGES_DDL)
+
+    def _events_engine(self) -> str | None:
+        row = self._select(
+            "SELECT engine_full FROM system.tables WHERE database = {database:String} AND name = 'events'",
+            {"database": self.database},
+        ).first()
+        return None if row is None else str(row[0])
+
+    def _find_layout(self) -> ClusterLayout | None:
+        """The cluster layout, when the database's `events` is the Distributed table it makes."""
+        engine = self._events_engine()
+        return None if engine is None else layout_of(engine, self.database)
+
+    def shard_count(self) -> int:
+        """How many shards the store's cluster has (1 on one server)."""
+        if self.cluster is None:
+            return 1
+        row = self._select(
+            "SELECT uniqExact(shard_num) FROM system.clusters WHERE cluster = {cluster:String}",
+            {"cluster": self.cluster.cluster},
+        ).first()
+        return int(row[0]) if row else 0
+
+    def _init_cluster(self, layout: ClusterLayout) -> None:
+        """Lay the cluster layout out (idempotent); refused where `events` is a one-server table, where the
+        server knows no such cluster, and where its replicated shards are not `internal_replication`."""
+        engine = self._events_engine()
+        if engine is not None and layout_of(engine, self.database) is None:
+            raise ClusterLayoutError(
+                f"the database {self.database} already holds a one-server events table: lay the cluster out "
+                "in another database (and copy the events there)"
+            )
+        shards = self._select(
+            "SELECT shard_num, count(), countIf(internal_replication = 0) FROM system.clusters "
+            "WHERE cluster = {cluster:String} GROUP BY shard_num",
+            {"cluster": layout.cluster},
+        ).rows
+        if not shards:
+            raise ClusterLayoutError(
+                f"the server at {self.name} knows no cluster {layout.cluster} (remote_servers)"
+            )
+        if any(int(replicas) > 1 and int(plain) for _, replicas, plain in shards):
+            raise ClusterLayoutError(
+                f"the cluster {layout.cluster} has shards with several replicas and internal_replication off: "
+                "the Distributed table would write every replica itself, beside replication (set "
+                "<internal_replication>true</internal_replication> in each shard)"
+            )
+        for statement in cluster_ddl(layout, self._source):
+            self._run(statement)
 
     @classmethod
-    def connect(cls, url: str, known_links: int = 100_000) -> ServerEventStore:
+    def connect(
+        cls, url: str, known_links: int = 100_000, init_cluster: str | None = None
+    ) -> ServerEventStore:
         """Open the store a `http[s]://user:password@host:port/database` URL names; `EventStoreUnavailable`
-        when the server cannot be reached, `ValueError` for a URL that is not of that shape."""
+        when the server cannot be reached, `ValueError` for a URL that is not of that shape. `init_cluster`:
+        lay the cluster layout out on that cluster first (`funnels events init --cluster`)."""
         parts = urlsplit(url)
         if parts.scheme == "chdb":  # chdb:///path/to/dir: clickhouse-connect's embedded chDB (tests)
-            return cls.on_chdb(Path(unquote(parts.path)), known_links=known_links)
+            return cls.on_chdb(Path(unquote(parts.path)), known_links=known_links, init_cluster=init_cluster)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(
                 f"--events-url must be http[s]://user:password@host:port/database, not {redact(url)}"
             )
         database = _database_name(unquote(parts.path.strip("/")) or "funnels")
+        if init_cluster is not None:
+            ClusterLayout(init_cluster, database)  # a name that cannot be the cluster's: before connecting
         user, password = unquote(parts.username or "default"), unquote(parts.password or "")
         try:
             client = get_client(
@@ -129,14 +223,29 @@ class ServerEventStore(EventStore):
                 f"the event store at {redact(url)} is unreachable: {message}"
             ) from None
         source = f" USER {_literal(user)} PASSWORD {_literal(password)}"
-        return cls(client, database, redact(url), source, known_links)
+        try:
+            return cls(client, database, redact(url), source, known_links, init_cluster)
+        except BaseException:
+            client.close()
+            raise
 
     @classmethod
-    def on_chdb(cls, path: Path, database: str = "funnels", known_links: int = 100_000) -> ServerEventStore:
-        """This backend on clickhouse-connect's embedded chDB interface (tests, benchmarks)."""
+    def on_chdb(
+        cls,
+        path: Path,
+        database: str = "funnels",
+        known_links: int = 100_000,
+        init_cluster: str | None = None,
+    ) -> ServerEventStore:
+        """This backend on clickhouse-connect's embedded chDB interface (tests, benchmarks; chDB has no
+        cluster, so `init_cluster` fails there, as it should)."""
         path.mkdir(parents=True, exist_ok=True)
         client = get_client(interface="chdb", path=str(path))
-        return cls(client, database, f"chdb://{path}", "", known_links)
+        try:
+            return cls(client, database, f"chdb://{path}", "", known_links, init_cluster)
+        except BaseException:
+            client.close()
+            raise
 
     def close(self) -> None:
         self._client.close()
@@ -165,7 +274,53 @@ class ServerEventStore(EventStore):
         body = orjson.loads(raw)
         return Results(meta=body["meta"], rows=body["data"], statistics=body.get("statistics", {}))
 
+    @property
+    def whole_batches(self) -> bool:  # type: ignore[override]
+        return self.cluster is None
+
+    def _links_elsewhere(self) -> int | None:
+        if self.cluster is not None:  # no `identity_links_changes` in the cluster layout yet
+            return None
+        row = self._select(
+            f"SELECT sum(generation) FROM (SELECT max(generation) AS generation FROM {LINKS_CHANGES} "
+            "GROUP BY writer)"
+        ).first()
+        return int(row[0]) if row else 0
+
+    def _tell_links_changed(self) -> None:
+        if self.cluster is not None:
+            return
+        self._run(
+            f"INSERT INTO {LINKS_CHANGES} VALUES ({{writer:String}}, {{generation:UInt64}})",
+            {"writer": self._writer, "generation": self._links_generation},
+        )
+
     def _insert(self, table: pa.Table, token: str | None) -> None:
-        settings = {"insert_deduplication_token": token} if token else None
+        settings: dict[str, Any] = {"insert_deduplication_token": token} if token else {}
+        if self.cluster is not None:
+            settings |= INSERT_SETTINGS
         with self._errors():
-            self._client.insert_arrow("events", table, settings=settings)
+            self._client.insert_arrow("events", table, settings=settings or None)
+
+    def max_log_seq(self) -> int:
+        if self.cluster is None:
+            return super().max_log_seq()
+        row = self.query(WATERMARK).first()  # from the replicas the inserts go to
+        return int(row[0]) if row else 0
+
+    def _reload_persons(self) -> None:
+        if self.cluster is None:
+            super()._reload_persons()
+        else:  # a stitched funnel looks persons up on every shard
+            self._run(reload_persons(self.cluster))
+
+    def truncate(self) -> None:
+        if self.cluster is None:
+            super().truncate()
+            return
+        with self._lock:
+            try:
+                for statement in truncate_statements(self.cluster):
+                    self._run(statement)
+            finally:
+                self._links_changed()

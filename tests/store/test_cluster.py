@@ -1,0 +1,232 @@
+"""The cluster layout (`funnels.store.cluster`): its DDL, snapshotted and parsed by the target version, how a
+store recognises it, and, on a real cluster, the whole of it.
+
+No ClickHouse cluster can run here (chDB has no `remote_servers` and no Keeper), so without one these prove
+what can be proven in-process: the DDL text (snapshot in tests/store/snapshots/cluster_ddl.sql; regenerate
+with FUNNELS_UPDATE_SNAPSHOTS=1 and review the diff), that every statement parses in ClickHouse 26.9
+(`EXPLAIN AST`), the engine a store reads its layout from, and the refusals. The funnel SQL on the shards
+is proven on chDB by tests/analytics/test_sql_cluster.py.
+
+`test_real_cluster` runs the layout on a real cluster when both `FUNNELS_TEST_CLICKHOUSE_URL` (a server of
+the cluster, as for tests/store/test_server_events.py) and `FUNNELS_TEST_CLICKHOUSE_CLUSTER` (the cluster's
+name in that server's `remote_servers`, with `shard` and `replica` macros on every node and Keeper) are
+set; it is skipped, saying so, when they are not.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from funnels.analytics.funnel import run_funnel
+from funnels.analytics.reference import reference_funnel
+from funnels.analytics.sql import funnel_statement
+from funnels.store.cluster import (
+    INSERT_SETTINGS,
+    WATERMARK,
+    ClusterLayoutError,
+    cluster_ddl,
+    layout_of,
+    reload_persons,
+    truncate_statements,
+)
+from funnels.store.events import ClusterLayout
+from funnels.store.server_events import ServerEventStore
+from tests.analytics.conftest import at, day, ev, funnel_query, step
+
+SNAPSHOT = Path(__file__).parent / "snapshots" / "cluster_ddl.sql"
+UPDATE = os.environ.get("FUNNELS_UPDATE_SNAPSHOTS") == "1"
+LAYOUT = ClusterLayout("analytics", "funnels")
+SOURCE = " USER 'funnels' PASSWORD 's3cret'"
+
+REAL_SERVER = os.environ.get("FUNNELS_TEST_CLICKHOUSE_URL")
+REAL_CLUSTER = os.environ.get("FUNNELS_TEST_CLICKHOUSE_CLUSTER")
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[ServerEventStore]:
+    opened = ServerEventStore.on_chdb(tmp_path / "server")
+    yield opened
+    opened.close()
+
+
+def test_the_layout_ddl_snapshot() -> None:
+    text = ";\n\n".join([*cluster_ddl(LAYOUT, SOURCE), *truncate_statements(LAYOUT), reload_persons(LAYOUT)])
+    if UPDATE:
+        SNAPSHOT.parent.mkdir(exist_ok=True)
+        SNAPSHOT.write_text(text + "\n")
+    assert SNAPSHOT.read_text() == text + "\n", "the cluster DDL changed; if intended, regenerate (see above)"
+
+
+def test_every_statement_parses_in_the_target_version(store: ServerEventStore) -> None:
+    """ClickHouse's own parser (`formatQuery`) reads every statement, and writes its head (up to `ON
+    CLUSTER`) back as we wrote it: the clause is where 26.9 expects it, not moved or dropped."""
+    statements = [*cluster_ddl(LAYOUT, SOURCE), *truncate_statements(LAYOUT), reload_persons(LAYOUT)]
+    on_cluster = "ON CLUSTER analytics"
+    for statement in statements:
+        row = store.query(
+            "SELECT formatQuerySingleLine({statement:String})", {"statement": statement}
+        ).first()
+        assert row is not None, statement
+        ours = " ".join(statement.replace("'analytics'", "analytics").split())
+        head = ours[: ours.index(on_cluster) + len(on_cluster)]
+        assert row[0].startswith(head), (row[0], head)
+
+
+def test_the_layout_shards_by_the_user_key_and_replicates_the_links_everywhere() -> None:
+    by_name = {statement.split(" ON CLUSTER")[0].split()[-1]: statement for statement in cluster_ddl(LAYOUT)}
+    assert (
+        "Distributed('analytics', 'funnels', 'events_local', sipHash64(user_key))"
+        in by_name["funnels.events"]
+    )
+    assert "ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/" in by_name["funnels.events_local"]
+    assert "ORDER BY (user_key, ts, event_id)" in by_name["funnels.events_local"]
+    for table in ("funnels.identity_links", "funnels.identity_keys_by_user"):
+        assert "'/clickhouse/tables/all/{database}/{table}', '{shard}-{replica}'" in by_name[table]
+    assert "FROM funnels.events_local" in by_name["funnels.identity_links_mv"]
+
+
+@pytest.mark.parametrize(
+    ("engine", "layout"),
+    [
+        ("ReplacingMergeTree PARTITION BY toYYYYMM(ts) ORDER BY (user_key, ts, event_id)", None),
+        ("Distributed('analytics', 'funnels', 'events_local', sipHash64(user_key))", LAYOUT),
+        (
+            "Distributed('c-1.eu', 'funnels', 'events_local', sipHash64(user_key))",
+            ClusterLayout("c-1.eu", "funnels"),
+        ),
+    ],
+)
+def test_a_store_tells_the_layout_from_the_events_engine(engine: str, layout: ClusterLayout | None) -> None:
+    assert layout_of(engine, "funnels") == layout
+
+
+@pytest.mark.parametrize(
+    "engine",
+    [
+        "Distributed('analytics', 'other', 'events_local', sipHash64(user_key))",
+        "Distributed('analytics', 'funnels', 'events_mine', rand())",
+        "Distributed(analytics, funnels, events_local)",
+    ],
+)
+def test_a_distributed_table_it_did_not_make_is_refused(engine: str) -> None:
+    with pytest.raises(ClusterLayoutError):
+        layout_of(engine, "funnels")
+
+
+@pytest.mark.parametrize(("cluster", "database"), [("a'b", "funnels"), ("", "funnels"), ("c", "fun-nels")])
+def test_names_that_cannot_be_written_into_sql_are_refused(cluster: str, database: str) -> None:
+    with pytest.raises(ValueError):
+        ClusterLayout(cluster, database)
+
+
+def test_the_insert_settings_and_the_watermark_read_exist_in_the_target_version(
+    store: ServerEventStore,
+) -> None:
+    known = store.query(
+        "SELECT name FROM system.settings WHERE name IN {names:Array(String)}",
+        {"names": list(INSERT_SETTINGS)},
+    )
+    assert sorted(row[0] for row in known.rows) == sorted(INSERT_SETTINGS)
+    store.insert_events([ev("u1", at(0), "page")], [7])
+    assert int(store.query(WATERMARK).rows[0][0]) == 7 == store.max_log_seq()
+
+
+def test_one_server_stores_are_not_on_a_cluster(store: ServerEventStore) -> None:
+    assert store.cluster is None and store.shard_count() == 1
+    query = funnel_query([step("event", "page"), step("track", "connect")], identity="raw")
+    assert "cluster(" not in funnel_statement(query, store.cluster)[0]
+
+
+def test_init_refuses_a_database_holding_a_one_server_table(tmp_path: Path) -> None:
+    ServerEventStore.on_chdb(tmp_path / "server").close()
+    with pytest.raises(ClusterLayoutError, match="already holds a one-server events table"):
+        ServerEventStore.on_chdb(tmp_path / "server", init_cluster="analytics")
+
+
+def test_init_on_a_server_without_the_cluster_fails_clearly(tmp_path: Path) -> None:
+    with pytest.raises(ClusterLayoutError, match="knows no cluster analytics"):
+        ServerEventStore.on_chdb(tmp_path / "server", init_cluster="analytics")
+
+
+# --- a real cluster ---
+
+
+def _beside(database: str) -> str:
+    """The real server's URL with another database."""
+    url = REAL_SERVER or ""
+    return f"{url.rsplit('/', 1)[0] if url.count('/') > 2 else url}/{database}"
+
+
+@pytest.fixture
+def cluster_store() -> Iterator[ServerEventStore]:
+    if not (REAL_SERVER and REAL_CLUSTER):
+        pytest.skip(
+            "no ClickHouse cluster given: set FUNNELS_TEST_CLICKHOUSE_URL=http[s]://user:password@host:port/"
+            "database (a server of the cluster; a throwaway database is made beside it) and "
+            "FUNNELS_TEST_CLICKHOUSE_CLUSTER=NAME (its remote_servers name) to run the layout on it"
+        )
+    database = f"funnels_test_{uuid.uuid4().hex[:12]}"
+    opened = ServerEventStore.connect(_beside(database), init_cluster=REAL_CLUSTER)
+    try:
+        yield opened
+    finally:
+        opened.execute(f"DROP DATABASE IF EXISTS {database} ON CLUSTER '{REAL_CLUSTER}' SYNC")
+        opened.close()
+
+
+def test_real_cluster(cluster_store: ServerEventStore) -> None:
+    """The layout made and recognised, a retried batch stored once through the Distributed table, raw
+    funnels in the two-level form and stitched ones through the Distributed table, both equal to the
+    oracle, with users spread over the shards."""
+    store = cluster_store
+    assert store.cluster == ClusterLayout(REAL_CLUSTER or "", store.database)
+    reopened = ServerEventStore.connect(_beside(store.database))
+    try:
+        assert reopened.cluster == store.cluster  # a plain open finds the layout
+    finally:
+        reopened.close()
+    events = []
+    for user in range(40):
+        anonymous = f"a{user}"
+        events += [
+            ev(
+                "",
+                at(0, user * 10_000),
+                "page",
+                anonymous_id=anonymous,
+                device=("mobile", "desktop")[user % 2],
+            ),
+            ev(f"u{user}", at(0, user * 10_000 + 1000), "identify", anonymous_id=anonymous),
+        ]
+        if user % 3:
+            events.append(ev(f"u{user}", at(0, user * 10_000 + 2000 + user), "track", "connect"))
+    seqs = list(range(1, len(events) + 1))
+    store.insert_events(events, seqs)
+    store.insert_events(events, seqs)  # retried: the same token on every shard
+    assert store.count() == len(events) and store.max_log_seq() == len(events)
+    assert store.shard_count() >= 1
+    shards = store.query("SELECT uniqExact(_shard_num) FROM events WHERE log_seq > 0")
+    assert int(shards.rows[0][0]) == store.shard_count()  # 80 keys: rows on every shard
+    for table in ("events_local", "identity_links"):  # every replica has every row and link
+        store.execute(f"SYSTEM SYNC REPLICA ON CLUSTER '{REAL_CLUSTER}' {store.database}.{table}")
+    for identity in ("raw", "stitched"):
+        query = funnel_query(
+            [step("event", "page"), step("track", "connect")],
+            day(0),
+            day(0),
+            breakdown="device",
+            identity=identity,
+        )
+        sql, _ = funnel_statement(query, store.cluster)
+        assert ("cluster(" in sql) == (identity == "raw")
+        assert run_funnel(store, query)["data"] == reference_funnel(query, events)["data"]
+        open_query = replace(query, funnel_type="open")
+        assert run_funnel(store, open_query)["data"] == reference_funnel(open_query, events)["data"]
+    store.truncate()
+    assert store.count() == 0
