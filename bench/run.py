@@ -2,11 +2,15 @@
 `windowFunnel` level count on the same data in the same run. Not a test: it prints figures for
 docs/benchmarks.md (and writes them to bench/data/results.json).
 
-    .venv/bin/python bench/run.py [--events 10000000] [--users 1000000] [--repeat 5] [--anonymous 0.3]
+    .venv/bin/python bench/run.py [--events 10000000] [--users 1000000] [--repeat 5] [--anonymous 0.3] [--analyses-only]
 
 `--anonymous F`: a fraction F of the users start anonymous. Each such user gets an identify time (uniform
 over the span); their events before it carry only an anonymous id, the rest both ids, and one identify
 event links the two. Every funnel is then timed stitched (the default) and raw in the same run.
+
+Then issue 14's analyses of the closed funnel (`/v0/funnel/time_to_convert`, `/v0/funnel/trends`), each
+interleaved with the plain closed funnel (target ≤ 2× it) and with the funnel of its own parameters.
+`--analyses-only` times just those, on the data directory the last full run left in bench/data/dir.
 """
 
 from __future__ import annotations
@@ -19,7 +23,9 @@ import shutil
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import orjson
@@ -31,6 +37,8 @@ import pyarrow.parquet as pq
 from funnels.analytics.funnel import run_funnel
 from funnels.analytics.query import parse_funnel_query
 from funnels.analytics.sql import Binder, step_sql
+from funnels.analytics.time_to_convert import parse_time_to_convert_query, run_time_to_convert
+from funnels.analytics.trends import parse_trends_query, run_trends
 from funnels.services import Services
 from funnels.store.events import LINKS_TABLE, PERSONS_DICTIONARY
 
@@ -173,6 +181,47 @@ def timed(fn, repeat: int) -> list[float]:  # type: ignore[no-untyped-def]
     return times
 
 
+def time_analyses(svc: Services, closed: dict[str, str], repeat: int) -> dict[str, object]:
+    """Issue 14's analyses of the closed funnel (time to convert, trends), raw and stitched, each run
+    interleaved with the plain closed funnel (the target's 1.00×) and with the funnel of its own parameters
+    (the same breakdown: what the analysis adds to the per-user SQL they share); checks that their users
+    agree with the funnel's."""
+    now_ms = int(time.time() * 1000)
+    analyses: dict[str, tuple[Callable[[dict[str, Any]], Any], Callable[[Any, Any], dict[str, Any]], dict[str, str]]] = {
+        "time to convert 1→3, auto bins": (parse_time_to_convert_query, run_time_to_convert, {"from_step": "1", "to_step": "3"}),
+        "time to convert 1→3, 100 bins": (parse_time_to_convert_query, run_time_to_convert, {"from_step": "1", "to_step": "3", "bins": "100"}),
+        "time to convert 1→3 + breakdown utm_source": (parse_time_to_convert_query, run_time_to_convert, {"from_step": "1", "to_step": "3", "breakdown": "utm_source"}),
+        "trends by day": (parse_trends_query, lambda store, q: run_trends(store, q, now_ms), {"interval": "day"}),
+        "trends by week + breakdown utm_source": (parse_trends_query, lambda store, q: run_trends(store, q, now_ms), {"interval": "week", "breakdown": "utm_source"}),
+    }  # fmt: skip
+    results: dict[str, object] = {}
+    for identity in ("raw", "stitched"):
+        plain = parse_funnel_query({**closed, "identity": identity})
+        for name, (parse, run, extra) in analyses.items():
+            query = parse({**closed, **extra, "identity": identity})
+            own = query.funnel  # the funnel of the same parameters (with the breakdown, if any)
+            funnel_rows = run_funnel(svc.events, own)["data"]
+            body = run(svc.events, query)  # untimed warm-up, and the check
+            last = [row["users"] for row in funnel_rows if row["step"] == 3]
+            if "from_step" in extra:
+                assert [group["users"] for group in body["data"]] == last, name
+            else:
+                first = [row["users"] for row in funnel_rows if row["step"] == 1]
+                assert sum(row["entered"] for row in body["data"]) == sum(first), name
+                assert sum(row["converted"] for row in body["data"]) == sum(last), name
+            times: dict[str, list[float]] = {"analysis": [], "own": [], "plain": []}
+            for _ in range(repeat):  # interleaved, so background load hits all alike
+                times["analysis"] += timed(lambda q=query, r=run: r(svc.events, q), 1)
+                times["own"] += timed(lambda f=own: run_funnel(svc.events, f), 1)
+                times["plain"] += timed(lambda f=plain: run_funnel(svc.events, f), 1)
+            medians = {key: statistics.median(values) for key, values in times.items()}
+            results[f"{name}, {identity} ms"] = round(medians["analysis"] * 1000)
+            results[f"{name}, {identity} × closed"] = round(medians["analysis"] / medians["plain"], 2)
+            if "breakdown" in extra:
+                results[f"{name}, {identity} × its funnel"] = round(medians["analysis"] / medians["own"], 2)
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -181,7 +230,20 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--anonymous", type=float, default=0.0, help="fraction of users starting anonymous")
+    parser.add_argument(
+        "--analyses-only",
+        action="store_true",
+        help="time only the funnel's analyses (time to convert, trends) on the data the last run imported",
+    )
     args = parser.parse_args()
+    if args.analyses_only:
+        svc = Services.open(DATA / "dir")
+        try:
+            closed = {**BASE, "steps": orjson.dumps(FUNNEL).decode()}
+            print(json.dumps(time_analyses(svc, closed, min(args.repeat, 5)), indent=2, ensure_ascii=False))
+        finally:
+            svc.close()
+        return
 
     suffix = f"-anonymous{args.anonymous:g}" if args.anonymous else ""
     source = DATA / f"events-{args.events}-{args.users}{suffix}.parquet"
@@ -259,6 +321,7 @@ def main() -> None:
                 results[f"{name}, {identity} ms"] = round(
                     statistics.median(timed(lambda q=query: run_funnel(svc.events, q), 3)) * 1000
                 )
+        results |= time_analyses(svc, closed, min(args.repeat, 5))
     finally:
         svc.close()
     results |= text_import_rates(source, rows=min(1_000_000, args.events))

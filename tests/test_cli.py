@@ -133,6 +133,36 @@ def test_query_table_and_parameter_errors(demo_dir: tuple[Path, dict[str, str]])
     assert "Traceback" not in bad.stderr
 
 
+def test_query_time_to_convert_and_trends(demo_dir: tuple[Path, dict[str, str]]) -> None:
+    """`funnels query --from-step/--to-step` and `--interval`: the API's bodies as JSON, tables for people,
+    each new parameter validated as the API does (exit 2), and the two refused together."""
+    data_dir, params = demo_dir
+    base = [
+        "query", "--data-dir", str(data_dir), "--date-from", params["date_from"], "--date-to", params["date_to"],
+        "--steps", params["steps"],
+    ]  # fmt: skip
+    funnel = json.loads(run(*base, "--format", "json").stdout)
+    measured = run(*base, "--from-step", "1", "--to-step", "3", "--format", "json")
+    assert measured.returncode == 0, measured.stderr
+    body = json.loads(measured.stdout)
+    assert body["data"][0]["users"] == funnel["data"][2]["users"] > 0
+    assert body["data"][0]["p50_seconds"] == funnel["data"][2]["median_seconds_from_start"]
+    trends = run(*base, "--interval", "week", "--format", "json")
+    assert trends.returncode == 0, trends.stderr
+    rows = json.loads(trends.stdout)["data"]
+    assert sum(row["entered"] for row in rows) == funnel["data"][0]["users"]
+    assert sum(row["converted"] for row in rows) == funnel["data"][2]["users"]
+    table = run(*base, "--from-step", "2", "--to-step", "3", "--bins", "5")
+    assert table.returncode == 0 and "p90" in table.stdout and "connect::1 → " in table.stdout
+    weekly = run(*base, "--interval", "week", "--breakdown", "device")
+    assert weekly.returncode == 0 and "entered" in weekly.stdout and "closed" in weekly.stdout
+    bad = run(*base, "--from-step", "3", "--to-step", "9", "--bins", "0")
+    assert bad.returncode == 2 and "to_step" in bad.stderr and "bins" in bad.stderr
+    assert run(*base, "--interval", "hour").returncode == 2
+    both = run(*base, "--interval", "day", "--to-step", "2")
+    assert both.returncode == 2 and "separate queries" in both.stderr
+
+
 def test_catalog_tables_and_parameter_errors(demo_dir: tuple[Path, dict[str, str]]) -> None:
     """`funnels catalog`: a table per lookup for people; parameters validated as the API does (exit 2)."""
     data_dir = str(demo_dir[0])

@@ -39,9 +39,19 @@ from funnels.analytics.catalog import (
 )
 from funnels.analytics.funnel import run_funnel
 from funnels.analytics.query import QueryValidationError, parse_funnel_query
+from funnels.analytics.time_to_convert import parse_time_to_convert_query, run_time_to_convert
+from funnels.analytics.trends import parse_trends_query, run_trends
 from funnels.auth import create_key, list_keys, revoke_key
 from funnels.automation.runtime import Automation
-from funnels.cli_tables import funnel_table, names_table, operands_table, show, values_table
+from funnels.cli_tables import (
+    funnel_table,
+    names_table,
+    operands_table,
+    show,
+    time_to_convert_table,
+    trends_table,
+    values_table,
+)
 from funnels.client import ServerAbsent, ServerClient, ServerLost, ServerRefused, find_server
 from funnels.clock import SystemClock
 from funnels.config import ConfigInvalid, load_config
@@ -495,13 +505,26 @@ def query(
     identity: Annotated[
         str | None, typer.Option("--identity", help="stitched (default: users are persons) or raw")
     ] = None,
+    interval: Annotated[
+        str | None,
+        typer.Option("--interval", help="day, week or month: conversion over time (GET /v0/funnel/trends)"),
+    ] = None,
+    from_step: Annotated[
+        int | None,
+        typer.Option("--from-step", help="With --to-step: time to convert (GET /v0/funnel/time_to_convert)"),
+    ] = None,
+    to_step: Annotated[int | None, typer.Option("--to-step", help="The step measured to (1-based)")] = None,
+    bins: Annotated[
+        str | None, typer.Option("--bins", help="With --to-step: auto (default) or 1–100 equal bins")
+    ] = None,
     output: Format = "table",
     data_dir: DataDir = None,
     events_url: EventsUrl = None,
 ) -> None:
-    """Run a funnel query on the data directory (through the server when one is running on it)."""
+    """Run a funnel query on the data directory (through the server when one is running on it); with
+    --interval its conversion over time, with --from-step/--to-step its time to convert."""
     _check_format(output)
-    params = {
+    params: dict[str, Any] = {
         "date_from": date_from,
         "date_to": date_to,
         "steps": steps,
@@ -511,6 +534,34 @@ def query(
         "breakdown_top_n": breakdown_top_n,
         "identity": identity,
     }
+    measuring = from_step is not None or to_step is not None or bins is not None
+    if interval is not None and measuring:
+        _fail(
+            "--interval (trends) and --from-step/--to-step/--bins (time to convert) are separate queries", 2
+        )
+    if interval is not None:
+        now_ms = SystemClock().now_ms()
+        answer = _read(
+            data_dir,
+            "/v0/funnel/trends",
+            params | {"interval": interval},
+            parse_trends_query,
+            lambda store, parsed: run_trends(store, parsed, now_ms),
+            events_url,
+        )
+        show(answer, output, trends_table)
+        return
+    if measuring:
+        answer = _read(
+            data_dir,
+            "/v0/funnel/time_to_convert",
+            params | {"from_step": from_step, "to_step": to_step, "bins": bins},
+            parse_time_to_convert_query,
+            run_time_to_convert,
+            events_url,
+        )
+        show(answer, output, time_to_convert_table)
+        return
     answer = _read(data_dir, "/v0/funnel", params, parse_funnel_query, run_funnel, events_url)
     show(answer, output, funnel_table)
 

@@ -59,6 +59,58 @@ def funnel_table(answer: Answer) -> Table:
     return table
 
 
+def _seconds(value: float | None) -> str:
+    return "–" if value is None else f"{value:,.3f}".rstrip("0").rstrip(".")
+
+
+def time_to_convert_table(answer: Answer) -> Table:
+    """`GET /v0/funnel/time_to_convert`: per group, users, percentiles and mean, then the histogram's users
+    per bin (the bins are the same in every group)."""
+    groups = answer["data"]
+    title = f"{answer['from_event']} → {answer['to_event']}, seconds"
+    names = [group.get("breakdown", "all") for group in groups]
+    table = Table("", *names, title=title)
+    for column in table.columns[1:]:
+        column.justify = "right"
+    table.add_row("users", *(f"{group['users']:,}" for group in groups))
+    for name in ("p25", "p50", "p75", "p90", "p99", "mean"):
+        table.add_row(name, *(_seconds(group[f"{name}_seconds"]) for group in groups))
+    for index, bucket in enumerate(groups[0]["histogram"] if groups else []):
+        low, high = bucket["from_seconds"], bucket["to_seconds"]
+        label = (
+            f"< {_seconds(high)}"
+            if low is None
+            else f"≥ {_seconds(low)}"
+            if high is None
+            else f"{_seconds(low)}–{_seconds(high)}"
+        )
+        table.add_row(label, *(f"{group['histogram'][index]['users']:,}" for group in groups))
+    return table
+
+
+def trends_table(answer: Answer) -> Table:
+    """`GET /v0/funnel/trends`: a row per period (and breakdown value); periods still in their window
+    marked open."""
+    rows = answer["data"]
+    breakdown = bool(rows) and "breakdown" in rows[0]
+    headers = ["period", "from", "to", *(["breakdown"] if breakdown else []), "entered", "converted"]
+    table = Table(*headers, "conversion", "window")
+    for column in table.columns[3 + breakdown :]:
+        column.justify = "right"
+    for row in rows:
+        table.add_row(
+            row["period"],
+            row["date_from"],
+            row["date_to"],
+            *([row["breakdown"]] if breakdown else []),
+            f"{row['entered']:,}",
+            f"{row['converted']:,}",
+            _cell("conversion", row["conversion"]),
+            "closed" if row["window_closed"] else "open",
+        )
+    return table
+
+
 def _rows(headers: tuple[str, ...], rows: list[tuple[Any, ...]]) -> Table:
     table = Table(*headers)
     for row in rows:

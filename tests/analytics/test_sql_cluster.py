@@ -36,6 +36,8 @@ from funnels.analytics.sql import (
     merged_funnel_sql,
     shard_funnel_sql,
 )
+from funnels.analytics.time_to_convert import TimeToConvertQuery, time_to_convert_sql
+from funnels.analytics.trends import TrendsQuery, trends_sql
 from funnels.events import Event
 from funnels.store.cluster import SHARDING_KEY
 from funnels.store.events import EVENTS_DDL, PERSONS_DICTIONARY, SHARD_EVENTS, ClusterLayout, EventStore
@@ -172,6 +174,42 @@ def test_a_stitched_funnel_over_the_shards_equals_one_table(
     ).rows
     data = build_response(query, buckets_from_rows(query, rows), {})["data"]
     assert data == run_funnel(store, query)["data"] == reference_funnel(query, events)["data"]
+
+
+@settings(PROFILE, max_examples=examples(20))
+@given(
+    case=with_identities(cases(st.one_of(exclusive_kinds(), overlapping_kinds(2, 3)), ["closed", "open"])),
+    shards=SHARDS,
+    analysis=st.sampled_from(["time_to_convert", "trends"]),
+)
+def test_time_to_convert_and_trends_over_the_shards_equal_one_table(
+    store: EventStore, case: Any, shards: int, analysis: str
+) -> None:
+    """Time to convert and trends on a cluster fold users on the initiator over the Distributed table, raw
+    or stitched (`initiator_tables`): over a Merge table of the shards their rows are the one-table rows."""
+    query, events, batches = case
+    load(store, events, batches)
+    split(store, shards)
+    store.execute(
+        f"CREATE TABLE IF NOT EXISTS {SIMULATED} AS events ENGINE = Merge(currentDatabase(), "
+        f"'^{SIMULATED}_[0-9]+$')"
+    )
+    row = store.query("SELECT currentDatabase()").first()
+    assert row is not None
+    layout = ClusterLayout("sim", str(row[0]))
+    n = len(query.steps)
+    if analysis == "trends":
+        on_cluster, one_table = (
+            trends_sql(TrendsQuery(query, "day"), layout),
+            trends_sql(TrendsQuery(query, "day")),
+        )
+    else:
+        measured = TimeToConvertQuery(query, 1, n, bins=3)
+        on_cluster, one_table = time_to_convert_sql(measured, layout), time_to_convert_sql(measured)
+    sql, params = on_cluster
+    assert " FROM events WHERE " in sql and params == one_table[1]
+    merged = sql.replace(" FROM events WHERE ", f" FROM {SIMULATED} WHERE ")
+    assert store.query(merged, params, persons=True).rows == store.query(*one_table, persons=True).rows
 
 
 def test_only_raw_funnels_take_the_two_level_form() -> None:

@@ -39,6 +39,8 @@ from funnels.analytics.funnel import run_funnel
 from funnels.analytics.query import FunnelQuery
 from funnels.analytics.reference import reference_funnel
 from funnels.analytics.sql import cluster_funnel_sql, funnel_sql
+from funnels.analytics.time_to_convert import TimeToConvertQuery, time_to_convert_sql
+from funnels.analytics.trends import TrendsQuery, trends_sql
 from funnels.store.events import ClusterLayout, EventStore
 from tests.analytics.conftest import at, column, day, ev, funnel_query, load, step
 
@@ -125,6 +127,25 @@ CATALOG_CASES: dict[str, tuple[str, dict[str, Any]]] = {
     ),
     "catalog_extent": (extent_sql(), {}),
 }
+
+
+# The funnel's analyses over its per-user SQL (time to convert, trends), built: name → (sql, params).
+ANALYSIS_CASES: dict[str, tuple[str, dict[str, Any]]] = {
+    "time_to_convert_auto": time_to_convert_sql(TimeToConvertQuery(CASES["closed_exclusive"], 1, 3)),
+    "time_to_convert_bins_breakdown_stitched": time_to_convert_sql(
+        TimeToConvertQuery(CASES["open_breakdown_stitched"], 2, 3, bins=20)
+    ),
+    "trends_week": trends_sql(TrendsQuery(CASES["closed_exclusive"], "week")),
+    "trends_month_breakdown_stitched": trends_sql(
+        TrendsQuery(CASES["closed_breakdown_all_operators_stitched"], "month")
+    ),
+    # On a cluster: folded on the initiator over the Distributed `events`, the dictionary by its database.
+    "cluster_time_to_convert_stitched": time_to_convert_sql(
+        TimeToConvertQuery(CASES["closed_exclusive_stitched"], 2, 3), CLUSTER
+    ),
+    "cluster_trends_raw": trends_sql(TrendsQuery(CASES["closed_exclusive"], "day"), CLUSTER),
+}
+CATALOG_CASES |= ANALYSIS_CASES
 
 
 def built(name: str) -> tuple[str, dict[str, Any]]:
@@ -297,3 +318,6 @@ def test_snapshot_cases_run(store: EventStore) -> None:
         sql, reference = run_funnel(store, query), reference_funnel(query, events)
         assert sql["data"] == reference["data"], name
         assert column(sql, "users")[0] > 0, name
+    for name, (sql_text, params) in ANALYSIS_CASES.items():
+        if not name.startswith("cluster_"):
+            assert store.query(sql_text, params, persons=True).rows, name

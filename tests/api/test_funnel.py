@@ -17,6 +17,9 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from funnels.analytics.query import MAX_WINDOW_SECONDS
+from funnels.clock import ManualClock
+from funnels.events import Event
+from funnels.services import Services
 from funnels.store.state import satisfied_steps
 from tests.automation.conftest import DEAD_URL, Config, World, default_config, error_of
 from tests.automation.conftest import open_world as open_world  # the fixture, used by `world` below
@@ -244,3 +247,103 @@ def test_identity_is_in_the_openapi_description(client: TestClient) -> None:
     parameters = client.get("/openapi.json").json()["paths"]["/v0/funnel"]["get"]["parameters"]
     identity = next(parameter for parameter in parameters if parameter["name"] == "identity")
     assert identity["schema"]["enum"] == ["stitched", "raw"] and "raw" in identity["description"]
+
+
+# --- /v0/funnel/time_to_convert and /v0/funnel/trends ---
+
+ANALYSIS_STEPS = json.dumps(
+    [
+        {"type": "event", "event": "page", "name": "page::0"},
+        {"type": "track", "event": "connect", "name": "c"},
+    ]
+)
+ANALYSIS = {
+    "date_from": "2026-04-01",
+    "date_to": "2026-04-03",
+    "steps": ANALYSIS_STEPS,
+    "window_seconds": "86400",
+}
+DAY_MS = 86_400_000
+
+
+@pytest.fixture
+def analysed(services: Services) -> Services:
+    """Three users entering on 2026-04-01 and -02, two converting after 2 s and 90 s."""
+    start = 1_775_001_600_000
+    rows = [
+        ("a", start, "page", "page"),
+        ("a", start + 2000, "track", "connect"),
+        ("b", start + DAY_MS, "page", "page"),
+        ("b", start + DAY_MS + 90_000, "track", "connect"),
+        ("c", start + DAY_MS, "page", "page"),
+    ]
+    services.events.insert_events(
+        [
+            Event(
+                event_id=f"e{i}",
+                type=type_,
+                event=name,
+                user_key=user,
+                user_id=user,
+                ts_ms=ts,
+                received_ms=ts,
+                properties={},
+                columns={},
+            )
+            for i, (user, ts, type_, name) in enumerate(rows)
+        ]
+    )
+    return services
+
+
+def test_time_to_convert_endpoint(client: TestClient, keys: dict[str, str], analysed: Services) -> None:
+    params = ANALYSIS | {"from_step": "1", "to_step": "2"}
+    response = client.get("/v0/funnel/time_to_convert", params=params, headers=bearer(keys["query:read"]))
+    assert response.status_code == 200, response.text
+    body = response.json()
+    (group,) = body["data"]
+    assert (group["users"], group["p50_seconds"], group["mean_seconds"]) == (2, 46.0, 46.0)
+    assert [(b["from_seconds"], b["users"]) for b in group["histogram"]] == [
+        (2.0, 1), (5.0, 0), (10.0, 0), (20.0, 0), (30.0, 0), (60.0, 1)
+    ]  # fmt: skip
+    funnel = client.get("/v0/funnel", params=ANALYSIS, headers=bearer(keys["query:read"])).json()
+    assert funnel["data"][1]["median_seconds_from_start"] == group["p50_seconds"]
+
+
+def test_trends_endpoint_marks_open_windows_by_the_servers_clock(
+    client: TestClient, keys: dict[str, str], analysed: Services, clock: ManualClock
+) -> None:
+    clock.set(1_775_001_600_000 + 2 * DAY_MS + 1)  # day 1's window (1 day) has just closed
+    response = client.get("/v0/funnel/trends", params=ANALYSIS, headers=bearer(keys["query:read"]))
+    assert response.status_code == 200, response.text
+    rows = [(r["period"], r["entered"], r["converted"], r["conversion"], r["window_closed"]) for r in response.json()["data"]]  # fmt: skip
+    assert rows == [
+        ("2026-04-01", 1, 1, 1.0, True),
+        ("2026-04-02", 2, 1, 0.5, False),
+        ("2026-04-03", 0, 0, None, False),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("path", "params", "param"),
+    [
+        ("/v0/funnel/time_to_convert", {"from_step": "1", "to_step": "3"}, "to_step"),
+        ("/v0/funnel/time_to_convert", {"to_step": "2"}, "from_step"),
+        ("/v0/funnel/time_to_convert", {"from_step": "1", "to_step": "2", "bins": "101"}, "bins"),
+        ("/v0/funnel/trends", {"interval": "year"}, "interval"),
+        ("/v0/funnel/trends", {"date_to": "2026-13-01"}, "date_to"),
+    ],
+)
+def test_bad_parameters_get_the_envelope_naming_them(
+    client: TestClient, keys: dict[str, str], path: str, params: dict[str, str], param: str
+) -> None:
+    response = client.get(path, params=ANALYSIS | params, headers=bearer(keys["query:read"]))
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert (error["code"], error["param"]) == ("INVALID_VALIDATION_REQUEST", param)
+
+
+@pytest.mark.parametrize("path", ["/v0/funnel/time_to_convert", "/v0/funnel/trends"])
+def test_analysis_endpoints_need_query_read(client: TestClient, keys: dict[str, str], path: str) -> None:
+    assert client.get(path, params=ANALYSIS).status_code == 401
+    assert client.get(path, params=ANALYSIS, headers=bearer(keys["events:write"])).status_code == 403

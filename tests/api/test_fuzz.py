@@ -117,6 +117,58 @@ def test_the_funnel_fuzz_reached_the_sql_path() -> None:
     assert STATUSES.count(200) >= 5, STATUSES.count(200)
 
 
+ANALYSIS_STATUSES: list[int] = []
+STEP_NUMBER = st.integers(-2, 12).map(str) | st.sampled_from(["", "x", "1.0", "99999999999999999999999"])
+ANALYSIS_PARAMS = PARAMS.flatmap(
+    lambda params: st.fixed_dictionaries(
+        {},
+        optional={
+            "from_step": STEP_NUMBER,
+            "to_step": STEP_NUMBER,
+            "bins": st.integers(-1, 102).map(str) | st.sampled_from(["", "auto", "x", "1e2"]),
+            "interval": st.sampled_from(["day", "week", "month", "", "year", "DAY"]),
+        },
+    ).map(lambda extra: params | extra)
+)
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=SUPPRESS, derandomize=True)
+@given(params=ANALYSIS_PARAMS)
+def test_funnel_analyses_never_answer_5xx(
+    client: TestClient, keys: dict[str, str], services: Services, params: dict[str, str]
+) -> None:
+    if services.events.count() == 0:
+        services.events.insert_events(
+            [
+                Event(
+                    event_id=f"e{i}",
+                    type=type_,
+                    event=name,
+                    user_key="u1",
+                    user_id="u1",
+                    ts_ms=1_775_001_600_000 + i * 1000,
+                    received_ms=1_775_001_600_000,
+                    properties={},
+                    columns={"device": "mobile"},
+                )
+                for i, (type_, name) in enumerate(
+                    [("page", "page"), ("track", "connect"), ("track", "track")]
+                )
+            ]
+        )
+    for path in ("/v0/funnel/time_to_convert", "/v0/funnel/trends"):
+        response = client.get(path, params=params, headers=bearer(keys["query:read"]))
+        assert response.status_code in (200, 400), (path, response.text)
+        ANALYSIS_STATUSES.append(response.status_code)
+        if response.status_code == 400:
+            assert response.json()["error"]["code"] == "INVALID_VALIDATION_REQUEST"
+
+
+def test_the_analyses_fuzz_reached_the_sql_path() -> None:
+    """Runs after the analyses' fuzz test (file order): some generated queries must have run."""
+    assert ANALYSIS_STATUSES.count(200) >= 10, ANALYSIS_STATUSES.count(200)
+
+
 CATALOG_STATUSES: list[int] = []
 TEXT = st.text(max_size=12) | st.sampled_from(
     ["track", "page", "event", "connect", "device", "chain", "MetaMask"]

@@ -10,11 +10,20 @@ from __future__ import annotations
 import statistics as stats
 from collections import defaultdict
 from collections.abc import Iterable
+from datetime import UTC, date, datetime, timedelta
 
 import orjson
 
 from funnels.analytics.funnel import Bucket, build_response
 from funnels.analytics.query import NUMERIC_OPERATORS, Filter, FunnelQuery, Step, parse_number
+from funnels.analytics.time_to_convert import (
+    AUTO_EDGES_MS,
+    PERCENTILES,
+    Group,
+    TimeToConvertQuery,
+    build_time_to_convert,
+)
+from funnels.analytics.trends import TrendsQuery, build_trends
 from funnels.events import Event
 
 Path = tuple[int, ...]  # the ms time of each reached step
@@ -150,8 +159,9 @@ def person_of(links: dict[str, str], user_key: str) -> str:
     return links.get(once, once)
 
 
-def reference_funnel(query: FunnelQuery, events: Iterable[Event]) -> dict[str, object]:
-    """The `GET /v0/funnel` response computed in plain Python over these events."""
+def reference_groups(query: FunnelQuery, events: Iterable[Event]) -> dict[str, list[Path]]:
+    """Each breakdown group's users' paths (one group, `""`, without a breakdown), in rank order: the top
+    `breakdown_top_n` values by step-1 users, then the rest merged into `Others`."""
     events = list(events)
     links = identity_links(events) if query.stitched else {}
     by_user: dict[str, list[Event]] = defaultdict(list)
@@ -165,13 +175,19 @@ def reference_funnel(query: FunnelQuery, events: Iterable[Event]) -> dict[str, o
         if path:
             value = first_touch(query, user_events) if query.breakdown else ""
             paths[value].append(path)
-    n = len(query.steps)
     ranked = sorted(paths, key=lambda value: (-len(paths[value]), value))
     kept, rest = ranked[: query.breakdown_top_n], ranked[query.breakdown_top_n :]
     groups: dict[str, list[Path]] = {value: paths[value] for value in kept}
     if rest:  # a real value spelled "Others" shares the bucket, at its own rank (as the SQL groups by label)
         groups.setdefault("Others", [])
         groups["Others"] = groups["Others"] + [path for value in rest for path in paths[value]]
+    return groups
+
+
+def reference_funnel(query: FunnelQuery, events: Iterable[Event]) -> dict[str, object]:
+    """The `GET /v0/funnel` response computed in plain Python over these events."""
+    groups = reference_groups(query, events)
+    n = len(query.steps)
 
     def median(values: list[int]) -> float | None:
         return float(stats.median(values)) if values else None
@@ -192,3 +208,71 @@ def reference_funnel(query: FunnelQuery, events: Iterable[Event]) -> dict[str, o
         for value, group in groups.items()
     ]
     return build_response(query, buckets, {})
+
+
+def percentile(values: list[int], level: float) -> float | None:
+    """The inclusive percentile (linear interpolation between closest ranks: position level × (n − 1) in the
+    sorted values, as Excel's PERCENTILE.INC and R's type 7), with ClickHouse's float steps."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    h = level * (len(ordered) - 1) + 1
+    k = int(h)
+    if k >= len(ordered):
+        return float(ordered[-1])
+    if k < 1:
+        return float(ordered[0])
+    return ordered[k - 1] + (h - k) * (ordered[k] - ordered[k - 1])
+
+
+def reference_time_to_convert(query: TimeToConvertQuery, events: Iterable[Event]) -> dict[str, object]:
+    """The `GET /v0/funnel/time_to_convert` response computed in plain Python over these events."""
+    groups = reference_groups(query.funnel, events)
+    values = {
+        name: [p[query.to_step - 1] - p[query.from_step - 1] for p in paths if len(p) >= query.to_step]
+        for name, paths in groups.items()
+    }
+    everything = [v for group in values.values() for v in group]
+    if query.bins is None:
+        edges = AUTO_EDGES_MS
+    elif not everything:
+        edges = (0, 1)
+    else:
+        lo, hi = min(everything), max(everything)
+        count = min(query.bins, hi - lo + 1)
+        width = -(-(hi - lo + 1) // count)
+        edges = tuple(lo + k * width for k in range(count + 1))
+    shaped = [
+        Group(
+            name=name,
+            users=len(group),
+            mean_ms=float(sum(group)) / float(len(group)) if group else None,
+            percentiles_ms=tuple(percentile(group, level) for level in PERCENTILES),
+            counts=tuple(
+                sum(1 for v in group if (i == 0 or edges[i - 1] <= v) and (i == len(edges) or v < edges[i]))
+                for i in range(len(edges) + 1)
+            ),
+        )
+        for name, group in values.items()
+    ]
+    return build_time_to_convert(query, edges, shaped, {})
+
+
+def reference_trends(query: TrendsQuery, events: Iterable[Event], now_ms: int) -> dict[str, object]:
+    """The `GET /v0/funnel/trends` response computed in plain Python over these events: each user in the
+    period of their path's first step, converted when the path reaches the last step."""
+    groups = reference_groups(query.funnel, events)
+    n = len(query.funnel.steps)
+    counts: dict[tuple[str, int], tuple[int, int]] = {}
+    for name, paths in groups.items():
+        for path in paths:
+            day = datetime.fromtimestamp(path[0] / 1000, UTC).date()
+            if query.interval == "week":
+                key = (day - timedelta(days=day.weekday()) - date(1970, 1, 1)).days
+            elif query.interval == "month":
+                key = day.year * 12 + day.month - 1
+            else:
+                key = (day - date(1970, 1, 1)).days
+            entered, converted = counts.get((name, key), (0, 0))
+            counts[(name, key)] = (entered + 1, converted + (len(path) == n))
+    return build_trends(query, counts, list(groups), now_ms, {})

@@ -384,3 +384,9 @@ def funnel_statement(query: FunnelQuery, layout: ClusterLayout | None) -> tuple[
     if not query.stitched:
         return cluster_funnel_sql(query, layout)
     return funnel_sql(query, replace(cluster_tables(layout), events=ONE_SERVER.events))
+
+
+def initiator_tables(layout: ClusterLayout | None) -> Tables:
+    """What a query that folds users where it runs reads: `events` (on a cluster, the Distributed table, so
+    a user's rows from every shard meet), and the persons dictionary (on a cluster, by its database)."""
+    return ONE_SERVER if layout is None else replace(cluster_tables(layout), events=ONE_SERVER.events)

@@ -12,13 +12,46 @@ from funnels.analytics.catalog import seen_extent, utc_day
 from funnels.analytics.configured import configured_funnels
 from funnels.analytics.funnel import run_funnel
 from funnels.analytics.query import parse_funnel_query
+from funnels.analytics.time_to_convert import parse_time_to_convert_query, run_time_to_convert
+from funnels.analytics.trends import INTERVALS, parse_trends_query, run_trends
 from funnels.api.deps import require, run_query, services
-from funnels.api.schemas import AUTH, AnalyticsResponse, ConfiguredFunnels, documented
+from funnels.api.schemas import (
+    AUTH,
+    AnalyticsResponse,
+    ConfiguredFunnels,
+    TimeToConvertResponse,
+    TrendsResponse,
+    documented,
+)
 from funnels.types import BREAKDOWN_COLUMNS
 
 router = APIRouter(tags=["Query"])
 
 BREAKDOWN = list(BREAKDOWN_COLUMNS)
+
+# The funnel's parameters, shared by /v0/funnel and the endpoints under it (all read from the query string).
+DateFrom = Annotated[str | None, Query(description="Inclusive start date (YYYY-MM-DD, UTC); alias dateFrom")]
+DateTo = Annotated[
+    str | None, Query(description="Inclusive end date for step 1 (YYYY-MM-DD, UTC); alias dateTo")
+]
+Steps = Annotated[
+    str | None, Query(description="JSON array of 2–10 step specs {type, event, name, filters?}")
+]
+WindowSeconds = Annotated[str | None, Query(description="Conversion window in seconds (default 1209600)")]
+FunnelType = Annotated[str | None, Query(json_schema_extra={"enum": ["closed", "open"]})]
+Breakdown = Annotated[
+    str | None,
+    Query(description="First-touch dimension to break down by", json_schema_extra={"enum": BREAKDOWN}),
+]
+BreakdownTopN = Annotated[str | None, Query(description="Breakdown values kept (default 8)")]
+Identity = Annotated[
+    str | None,
+    Query(
+        description="`stitched` (default): users are persons, anonymous ids joined to the users they were "
+        "identified or aliased as; `raw`: each stored user key is a user",
+        json_schema_extra={"enum": ["stitched", "raw"]},
+    ),
+]
 
 
 @router.get(
@@ -37,34 +70,81 @@ BREAKDOWN = list(BREAKDOWN_COLUMNS)
 )
 async def get_funnel(
     request: Request,
-    date_from: Annotated[
-        str | None, Query(description="Inclusive start date (YYYY-MM-DD, UTC); alias dateFrom")
-    ] = None,
-    date_to: Annotated[
-        str | None, Query(description="Inclusive end date for step 1 (YYYY-MM-DD, UTC); alias dateTo")
-    ] = None,
-    steps: Annotated[
-        str | None, Query(description="JSON array of 2–10 step specs {type, event, name, filters?}")
-    ] = None,
-    window_seconds: Annotated[
-        str | None, Query(description="Conversion window in seconds (default 1209600)")
-    ] = None,
-    funnel_type: Annotated[str | None, Query(json_schema_extra={"enum": ["closed", "open"]})] = None,
-    breakdown: Annotated[
-        str | None,
-        Query(description="First-touch dimension to break down by", json_schema_extra={"enum": BREAKDOWN}),
-    ] = None,
-    breakdown_top_n: Annotated[str | None, Query(description="Breakdown values kept (default 8)")] = None,
-    identity: Annotated[
-        str | None,
-        Query(
-            description="`stitched` (default): users are persons, anonymous ids joined to the users they were "
-            "identified or aliased as; `raw`: each stored user key is a user",
-            json_schema_extra={"enum": ["stitched", "raw"]},
-        ),
-    ] = None,
+    date_from: DateFrom = None,
+    date_to: DateTo = None,
+    steps: Steps = None,
+    window_seconds: WindowSeconds = None,
+    funnel_type: FunnelType = None,
+    breakdown: Breakdown = None,
+    breakdown_top_n: BreakdownTopN = None,
+    identity: Identity = None,
 ) -> dict[str, Any]:
     return await run_query(request, parse_funnel_query, run_funnel)
+
+
+@router.get(
+    "/v0/funnel/time_to_convert",
+    summary="Time to convert between two steps of a funnel",
+    description=(
+        "The funnel's users who reached `to_step`, by the seconds between `from_step` and `to_step` on the path "
+        "`/v0/funnel`'s medians measure: a histogram (automatic, roughly logarithmic bins; `bins=N`: N equal "
+        "bins), the exact percentiles p25/p50/p75/p90/p99 (inclusive definition) and the mean, per breakdown "
+        "group when `breakdown` is given. Every `/v0/funnel` parameter applies. See docs/semantics.md."
+    ),
+    dependencies=[require("query:read", local=True)],
+    **documented(TimeToConvertResponse, (400, *AUTH)),
+)
+async def get_time_to_convert(
+    request: Request,
+    date_from: DateFrom = None,
+    date_to: DateTo = None,
+    steps: Steps = None,
+    window_seconds: WindowSeconds = None,
+    funnel_type: FunnelType = None,
+    breakdown: Breakdown = None,
+    breakdown_top_n: BreakdownTopN = None,
+    identity: Identity = None,
+    from_step: Annotated[str | None, Query(description="The step measured from (1-based), required")] = None,
+    to_step: Annotated[
+        str | None, Query(description="The step measured to (1-based, after from_step), required")
+    ] = None,
+    bins: Annotated[
+        str | None, Query(description="`auto` (default: roughly logarithmic) or 1–100 equal bins")
+    ] = None,
+) -> dict[str, Any]:
+    return await run_query(request, parse_time_to_convert_query, run_time_to_convert)
+
+
+@router.get(
+    "/v0/funnel/trends",
+    summary="A funnel's conversion over time",
+    description=(
+        "Per `interval` (`day`, the default, `week`: ISO weeks from Monday, or `month`; UTC, clipped to the date "
+        "range): the users who entered the funnel in the period (the start of the path `/v0/funnel` measures), "
+        "how many of them completed it within the window, and the rate; `window_closed` is false for periods "
+        "whose users may still convert. Every `/v0/funnel` parameter applies; summed over periods, the counts "
+        "are the funnel's step-1 and last-step users. See docs/semantics.md."
+    ),
+    dependencies=[require("query:read", local=True)],
+    **documented(TrendsResponse, (400, *AUTH)),
+)
+async def get_trends(
+    request: Request,
+    date_from: DateFrom = None,
+    date_to: DateTo = None,
+    steps: Steps = None,
+    window_seconds: WindowSeconds = None,
+    funnel_type: FunnelType = None,
+    breakdown: Breakdown = None,
+    breakdown_top_n: BreakdownTopN = None,
+    identity: Identity = None,
+    interval: Annotated[
+        str | None,
+        Query(description="Period length (default day)", json_schema_extra={"enum": list(INTERVALS)}),
+    ] = None,
+) -> dict[str, Any]:
+    now_ms = services(request).clock.now_ms()
+    return await run_query(request, parse_trends_query, lambda store, query: run_trends(store, query, now_ms))
 
 
 @router.get(

@@ -218,6 +218,53 @@ class AnalyticsResponse(BaseModel):
     statistics: Statistics
 
 
+class HistogramBin(BaseModel):
+    from_seconds: float | None = Field(description="Inclusive lower edge; null: open-ended below")
+    to_seconds: float | None = Field(description="Exclusive upper edge; null: open-ended above")
+    users: int
+
+
+class TimeToConvertGroup(BaseModel):
+    breakdown: str | None = Field(None, description="With `breakdown` only")
+    users: int = Field(description="Users who reached `to_step` (each measured once)")
+    mean_seconds: float | None
+    p25_seconds: float | None
+    p50_seconds: float | None
+    p75_seconds: float | None
+    p90_seconds: float | None
+    p99_seconds: float | None
+    histogram: list[HistogramBin] = Field(description="The same bins in every group")
+
+
+class TimeToConvertResponse(BaseModel):
+    from_step: int
+    to_step: int
+    from_event: str
+    to_event: str
+    bins: int | str = Field(description="`auto`, or the number of equal bins asked for")
+    data: list[TimeToConvertGroup]
+    rows: int
+    statistics: Statistics
+
+
+class TrendsRow(BaseModel):
+    period: str = Field(description="The period's first day (YYYY-MM-DD), possibly before date_from")
+    date_from: str = Field(description="The period's first day within the range")
+    date_to: str = Field(description="The period's last day within the range")
+    breakdown: str | None = Field(None, description="With `breakdown` only")
+    entered: int = Field(description="Users whose measured path starts in the period")
+    converted: int = Field(description="Of those, users who completed the funnel within the window")
+    conversion: float | None = Field(description="converted / entered; null when nobody entered")
+    window_closed: bool = Field(description="False while users who entered in the period may still convert")
+
+
+class TrendsResponse(BaseModel):
+    interval: str
+    data: list[TrendsRow]
+    rows: int
+    statistics: Statistics
+
+
 class FunnelStep(BaseModel):
     type: str
     event: str
