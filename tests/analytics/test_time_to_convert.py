@@ -143,7 +143,6 @@ BASE = {
 @pytest.mark.parametrize(
     ("params", "errors"),
     [
-        ({}, {"from_step": "required: a step number, 1–3", "to_step": "required: a step number, 1–3"}),
         ({"from_step": "2", "to_step": "2"}, {"to_step": "must be after from_step"}),
         ({"from_step": "0", "to_step": "4"}, {"from_step": "must be between 1 and 3", "to_step": "must be between 1 and 3"}),
         ({"from_step": "x", "to_step": "2", "bins": "0"}, {"from_step": "must be an integer", "bins": "must be between 1 and 100"}),
@@ -161,6 +160,9 @@ def test_parameters_parse() -> None:
     query = parse_time_to_convert_query(BASE | {"from_step": "1", "to_step": "3", "bins": "auto"})
     assert (query.from_step, query.to_step, query.bins) == (1, 3, None)
     assert parse_time_to_convert_query(BASE | {"from_step": "2", "to_step": "3", "bins": "100"}).bins == 100
+    whole = parse_time_to_convert_query(BASE)  # neither step given: the whole funnel
+    assert (whole.from_step, whole.to_step) == (1, 3)
+    assert parse_time_to_convert_query(BASE | {"from_step": "2"}).to_step == 3
 
 
 @st.composite

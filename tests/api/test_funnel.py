@@ -308,6 +308,10 @@ def test_time_to_convert_endpoint(client: TestClient, keys: dict[str, str], anal
     ]  # fmt: skip
     funnel = client.get("/v0/funnel", params=ANALYSIS, headers=bearer(keys["query:read"])).json()
     assert funnel["data"][1]["median_seconds_from_start"] == group["p50_seconds"]
+    # Without from_step and to_step: the whole funnel, first step to last.
+    whole = client.get("/v0/funnel/time_to_convert", params=ANALYSIS, headers=bearer(keys["query:read"]))
+    assert (whole.json()["from_step"], whole.json()["to_step"]) == (1, len(funnel["data"]))
+    assert whole.json()["data"][0]["p50_seconds"] == funnel["data"][-1]["median_seconds_from_start"]
 
 
 def test_trends_endpoint_marks_open_windows_by_the_servers_clock(
@@ -328,7 +332,8 @@ def test_trends_endpoint_marks_open_windows_by_the_servers_clock(
     ("path", "params", "param"),
     [
         ("/v0/funnel/time_to_convert", {"from_step": "1", "to_step": "3"}, "to_step"),
-        ("/v0/funnel/time_to_convert", {"to_step": "2"}, "from_step"),
+        ("/v0/funnel/time_to_convert", {"from_step": "0"}, "from_step"),
+        ("/v0/funnel/time_to_convert", {"from_step": "2", "to_step": "2"}, "to_step"),
         ("/v0/funnel/time_to_convert", {"from_step": "1", "to_step": "2", "bins": "101"}, "bins"),
         ("/v0/funnel/trends", {"interval": "year"}, "interval"),
         ("/v0/funnel/trends", {"date_to": "2026-13-01"}, "date_to"),

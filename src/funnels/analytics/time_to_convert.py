@@ -47,8 +47,9 @@ class TimeToConvertQuery:
 
 
 def parse_time_to_convert_query(params: dict[str, Any]) -> TimeToConvertQuery:
-    """The funnel's parameters plus `from_step`, `to_step` (1-based, from < to ≤ steps) and optional `bins`
-    (1–100); every problem of either collected into one `QueryValidationError`."""
+    """The funnel's parameters plus `from_step`, `to_step` (1-based, from < to ≤ steps; by default 1 and the
+    last step: the whole funnel, as the funnel's `median_seconds_from_start` of its last row) and optional
+    `bins` (1–100); every problem of either collected into one `QueryValidationError`."""
     errors: dict[str, str] = {}
     funnel: FunnelQuery | None = None
     try:
@@ -57,11 +58,8 @@ def parse_time_to_convert_query(params: dict[str, Any]) -> TimeToConvertQuery:
         errors |= error.details
     n = len(funnel.steps) if funnel else 10
     steps: dict[str, int] = {}
-    for name in ("from_step", "to_step"):
-        if params.get(name) in (None, ""):
-            errors[name] = f"required: a step number, 1–{n}"
-        else:
-            steps[name] = parse_int(params.get(name), errors, name, 0, 1, n)
+    for name, default in (("from_step", 1), ("to_step", n)):
+        steps[name] = parse_int(params.get(name), errors, name, default, 1, n)
     valid = not errors.keys() & {"from_step", "to_step"}
     if valid and steps["from_step"] >= steps["to_step"]:
         errors["to_step"] = "must be after from_step"

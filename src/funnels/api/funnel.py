@@ -104,9 +104,9 @@ async def get_time_to_convert(
     breakdown: Breakdown = None,
     breakdown_top_n: BreakdownTopN = None,
     identity: Identity = None,
-    from_step: Annotated[str | None, Query(description="The step measured from (1-based), required")] = None,
+    from_step: Annotated[str | None, Query(description="The step measured from (1-based; default 1)")] = None,
     to_step: Annotated[
-        str | None, Query(description="The step measured to (1-based, after from_step), required")
+        str | None, Query(description="The step measured to (1-based, after from_step; default the last)")
     ] = None,
     bins: Annotated[
         str | None, Query(description="`auto` (default: roughly logarithmic) or 1–100 equal bins")
