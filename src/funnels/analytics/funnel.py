@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from funnels.analytics.query import FunnelQuery
 from funnels.analytics.sql import funnel_statement
-from funnels.store.events import EventStore
+from funnels.store.events import EventStore, Results
 
 
 @dataclass(frozen=True)
@@ -114,15 +115,24 @@ def buckets_from_rows(query: FunnelQuery, rows: list[list[Any]]) -> list[Bucket]
     return buckets
 
 
-def run_funnel(store: EventStore, query: FunnelQuery) -> dict[str, Any]:
-    """The `GET /v0/funnel` response body for a validated query (on a cluster, a raw one runs on the shards:
-    `funnel_statement`)."""
-    sql, params = funnel_statement(query, store.cluster)
+def timed_query(
+    store: EventStore, sql: str, params: Mapping[str, Any], stitched: bool
+) -> tuple[Results, dict[str, Any]]:
+    """Run an analysis's query; its rows, and the response's `statistics` (elapsed seconds, rows and bytes
+    read)."""
     started = time.perf_counter()
-    results = store.query(sql, params, persons=query.stitched)
+    results = store.query(sql, params, persons=stitched)
     statistics = {
         "elapsed": round(time.perf_counter() - started, 6),
         "rows_read": int(results.statistics.get("rows_read", 0)),
         "bytes_read": int(results.statistics.get("bytes_read", 0)),
     }
+    return results, statistics
+
+
+def run_funnel(store: EventStore, query: FunnelQuery) -> dict[str, Any]:
+    """The `GET /v0/funnel` response body for a validated query (on a cluster, a raw one runs on the shards:
+    `funnel_statement`)."""
+    sql, params = funnel_statement(query, store.cluster)
+    results, statistics = timed_query(store, sql, params, query.stitched)
     return build_response(query, buckets_from_rows(query, results.rows), statistics)

@@ -14,10 +14,10 @@ equal whole-ms bins from the smallest to the largest value of all groups. One sc
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass
 from typing import Any, Final
 
+from funnels.analytics.funnel import timed_query
 from funnels.analytics.query import FunnelQuery, QueryValidationError, parse_funnel_query, parse_int
 from funnels.analytics.sql import Params, choose_per_user, initiator_tables
 from funnels.store.events import ClusterLayout, EventStore
@@ -183,13 +183,7 @@ def _float(value: Any) -> float | None:
 def run_time_to_convert(store: EventStore, query: TimeToConvertQuery) -> dict[str, Any]:
     """The `GET /v0/funnel/time_to_convert` response body for a validated query."""
     sql, params = time_to_convert_sql(query, store.cluster)
-    started = time.perf_counter()
-    results = store.query(sql, params, persons=query.funnel.stitched)
-    statistics = {
-        "elapsed": round(time.perf_counter() - started, 6),
-        "rows_read": int(results.statistics.get("rows_read", 0)),
-        "bytes_read": int(results.statistics.get("bytes_read", 0)),
-    }
+    results, statistics = timed_query(store, sql, params, query.funnel.stitched)
     groups, edges = [], AUTO_EDGES_MS
     for name, users, mean, quantiles, row_edges, counts in results.rows:
         edges = tuple(int(e) for e in row_edges)  # the same in every row

@@ -14,11 +14,11 @@ convert.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any, Final, Literal
 
+from funnels.analytics.funnel import timed_query
 from funnels.analytics.query import FunnelQuery, QueryValidationError, parse_funnel_query
 from funnels.analytics.sql import Params, choose_per_user, initiator_tables
 from funnels.store.events import ClusterLayout, EventStore
@@ -194,13 +194,7 @@ def run_trends(store: EventStore, query: TrendsQuery, now_ms: int) -> dict[str, 
     """The `GET /v0/funnel/trends` response body for a validated query, `now_ms` deciding which periods'
     windows have closed."""
     sql, params = trends_sql(query, store.cluster)
-    started = time.perf_counter()
-    results = store.query(sql, params, persons=query.funnel.stitched)
-    statistics = {
-        "elapsed": round(time.perf_counter() - started, 6),
-        "rows_read": int(results.statistics.get("rows_read", 0)),
-        "bytes_read": int(results.statistics.get("bytes_read", 0)),
-    }
+    results, statistics = timed_query(store, sql, params, query.funnel.stitched)
     counts: dict[tuple[str, int], tuple[int, int]] = {}
     rank: dict[str, int] = {}
     for bucket, key, entered, converted, r in results.rows:
