@@ -42,6 +42,8 @@ API: dict[Route, str] = {
     ("POST", "/v0/events"): "events:write",
     **SEGMENT,
     ("GET", "/v0/funnel"): "query:read",
+    ("GET", "/v0/funnel/time_to_convert"): "query:read",
+    ("GET", "/v0/funnel/trends"): "query:read",
     ("GET", "/v0/funnels"): "query:read",
     ("GET", "/v0/events/names"): "query:read",
     ("GET", "/v0/events/properties"): "query:read",

@@ -178,7 +178,7 @@ def test_a_killed_delivery_process_is_recovered_at_once_by_each_actions_guarante
     tmp_path: Path, http_receiver: HttpReceiver
 ) -> None:
     """kill -9 of the delivery child while its sends are held open by the receiver: the server releases
-    its jobs at once (not after the 25 s lease). Webhooks (at-least-once) are sent again with the same key;
+    its jobs at once (not after the 125 s lease). Webhooks (at-least-once) are sent again with the same key;
     Slack messages (at-most-once) in flight end `unknown`, are never sent again by themselves, and a retry
     sends one once more; jobs the child had claimed but not started are sent normally."""
     url = http_receiver.url
@@ -188,13 +188,19 @@ def test_a_killed_delivery_process_is_recovered_at_once_by_each_actions_guarante
         {"type": "webhook", "args": {"url": f"{url}/hook", "body": {"id": "{{ ids[0] }}"}}},
     ]
     funnel = {"id": "welcome", "forModels": "customer", "steps": {"event": "hello", "actions": actions}}
-    config.write_text(json.dumps({"models": [{"name": "customer"}], "funnels": [funnel], "network": NETWORK}))
+    # A 60 s send timeout: on a loaded machine the first sends must still be in flight when the last start.
+    delivery = {"timeout": "60s"}
+    config.write_text(
+        json.dumps(
+            {"models": [{"name": "customer"}], "funnels": [funnel], "network": NETWORK, "delivery": delivery}
+        )
+    )
     data_dir = tmp_path / "data"
     key = create_key(data_dir, "events:write", "admin")
     port = free_port()
     customers = [f"c{n}" for n in range(8)]  # 8 × 2 sends: the child's 16 slots, all held open
     for path in ("/slack", "/hook"):
-        for _ in customers:  # the child is killed long before its 10 s send timeout
+        for _ in customers:  # the child is killed long before its 60 s send timeout
             http_receiver.reply(path, 200, {"ok": True}, delay_s=600)
     server = start_server(data_dir, port, "--config", str(config))
     state = StateStore(data_dir / "state.sqlite3")
@@ -230,7 +236,7 @@ def test_a_killed_delivery_process_is_recovered_at_once_by_each_actions_guarante
 
             os.kill(child, signal.SIGKILL)
             # Released when the server sees the child die, sent by its replacement (after 1 s): the lease
-            # (2 × 10 s + 5 s) has not ended when this wait gives up.
+            # (2 × 60 s + 5 s) has not ended when this wait gives up.
             wait_until(lambda: len(http_receiver.requests) == 16 + 8 + 2, timeout=15)
             after = http_receiver.requests[16:]
             assert sorted(r.path for r in after) == ["/hook"] * 9 + ["/slack"]
