@@ -106,7 +106,10 @@ def authorize(request: Request, scope: str, key: str | None = None, local: bool 
     return record
 
 
-LOCAL_ROUTES = "GET /v0/funnel, GET /v0/events/names, /properties, /values and POST /v0/import"
+LOCAL_ROUTES = (
+    "GET /v0/funnel, /v0/funnel/time_to_convert, /v0/funnel/trends, GET /v0/events/names, /properties, /values "
+    "and POST /v0/import"
+)
 
 
 def _local_caller(request: Request, key: str, scope: str, local: bool) -> ApiKey:
