@@ -8,9 +8,9 @@ docs/benchmarks.md (and writes them to bench/data/results.json).
 over the span); their events before it carry only an anonymous id, the rest both ids, and one identify
 event links the two. Every funnel is then timed stitched (the default) and raw in the same run.
 
-Then issue 14's analyses of the closed funnel (`/v0/funnel/time_to_convert`, `/v0/funnel/trends`), each
+Then the strict funnel next to the closed one (issue 14, item 5; target ≤ 2×), and issue 14's analyses of the closed funnel (`/v0/funnel/time_to_convert`, `/v0/funnel/trends`), each
 interleaved with the plain closed funnel (target ≤ 2× it) and with the funnel of its own parameters.
-`--analyses-only` times just those, on the data directory the last full run left in bench/data/dir.
+`--analyses-only` times just those (strict included), on the data directory the last full run left in bench/data/dir.
 """
 
 from __future__ import annotations
@@ -222,6 +222,33 @@ def time_analyses(svc: Services, closed: dict[str, str], repeat: int) -> dict[st
     return results
 
 
+def time_strict(svc: Services, closed: dict[str, str], repeat: int) -> dict[str, object]:
+    """The strict funnel (`funnel_type=strict`, which folds every event of a user, not only step events)
+    next to the closed funnel of the same parameters (the target's 1.00×), raw and stitched, with and
+    without a breakdown, interleaved; checks that strict never counts more users than closed."""
+    results: dict[str, object] = {}
+    for identity in ("raw", "stitched"):
+        for label, extra in (
+            ("strict 3 steps", {}),
+            ("strict + breakdown utm_source", {"breakdown": "utm_source"}),
+        ):
+            plain = parse_funnel_query({**closed, **extra, "identity": identity})
+            strict = parse_funnel_query({**closed, **extra, "identity": identity, "funnel_type": "strict"})
+            strict_users = [row["users"] for row in run_funnel(svc.events, strict)["data"]]  # warm-up, check
+            closed_users = [row["users"] for row in run_funnel(svc.events, plain)["data"]]
+            if not extra:
+                assert all(s <= c for s, c in zip(strict_users, closed_users, strict=True)), label
+                results[f"{label}, {identity} users"] = strict_users
+            times: dict[str, list[float]] = {"strict": [], "closed": []}
+            for _ in range(repeat):  # interleaved, so background load hits both alike
+                times["strict"] += timed(lambda q=strict: run_funnel(svc.events, q), 1)
+                times["closed"] += timed(lambda q=plain: run_funnel(svc.events, q), 1)
+            medians = {key: statistics.median(values) for key, values in times.items()}
+            results[f"{label}, {identity} ms"] = round(medians["strict"] * 1000)
+            results[f"{label}, {identity} × closed"] = round(medians["strict"] / medians["closed"], 2)
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -233,14 +260,17 @@ def main() -> None:
     parser.add_argument(
         "--analyses-only",
         action="store_true",
-        help="time only the funnel's analyses (time to convert, trends) on the data the last run imported",
+        help="time only strict and the funnel's analyses (time to convert, trends) on the data the last run imported",
     )
     args = parser.parse_args()
     if args.analyses_only:
         svc = Services.open(DATA / "dir")
         try:
             closed = {**BASE, "steps": orjson.dumps(FUNNEL).decode()}
-            print(json.dumps(time_analyses(svc, closed, min(args.repeat, 5)), indent=2, ensure_ascii=False))
+            timings = time_strict(svc, closed, min(args.repeat, 5)) | time_analyses(
+                svc, closed, min(args.repeat, 5)
+            )
+            print(json.dumps(timings, indent=2, ensure_ascii=False))
         finally:
             svc.close()
         return
@@ -321,6 +351,7 @@ def main() -> None:
                 results[f"{name}, {identity} ms"] = round(
                     statistics.median(timed(lambda q=query: run_funnel(svc.events, q), 3)) * 1000
                 )
+        results |= time_strict(svc, closed, min(args.repeat, 5))
         results |= time_analyses(svc, closed, min(args.repeat, 5))
     finally:
         svc.close()

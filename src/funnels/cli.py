@@ -499,7 +499,7 @@ def query(
     date_to: Annotated[str, typer.Option("--date-to", help="YYYY-MM-DD")],
     steps: Annotated[str, typer.Option("--steps", help="JSON array of 2–10 step specs")],
     window_seconds: Annotated[int | None, typer.Option("--window-seconds")] = None,
-    funnel_type: Annotated[str | None, typer.Option("--funnel-type", help="closed or open")] = None,
+    funnel_type: Annotated[str | None, typer.Option("--funnel-type", help="closed, open or strict")] = None,
     breakdown: Annotated[str | None, typer.Option("--breakdown")] = None,
     breakdown_top_n: Annotated[int | None, typer.Option("--breakdown-top-n")] = None,
     identity: Annotated[

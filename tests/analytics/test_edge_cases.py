@@ -45,6 +45,10 @@ def opened(*steps: dict[str, Any], window: int = 60, **params: Any) -> FunnelQue
     return funnel_query(list(steps), window_seconds=window, funnel_type="open", **params)
 
 
+def strict(*steps: dict[str, Any], window: int = 60, **params: Any) -> FunnelQuery:
+    return funnel_query(list(steps), window_seconds=window, funnel_type="strict", **params)
+
+
 def page(user: str, ts: int, **kw: Any) -> Event:
     return ev(user, ts, "page", **kw)
 
@@ -569,6 +573,81 @@ CASES = [
             "conversion_from_previous": [None, 0.3333, 0.0, None],
             "dropoff_from_previous": [None, 0.6667, 1.0, None],
         },
+    ),
+    # --- strict order: each step the user's very next event ---
+    Case(
+        "strict: another event between two steps breaks the chain (closed would reach)",
+        [page("u", T), track("u", T + S, "mint"), track("u", T + 2 * S, "connect")],
+        strict(PAGE, CONNECT),
+        users=[1, 0],
+    ),
+    Case(
+        "strict: an event of a type no step mentions counts too",
+        [page("u", T), ev("u", T + S, "identify"), track("u", T + 2 * S, "connect")],
+        strict(PAGE, CONNECT),
+        users=[1, 0],
+    ),
+    Case(
+        "strict: a repeated step-1 event starts a new chain",
+        [page("u", T), page("u", T + 10 * S), track("u", T + 15 * S, "connect")],
+        strict(PAGE, CONNECT),
+        users=[1, 1],
+        from_previous=[None, 5.0],
+    ),
+    Case(
+        "strict: the latest start that reaches furthest is the path",
+        [
+            page("u", T),
+            track("u", T + S, "connect"),
+            page("u", T + 2 * S),
+            track("u", T + 4 * S, "connect"),
+            track("u", T + 5 * S, "swap"),
+        ],
+        strict(PAGE, CONNECT, SWAP),
+        users=[1, 1, 1],
+        from_previous=[None, 2.0, 1.0],
+        from_start=[None, 2.0, 3.0],
+    ),
+    Case(
+        "strict: steps in one millisecond chain up in step order",
+        [track("u", T, "connect"), page("u", T)],
+        strict(PAGE, CONNECT),
+        users=[1, 1],
+        from_previous=[None, 0.0],
+    ),
+    Case(
+        "strict: another event in the same millisecond as a step counts as before it",
+        [page("u", T), track("u", T + S, "connect"), track("u", T + S, "mint")],
+        strict(PAGE, CONNECT),
+        users=[1, 0],
+    ),
+    Case(
+        "strict: the window still applies",
+        [page("u", T), track("u", T + 61 * S, "connect")],
+        strict(PAGE, CONNECT),
+        users=[1, 0],
+    ),
+    Case(
+        "strict, stitched: an event under another key of the same person is in between",
+        [
+            page("", T, anonymous_id="a"),
+            track("u", T + S, "mint"),
+            track("", T + 2 * S, "connect", anonymous_id="a"),
+            ev("u", T + 10 * S, "identify", anonymous_id="a"),
+        ],
+        strict(PAGE, CONNECT),
+        users=[1, 0],
+    ),
+    Case(
+        "strict, raw: the same events, each key on its own",
+        [
+            page("", T, anonymous_id="a"),
+            track("u", T + S, "mint"),
+            track("", T + 2 * S, "connect", anonymous_id="a"),
+            ev("u", T + 10 * S, "identify", anonymous_id="a"),
+        ],
+        strict(PAGE, CONNECT, identity="raw"),
+        users=[1, 1],
     ),
 ]
 

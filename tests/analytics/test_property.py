@@ -400,3 +400,24 @@ def test_a_stitched_funnel_after_each_insert_equals_reference(store: EventStore,
         store.insert_events(events[start : start + size])
         sql, reference = both(store, query, events[: start + size])
         assert sql["data"] == reference["data"]
+
+
+@settings(PROFILE, max_examples=examples(120))
+@given(
+    case=st.one_of(
+        cases(st.one_of(exclusive_kinds(), overlapping_kinds(2, 4)), ["strict"]),
+        cases(long_kinds(), ["strict"], max_events=10, walk=True, filter_counts=(0,) * 15 + (1,)),
+        cases(st.one_of(exclusive_kinds(2, 3), overlapping_kinds(2, 3)), ["strict"], bucket_names=True),
+    )
+)
+def test_strict_funnels_equal_reference(store: EventStore, case: Any) -> None:
+    """Strict order: each step the user's very next event (any event of the user counts), ties and
+    overlapping steps included, long funnels walked deep, with breakdowns."""
+    check(store, case)
+
+
+@settings(PROFILE, max_examples=examples(80))
+@given(case=with_identities(cases(st.one_of(exclusive_kinds(), overlapping_kinds(2, 3)), ["strict"])))
+def test_strict_stitched_and_raw_equal_reference(store: EventStore, case: Any) -> None:
+    """A person's events from all their keys form one sequence: another key's event breaks the chain."""
+    check(store, case)

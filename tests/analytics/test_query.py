@@ -379,9 +379,9 @@ def test_window_out_of_bounds(value: str) -> None:
     assert errors(window_seconds=value) == {"window_seconds": f"must be between 1 and {MAX_WINDOW_SECONDS}"}
 
 
-@pytest.mark.parametrize("value", ["OPEN", "Closed", "funnel", "strict"])
+@pytest.mark.parametrize("value", ["OPEN", "Closed", "funnel", "STRICT"])
 def test_unknown_funnel_type(value: str) -> None:
-    assert errors(funnel_type=value) == {"funnel_type": "must be closed or open"}
+    assert errors(funnel_type=value) == {"funnel_type": "must be closed, open or strict"}
 
 
 @pytest.mark.parametrize(
@@ -435,7 +435,7 @@ def test_every_error_is_collected_and_the_first_is_the_param() -> None:
         "steps.0.filters.0.value": "must be a number for gt",
         "steps.1.name": "duplicate step name 'a'; names must be unique",
         "window_seconds": f"must be between 1 and {MAX_WINDOW_SECONDS}",
-        "funnel_type": "must be closed or open",
+        "funnel_type": "must be closed, open or strict",
         "breakdown": f"must be one of {', '.join(BREAKDOWN_COLUMNS)}",
         "breakdown_top_n": "must be an integer",
     }

@@ -115,13 +115,16 @@ SHARDS = st.integers(2, MAX_SHARDS)
         cases(exclusive_kinds(), ["closed", "open"]),
         cases(overlapping_kinds(2, 4), ["closed"]),
         cases(
-            st.one_of(exclusive_kinds(2, 3), overlapping_kinds(2, 3)), ["closed", "open"], bucket_names=True
+            st.one_of(exclusive_kinds(2, 3), overlapping_kinds(2, 3)),
+            ["closed", "open", "strict"],
+            bucket_names=True,
         ),
+        cases(st.one_of(exclusive_kinds(), overlapping_kinds(2, 4)), ["strict"]),
     ),
     shards=SHARDS,
 )
 def test_the_two_level_funnel_on_shards_equals_one_table(store: EventStore, case: Any, shards: int) -> None:
-    """Closed (exclusive, overlapping) and open funnels, breakdowns with top N, Others and values spelled
+    """Closed (exclusive, overlapping), strict and open funnels, breakdowns with top N, Others and values spelled
     like the buckets: the shards' partial rows, merged, give the one-table answer."""
     check(store, case, shards)
 
@@ -130,8 +133,8 @@ def test_the_two_level_funnel_on_shards_equals_one_table(store: EventStore, case
 @given(
     case=with_identities(
         st.one_of(
-            cases(exclusive_kinds(), ["closed", "open"]),
-            cases(overlapping_kinds(2, 4), ["closed"]),
+            cases(exclusive_kinds(), ["closed", "open", "strict"]),
+            cases(overlapping_kinds(2, 4), ["closed", "strict"]),
         )
     ),
     shards=SHARDS,
@@ -144,7 +147,7 @@ def test_raw_identity_with_anonymous_keys_on_shards_equals_one_table(
 
 
 @settings(PROFILE, max_examples=examples(25))
-@given(case=with_identities(cases(exclusive_kinds(), ["closed", "open"])), shards=SHARDS)
+@given(case=with_identities(cases(exclusive_kinds(), ["closed", "open", "strict"])), shards=SHARDS)
 def test_a_stitched_funnel_over_the_shards_equals_one_table(
     store: EventStore, case: Any, shards: int
 ) -> None:
@@ -178,7 +181,9 @@ def test_a_stitched_funnel_over_the_shards_equals_one_table(
 
 @settings(PROFILE, max_examples=examples(20))
 @given(
-    case=with_identities(cases(st.one_of(exclusive_kinds(), overlapping_kinds(2, 3)), ["closed", "open"])),
+    case=with_identities(
+        cases(st.one_of(exclusive_kinds(), overlapping_kinds(2, 3)), ["closed", "open", "strict"])
+    ),
     shards=SHARDS,
     analysis=st.sampled_from(["time_to_convert", "trends"]),
 )
@@ -263,7 +268,7 @@ def test_shards_holding_parts_of_a_user_would_undercount(store: EventStore) -> N
     assert by_event != by_user
 
 
-@pytest.mark.parametrize("funnel_type", ["closed", "open"])
+@pytest.mark.parametrize("funnel_type", ["closed", "open", "strict"])
 @pytest.mark.parametrize("breakdown", [None, "utm_source"])
 def test_the_cluster_sql_parses_in_the_target_version(
     store: EventStore, funnel_type: str, breakdown: str | None

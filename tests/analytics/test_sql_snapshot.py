@@ -97,6 +97,18 @@ QUERIES: dict[str, FunnelQuery] = {
         breakdown="device",
         breakdown_top_n=5,
     ),
+    "strict_breakdown": funnel_query(
+        [
+            step("event", "page"),
+            step("track", "connect"),
+            step("track", "swap", ("chain", "equals", "ethereum")),
+        ],
+        day(0),
+        day(6),
+        funnel_type="strict",
+        breakdown="utm_source",
+        breakdown_top_n=3,
+    ),
 }
 # Each query as it was before identity stitching (identity=raw: that SQL must not change), and stitched.
 CASES: dict[str, FunnelQuery] = {name: replace(query, identity="raw") for name, query in QUERIES.items()}

@@ -179,9 +179,11 @@ def ttc_cases(draw: st.DrawFn, base: st.SearchStrategy[Any]) -> tuple[TimeToConv
 @given(
     case=ttc_cases(
         st.one_of(
-            cases(st.one_of(exclusive_kinds(), overlapping_kinds(2, 4)), ["closed", "open"], walk=True),
+            cases(
+                st.one_of(exclusive_kinds(), overlapping_kinds(2, 4)), ["closed", "open", "strict"], walk=True
+            ),
             cases(exclusive_kinds(2, 3), ["closed", "open"], bucket_names=True),
-            with_identities(cases(exclusive_kinds(), ["closed", "open"])),
+            with_identities(cases(exclusive_kinds(), ["closed", "open", "strict"])),
         )
     )
 )

@@ -179,9 +179,9 @@ def trends_cases(draw: st.DrawFn, base: st.SearchStrategy[Any]) -> tuple[TrendsQ
 @given(
     case=trends_cases(
         st.one_of(
-            cases(st.one_of(exclusive_kinds(), overlapping_kinds(2, 4)), ["closed", "open"]),
+            cases(st.one_of(exclusive_kinds(), overlapping_kinds(2, 4)), ["closed", "open", "strict"]),
             cases(exclusive_kinds(2, 3), ["closed", "open"], bucket_names=True),
-            with_identities(cases(exclusive_kinds(), ["closed", "open"])),
+            with_identities(cases(exclusive_kinds(), ["closed", "open", "strict"])),
         )
     )
 )

@@ -133,6 +133,7 @@ KNOWN: list[tuple[str, str, dict[str, Any], dict[str, Any], int]] = [
     ),
     ("GET", "/v0/funnel", {}, {"params": FUNNEL}, 200),
     ("GET", "/v0/funnel", {}, {"params": {**FUNNEL, "funnel_type": "open", "breakdown": "device"}}, 200),
+    ("GET", "/v0/funnel", {}, {"params": {**FUNNEL, "funnel_type": "strict", "breakdown": "device"}}, 200),
     ("GET", "/v0/funnel/time_to_convert", {}, {"params": {**FUNNEL, "from_step": "1", "to_step": "2"}}, 200),
     (
         "GET",

@@ -82,7 +82,7 @@ PARAMS = st.fixed_dictionaries(
     optional={
         "window_seconds": st.integers(-(10**20), 10**20).map(str)
         | st.sampled_from(["1", "86400", "316224000"]),
-        "funnel_type": st.sampled_from(["open", "closed", "", "OPEN"]),
+        "funnel_type": st.sampled_from(["open", "closed", "strict", "", "OPEN"]),
         "breakdown": st.sampled_from(["device", "referrer", "", "properties"]),
         "breakdown_top_n": st.integers(-5, 10**12).map(str),
     },

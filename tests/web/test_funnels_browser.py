@@ -217,6 +217,28 @@ def test_the_users_toggle_runs_the_funnel_stitched_or_raw(analyst_page: Page, da
     assert shown_rows(page) == stitched
 
 
+def test_the_order_select_runs_a_strict_funnel(analyst_page: Page, dashboard: Dashboard) -> None:
+    """Strict order (each step the user's very next event) from the Order select: the API's rows, never
+    more users than closed, and the URL keeps the choice."""
+    page = analyst_page
+    fill_dates(page)
+    fill_steps(page, [("event", "page"), ("track", "connect")])
+    page.click("#run")
+    expect_table(page, "1. page", "2. connect")
+    closed = shown_rows(page)
+    page.select_option("#funnel-type", "strict")
+    page.click("#run")
+    expect(page.locator("#results-caption")).to_contain_text("strict")
+    strict_query = url_query(page)
+    assert strict_query["funnel_type"] == "strict"
+    strict = shown_rows(page)
+    assert strict == api_rows(dashboard, strict_query)
+    assert strict[0]["users"] == closed[0]["users"] and strict[1]["users"] <= closed[1]["users"]
+    page.reload()
+    expect(page.locator("#funnel-type")).to_have_value("strict")
+    assert shown_rows(page) == strict
+
+
 def test_a_configured_funnel_fills_the_builder(analyst_page: Page, dashboard: Dashboard) -> None:
     page = analyst_page
     page.click('#configured-list [data-funnel-id="onboarding"]')

@@ -16,6 +16,8 @@ MAX_WINDOW_SECONDS: Final = 10 * 366 * 86_400
 DEFAULT_TOP_N: Final = 8
 MAX_TOP_N: Final = 1_000
 MIN_STEPS, MAX_STEPS = 2, 10
+FunnelType = Literal["closed", "open", "strict"]
+FUNNEL_TYPES: tuple[FunnelType, ...] = ("closed", "open", "strict")
 MAX_FILTERS_PER_STEP: Final = 20
 MAX_TEXT: Final = 1_000
 
@@ -87,7 +89,7 @@ class FunnelQuery:
     date_to: date
     steps: tuple[Step, ...]
     window_seconds: int = DEFAULT_WINDOW_SECONDS
-    funnel_type: Literal["closed", "open"] = "closed"
+    funnel_type: FunnelType = "closed"
     breakdown: str | None = None
     breakdown_top_n: int = DEFAULT_TOP_N
     identity: Literal["stitched", "raw"] = "stitched"  # users are persons, or user keys as stored
@@ -251,9 +253,10 @@ def parse_funnel_query(params: dict[str, Any]) -> FunnelQuery:
     window = parse_int(
         params.get("window_seconds"), errors, "window_seconds", DEFAULT_WINDOW_SECONDS, 1, MAX_WINDOW_SECONDS
     )
-    funnel_type: Literal["closed", "open"] = "open" if params.get("funnel_type") == "open" else "closed"
-    if params.get("funnel_type") not in (None, "", "closed", "open"):
-        errors["funnel_type"] = "must be closed or open"
+    raw_type = params.get("funnel_type")
+    funnel_type: FunnelType = raw_type if raw_type in FUNNEL_TYPES else "closed"
+    if raw_type not in (None, "", *FUNNEL_TYPES):
+        errors["funnel_type"] = f"must be {', '.join(FUNNEL_TYPES[:-1])} or {FUNNEL_TYPES[-1]}"
     breakdown = params.get("breakdown") or None
     if breakdown is not None and breakdown not in BREAKDOWN_COLUMNS:
         errors["breakdown"] = f"must be one of {', '.join(BREAKDOWN_COLUMNS)}"

@@ -116,6 +116,37 @@ def closed_path(query: FunnelQuery, events: list[Event]) -> Path:
     return best[1]
 
 
+def strict_path(query: FunnelQuery, events: list[Event]) -> Path:
+    """The chosen strict path: runs of consecutive events of the user (all of them, in (time, mask) order:
+    within a millisecond, events matching no step first, then by the bitmask of the steps they match) that
+    match steps 1..k in order, step 1 in the date range, within the window; the furthest, then the latest
+    start, then the earliest times."""
+    n = len(query.steps)
+
+    def mask(event: Event) -> int:
+        return sum(1 << k for k, step in enumerate(query.steps) if step_matches(step, event))
+
+    ordered = sorted((event.ts_ms, mask(event)) for event in events)
+    best: Path = ()
+    for start, (ts, bits) in enumerate(ordered):
+        if not bits & 1 or not query.from_ms <= ts <= query.to_end_ms:
+            continue
+        path: Path = (ts,)
+        for k in range(1, n):
+            if start + k >= len(ordered):
+                break
+            t, b = ordered[start + k]
+            if not b & (1 << k) or t - ts > query.window_ms:
+                break
+            path = (*path, t)
+        if len(path) != len(best):
+            if len(path) > len(best):
+                best = path
+        elif (-path[0], *path[1:]) < (-best[0], *best[1:]):
+            best = path
+    return best
+
+
 def open_path(query: FunnelQuery, events: list[Event]) -> Path:
     """First time of each step; step 1 inside the date range; stops at the first step never fired."""
     path: list[int] = []
@@ -168,7 +199,7 @@ def reference_groups(query: FunnelQuery, events: Iterable[Event]) -> dict[str, l
     for event in events:
         if query.from_ms <= event.ts_ms <= query.scan_end_ms:
             by_user[person_of(links, event.user_key)].append(event)
-    find_path = open_path if query.funnel_type == "open" else closed_path
+    find_path = {"open": open_path, "strict": strict_path}.get(query.funnel_type, closed_path)
     paths: dict[str, list[Path]] = defaultdict(list)
     for user_events in by_user.values():
         path = find_path(query, user_events)

@@ -256,6 +256,61 @@ def closed_general_per_user(query: FunnelQuery, params: Params, tables: Tables =
     )
 
 
+def strict_per_user(query: FunnelQuery, params: Params, tables: Tables = ONE_SERVER) -> str:
+    """Strict funnel: closed, and each step is the user's very next event after the previous step.
+
+    Every event of the user in the scan range is folded, not only step events: an element is
+    (ms << 16) | mask, `mask` the steps the event matches (0 for any other event), so sorting by (time,
+    mask) is a plain integer sort and puts an other event first within its millisecond. A strict chain
+    is a run of consecutive elements, so the chain reaching level k at an event is unique: `L_k`, its
+    start (-1 when the events before it do not match steps 1..k-1), moves up one level per event or is
+    cut. `B_k` keeps the latest start of any chain that reached level k, and `P_k` the position of the
+    event where it did (the first such chain on equal starts: its times are the earliest); the path is
+    the events P_lvl - lvl + 1 .. P_lvl.
+    """
+    bind = Binder(params)
+    n = len(query.steps)
+    conditions = [step_sql(step, bind) for step in query.steps]
+    to_end, window = bind(query.to_end_ms, "Int64"), bind(query.window_ms, "Int64")
+    where, breakdown = _scan(query, bind, "1")
+    t, m = "bitShiftRight(x, 16)", "bitAnd(x, 65535)"
+    # acc.1: position; acc.2..n+1: L_k; acc.n+2..2n+1: B_k; acc.2n+2..3n+1: P_k
+    live = [f"if(bitAnd({m}, 1) != 0 AND {t} <= {to_end}, {t}, -1)"]
+    live += [
+        f"if(bitAnd({m}, {1 << (k - 1)}) != 0 AND acc.{k} >= 0 AND {t} - acc.{k} <= {window}, acc.{k}, -1)"
+        for k in range(2, n + 1)
+    ]
+    best = [f"if(l{k}_ > acc.{n + 1 + k}, l{k}_, acc.{n + 1 + k})" for k in range(1, n + 1)]
+    where_best = [f"if(l{k}_ > acc.{n + 1 + k}, acc.1 + 1, acc.{2 * n + 1 + k})" for k in range(1, n + 1)]
+    named = ", ".join(f"{expr} AS l{k}_" for k, expr in enumerate(live, 1))
+    fold = (
+        f"(acc, x) -> tupleElement(({named}, (acc.1 + 1, {', '.join(f'l{k}_' for k in range(1, n + 1))}, "
+        f"{', '.join(best + where_best)})), {n + 1})"
+    )
+    init = (
+        "(toUInt64(0), "
+        + ", ".join("toInt64(-1)" for _ in range(2 * n))
+        + ", "
+        + ", ".join("toUInt64(0)" for _ in range(n))
+        + ")"
+    )
+    lvl = "multiIf(" + ", ".join(f"st.{n + 1 + k} >= 0, {k}" for k in range(n, 0, -1)) + ", 0) AS lvl"
+    end = "(multiIf(" + ", ".join(f"lvl = {k}, st.{2 * n + 1 + k}" for k in range(n, 0, -1)) + ", 0) AS end_)"
+    times = [f"if(lvl >= 1, bitShiftRight(a[{end} - lvl + 1], 16), NULL) AS t1"]
+    times += [
+        f"if(lvl >= {i}, bitShiftRight(a[end_ - lvl + {i}], 16), NULL) AS t{i}" for i in range(2, n + 1)
+    ]
+    mask = " + ".join(f"toInt64({c}) * {1 << i}" for i, c in enumerate(conditions))
+    user, user_name = _user(query, tables)
+    return (
+        f"SELECT {lvl}, {', '.join(times)}, bd0 FROM ("
+        f"SELECT {user_name}, arraySort(groupArray(bitOr(bitShiftLeft({TS_MS}, 16), mask))) AS a, "
+        f"arrayFold({fold}, a, {init}) AS st, {breakdown} AS bd0 "
+        f"FROM (SELECT {user}, ts, {_breakdown_column(query)}{mask} AS mask FROM {tables.events} WHERE {where}) "
+        f"GROUP BY {user_name})"
+    )
+
+
 def open_per_user(query: FunnelQuery, params: Params, tables: Tables = ONE_SERVER) -> str:
     """Open funnel: the first time each step fired; step 1 inside the date range, others in the scan."""
     bind = Binder(params)
@@ -277,6 +332,8 @@ def open_per_user(query: FunnelQuery, params: Params, tables: Tables = ONE_SERVE
 def choose_per_user(query: FunnelQuery) -> PerUser:
     if query.funnel_type == "open":
         return open_per_user
+    if query.funnel_type == "strict":
+        return strict_per_user
     return closed_exclusive_per_user if query.steps_exclusive else closed_general_per_user
 
 

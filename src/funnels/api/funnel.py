@@ -38,7 +38,7 @@ Steps = Annotated[
     str | None, Query(description="JSON array of 2–10 step specs {type, event, name, filters?}")
 ]
 WindowSeconds = Annotated[str | None, Query(description="Conversion window in seconds (default 1209600)")]
-FunnelType = Annotated[str | None, Query(json_schema_extra={"enum": ["closed", "open"]})]
+FunnelType = Annotated[str | None, Query(json_schema_extra={"enum": ["closed", "open", "strict"]})]
 Breakdown = Annotated[
     str | None,
     Query(description="First-touch dimension to break down by", json_schema_extra={"enum": BREAKDOWN}),
@@ -60,7 +60,7 @@ Identity = Annotated[
     description=(
         "Per-step unique users, conversion from start and from the previous step, drop-off, and exact median "
         "time-to-convert. `funnel_type=closed` (default): ordered, distinct events, within `window_seconds` of "
-        "the first step; `open`: each step fired at least once in any order, adds `dropped_off_users`. "
+        "the first step; `strict`: closed, and each step the user's very next event after the previous step (no other event of the user in between); `open`: each step fired at least once in any order, adds `dropped_off_users`. "
         "`breakdown` groups users by first-touch value (top N + `Others`). Users are persons: an anonymous id "
         "and the user id it was identified or aliased as count as one (`identity=raw` counts each stored user "
         "key on its own). See docs/semantics.md."

@@ -269,7 +269,7 @@
     const unit = [86400, 3600, 60].find((u) => seconds % u === 0) ?? 60;
     $("#window-unit").value = String(unit);
     $("#window").value = String(unit === 60 && seconds % 60 ? seconds / 60 : seconds / unit);
-    $("#funnel-type").value = params.funnel_type === "open" ? "open" : "closed";
+    $("#funnel-type").value = ["open", "strict"].includes(params.funnel_type) ? params.funnel_type : "closed";
     $("#identity").value = params.identity === "raw" ? "raw" : "stitched";
     $("#breakdown").value = params.breakdown ?? "";
     $("#top-n").value = params.breakdown_top_n ?? String(config.defaultTopN);
