@@ -78,7 +78,7 @@ def test_breakdown_value_and_csv(store: EventStore) -> None:
     }
     lines = people_csv(body, breakdown=True).splitlines()
     assert lines[0] == "user_key,last_step,breakdown,step_1_at,step_2_at,step_3_at"
-    assert f"c,1,(none),2026-04-01T00:00:01.000Z,," in lines and len(lines) == 4
+    assert "c,1,(none),2026-04-01T00:00:01.000Z,," in lines and len(lines) == 4
 
 
 def test_counts_equal_the_funnel_rows(store: EventStore) -> None:
