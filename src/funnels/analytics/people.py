@@ -24,8 +24,8 @@ from typing import Any, Final, Literal
 
 from funnels.analytics.funnel import timed_query
 from funnels.analytics.query import FunnelQuery, QueryValidationError, parse_funnel_query, parse_int
-from funnels.analytics.sql import Params, Tables, choose_per_user, initiator_tables
-from funnels.store.events import KEYS_BY_USER, EventStore
+from funnels.analytics.sql import Params, choose_per_user, initiator_tables
+from funnels.store.events import KEYS_BY_USER, ClusterLayout, EventStore
 
 Outcome = Literal["reached", "converted", "dropped"]
 OUTCOMES: Final = ("reached", "converted", "dropped")
@@ -122,13 +122,14 @@ def outcome_sql(query: PeopleQuery) -> str:
     return f"lvl >= {query.step}"
 
 
-def people_sql(query: PeopleQuery, tables: Tables) -> tuple[str, Params]:
+def people_sql(query: PeopleQuery, layout: ClusterLayout | None = None) -> tuple[str, Params]:
     """One row: every matching user's count, and the page: up to `limit + 1` tuples (key, user, lvl,
     t1..tn, breakdown value) after the cursor, in key order. `user` is the user key (raw) or the person's
-    hash (stitched), the key its hash."""
+    hash (stitched), the key its hash. On a cluster (`layout`) users are folded on the initiator over the
+    Distributed `events`, as a stitched funnel is (`initiator_tables`)."""
     funnel = query.funnel
     params: Params = {}
-    per_user = choose_per_user(funnel)(funnel, params, tables)
+    per_user = choose_per_user(funnel)(funnel, params, initiator_tables(layout))
     user_name = "person" if funnel.stitched else "user_key"
     key = "user_" if funnel.stitched else "sipHash64(user_)"
     times = ", ".join(f"t{k}" for k in range(1, len(funnel.steps) + 1))
@@ -230,7 +231,7 @@ def people_csv(body: dict[str, Any], breakdown: bool) -> str:
 def run_people(store: EventStore, query: PeopleQuery) -> dict[str, Any]:
     """The `GET /v0/funnel/people` response body for a validated query."""
     funnel = query.funnel
-    sql, params = people_sql(query, initiator_tables(store.cluster))
+    sql, params = people_sql(query, store.cluster)
     results, statistics = timed_query(store, sql, params, funnel.stitched)
     users, items = results.rows[0] if results.rows else (0, [])
     names: dict[int, str] = {}
