@@ -183,6 +183,14 @@ def test_query_people(demo_dir: tuple[Path, dict[str, str]]) -> None:
     assert len(set(keys)) == 6
     dropped = json.loads(run(*base, "--outcome", "dropped", "--step", "3", "--format", "json").stdout)
     assert dropped["users"] == funnel["data"][1]["users"] - funnel["data"][2]["users"]
+    by_device = funnel_rows = json.loads(run(*base, "--breakdown", "device", "--format", "json").stdout)[
+        "data"
+    ]
+    label = by_device[0]["breakdown"]
+    bar = json.loads(
+        run(*base, "--breakdown", "device", "--breakdown-value", label, "--format", "json").stdout
+    )
+    assert bar["users"] == funnel_rows[0]["users"] and {row["breakdown"] for row in bar["data"]} <= {label}
     table = run(*base, "--people", "--limit", "2")
     assert table.returncode == 0 and "last step" in table.stdout and "--cursor" in table.stderr
     csv = run(*base, "--people", "--limit", "2", "--format", "csv")

@@ -528,6 +528,9 @@ def query(
     ] = None,
     limit: Annotated[int | None, typer.Option("--limit", help="People: users per page (default 100)")] = None,
     cursor: Annotated[str | None, typer.Option("--cursor", help="People: the next page's cursor")] = None,
+    breakdown_value: Annotated[
+        str | None, typer.Option("--breakdown-value", help="People: only a breakdown row's users (its label)")
+    ] = None,
     output: Annotated[
         str, typer.Option("--format", help="json (the API's body) or table; csv for --people")
     ] = "table",
@@ -537,7 +540,7 @@ def query(
     """Run a funnel query on the data directory (through the server when one is running on it); with
     --interval its conversion over time, with --from-step/--to-step its time to convert, with --people
     (or --step, --outcome, --limit, --cursor) the users behind a step."""
-    listing = people or any(value is not None for value in (step, outcome, limit, cursor))
+    listing = people or any(value is not None for value in (step, outcome, limit, cursor, breakdown_value))
     if not (listing and output == "csv"):
         _check_format(output)
     params: dict[str, Any] = {
@@ -554,14 +557,21 @@ def query(
     if sum((interval is not None, measuring, listing)) > 1:
         _fail(
             "--interval (trends), --from-step/--to-step/--bins (time to convert) and --people/--step/--outcome/"
-            "--limit/--cursor (people) are separate queries",
+            "--limit/--cursor/--breakdown-value (people) are separate queries",
             2,
         )
     if listing:
         answer = _read(
             data_dir,
             "/v0/funnel/people",
-            params | {"step": step, "outcome": outcome, "limit": limit, "cursor": cursor},
+            params
+            | {
+                "step": step,
+                "outcome": outcome,
+                "limit": limit,
+                "cursor": cursor,
+                "breakdown_value": breakdown_value,
+            },
             parse_people_query,
             run_people,
             events_url,

@@ -81,6 +81,25 @@ def test_breakdown_value_and_csv(store: EventStore) -> None:
     assert "c,1,(none),2026-04-01T00:00:01.000Z,," in lines and len(lines) == 4
 
 
+def test_one_breakdown_row_s_people(store: EventStore) -> None:
+    events = [
+        *EVENTS,
+        ev("d", at(0, 1000), "page", device="mobile"),
+        ev("e", at(0, 1000), "page", device="tv"),
+    ]
+    query = people(1, breakdown="device", breakdown_top_n=1)  # mobile (a, d) is kept; the rest is Others
+    load(store, events)
+    rows = {
+        row["breakdown"]: row["users"] for row in run_funnel(store, query.funnel)["data"] if row["step"] == 1
+    }
+    assert rows == {"mobile": 2, "Others": 3}
+    for label, keys in (("mobile", ["a", "d"]), ("Others", ["b", "c", "e"]), ("desktop", [])):
+        body = both(store, replace(query, breakdown_value=label), events)
+        assert sorted(row["user_key"] for row in body["data"]) == keys and body["breakdown_value"] == label
+    others = both(store, replace(query, breakdown_value="Others"), events)
+    assert {row["breakdown"] for row in others["data"]} == {"desktop", "(none)", "tv"}  # their own values
+
+
 def test_counts_equal_the_funnel_rows(store: EventStore) -> None:
     load(store, EVENTS)
     for query in (people(), people(funnel_type="open")):
@@ -135,6 +154,8 @@ def test_siphash64_is_clickhouses(store: EventStore) -> None:
         ({"outcome": "dropped", "step": "1"}, {"step": "must be 2 or more with outcome=dropped (the users who reached the step before)"}),
         ({"limit": "0", "cursor": "zz"}, {"limit": "must be between 1 and 10000", "cursor": "must be the next_cursor of a previous page"}),
         ({"format": "xml"}, {"format": "must be json or csv"}),
+        ({"breakdown_value": "mobile"}, {"breakdown_value": "needs breakdown (a row's breakdown label)"}),
+        ({"breakdown_value": "", "breakdown": "device"}, {"breakdown_value": "must be a non-empty string"}),
         ({"format": "csv", "limit": "1000001"}, {"limit": "must be between 1 and 1000000"}),
         ({"steps": "[]", "step": "2"}, {"steps": "must be a JSON array of 2–10 step specs"}),
     ],
@@ -164,7 +185,11 @@ def people_cases(draw: st.DrawFn, base: st.SearchStrategy[Any]) -> tuple[PeopleQ
     funnel, events, batches = draw(base)
     outcome = draw(st.sampled_from(["reached", "reached", "converted", "dropped"]))
     step_ = draw(st.integers(2 if outcome == "dropped" else 1, len(funnel.steps)))
-    return PeopleQuery(funnel, step_, outcome, draw(st.sampled_from([1, 2, 100]))), events, batches
+    value = None
+    if funnel.breakdown and draw(st.booleans()):
+        value = draw(st.sampled_from(["Others", "(none)", "mobile", "desktop", "google", "twitter"]))
+    limit = draw(st.sampled_from([1, 2, 100]))
+    return PeopleQuery(funnel, step_, outcome, limit, breakdown_value=value), events, batches
 
 
 @settings(PROFILE, max_examples=examples(50))
@@ -172,6 +197,7 @@ def people_cases(draw: st.DrawFn, base: st.SearchStrategy[Any]) -> tuple[PeopleQ
     case=people_cases(
         st.one_of(
             cases(st.one_of(exclusive_kinds(), overlapping_kinds(2, 4)), ["closed", "open"], walk=True),
+            cases(exclusive_kinds(2, 3), ["closed", "open"], bucket_names=True),
             with_identities(cases(exclusive_kinds(), ["closed", "open"])),
         )
     )
@@ -189,3 +215,19 @@ def test_people_equal_reference_page_by_page(store: EventStore, case: Any) -> No
             break
         query = replace(query, after=int(sql["next_cursor"], 16))
     assert seen == [row["user_key"] for row in everyone["data"]]  # type: ignore[union-attr]
+    rows = [
+        row
+        for row in run_funnel(store, query.funnel)["data"]
+        if query.breakdown_value is None or row["breakdown"] == query.breakdown_value
+    ]
+
+    def at_step(k: int) -> int:
+        return sum(row["users"] for row in rows if row["step"] == k)
+
+    n = len(query.funnel.steps)
+    expected = {
+        "reached": at_step(query.step),
+        "converted": at_step(n),
+        "dropped": at_step(query.step - 1) - at_step(query.step),
+    }[query.outcome]
+    assert everyone["users"] == expected == len(seen)

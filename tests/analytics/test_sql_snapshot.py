@@ -152,6 +152,9 @@ ANALYSIS_CASES: dict[str, tuple[str, dict[str, Any]]] = {
     "people_converted_breakdown_open": people_sql(
         PeopleQuery(CASES["open_breakdown_stitched"], 1, "converted")
     ),
+    "people_breakdown_value": people_sql(
+        PeopleQuery(CASES["open_breakdown_stitched"], 2, breakdown_value="Others")
+    ),
     "cluster_people_stitched": people_sql(PeopleQuery(CASES["closed_exclusive_stitched"], 1), CLUSTER),
 }
 CATALOG_CASES |= ANALYSIS_CASES

@@ -148,7 +148,13 @@ KNOWN: list[tuple[str, str, dict[str, Any], dict[str, Any], int]] = [
         "GET",
         "/v0/funnel/people",
         {},
-        {"params": {**FUNNEL, "step": "2", "outcome": "dropped", "breakdown": "device", "identity": "raw"}},
+        {
+            "params": {
+                **FUNNEL,
+                **{"step": "2", "outcome": "dropped", "breakdown": "device", "breakdown_value": "Others"},
+                "identity": "raw",
+            }
+        },
         200,
     ),
     ("GET", "/v0/funnel/people", {}, {"params": {**FUNNEL, "format": "csv", "breakdown": "os"}}, 200),

@@ -343,6 +343,7 @@ def test_trends_endpoint_marks_open_windows_by_the_servers_clock(
         ("/v0/funnel/people", {"limit": "10001"}, "limit"),
         ("/v0/funnel/people", {"cursor": "not-a-cursor"}, "cursor"),
         ("/v0/funnel/people", {"format": "xlsx"}, "format"),
+        ("/v0/funnel/people", {"breakdown_value": "mobile"}, "breakdown_value"),
     ],
 )
 def test_bad_parameters_get_the_envelope_naming_them(

@@ -133,6 +133,7 @@ ANALYSIS_PARAMS = PARAMS.flatmap(
             "cursor": st.text(max_size=17)
             | st.sampled_from(["0000000000000000", "ffffffffffffffff", "FFFF"]),
             "format": st.sampled_from(["json", "csv", "", "xml"]),
+            "breakdown_value": st.sampled_from(["mobile", "Others", "(none)", "", "x" * 1001]),
         },
     ).map(lambda extra: params | extra)
 )

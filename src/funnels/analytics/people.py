@@ -23,7 +23,13 @@ from datetime import UTC, datetime
 from typing import Any, Final, Literal
 
 from funnels.analytics.funnel import timed_query
-from funnels.analytics.query import FunnelQuery, QueryValidationError, parse_funnel_query, parse_int
+from funnels.analytics.query import (
+    FunnelQuery,
+    QueryValidationError,
+    parse_funnel_query,
+    parse_int,
+    parse_text,
+)
 from funnels.analytics.sql import Params, choose_per_user, initiator_tables
 from funnels.store.events import KEYS_BY_USER, ClusterLayout, EventStore
 
@@ -45,6 +51,7 @@ class PeopleQuery:
     limit: int = DEFAULT_LIMIT
     after: int | None = None  # the cursor: the last key of the previous page
     format: Format = "json"
+    breakdown_value: str | None = None  # only the users a breakdown row of this label counts
 
     def selects(self, level: int) -> bool:
         """Whether a user whose furthest step is `level` is behind this step with this outcome."""
@@ -100,10 +107,15 @@ def parse_people_query(params: dict[str, Any]) -> PeopleQuery:
             after = int(raw_cursor, 16)
         else:
             errors["cursor"] = "must be the next_cursor of a previous page"
+    value = None
+    if params.get("breakdown_value") is not None:
+        value = parse_text(params.get("breakdown_value"), "breakdown_value", errors)
+        if funnel is not None and not funnel.breakdown:
+            errors["breakdown_value"] = "needs breakdown (a row's breakdown label)"
     if errors:
         raise QueryValidationError(errors)
     assert funnel is not None
-    return PeopleQuery(funnel, step, outcome, limit, after, format_)
+    return PeopleQuery(funnel, step, outcome, limit, after, format_, value)
 
 
 def with_user(per_user: str, user_name: str) -> str:
@@ -139,10 +151,23 @@ def people_sql(query: PeopleQuery, layout: ClusterLayout | None = None) -> tuple
     if query.after is not None:
         after = f"key_ > {{p{len(params)}:UInt64}}"
         params[f"p{len(params)}"] = query.after
+    users = (
+        f"SELECT {key} AS key_, user_, lvl, {times}, if(bd0 = '', '(none)', bd0) AS bd "
+        f"FROM ({with_user(per_user, user_name)})"
+    )
+    where = outcome_sql(query)
+    if query.breakdown_value is not None:  # the funnel's buckets: values ranked by step-1 users, top N kept
+        top_n, label = f"{{p{len(params)}:UInt32}}", f"{{p{len(params) + 1}:String}}"
+        params[f"p{len(params)}"] = funnel.breakdown_top_n
+        params[f"p{len(params)}"] = query.breakdown_value
+        users = (
+            f"SELECT *, dense_rank() OVER (ORDER BY entered_ DESC, bd ASC) AS rnk_ FROM ("
+            f"SELECT *, count() OVER (PARTITION BY bd) AS entered_ FROM ({users}) WHERE lvl >= 1)"
+        )
+        where += f" AND if(rnk_ <= {top_n}, bd, 'Others') = {label}"
     sql = (
         f"SELECT count() AS users, groupArraySortedIf({size})((key_, user_, lvl, {times}, bd), {after}) "
-        f"FROM (SELECT {key} AS key_, user_, lvl, {times}, if(bd0 = '', '(none)', bd0) AS bd "
-        f"FROM ({with_user(per_user, user_name)}) WHERE {outcome_sql(query)})"
+        f"FROM ({users}) WHERE {where}"
     )
     return sql, params
 
@@ -206,6 +231,7 @@ def build_people(
         "step": query.step,
         "event": funnel.steps[query.step - 1].name,
         "outcome": query.outcome,
+        **({"breakdown_value": query.breakdown_value} if query.breakdown_value is not None else {}),
         "steps": [step.name for step in funnel.steps],
         "users": users,
         "data": data,

@@ -336,6 +336,15 @@ def reference_people(query: PeopleQuery, events: Iterable[Event]) -> dict[str, o
             value = first_touch(funnel, user_events) if funnel.breakdown else "(none)"
             times = (*path, *(None,) * (n - len(path)))
             people.append(Person(siphash64(user), user, len(path), times, value))
+    if query.breakdown_value is not None:  # the funnel's buckets, as `reference_groups` ranks them
+        entered: dict[str, int] = defaultdict(int)
+        for user_events in by_user.values():
+            if find_path(funnel, user_events):
+                entered[first_touch(funnel, user_events)] += 1
+        kept = sorted(entered, key=lambda v: (-entered[v], v))[: funnel.breakdown_top_n]
+        people = [
+            p for p in people if (p.breakdown if p.breakdown in kept else "Others") == query.breakdown_value
+        ]
     people.sort(key=lambda person: person.key)
     after = [p for p in people if query.after is None or p.key > query.after]
     return build_people(query, len(people), after[: query.limit + 1], {})

@@ -165,7 +165,8 @@ def csv_too(documentation: dict[str, Any]) -> dict[str, Any]:
         "`/v0/funnel` measures, and the first-touch breakdown value. Ordered by a hash of the user key, `limit` "
         "per page (default 100, at most 10,000), `cursor` the previous page's `next_cursor`; `users` counts "
         "every page. `format=csv` answers text/csv (a header row; `limit` up to 1,000,000, by default that; "
-        "the next page's cursor in `X-Next-Cursor`). Every `/v0/funnel` parameter applies. "
+        "the next page's cursor in `X-Next-Cursor`). With `breakdown`, `breakdown_value` keeps the users of one "
+        "row (a value, `(none)` or `Others`). Every `/v0/funnel` parameter applies. "
         "See docs/semantics.md."
     ),
     dependencies=[require("query:read", local=True)],
@@ -191,6 +192,12 @@ async def get_people(
     ] = None,
     limit: Annotated[str | None, Query(description="Users per page (default 100; csv: 1,000,000)")] = None,
     cursor: Annotated[str | None, Query(description="The previous page's `next_cursor`")] = None,
+    breakdown_value: Annotated[
+        str | None,
+        Query(
+            description="With `breakdown`: only the users of the row with this label (a value, (none), Others)"
+        ),
+    ] = None,
     format: Annotated[str | None, Query(json_schema_extra={"enum": ["json", "csv"]})] = None,
 ) -> Any:
     body = await run_query(request, parse_people_query, run_people)

@@ -280,6 +280,7 @@ class PeopleResponse(BaseModel):
     step: int
     event: str = Field(description="The step's name")
     outcome: str
+    breakdown_value: str | None = Field(None, description="With `breakdown_value` only")
     steps: list[str] = Field(description="The funnel's step names, in the order of each row's `times`")
     users: int = Field(description="Every user behind the step with this outcome, on all pages")
     data: list[PeopleRow]

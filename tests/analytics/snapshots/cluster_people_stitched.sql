@@ -116,5 +116,5 @@ WHERE ts >= fromUnixTimestamp64Milli({p9:Int64},
 AND ts <= fromUnixTimestamp64Milli({p10:Int64},
 'UTC')
 AND (step > 0))
-GROUP BY person))
-WHERE lvl >= 1)
+GROUP BY person)))
+WHERE lvl >= 1

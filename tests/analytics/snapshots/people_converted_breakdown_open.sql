@@ -62,5 +62,5 @@ AND (m1
 OR m2
 OR m3
 OR utm_source != ''))
-GROUP BY person))
-WHERE lvl >= 3)
+GROUP BY person)))
+WHERE lvl >= 3

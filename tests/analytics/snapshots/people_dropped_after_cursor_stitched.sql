@@ -105,5 +105,5 @@ WHERE ts >= fromUnixTimestamp64Milli({p4:Int64},
 AND ts <= fromUnixTimestamp64Milli({p5:Int64},
 'UTC')
 AND (mask > 0))
-GROUP BY person))
-WHERE lvl = 2)
+GROUP BY person)))
+WHERE lvl = 2

@@ -113,5 +113,5 @@ WHERE ts >= fromUnixTimestamp64Milli({p9:Int64},
 AND ts <= fromUnixTimestamp64Milli({p10:Int64},
 'UTC')
 AND (step > 0))
-GROUP BY user_key))
-WHERE lvl >= 2)
+GROUP BY user_key)))
+WHERE lvl >= 2
