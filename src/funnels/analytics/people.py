@@ -3,7 +3,8 @@
 How it works: the funnel's own per-user SQL (`choose_per_user`: one row per user, its furthest step `lvl`,
 the times `t1..tn` of the path `/v0/funnel` measures and the first-touch breakdown value `bd0`) is the
 source, with the user it groups by added as a column (`with_user`). The outcome picks users by `lvl`
-(`OUTCOME_SQL`), so their counts are the funnel's rows by construction. Users are ordered by a 64-bit
+(`outcome_sql`), so their counts are the funnel's rows by construction; `breakdown_value` keeps one
+row's users, the values ranked over every entered user as the funnel ranks them (window functions). Users are ordered by a 64-bit
 key, the hash of who they are (`sipHash64` of the user key; stitched, the person's hash the persons
 dictionary answers, which is `sipHash64` of the person's key); a page is the first `limit` keys after the
 cursor (the last key of the previous page), taken with `groupArraySorted` in the same pass that counts
@@ -120,7 +121,9 @@ def parse_people_query(params: dict[str, Any]) -> PeopleQuery:
 
 def with_user(per_user: str, user_name: str) -> str:
     """The per-user SQL with the user it groups by as a first column `user_`: every builder's outer SELECT
-    reads from the subquery that groups by `user_name` (`sql._user`)."""
+    reads from the subquery that groups by `user_name` (`sql._user`), so the name is in scope there. Kept
+    out of sql.py while other work changes it; the builders could return the column themselves (the
+    funnel's queries select theirs by name), and tests/analytics/test_people.py fails if one stops fitting."""
     assert per_user.startswith("SELECT ")
     return f"SELECT {user_name} AS user_, {per_user.removeprefix('SELECT ')}"
 
