@@ -184,7 +184,7 @@ def person_keys(store: EventStore, query: FunnelQuery, hashes: list[int]) -> dic
         int(h): str(name)
         for h, name in store.query(
             f"SELECT sipHash64(user) AS h, any(user) FROM {KEYS_BY_USER} "
-            "WHERE h IN arrayMap(x -> toUInt64(x), {hashes:Array(String)}) GROUP BY h",
+            "WHERE h IN (SELECT toUInt64(arrayJoin({hashes:Array(String)}))) GROUP BY h",
             {"hashes": [str(h) for h in hashes]},  # decimal text: the store binds lists of strings
         ).rows
     }
@@ -193,7 +193,7 @@ def person_keys(store: EventStore, query: FunnelQuery, hashes: list[int]) -> dic
         rows = store.query(
             "SELECT sipHash64(user_key) AS h, any(user_key) FROM events "
             "WHERE ts >= fromUnixTimestamp64Milli({start:Int64}, 'UTC') "
-            "AND ts <= fromUnixTimestamp64Milli({end:Int64}, 'UTC') AND h IN arrayMap(x -> toUInt64(x), {hashes:Array(String)}) GROUP BY h",
+            "AND ts <= fromUnixTimestamp64Milli({end:Int64}, 'UTC') AND h IN (SELECT toUInt64(arrayJoin({hashes:Array(String)}))) GROUP BY h",
             {"hashes": [str(h) for h in rest], "start": query.from_ms, "end": query.scan_end_ms},
         ).rows
         found |= {int(h): str(name) for h, name in rows}
