@@ -35,6 +35,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from funnels.analytics.funnel import run_funnel
+from funnels.analytics.people import parse_people_query, run_people
 from funnels.analytics.query import parse_funnel_query
 from funnels.analytics.sql import Binder, step_sql
 from funnels.analytics.time_to_convert import parse_time_to_convert_query, run_time_to_convert
@@ -182,7 +183,7 @@ def timed(fn, repeat: int) -> list[float]:  # type: ignore[no-untyped-def]
 
 
 def time_analyses(svc: Services, closed: dict[str, str], repeat: int) -> dict[str, object]:
-    """Issue 14's analyses of the closed funnel (time to convert, trends), raw and stitched, each run
+    """Issue 14's analyses of the closed funnel (time to convert, trends, people), raw and stitched, each run
     interleaved with the plain closed funnel (the target's 1.00×) and with the funnel of its own parameters
     (the same breakdown: what the analysis adds to the per-user SQL they share); checks that their users
     agree with the funnel's."""
@@ -193,6 +194,8 @@ def time_analyses(svc: Services, closed: dict[str, str], repeat: int) -> dict[st
         "time to convert 1→3 + breakdown utm_source": (parse_time_to_convert_query, run_time_to_convert, {"from_step": "1", "to_step": "3", "breakdown": "utm_source"}),
         "trends by day": (parse_trends_query, lambda store, q: run_trends(store, q, now_ms), {"interval": "day"}),
         "trends by week + breakdown utm_source": (parse_trends_query, lambda store, q: run_trends(store, q, now_ms), {"interval": "week", "breakdown": "utm_source"}),
+        "people reached step 2, a page of 100": (parse_people_query, run_people, {"step": "2"}),
+        "people dropped at step 3, a page of 10,000 after a cursor": (parse_people_query, run_people, {"step": "3", "outcome": "dropped", "limit": "10000", "cursor": "8000000000000000"}),
     }  # fmt: skip
     results: dict[str, object] = {}
     for identity in ("raw", "stitched"):
@@ -203,7 +206,12 @@ def time_analyses(svc: Services, closed: dict[str, str], repeat: int) -> dict[st
             funnel_rows = run_funnel(svc.events, own)["data"]
             body = run(svc.events, query)  # untimed warm-up, and the check
             last = [row["users"] for row in funnel_rows if row["step"] == 3]
-            if "from_step" in extra:
+            if "outcome" in extra:
+                second = [row["users"] for row in funnel_rows if row["step"] == 2]
+                assert body["users"] == sum(second) - sum(last), name
+            elif "step" in extra:
+                assert body["users"] == sum(row["users"] for row in funnel_rows if row["step"] == 2), name
+            elif "from_step" in extra:
                 assert [group["users"] for group in body["data"]] == last, name
             else:
                 first = [row["users"] for row in funnel_rows if row["step"] == 1]

@@ -44,6 +44,7 @@ API: dict[Route, str] = {
     ("GET", "/v0/funnel"): "query:read",
     ("GET", "/v0/funnel/time_to_convert"): "query:read",
     ("GET", "/v0/funnel/trends"): "query:read",
+    ("GET", "/v0/funnel/people"): "query:read",
     ("GET", "/v0/funnels"): "query:read",
     ("GET", "/v0/events/names"): "query:read",
     ("GET", "/v0/events/properties"): "query:read",

@@ -163,6 +163,45 @@ def test_query_time_to_convert_and_trends(demo_dir: tuple[Path, dict[str, str]])
     assert both.returncode == 2 and "separate queries" in both.stderr
 
 
+def test_query_people(demo_dir: tuple[Path, dict[str, str]]) -> None:
+    """`funnels query --people` (and --step, --outcome, --limit, --cursor): the API's body as JSON, pages that
+    follow each other, a table and CSV for people, each new parameter validated as the API does (exit 2)."""
+    data_dir, params = demo_dir
+    base = [
+        "query", "--data-dir", str(data_dir), "--date-from", params["date_from"], "--date-to", params["date_to"],
+        "--steps", params["steps"],
+    ]  # fmt: skip
+    funnel = json.loads(run(*base, "--format", "json").stdout)
+    first = run(*base, "--step", "2", "--limit", "3", "--format", "json")
+    assert first.returncode == 0, first.stderr
+    body = json.loads(first.stdout)
+    assert body["users"] == funnel["data"][1]["users"] > 3 and body["rows"] == 3
+    second = json.loads(
+        run(*base, "--step", "2", "--limit", "3", "--cursor", body["next_cursor"], "--format", "json").stdout
+    )
+    keys = [row["user_key"] for row in body["data"] + second["data"]]
+    assert len(set(keys)) == 6
+    dropped = json.loads(run(*base, "--outcome", "dropped", "--step", "3", "--format", "json").stdout)
+    assert dropped["users"] == funnel["data"][1]["users"] - funnel["data"][2]["users"]
+    by_device = funnel_rows = json.loads(run(*base, "--breakdown", "device", "--format", "json").stdout)[
+        "data"
+    ]
+    label = by_device[0]["breakdown"]
+    bar = json.loads(
+        run(*base, "--breakdown", "device", "--breakdown-value", label, "--format", "json").stdout
+    )
+    assert bar["users"] == funnel_rows[0]["users"] and {row["breakdown"] for row in bar["data"]} <= {label}
+    table = run(*base, "--people", "--limit", "2")
+    assert table.returncode == 0 and "last step" in table.stdout and "--cursor" in table.stderr
+    csv = run(*base, "--people", "--limit", "2", "--format", "csv")
+    assert csv.returncode == 0 and csv.stdout.splitlines()[0].startswith("user_key,last_step,step_1_at")
+    bad = run(*base, "--outcome", "gone", "--cursor", "x")
+    assert bad.returncode == 2 and "outcome" in bad.stderr and "cursor" in bad.stderr
+    assert run(*base, "--format", "csv").returncode == 2  # csv is for people only
+    both = run(*base, "--interval", "day", "--people")
+    assert both.returncode == 2 and "separate queries" in both.stderr
+
+
 def test_catalog_tables_and_parameter_errors(demo_dir: tuple[Path, dict[str, str]]) -> None:
     """`funnels catalog`: a table per lookup for people; parameters validated as the API does (exit 2)."""
     data_dir = str(demo_dir[0])

@@ -49,6 +49,7 @@ READS = {
     "query": QUERY,
     "time_to_convert": [*QUERY, "--from-step", "1", "--to-step", "3", "--bins", "4"],
     "trends": [*QUERY, "--interval", "week", "--breakdown", "device"],
+    "people": [*QUERY, "--outcome", "dropped", "--step", "2", "--breakdown", "device"],
     "names": ["catalog", "names", "--format", "json"],
     "properties": ["catalog", "properties", "--type", "track", "--event", "connect", "--format", "json"],
     "values": [
@@ -157,6 +158,7 @@ def test_query_import_and_catalog_beside_a_server_answer_as_without_one(tmp_path
     assert [row["users"] for row in through["query"]["data"]] == [6, 4, 4]  # u4 connected, never signed up
     assert through["time_to_convert"]["data"][0]["users"] == 4
     assert sum(row["entered"] for row in through["trends"]["data"]) == 6
+    assert through["people"]["users"] == through["people"]["rows"] == 2  # reached step 1, not step 2
     assert through["values"]["data"] == [
         {"value": "p0", "count": 2},
         {"value": "p1", "count": 2},

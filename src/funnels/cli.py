@@ -38,6 +38,7 @@ from funnels.analytics.catalog import (
     seen_values,
 )
 from funnels.analytics.funnel import run_funnel
+from funnels.analytics.people import parse_people_query, people_csv, run_people
 from funnels.analytics.query import QueryValidationError, parse_funnel_query
 from funnels.analytics.time_to_convert import parse_time_to_convert_query, run_time_to_convert
 from funnels.analytics.trends import parse_trends_query, run_trends
@@ -47,6 +48,7 @@ from funnels.cli_tables import (
     funnel_table,
     names_table,
     operands_table,
+    people_table,
     show,
     time_to_convert_table,
     trends_table,
@@ -517,13 +519,30 @@ def query(
     bins: Annotated[
         str | None, typer.Option("--bins", help="With --to-step: auto (default) or 1–100 equal bins")
     ] = None,
-    output: Format = "table",
+    people: Annotated[
+        bool, typer.Option("--people", help="The users behind a step (GET /v0/funnel/people)")
+    ] = False,
+    step: Annotated[int | None, typer.Option("--step", help="People: the step (1-based; default 1)")] = None,
+    outcome: Annotated[
+        str | None, typer.Option("--outcome", help="People: reached (default), converted or dropped")
+    ] = None,
+    limit: Annotated[int | None, typer.Option("--limit", help="People: users per page (default 100)")] = None,
+    cursor: Annotated[str | None, typer.Option("--cursor", help="People: the next page's cursor")] = None,
+    breakdown_value: Annotated[
+        str | None, typer.Option("--breakdown-value", help="People: only a breakdown row's users (its label)")
+    ] = None,
+    output: Annotated[
+        str, typer.Option("--format", help="json (the API's body) or table; csv for --people")
+    ] = "table",
     data_dir: DataDir = None,
     events_url: EventsUrl = None,
 ) -> None:
     """Run a funnel query on the data directory (through the server when one is running on it); with
-    --interval its conversion over time, with --from-step/--to-step its time to convert."""
-    _check_format(output)
+    --interval its conversion over time, with --from-step/--to-step its time to convert, with --people
+    (or --step, --outcome, --limit, --cursor) the users behind a step."""
+    listing = people or any(value is not None for value in (step, outcome, limit, cursor, breakdown_value))
+    if not (listing and output == "csv"):
+        _check_format(output)
     params: dict[str, Any] = {
         "date_from": date_from,
         "date_to": date_to,
@@ -535,10 +554,33 @@ def query(
         "identity": identity,
     }
     measuring = from_step is not None or to_step is not None or bins is not None
-    if interval is not None and measuring:
+    if sum((interval is not None, measuring, listing)) > 1:
         _fail(
-            "--interval (trends) and --from-step/--to-step/--bins (time to convert) are separate queries", 2
+            "--interval (trends), --from-step/--to-step/--bins (time to convert) and --people/--step/--outcome/"
+            "--limit/--cursor/--breakdown-value (people) are separate queries",
+            2,
         )
+    if listing:
+        answer = _read(
+            data_dir,
+            "/v0/funnel/people",
+            params
+            | {
+                "step": step,
+                "outcome": outcome,
+                "limit": limit,
+                "cursor": cursor,
+                "breakdown_value": breakdown_value,
+            },
+            parse_people_query,
+            run_people,
+            events_url,
+        )
+        if output == "csv":
+            sys.stdout.write(people_csv(answer, breakdown=bool(breakdown)))
+            return
+        show(answer, output, people_table)
+        return
     if interval is not None:
         now_ms = SystemClock().now_ms()
         answer = _read(

@@ -32,6 +32,8 @@ def show(answer: Answer, output: str, table: Callable[[Answer], Table]) -> None:
     notes = Console(stderr=True, soft_wrap=True)
     if answer.get("has_more"):
         notes.print("more rows than --limit shows", highlight=False)
+    if answer.get("next_cursor"):
+        notes.print(f"more on the next page: --cursor {answer['next_cursor']}", highlight=False)
     sample = answer.get("sample")
     if sample and not sample["complete"]:
         notes.print(f"from a sample: the first {sample['limit']:,} events of the step", highlight=False)
@@ -107,6 +109,20 @@ def trends_table(answer: Answer) -> Table:
             f"{row['converted']:,}",
             _cell("conversion", row["conversion"]),
             "closed" if row["window_closed"] else "open",
+        )
+    return table
+
+
+def people_table(answer: Answer) -> Table:
+    """`GET /v0/funnel/people`: a row per user (this page), with the last step reached and each step's time."""
+    rows = answer["data"]
+    breakdown = bool(rows) and "breakdown" in rows[0]
+    title = f"{answer['outcome']} at step {answer['step']} ({answer['event']}): {answer['users']:,} users"
+    table = Table("user", "last step", *(["breakdown"] if breakdown else []), *answer["steps"], title=title)
+    for row in rows:
+        times = [time.replace("T", " ").removesuffix("Z") if time else "–" for time in row["times"]]
+        table.add_row(
+            row["user_key"], str(row["last_step"]), *([row["breakdown"]] if breakdown else []), *times
         )
     return table
 

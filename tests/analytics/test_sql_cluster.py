@@ -26,6 +26,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from funnels.analytics.funnel import buckets_from_rows, build_response, run_funnel
+from funnels.analytics.people import PeopleQuery, people_sql
 from funnels.analytics.query import FunnelQuery
 from funnels.analytics.reference import reference_funnel
 from funnels.analytics.sql import (
@@ -185,13 +186,14 @@ def test_a_stitched_funnel_over_the_shards_equals_one_table(
         cases(st.one_of(exclusive_kinds(), overlapping_kinds(2, 3)), ["closed", "open", "strict"])
     ),
     shards=SHARDS,
-    analysis=st.sampled_from(["time_to_convert", "trends"]),
+    analysis=st.sampled_from(["time_to_convert", "trends", "people"]),
 )
 def test_time_to_convert_and_trends_over_the_shards_equal_one_table(
     store: EventStore, case: Any, shards: int, analysis: str
 ) -> None:
-    """Time to convert and trends on a cluster fold users on the initiator over the Distributed table, raw
-    or stitched (`initiator_tables`): over a Merge table of the shards their rows are the one-table rows."""
+    """Time to convert, trends and people on a cluster fold users on the initiator over the Distributed
+    table, raw or stitched (`initiator_tables`): over a Merge table of the shards their rows are the
+    one-table rows."""
     query, events, batches = case
     load(store, events, batches)
     split(store, shards)
@@ -208,6 +210,9 @@ def test_time_to_convert_and_trends_over_the_shards_equal_one_table(
             trends_sql(TrendsQuery(query, "day"), layout),
             trends_sql(TrendsQuery(query, "day")),
         )
+    elif analysis == "people":
+        listed = PeopleQuery(query, 1, "reached", limit=3)
+        on_cluster, one_table = people_sql(listed, layout), people_sql(listed)
     else:
         measured = TimeToConvertQuery(query, 1, n, bins=3)
         on_cluster, one_table = time_to_convert_sql(measured, layout), time_to_convert_sql(measured)

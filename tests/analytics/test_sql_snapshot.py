@@ -36,6 +36,7 @@ from funnels.analytics.catalog import (
     values_sql,
 )
 from funnels.analytics.funnel import run_funnel
+from funnels.analytics.people import PeopleQuery, people_sql
 from funnels.analytics.query import FunnelQuery
 from funnels.analytics.reference import reference_funnel
 from funnels.analytics.sql import cluster_funnel_sql, funnel_sql
@@ -156,6 +157,17 @@ ANALYSIS_CASES: dict[str, tuple[str, dict[str, Any]]] = {
         TimeToConvertQuery(CASES["closed_exclusive_stitched"], 2, 3), CLUSTER
     ),
     "cluster_trends_raw": trends_sql(TrendsQuery(CASES["closed_exclusive"], "day"), CLUSTER),
+    "people_reached": people_sql(PeopleQuery(CASES["closed_exclusive"], 2, "reached", 100)),
+    "people_dropped_after_cursor_stitched": people_sql(
+        PeopleQuery(CASES["closed_overlapping_stitched"], 3, "dropped", 50, after=2**63)
+    ),
+    "people_converted_breakdown_open": people_sql(
+        PeopleQuery(CASES["open_breakdown_stitched"], 1, "converted")
+    ),
+    "people_breakdown_value": people_sql(
+        PeopleQuery(CASES["open_breakdown_stitched"], 2, breakdown_value="Others")
+    ),
+    "cluster_people_stitched": people_sql(PeopleQuery(CASES["closed_exclusive_stitched"], 1), CLUSTER),
 }
 CATALOG_CASES |= ANALYSIS_CASES
 

@@ -144,6 +144,22 @@ KNOWN: list[tuple[str, str, dict[str, Any], dict[str, Any], int]] = [
     ),
     ("GET", "/v0/funnel/trends", {}, {"params": {**FUNNEL, "interval": "week"}}, 200),
     ("GET", "/v0/funnel/trends", {}, {"params": {**FUNNEL, "funnel_type": "open", "breakdown": "os"}}, 200),
+    ("GET", "/v0/funnel/people", {}, {"params": {**FUNNEL, "step": "2", "limit": "1"}}, 200),
+    (
+        "GET",
+        "/v0/funnel/people",
+        {},
+        {
+            "params": {
+                **FUNNEL,
+                **{"step": "2", "outcome": "dropped", "breakdown": "device", "breakdown_value": "Others"},
+                "identity": "raw",
+            }
+        },
+        200,
+    ),
+    ("GET", "/v0/funnel/people", {}, {"params": {**FUNNEL, "format": "csv", "breakdown": "os"}}, 200),
+    ("GET", "/v0/funnel/people", {}, {"params": {**FUNNEL, "outcome": "later"}}, 400),
     ("GET", "/v0/funnels", {}, {}, 200),
     ("GET", "/v0/events/names", {}, {}, 200),
     ("GET", "/v0/events/properties", {}, {"params": {"type": "track", "event": "sign_up"}}, 200),

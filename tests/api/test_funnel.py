@@ -337,6 +337,13 @@ def test_trends_endpoint_marks_open_windows_by_the_servers_clock(
         ("/v0/funnel/time_to_convert", {"from_step": "1", "to_step": "2", "bins": "101"}, "bins"),
         ("/v0/funnel/trends", {"interval": "year"}, "interval"),
         ("/v0/funnel/trends", {"date_to": "2026-13-01"}, "date_to"),
+        ("/v0/funnel/people", {"step": "3"}, "step"),
+        ("/v0/funnel/people", {"outcome": "gone"}, "outcome"),
+        ("/v0/funnel/people", {"outcome": "dropped", "step": "1"}, "step"),
+        ("/v0/funnel/people", {"limit": "10001"}, "limit"),
+        ("/v0/funnel/people", {"cursor": "not-a-cursor"}, "cursor"),
+        ("/v0/funnel/people", {"format": "xlsx"}, "format"),
+        ("/v0/funnel/people", {"breakdown_value": "mobile"}, "breakdown_value"),
     ],
 )
 def test_bad_parameters_get_the_envelope_naming_them(
@@ -348,7 +355,41 @@ def test_bad_parameters_get_the_envelope_naming_them(
     assert (error["code"], error["param"]) == ("INVALID_VALIDATION_REQUEST", param)
 
 
-@pytest.mark.parametrize("path", ["/v0/funnel/time_to_convert", "/v0/funnel/trends"])
+@pytest.mark.parametrize("path", ["/v0/funnel/time_to_convert", "/v0/funnel/trends", "/v0/funnel/people"])
 def test_analysis_endpoints_need_query_read(client: TestClient, keys: dict[str, str], path: str) -> None:
     assert client.get(path, params=ANALYSIS).status_code == 401
     assert client.get(path, params=ANALYSIS, headers=bearer(keys["events:write"])).status_code == 403
+
+
+def test_people_endpoint_pages_and_downloads(
+    client: TestClient, keys: dict[str, str], analysed: Services
+) -> None:
+    headers = bearer(keys["query:read"])
+    first = client.get("/v0/funnel/people", params=ANALYSIS | {"limit": "2"}, headers=headers)
+    assert first.status_code == 200, first.text
+    body = first.json()
+    assert (body["users"], body["rows"], body["steps"]) == (3, 2, ["page::0", "c"])
+    second = client.get(
+        "/v0/funnel/people", params=ANALYSIS | {"limit": "2", "cursor": body["next_cursor"]}, headers=headers
+    ).json()
+    assert second["next_cursor"] is None and second["rows"] == 1
+    assert sorted(row["user_key"] for row in body["data"] + second["data"]) == ["a", "b", "c"]
+    funnel = client.get("/v0/funnel", params=ANALYSIS, headers=headers).json()
+    dropped = client.get(
+        "/v0/funnel/people", params=ANALYSIS | {"step": "2", "outcome": "dropped"}, headers=headers
+    ).json()
+    assert [row["user_key"] for row in dropped["data"]] == ["c"]
+    assert dropped["users"] == funnel["data"][0]["users"] - funnel["data"][1]["users"]
+    converted = client.get("/v0/funnel/people", params=ANALYSIS | {"outcome": "converted"}, headers=headers)
+    b = next(row for row in converted.json()["data"] if row["user_key"] == "b")
+    assert b == {
+        "user_key": "b",
+        "last_step": 2,
+        "times": ["2026-04-02T00:00:00.000Z", "2026-04-02T00:01:30.000Z"],
+    }
+    csv = client.get("/v0/funnel/people", params=ANALYSIS | {"format": "csv", "limit": "2"}, headers=headers)
+    assert csv.status_code == 200 and csv.headers["content-type"].startswith("text/csv")
+    assert csv.headers["content-disposition"] == 'attachment; filename="funnel-people-step1-reached.csv"'
+    assert (csv.headers["x-next-cursor"], csv.headers["x-total-users"]) == (body["next_cursor"], "3")
+    lines = csv.text.splitlines()
+    assert lines[0] == "user_key,last_step,step_1_at,step_2_at" and len(lines) == 3

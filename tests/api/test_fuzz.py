@@ -127,6 +127,13 @@ ANALYSIS_PARAMS = PARAMS.flatmap(
             "to_step": STEP_NUMBER,
             "bins": st.integers(-1, 102).map(str) | st.sampled_from(["", "auto", "x", "1e2"]),
             "interval": st.sampled_from(["day", "week", "month", "", "year", "DAY"]),
+            "step": STEP_NUMBER,
+            "outcome": st.sampled_from(["reached", "converted", "dropped", "", "left", "DROPPED"]),
+            "limit": st.integers(-1, 10_002).map(str) | st.sampled_from(["", "x", "1000000", "1000001"]),
+            "cursor": st.text(max_size=17)
+            | st.sampled_from(["0000000000000000", "ffffffffffffffff", "FFFF"]),
+            "format": st.sampled_from(["json", "csv", "", "xml"]),
+            "breakdown_value": st.sampled_from(["mobile", "Others", "(none)", "", "x" * 1001]),
         },
     ).map(lambda extra: params | extra)
 )
@@ -156,7 +163,7 @@ def test_funnel_analyses_never_answer_5xx(
                 )
             ]
         )
-    for path in ("/v0/funnel/time_to_convert", "/v0/funnel/trends"):
+    for path in ("/v0/funnel/time_to_convert", "/v0/funnel/trends", "/v0/funnel/people"):
         response = client.get(path, params=params, headers=bearer(keys["query:read"]))
         assert response.status_code in (200, 400), (path, response.text)
         ANALYSIS_STATUSES.append(response.status_code)

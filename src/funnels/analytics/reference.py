@@ -15,6 +15,7 @@ from datetime import UTC, date, datetime, timedelta
 import orjson
 
 from funnels.analytics.funnel import Bucket, build_response
+from funnels.analytics.people import PeopleQuery, Person, build_people
 from funnels.analytics.query import NUMERIC_OPERATORS, Filter, FunnelQuery, Step, parse_number
 from funnels.analytics.time_to_convert import (
     AUTO_EDGES_MS,
@@ -307,3 +308,74 @@ def reference_trends(query: TrendsQuery, events: Iterable[Event], now_ms: int) -
             entered, converted = counts.get((name, key), (0, 0))
             counts[(name, key)] = (entered + 1, converted + (len(path) == n))
     return build_trends(query, counts, list(groups), now_ms, {})
+
+
+_M64 = 0xFFFF_FFFF_FFFF_FFFF
+
+
+def siphash64(text: str) -> int:
+    """ClickHouse's `sipHash64` of a string: SipHash-2-4 with a zero key, the order of people's pages."""
+    data = text.encode()
+    v = [0x736F6D6570736575, 0x646F72616E646F6D, 0x6C7967656E657261, 0x7465646279746573]
+
+    def rotl(x: int, b: int) -> int:
+        return ((x << b) | (x >> (64 - b))) & _M64
+
+    def sip_round() -> None:
+        v[0] = (v[0] + v[1]) & _M64
+        v[1] = rotl(v[1], 13) ^ v[0]
+        v[0] = rotl(v[0], 32)
+        v[2] = (v[2] + v[3]) & _M64
+        v[3] = rotl(v[3], 16) ^ v[2]
+        v[0] = (v[0] + v[3]) & _M64
+        v[3] = rotl(v[3], 21) ^ v[0]
+        v[2] = (v[2] + v[1]) & _M64
+        v[1] = rotl(v[1], 17) ^ v[2]
+        v[2] = rotl(v[2], 32)
+
+    end = len(data) - len(data) % 8
+    words = [int.from_bytes(data[i : i + 8], "little") for i in range(0, end, 8)]
+    words.append(((len(data) & 0xFF) << 56) | int.from_bytes(data[end:], "little"))
+    for word in words:
+        v[3] ^= word
+        sip_round()
+        sip_round()
+        v[0] ^= word
+    v[2] ^= 0xFF
+    for _ in range(4):
+        sip_round()
+    return v[0] ^ v[1] ^ v[2] ^ v[3]
+
+
+def reference_people(query: PeopleQuery, events: Iterable[Event]) -> dict[str, object]:
+    """The `GET /v0/funnel/people` response computed in plain Python over these events: every user (the
+    person's key, stitched: the user id its keys link to) whose path's length the outcome selects, in the
+    order of the hash of that key, the page after the cursor."""
+    events = list(events)
+    funnel = query.funnel
+    links = identity_links(events) if funnel.stitched else {}
+    by_user: dict[str, list[Event]] = defaultdict(list)
+    for event in events:
+        if funnel.from_ms <= event.ts_ms <= funnel.scan_end_ms:
+            by_user[person_of(links, event.user_key)].append(event)
+    find_path = {"open": open_path, "strict": strict_path}.get(funnel.funnel_type, closed_path)
+    n = len(funnel.steps)
+    people = []
+    for user, user_events in by_user.items():
+        path = find_path(funnel, user_events)
+        if path and query.selects(len(path)):
+            value = first_touch(funnel, user_events) if funnel.breakdown else "(none)"
+            times = (*path, *(None,) * (n - len(path)))
+            people.append(Person(siphash64(user), user, len(path), times, value))
+    if query.breakdown_value is not None:  # the funnel's buckets, as `reference_groups` ranks them
+        entered: dict[str, int] = defaultdict(int)
+        for user_events in by_user.values():
+            if find_path(funnel, user_events):
+                entered[first_touch(funnel, user_events)] += 1
+        kept = sorted(entered, key=lambda v: (-entered[v], v))[: funnel.breakdown_top_n]
+        people = [
+            p for p in people if (p.breakdown if p.breakdown in kept else "Others") == query.breakdown_value
+        ]
+    people.sort(key=lambda person: person.key)
+    after = [p for p in people if query.after is None or p.key > query.after]
+    return build_people(query, len(people), after[: query.limit + 1], {})

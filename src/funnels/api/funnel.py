@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
 from funnels.analytics.catalog import seen_extent, utc_day
 from funnels.analytics.configured import configured_funnels
 from funnels.analytics.funnel import run_funnel
+from funnels.analytics.people import OUTCOMES, parse_people_query, people_csv, run_people
 from funnels.analytics.query import parse_funnel_query
 from funnels.analytics.time_to_convert import parse_time_to_convert_query, run_time_to_convert
 from funnels.analytics.trends import INTERVALS, parse_trends_query, run_trends
@@ -19,6 +20,7 @@ from funnels.api.schemas import (
     AUTH,
     AnalyticsResponse,
     ConfiguredFunnels,
+    PeopleResponse,
     TimeToConvertResponse,
     TrendsResponse,
     documented,
@@ -145,6 +147,71 @@ async def get_trends(
 ) -> dict[str, Any]:
     now_ms = services(request).clock.now_ms()
     return await run_query(request, parse_trends_query, lambda store, query: run_trends(store, query, now_ms))
+
+
+def csv_too(documentation: dict[str, Any]) -> dict[str, Any]:
+    """A route's `responses` whose success may also be `text/csv` (`format=csv`)."""
+    documentation["responses"][200]["content"] = {"text/csv": {"schema": {"type": "string"}}}
+    return documentation
+
+
+@router.get(
+    "/v0/funnel/people",
+    summary="The users behind a step of a funnel",
+    description=(
+        "The funnel's users at `step` (1-based, default 1) with `outcome`: `reached` (default: reached the step, "
+        "the step's `users`), `converted` (reached the last step) or `dropped` (reached the step before and not "
+        "this one; step 2 or later). Each with the furthest step reached, each step's time on the path "
+        "`/v0/funnel` measures, and the first-touch breakdown value. Ordered by a hash of the user key, `limit` "
+        "per page (default 100, at most 10,000), `cursor` the previous page's `next_cursor`; `users` counts "
+        "every page. `format=csv` answers text/csv (a header row; `limit` up to 1,000,000, by default that; "
+        "the next page's cursor in `X-Next-Cursor`). With `breakdown`, `breakdown_value` keeps the users of one "
+        "row (a value, `(none)` or `Others`). Every `/v0/funnel` parameter applies. "
+        "See docs/semantics.md."
+    ),
+    dependencies=[require("query:read", local=True)],
+    **csv_too(documented(PeopleResponse, (400, *AUTH))),
+)
+async def get_people(
+    request: Request,
+    date_from: DateFrom = None,
+    date_to: DateTo = None,
+    steps: Steps = None,
+    window_seconds: WindowSeconds = None,
+    funnel_type: FunnelType = None,
+    breakdown: Breakdown = None,
+    breakdown_top_n: BreakdownTopN = None,
+    identity: Identity = None,
+    step: Annotated[str | None, Query(description="The step (1-based; default 1)")] = None,
+    outcome: Annotated[
+        str | None,
+        Query(
+            description="Which users of the step (default reached)",
+            json_schema_extra={"enum": list(OUTCOMES)},
+        ),
+    ] = None,
+    limit: Annotated[str | None, Query(description="Users per page (default 100; csv: 1,000,000)")] = None,
+    cursor: Annotated[str | None, Query(description="The previous page's `next_cursor`")] = None,
+    breakdown_value: Annotated[
+        str | None,
+        Query(
+            description="With `breakdown`: only the users of the row with this label (a value, (none), Others)"
+        ),
+    ] = None,
+    format: Annotated[str | None, Query(json_schema_extra={"enum": ["json", "csv"]})] = None,
+) -> Any:
+    body = await run_query(request, parse_people_query, run_people)
+    if format != "csv":
+        return body
+    filename = f"funnel-people-step{body['step']}-{body['outcome']}.csv"
+    headers = {
+        "Content-Disposition": f'attachment; filename="{filename}"',
+        "X-Total-Users": str(body["users"]),
+    }
+    if body["next_cursor"]:
+        headers["X-Next-Cursor"] = body["next_cursor"]
+    content = people_csv(body, breakdown=bool(breakdown))
+    return Response(content, media_type="text/csv; charset=utf-8", headers=headers)
 
 
 @router.get(

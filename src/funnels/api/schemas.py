@@ -265,6 +265,30 @@ class TrendsResponse(BaseModel):
     statistics: Statistics
 
 
+class PeopleRow(BaseModel):
+    user_key: str = Field(
+        description="The user key; stitched, the person's key: the user id its keys link to, or the key itself"
+    )
+    last_step: int = Field(description="The furthest step the user reached")
+    breakdown: str | None = Field(None, description="With `breakdown` only: the first-touch value, or (none)")
+    times: list[str | None] = Field(
+        description="Each step's time on the path /v0/funnel measures (ISO 8601, UTC); null past last_step"
+    )
+
+
+class PeopleResponse(BaseModel):
+    step: int
+    event: str = Field(description="The step's name")
+    outcome: str
+    breakdown_value: str | None = Field(None, description="With `breakdown_value` only")
+    steps: list[str] = Field(description="The funnel's step names, in the order of each row's `times`")
+    users: int = Field(description="Every user behind the step with this outcome, on all pages")
+    data: list[PeopleRow]
+    rows: int
+    next_cursor: str | None = Field(description="The `cursor` of the next page; null on the last page")
+    statistics: Statistics
+
+
 class FunnelStep(BaseModel):
     type: str
     event: str
