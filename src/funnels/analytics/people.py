@@ -25,9 +25,11 @@ from typing import Any, Final, Literal
 
 from funnels.analytics.funnel import timed_query
 from funnels.analytics.query import (
+    MAX_STEPS,
     FunnelQuery,
     QueryValidationError,
-    parse_funnel_query,
+    parse_choice,
+    parse_funnel_part,
     parse_int,
     parse_text,
 )
@@ -35,9 +37,9 @@ from funnels.analytics.sql import Params, choose_per_user, initiator_tables
 from funnels.store.events import KEYS_BY_USER, ClusterLayout, EventStore
 
 Outcome = Literal["reached", "converted", "dropped"]
-OUTCOMES: Final = ("reached", "converted", "dropped")
+OUTCOMES: tuple[Outcome, ...] = ("reached", "converted", "dropped")
 Format = Literal["json", "csv"]
-FORMATS: Final = ("json", "csv")
+FORMATS: tuple[Format, ...] = ("json", "csv")
 DEFAULT_LIMIT: Final = 100
 MAX_LIMIT: Final = 10_000
 MAX_CSV_LIMIT: Final = 1_000_000
@@ -73,30 +75,16 @@ def parse_people_query(params: dict[str, Any]) -> PeopleQuery:
     `limit` (1–10,000, default 100; with `format=csv` up to 1,000,000, default that), `cursor` (a page's
     `next_cursor`) and `format` (json or csv); every problem collected into one `QueryValidationError`."""
     errors: dict[str, str] = {}
-    funnel: FunnelQuery | None = None
-    try:
-        funnel = parse_funnel_query(params)
-    except QueryValidationError as error:
-        errors |= error.details
-    n = len(funnel.steps) if funnel else 10
-    raw_outcome = params.get("outcome")
-    outcome: Outcome = "reached"
-    if raw_outcome in OUTCOMES:
-        outcome = raw_outcome
-    elif raw_outcome not in (None, ""):
-        errors["outcome"] = "must be reached, converted or dropped"
+    funnel = parse_funnel_part(params, errors)
+    n = len(funnel.steps) if funnel else MAX_STEPS
+    outcome = parse_choice(params.get("outcome"), OUTCOMES, errors, "outcome")
     step = parse_int(params.get("step"), errors, "step", 1, 1, n)
     if outcome == "dropped" and "step" not in errors:
         if params.get("step") in (None, ""):
             errors["step"] = "required with outcome=dropped (2 or more)"
         elif step < 2:
             errors["step"] = "must be 2 or more with outcome=dropped (the users who reached the step before)"
-    raw_format = params.get("format")
-    format_: Format = "json"
-    if raw_format in FORMATS:
-        format_ = raw_format
-    elif raw_format not in (None, ""):
-        errors["format"] = "must be json or csv"
+    format_ = parse_choice(params.get("format"), FORMATS, errors, "format")
     high = MAX_CSV_LIMIT if format_ == "csv" else MAX_LIMIT
     limit = parse_int(
         params.get("limit"), errors, "limit", high if format_ == "csv" else DEFAULT_LIMIT, 1, high

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, TypeVar, cast
 
 import orjson
 
@@ -18,6 +19,9 @@ MAX_TOP_N: Final = 1_000
 MIN_STEPS, MAX_STEPS = 2, 10
 FunnelType = Literal["closed", "open", "strict"]
 FUNNEL_TYPES: tuple[FunnelType, ...] = ("closed", "open", "strict")
+Identity = Literal["stitched", "raw"]
+IDENTITIES: tuple[Identity, ...] = ("stitched", "raw")
+T = TypeVar("T", bound=str)
 MAX_FILTERS_PER_STEP: Final = 20
 MAX_TEXT: Final = 1_000
 
@@ -92,7 +96,7 @@ class FunnelQuery:
     funnel_type: FunnelType = "closed"
     breakdown: str | None = None
     breakdown_top_n: int = DEFAULT_TOP_N
-    identity: Literal["stitched", "raw"] = "stitched"  # users are persons, or user keys as stored
+    identity: Identity = "stitched"  # users are persons, or user keys as stored
 
     @property
     def stitched(self) -> bool:
@@ -177,6 +181,16 @@ def parse_int(value: Any, errors: dict[str, str], name: str, default: int, low: 
     return number
 
 
+def parse_choice(value: Any, choices: Sequence[T], errors: dict[str, str], name: str) -> T:
+    """One of `choices` (the first when absent); anything else goes to `errors` as "must be a, b or c"."""
+    if value in (None, ""):
+        return choices[0]
+    if value not in choices:
+        errors[name] = f"must be {', '.join(choices[:-1])} or {choices[-1]}"
+        return choices[0]
+    return cast(T, value)
+
+
 def parse_text(raw: Any, path: str, errors: dict[str, str], required: bool = True) -> str:
     """A string of at most `MAX_TEXT` characters (numbers are taken as their text); problems go to `errors`."""
     if isinstance(raw, int | float) and not isinstance(raw, bool):
@@ -245,6 +259,16 @@ def _steps(raw: Any, errors: dict[str, str]) -> tuple[Step, ...]:
     return tuple(steps)
 
 
+def parse_funnel_part(params: dict[str, Any], errors: dict[str, str]) -> FunnelQuery | None:
+    """The funnel's parameters of an analysis built on it (time to convert, trends, people): the query, or
+    None with its problems added to `errors`, so the analysis reports them with its own in one answer."""
+    try:
+        return parse_funnel_query(params)
+    except QueryValidationError as error:
+        errors |= error.details
+        return None
+
+
 def parse_funnel_query(params: dict[str, Any]) -> FunnelQuery:
     """Validate raw parameters (strings, as from a query string) into a `FunnelQuery`; collect every error."""
     errors: dict[str, str] = {}
@@ -253,17 +277,12 @@ def parse_funnel_query(params: dict[str, Any]) -> FunnelQuery:
     window = parse_int(
         params.get("window_seconds"), errors, "window_seconds", DEFAULT_WINDOW_SECONDS, 1, MAX_WINDOW_SECONDS
     )
-    raw_type = params.get("funnel_type")
-    funnel_type: FunnelType = raw_type if raw_type in FUNNEL_TYPES else "closed"
-    if raw_type not in (None, "", *FUNNEL_TYPES):
-        errors["funnel_type"] = f"must be {', '.join(FUNNEL_TYPES[:-1])} or {FUNNEL_TYPES[-1]}"
+    funnel_type = parse_choice(params.get("funnel_type"), FUNNEL_TYPES, errors, "funnel_type")
     breakdown = params.get("breakdown") or None
     if breakdown is not None and breakdown not in BREAKDOWN_COLUMNS:
         errors["breakdown"] = f"must be one of {', '.join(BREAKDOWN_COLUMNS)}"
     top_n = parse_int(params.get("breakdown_top_n"), errors, "breakdown_top_n", DEFAULT_TOP_N, 1, MAX_TOP_N)
-    identity: Literal["stitched", "raw"] = "raw" if params.get("identity") == "raw" else "stitched"
-    if params.get("identity") not in (None, "", "stitched", "raw"):
-        errors["identity"] = "must be stitched or raw"
+    identity = parse_choice(params.get("identity"), IDENTITIES, errors, "identity")
     if errors:
         raise QueryValidationError(errors)
     assert date_from is not None and date_to is not None

@@ -18,7 +18,13 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from funnels.analytics.funnel import timed_query
-from funnels.analytics.query import FunnelQuery, QueryValidationError, parse_funnel_query, parse_int
+from funnels.analytics.query import (
+    MAX_STEPS,
+    FunnelQuery,
+    QueryValidationError,
+    parse_funnel_part,
+    parse_int,
+)
 from funnels.analytics.sql import Params, choose_per_user, initiator_tables
 from funnels.store.events import ClusterLayout, EventStore
 
@@ -51,12 +57,8 @@ def parse_time_to_convert_query(params: dict[str, Any]) -> TimeToConvertQuery:
     last step: the whole funnel, as the funnel's `median_seconds_from_start` of its last row) and optional
     `bins` (1–100); every problem of either collected into one `QueryValidationError`."""
     errors: dict[str, str] = {}
-    funnel: FunnelQuery | None = None
-    try:
-        funnel = parse_funnel_query(params)
-    except QueryValidationError as error:
-        errors |= error.details
-    n = len(funnel.steps) if funnel else 10
+    funnel = parse_funnel_part(params, errors)
+    n = len(funnel.steps) if funnel else MAX_STEPS
     steps: dict[str, int] = {}
     for name, default in (("from_step", 1), ("to_step", n)):
         steps[name] = parse_int(params.get(name), errors, name, default, 1, n)

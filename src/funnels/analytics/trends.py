@@ -19,12 +19,12 @@ from datetime import date, timedelta
 from typing import Any, Final, Literal
 
 from funnels.analytics.funnel import timed_query
-from funnels.analytics.query import FunnelQuery, QueryValidationError, parse_funnel_query
+from funnels.analytics.query import FunnelQuery, QueryValidationError, parse_choice, parse_funnel_part
 from funnels.analytics.sql import Params, choose_per_user, initiator_tables
 from funnels.store.events import ClusterLayout, EventStore
 
 Interval = Literal["day", "week", "month"]
-INTERVALS: Final = ("day", "week", "month")
+INTERVALS: tuple[Interval, ...] = ("day", "week", "month")
 MAX_PERIODS: Final = 3_660  # ten years of days
 DAY_MS: Final = 86_400_000
 EPOCH: Final = date(1970, 1, 1)
@@ -86,17 +86,8 @@ def parse_trends_query(params: dict[str, Any]) -> TrendsQuery:
     """The funnel's parameters plus `interval` (day, the default, week or month); every problem of either
     collected into one `QueryValidationError`, including a range of more than `MAX_PERIODS` periods."""
     errors: dict[str, str] = {}
-    funnel: FunnelQuery | None = None
-    try:
-        funnel = parse_funnel_query(params)
-    except QueryValidationError as error:
-        errors |= error.details
-    raw = params.get("interval")
-    interval: Interval = "day"
-    if raw in INTERVALS:
-        interval = raw
-    elif raw not in (None, ""):
-        errors["interval"] = "must be day, week or month"
+    funnel = parse_funnel_part(params, errors)
+    interval = parse_choice(params.get("interval"), INTERVALS, errors, "interval")
     if funnel is not None and "interval" not in errors:
         days = (funnel.date_to - funnel.date_from).days + 1
         count = days if interval == "day" else len(periods(interval, funnel.date_from, funnel.date_to))
