@@ -53,6 +53,7 @@ API: dict[Route, str] = {
     ("GET", "/v0/actions"): "admin",
     ("GET", "/v0/actions/{job_id}"): "admin",
     ("POST", "/v0/actions/{job_id}/retry"): "admin",
+    ("GET", "/v0/models/{model}"): "admin",
     ("GET", "/v0/models/{model}/{instance_id}"): "admin",
     ("GET", "/v0/config"): "admin",
     ("POST", "/v0/config/reload"): "admin",
