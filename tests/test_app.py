@@ -49,6 +49,7 @@ API: dict[Route, str] = {
     ("GET", "/v0/events/names"): "query:read",
     ("GET", "/v0/events/properties"): "query:read",
     ("GET", "/v0/events/values"): "query:read",
+    ("GET", "/v0/events/users"): "query:read",
     ("POST", "/v0/import"): "admin",
     ("GET", "/v0/actions"): "admin",
     ("GET", "/v0/actions/{job_id}"): "admin",

@@ -188,6 +188,7 @@ CATALOG_PARAMS = st.fixed_dictionaries(
         "event": TEXT,
         "operand": TEXT,
         "q": TEXT,
+        "cursor": TEXT,
         "limit": st.integers(-5, 10**21).map(str) | st.sampled_from(["", "1", "x"]),
         "date_from": st.sampled_from(["2026-04-01", "", "1970-01-01", "2026-02-30", "x"]),
         "dateTo": st.sampled_from(["2026-04-30", "2199-12-31", "0000-00-00"]),
@@ -216,7 +217,7 @@ def test_catalog_endpoints_never_answer_5xx(
                 )
             ]
         )
-    for path in ("/v0/events/names", "/v0/events/properties", "/v0/events/values"):
+    for path in ("/v0/events/names", "/v0/events/properties", "/v0/events/values", "/v0/events/users"):
         response = client.get(path, params=params, headers=bearer(keys["query:read"]))
         assert response.status_code in (200, 400), (path, response.text)
         CATALOG_STATUSES.append(response.status_code)

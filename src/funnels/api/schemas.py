@@ -337,6 +337,20 @@ class EventNames(BaseModel):
     statistics: Statistics
 
 
+class SeenUser(BaseModel):
+    user_key: str
+    events: int
+    last_seen: str
+    identified: bool = Field(description="Whether any of its events carried a user id")
+
+
+class EventUsers(BaseModel):
+    data: list[SeenUser]
+    rows: int
+    next_cursor: str | None = Field(description="Pass back as `cursor` for the next page; null on the last")
+    statistics: Statistics
+
+
 class ValueCount(BaseModel):
     value: str
     count: int
