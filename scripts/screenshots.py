@@ -1,7 +1,7 @@
 """Screenshots of the dashboard for the README: `make screenshots` (or `.venv/bin/python scripts/screenshots.py
 [PAGE ...]`) starts a demo server in a temporary directory (what `funnels demo` sets up: the sample
-dataset, the automation config and its customers and deliveries; plus a few keys) and saves each page at 1280×800 to docs/screenshots/<page>.png with Playwright
-driving Debian's /usr/bin/chromium.
+dataset, the automation config and its customers and deliveries; plus a few keys) and saves each page at 1280×800 to docs/screenshots/<page>.png, and those
+named `<page>-phone` at a phone's 390×844, with Playwright driving Debian's /usr/bin/chromium.
 
 To add a page: give it an entry in `SHOTS` (what to do on the page before the shot, e.g. run a query).
 """
@@ -32,6 +32,7 @@ from funnels.demo_automation import DemoSink  # noqa: E402
 from funnels.store.state import StateStore  # noqa: E402
 
 OUT = ROOT / "docs" / "screenshots"
+PHONE = {"width": 390, "height": 844}
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,10 @@ SHOTS: dict[str, Callable[[Page], None]] = {
     "settings": lambda page: page.wait_for_selector("#keys-table tbody tr[data-key-id]"),
     "people": lambda page: open_person(page),
     "deliveries": lambda page: open_delivery(page),
+    # A phone: the builder (its steps' words and pick-lists), the list of people, the log with its status.
+    "funnels-phone": demo_funnel,
+    "people-phone": lambda page: page.wait_for_selector("#people-table tbody tr[data-id]"),
+    "deliveries-phone": lambda page: open_delivery(page),
 }
 
 
@@ -114,12 +119,13 @@ def shoot(names: list[str]) -> None:
                 browser = launch(playwright)
                 page = browser.new_page(viewport=VIEWPORT)  # type: ignore[arg-type]
                 for name in names:
+                    page.set_viewport_size(PHONE if name.endswith("-phone") else VIEWPORT)  # type: ignore[arg-type]
                     if name == "login":
                         page.goto(f"{demo.url}/login")
                     else:
                         if "/login" in page.url or page.url == "about:blank":
                             sign_in(page, demo)
-                        page.goto(f"{demo.url}/{name}")
+                        page.goto(f"{demo.url}/{name.removesuffix('-phone')}")
                     settle(page)
                     SHOTS[name](page)
                     path = OUT / f"{name}.png"

@@ -127,6 +127,11 @@ OUT_OF_RANGE = [
     ("GET", "/v0/actions", {"page": 10**20}, "query.page"),
     ("GET", "/v0/actions", {"size": 10**30}, "query.size"),
     ("GET", "/v0/models/customer/c1", {"limit": 10**30}, "query.limit"),
+    ("GET", "/v0/models/customer", {"limit": 10**30}, "query.limit"),
+    ("GET", "/v0/models/customer", {"cursor": str(10**20)}, "cursor"),
+    ("GET", "/v0/models/customer", {"cursor": "0"}, "cursor"),
+    ("GET", "/v0/models/customer", {"cursor": "-1"}, "cursor"),
+    ("GET", "/v0/models/customer", {"cursor": "١٢"}, "cursor"),  # Arabic-Indic digits: isdigit(), not ours
     ("GET", "/v0/models/customer/c1", {"before": "1:action:x"}, "before"),
     ("GET", "/v0/models/customer/c1", {"before": f"{10**20}:event:n1"}, "before"),
     ("GET", "/v0/models/customer/c1", {"before": f"{10**20}:action:1"}, "before"),
@@ -173,6 +178,7 @@ ADMIN_CALLS = [
     ("GET", "/v0/actions/1"),
     ("POST", "/v0/actions/1/retry"),
     ("GET", "/v0/models/customer/c1"),
+    ("GET", "/v0/models/customer"),
     ("GET", "/v0/config"),
     ("POST", "/v0/config/reload"),
 ]
@@ -410,3 +416,51 @@ def test_reload_without_a_config_is_409(client: TestClient, keys: dict[str, str]
     body = client.get("/v0/config", headers=bearer(keys["admin"])).json()
     assert (body["path"], body["funnels"], body["models"]) == (None, [], [])
     assert body["valid"] is True
+
+
+def test_a_models_instances_newest_first_page_by_page(world: World) -> None:
+    for n in range(7):
+        world.identify([f"c{n}", f"person{n}@example.com"], displayName=f"Person {n}")
+    world.identify(["acme"], model="organization")
+    first = world.get("/v0/models/customer", limit=3)
+    assert [item["id"] for item in first["data"]] == ["c6", "c5", "c4"]
+    item = first["data"][0]
+    assert (item["model"], item["ids"], item["id_count"], item["displayName"]) == (
+        "customer",
+        ["c6", "person6@example.com"],
+        2,
+        "Person 6",
+    )
+    assert item["created_at"] and item["updated_at"]
+    second = world.get("/v0/models/customer", limit=3, cursor=first["next_cursor"])
+    third = world.get("/v0/models/customer", limit=3, cursor=second["next_cursor"])
+    assert [item["id"] for item in second["data"] + third["data"]] == ["c3", "c2", "c1", "c0"]
+    assert third["next_cursor"] is None
+    assert [item["id"] for item in world.get("/v0/models/organization")["data"]] == ["acme"]
+    assert world.get("/v0/models/nobody") == {"data": [], "next_cursor": None}
+
+
+def test_a_models_instances_searched_by_any_id_or_the_name(world: World) -> None:
+    world.identify(["c1", "ada@example.com"], displayName="Ada Lovelace")
+    world.identify(["c2", "grace@example.com"], displayName="Grace Hopper")
+    world.identify(["c3", "100%_sure@example.com"])
+
+    def found(q: str, **params: Any) -> list[str]:
+        return [item["id"] for item in world.get("/v0/models/customer", q=q, **params)["data"]]
+
+    assert found("LOVELACE") == ["c1"]  # the name, any case
+    assert found("grace@") == ["c2"]  # an id that is not the primary one
+    assert found("example.com") == ["c3", "c2", "c1"]
+    assert found("%") == ["c3"]  # LIKE's wildcards are plain characters
+    assert found("_") == ["c3"]
+    assert found("nobody") == []
+    page = world.get("/v0/models/customer", q="example", limit=2)
+    assert [item["id"] for item in page["data"]] == ["c3", "c2"]
+    rest = world.get("/v0/models/customer", q="example", limit=2, cursor=page["next_cursor"])
+    assert ([item["id"] for item in rest["data"]], rest["next_cursor"]) == (["c1"], None)
+    error = error_of(
+        world.client.get("/v0/models/customer", params={"q": "x" * 501}, headers=world.admin),
+        400,
+        "INVALID_VALIDATION_REQUEST",
+    )
+    assert error["param"] == "query.q"

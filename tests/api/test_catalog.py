@@ -156,6 +156,9 @@ def test_operands_and_values_of_a_step(loaded: TestClient, keys: dict[str, str])
         ("/v0/events/properties", {"type": "track", "event": "x", "limit": "many"}, {"limit"}),
         ("/v0/events/values", {"type": "track", "event": "x"}, {"operand"}),
         ("/v0/events/values", {"type": "t", "event": "e", "operand": "o", "q": "q" * 1001}, {"q"}),
+        ("/v0/events/users", {"limit": "0"}, {"limit"}),
+        ("/v0/events/users", {"cursor": "c" * 1001}, {"query.cursor"}),
+        ("/v0/events/users", {"date_from": "2026-02-30"}, {"date_from"}),
     ],
 )
 def test_invalid_parameters_are_a_400_with_every_problem(
@@ -168,9 +171,53 @@ def test_invalid_parameters_are_a_400_with_every_problem(
     assert error["param"] in details
 
 
-@pytest.mark.parametrize("path", ["/v0/events/names", "/v0/events/properties", "/v0/events/values"])
+@pytest.mark.parametrize(
+    "path", ["/v0/events/names", "/v0/events/properties", "/v0/events/values", "/v0/events/users"]
+)
 def test_they_need_a_query_read_key(client: TestClient, keys: dict[str, str], path: str) -> None:
     error_of(client.get(path), 401, "UNAUTHORIZED")
     error_of(client.get(path, headers=bearer(keys["events:write"])), 403, "FORBIDDEN")
     params = {"type": "track", "event": "x", "operand": "device"}
     assert client.get(path, params=params, headers=bearer(keys["admin"])).status_code == 200
+
+
+def test_user_keys_identified_or_not_in_key_order_page_by_page(
+    loaded: TestClient, keys: dict[str, str], services: Services
+) -> None:
+    """Every key that sent events, each with its events, last time and whether a user id came with them."""
+    anonymous = {"event": "connect", "anonymous_id": "anon-U9", "timestamp": "2026-04-04T08:00:00Z"}
+    response = loaded.post("/v0/events", json=[anonymous], headers=bearer(keys["events:write"]))
+    assert response.status_code == 200, response.text
+    services.shipper.flush()
+    key = keys["query:read"]
+    sent = [*EVENTS, anonymous]
+    expected = {
+        user: [event for event in sent if (event.get("user_id") or event.get("anonymous_id")) == user]
+        for user in sorted({event.get("user_id") or event["anonymous_id"] for event in sent})
+    }
+    everyone = get(loaded, key, "/v0/events/users")
+    assert [item["user_key"] for item in everyone["data"]] == list(expected)  # anon-U9, u1, u2, u3
+    assert everyone["next_cursor"] is None and everyone["rows"] == len(expected)
+    for item in everyone["data"]:
+        events = expected[item["user_key"]]
+        assert item["events"] == len(events)
+        assert item["last_seen"] == max(event["timestamp"] for event in events).replace("Z", ".000Z")
+        assert item["identified"] == any("user_id" in event for event in events)
+
+    pages, cursor = [], None
+    while True:
+        page = get(loaded, key, "/v0/events/users", limit="3", **({"cursor": cursor} if cursor else {}))
+        pages.append([item["user_key"] for item in page["data"]])
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert pages == [list(expected)[:3], list(expected)[3:]]
+
+    assert [item["user_key"] for item in get(loaded, key, "/v0/events/users", q="u")["data"]] == list(
+        expected
+    )
+    assert [item["user_key"] for item in get(loaded, key, "/v0/events/users", q="ANON")["data"]] == [
+        "anon-U9"
+    ]
+    in_range = get(loaded, key, "/v0/events/users", date_from="2026-04-04", date_to="2026-04-05")
+    assert [item["user_key"] for item in in_range["data"]] == ["anon-U9", "u3"]

@@ -150,6 +150,7 @@ def test_the_local_credential_opens_the_clis_endpoints_only(local_client: TestCl
         ("/v0/events/names", {}),
         ("/v0/events/properties", step),
         ("/v0/events/values", {**step, "operand": "device"}),
+        ("/v0/events/users", {}),
     ):
         assert client.get(path, params=params, headers=headers).status_code == 200, path
     imported = client.post("/v0/import", params={"name": "e.ndjson"}, content=b"", headers=headers)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from urllib.parse import quote
 
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
@@ -187,6 +188,7 @@ CATALOG_PARAMS = st.fixed_dictionaries(
         "event": TEXT,
         "operand": TEXT,
         "q": TEXT,
+        "cursor": TEXT,
         "limit": st.integers(-5, 10**21).map(str) | st.sampled_from(["", "1", "x"]),
         "date_from": st.sampled_from(["2026-04-01", "", "1970-01-01", "2026-02-30", "x"]),
         "dateTo": st.sampled_from(["2026-04-30", "2199-12-31", "0000-00-00"]),
@@ -215,7 +217,7 @@ def test_catalog_endpoints_never_answer_5xx(
                 )
             ]
         )
-    for path in ("/v0/events/names", "/v0/events/properties", "/v0/events/values"):
+    for path in ("/v0/events/names", "/v0/events/properties", "/v0/events/values", "/v0/events/users"):
         response = client.get(path, params=params, headers=bearer(keys["query:read"]))
         assert response.status_code in (200, 400), (path, response.text)
         CATALOG_STATUSES.append(response.status_code)
@@ -226,3 +228,32 @@ def test_catalog_endpoints_never_answer_5xx(
 def test_the_catalog_fuzz_reached_the_sql_path() -> None:
     """Runs after the catalog fuzz test (file order): some generated queries must have run."""
     assert CATALOG_STATUSES.count(200) >= 30, CATALOG_STATUSES.count(200)
+
+
+MODEL_LIST_PARAMS = st.fixed_dictionaries(
+    {},
+    optional={
+        "q": TEXT | st.sampled_from(["%", "_", "\\", "'", "x" * 501]),
+        "limit": st.integers(-5, 10**21).map(str) | st.sampled_from(["", "1", "x"]),
+        "cursor": st.integers(-5, 10**21).map(str) | st.text(max_size=12),
+    },
+)
+MODEL_LIST_STATUSES: list[int] = []
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=SUPPRESS, derandomize=True)
+@given(model=TEXT, params=MODEL_LIST_PARAMS)
+def test_the_model_list_never_answers_5xx(
+    client: TestClient, keys: dict[str, str], model: str, params: dict[str, str]
+) -> None:
+    path = f"/v0/models/{quote(model, safe='') or 'customer'}"
+    response = client.get(path, params=params, headers=bearer(keys["admin"]))
+    assert response.status_code in (200, 400, 404), response.text
+    MODEL_LIST_STATUSES.append(response.status_code)
+    if response.status_code != 200:
+        assert response.json()["error"]["code"] in ("INVALID_VALIDATION_REQUEST", "NOT_FOUND")
+
+
+def test_the_model_list_fuzz_reached_the_query() -> None:
+    """Runs after the model list's fuzz test (file order): some generated requests must have been answered."""
+    assert MODEL_LIST_STATUSES.count(200) >= 20, MODEL_LIST_STATUSES.count(200)

@@ -203,7 +203,13 @@ def seeded_config(receiver_url: str) -> dict[str, Any]:
                 "steps": [
                     {
                         "event": "sign_up",
-                        "actions": {"type": "webhook", "args": {"url": f"{receiver_url}/welcome"}},
+                        "actions": {
+                            "type": "webhook",
+                            "args": {
+                                "url": f"{receiver_url}/welcome",
+                                "body": {"id": "{{ ids[0] }}", "plan": "{{ modelProperties.plan }}"},
+                            },
+                        },
                     },
                     {"event": "development_api_call"},
                     {

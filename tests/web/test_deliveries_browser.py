@@ -5,6 +5,7 @@ Send again sends an at-most-once job whose outcome a crash left unknown."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 from pathlib import Path
@@ -65,7 +66,7 @@ def test_filter_by_status_open_a_dead_job_and_retry_it(seeded_page: Page, seeded
     dead = seeded.dashboard.api("GET", "/v0/actions", params={"status": "dead"}).json()["data"]
     job = dead[0]
     row = page.locator(f'#deliveries-table tr.job[data-job-id="{job["id"]}"]')
-    row.click()
+    row.locator(".status-cell").click()  # a click on the row (not on its link to the instance) opens it
     detail = page.locator(f'#deliveries-table tr.detail[data-detail-for="{job["id"]}"]')
     expect(detail).to_be_visible()
     attempts = detail.locator(".attempts-table tbody tr")
@@ -78,7 +79,7 @@ def test_filter_by_status_open_a_dead_job_and_retry_it(seeded_page: Page, seeded
     expect(rows).to_have_count(len(REFUSED))
 
     # The receiver accepts now (its queue of 410s is used up): the retry is sent.
-    page.locator(f'#deliveries-table tr.job[data-job-id="{job["id"]}"]').click()
+    page.locator(f'#deliveries-table tr.job[data-job-id="{job["id"]}"] .status-cell').click()
     page.locator(f'tr.detail[data-detail-for="{job["id"]}"] button[data-retry]').click()
     row = page.locator(f'#deliveries-table tr.job[data-job-id="{job["id"]}"]')
     expect(row.locator(".badge")).to_have_text("sent")
@@ -87,6 +88,30 @@ def test_filter_by_status_open_a_dead_job_and_retry_it(seeded_page: Page, seeded
     assert after["status"] == "sent"
     detail = page.locator(f'tr.detail[data-detail-for="{job["id"]}"]')
     expect(detail.locator("button[data-retry]")).to_have_count(0)
+    # Both attempts, numbered as made: the dead one and the retry (both were once numbered 1).
+    expect(detail.locator(".attempts-table tbody tr td:first-child")).to_have_text(["1", "2"])
+    expect(detail.locator("h3", has_text="Attempts")).to_have_text("Attempts (2)")
+    assert [item["attempt"] for item in after["attempt_log"]] == [1, 2]
+
+
+def test_a_json_body_is_shown_as_json_not_as_a_string_in_json(seeded_page: Page, seeded: Seeded) -> None:
+    """The webhook's body is stored as the text that went out; the payload shows it as the JSON it is."""
+    page = seeded_page
+    customer = "cus_2001"
+    page.goto(f"{seeded.dashboard.url}/deliveries?model=customer&id={customer}")
+    [job] = [
+        job
+        for job in seeded.dashboard.api("GET", "/v0/actions", params={"id": customer}).json()["data"]
+        if job["step"] == 1
+    ]
+    assert isinstance(job["rendered"]["body"], str)  # what the API keeps: the raw text sent
+    page.locator(f'#deliveries-table tr.job[data-job-id="{job["id"]}"] .status-cell').click()
+    shown = page.locator(f'tr.detail[data-detail-for="{job["id"]}"] pre.payload')
+    expect(shown).to_have_attribute("data-body-parsed", "true")
+    text = shown.inner_text()
+    assert '\\"' not in text  # no escaped quotes: not a JSON string inside JSON
+    assert json.loads(text)["body"] == {"id": customer, "plan": "team"}
+    assert json.loads(text)["url"] == job["rendered"]["url"]
 
 
 def test_filters_submitted_while_the_first_page_loads_show_only_their_rows(
@@ -170,7 +195,7 @@ def test_an_unknown_delivery_is_sent_again_with_send_again(
             page.goto(f"{dashboard.url}/deliveries?status=unknown")
             row = page.locator(f'#deliveries-table tr.job[data-job-id="{job_id}"]')
             expect(row.locator(".badge")).to_have_text("unknown")
-            row.click()
+            row.locator(".status-cell").click()
             detail = page.locator(f'tr.detail[data-detail-for="{job_id}"]')
             expect(detail.locator(".last-error")).to_contain_text("outcome unknown")
             button = detail.locator("button[data-retry]")

@@ -10,7 +10,7 @@ from urllib.parse import quote
 
 from playwright.sync_api import Page, expect
 
-from tests.web.conftest import REFUSED, HeldBack, Seeded
+from tests.web.conftest import REFUSED, SEEDED_CUSTOMERS, HeldBack, Seeded
 
 
 def test_find_a_person_by_any_id_shows_what_the_api_says(seeded_page: Page, seeded: Seeded) -> None:
@@ -146,3 +146,46 @@ def test_a_person_opened_while_another_loads_stays_shown(seeded_page: Page, seed
     first_person.release()
     expect(page.locator("#person-name")).to_have_text(wanted["displayName"])
     expect(page.locator("#person-ids [data-id]")).to_have_text(wanted["ids"])
+
+
+def test_the_list_pages_with_the_cursor_and_searches_any_id_or_name(
+    seeded_page: Page, seeded: Seeded
+) -> None:
+    """Without an id the page lists the model's instances (newest first, 25 at a time, Load more with the
+    API's cursor); a search narrows it to ids or names containing the text, and a row opens its person."""
+    page = seeded_page
+    everyone = seeded.dashboard.api("GET", "/v0/models/customer", params={"limit": 200}).json()["data"]
+    assert len(everyone) == SEEDED_CUSTOMERS
+    page.goto(f"{seeded.dashboard.url}/people")
+    rows = page.locator("#people-table tbody tr[data-id]")
+    expect(rows).to_have_count(25)
+    expect(page.locator("#person-search select[name=model]")).to_have_value("customer")
+    page.click("#people-more")
+    expect(rows).to_have_count(SEEDED_CUSTOMERS)
+    expect(page.locator("#people-more")).to_be_hidden()
+    assert [rows.nth(i).get_attribute("data-id") for i in range(SEEDED_CUSTOMERS)] == [
+        item["id"] for item in everyone
+    ]
+
+    page.fill("#people-filter input[name=q]", "PERSON2@")  # an email, any case: one person
+    page.click("#people-filter button[type=submit]")
+    expect(rows).to_have_count(1)
+    expect(rows.first).to_have_attribute("data-id", "cus_2002")
+    assert "q=PERSON2%40" in page.url
+    page.reload()  # the search is in the URL
+    expect(page.locator("#people-filter input[name=q]")).to_have_value("PERSON2@")
+    expect(rows).to_have_count(1)
+    rows.first.locator("a.person-link").click()
+    expect(page.locator("#person-name")).to_have_text("Person 2")
+    page.go_back()
+    expect(rows).to_have_count(1)
+
+    page.fill("#people-filter input[name=q]", "Person 1")  # names: Person 1, Person 10 … 19
+    page.click("#people-filter button[type=submit]")
+    expect(rows).to_have_count(11)
+    page.select_option("#person-search select[name=model]", "organization")
+    expect(rows).to_have_count(1)
+    expect(rows.first).to_contain_text("Acme Rockets")
+    page.fill("#people-filter input[name=q]", "nobody")
+    page.click("#people-filter button[type=submit]")
+    expect(page.locator("#people-table tbody tr.empty")).to_contain_text("nobody")

@@ -1,11 +1,14 @@
 """What the event store has seen, for building a funnel: the event names of each type, the operands a step
-can filter on (standard columns and property keys) with their most common values, and one operand's values.
+can filter on (standard columns and property keys) with their most common values, one operand's values, and
+the user keys (identified or anonymous) that sent events.
 
 Names come from the events table's `names_by_day` projection (count and last time per type, event and UTC
 day), so listing them reads a few rows per name and day, not every event. Operands and values come from a
 capped sample: the first `SAMPLE_EVENTS` matching events the store reads. That bounds the cost whatever
 the table's size; it is not a random sample: the table is stored by user, so it holds the events of a
 slice of users over the whole date range. `sample.complete` says whether it held every matching event.
+User keys are read in that order, the table's sort key, from the page's cursor (the last key of the previous
+page) on, with aggregation in order, so a page stops reading once it has its keys.
 
 Values are what the funnel API's filters compare (`funnels.analytics.sql`): a column's text; a property's
 string, or an integer or boolean as spelled in JSON. Other JSON values (fractions, objects, null) have no
@@ -34,7 +37,7 @@ from funnels.types import STANDARD_COLUMNS
 
 SAMPLE_EVENTS: Final = 50_000
 TOP_VALUES: Final = 5  # values listed with each operand
-DEFAULT_NAMES, DEFAULT_PROPERTIES, DEFAULT_VALUES = 200, 100, 20
+DEFAULT_NAMES, DEFAULT_PROPERTIES, DEFAULT_VALUES, DEFAULT_USERS = 200, 100, 20, 100
 MAX_LIMIT: Final = 1_000
 
 
@@ -68,6 +71,14 @@ class ValuesQuery:
     dates: DateRange = DateRange()
     q: str | None = None  # start of the value, any case
     limit: int = DEFAULT_VALUES
+
+
+@dataclass(frozen=True)
+class UsersQuery:
+    dates: DateRange = DateRange()
+    q: str | None = None  # part of the key, any case
+    cursor: str | None = None  # the last key of the previous page
+    limit: int = DEFAULT_USERS
 
 
 # --- parameters ---
@@ -128,6 +139,18 @@ def parse_values_query(params: dict[str, Any]) -> ValuesQuery:
         dates=_dates(params, errors),
         q=_optional(params, "q", errors),
         limit=parse_int(params.get("limit"), errors, "limit", DEFAULT_VALUES, 1, MAX_LIMIT),
+    )
+    _checked(errors)
+    return query
+
+
+def parse_users_query(params: dict[str, Any]) -> UsersQuery:
+    errors: dict[str, str] = {}
+    query = UsersQuery(
+        dates=_dates(params, errors),
+        q=_optional(params, "q", errors),
+        cursor=_optional(params, "cursor", errors),
+        limit=parse_int(params.get("limit"), errors, "limit", DEFAULT_USERS, 1, MAX_LIMIT),
     )
     _checked(errors)
     return query
@@ -258,6 +281,24 @@ def values_sql(query: ValuesQuery) -> tuple[str, Params]:
     )
 
 
+def users_sql(query: UsersQuery) -> tuple[str, Params]:
+    """(key, events, last ms, whether any event carried a user id) per user key after the cursor, in key
+    order, one row more than the limit (to tell if there are more)."""
+    params: Params = {}
+    bind = Binder(params)
+    conditions = _date_conditions(query.dates, bind)
+    if query.cursor is not None:
+        conditions.append(f"user_key > {bind(query.cursor, 'String')}")
+    if query.q:
+        conditions.append(f"positionCaseInsensitiveUTF8(user_key, {bind(query.q, 'String')}) > 0")
+    return (
+        "SELECT user_key, count() AS n, toUnixTimestamp64Milli(max(ts)), max(user_id != '') FROM events"
+        f"{_where(conditions)} GROUP BY user_key ORDER BY user_key LIMIT {bind(query.limit + 1, 'UInt64')} "
+        "SETTINGS optimize_aggregation_in_order = 1",
+        params,
+    )
+
+
 def extent_sql() -> str:
     """The first and last event time (ms), read from the parts' min/max index; NULLs when empty."""
     return (
@@ -383,6 +424,23 @@ def seen_values(store: EventStore, query: ValuesQuery) -> dict[str, Any]:
         "rows": len(values),
         "has_more": len(wanted) > query.limit,
         "sample": _sample_info(int(rows[0][2]) if rows else 0),
+        "statistics": run.statistics,
+    }
+
+
+def seen_users(store: EventStore, query: UsersQuery) -> dict[str, Any]:
+    """`GET /v0/events/users`: user keys with events (raw ids, not stitched), in key order, a page at a time."""
+    run = _Runner(store)
+    rows = run(*users_sql(query))
+    data = [
+        {"user_key": key, "events": int(n), "last_seen": iso(int(last_ms)), "identified": bool(identified)}
+        for key, n, last_ms, identified in rows[: query.limit]
+    ]
+    more = len(rows) > query.limit
+    return {
+        "data": data,
+        "rows": len(data),
+        "next_cursor": data[-1]["user_key"] if more else None,
         "statistics": run.statistics,
     }
 

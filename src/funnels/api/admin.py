@@ -10,9 +10,18 @@ from fastapi.concurrency import run_in_threadpool
 
 from funnels.api.deps import require, services
 from funnels.api.errors import ApiError, validation_error
-from funnels.api.schemas import AUTH, WRITE, ActionJob, ActionJobs, LoadedConfig, ModelInstance, documented
+from funnels.api.schemas import (
+    AUTH,
+    WRITE,
+    ActionJob,
+    ActionJobs,
+    LoadedConfig,
+    ModelInstance,
+    ModelInstances,
+    documented,
+)
 from funnels.automation.deliveries import STATUSES, get_job, iso, list_jobs
-from funnels.automation.people import Cursor, describe, find
+from funnels.automation.people import Cursor, describe, find, parse_list_cursor, search
 from funnels.config import ConfigInvalid
 from funnels.store import outbox
 from funnels.store.outbox import JobFilter
@@ -90,6 +99,37 @@ async def retry(request: Request, job_id: JobId) -> dict[str, Any]:
         )
     svc.wake_worker()
     return job
+
+
+@router.get(
+    "/v0/models/{model}",
+    summary="A model's instances, newest first, optionally searched by id or name",
+    description=(
+        "Instances of `model`, newest first, those one of whose ids or whose display name contains `q` (any "
+        "case) when given; each with its first ids. Pass `next_cursor` back as `cursor` for the next page."
+    ),
+    **documented(ModelInstances, (400, *AUTH)),
+)
+async def instances(
+    request: Request,
+    model: str,
+    q: Annotated[str | None, Query(max_length=500, description="Text any id or the name contains")] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 25,
+    cursor: Annotated[str | None, Query(description="`next_cursor` of the previous page")] = None,
+) -> dict[str, Any]:
+    svc = services(request)
+    after = None
+    if cursor is not None:
+        try:
+            after = parse_list_cursor(cursor)
+        except ValueError:
+            raise validation_error({"cursor": "must be the next_cursor of a previous page"}) from None
+
+    def run() -> dict[str, Any]:
+        with svc.state.read() as connection:
+            return search(connection, model, q.strip() if q else None, after, limit)
+
+    return await run_in_threadpool(run)
 
 
 @router.get(

@@ -1,5 +1,5 @@
 """`GET /v0/events/names`, `/v0/events/properties`, `/v0/events/values`: what a funnel builder can choose
-from, as seen in the event store (`funnels.analytics.catalog`)."""
+from, as seen in the event store (`funnels.analytics.catalog`); `/v0/events/users`: the user keys seen."""
 
 from __future__ import annotations
 
@@ -12,13 +12,16 @@ from funnels.analytics.catalog import (
     TOP_VALUES,
     parse_names_query,
     parse_operands_query,
+    parse_users_query,
     parse_values_query,
     seen_names,
     seen_operands,
+    seen_users,
     seen_values,
 )
+from funnels.analytics.query import MAX_TEXT
 from funnels.api.deps import require, run_query
-from funnels.api.schemas import AUTH, EventNames, EventProperties, EventValues, documented
+from funnels.api.schemas import AUTH, EventNames, EventProperties, EventUsers, EventValues, documented
 
 # `funnels catalog` beside a running server uses the local credential.
 router = APIRouter(tags=["Query"], dependencies=[require("query:read", local=True)])
@@ -95,3 +98,28 @@ async def event_values(
     limit: Annotated[str | None, Query(description="Values listed, 1–1000 (default 20)")] = None,
 ) -> dict[str, Any]:
     return await run_query(request, parse_values_query, seen_values)
+
+
+@router.get(
+    "/v0/events/users",
+    summary="User keys with events (identified or anonymous), in key order, searched and paged",
+    description=(
+        "Each user key (the user id, else the anonymous id, as sent: not stitched) with events in the date "
+        "range, with its events, last seen time and whether any event carried a user id; in key order, "
+        "`limit` at a time. Pass `next_cursor` back as `cursor` for the next page (null on the last)."
+    ),
+    **documented(EventUsers, (400, *AUTH)),
+)
+async def event_users(
+    request: Request,
+    date_from: DateFrom = None,
+    date_to: DateTo = None,
+    q: Annotated[
+        str, Query(max_length=MAX_TEXT, description="Only keys containing this text (any case)")
+    ] = "",
+    limit: Annotated[str | None, Query(description="Keys listed, 1–1000 (default 100)")] = None,
+    cursor: Annotated[
+        str | None, Query(max_length=MAX_TEXT, description="`next_cursor` of the previous page")
+    ] = None,
+) -> dict[str, Any]:
+    return await run_query(request, parse_users_query, seen_users)

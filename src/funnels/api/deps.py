@@ -108,7 +108,7 @@ def authorize(request: Request, scope: str, key: str | None = None, local: bool 
 
 LOCAL_ROUTES = (
     "GET /v0/funnel, /v0/funnel/time_to_convert, /v0/funnel/trends, /v0/funnel/people, GET /v0/events/names, "
-    "/properties, /values and POST /v0/import"
+    "/properties, /values, /users and POST /v0/import"
 )
 
 

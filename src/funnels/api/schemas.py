@@ -337,6 +337,20 @@ class EventNames(BaseModel):
     statistics: Statistics
 
 
+class SeenUser(BaseModel):
+    user_key: str
+    events: int
+    last_seen: str
+    identified: bool = Field(description="Whether any of its events carried a user id")
+
+
+class EventUsers(BaseModel):
+    data: list[SeenUser]
+    rows: int
+    next_cursor: str | None = Field(description="Pass back as `cursor` for the next page; null on the last")
+    statistics: Statistics
+
+
 class ValueCount(BaseModel):
     value: str
     count: int
@@ -479,6 +493,23 @@ class TimelineAction(ActionJob):
 class Timeline(BaseModel):
     items: list[Annotated[TimelineEvent | TimelineAction, Field(discriminator="kind")]]
     next_before: str | None = Field(description="`before` for the next page, or null on the last")
+
+
+class ListedInstance(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    model: str
+    id: str = Field(description="The primary id: the first the instance was identified with")
+    ids: list[str] = Field(description="Its first ids, in the order added (at most 5)")
+    id_count: int = Field(description="How many ids it has")
+    display_name: str | None = Field(alias="displayName")
+    created_at: str | None
+    updated_at: str | None
+
+
+class ModelInstances(BaseModel):
+    data: list[ListedInstance]
+    next_cursor: str | None = Field(description="Pass back as `cursor` for the next page; null on the last")
 
 
 class ModelInstance(BaseModel):

@@ -13,7 +13,7 @@ from funnels.automation.steprule import Plan
 from funnels.events import parse_timestamp
 from funnels.store import outbox
 from funnels.store.events import EventStore
-from funnels.store.identity import Instance, ids_of, instance_by_id
+from funnels.store.identity import Instance, ids_of, instance_by_id, instances_with_ids, search_instances
 from funnels.store.progress import satisfied_by
 from funnels.store.state import Connection
 
@@ -157,4 +157,39 @@ def describe(
         **related(connection, instance, ids),
         "funnels": progress(connection, plan, instance),
         "timeline": timeline(connection, events, instance, ids + linked, cursor, limit),
+    }
+
+
+LISTED_IDS = 5  # ids shown per instance in a list (its own page has them all)
+
+
+def parse_list_cursor(text: str) -> int:
+    """A list page's `next_cursor`: an instance key in decimal, 1 … 2⁶³−1."""
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= MAX_JOB_ID:
+        raise ValueError("not a page position")
+    return int(text)
+
+
+def search(
+    connection: Connection, model: str, text: str | None, cursor: int | None, limit: int
+) -> dict[str, Any]:
+    """One page of `model`'s instances, newest first, those one of whose ids or whose display name contains
+    `text` when given: each with its first ids; `next_cursor` (null on the last page) for the next."""
+    found = search_instances(connection, model, text, cursor, limit + 1)
+    page = found[:limit]
+    with_ids = instances_with_ids(connection, [instance.id for instance in page])
+    return {
+        "data": [
+            {
+                "model": instance.model,
+                "id": instance.primary_id,
+                "ids": with_ids[instance.id][1][:LISTED_IDS] if instance.id in with_ids else [],
+                "id_count": len(with_ids[instance.id][1]) if instance.id in with_ids else 0,
+                "displayName": instance.display_name,
+                "created_at": iso(instance.created_ms),
+                "updated_at": iso(instance.updated_ms),
+            }
+            for instance in page
+        ],
+        "next_cursor": str(page[-1].id) if len(found) > limit else None,
     }

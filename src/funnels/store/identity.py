@@ -147,6 +147,26 @@ def instances_with_ids(
     return found
 
 
+def search_instances(
+    connection: Connection, model: str, text: str | None, before: int | None, limit: int
+) -> list[Instance]:
+    """Up to `limit` instances of `model`, newest first (by instance key), those with a key below `before`
+    when given; with `text`, only those one of whose ids or whose display name contains it (any case;
+    `%` and `_` are plain characters)."""
+    query = select(instances).where(instances.c.model == model)
+    if text:
+        named = select(instance_ids.c.instance_id).where(
+            instance_ids.c.model == model, instance_ids.c.id_text.icontains(text, autoescape=True)
+        )
+        query = query.where(
+            instances.c.display_name.icontains(text, autoescape=True) | instances.c.id.in_(named)
+        )
+    if before is not None:
+        query = query.where(instances.c.id < before)
+    rows = connection.execute(query.order_by(instances.c.id.desc()).limit(limit))
+    return [_instance(row) for row in rows]
+
+
 def count_instances(connection: Connection) -> int:
     return int(connection.execute(select(func.count()).select_from(instances)).scalar_one())
 

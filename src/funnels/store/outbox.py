@@ -96,7 +96,9 @@ class NewJob(NamedTuple):
 class Attempt(NamedTuple):
     """One delivery attempt of a job, as the delivery log keeps it."""
 
-    attempt: int  # counting from 1 since the job's last manual retry
+    # Read: its place in the job's log, from 1 (a manual retry does not restart it). Written: ignored,
+    # `record` numbers the log itself; the worker's own count restarts after a retry (the attempt budget).
+    attempt: int
     started_ms: int
     outcome: str  # sent, failed, dead, unknown
     status_code: int | None
@@ -238,7 +240,19 @@ _RECORD = (
         send_started_ms=None,
     )
 )
-_LOG_ATTEMPTS = insert(action_attempts)
+# An attempt is numbered by its place in the job's whole log, not by the worker's count (which restarts at 1
+# after a manual retry, so a retried job once showed two attempts numbered 1).
+_logged = action_attempts.alias("logged")
+_LOG_ATTEMPTS = insert(action_attempts).values(
+    job_id=bindparam("job_id"),
+    attempt=select(func.count() + 1).where(_logged.c.job_id == bindparam("job_id")).scalar_subquery(),
+    started_ms=bindparam("started_ms"),
+    finished_ms=bindparam("finished_ms"),
+    outcome=bindparam("outcome"),
+    status_code=bindparam("status_code"),
+    error=bindparam("error"),
+    response=bindparam("response"),
+)
 # A dead worker's jobs: `sending` ones are few (the leased), so this reads the status index, not the table.
 _RELEASE = (
     update(action_jobs)
@@ -296,6 +310,8 @@ def record(connection: Connection, outcomes: Sequence[Outcome], now_ms: int, own
         for outcome in outcomes
         if outcome.attempt is not None
     ]
+    for row in attempts:
+        del row["attempt"]  # _LOG_ATTEMPTS numbers the log
     if attempts:
         connection.execute(_LOG_ATTEMPTS, attempts)
 
@@ -322,7 +338,6 @@ def _end_unknown(
             [
                 {
                     "job_id": row.id,
-                    "attempt": row.attempts,
                     "started_ms": row.send_started_ms,
                     "finished_ms": now_ms,
                     "outcome": "unknown",

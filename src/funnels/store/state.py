@@ -199,8 +199,9 @@ Index(
 Index("ix_action_jobs_instance", action_jobs.c.instance_id, action_jobs.c.funnel_id)
 Index("ix_action_jobs_status", action_jobs.c.status, action_jobs.c.id)
 
-# Every delivery attempt of a job, with its outcome: the delivery log's detail. `attempt` counts from 1
-# again after a manual retry, so the row id orders them.
+# Every delivery attempt of a job, with its outcome: the delivery log's detail. `attempt` is its place in
+# the job's log (from 1, going on after a manual retry; rows written before that fix restart at 1), so the
+# row id orders them.
 action_attempts = Table(
     "action_attempts",
     metadata,

@@ -92,7 +92,7 @@ PAGES: tuple[Page, ...] = (
         "people",
         "People",
         "admin",
-        "Look up one customer (any model instance): ids, properties, funnel progress and timeline.",
+        "Your customers (any model instance), searched by id or name: ids, properties, funnel progress, timeline.",
     ),
     Page(
         "deliveries",

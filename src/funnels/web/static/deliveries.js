@@ -32,10 +32,10 @@
       "tr",
       { class: "job", dataset: { jobId: job.id, status: job.status } },
       el("td", {}, el("code", {}, `#${job.id}`)),
+      el("td", { class: "status-cell" }, statusBadge(job.status)),
       el("td", {}, el("code", {}, job.funnel), el("span", { class: "muted" }, ` · ${job.step} `), el("span", { class: "step-event" }, job.event)),
       el("td", {}, el("span", { class: "action-type" }, job.type), el("span", { class: "muted" }, ` #${job.action}`)),
       el("td", {}, el("a", { href: personHref(job.instance.model, job.instance.id), class: "instance-link" }, job.instance.id), el("span", { class: "muted small" }, ` ${job.instance.model}`)),
-      el("td", { class: "status-cell" }, statusBadge(job.status)),
       el("td", { class: "nowrap" }, whenCell(job)),
       el("td", { class: "num attempts" }, String(job.attempts)),
       el("td", { class: "actions" }, el("button", { type: "button", class: "button ghost small", dataset: { toggle: job.id }, "aria-expanded": "false" }, "Details")),
@@ -70,6 +70,21 @@
     );
   }
 
+  /** The rendered args as shown: a body that went out as JSON text is shown as the JSON it is (it is stored
+   * as the text sent, which JSON.stringify would show again as one long quoted string). */
+  function payload(rendered) {
+    let shown = rendered;
+    if (typeof rendered?.body === "string") {
+      try {
+        const body = JSON.parse(rendered.body);
+        if (body !== null && typeof body === "object") shown = { ...rendered, body };
+      } catch {
+        // not JSON: the text as it is
+      }
+    }
+    return el("pre", { class: "payload", dataset: { bodyParsed: String(shown !== rendered) } }, JSON.stringify(shown, null, 2));
+  }
+
   function detailRow(job) {
     const retry = RETRYABLE.has(job.status) ? el("button", { type: "button", class: "button primary small", dataset: { retry: job.id } }, retryLabel(job.status)) : null;
     const facts = [
@@ -98,8 +113,8 @@
           job.last_error ? el("div", { class: "alert error last-error" }, el("strong", {}, "Last error: "), job.last_error) : null,
           el("div", { class: "alert error retry-error", role: "alert", hidden: true }),
           el("div", { class: "detail-grid" },
-            el("div", {}, el("h3", {}, "Rendered payload"), job.rendered ? el("pre", { class: "payload" }, JSON.stringify(job.rendered, null, 2)) : el("p", { class: "muted" }, "Not rendered yet: it is rendered when it is sent.")),
-            el("div", {}, el("h3", {}, `Attempts (${job.attempts})`), attemptsTable(job)),
+            el("div", {}, el("h3", {}, "Rendered payload"), job.rendered ? payload(job.rendered) : el("p", { class: "muted" }, "Not rendered yet: it is rendered when it is sent.")),
+            el("div", {}, el("h3", {}, `Attempts (${job.attempt_log.length})`), attemptsTable(job)),
           ),
         ),
       ),

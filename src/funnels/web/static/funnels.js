@@ -42,7 +42,7 @@
 
   // Suggestions are for the builder's dates: `range` is the date range they were fetched for (as query
   // parameters); answers are cached per step and operand until the dates change.
-  const catalog = { range: null, properties: new Map(), values: new Map() };
+  const catalog = { range: null, properties: new Map(), values: new Map(), names: new Map() };
 
   /** The builder's dates as the catalog's parameters: none (all time) until both are set and in order. */
   function dateRange() {
@@ -69,13 +69,42 @@
     const answer = await api("/v0/events/names", { query, errors: false }).catch(() => null);
     if (!answer || range !== catalog.range) return; // failed, or the dates changed meanwhile
     const byType = new Map(config.stepTypes.map((type) => [type, []]));
-    byType.get("event").push(...answer.types.map((t) => t.type));
-    for (const item of answer.data) if (byType.has(item.type)) byType.get(item.type).push(item.event);
+    byType.get("event").push(...answer.types.map((t) => ({ name: t.type, count: t.count })));
+    for (const item of answer.data) if (byType.has(item.type)) byType.get(item.type).push({ name: item.event, count: item.count });
     for (const [type, names] of byType) {
-      const list = el("datalist", { id: `events-${type}` }, names.map((name) => el("option", { value: name })));
+      const list = el("datalist", { id: `events-${type}` }, names.map(({ name }) => el("option", { value: name })));
       document.getElementById(list.id)?.remove();
       document.body.append(list);
     }
+    catalog.names = byType;
+    for (const node of $$("[data-step]", stepList)) fillPick(node);
+  }
+
+  /** A step's pick-list: every name the catalog has for its type (with counts), to choose without typing. */
+  function fillPick(stepNode) {
+    const pick = $('[name="pick"]', stepNode);
+    const names = catalog.names.get($('[name="type"]', stepNode).value) ?? [];
+    const label = names.length ? `Pick one of ${count(names.length)}` : "None seen";
+    pick.replaceChildren(
+      el("option", { value: "" }, label),
+      ...names.map(({ name, count: n }) => el("option", { value: name }, n === undefined ? name : `${name} · ${count(n)}`)),
+    );
+    pick.disabled = !names.length;
+  }
+
+  // What a step matches, in words (the step types are the API's, and terse).
+  const TYPE_WORDS = { page: "page view", screen: "screen view", identify: "identify call", group: "group call", alias: "alias call", track: "track event" };
+
+  /** "any page view", "track event named “connect”", ... for a step's type and event. */
+  function stepMeaning(type, event) {
+    if (type === "event") return event ? `any ${TYPE_WORDS[event] ?? `${event} event`} (whatever its name)` : "any event of a type: page, track, screen …";
+    const what = TYPE_WORDS[type] ?? `${type} event`;
+    return event ? `${what} named “${event}”` : `a ${what} of one name`;
+  }
+
+  function describeStep(stepNode) {
+    const { type, event } = readStep(stepNode);
+    $(".step-meaning", stepNode).textContent = `Matches ${stepMeaning(type, event)}`;
   }
 
   /** The operands of one step (standard columns with values, then property keys) into its datalist. */
@@ -157,6 +186,10 @@
           el("button", { type: "button", class: "button ghost small icon", title: "Remove this step", dataset: { action: "remove-step" } }, "×"),
         ),
       ),
+      el("div", { class: "step-info" },
+        el("p", { class: "step-meaning muted" }),
+        el("select", { name: "pick", class: "event-pick", "aria-label": "Pick an event seen", title: "Pick from the events seen in these dates" }),
+      ),
       el("div", { class: "filters" }),
       el("button", { type: "button", class: "button ghost small add-filter", dataset: { action: "add-filter" } }, "+ Filter"),
       el("datalist", { id: operands }),
@@ -165,9 +198,22 @@
     const typeSelect = $('[name="type"]', node);
     typeSelect.addEventListener("change", () => {
       $('[name="event"]', node).setAttribute("list", `events-${typeSelect.value}`);
+      fillPick(node);
+      describeStep(node);
       loadOperands(node);
     });
     $('[name="event"]', node).addEventListener("change", () => loadOperands(node));
+    $('[name="event"]', node).addEventListener("input", () => describeStep(node));
+    const pick = $('[name="pick"]', node);
+    pick.addEventListener("change", () => {
+      if (!pick.value) return;
+      $('[name="event"]', node).value = pick.value;
+      pick.value = "";
+      describeStep(node);
+      loadOperands(node);
+    });
+    fillPick(node);
+    describeStep(node);
     return node;
   }
 
@@ -280,6 +326,16 @@
     $("#top-n").disabled = !$("#breakdown").value;
   });
   for (const input of [$("#date-from"), $("#date-to")]) input.addEventListener("change", datesChanged);
+
+  // Date presets: today (UTC, as the API's days are) and the N days before it, as the default range is.
+  $("#date-presets").addEventListener("click", (event) => {
+    const button = event.target.closest("button[data-days]");
+    if (!button) return;
+    const today = new Date();
+    $("#date-to").value = isoDay(today);
+    $("#date-from").value = isoDay(new Date(today.getTime() - Number(button.dataset.days) * 86400000));
+    datesChanged();
+  });
 
   // --- running ----------------------------------------------------------------------------------------------
 
@@ -396,34 +452,72 @@
     const first = totals[0];
     const last = totals[totals.length - 1];
     const median = !breakdown && series[0] ? series[0].rows[series[0].rows.length - 1].median_seconds_from_start : null;
+    // With a breakdown there is no overall median (medians do not add up): the values' medians, lowest to highest.
+    const medians = series.map((s) => s.rows[s.rows.length - 1]?.median_seconds_from_start).filter((m) => m !== null && m !== undefined);
     summary.dataset.users = JSON.stringify(totals);
     summary.dataset.breakdown = breakdown;
     summary.dataset.series = JSON.stringify(series.map((s) => s.name));
     const fact = (term, value, hint) => el("div", {}, el("dt", {}, term), el("dd", {}, value, hint ? el("small", { class: "muted" }, ` ${hint}`) : null));
-    // With a breakdown, medians do not add up: show the best converting value instead.
+    // With a breakdown: the best converting value, every one of them when several tie.
     const rate = (s) => s.rows[s.rows.length - 1]?.conversion_from_start ?? -1;
-    const best = breakdown ? [...series].sort((a, b) => rate(b) - rate(a))[0] : null;
+    const top = Math.max(...series.map(rate));
+    const best = breakdown && top >= 0 ? series.filter((s) => rate(s) === top) : [];
+    summary.dataset.best = JSON.stringify(best.map((s) => s.name));
+    summary.dataset.medians = JSON.stringify(breakdown ? medians : median === null ? [] : [median]);
+    const names = best.map((s) => s.name || "(none)").join(", ");
+    const spread = medians.length ? `${duration(Math.min(...medians))} – ${duration(Math.max(...medians))}` : "–";
     summary.replaceChildren(
       fact("Entered", count(first)),
       fact("Converted", count(last), `reached step ${steps.length}`),
       fact("Conversion", first ? percent(last / first) : "–"),
-      best
-        ? fact("Best converting", best.name || "(none)", percent(rate(best)))
+      breakdown
+        ? fact(medians.length > 1 ? "Median time to convert, by value" : "Median time to convert", medians.length === 1 ? duration(medians[0]) : spread)
         : fact("Median time to convert", duration(median)),
+      best.length ? fact(best.length > 1 ? `Best converting (${best.length}-way tie)` : "Best converting", names, percent(top)) : null,
     );
   }
 
-  // Draws each bar's users and conversion from the start above it (one series only; with a breakdown the
-  // numbers are in the tooltips and the table).
+  // Draws each bar's users and conversion from the start above it; with a breakdown (grouped bars, narrow)
+  // the users alone. What it drew is kept on the canvas as data-bar-labels (a canvas cannot be read by tests).
   const barLabels = {
     id: "barLabels",
     afterDatasetsDraw(instance) {
-      if (instance.data.datasets.length !== 1) return;
       const { ctx } = instance;
-      const meta = instance.getDatasetMeta(0);
-      const rows = instance.data.datasets[0].rows;
+      const drawn = [];
       ctx.save();
       ctx.textAlign = "center";
+      if (instance.data.datasets.length !== 1) {
+        ctx.fillStyle = "#18202f";
+        instance.data.datasets.forEach((dataset, index) => {
+          if (!instance.isDatasetVisible(index)) return;
+          instance.getDatasetMeta(index).data.forEach((bar, step) => {
+            const text = count(dataset.rows[step].users);
+            // The largest of 11, 10 and 9 px that fits the bar's width.
+            const size = [11, 10, 9].find((px) => {
+              ctx.font = `600 ${px}px system-ui, sans-serif`;
+              return ctx.measureText(text).width <= bar.width + 2;
+            });
+            if (size) {
+              ctx.fillText(text, bar.x, bar.y - 5);
+            } else {
+              // Wider than its bar (many values, a narrow screen): upright, reading upwards from the bar.
+              ctx.save();
+              ctx.translate(bar.x, bar.y - 4);
+              ctx.rotate(-Math.PI / 2);
+              ctx.textAlign = "left";
+              ctx.textBaseline = "middle";
+              ctx.fillText(text, 0, 0);
+              ctx.restore();
+            }
+            drawn.push(text);
+          });
+        });
+        ctx.restore();
+        instance.canvas.dataset.barLabels = JSON.stringify(drawn);
+        return;
+      }
+      const meta = instance.getDatasetMeta(0);
+      const rows = instance.data.datasets[0].rows;
       meta.data.forEach((bar, index) => {
         const row = rows[index];
         ctx.fillStyle = "#18202f";
@@ -433,8 +527,10 @@
         ctx.font = "12px system-ui, sans-serif";
         const previous = index ? ` · ${percent(row.conversion_from_previous)} of prev.` : "";
         ctx.fillText(`${percent(row.conversion_from_start)}${previous}`, bar.x, bar.y - 7);
+        drawn.push(count(row.users));
       });
       ctx.restore();
+      instance.canvas.dataset.barLabels = JSON.stringify(drawn);
     },
   };
 
@@ -458,7 +554,7 @@
         responsive: true,
         maintainAspectRatio: false,
         animation: false,
-        layout: { padding: { top: breakdown ? 4 : 34 } },
+        layout: { padding: { top: breakdown ? 44 : 34 } }, // room for an upright label over the tallest bar
         scales: {
           y: { beginAtZero: true, ticks: { precision: 0 }, grid: { color: "#eef0f4" } },
           x: { grid: { display: false } },

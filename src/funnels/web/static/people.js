@@ -1,7 +1,9 @@
-// People: one model instance by any of its ids, or by an anonymous id linked to one
-// (GET /v0/models/{model}/{id}): ids, properties, parents and children, progress in each funnel, and its
-// timeline (cursor-paginated with `before`). `?model=&id=` in the URL opens a person (`&limit=` sets the
-// timeline's page size), so people link to each other and from the Deliveries page.
+// People: a model's instances, newest first, searched by any part of an id or the name and paged with the
+// API's cursor (GET /v0/models/{model}?q=&cursor=; `?model=&q=` in the URL); and one instance by any of its
+// ids, or by an anonymous id linked to one (GET /v0/models/{model}/{id}): ids, properties, parents and
+// children, progress in each funnel, and its timeline (cursor-paginated with `before`). `?model=&id=` in the
+// URL opens a person (`&limit=` sets the timeline's page size), so people link to each other and from the
+// Deliveries page.
 "use strict";
 
 (() => {
@@ -12,6 +14,9 @@
   const PAGE = Math.min(200, Math.max(1, Number(new URLSearchParams(location.search).get("limit")) || 25));
   const STATUS_BADGE = { sent: "ok", dead: "bad", failed: "warn", scheduled: "info", sending: "info", cancelled: "muted" };
   let current = null; // {model, id, before}
+  const listForm = $("#people-filter");
+  const LIST_PAGE = 25; // instances per request of the list
+  let listing = null; // {model, q, cursor, shown}
 
   const personHref = (model, id) => `/people?${new URLSearchParams({ model, id })}`;
   const valueText = (value) => (typeof value === "string" ? value : JSON.stringify(value));
@@ -171,8 +176,81 @@
 
   function fromUrl() {
     const params = new URLSearchParams(location.search);
-    return { model: params.get("model") ?? "", id: params.get("id") ?? "" };
+    return { model: params.get("model") ?? "", id: params.get("id") ?? "", q: params.get("q") ?? "" };
   }
+
+  // --- the list -------------------------------------------------------------------------------------------
+
+  function listedRow(model, item) {
+    const more = item.id_count - item.ids.length;
+    return el(
+      "tr",
+      { dataset: { id: item.id } },
+      el("td", {}, el("a", { href: personHref(model, item.id), class: "person-link" }, item.displayName || item.id)),
+      el("td", {}, item.ids.map((id) => el("code", { class: "id-chip" }, id)), more > 0 ? el("span", { class: "muted small" }, `+${more} more`) : null),
+      el("td", { class: "nowrap muted" }, formatTime(item.created_at)),
+    );
+  }
+
+  /** The next page of the list being shown (the first when its cursor is null). */
+  async function listMore(asked) {
+    const query = { limit: LIST_PAGE };
+    if (asked.q) query.q = asked.q;
+    if (asked.cursor) query.cursor = asked.cursor;
+    const answer = await api(`/v0/models/${encodeURIComponent(asked.model)}`, { query });
+    if (listing !== asked) return; // another list was asked for meanwhile
+    const body = $("#people-table tbody");
+    if (!asked.cursor) body.replaceChildren();
+    body.append(...answer.data.map((item) => listedRow(asked.model, item)));
+    asked.shown += answer.data.length;
+    asked.cursor = answer.next_cursor;
+    if (!body.children.length) {
+      const none = asked.q ? `No ${asked.model} has an id or a name containing “${asked.q}”.` : `No ${asked.model} has been identified yet.`;
+      body.append(el("tr", { class: "empty" }, el("td", { colspan: 3, class: "muted" }, none)));
+    }
+    $("#people-more").hidden = !asked.cursor;
+    const what = asked.q ? ` matching “${asked.q}”` : "";
+    $("#people-summary").textContent = `${asked.shown}${asked.cursor ? "+" : ""} ${asked.model} instance${asked.shown === 1 ? "" : "s"}${what}, newest first. Open one for its properties, progress and timeline.`;
+  }
+
+  async function list(model, q) {
+    clearError();
+    current = null;
+    form.elements.model.value = model;
+    listForm.elements.q.value = q;
+    showOnly("empty");
+    document.title = "People · funnels";
+    listing = { model, q, cursor: null, shown: 0 };
+    await listMore(listing);
+  }
+
+  const listHref = (model, q) => `/people?${new URLSearchParams(q ? { model, q } : { model })}`;
+
+  on(listForm, "submit", async (event) => {
+    event.preventDefault();
+    const model = form.elements.model.value;
+    const q = listForm.elements.q.value.trim();
+    if (!model) return;
+    history.pushState(null, "", listHref(model, q));
+    await list(model, q);
+  });
+
+  on(form.elements.model, "change", async () => {
+    if (current) return; // a person is open: the model is for the next lookup
+    const model = form.elements.model.value;
+    history.pushState(null, "", listHref(model, ""));
+    await list(model, "");
+  });
+
+  on($("#people-more"), "click", async (event) => {
+    const button = event.currentTarget;
+    button.disabled = true;
+    try {
+      await listMore(listing);
+    } finally {
+      button.disabled = false;
+    }
+  });
 
   on(form, "submit", async (event) => {
     event.preventDefault();
@@ -197,9 +275,9 @@
   });
 
   on(window, "popstate", async () => {
-    const { model, id } = fromUrl();
+    const { model, id, q } = fromUrl();
     if (model && id) await open(model, id);
-    else showOnly("empty");
+    else await list(model || form.elements.model.options[0]?.value || "", q);
   });
 
   ready(async () => {
@@ -215,6 +293,6 @@
       return;
     }
     if (wanted.model && wanted.id) await open(wanted.model, wanted.id);
-    else form.elements.id.focus();
+    else await list(wanted.model || models[0], wanted.q);
   });
 })();
