@@ -111,6 +111,66 @@ def test_query_json_is_exactly_the_api_body(demo_dir: tuple[Path, dict[str, str]
     assert json.loads(params["steps"]) == DEMO_STEPS
 
 
+def test_query_saves_opens_and_compares_saved_funnels(demo_dir: tuple[Path, dict[str, str]]) -> None:
+    data_dir, params = demo_dir
+    where = ("--data-dir", str(data_dir))
+    funnel = ("--date-from", params["date_from"], "--date-to", params["date_to"], "--steps", params["steps"])
+    saved = run(
+        "query", *where, *funnel, "--compare", "previous_period", "--save", "Demo", "--format", "json"
+    )
+    assert saved.returncode == 0, saved.stderr
+    assert "saved as 'Demo': /funnels?saved=" in saved.stderr
+    body = json.loads(saved.stdout)
+    assert body["comparison"]["compare"] == "previous_period" and len(body["comparison"]["data"]) == 3
+    assert [row["users"] for row in body["comparison"]["data"]] == [row["users"] for row in body["data"]]
+
+    listed = json.loads(run("saved", "list", *where, "--format", "json").stdout)
+    assert [(item["name"], item["version"]) for item in listed["data"]] == [("Demo", 1)]
+    funnel_id = listed["data"][0]["id"]
+    shown = json.loads(run("saved", "show", funnel_id, *where).stdout)
+    assert shown["parameters"] == {
+        "date_from": params["date_from"],
+        "date_to": params["date_to"],
+        "steps": params["steps"],
+        "compare": "previous_period",
+    }
+
+    # By name, the saved parameters run as they were saved; options given override them.
+    again = json.loads(run("query", *where, "--saved", "Demo", "--format", "json").stdout)
+    assert again["data"] == body["data"] and again["comparison"]["data"] == body["comparison"]["data"]
+    raw = json.loads(run("query", *where, "--saved", "Demo", "--identity", "raw", "--format", "json").stdout)
+    assert raw["data"][0]["users"] > body["data"][0]["users"]  # anonymous ids counted on their own
+    table = run("query", *where, "--saved", funnel_id)
+    assert table.returncode == 0 and "compared with" in table.stdout and "prev. users" in table.stdout
+    weekly = run("query", *where, "--saved", "Demo", "--interval", "week", "--format", "json")
+    assert weekly.returncode == 0 and "comparison" not in json.loads(weekly.stdout)  # the funnel's alone
+
+    refusals = [
+        (("query", *where, "--saved", "nope"), 1, "No saved funnel is named 'nope'"),
+        (("query", *where, *funnel, "--save", "Demo"), 1, "A saved funnel is already named 'Demo'"),
+        (
+            ("query", *where, "--saved", "Demo", "--compare", "last_year"),
+            2,
+            "compare: must be previous_period",
+        ),
+        (("query", *where, *funnel, "--save", "x" * 201), 2, "name: must be at most 200 characters"),
+        (
+            ("query", *where, "--saved", "Demo", "--compare", "previous_period", "--interval", "day"),
+            2,
+            "--compare",
+        ),
+        (("query", *where, "--steps", "[]"), 2, "date_from: required"),
+    ]
+    for args, status, message in refusals:
+        refused = run(*args)
+        assert refused.returncode == status, (args, refused.stderr)
+        assert message in refused.stderr and "Traceback" not in refused.stderr, (args, refused.stderr)
+
+    assert run("saved", "delete", "Demo", *where).stdout == f"deleted 'Demo' ({funnel_id})\n"
+    assert run("saved", "delete", "Demo", *where).returncode == 1
+    assert json.loads(run("saved", "list", *where, "--format", "json").stdout) == {"data": [], "rows": 0}
+
+
 def test_query_table_and_parameter_errors(demo_dir: tuple[Path, dict[str, str]]) -> None:
     data_dir, params = demo_dir
     table = run(
