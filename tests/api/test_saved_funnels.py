@@ -143,6 +143,7 @@ BAD_BODIES: list[tuple[Any, str]] = [
     ({"name": "", "parameters": PARAMETERS}, "body.name"),
     ({"name": 5, "parameters": PARAMETERS}, "body.name"),
     ({"name": "x" * 201, "parameters": PARAMETERS}, "body.name"),
+    ({"name": "a\x00b", "parameters": PARAMETERS}, "body.name"),
     ({"name": "n"}, "body.parameters"),
     ({"name": "n", "parameters": "date_from=2026-04-01"}, "body.parameters"),
     ({"name": "n", "parameters": PARAMETERS | {"limit": "1"}}, "body.parameters.limit"),
@@ -196,6 +197,24 @@ def test_every_bad_field_is_named(client: TestClient, keys: dict[str, str]) -> N
     # Nothing of it was kept.
     assert [item["name"] for item in client.get("/v0/saved_funnels", headers=reader).json()["data"]] == ["T"]
     assert client.get(f"/v0/saved_funnels/{target['id']}", headers=reader).json()["version"] == 1
+
+
+def test_any_text_in_the_parameters_is_kept_on_both_dialects(
+    client: TestClient, keys: dict[str, str]
+) -> None:
+    """NUL and other control characters, which PostgreSQL's text cannot hold raw, are kept escaped in JSON."""
+    reader = bearer(keys["query:read"])
+    steps = [
+        {"type": "track", "event": "a\x00\x01é😀", "name": "a"},
+        {"type": "track", "event": "b", "name": "b\n"},
+    ]
+    parameters = PARAMETERS | {"steps": json.dumps(steps)}
+    created = client.post(
+        "/v0/saved_funnels", json={"name": "Odd 😀", "parameters": parameters}, headers=reader
+    )
+    assert created.status_code == 201, created.text
+    opened = client.get(f"/v0/saved_funnels/{created.json()['id']}", headers=reader).json()
+    assert opened["name"] == "Odd 😀" and json.loads(opened["parameters"]["steps"]) == steps
 
 
 def test_compare_on_the_funnel_endpoint(client: TestClient, keys: dict[str, str], services: Services) -> None:
