@@ -50,6 +50,11 @@ API: dict[Route, str] = {
     ("GET", "/v0/events/properties"): "query:read",
     ("GET", "/v0/events/values"): "query:read",
     ("GET", "/v0/events/users"): "query:read",
+    ("GET", "/v0/saved_funnels"): "query:read",
+    ("POST", "/v0/saved_funnels"): "query:read",
+    ("GET", "/v0/saved_funnels/{funnel_id}"): "query:read",
+    ("PUT", "/v0/saved_funnels/{funnel_id}"): "query:read",
+    ("DELETE", "/v0/saved_funnels/{funnel_id}"): "query:read",
     ("POST", "/v0/import"): "admin",
     ("GET", "/v0/actions"): "admin",
     ("GET", "/v0/actions/{job_id}"): "admin",
@@ -86,7 +91,13 @@ PUBLIC: dict[Route, str] = {
     ("GET", "/analytics-next/bundles/{name}"): "analytics.js's chunks: no data",
 }
 
-PATH_PARAMS = {"{job_id}": "1", "{model}": "customer", "{instance_id}": "c1", "{key_id}": "fk_0000000000"}
+PATH_PARAMS = {
+    "{job_id}": "1",
+    "{model}": "customer",
+    "{instance_id}": "c1",
+    "{key_id}": "fk_0000000000",
+    "{funnel_id}": "0123456789abcdef",
+}
 
 
 def app_routes(services: Services) -> set[Route]:

@@ -45,7 +45,7 @@ def test_keys_and_migrate_keep_state_in_postgresql_with_state_url(tmp_path: Path
     migrated = run("migrate", "--state-url", postgres_url, "--data-dir", str(tmp_path / "a"))
     assert migrated.stdout.splitlines() == [
         "schema revision before: none: a new state store",
-        "schema revision after: 0004",
+        "schema revision after: 0005",
     ], migrated.stderr
     created = run(
         "keys", "create", "--scope", "admin", "--state-url", postgres_url, "--data-dir", str(tmp_path / "a")
@@ -109,6 +109,66 @@ def test_query_json_is_exactly_the_api_body(demo_dir: tuple[Path, dict[str, str]
     assert cli_body["meta"] == api_body["meta"] and cli_body["data"] == api_body["data"]
     assert cli_body["rows"] == 9 and cli_body["data"][0]["users"] > 0
     assert json.loads(params["steps"]) == DEMO_STEPS
+
+
+def test_query_saves_opens_and_compares_saved_funnels(demo_dir: tuple[Path, dict[str, str]]) -> None:
+    data_dir, params = demo_dir
+    where = ("--data-dir", str(data_dir))
+    funnel = ("--date-from", params["date_from"], "--date-to", params["date_to"], "--steps", params["steps"])
+    saved = run(
+        "query", *where, *funnel, "--compare", "previous_period", "--save", "Demo", "--format", "json"
+    )
+    assert saved.returncode == 0, saved.stderr
+    assert "saved as 'Demo': /funnels?saved=" in saved.stderr
+    body = json.loads(saved.stdout)
+    assert body["comparison"]["compare"] == "previous_period" and len(body["comparison"]["data"]) == 3
+    assert [row["users"] for row in body["comparison"]["data"]] == [row["users"] for row in body["data"]]
+
+    listed = json.loads(run("saved", "list", *where, "--format", "json").stdout)
+    assert [(item["name"], item["version"]) for item in listed["data"]] == [("Demo", 1)]
+    funnel_id = listed["data"][0]["id"]
+    shown = json.loads(run("saved", "show", funnel_id, *where).stdout)
+    assert shown["parameters"] == {
+        "date_from": params["date_from"],
+        "date_to": params["date_to"],
+        "steps": params["steps"],
+        "compare": "previous_period",
+    }
+
+    # By name, the saved parameters run as they were saved; options given override them.
+    again = json.loads(run("query", *where, "--saved", "Demo", "--format", "json").stdout)
+    assert again["data"] == body["data"] and again["comparison"]["data"] == body["comparison"]["data"]
+    raw = json.loads(run("query", *where, "--saved", "Demo", "--identity", "raw", "--format", "json").stdout)
+    assert raw["data"][0]["users"] > body["data"][0]["users"]  # anonymous ids counted on their own
+    table = run("query", *where, "--saved", funnel_id)
+    assert table.returncode == 0 and "compared with" in table.stdout and "prev. users" in table.stdout
+    weekly = run("query", *where, "--saved", "Demo", "--interval", "week", "--format", "json")
+    assert weekly.returncode == 0 and "comparison" not in json.loads(weekly.stdout)  # the funnel's alone
+
+    refusals = [
+        (("query", *where, "--saved", "nope"), 1, "No saved funnel is named 'nope'"),
+        (("query", *where, *funnel, "--save", "Demo"), 1, "A saved funnel is already named 'Demo'"),
+        (
+            ("query", *where, "--saved", "Demo", "--compare", "last_year"),
+            2,
+            "compare: must be previous_period",
+        ),
+        (("query", *where, *funnel, "--save", "x" * 201), 2, "name: must be at most 200 characters"),
+        (
+            ("query", *where, "--saved", "Demo", "--compare", "previous_period", "--interval", "day"),
+            2,
+            "--compare",
+        ),
+        (("query", *where, "--steps", "[]"), 2, "date_from: required"),
+    ]
+    for args, status, message in refusals:
+        refused = run(*args)
+        assert refused.returncode == status, (args, refused.stderr)
+        assert message in refused.stderr and "Traceback" not in refused.stderr, (args, refused.stderr)
+
+    assert run("saved", "delete", "Demo", *where).stdout == f"deleted 'Demo' ({funnel_id})\n"
+    assert run("saved", "delete", "Demo", *where).returncode == 1
+    assert json.loads(run("saved", "list", *where, "--format", "json").stdout) == {"data": [], "rows": 0}
 
 
 def test_query_table_and_parameter_errors(demo_dir: tuple[Path, dict[str, str]]) -> None:
@@ -289,10 +349,10 @@ def test_migrate_upgrades_a_data_directory_of_the_release_before_and_says_so(tmp
     assert first.returncode == 0, first.stderr
     assert first.stdout.splitlines() == [
         "schema revision before: none recorded: written before migrations, recognised as 0001",
-        "schema revision after: 0004",
+        "schema revision after: 0005",
     ]
     again = run("migrate", "--data-dir", str(data_dir))
-    assert again.stdout.splitlines() == ["schema revision before: 0004", "schema revision after: 0004"]
+    assert again.stdout.splitlines() == ["schema revision before: 0005", "schema revision after: 0005"]
     new = run("migrate", "--data-dir", str(tmp_path / "new"))
     assert new.stdout.splitlines()[0] == "schema revision before: none: a new state store"
 
@@ -317,7 +377,7 @@ def test_serve_and_the_other_commands_refuse_a_schema_newer_than_they_know(tmp_p
         assert result.returncode == 1, (args, result.stdout, result.stderr)
         assert result.stderr.splitlines() == [
             f"error: the state store {data_dir / 'state.sqlite3'} is at schema revision f00d, which this "
-            "version of funnels does not know (it knows up to 0004; a newer release wrote it): not running on it"
+            "version of funnels does not know (it knows up to 0005; a newer release wrote it): not running on it"
         ], args
     with sqlite3.connect(data_dir / "state.sqlite3") as db:
         assert db.execute("SELECT version_num FROM alembic_version").fetchall() == [("f00d",)]

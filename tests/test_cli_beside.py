@@ -1,6 +1,6 @@
 """`funnels query`, `funnels import` and `funnels catalog` beside a running `funnels serve` on the same data
 directory: real processes, real HTTP. They go through the server (found by its `server.json`) and answer
-exactly as without one; a file a dead server left, or garbage, sends them back to the directory; a server
+exactly as without one (a comparison with the previous period, a saved funnel too); a file a dead server left, or garbage, sends them back to the directory; a server
 that dies mid-request is one clear line."""
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ QUERY = [
 ]
 READS = {
     "query": QUERY,
+    "compared": [*QUERY, "--compare", "previous_period", "--breakdown", "device"],
     "time_to_convert": [*QUERY, "--from-step", "1", "--to-step", "3", "--bins", "4"],
     "trends": [*QUERY, "--interval", "week", "--breakdown", "device"],
     "people": [*QUERY, "--outcome", "dropped", "--step", "2", "--breakdown", "device"],
@@ -116,6 +117,7 @@ def answers(data_dir: Path) -> tuple[dict[str, Any], list[str]]:
         assert result.returncode == 0, (name, result.stderr)
         body = json.loads(result.stdout)
         body.pop("statistics")
+        body.get("comparison", {}).pop("statistics", None)
         found[name] = body
         said.append(result.stderr)
     return found, said
@@ -140,6 +142,9 @@ def test_query_import_and_catalog_beside_a_server_answer_as_without_one(tmp_path
         assert announced["url"] == f"http://127.0.0.1:{port}" and announced["pid"] == server.pid
         imported = run(beside, "import", *map(str, files))
         through, said = answers(beside)
+        # Saved funnels are in the state store, which the CLI opens itself beside the server.
+        saved = run(beside, *QUERY, "--save", "Beside")
+        opened = run(beside, "query", "--saved", "Beside", "--format", "json")
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -156,6 +161,9 @@ def test_query_import_and_catalog_beside_a_server_answer_as_without_one(tmp_path
     assert not any(HELD in text for text in said)
     assert through == by_itself == answers(alone)[0]
     assert [row["users"] for row in through["query"]["data"]] == [6, 4, 4]  # u4 connected, never signed up
+    assert saved.returncode == opened.returncode == 0, (saved.stderr, opened.stderr)
+    assert "saved as 'Beside'" in saved.stderr and HELD in opened.stderr
+    assert json.loads(opened.stdout)["data"] == through["query"]["data"]
     assert through["time_to_convert"]["data"][0]["users"] == 4
     assert sum(row["entered"] for row in through["trends"]["data"]) == 6
     assert through["people"]["users"] == through["people"]["rows"] == 2  # reached step 1, not step 2

@@ -22,6 +22,7 @@ from funnels.api import (
     imports,
     keys,
     pages,
+    saved_funnels,
     segment,
     segment_settings,
 )
@@ -112,6 +113,7 @@ def create_app(
         imports,
         admin,
         keys,
+        saved_funnels,
         dashboard,
         pages,
         analytics_js,

@@ -1,4 +1,5 @@
-"""The `funnels` command: serve, worker, import, query, catalog, events, replay, validate, keys, migrate, demo."""
+"""The `funnels` command: serve, worker, import, query, saved, catalog, events, replay, validate, keys, migrate,
+demo."""
 
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ from rich.progress import (
 from rich.table import Table
 
 from funnels import discovery, heap
+from funnels.analytics import saved as saved_funnels
 from funnels.analytics.catalog import (
     parse_names_query,
     parse_operands_query,
@@ -37,18 +39,20 @@ from funnels.analytics.catalog import (
     seen_operands,
     seen_values,
 )
-from funnels.analytics.funnel import run_funnel
+from funnels.analytics.compare import parse_compared_query, run_compared
 from funnels.analytics.people import parse_people_query, people_csv, run_people
-from funnels.analytics.query import QueryValidationError, parse_funnel_query
+from funnels.analytics.query import QueryValidationError
 from funnels.analytics.time_to_convert import parse_time_to_convert_query, run_time_to_convert
 from funnels.analytics.trends import parse_trends_query, run_trends
 from funnels.auth import create_key, list_keys, revoke_key
+from funnels.automation.deliveries import iso
 from funnels.automation.runtime import Automation
 from funnels.cli_tables import (
     funnel_table,
     names_table,
     operands_table,
     people_table,
+    saved_table,
     show,
     time_to_convert_table,
     trends_table,
@@ -80,6 +84,12 @@ events_app = typer.Typer(
     help="The event store on a ClickHouse server or cluster: lay it out, move it there.", no_args_is_help=True
 )
 app.add_typer(events_app, name="events")
+saved_app = typer.Typer(
+    help="Saved funnels (GET /v0/saved_funnels): list, show, delete. `funnels query --saved NAME` runs one, "
+    "`--save NAME` saves one.",
+    no_args_is_help=True,
+)
+app.add_typer(saved_app, name="saved")
 err = Console(stderr=True, soft_wrap=True)
 
 DataDir = Annotated[
@@ -495,11 +505,35 @@ def _check_format(output: str) -> None:
         _fail("--format must be json or table", 2)
 
 
+def _saved_funnel(state: StateStore, name_or_id: str) -> saved_funnels.SavedFunnel:
+    """The funnel saved under this name (or with this id); exit 1 when there is none."""
+    try:
+        return saved_funnels.find_by_name_or_id(state, name_or_id)
+    except saved_funnels.SavedFunnelMissing as missing:
+        _fail(escape(str(missing)))
+    finally:
+        state.close()
+
+
+def _save_funnel(state: StateStore, name: str, params: dict[str, Any]) -> None:
+    """Save the funnel's parameters under a new name (exit 2 when invalid, 1 on a conflict); says so on stderr."""
+    parameters = {key: str(value) for key, value in params.items() if key in saved_funnels.PARAMETERS}
+    try:
+        funnel = saved_funnels.create(state, SystemClock(), name, parameters)
+    except QueryValidationError as error:
+        _fail(escape(_problems(error.details)), 2)
+    except saved_funnels.SavedFunnelConflict as conflict:
+        _fail(escape(str(conflict)))
+    finally:
+        state.close()
+    err.print(f"saved as {escape(funnel.name)!r}: /funnels?saved={funnel.id}", highlight=False)
+
+
 @app.command()
 def query(
-    date_from: Annotated[str, typer.Option("--date-from", help="YYYY-MM-DD")],
-    date_to: Annotated[str, typer.Option("--date-to", help="YYYY-MM-DD")],
-    steps: Annotated[str, typer.Option("--steps", help="JSON array of 2–10 step specs")],
+    date_from: Annotated[str | None, typer.Option("--date-from", help="YYYY-MM-DD")] = None,
+    date_to: Annotated[str | None, typer.Option("--date-to", help="YYYY-MM-DD")] = None,
+    steps: Annotated[str | None, typer.Option("--steps", help="JSON array of 2–10 step specs")] = None,
     window_seconds: Annotated[int | None, typer.Option("--window-seconds")] = None,
     funnel_type: Annotated[str | None, typer.Option("--funnel-type", help="closed, open or strict")] = None,
     breakdown: Annotated[str | None, typer.Option("--breakdown")] = None,
@@ -531,19 +565,38 @@ def query(
     breakdown_value: Annotated[
         str | None, typer.Option("--breakdown-value", help="People: only a breakdown row's users (its label)")
     ] = None,
+    compare: Annotated[
+        str | None,
+        typer.Option(
+            "--compare",
+            help="previous_period: also the same funnel over the days just before, and each row's change",
+        ),
+    ] = None,
+    saved: Annotated[
+        str | None,
+        typer.Option(
+            "--saved", help="Start from the funnel saved under this name (or id); options given override it"
+        ),
+    ] = None,
+    save: Annotated[
+        str | None,
+        typer.Option("--save", help="Save the funnel's parameters under this new name, then run it"),
+    ] = None,
     output: Annotated[
         str, typer.Option("--format", help="json (the API's body) or table; csv for --people")
     ] = "table",
     data_dir: DataDir = None,
     events_url: EventsUrl = None,
+    state_url: StateUrl = None,
 ) -> None:
     """Run a funnel query on the data directory (through the server when one is running on it); with
     --interval its conversion over time, with --from-step/--to-step its time to convert, with --people
-    (or --step, --outcome, --limit, --cursor) the users behind a step."""
+    (or --step, --outcome, --limit, --cursor) the users behind a step. --saved starts from a saved funnel,
+    --save saves one (both in the state store, opened directly)."""
     listing = people or any(value is not None for value in (step, outcome, limit, cursor, breakdown_value))
     if not (listing and output == "csv"):
         _check_format(output)
-    params: dict[str, Any] = {
+    given: dict[str, Any] = {
         "date_from": date_from,
         "date_to": date_to,
         "steps": steps,
@@ -552,6 +605,7 @@ def query(
         "breakdown": breakdown,
         "breakdown_top_n": breakdown_top_n,
         "identity": identity,
+        "compare": compare,
     }
     measuring = from_step is not None or to_step is not None or bins is not None
     if sum((interval is not None, measuring, listing)) > 1:
@@ -560,6 +614,16 @@ def query(
             "--limit/--cursor/--breakdown-value (people) are separate queries",
             2,
         )
+    if compare is not None and (interval is not None or measuring or listing):
+        _fail(
+            "--compare compares the funnel itself: not with --interval, --from-step/--to-step or --people", 2
+        )
+    base = _saved_funnel(_state(data_dir, state_url), saved).parameters if saved is not None else {}
+    params: dict[str, Any] = base | {name: value for name, value in given.items() if value is not None}
+    if save is not None:
+        _save_funnel(_state(data_dir, state_url), save, params)
+    if interval is not None or measuring or listing:
+        params.pop("compare", None)  # a saved funnel's comparison is the funnel's alone
     if listing:
         answer = _read(
             data_dir,
@@ -604,8 +668,63 @@ def query(
         )
         show(answer, output, time_to_convert_table)
         return
-    answer = _read(data_dir, "/v0/funnel", params, parse_funnel_query, run_funnel, events_url)
+    answer = _read(data_dir, "/v0/funnel", params, parse_compared_query, run_compared, events_url)
     show(answer, output, funnel_table)
+
+
+def _listed(funnel: saved_funnels.ListedFunnel | saved_funnels.SavedFunnel) -> dict[str, Any]:
+    """A saved funnel as `GET /v0/saved_funnels` shows it (its link relative to the server)."""
+    return {
+        "id": funnel.id,
+        "name": funnel.name,
+        "version": funnel.version,
+        "created": iso(funnel.created_ms),
+        "updated": iso(funnel.updated_ms),
+        "link": f"/funnels?saved={funnel.id}",
+    }
+
+
+@saved_app.command("list")
+def saved_list(output: Format = "table", data_dir: DataDir = None, state_url: StateUrl = None) -> None:
+    """List the saved funnels by name (as GET /v0/saved_funnels)."""
+    _check_format(output)
+    state = _state(data_dir, state_url)
+    try:
+        funnels = [_listed(funnel) for funnel in saved_funnels.list_saved(state)]
+    finally:
+        state.close()
+    show({"data": funnels, "rows": len(funnels)}, output, saved_table)
+
+
+@saved_app.command("show")
+def saved_show(
+    name: Annotated[str, typer.Argument(help="The saved funnel's name, or its id")],
+    data_dir: DataDir = None,
+    state_url: StateUrl = None,
+) -> None:
+    """Print a saved funnel with its /v0/funnel parameters, as JSON (as GET /v0/saved_funnels/{id})."""
+    funnel = _saved_funnel(_state(data_dir, state_url), name)
+    body = _listed(funnel) | {"parameters": funnel.parameters}
+    sys.stdout.write(orjson.dumps(body, option=orjson.OPT_INDENT_2).decode() + "\n")
+
+
+@saved_app.command("delete")
+def saved_delete(
+    name: Annotated[str, typer.Argument(help="The saved funnel's name, or its id")],
+    data_dir: DataDir = None,
+    state_url: StateUrl = None,
+) -> None:
+    """Delete a saved funnel (its links stop working)."""
+    state = _state(data_dir, state_url)
+    try:
+        funnel = saved_funnels.find_by_name_or_id(state, name)
+        if not saved_funnels.delete(state, funnel.id):
+            raise saved_funnels.SavedFunnelMissing(f"No saved funnel {funnel.id}.")
+    except saved_funnels.SavedFunnelMissing as missing:
+        _fail(escape(str(missing)))
+    finally:
+        state.close()
+    typer.echo(f"deleted {funnel.name!r} ({funnel.id})")
 
 
 DateFrom = Annotated[str | None, typer.Option("--date-from", help="YYYY-MM-DD (default: all time)")]

@@ -49,15 +49,49 @@ def _cell(name: str, value: Any) -> str:
     return f"{value:,}" if isinstance(value, int) else str(value)
 
 
+# With `compare`: the columns added from each row's change (`comparison.data`, one per row, in order).
+CHANGE_HEADERS = {
+    "previous_users": "prev. users",
+    "users_change": "users change",
+    "conversion_from_start_change_points": "conv. change (pts)",
+}
+
+
+def _signed(value: float | None) -> str:
+    if value is None:
+        return "–"
+    return f"{value:+,}" if isinstance(value, int) else f"{value:+,.2f}"
+
+
 def funnel_table(answer: Answer) -> Table:
-    """`GET /v0/funnel`: a row per step (and breakdown value), ratios as percentages."""
+    """`GET /v0/funnel`: a row per step (and breakdown value), ratios as percentages; with `compare`, each
+    row's previous users and the changes."""
     names = [column["name"] for column in answer["meta"]]
-    table = Table(*(FUNNEL_HEADERS.get(name, name) for name in names))
-    for column, name in zip(table.columns, names, strict=True):
+    comparison = answer.get("comparison")
+    headers = [FUNNEL_HEADERS.get(name, name) for name in names]
+    title = None
+    if comparison:
+        headers += list(CHANGE_HEADERS.values())
+        title = f"compared with {comparison['date_from']} – {comparison['date_to']}"
+    table = Table(*headers, title=title)
+    for column, name in zip(table.columns, [*names, *CHANGE_HEADERS], strict=False):
         column.overflow = "fold"
         column.justify = "left" if name in ("event", "breakdown") else "right"
-    for row in answer["data"]:
-        table.add_row(*(_cell(name, row[name]) for name in names))
+    changes = comparison["data"] if comparison else [None] * len(answer["data"])
+    for row, change in zip(answer["data"], changes, strict=True):
+        cells = [_cell(name, row[name]) for name in names]
+        if change is not None:
+            cells += [_cell("previous_users", change["previous_users"])]
+            cells += [_signed(change[name]) for name in list(CHANGE_HEADERS)[1:]]
+        table.add_row(*cells)
+    return table
+
+
+def saved_table(answer: Answer) -> Table:
+    """`GET /v0/saved_funnels`: a row per saved funnel."""
+    table = Table("id", "name", "version", "updated")
+    for funnel in answer["data"]:
+        table.add_row(funnel["id"], funnel["name"], str(funnel["version"]), funnel["updated"] or "")
     return table
 
 

@@ -134,6 +134,8 @@ KNOWN: list[tuple[str, str, dict[str, Any], dict[str, Any], int]] = [
     ("GET", "/v0/funnel", {}, {"params": FUNNEL}, 200),
     ("GET", "/v0/funnel", {}, {"params": {**FUNNEL, "funnel_type": "open", "breakdown": "device"}}, 200),
     ("GET", "/v0/funnel", {}, {"params": {**FUNNEL, "funnel_type": "strict", "breakdown": "device"}}, 200),
+    ("GET", "/v0/funnel", {}, {"params": {**FUNNEL, "compare": "previous_period"}}, 200),
+    ("GET", "/v0/funnel", {}, {"params": {**FUNNEL, "compare": "previous_period", "breakdown": "os"}}, 200),
     ("GET", "/v0/funnel/time_to_convert", {}, {"params": {**FUNNEL, "from_step": "1", "to_step": "2"}}, 200),
     (
         "GET",
@@ -187,6 +189,9 @@ KNOWN: list[tuple[str, str, dict[str, Any], dict[str, Any], int]] = [
     ("POST", "/v0/config/reload", {}, {}, 200),
     ("GET", "/v0/keys", {}, {}, 200),
     ("POST", "/v0/keys", {}, {"json": {"name": "ci", "scopes": ["query:read"]}}, 201),
+    ("POST", "/v0/saved_funnels", {}, {"json": {"name": "signups", "parameters": FUNNEL}}, 201),
+    ("POST", "/v0/saved_funnels", {}, {"json": {"name": "signups", "parameters": FUNNEL}}, 409),
+    ("GET", "/v0/saved_funnels", {}, {}, 200),
     ("GET", "/healthz", {}, {}, 200),
 ]
 
@@ -205,6 +210,19 @@ def test_known_requests_answer_as_documented(open_world: Callable[[Config], Worl
         assert response.status_code == status, (method, path, response.text)
         assert str(status) in document["paths"][template][method.lower()]["responses"], (method, path)
         schema[template][method].validate_response(response)
+    funnel_id = world.client.get("/v0/saved_funnels", headers=world.admin).json()["data"][0]["id"]
+    path = f"/v0/saved_funnels/{funnel_id}"
+    update = {"name": "signups", "parameters": {**FUNNEL, "compare": "previous_period"}, "version": 1}
+    for method, keywords, status in (
+        ("GET", {}, 200),
+        ("PUT", {"json": update}, 200),
+        ("PUT", {"json": update}, 409),
+        ("DELETE", {}, 200),
+        ("GET", {}, 404),
+    ):
+        response = world.client.request(method, path, headers=world.admin, **keywords)
+        assert response.status_code == status, (method, response.text)
+        schema["/v0/saved_funnels/{funnel_id}"][method].validate_response(response)
     created = world.client.post("/v0/keys", json={"scopes": ["admin"]}, headers=world.admin).json()
     for status in (200, 409):
         response = world.client.post(f"/v0/keys/{created['id']}/revoke", headers=world.admin)

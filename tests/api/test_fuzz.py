@@ -86,6 +86,7 @@ PARAMS = st.fixed_dictionaries(
         "funnel_type": st.sampled_from(["open", "closed", "strict", "", "OPEN"]),
         "breakdown": st.sampled_from(["device", "referrer", "", "properties"]),
         "breakdown_top_n": st.integers(-5, 10**12).map(str),
+        "compare": st.sampled_from(["previous_period", "previous_period", "", "x", "PREVIOUS_PERIOD"]),
     },
 )
 STATUSES: list[int] = []
@@ -257,3 +258,61 @@ def test_the_model_list_never_answers_5xx(
 def test_the_model_list_fuzz_reached_the_query() -> None:
     """Runs after the model list's fuzz test (file order): some generated requests must have been answered."""
     assert MODEL_LIST_STATUSES.count(200) >= 20, MODEL_LIST_STATUSES.count(200)
+SAVED_STATUSES: list[int] = []
+
+
+def _steps_list(steps: str) -> object:
+    """`steps` as an array when it is JSON (a saved funnel takes either), else the text as it is."""
+    try:
+        return json.loads(steps)
+    except ValueError:
+        return steps
+
+
+SAVED_BODY = st.fixed_dictionaries(
+    {},
+    optional={
+        "name": st.text(max_size=12) | st.sampled_from(["A", " A ", "x" * 201, "a\x00b"]) | JSON,
+        "parameters": PARAMS.map(lambda params: {**params, "steps": _steps_list(params["steps"])})
+        | PARAMS
+        | st.dictionaries(st.sampled_from(["steps", "date_from", "limit", "compare", ""]), JSON, max_size=3)
+        | JSON,
+        "version": st.integers(-2, 3) | st.sampled_from([10**30, "1", 1.5, None, True]) | JSON,
+        "extra": JSON,
+    },
+)
+# Mostly well-formed: a name and the funnel fuzz's parameters (many of them valid).
+SAVED_LIKELY = st.fixed_dictionaries(
+    {
+        "name": st.text(st.characters(codec="utf-8", min_codepoint=32), min_size=1, max_size=12),
+        "parameters": PARAMS,
+    }
+)
+SAVED_ID = st.sampled_from(["", "0123456789abcdef", "zz", "a" * 40, "%00", "..", "ab/cd"]) | st.text(
+    max_size=20
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=SUPPRESS, derandomize=True)
+@given(body=SAVED_LIKELY | SAVED_LIKELY | SAVED_BODY | JSON, funnel_id=SAVED_ID)
+def test_saved_funnel_endpoints_never_answer_5xx(
+    client: TestClient, keys: dict[str, str], body: object, funnel_id: str
+) -> None:
+    headers = bearer(keys["query:read"])
+    created = client.post("/v0/saved_funnels", content=json.dumps(body), headers=headers)
+    assert created.status_code in (201, 400, 409), created.text
+    SAVED_STATUSES.append(created.status_code)
+    target = created.json()["id"] if created.status_code == 201 else quote(funnel_id, safe="")
+    path = f"/v0/saved_funnels/{target}"
+    for method in ("PUT", "GET", "DELETE"):
+        kwargs = {"content": json.dumps(body)} if method == "PUT" else {}
+        response = client.request(method, path, headers=headers, **kwargs)
+        assert response.status_code in (200, 400, 404, 409), (method, path, response.text)
+        if response.status_code >= 400:
+            assert set(response.json()["error"]) >= {"code", "message", "doc_url"}
+    assert client.get("/v0/saved_funnels", headers=headers).status_code == 200
+
+
+def test_the_saved_funnel_fuzz_saved_some() -> None:
+    """Runs after the saved funnels' fuzz test (file order): some generated bodies must have been saved."""
+    assert SAVED_STATUSES.count(201) >= 5, SAVED_STATUSES.count(201)

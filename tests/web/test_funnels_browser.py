@@ -1,7 +1,8 @@
 """The Funnels page in real headless Chromium against a `funnels serve` subprocess on the demo dataset:
 building the demo funnel (page → connect → swap on ethereum) by UTM source through the builder, its numbers
 against `GET /v0/funnel` called directly, the URL holding the query, counting persons or raw ids, a configured
-funnel, an error, moving and removing steps, back and forward, suggestions following the dates, and a server
+funnel, an error, saved funnels (save, list, open by link, update, delete) and the comparison with the
+previous period, moving and removing steps, back and forward, suggestions following the dates, and a server
 without a config."""
 
 from __future__ import annotations
@@ -264,6 +265,104 @@ def test_an_api_error_is_shown_next_to_the_form(analyst_page: Page) -> None:
     expect(error).to_be_visible()
     expect(error).to_contain_text("date_to")
     expect(page.locator("#run")).to_be_enabled()
+
+
+# --- saved funnels and the comparison with the previous period ----------------------------------------------
+
+
+def shown_changes(page: Page) -> list[dict[str, Any]]:
+    """The comparison table's numbers, from its rows' data- attributes."""
+    page.wait_for_selector("#comparison-table tbody tr[data-step]")
+    rows: list[dict[str, Any]] = page.eval_on_selector_all(
+        "#comparison-table tbody tr[data-step]",
+        """rows => rows.map(row => ({step: Number(row.dataset.step), users: Number(row.dataset.users),
+            previous_users: Number(row.dataset.previousUsers), users_change: Number(row.dataset.usersChange),
+            conversion_from_start_change_points: Number(row.dataset.changePoints)}))""",
+    )
+    return rows
+
+
+def api_changes(dashboard: Dashboard, query: dict[str, str]) -> list[dict[str, Any]]:
+    response = dashboard.api("GET", "/v0/funnel", key=dashboard.query_key, params=query)
+    assert response.status_code == 200, response.text
+    names = ("step", "users", "previous_users", "users_change", "conversion_from_start_change_points")
+    return [{name: row[name] for name in names} for row in response.json()["comparison"]["data"]]
+
+
+def test_save_list_open_by_link_and_compare(analyst_page: Page, dashboard: Dashboard) -> None:
+    """Compare the last 10 days with the 10 before, save it, open it by its link in a fresh page, save a
+    change, be refused a change made meanwhile elsewhere, delete it."""
+    page = analyst_page
+    fill_dates(page, (TODAY - timedelta(days=9)).date().isoformat(), DATE_TO)
+    fill_steps(page, [("event", "page"), ("track", "connect")])
+    page.check("#compare")
+    page.click("#run")
+    expect_table(page, "1. page", "2. connect")
+    query = url_query(page)
+    assert query["compare"] == "previous_period"
+    expect(page.locator("#comparison h3")).to_contain_text("Compared with the previous period")
+    changes = shown_changes(page)
+    assert changes == api_changes(dashboard, query)
+    assert changes[0]["previous_users"] > 0 and changes[1]["users"] > 0  # both periods within the demo's days
+
+    page.fill("#save-name", "Last 10 days, connect")
+    page.click("#save")
+    saved_item = page.locator("#saved-list [data-saved-id]", has_text="Last 10 days, connect")
+    expect(saved_item).to_have_attribute("aria-current", "true")
+    expect(page.locator("#saved-name")).to_have_text("Last 10 days, connect")
+    funnel_id = saved_item.get_attribute("data-saved-id")
+    assert funnel_id
+    link = page.locator("#saved-link")
+    expect(link).to_have_attribute("href", f"/funnels?saved={funnel_id}")
+    assert url_query(page) == {**query, "saved": funnel_id}
+    stored = dashboard.api("GET", f"/v0/saved_funnels/{funnel_id}", key=dashboard.query_key).json()
+    assert stored["parameters"] == query and stored["version"] == 1
+
+    # The link, in a page of its own: the builder filled with the saved funnel and run, compared.
+    fresh = page.context.new_page()
+    fresh.goto(f"{dashboard.url}/funnels?saved={funnel_id}")
+    expect_table(fresh, "1. page", "2. connect")
+    expect(fresh.locator("#compare")).to_be_checked()
+    expect(fresh.locator("#saved-name")).to_have_text("Last 10 days, connect")
+    assert shown_rows(fresh) == api_rows(dashboard, query)
+    assert shown_changes(fresh) == changes
+    assert url_query(fresh) == {**query, "saved": funnel_id}
+    fresh.reload()  # the address bar keeps the parameters and which saved funnel they are
+    expect(fresh.locator("#saved-name")).to_have_text("Last 10 days, connect")
+    assert shown_changes(fresh) == changes
+
+    # A change saved from the fresh page; the first page still holds version 1, so its save is refused.
+    fresh.select_option("#funnel-type", "open")
+    fresh.click("#run")
+    expect(fresh.locator("#results-caption")).to_contain_text("open")
+    fresh.click("#saved-update")
+    expect(fresh.locator("#saved-version")).to_have_text("version 2")
+    stored = dashboard.api("GET", f"/v0/saved_funnels/{funnel_id}", key=dashboard.query_key).json()
+    assert stored["parameters"]["funnel_type"] == "open" and stored["version"] == 2
+    page.click("#saved-update")
+    expect(page.locator("#saved-error")).to_contain_text("changed meanwhile")
+    fresh.close()
+
+    # Opened from the list (a configured funnel first, which closes it), then deleted.
+    page.click('#configured-list [data-funnel-id="onboarding"]')
+    expect(page.locator("#saved-open")).to_be_hidden()
+    assert "saved" not in url_query(page)
+    page.click(f'#saved-list [data-saved-id="{funnel_id}"]')
+    expect(page.locator("#funnel-type")).to_have_value("open")
+    expect(page.locator("#saved-version")).to_have_text("version 2")
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.click("#saved-delete")
+    expect(page.locator(f'#saved-list [data-saved-id="{funnel_id}"]')).to_have_count(0)
+    expect(page.locator("#saved-open")).to_be_hidden()
+    assert "saved" not in url_query(page)
+    assert dashboard.api("GET", f"/v0/saved_funnels/{funnel_id}", key=dashboard.query_key).status_code == 404
+
+
+def test_a_link_to_a_deleted_saved_funnel_says_so(analyst_page: Page, dashboard: Dashboard) -> None:
+    page = analyst_page
+    page.goto(f"{dashboard.url}/funnels?saved=0123456789abcdef")
+    expect(page.locator("#saved-error")).to_contain_text("No saved funnel 0123456789abcdef")
+    expect(page.locator("#results-empty")).to_be_visible()
 
 
 # --- the builder's steps, history, the date range of suggestions, no config ------------------------------

@@ -9,10 +9,9 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
 from funnels.analytics.catalog import seen_extent, utc_day
+from funnels.analytics.compare import COMPARISONS, parse_compared_query, run_compared
 from funnels.analytics.configured import configured_funnels
-from funnels.analytics.funnel import run_funnel
 from funnels.analytics.people import OUTCOMES, parse_people_query, people_csv, run_people
-from funnels.analytics.query import parse_funnel_query
 from funnels.analytics.time_to_convert import parse_time_to_convert_query, run_time_to_convert
 from funnels.analytics.trends import INTERVALS, parse_trends_query, run_trends
 from funnels.api.deps import require, run_query, services
@@ -65,7 +64,9 @@ Identity = Annotated[
         "the first step; `strict`: closed, and each step the user's very next event after the previous step (no other event of the user in between); `open`: each step fired at least once in any order, adds `dropped_off_users`. "
         "`breakdown` groups users by first-touch value (top N + `Others`). Users are persons: an anonymous id "
         "and the user id it was identified or aliased as count as one (`identity=raw` counts each stored user "
-        "key on its own). See docs/semantics.md."
+        "key on its own). `compare=previous_period` adds `comparison`: the same funnel over the period of equal "
+        "length just before `date_from`, each row's users and conversion from the start in both periods and "
+        "the change (users, and conversion in percentage points). See docs/semantics.md."
     ),
     dependencies=[require("query:read", local=True)],  # `funnels query` beside a running server
     **documented(AnalyticsResponse, (400, *AUTH)),
@@ -80,8 +81,16 @@ async def get_funnel(
     breakdown: Breakdown = None,
     breakdown_top_n: BreakdownTopN = None,
     identity: Identity = None,
+    compare: Annotated[
+        str | None,
+        Query(
+            description="`previous_period`: also the same funnel over the days just before `date_from`, as "
+            "many, and each row's change",
+            json_schema_extra={"enum": list(COMPARISONS)},
+        ),
+    ] = None,
 ) -> dict[str, Any]:
-    return await run_query(request, parse_funnel_query, run_funnel)
+    return await run_query(request, parse_compared_query, run_compared)
 
 
 @router.get(

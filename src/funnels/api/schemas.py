@@ -208,6 +208,28 @@ class FunnelRow(BaseModel):
     median_seconds_from_start: float | None
 
 
+class ChangeRow(BaseModel):
+    step: int
+    event: str
+    breakdown: str | None = Field(None, description="With `breakdown` only")
+    users: int
+    previous_users: int | None = Field(description="null: the value is not among the previous period's rows")
+    users_change: int | None
+    users_change_ratio: float | None = Field(description="The change over the previous users")
+    conversion_from_start: float | None
+    previous_conversion_from_start: float | None
+    conversion_from_start_change_points: float | None = Field(description="In percentage points")
+
+
+class Comparison(BaseModel):
+    compare: Literal["previous_period"]
+    date_from: str = Field(description="The previous period's first day")
+    date_to: str = Field(description="The previous period's last day (the day before `date_from`)")
+    data: list[ChangeRow] = Field(description="One per row of `data`, in its order")
+    rows: int
+    statistics: Statistics = Field(description="The previous period's query")
+
+
 class AnalyticsResponse(BaseModel):
     """The spec's analytics shape (ClickHouse's JSON output format)."""
 
@@ -216,6 +238,7 @@ class AnalyticsResponse(BaseModel):
     rows: int
     rows_before_limit_at_least: int
     statistics: Statistics
+    comparison: Comparison | None = Field(None, description="With `compare` only")
 
 
 class HistogramBin(BaseModel):
@@ -556,6 +579,27 @@ class LoadedConfig(BaseModel):
     errors: list[str]
     models: list[str]
     funnels: list[ConfigFunnel]
+
+
+# --- saved funnels ---
+
+
+class SavedFunnelListed(BaseModel):
+    id: str = Field(description="Stable: never changes, names the funnel in links")
+    name: str
+    version: int = Field(description="1 when saved, then one more per update")
+    created: str | None
+    updated: str | None
+    link: str = Field(description="The dashboard's Funnels page opening it")
+
+
+class SavedFunnelView(SavedFunnelListed):
+    parameters: dict[str, str] = Field(description="`/v0/funnel` parameters, as a query string carries them")
+
+
+class SavedFunnelList(BaseModel):
+    data: list[SavedFunnelListed]
+    rows: int
 
 
 # --- keys, health ---

@@ -249,6 +249,20 @@ leases = Table(
     Column("progress", BigInteger, nullable=True),  # what the holder last reported (a shipper: its watermark)
 )
 
+# Saved funnels (`funnels.store.saved_funnels`): a funnel's /v0/funnel parameters under a name, never its
+# results. `id` is random and never changes (links name it); `version` counts its updates (optimistic
+# concurrency: an update may say which version it replaces).
+saved_funnels = Table(
+    "saved_funnels",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("name", String(200), nullable=False, unique=True),
+    Column("parameters", Text, nullable=False),  # a JSON object of /v0/funnel's parameters, as strings
+    Column("version", Integer, nullable=False),
+    Column("created_ms", BigInteger, nullable=False),
+    Column("updated_ms", BigInteger, nullable=False),
+)
+
 
 def chunks(values: Iterable[Any], size: int = 500) -> Iterator[list[Any]]:
     """Values in lists of at most `size`: IN lists stay far below SQLite's bound-parameter limit."""
@@ -270,9 +284,11 @@ _POSTGRES_UNAVAILABLE = {
 }
 # deadlock_detected, serialization_failure: the transaction was chosen to give way; running it again works.
 _RETRY_SQLSTATES = {"40P01", "40001"}
-# `transaction_lock` keys: the schema migration, and the health probe's CREATE TABLE.
+# `transaction_lock` keys: the schema migration, the health probe's CREATE TABLE, and every write of the
+# saved funnels (so their count cap and unique names hold under concurrent writers on PostgreSQL too).
 _MIGRATION_LOCK = 0x66756E6E656C73  # "funnels"
 _PROBE_LOCK = _MIGRATION_LOCK + 1
+SAVED_FUNNELS_LOCK = _MIGRATION_LOCK + 2
 # … and for a file that is not a sound database: SQLITE_CORRUPT, SQLITE_NOTADB.
 _DAMAGE_ERRORS = {11, 26}
 HEADROOM_BYTES = 1024 * 1024  # what `probe` writes before it calls a failing store writable again

@@ -18,6 +18,13 @@
   let uid = 0; // makes datalist ids unique
   let chart = null;
 
+  // The page's other scripts (saved.js, compare.js) load before this one and hook in (`funnels.pageHooks`):
+  // `query` adds parameters to each run's query, `url` adds some to the address bar only, `filled` hears the
+  // builder filled from parameters, `rendered` each answer shown (null when none is), `started` the page's
+  // parameters once this script has started. They call back through `funnels.page`.
+  const hooks = (window.funnels.pageHooks ??= { query: [], url: [], filled: [], rendered: [], started: [] });
+  window.funnels.page = { fillForm: (params) => fillForm(params), readQuery: () => readQuery(), run: (options) => run(options) };
+
   // --- formatting -----------------------------------------------------------------------------------------
 
   const integer = new Intl.NumberFormat();
@@ -292,6 +299,7 @@
       query.breakdown = breakdown;
       query.breakdown_top_n = $("#top-n").value || String(config.defaultTopN);
     }
+    for (const add of hooks.query) Object.assign(query, add());
     return query;
   }
 
@@ -320,6 +328,7 @@
     $("#breakdown").value = params.breakdown ?? "";
     $("#top-n").value = params.breakdown_top_n ?? String(config.defaultTopN);
     $("#top-n").disabled = !$("#breakdown").value;
+    for (const hear of hooks.filled) hear(params);
   }
 
   $("#breakdown").addEventListener("change", () => {
@@ -346,7 +355,7 @@
     const current = ++runs;
     clearError(errorBox);
     const query = readQuery();
-    const search = `?${new URLSearchParams(query)}`;
+    const search = `?${new URLSearchParams(Object.assign({}, query, ...hooks.url.map((add) => add())))}`;
     if (search !== location.search) history[push ? "pushState" : "replaceState"](null, "", search);
     setBusy(true);
     setStatus("Running…");
@@ -388,6 +397,7 @@
     $("#results-empty").hidden = false;
     $("#results-body").hidden = true;
     $("#results-caption").textContent = "Choose the steps and run the funnel.";
+    for (const hear of hooks.rendered) hear(null, null);
   }
 
   function setStatus(text) {
@@ -444,6 +454,7 @@
     renderChart(labels, series, breakdown);
     renderDropoffs(labels, totals);
     renderTable(labels, series, breakdown);
+    for (const hear of hooks.rendered) hear(query, answer);
   }
 
   /** The headline numbers, also as data- attributes (a canvas cannot be read by tests). */
@@ -672,6 +683,8 @@
     const params = Object.fromEntries(new URLSearchParams(location.search));
     fillForm(params); // and the suggestions for its dates
     loadConfigured();
-    if (PARAMS.some((name) => name in params) && params.steps) await run({ push: false });
+    const running = PARAMS.some((name) => name in params) && params.steps ? run({ push: false }) : null;
+    for (const started of hooks.started) started(params);
+    await running;
   });
 })();
