@@ -258,6 +258,8 @@ def test_the_model_list_never_answers_5xx(
 def test_the_model_list_fuzz_reached_the_query() -> None:
     """Runs after the model list's fuzz test (file order): some generated requests must have been answered."""
     assert MODEL_LIST_STATUSES.count(200) >= 20, MODEL_LIST_STATUSES.count(200)
+
+
 SAVED_STATUSES: list[int] = []
 
 
