@@ -61,6 +61,7 @@ API: dict[Route, str] = {
     ("POST", "/v0/actions/{job_id}/retry"): "admin",
     ("GET", "/v0/models/{model}"): "admin",
     ("GET", "/v0/models/{model}/{instance_id}"): "admin",
+    ("GET", "/v0/users/{user_key}"): "admin",
     ("GET", "/v0/config"): "admin",
     ("POST", "/v0/config/reload"): "admin",
     ("GET", "/v0/keys"): "admin",

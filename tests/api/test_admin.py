@@ -321,6 +321,91 @@ def test_an_instance_is_found_by_an_anonymous_id_linked_to_it(world: World) -> N
     error_of(world.client.get("/v0/models/organization/anon-1", headers=world.admin), 404, "NOT_FOUND")
 
 
+def test_any_user_key_is_a_person_with_its_keys_instances_and_events(world: World) -> None:
+    """/v0/users/{key}: an anonymous visitor who never identified is a person of their own; an anonymous
+    id identified as c1 (and an id aliased to an alias of c1: two links) is c1's, with every key and the
+    instance; the timeline pages through all their events, newest first."""
+    world.identify(["c1"])
+    batch = [
+        {
+            "type": "page",
+            "anonymousId": "anon-1",
+            "name": "Pricing",
+            "messageId": "p1",
+            "timestamp": "2026-01-01T00:00:01Z",
+        },
+        {
+            "type": "identify",
+            "userId": "c1",
+            "anonymousId": "anon-1",
+            "messageId": "i1",
+            "timestamp": "2026-01-01T00:00:02Z",
+        },
+        {
+            "type": "alias",
+            "userId": "c1",
+            "previousId": "old-1",
+            "messageId": "a1",
+            "timestamp": "2026-01-01T00:00:03Z",
+        },
+        {
+            "type": "alias",
+            "userId": "old-1",
+            "previousId": "older-1",
+            "messageId": "a2",
+            "timestamp": "2026-01-01T00:00:04Z",
+        },
+        {
+            "type": "track",
+            "userId": "older-1",
+            "event": "visit",
+            "messageId": "t1",
+            "timestamp": "2026-01-01T00:00:05Z",
+        },
+        {
+            "type": "page",
+            "anonymousId": "anon-9",
+            "name": "Pricing",
+            "messageId": "p9",
+            "timestamp": "2026-01-01T00:00:06Z",
+        },
+    ]
+    assert world.client.post("/v1/batch", json={"batch": batch}, headers=world.writer).status_code == 200
+    world.svc.shipper.flush()
+
+    alone = world.get("/v0/users/anon-9")
+    assert (alone["person"], alone["keys"], alone["instances"]) == ("anon-9", ["anon-9"], [])
+    assert [item["id"] for item in alone["timeline"]["items"]] == ["p9"]
+
+    for key in ("anon-1", "c1", "old-1", "older-1"):
+        body = world.get(f"/v0/users/{key}")
+        assert body["user_key"] == key and body["person"] == "c1"
+        assert body["keys"][0] == "c1" and sorted(body["keys"]) == ["anon-1", "c1", "old-1", "older-1"]
+        assert body["instances"] == [{"model": "customer", "id": "c1"}]
+        # The automation identify (now, in April: newest), then the batch's events of all four keys.
+        (identify, *items) = body["timeline"]["items"]
+        assert identify["type"] == "identify" and identify["at"].startswith("2026-04-01")
+        assert [item["id"] for item in items] == ["t1", "a2", "a1", "i1", "p1"]
+
+    seen, before = [], None
+    while True:
+        page = world.get("/v0/users/anon-1", limit=2, **({"before": before} if before else {}))
+        seen += [item["id"] for item in page["timeline"]["items"]]
+        before = page["timeline"]["next_before"]
+        if before is None:
+            break
+    assert seen[1:] == ["t1", "a2", "a1", "i1", "p1"] and len(seen) == 6
+
+    error_of(world.client.get("/v0/users/nobody", headers=world.admin), 404, "NOT_FOUND")
+    bad = error_of(
+        world.client.get("/v0/users/c1", params={"before": "yesterday"}, headers=world.admin),
+        400,
+        "INVALID_VALIDATION_REQUEST",
+    )
+    assert bad["param"] == "before"
+    assert world.client.get("/v0/users/c1", headers=bearer(world.keys["query:read"])).status_code == 403
+
+
 def test_an_unknown_instance_is_404(world: World) -> None:
     world.identify(["c1"])
     error_of(world.client.get("/v0/models/customer/nobody", headers=world.admin), 404, "NOT_FOUND")

@@ -185,6 +185,8 @@ KNOWN: list[tuple[str, str, dict[str, Any], dict[str, Any], int]] = [
     ("POST", "/v0/actions/{job_id}/retry", {"job_id": 1}, {}, 409),
     ("GET", "/v0/models/{model}/{instance_id}", {"model": "customer", "instance_id": "c1"}, {}, 200),
     ("GET", "/v0/models/{model}/{instance_id}", {"model": "organization", "instance_id": "acme"}, {}, 200),
+    ("GET", "/v0/users/{user_key}", {"user_key": "c1"}, {}, 200),
+    ("GET", "/v0/users/{user_key}", {"user_key": "nobody"}, {}, 404),
     ("GET", "/v0/config", {}, {}, 200),
     ("POST", "/v0/config/reload", {}, {}, 200),
     ("GET", "/v0/keys", {}, {}, 200),

@@ -515,3 +515,192 @@ def test_without_a_config_a_note_says_so_and_the_builder_works(page: Page, uncon
     expected = api_rows(unconfigured, url_query(page))
     assert shown_rows(page) == expected
     assert expected[1]["users"] > 0
+
+
+# --- below the funnel: conversion over time, time to convert, the people behind a step (analyses.js) ---------
+
+
+def demo_query(**extra: str) -> dict[str, str]:
+    query = {
+        "date_from": DATE_FROM,
+        "date_to": DATE_TO,
+        "window_seconds": "1209600",
+        "funnel_type": "closed",
+        "steps": json.dumps(DEMO_STEPS),
+    }
+    return {**query, **extra}
+
+
+def api_json(dashboard: Dashboard, path: str, query: dict[str, str]) -> dict[str, Any]:
+    response = dashboard.api("GET", path, key=dashboard.query_key, params=query)
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def card_json(page: Page, card: str, attribute: str) -> Any:
+    return json.loads(page.get_attribute(card, attribute) or "null")
+
+
+def test_conversion_over_time_and_time_to_convert_follow_the_funnel(
+    analyst_page: Page, dashboard: Dashboard
+) -> None:
+    """Below a funnel: its conversion per period and its time to convert, equal to the API's answers for
+    the same query (without the breakdown); the interval and the steps measured can be changed."""
+    page = analyst_page
+    query = demo_query(breakdown="utm_source", breakdown_top_n="5")
+    page.goto(f"{dashboard.url}/funnels?{urlencode(query)}")
+    overall = {key: value for key, value in query.items() if not key.startswith("breakdown")}
+
+    trends = page.locator("#trends-card")
+    expect(trends).to_have_attribute("data-state", "ready")
+    expect(trends).to_have_attribute("data-interval", "day")  # a range of DAYS + 1 days: per day
+    expected = api_json(dashboard, "/v0/funnel/trends", {**overall, "interval": "day"})["data"]
+    rows = [[r["period"], r["entered"], r["converted"], r["window_closed"]] for r in expected]
+    assert card_json(page, "#trends-card", "data-rows") == rows
+    funnel = api_json(dashboard, "/v0/funnel", overall)["data"]
+    assert sum(row[1] for row in rows) == funnel[0]["users"]  # the periods add up to the funnel
+    assert sum(row[2] for row in rows) == funnel[-1]["users"]
+    expect(page.locator("#trends-table tbody tr")).to_have_count(len(rows))
+
+    page.select_option("#trends-interval", "week")
+    expect(trends).to_have_attribute("data-interval", "week")
+    weekly = api_json(dashboard, "/v0/funnel/trends", {**overall, "interval": "week"})["data"]
+    expect(page.locator("#trends-table tbody tr")).to_have_count(len(weekly))
+    assert card_json(page, "#trends-card", "data-rows") == [
+        [r["period"], r["entered"], r["converted"], r["window_closed"]] for r in weekly
+    ]
+
+    ttc = page.locator("#ttc-card")
+    expect(ttc).to_have_attribute("data-state", "ready")
+    whole = api_json(dashboard, "/v0/funnel/time_to_convert", overall)["data"][0]
+    assert whole["users"] == funnel[-1]["users"] > 0
+    assert card_json(page, "#ttc-card", "data-users") == whole["users"]
+    assert card_json(page, "#ttc-card", "data-histogram") == [b["users"] for b in whole["histogram"]]
+    expect(page.locator("#ttc-facts")).to_contain_text("Median")
+
+    page.select_option("#ttc-from", "2")
+    second = api_json(dashboard, "/v0/funnel/time_to_convert", {**overall, "from_step": "2", "to_step": "3"})
+    expect(ttc).to_have_attribute(
+        "data-histogram",
+        json.dumps([b["users"] for b in second["data"][0]["histogram"]], separators=(",", ":")),
+    )
+    page.select_option("#ttc-to", "2")  # from 2 to 2: nothing to measure, said so
+    expect(ttc).to_have_attribute("data-state", "empty")
+    expect(ttc.locator(".analysis-note")).to_contain_text("later step")
+
+
+def bar_point(page: Page, dataset: int, index: int) -> tuple[float, float]:
+    """Where on the page Chart.js drew a bar of the funnel chart (its middle)."""
+    x, y = page.evaluate(
+        """([dataset, index]) => {
+            const chart = Chart.getChart(document.querySelector('#funnel-chart'));
+            const bar = chart.getDatasetMeta(dataset).data[index];
+            return [bar.x, (bar.y + bar.base) / 2];
+        }""",
+        [dataset, index],
+    )
+    box = page.locator("#funnel-chart").bounding_box()
+    assert box is not None
+    return box["x"] + x, box["y"] + y
+
+
+def test_a_bar_lists_its_people_page_by_page_with_a_csv(analyst_page: Page, dashboard: Dashboard) -> None:
+    """A click on step 2's bar lists who reached it, as GET /v0/funnel/people pages them; "Load more"
+    appends the next page; the CSV link downloads them all; a drop-off lists who dropped off there."""
+    page = analyst_page
+    query = demo_query()
+    page.goto(f"{dashboard.url}/funnels?{urlencode(query)}")
+    page.wait_for_selector("#funnel-table tbody tr[data-step]")
+    expect(page.locator("#people-card")).to_be_hidden()
+
+    page.mouse.click(*bar_point(page, 0, 1))
+    card = page.locator("#people-card")
+    expect(card).to_have_attribute("data-state", "ready")
+    expect(page.locator("#people-title")).to_contain_text("reached 2. connect")
+    first = api_json(dashboard, "/v0/funnel/people", {**query, "step": "2", "limit": "50"})
+    assert first["users"] > 50  # more than one page
+    keys = page.locator("#people-table tbody tr")
+    expect(keys).to_have_count(50)
+    assert [keys.nth(i).get_attribute("data-user-key") for i in range(50)] == [
+        row["user_key"] for row in first["data"]
+    ]
+    page.click("#people-more")
+    second = api_json(
+        dashboard, "/v0/funnel/people", {**query, "step": "2", "limit": "50", "cursor": first["next_cursor"]}
+    )
+    expect(keys).to_have_count(50 + len(second["data"]))
+    assert keys.nth(50).get_attribute("data-user-key") == second["data"][0]["user_key"]
+    expect(page.locator("#people-count")).to_contain_text(f"of {first['users']:,} users")
+    # The People page needs the admin scope: an analyst's list has no links to it.
+    expect(keys.nth(0).locator("a")).to_have_count(0)
+
+    # The CSV link is the same query as a download (the session's cookie authorises it like the page's calls).
+    href = page.get_attribute("#people-csv", "href") or ""
+    csv = page.evaluate("href => fetch(href).then(r => r.text())", href)
+    lines = csv.strip().splitlines()
+    assert lines[0].startswith("user_key,last_step,step_1_at")
+    assert len(lines) == 1 + first["users"]
+
+    # A drop-off: who reached step 2 but not step 3.
+    page.click('#dropoffs li[data-to="3"]')
+    expect(page.locator("#people-outcome")).to_have_value("dropped")
+    dropped = api_json(
+        dashboard, "/v0/funnel/people", {**query, "step": "3", "outcome": "dropped", "limit": "50"}
+    )
+    expect(card).to_have_attribute("data-users", str(dropped["users"]))
+    shown = int(page.get_attribute("#dropoffs li[data-to='3']", "data-dropped") or "-1")
+    assert dropped["users"] == shown  # the drop-off's number, listed
+
+    # With a breakdown, a row lists the people of its value only.
+    page.goto(f"{dashboard.url}/funnels?{urlencode(demo_query(breakdown='utm_source', breakdown_top_n='5'))}")
+    row = page.locator('#funnel-table tbody tr[data-step="1"][data-breakdown="google"]')
+    row.click()
+    expect(card).to_have_attribute("data-breakdown-value", "google")
+    expect(card).to_have_attribute("data-state", "ready")
+    expect(card).to_have_attribute("data-users", row.get_attribute("data-users") or "")
+    page.click("#people-close")
+    expect(card).to_be_hidden()
+
+
+def test_a_person_of_the_list_opens_with_their_events_on_the_people_page(
+    page: Page, dashboard: Dashboard
+) -> None:
+    """Signed in as admin, each listed user links to the People page, which shows any user key, identified
+    or anonymous: its stitched person, linked keys and events, as GET /v0/users/{key} answers; the page's
+    list of user keys (GET /v0/events/users) links there too."""
+    browser_sign_in(page, dashboard, dashboard.admin_key)
+    query = demo_query()
+    page.goto(f"{dashboard.url}/funnels?{urlencode(query)}")
+    page.wait_for_selector("#funnel-table tbody tr[data-step]")
+    page.click('#funnel-table tbody tr[data-step="2"]')
+    first = page.locator("#people-table tbody tr").first
+    expect(first.locator("a")).to_have_count(1)
+    key = first.get_attribute("data-user-key") or ""
+    first.locator("a").click()
+    expect(page).to_have_url(f"{dashboard.url}/people?{urlencode({'key': key})}")
+    expect(page.locator("#user")).to_be_visible()
+    expect(page.locator("#user-key")).to_have_text(key)
+    user = dashboard.api("GET", f"/v0/users/{key}", params={"limit": 25}).json()
+    expect(page.locator("#user-keys [data-key]")).to_have_count(len(user["keys"]))
+    items = page.locator("#user-timeline li.timeline-item")
+    expect(items).to_have_count(len(user["timeline"]["items"]))
+    assert [items.nth(i).get_attribute("data-id") for i in range(items.count())] == [
+        item["id"] for item in user["timeline"]["items"]
+    ]
+
+    # An anonymous visitor who never identified: listed among the user keys, and shown the same way.
+    listed = dashboard.api("GET", "/v0/events/users", key=dashboard.query_key, params={"limit": 1000}).json()
+    anonymous = next(row["user_key"] for row in listed["data"] if not row["identified"])
+    page.goto(f"{dashboard.url}/people")
+    page.fill("#users-filter input[name=q]", anonymous)
+    page.click("#users-filter button")
+    link = page.locator(f'#users-table tbody tr[data-key="{anonymous}"] a')
+    expect(link).to_have_count(1)
+    link.click()
+    expect(page.locator("#user-key")).to_have_text(anonymous)
+    expect(page.locator("#user-instances")).to_contain_text("never identified")
+    anonymous_user = dashboard.api("GET", f"/v0/users/{anonymous}", params={"limit": 25}).json()
+    expect(page.locator("#user-timeline li.timeline-item")).to_have_count(
+        len(anonymous_user["timeline"]["items"])
+    )

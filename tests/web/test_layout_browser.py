@@ -108,6 +108,20 @@ def open_people(page: Page, seeded: Seeded) -> None:
     expect(page.locator("h1")).to_have_text("People")
 
 
+def open_user_key(page: Page, seeded: Seeded) -> None:
+    page.goto(f"{seeded.dashboard.url}/people?key={REFUSED[0]}")
+    expect(page.locator("#user")).to_be_visible()
+    expect(page.locator("#user-timeline .timeline-item").first).to_be_visible()
+
+
+def open_funnel_people(page: Page, seeded: Seeded) -> None:
+    """The funnel's analyses below it, with the people list of step 1 open."""
+    open_funnels(page, seeded)
+    expect(page.locator("#ttc-card")).not_to_have_attribute("data-state", "loading")
+    page.click('#funnel-table tbody tr[data-step="1"]')
+    expect(page.locator("#people-card")).to_have_attribute("data-state", "ready")
+
+
 def open_deliveries(page: Page, seeded: Seeded) -> None:
     page.goto(f"{seeded.dashboard.url}/deliveries")
     rows = page.locator("#deliveries-table tr.job")
@@ -127,6 +141,8 @@ PAGES: dict[str, Callable[[Page, Seeded], None]] = {
     "funnels-breakdown": open_funnels_by_breakdown,
     "people": open_people,
     "person": open_person,
+    "user-key": open_user_key,
+    "funnel-people": open_funnel_people,
     "deliveries": open_deliveries,
     "settings": open_settings,
 }

@@ -18,10 +18,11 @@ from funnels.api.schemas import (
     LoadedConfig,
     ModelInstance,
     ModelInstances,
+    UserPerson,
     documented,
 )
 from funnels.automation.deliveries import STATUSES, get_job, iso, list_jobs
-from funnels.automation.people import Cursor, describe, find, parse_list_cursor, search
+from funnels.automation.people import Cursor, describe, describe_user, find, parse_list_cursor, search
 from funnels.config import ConfigInvalid
 from funnels.store import outbox
 from funnels.store.outbox import JobFilter
@@ -156,12 +157,7 @@ async def instance(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> dict[str, Any]:
     svc = services(request)
-    cursor = None
-    if before is not None:
-        try:
-            cursor = Cursor.parse(before)
-        except ValueError as error:
-            raise validation_error({"before": f"{error}, or the next_before of a previous page"}) from None
+    cursor = _cursor(before)
 
     def run() -> dict[str, Any] | None:
         with svc.state.read() as connection:
@@ -174,6 +170,51 @@ async def instance(
     if body is None:
         raise ApiError("NOT_FOUND", f"No {model} instance has the id {instance_id!r}.")
     return body
+
+
+@router.get(
+    "/v0/users/{user_key}",
+    summary="Any user key as a person: its keys, instances and events",
+    description=(
+        "A user key whether or not it was ever identified: the person it counts as in stitched funnels "
+        "(`person`: the user it links to, or itself), every key linked to that person, the model instances "
+        "those keys name, and the events of all of them, newest first (`before`/`limit` page them as in "
+        "`/v0/models/{model}/{id}`). 404 when no event and no link names the key."
+    ),
+    **documented(UserPerson, (400, *AUTH, 404)),
+)
+async def user(
+    request: Request,
+    user_key: str,
+    before: Annotated[
+        str | None,
+        Query(
+            description="Timeline page: `next_before` of the previous page, or a time (ISO 8601 or epoch ms)"
+        ),
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> dict[str, Any]:
+    svc = services(request)
+    cursor = _cursor(before)
+
+    def run() -> dict[str, Any] | None:
+        with svc.state.read() as connection:
+            return describe_user(connection, svc.events, user_key, cursor, limit)
+
+    body = await run_in_threadpool(run)
+    if body is None:
+        raise ApiError("NOT_FOUND", f"No event and no identity link names the user key {user_key!r}.")
+    return body
+
+
+def _cursor(before: str | None) -> Cursor | None:
+    """The timeline's `before` parameter as a cursor (absent: the newest page); a 400 naming it if bad."""
+    if before is None:
+        return None
+    try:
+        return Cursor.parse(before)
+    except ValueError as error:
+        raise validation_error({"before": f"{error}, or the next_before of a previous page"}) from None
 
 
 def _config_body(request: Request) -> dict[str, Any]:

@@ -555,6 +555,23 @@ class ModelInstance(BaseModel):
     timeline: Timeline
 
 
+class InstanceId(BaseModel):
+    model: str
+    id: str = Field(description="The instance's primary id")
+
+
+class UserPerson(BaseModel):
+    user_key: str
+    person: str = Field(
+        description="The key its events count under in stitched funnels: the user it links to, or itself"
+    )
+    keys: list[str] = Field(description="The person's keys: `person` first, then every id linked to it")
+    instances: list[InstanceId] = Field(description="Model instances any of `keys` names")
+    timeline: Timeline = Field(
+        description="The events of all `keys`, newest first (no actions: see instances)"
+    )
+
+
 class ConfiguredAction(BaseModel):
     type: str
     delay_seconds: float | None

@@ -13,7 +13,14 @@ from funnels.automation.steprule import Plan
 from funnels.events import parse_timestamp
 from funnels.store import outbox
 from funnels.store.events import EventStore
-from funnels.store.identity import Instance, ids_of, instance_by_id, instances_with_ids, search_instances
+from funnels.store.identity import (
+    Instance,
+    ids_of,
+    instance_by_id,
+    instances_named,
+    instances_with_ids,
+    search_instances,
+)
 from funnels.store.progress import satisfied_by
 from funnels.store.state import Connection
 
@@ -75,18 +82,28 @@ START = Cursor(2**62, 2)
 def timeline(
     connection: Connection,
     events: EventStore,
-    instance: Instance,
+    instance: Instance | None,
     ids: list[str],
     cursor: Cursor | None,
     limit: int,
 ) -> dict[str, Any]:
-    """Events (from the event store, by any of the instance's ids) and actions, newest first, one page."""
+    """Events (from the event store, by any of `ids`) and the instance's actions (none without one),
+    newest first, one page."""
     cursor = cursor or START
     op, tie = cursor.bound(RANKS["event"])
     event_rows = events.events_before(ids, cursor.ms, op == "<=", cursor.id if tie else None, limit)
     op, tie = cursor.bound(RANKS["action"])
-    action_rows = outbox.timeline_jobs(
-        connection, instance.id, cursor.ms, int(cursor.id) if tie else None, inclusive=op == "<=", limit=limit
+    action_rows = (
+        outbox.timeline_jobs(
+            connection,
+            instance.id,
+            cursor.ms,
+            int(cursor.id) if tie else None,
+            inclusive=op == "<=",
+            limit=limit,
+        )
+        if instance is not None
+        else []
     )
     items: list[tuple[tuple[int, int, Any], dict[str, Any]]] = [
         (
@@ -192,4 +209,36 @@ def search(
             for instance in page
         ],
         "next_cursor": str(page[-1].id) if len(found) > limit else None,
+    }
+
+
+def describe_user(
+    connection: Connection, events: EventStore, user_key: str, cursor: Cursor | None, limit: int
+) -> dict[str, Any] | None:
+    """Any user key as a person, identified or not: the person it is counted as in stitched funnels (the
+    user it links to, or itself), the person's keys (every id linked to them), the model instances those
+    keys name, and the events of all of them, newest first. None when nothing is known of the key (no
+    event, no link)."""
+    linked = events.linked_users(user_key)
+    person = linked[-1] if linked else user_key
+    # Two steps back, as stitching follows two links forward: ids linked to the person, and to those.
+    direct = [key for key in events.keys_linked_to([person], MAX_INSTANCE_IDS) if key != person]
+    further = [
+        key for key in events.keys_linked_to(direct, MAX_INSTANCE_IDS) if key != person and key not in direct
+    ]
+    others = [*direct, *further][:MAX_INSTANCE_IDS]
+    keys = [person, *others]
+    page = timeline(connection, events, None, keys, cursor, limit)
+    if not linked and not others and not page["items"] and cursor is None:
+        return None
+    owners, instances = instances_named(connection, keys)
+    named = sorted(
+        {(instances[ref].model, instances[ref].primary_id) for refs in owners.values() for _, ref in refs}
+    )
+    return {
+        "user_key": user_key,
+        "person": person,
+        "keys": keys,
+        "instances": [{"model": model, "id": id_} for model, id_ in named],
+        "timeline": page,
     }

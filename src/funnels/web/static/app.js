@@ -136,6 +136,15 @@ window.funnels = (() => {
     return iso ? dateTime.format(new Date(iso)) : "–";
   }
 
+  /** Seconds as a short duration: 42 s, 12 min, 3.5 h, 2.1 d ("–" for none). */
+  function duration(seconds) {
+    if (seconds === null || seconds === undefined) return "–";
+    if (seconds < 60) return `${Math.round(seconds)} s`;
+    if (seconds < 3600) return `${(seconds / 60).toFixed(seconds < 600 ? 1 : 0)} min`;
+    if (seconds < 86400) return `${(seconds / 3600).toFixed(1)} h`;
+    return `${(seconds / 86400).toFixed(1)} d`;
+  }
+
   /** Copy text to the clipboard; true if it worked (the Clipboard API, else a selection and the copy command). */
   async function copy(text) {
     if (navigator.clipboard && window.isSecureContext) {
@@ -154,5 +163,5 @@ window.funnels = (() => {
     return copied;
   }
 
-  return { api, ApiError, el, on, ready, showError, clearError, chart, formatTime, copy, csrfToken };
+  return { api, ApiError, el, on, ready, showError, clearError, chart, formatTime, duration, copy, csrfToken };
 })();

@@ -5,7 +5,7 @@
 "use strict";
 
 (() => {
-  const { api, el, on, ready, showError, clearError } = window.funnels;
+  const { api, el, on, ready, showError, clearError, duration } = window.funnels;
   const $ = (selector, root = document) => root.querySelector(selector);
   const $$ = (selector, root = document) => [...root.querySelectorAll(selector)];
 
@@ -30,15 +30,6 @@
   const integer = new Intl.NumberFormat();
   const percent = (ratio) => (ratio === null || ratio === undefined ? "–" : `${(ratio * 100).toFixed(1)}%`);
   const count = (n) => integer.format(n);
-
-  /** Seconds as a short duration: 42 s, 12 min, 3.5 h, 2.1 d ("–" for none). */
-  function duration(seconds) {
-    if (seconds === null || seconds === undefined) return "–";
-    if (seconds < 60) return `${Math.round(seconds)} s`;
-    if (seconds < 3600) return `${(seconds / 60).toFixed(seconds < 600 ? 1 : 0)} min`;
-    if (seconds < 86400) return `${(seconds / 3600).toFixed(1)} h`;
-    return `${(seconds / 86400).toFixed(1)} d`;
-  }
 
   /** A step's label: its name without the `::index` suffix the builder adds. */
   const stepLabel = (name) => name.replace(/::\d+$/, "");

@@ -3,7 +3,8 @@
 // ids, or by an anonymous id linked to one (GET /v0/models/{model}/{id}): ids, properties, parents and
 // children, progress in each funnel, and its timeline (cursor-paginated with `before`). `?model=&id=` in the
 // URL opens a person (`&limit=` sets the timeline's page size), so people link to each other and from the
-// Deliveries page.
+// Deliveries page. Any user key, identified or not (GET /v0/events/users lists them, GET /v0/users/{key}
+// shows one: the person it counts as, its linked keys, the instances they name and their events): `?key=`.
 "use strict";
 
 (() => {
@@ -145,9 +146,120 @@
 
   function showOnly(which) {
     $("#person-empty").hidden = which !== "empty";
+    $("#users-card").hidden = which !== "empty";
     $("#person-missing").hidden = which !== "missing";
     $("#person").hidden = which !== "person";
+    $("#user").hidden = which !== "user";
   }
+
+  // --- any user key ---------------------------------------------------------------------------------------
+
+  const keyHref = (key) => `/people?${new URLSearchParams({ key })}`;
+  let viewing = null; // {key, before}: the user key shown
+
+  async function openKey(key) {
+    clearError();
+    current = null;
+    const asked = (viewing = { key, before: null });
+    let user;
+    try {
+      user = await api(`/v0/users/${encodeURIComponent(key)}`, { query: { limit: PAGE }, errors: false });
+    } catch (error) {
+      if (viewing !== asked) return;
+      if (error instanceof ApiError && error.status === 404) {
+        $("#person-missing-text").textContent = error.message;
+        $("#person-missing-key").hidden = true;
+        showOnly("missing");
+        return;
+      }
+      showOnly("empty");
+      showError(error);
+      throw error;
+    }
+    if (viewing !== asked) return;
+    $("#user-key").textContent = key;
+    $("#user-avatar").textContent = initials(key);
+    $("#user-person").textContent = user.person === key ? "Counted as itself in funnels" : `Counted as ${user.person} in funnels (identity stitching)`;
+    $("#user-keys").replaceChildren(...user.keys.map((id) => el("a", { class: "id-chip", href: keyHref(id), dataset: { key: id } }, id)));
+    $("#user-instances").replaceChildren(
+      ...(user.instances.length
+        ? user.instances.map((ref) => el("a", { class: "relation", href: personHref(ref.model, ref.id), dataset: { model: ref.model, id: ref.id } }, el("span", { class: "scope" }, ref.model), ref.id))
+        : [el("span", { class: "muted" }, "none: never identified as an instance")]),
+    );
+    $("#user-timeline").replaceChildren();
+    appendUserTimeline(user.timeline);
+    showOnly("user");
+    document.title = `${key} · People · funnels`;
+  }
+
+  function appendUserTimeline(timeline) {
+    const list = $("#user-timeline");
+    list.append(...timeline.items.map(timelineItem));
+    if (!list.children.length) list.append(el("li", { class: "timeline-empty muted" }, "No events."));
+    viewing.before = timeline.next_before ?? null;
+    $("#user-more").hidden = !viewing.before;
+  }
+
+  on($("#user-more"), "click", async (event) => {
+    const button = event.currentTarget;
+    button.disabled = true;
+    try {
+      const asked = viewing;
+      const user = await api(`/v0/users/${encodeURIComponent(asked.key)}`, { query: { limit: PAGE, before: asked.before } });
+      if (viewing === asked) appendUserTimeline(user.timeline);
+    } finally {
+      button.disabled = false;
+    }
+  });
+
+  const usersForm = $("#users-filter");
+  let keys = null; // {q, cursor}: the user-key list shown
+
+  async function usersMore(asked) {
+    const query = { limit: LIST_PAGE };
+    if (asked.q) query.q = asked.q;
+    if (asked.cursor) query.cursor = asked.cursor;
+    const answer = await api("/v0/events/users", { query });
+    if (keys !== asked) return;
+    const body = $("#users-table tbody");
+    if (!asked.cursor) body.replaceChildren();
+    body.append(
+      ...answer.data.map((row) =>
+        el(
+          "tr",
+          { dataset: { key: row.user_key } },
+          el("td", {}, el("a", { href: keyHref(row.user_key) }, row.user_key)),
+          el("td", { class: "num" }, String(row.events)),
+          el("td", { class: "nowrap muted" }, formatTime(row.last_seen)),
+          el("td", {}, row.identified ? "yes" : el("span", { class: "muted" }, "anonymous")),
+        ),
+      ),
+    );
+    asked.cursor = answer.next_cursor;
+    if (!body.children.length) body.append(el("tr", { class: "empty" }, el("td", { colspan: 4, class: "muted" }, asked.q ? `No user key contains “${asked.q}”.` : "No events yet.")));
+    $("#users-more").hidden = !asked.cursor;
+  }
+
+  async function listKeys(q) {
+    usersForm.elements.q.value = q;
+    keys = { q, cursor: null };
+    await usersMore(keys);
+  }
+
+  on(usersForm, "submit", async (event) => {
+    event.preventDefault();
+    await listKeys(usersForm.elements.q.value.trim());
+  });
+
+  on($("#users-more"), "click", async (event) => {
+    const button = event.currentTarget;
+    button.disabled = true;
+    try {
+      await usersMore(keys);
+    } finally {
+      button.disabled = false;
+    }
+  });
 
   async function open(model, id) {
     clearError();
@@ -161,6 +273,8 @@
       if (current !== asked) return; // another person was opened meanwhile
       if (error instanceof ApiError && error.status === 404) {
         $("#person-missing-text").textContent = error.message;
+        $("#person-missing-key").href = keyHref(id);
+        $("#person-missing-key").hidden = false;
         showOnly("missing");
         return;
       }
@@ -176,7 +290,7 @@
 
   function fromUrl() {
     const params = new URLSearchParams(location.search);
-    return { model: params.get("model") ?? "", id: params.get("id") ?? "", q: params.get("q") ?? "" };
+    return { model: params.get("model") ?? "", id: params.get("id") ?? "", q: params.get("q") ?? "", key: params.get("key") ?? "" };
   }
 
   // --- the list -------------------------------------------------------------------------------------------
@@ -275,8 +389,9 @@
   });
 
   on(window, "popstate", async () => {
-    const { model, id, q } = fromUrl();
-    if (model && id) await open(model, id);
+    const { model, id, q, key } = fromUrl();
+    if (key) await openKey(key);
+    else if (model && id) await open(model, id);
     else await list(model || form.elements.model.options[0]?.value || "", q);
   });
 
@@ -284,6 +399,10 @@
     const config = await api("/v0/config");
     const select = form.elements.model;
     const wanted = fromUrl();
+    if (wanted.key) await openKey(wanted.key);
+    listKeys("").catch((error) => {
+      if (!(error instanceof ApiError)) throw error;
+    });
     const models = [...config.models];
     if (wanted.model && !models.includes(wanted.model)) models.push(wanted.model);
     select.replaceChildren(...models.map((model) => el("option", { value: model }, model)));
@@ -292,6 +411,7 @@
       $("#person-empty").replaceChildren(el("h2", {}, "No models configured"), el("p", { class: "muted" }, "People are the instances of the config's models: start the server with --config."));
       return;
     }
+    if (wanted.key) return;
     if (wanted.model && wanted.id) await open(wanted.model, wanted.id);
     else await list(wanted.model || models[0], wanted.q);
   });
