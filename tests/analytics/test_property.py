@@ -203,6 +203,7 @@ def cases(
     walk: bool | None = None,
     filter_counts: tuple[int, ...] = (0, 0, 0, 0, 1, 1, 2),
     bucket_names: bool = False,
+    attributions: bool = False,
 ) -> tuple[FunnelQuery, list[Event], int]:
     """(query, events, number of inserts). Events are shuffled and their ids are in random order.
 
@@ -211,7 +212,10 @@ def cases(
     a small gap after the previous one (window edges ±1 ms, sometimes 0), so users get deep into funnels.
 
     `bucket_names`: always break down, and let real values be spelled like the buckets the response makes
-    up ("(none)" for users without a value, "Others" for the merged rest)."""
+    up ("(none)" for users without a value, "Others" for the merged rest).
+
+    `attributions`: always break down, by a column or an event property (`properties.<key>`, of every kind
+    of JSON value), attributed by first touch, last touch or a step's event (`step:K`)."""
     step_kinds = draw(kinds)
     steps = []
     for type_, event in step_kinds:
@@ -225,7 +229,14 @@ def cases(
         if bucket_names
         else [None, None, "device", "utm_source", "referrer"]
     )
+    if attributions:
+        breakdowns = ["device", "utm_source", *(f"properties.{key}" for key in PROPERTY_VALUES)]
     breakdown = draw(st.sampled_from(breakdowns))
+    attribution = None
+    if attributions:
+        attribution = draw(
+            st.sampled_from(["first_touch", "last_touch", *(f"step:{k}" for k in range(1, len(steps) + 1))])
+        )
     column_values = COLUMN_VALUES
     if bucket_names:
         column_values = COLUMN_VALUES | {
@@ -240,6 +251,7 @@ def cases(
         funnel_type=draw(st.sampled_from(funnel_types)),
         breakdown=breakdown,
         breakdown_top_n=draw(st.integers(1, 2 if bucket_names else 3)) if breakdown else None,
+        breakdown_attribution=attribution,
     )
 
     home = start + draw(st.sampled_from([0, 0, 1, 2]))  # most times on one day, so windows can hold chains
@@ -366,6 +378,25 @@ def test_five_to_ten_steps_equal_reference(store: EventStore, case: Any) -> None
 def test_breakdown_values_spelled_like_buckets_equal_reference(store: EventStore, case: Any) -> None:
     """A real breakdown value "Others" or "(none)" (e.g. utm_source=Others) next to the made-up buckets."""
     check(store, case)
+
+
+@settings(PROFILE, max_examples=examples(150))
+@given(
+    case=st.one_of(
+        cases(
+            st.one_of(exclusive_kinds(2, 3), overlapping_kinds(2, 3)),
+            ["closed", "open", "strict"],
+            attributions=True,
+        ),
+        with_identities(cases(exclusive_kinds(2, 3), ["closed", "open", "strict"], attributions=True)),
+    )
+)
+def test_breakdowns_by_any_property_and_attribution_equal_reference(store: EventStore, case: Any) -> None:
+    """`breakdown=properties.<key>` (strings, numbers, booleans, objects, missing) and
+    `breakdown_attribution` first_touch, last_touch and step:K, in every funnel type, raw and stitched."""
+    check(store, case)
+    query, _, _ = case
+    hypothesis.event(f"attribution {query.breakdown_attribution.split(':')[0]}, {query.funnel_type}")
 
 
 @settings(PROFILE, max_examples=examples(150))

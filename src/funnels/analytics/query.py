@@ -29,6 +29,12 @@ STRING_OPERATORS: Final = ("equals", "notEquals", "in", "notIn", "startsWith", "
 NUMERIC_OPERATORS: Final = ("gt", "lt", "gte", "lte")
 OPERATORS: Final = STRING_OPERATORS + NUMERIC_OPERATORS
 
+# `breakdown`: a column, or an event property by its key (`properties.<key>`).
+PROPERTY_PREFIX: Final = "properties."
+# `breakdown_attribution`: which of a user's values puts them in a group (`step:K` for step K's event).
+ATTRIBUTIONS: Final = ("first_touch", "last_touch")
+_STEP_ATTRIBUTION = re.compile(r"step:([1-9][0-9]?)")
+
 # Numbers as text, the one spelling both SQL and the reference accept (no '+', no inf/nan, no hex).
 NUMBER_PATTERN: Final = r"^-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?$"
 _NUMBER = re.compile(NUMBER_PATTERN)
@@ -97,6 +103,20 @@ class FunnelQuery:
     breakdown: str | None = None
     breakdown_top_n: int = DEFAULT_TOP_N
     identity: Identity = "stitched"  # users are persons, or user keys as stored
+    breakdown_attribution: str = "first_touch"  # first_touch | last_touch | step:K
+
+    @property
+    def breakdown_property(self) -> str | None:
+        """With `breakdown=properties.<key>`, the key; None for a column (or no breakdown)."""
+        if self.breakdown is not None and self.breakdown.startswith(PROPERTY_PREFIX):
+            return self.breakdown[len(PROPERTY_PREFIX) :]
+        return None
+
+    @property
+    def attribution_step(self) -> int | None:
+        """With `breakdown_attribution=step:K`, K (1-based); None for first or last touch."""
+        found = _STEP_ATTRIBUTION.fullmatch(self.breakdown_attribution)
+        return int(found.group(1)) if found else None
 
     @property
     def stitched(self) -> bool:
@@ -278,10 +298,9 @@ def parse_funnel_query(params: dict[str, Any]) -> FunnelQuery:
         params.get("window_seconds"), errors, "window_seconds", DEFAULT_WINDOW_SECONDS, 1, MAX_WINDOW_SECONDS
     )
     funnel_type = parse_choice(params.get("funnel_type"), FUNNEL_TYPES, errors, "funnel_type")
-    breakdown = params.get("breakdown") or None
-    if breakdown is not None and breakdown not in BREAKDOWN_COLUMNS:
-        errors["breakdown"] = f"must be one of {', '.join(BREAKDOWN_COLUMNS)}"
+    breakdown = _breakdown(params.get("breakdown") or None, errors)
     top_n = parse_int(params.get("breakdown_top_n"), errors, "breakdown_top_n", DEFAULT_TOP_N, 1, MAX_TOP_N)
+    attribution = _attribution(params.get("breakdown_attribution"), breakdown, len(steps), errors)
     identity = parse_choice(params.get("identity"), IDENTITIES, errors, "identity")
     if errors:
         raise QueryValidationError(errors)
@@ -295,4 +314,38 @@ def parse_funnel_query(params: dict[str, Any]) -> FunnelQuery:
         breakdown=breakdown,
         breakdown_top_n=top_n,
         identity=identity,
+        breakdown_attribution=attribution,
     )
+
+
+def _breakdown(raw: Any, errors: dict[str, str]) -> str | None:
+    """A breakdown column, or `properties.<key>` (an event property; any key up to MAX_TEXT characters)."""
+    if raw is None:
+        return None
+    if isinstance(raw, str) and (
+        raw in BREAKDOWN_COLUMNS or (raw.startswith(PROPERTY_PREFIX) and raw != PROPERTY_PREFIX)
+    ):
+        if len(raw) > MAX_TEXT:
+            errors["breakdown"] = f"must be at most {MAX_TEXT} characters"
+        return raw
+    errors["breakdown"] = (
+        f"must be one of {', '.join(BREAKDOWN_COLUMNS)}, or properties.<key> for an event property"
+    )
+    return None
+
+
+def _attribution(raw: Any, breakdown: str | None, steps: int, errors: dict[str, str]) -> str:
+    """`first_touch` (the default), `last_touch` or `step:K` (1 ≤ K ≤ the number of steps); only with a
+    breakdown."""
+    if raw is None or raw == "":
+        return "first_touch"
+    found = _STEP_ATTRIBUTION.fullmatch(raw) if isinstance(raw, str) else None
+    if not (raw in ATTRIBUTIONS or found):
+        errors["breakdown_attribution"] = "must be first_touch, last_touch or step:K (K a step, 1-based)"
+    elif found and steps and int(found.group(1)) > steps:
+        errors["breakdown_attribution"] = f"step:{found.group(1)} is past the last step ({steps})"
+    elif breakdown is None and raw != "first_touch":
+        errors["breakdown_attribution"] = "needs a breakdown"
+    else:
+        return str(raw)
+    return "first_touch"

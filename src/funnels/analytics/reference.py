@@ -160,11 +160,29 @@ def open_path(query: FunnelQuery, events: list[Event]) -> Path:
     return tuple(path)
 
 
-def first_touch(query: FunnelQuery, events: list[Event]) -> str:
+def breakdown_text(query: FunnelQuery, event: Event) -> str:
+    """An event's breakdown value: its column, or its property as filters read it ('' for none)."""
     assert query.breakdown
-    valued = [(e.ts_ms, e.columns.get(query.breakdown, "")) for e in events]
-    valued = [pair for pair in valued if pair[1]]
-    return min(valued)[1] if valued else "(none)"
+    key = query.breakdown_property
+    return event.columns.get(query.breakdown, "") if key is None else property_text(event.properties.get(key))
+
+
+def attributed(query: FunnelQuery, events: list[Event], path: Path) -> str:
+    """The user's group: first touch, the earliest event with a value (ties: the smallest value); last
+    touch, the latest (ties: the largest); `step:K`, the smallest value among step K's events at the path's
+    step-K time. "(none)" without one (or short of step K)."""
+    k = query.attribution_step
+    if k is None:
+        valued = [(e.ts_ms, breakdown_text(query, e)) for e in events]
+        valued = [pair for pair in valued if pair[1]]
+        if not valued:
+            return "(none)"
+        return (max(valued) if query.breakdown_attribution == "last_touch" else min(valued))[1]
+    if len(path) < k:
+        return "(none)"
+    step = query.steps[k - 1]
+    values = [breakdown_text(query, e) for e in events if e.ts_ms == path[k - 1] and step_matches(step, e)]
+    return min((value for value in values if value), default="(none)")
 
 
 def identity_links(events: Iterable[Event]) -> dict[str, str]:
@@ -205,7 +223,7 @@ def reference_groups(query: FunnelQuery, events: Iterable[Event]) -> dict[str, l
     for user_events in by_user.values():
         path = find_path(query, user_events)
         if path:
-            value = first_touch(query, user_events) if query.breakdown else ""
+            value = attributed(query, user_events, path) if query.breakdown else ""
             paths[value].append(path)
     ranked = sorted(paths, key=lambda value: (-len(paths[value]), value))
     kept, rest = ranked[: query.breakdown_top_n], ranked[query.breakdown_top_n :]
@@ -364,14 +382,14 @@ def reference_people(query: PeopleQuery, events: Iterable[Event]) -> dict[str, o
     for user, user_events in by_user.items():
         path = find_path(funnel, user_events)
         if path and query.selects(len(path)):
-            value = first_touch(funnel, user_events) if funnel.breakdown else "(none)"
+            value = attributed(funnel, user_events, path) if funnel.breakdown else "(none)"
             times = (*path, *(None,) * (n - len(path)))
             people.append(Person(siphash64(user), user, len(path), times, value))
     if query.breakdown_value is not None:  # the funnel's buckets, as `reference_groups` ranks them
         entered: dict[str, int] = defaultdict(int)
         for user_events in by_user.values():
-            if find_path(funnel, user_events):
-                entered[first_touch(funnel, user_events)] += 1
+            if path := find_path(funnel, user_events):
+                entered[attributed(funnel, user_events, path)] += 1
         kept = sorted(entered, key=lambda v: (-entered[v], v))[: funnel.breakdown_top_n]
         people = [
             p for p in people if (p.breakdown if p.breakdown in kept else "Others") == query.breakdown_value

@@ -129,15 +129,24 @@ def step_sql(step: Step, bind: Binder) -> str:
     return "(" + " AND ".join(parts) + ")"
 
 
-def _scan(query: FunnelQuery, bind: Binder, matched: str) -> tuple[str, str]:
+def _scan(query: FunnelQuery, bind: Binder, matched: str, is_step: Callable[[int], str]) -> tuple[str, str]:
     """The WHERE clause over the scanned range (`matched`: an expression over the inner query's own step
-    columns, so each step condition is written and evaluated once) and the first-touch breakdown aggregate."""
+    columns, so each step condition is written and evaluated once) and the breakdown aggregate over the
+    inner query's value (`_breakdown_value`): the first-touch value (earliest event with one; ties: the
+    smallest), the last-touch value (latest; ties: the largest), or for `step:K` the values of step K's
+    events (`is_step(K)`: the inner query's test for it), sorted, of which `_step_value` picks the path's.
+    First and last touch read every event with a value, `step:K` only step events."""
     wanted = matched
-    if query.breakdown:
-        wanted += f" OR {query.breakdown} != ''"
-        breakdown = f"tupleElement(minIf(({TS_MS}, {query.breakdown}), {query.breakdown} != ''), 2)"
-    else:
+    value = _breakdown_value(query)
+    k = query.attribution_step
+    if not query.breakdown:
         breakdown = "''"
+    elif k is None:
+        wanted += f" OR {value} != ''"
+        pick = "maxIf" if query.breakdown_attribution == "last_touch" else "minIf"
+        breakdown = f"tupleElement({pick}(({TS_MS}, {value}), {value} != ''), 2)"
+    else:
+        breakdown = f"arraySort(groupArrayIf(({TS_MS}, {value}), {value} != '' AND {is_step(k)}))"
     where = (
         f"ts >= fromUnixTimestamp64Milli({bind(query.from_ms, 'Int64')}, 'UTC') "
         f"AND ts <= fromUnixTimestamp64Milli({bind(query.scan_end_ms, 'Int64')}, 'UTC') AND ({wanted})"
@@ -154,8 +163,26 @@ def _user(query: FunnelQuery, tables: Tables) -> tuple[str, str]:
     return f"dictGetOrDefault('{tables.persons}', 'person', {key}, {key}) AS person", "person"
 
 
-def _breakdown_column(query: FunnelQuery) -> str:
-    return f"{query.breakdown}, " if query.breakdown else ""
+def _breakdown_value(query: FunnelQuery) -> str:
+    """What the inner query calls the breakdown value: the column itself, or `bdv` for a property."""
+    return "bdv" if query.breakdown_property is not None else str(query.breakdown)
+
+
+def _breakdown_column(query: FunnelQuery, bind: Binder) -> str:
+    """The inner query's breakdown value, if any: the column, or the event property as text (`bdv`)."""
+    if not query.breakdown:
+        return ""
+    key = query.breakdown_property
+    return f"{query.breakdown}, " if key is None else f"{property_text(bind(key, 'String'))} AS bdv, "
+
+
+def _step_value(query: FunnelQuery) -> str:
+    """The outer per-user query's breakdown value: the inner one (`bd0`), or with `step:K` the smallest
+    value among step K's events at the path's step-K time (`tK`), '' past the user's last step."""
+    k = query.attribution_step
+    if k is None:
+        return "bd0"
+    return f"if(lvl >= {k}, arrayFirst(y -> y.1 = t{k}, bd0).2, '') AS bd0"
 
 
 def closed_exclusive_per_user(query: FunnelQuery, params: Params, tables: Tables = ONE_SERVER) -> str:
@@ -174,7 +201,7 @@ def closed_exclusive_per_user(query: FunnelQuery, params: Params, tables: Tables
     n = len(query.steps)
     conditions = [step_sql(step, bind) for step in query.steps]
     to_end, window = bind(query.to_end_ms, "Int64"), bind(query.window_ms, "Int64")
-    where, breakdown = _scan(query, bind, "step > 0")
+    where, breakdown = _scan(query, bind, "step > 0", lambda k: f"step = {k}")
     t, s = "bitShiftRight(x, 4)", "bitAnd(x, 15)"  # an element is (ms << 4) | step: one integer to sort
     out = [f"if({s} = 1 AND {t} > acc.1, {t}, acc.1)"]
     for k in range(2, n + 1):
@@ -198,10 +225,10 @@ def closed_exclusive_per_user(query: FunnelQuery, params: Params, tables: Tables
     ]
     user, user_name = _user(query, tables)
     return (
-        f"SELECT {lvl}, {', '.join(times)}, bd0 FROM ("
+        f"SELECT {lvl}, {', '.join(times)}, {_step_value(query)} FROM ("
         f"SELECT {user_name}, arraySort(groupArrayIf(bitOr(bitShiftLeft({TS_MS}, 4), step), step > 0)) AS a, "
         f"arrayFold({fold}, a, {init}) AS st, "
-        f"{breakdown} AS bd0 FROM (SELECT {user}, ts, {_breakdown_column(query)}{step_of} AS step "
+        f"{breakdown} AS bd0 FROM (SELECT {user}, ts, {_breakdown_column(query, bind)}{step_of} AS step "
         f"FROM {tables.events} WHERE {where}) GROUP BY {user_name})"
     )
 
@@ -217,7 +244,7 @@ def closed_general_per_user(query: FunnelQuery, params: Params, tables: Tables =
     bind = Binder(params)
     n = len(query.steps)
     conditions = [step_sql(step, bind) for step in query.steps]
-    where, breakdown = _scan(query, bind, "mask > 0")
+    where, breakdown = _scan(query, bind, "mask > 0", lambda k: f"bitAnd(mask, {1 << (k - 1)}) != 0")
     to_end, window = bind(query.to_end_ms, "Int64"), bind(query.window_ms, "Int64")
     bits = "[" + ", ".join(f"toUInt16({1 << i})" for i in range(n)) + "]"
     add_event = (
@@ -248,10 +275,10 @@ def closed_general_per_user(query: FunnelQuery, params: Params, tables: Tables =
     times = ", ".join(f"if(lvl >= {i}, st.2[lvl][{i}], NULL) AS t{i}" for i in range(1, n + 1))
     user, user_name = _user(query, tables)
     return (
-        f"SELECT arrayCount(v -> v >= 0, st.1) AS lvl, {times}, bd0 FROM ("
+        f"SELECT arrayCount(v -> v >= 0, st.1) AS lvl, {times}, {_step_value(query)} FROM ("
         f"SELECT {user_name}, arraySort(groupArrayIf(({TS_MS}, mask), mask > 0)) AS a, "
         f"arrayFold({fold}, {covered}, {init}) AS st, {breakdown} AS bd0 "
-        f"FROM (SELECT {user}, ts, {_breakdown_column(query)}toUInt16({mask}) AS mask FROM {tables.events} WHERE {where}) "
+        f"FROM (SELECT {user}, ts, {_breakdown_column(query, bind)}toUInt16({mask}) AS mask FROM {tables.events} WHERE {where}) "
         f"GROUP BY {user_name})"
     )
 
@@ -272,7 +299,7 @@ def strict_per_user(query: FunnelQuery, params: Params, tables: Tables = ONE_SER
     n = len(query.steps)
     conditions = [step_sql(step, bind) for step in query.steps]
     to_end, window = bind(query.to_end_ms, "Int64"), bind(query.window_ms, "Int64")
-    where, breakdown = _scan(query, bind, "1")
+    where, breakdown = _scan(query, bind, "1", lambda k: f"bitAnd(mask, {1 << (k - 1)}) != 0")
     t, m = "bitShiftRight(x, 16)", "bitAnd(x, 65535)"
     # acc.1: position; acc.2..n+1: L_k; acc.n+2..2n+1: B_k; acc.2n+2..3n+1: P_k
     live = [f"if(bitAnd({m}, 1) != 0 AND {t} <= {to_end}, {t}, -1)"]
@@ -303,10 +330,10 @@ def strict_per_user(query: FunnelQuery, params: Params, tables: Tables = ONE_SER
     mask = " + ".join(f"toInt64({c}) * {1 << i}" for i, c in enumerate(conditions))
     user, user_name = _user(query, tables)
     return (
-        f"SELECT {lvl}, {', '.join(times)}, bd0 FROM ("
+        f"SELECT {lvl}, {', '.join(times)}, {_step_value(query)} FROM ("
         f"SELECT {user_name}, arraySort(groupArray(bitOr(bitShiftLeft({TS_MS}, 16), mask))) AS a, "
         f"arrayFold({fold}, a, {init}) AS st, {breakdown} AS bd0 "
-        f"FROM (SELECT {user}, ts, {_breakdown_column(query)}{mask} AS mask FROM {tables.events} WHERE {where}) "
+        f"FROM (SELECT {user}, ts, {_breakdown_column(query, bind)}{mask} AS mask FROM {tables.events} WHERE {where}) "
         f"GROUP BY {user_name})"
     )
 
@@ -317,15 +344,15 @@ def open_per_user(query: FunnelQuery, params: Params, tables: Tables = ONE_SERVE
     n = len(query.steps)
     matches = ", ".join(f"{step_sql(step, bind)} AS m{i}" for i, step in enumerate(query.steps, 1))
     to_end = bind(query.to_end_ms, "Int64")
-    where, breakdown = _scan(query, bind, " OR ".join(f"m{i}" for i in range(1, n + 1)))
+    where, breakdown = _scan(query, bind, " OR ".join(f"m{i}" for i in range(1, n + 1)), lambda k: f"m{k}")
     firsts = [f"minOrNullIf({TS_MS}, m1 AND {TS_MS} <= {to_end}) AS t1"]
     firsts += [f"minOrNullIf({TS_MS}, m{i}) AS t{i}" for i in range(2, n + 1)]
     lvl = "multiIf(" + ", ".join(f"t{k} IS NULL, {k - 1}" for k in range(1, n + 1)) + f", {n}) AS lvl"
     user, user_name = _user(query, tables)
     return (
-        f"SELECT {lvl}, {', '.join(f't{k}' for k in range(1, n + 1))}, bd0 FROM ("
+        f"SELECT {lvl}, {', '.join(f't{k}' for k in range(1, n + 1))}, {_step_value(query)} FROM ("
         f"SELECT {user_name}, {', '.join(firsts)}, {breakdown} AS bd0 FROM ("
-        f"SELECT {user}, ts, {_breakdown_column(query)}{matches} FROM {tables.events} WHERE {where}) GROUP BY {user_name})"
+        f"SELECT {user}, ts, {_breakdown_column(query, bind)}{matches} FROM {tables.events} WHERE {where}) GROUP BY {user_name})"
     )
 
 
