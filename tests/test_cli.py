@@ -111,6 +111,40 @@ def test_query_json_is_exactly_the_api_body(demo_dir: tuple[Path, dict[str, str]
     assert json.loads(params["steps"]) == DEMO_STEPS
 
 
+def test_query_breaks_down_by_a_property_as_attributed(demo_dir: tuple[Path, dict[str, str]]) -> None:
+    """`--breakdown properties.chain --breakdown-attribution step:3`: the swaps' chains, as the API answers;
+    a bad attribution is refused naming it."""
+    data_dir, params = demo_dir
+    where = ("--data-dir", str(data_dir), "--date-from", params["date_from"], "--date-to", params["date_to"])
+    options = ("--breakdown", "properties.chain", "--breakdown-attribution", "step:3")
+    result = run("query", *where, "--steps", params["steps"], *options, "--format", "json")
+    assert result.returncode == 0, result.stderr
+    cli_body = json.loads(result.stdout)
+    svc = Services.open(data_dir)
+    try:
+        with TestClient(create_app(svc, run_shipper=False)) as client:
+            key = run("keys", "create", "--scope", "query:read", "--data-dir", str(data_dir)).stdout.strip()
+            query = {**params, "breakdown": "properties.chain", "breakdown_attribution": "step:3"}
+            api = client.get("/v0/funnel", params=query, headers={"Authorization": f"Bearer {key}"}).json()
+    finally:
+        svc.close()
+    assert cli_body["data"] == api["data"]
+    # Step 3 is a swap on ethereum: its users are all in that group; who did not swap have no step-3 value.
+    last = {row["breakdown"]: row["users"] for row in cli_body["data"] if row["step"] == 3}
+    assert last["ethereum"] > 0 and last.get("(none)", 0) == 0
+    refused = run(
+        "query",
+        *where,
+        "--steps",
+        params["steps"],
+        "--breakdown",
+        "device",
+        "--breakdown-attribution",
+        "step:9",
+    )
+    assert refused.returncode == 2 and "breakdown_attribution" in refused.stderr
+
+
 def test_query_saves_opens_and_compares_saved_funnels(demo_dir: tuple[Path, dict[str, str]]) -> None:
     data_dir, params = demo_dir
     where = ("--data-dir", str(data_dir))

@@ -536,8 +536,14 @@ def query(
     steps: Annotated[str | None, typer.Option("--steps", help="JSON array of 2–10 step specs")] = None,
     window_seconds: Annotated[int | None, typer.Option("--window-seconds")] = None,
     funnel_type: Annotated[str | None, typer.Option("--funnel-type", help="closed, open or strict")] = None,
-    breakdown: Annotated[str | None, typer.Option("--breakdown")] = None,
+    breakdown: Annotated[
+        str | None, typer.Option("--breakdown", help="A column (utm_source, …) or properties.<key>")
+    ] = None,
     breakdown_top_n: Annotated[int | None, typer.Option("--breakdown-top-n")] = None,
+    breakdown_attribution: Annotated[
+        str | None,
+        typer.Option("--breakdown-attribution", help="first_touch (default), last_touch or step:K"),
+    ] = None,
     identity: Annotated[
         str | None, typer.Option("--identity", help="stitched (default: users are persons) or raw")
     ] = None,
@@ -604,6 +610,7 @@ def query(
         "funnel_type": funnel_type,
         "breakdown": breakdown,
         "breakdown_top_n": breakdown_top_n,
+        "breakdown_attribution": breakdown_attribution,
         "identity": identity,
         "compare": compare,
     }

@@ -201,6 +201,51 @@ def test_every_allowlisted_breakdown_is_accepted(breakdown: str) -> None:
     assert parse_funnel_query(params(breakdown=breakdown)).breakdown == breakdown
 
 
+@pytest.mark.parametrize(
+    ("breakdown", "attribution", "key", "step"),
+    [
+        ("properties.plan", "", "plan", None),
+        ("properties.a.b", "last_touch", "a.b", None),  # the key is everything after the prefix
+        ("device", "step:2", None, 2),
+        ("utm_source", "first_touch", None, None),
+    ],
+)
+def test_breakdowns_by_a_property_and_attributions_are_accepted(
+    breakdown: str, attribution: str, key: str | None, step: int | None
+) -> None:
+    query = parse_funnel_query(params(breakdown=breakdown, breakdown_attribution=attribution))
+    assert (query.breakdown, query.breakdown_property, query.attribution_step) == (breakdown, key, step)
+    assert query.breakdown_attribution == (attribution or "first_touch")
+
+
+def test_first_touch_without_a_breakdown_is_the_default_spelled_out() -> None:
+    assert parse_funnel_query(params(breakdown_attribution="first_touch")).breakdown is None
+
+
+@pytest.mark.parametrize(
+    ("overrides", "name", "message"),
+    [
+        ({"breakdown": "plan"}, "breakdown", "properties.<key>"),
+        ({"breakdown": "properties."}, "breakdown", "properties.<key>"),
+        ({"breakdown": "properties." + "x" * 1000}, "breakdown", "at most 1000"),
+        ({"breakdown": "device", "breakdown_attribution": "middle"}, "breakdown_attribution", "step:K"),
+        ({"breakdown": "device", "breakdown_attribution": "step:0"}, "breakdown_attribution", "step:K"),
+        (
+            {"breakdown": "device", "breakdown_attribution": "step:3"},
+            "breakdown_attribution",
+            "past the last",
+        ),
+        ({"breakdown": "device", "breakdown_attribution": "step:02"}, "breakdown_attribution", "step:K"),
+        ({"breakdown_attribution": "last_touch"}, "breakdown_attribution", "needs a breakdown"),
+    ],
+)
+def test_bad_breakdowns_and_attributions_are_named(
+    overrides: dict[str, str], name: str, message: str
+) -> None:
+    problems = errors(**overrides)
+    assert list(problems) == [name] and message in problems[name]
+
+
 def test_dates_at_the_bounds_are_accepted() -> None:
     query = parse_funnel_query(params(date_from="1970-01-01", date_to="2199-12-31"))
     assert (query.date_from, query.date_to) == (date(1970, 1, 1), date(2199, 12, 31))
@@ -388,7 +433,8 @@ def test_unknown_funnel_type(value: str) -> None:
     "value", ["page_path", "origin", "user_id", "Device", "event", "device; DROP TABLE events"]
 )
 def test_breakdown_outside_allowlist(value: str) -> None:
-    assert errors(breakdown=value) == {"breakdown": f"must be one of {', '.join(BREAKDOWN_COLUMNS)}"}
+    expected = f"must be one of {', '.join(BREAKDOWN_COLUMNS)}, or properties.<key> for an event property"
+    assert errors(breakdown=value) == {"breakdown": expected}
 
 
 @pytest.mark.parametrize(
@@ -436,7 +482,7 @@ def test_every_error_is_collected_and_the_first_is_the_param() -> None:
         "steps.1.name": "duplicate step name 'a'; names must be unique",
         "window_seconds": f"must be between 1 and {MAX_WINDOW_SECONDS}",
         "funnel_type": "must be closed, open or strict",
-        "breakdown": f"must be one of {', '.join(BREAKDOWN_COLUMNS)}",
+        "breakdown": f"must be one of {', '.join(BREAKDOWN_COLUMNS)}, or properties.<key> for an event property",
         "breakdown_top_n": "must be an integer",
     }
     assert error.param == "date_from"

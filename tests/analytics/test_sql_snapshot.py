@@ -110,6 +110,20 @@ QUERIES: dict[str, FunnelQuery] = {
         breakdown="utm_source",
         breakdown_top_n=3,
     ),
+    "closed_property_last_touch": funnel_query(
+        [step("event", "page"), step("track", "connect"), step("track", "swap")],
+        day(0),
+        day(6),
+        breakdown="properties.plan",
+        breakdown_attribution="last_touch",
+    ),
+    "overlapping_property_step": funnel_query(
+        [step("event", "page"), step("track", "connect"), step("event", "page")],
+        day(0),
+        day(6),
+        breakdown="properties.chain",
+        breakdown_attribution="step:3",
+    ),
 }
 # Each query as it was before identity stitching (identity=raw: that SQL must not change), and stitched.
 CASES: dict[str, FunnelQuery] = {name: replace(query, identity="raw") for name, query in QUERIES.items()}

@@ -35,6 +35,7 @@ PARAMETERS: Final = (
     "funnel_type",
     "breakdown",
     "breakdown_top_n",
+    "breakdown_attribution",
     "identity",
     "compare",
 )

@@ -28,8 +28,6 @@ from funnels.types import BREAKDOWN_COLUMNS
 
 router = APIRouter(tags=["Query"])
 
-BREAKDOWN = list(BREAKDOWN_COLUMNS)
-
 # The funnel's parameters, shared by /v0/funnel and the endpoints under it (all read from the query string).
 DateFrom = Annotated[str | None, Query(description="Inclusive start date (YYYY-MM-DD, UTC); alias dateFrom")]
 DateTo = Annotated[
@@ -42,7 +40,19 @@ WindowSeconds = Annotated[str | None, Query(description="Conversion window in se
 FunnelType = Annotated[str | None, Query(json_schema_extra={"enum": ["closed", "open", "strict"]})]
 Breakdown = Annotated[
     str | None,
-    Query(description="First-touch dimension to break down by", json_schema_extra={"enum": BREAKDOWN}),
+    Query(
+        description=f"What to break down by: a column ({', '.join(BREAKDOWN_COLUMNS)}) or an event property, "
+        "`properties.<key>`",
+        json_schema_extra={"examples": [*BREAKDOWN_COLUMNS[:2], "properties.plan"]},
+    ),
+]
+BreakdownAttribution = Annotated[
+    str | None,
+    Query(
+        description="Which of a user's values puts them in a group: `first_touch` (default: the earliest "
+        "event with one), `last_touch` (the latest), or `step:K` (step K's event on the user's path)",
+        json_schema_extra={"examples": ["first_touch", "last_touch", "step:2"]},
+    ),
 ]
 BreakdownTopN = Annotated[str | None, Query(description="Breakdown values kept (default 8)")]
 Identity = Annotated[
@@ -62,7 +72,8 @@ Identity = Annotated[
         "Per-step unique users, conversion from start and from the previous step, drop-off, and exact median "
         "time-to-convert. `funnel_type=closed` (default): ordered, distinct events, within `window_seconds` of "
         "the first step; `strict`: closed, and each step the user's very next event after the previous step (no other event of the user in between); `open`: each step fired at least once in any order, adds `dropped_off_users`. "
-        "`breakdown` groups users by first-touch value (top N + `Others`). Users are persons: an anonymous id "
+        "`breakdown` (a column or `properties.<key>`) groups users by their value, first touch unless "
+        "`breakdown_attribution` says `last_touch` or `step:K` (top N + `Others`). Users are persons: an anonymous id "
         "and the user id it was identified or aliased as count as one (`identity=raw` counts each stored user "
         "key on its own). `compare=previous_period` adds `comparison`: the same funnel over the period of equal "
         "length just before `date_from`, each row's users and conversion from the start in both periods and "
@@ -80,6 +91,7 @@ async def get_funnel(
     funnel_type: FunnelType = None,
     breakdown: Breakdown = None,
     breakdown_top_n: BreakdownTopN = None,
+    breakdown_attribution: BreakdownAttribution = None,
     identity: Identity = None,
     compare: Annotated[
         str | None,
@@ -114,6 +126,7 @@ async def get_time_to_convert(
     funnel_type: FunnelType = None,
     breakdown: Breakdown = None,
     breakdown_top_n: BreakdownTopN = None,
+    breakdown_attribution: BreakdownAttribution = None,
     identity: Identity = None,
     from_step: Annotated[str | None, Query(description="The step measured from (1-based; default 1)")] = None,
     to_step: Annotated[
@@ -148,6 +161,7 @@ async def get_trends(
     funnel_type: FunnelType = None,
     breakdown: Breakdown = None,
     breakdown_top_n: BreakdownTopN = None,
+    breakdown_attribution: BreakdownAttribution = None,
     identity: Identity = None,
     interval: Annotated[
         str | None,
@@ -171,7 +185,7 @@ def csv_too(documentation: dict[str, Any]) -> dict[str, Any]:
         "The funnel's users at `step` (1-based, default 1) with `outcome`: `reached` (default: reached the step, "
         "the step's `users`), `converted` (reached the last step) or `dropped` (reached the step before and not "
         "this one; step 2 or later). Each with the furthest step reached, each step's time on the path "
-        "`/v0/funnel` measures, and the first-touch breakdown value. Ordered by a hash of the user key, `limit` "
+        "`/v0/funnel` measures, and the breakdown value (as attributed). Ordered by a hash of the user key, `limit` "
         "per page (default 100, at most 10,000), `cursor` the previous page's `next_cursor`; `users` counts "
         "every page. `format=csv` answers text/csv (a header row; `limit` up to 1,000,000, by default that; "
         "the next page's cursor in `X-Next-Cursor`). With `breakdown`, `breakdown_value` keeps the users of one "
@@ -190,6 +204,7 @@ async def get_people(
     funnel_type: FunnelType = None,
     breakdown: Breakdown = None,
     breakdown_top_n: BreakdownTopN = None,
+    breakdown_attribution: BreakdownAttribution = None,
     identity: Identity = None,
     step: Annotated[str | None, Query(description="The step (1-based; default 1)")] = None,
     outcome: Annotated[
