@@ -704,3 +704,33 @@ def test_a_person_of_the_list_opens_with_their_events_on_the_people_page(
     expect(page.locator("#user-timeline li.timeline-item")).to_have_count(
         len(anonymous_user["timeline"]["items"])
     )
+
+
+def test_a_breakdown_by_an_event_property_attributed_to_a_step(
+    analyst_page: Page, dashboard: Dashboard
+) -> None:
+    """Breakdown "Event property…" with a key, and "Value from" a step's event: the API's rows for
+    breakdown=properties.chain&breakdown_attribution=step:3, kept in the URL and across a reload."""
+    page = analyst_page
+    page.goto(f"{dashboard.url}/funnels?{urlencode(demo_query())}")
+    page.wait_for_selector("#funnel-table tbody tr[data-step]")
+    expect(page.locator("#breakdown-property-field")).to_be_hidden()
+    expect(page.locator("#attribution")).to_be_disabled()
+    page.select_option("#breakdown", "properties.")
+    expect(page.locator("#breakdown-property-field")).to_be_visible()
+    page.fill("#breakdown-property", "chain")
+    expect(page.locator("#attribution option")).to_have_count(2 + len(DEMO_STEPS))
+    page.select_option("#attribution", "step:3")
+    page.click("#run")
+    expect(page.locator("#results-caption")).to_contain_text("by properties.chain, step:3")
+    query = url_query(page)
+    assert (query["breakdown"], query["breakdown_attribution"]) == ("properties.chain", "step:3")
+    shown = shown_rows(page)
+    assert shown == api_rows(dashboard, query)
+    # Step 3 matches swaps on ethereum only: every converter is in that group.
+    assert {row["breakdown"] for row in shown if row["step"] == 3 and row["users"]} == {"ethereum"}
+    page.reload()
+    expect(page.locator("#breakdown")).to_have_value("properties.")
+    expect(page.locator("#breakdown-property")).to_have_value("chain")
+    expect(page.locator("#attribution")).to_have_value("step:3")
+    assert shown_rows(page) == shown

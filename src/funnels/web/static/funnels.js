@@ -13,7 +13,7 @@
   const config = JSON.parse(form.dataset.builder); // stepTypes, operators, breakdowns, min/maxSteps, defaults
   const errorBox = $("#funnel-error");
   const stepList = $("#steps");
-  const PARAMS = ["date_from", "date_to", "steps", "window_seconds", "funnel_type", "identity", "breakdown", "breakdown_top_n"];
+  const PARAMS = ["date_from", "date_to", "steps", "window_seconds", "funnel_type", "identity", "breakdown", "breakdown_top_n", "breakdown_attribution"];
 
   let uid = 0; // makes datalist ids unique
   let chart = null;
@@ -225,6 +225,25 @@
       $('[data-action="remove-step"]', node).disabled = steps.length <= config.minSteps;
     });
     $("#add-step").disabled = steps.length >= config.maxSteps;
+    attributionSteps(steps.length);
+  }
+
+  /** The attribution select: first and last touch, then "Step K" for each step (kept when it still exists). */
+  function attributionSteps(count) {
+    const select = $("#attribution");
+    const chosen = select.value;
+    for (const option of [...select.options].slice(2)) option.remove();
+    for (let k = 1; k <= count; k += 1) select.append(el("option", { value: `step:${k}` }, `Step ${k}'s event`));
+    select.value = [...select.options].some((option) => option.value === chosen) ? chosen : "first_touch";
+  }
+
+  /** The breakdown's controls follow its select: a property key for "Event property…"; Top and the
+   * attribution only with a breakdown. */
+  function breakdownChanged() {
+    const chosen = $("#breakdown").value;
+    $("#breakdown-property-field").hidden = chosen !== "properties.";
+    $("#top-n").disabled = !chosen;
+    $("#attribution").disabled = !chosen;
   }
 
   function setSteps(steps) {
@@ -285,10 +304,13 @@
     };
     // Stitched is the API's default: only raw is spelled out, so a stitched link is the same as before.
     if ($("#identity").value === "raw") query.identity = "raw";
-    const breakdown = $("#breakdown").value;
+    const chosen = $("#breakdown").value;
+    const breakdown = chosen === "properties." ? `properties.${$("#breakdown-property").value.trim()}` : chosen;
     if (breakdown) {
       query.breakdown = breakdown;
       query.breakdown_top_n = $("#top-n").value || String(config.defaultTopN);
+      // First touch is the API's default: only another attribution is spelled out (links stay as before).
+      if ($("#attribution").value !== "first_touch") query.breakdown_attribution = $("#attribution").value;
     }
     for (const add of hooks.query) Object.assign(query, add());
     return query;
@@ -316,15 +338,18 @@
     $("#window").value = String(unit === 60 && seconds % 60 ? seconds / 60 : seconds / unit);
     $("#funnel-type").value = ["open", "strict"].includes(params.funnel_type) ? params.funnel_type : "closed";
     $("#identity").value = params.identity === "raw" ? "raw" : "stitched";
-    $("#breakdown").value = params.breakdown ?? "";
+    const breakdown = params.breakdown ?? "";
+    const property = breakdown.startsWith("properties.");
+    $("#breakdown").value = property ? "properties." : breakdown;
+    $("#breakdown-property").value = property ? breakdown.slice("properties.".length) : "";
     $("#top-n").value = params.breakdown_top_n ?? String(config.defaultTopN);
-    $("#top-n").disabled = !$("#breakdown").value;
+    $("#attribution").value = params.breakdown_attribution ?? "first_touch";
+    if (!$("#attribution").value) $("#attribution").value = "first_touch"; // a step the funnel does not have
+    breakdownChanged();
     for (const hear of hooks.filled) hear(params);
   }
 
-  $("#breakdown").addEventListener("change", () => {
-    $("#top-n").disabled = !$("#breakdown").value;
-  });
+  $("#breakdown").addEventListener("change", breakdownChanged);
   for (const input of [$("#date-from"), $("#date-to")]) input.addEventListener("change", datesChanged);
 
   // Date presets: today (UTC, as the API's days are) and the N days before it, as the default range is.
@@ -438,7 +463,7 @@
     const range = `${query.date_from} – ${query.date_to}`;
     const who = query.identity === "raw" ? " · raw ids" : "";
     $("#results-caption").textContent = breakdown
-      ? `${range} · by ${breakdown} (top ${query.breakdown_top_n}) · ${query.funnel_type}${who}`
+      ? `${range} · by ${breakdown}${query.breakdown_attribution ? `, ${query.breakdown_attribution.replace("_", " ")}` : ""} (top ${query.breakdown_top_n}) · ${query.funnel_type}${who}`
       : `${range} · ${query.funnel_type}${who}`;
 
     renderSummary(steps, totals, series, breakdown);
