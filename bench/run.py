@@ -9,8 +9,10 @@ over the span); their events before it carry only an anonymous id, the rest both
 event links the two. Every funnel is then timed stitched (the default) and raw in the same run.
 
 Then the strict funnel next to the closed one (issue 14, item 5; target ≤ 2×), and issue 14's analyses of the closed funnel (`/v0/funnel/time_to_convert`, `/v0/funnel/trends`), each
-interleaved with the plain closed funnel (target ≤ 2× it) and with the funnel of its own parameters.
-`--analyses-only` times just those (strict included), on the data directory the last full run left in bench/data/dir.
+interleaved with the plain closed funnel (target ≤ 2× it) and with the funnel of its own parameters; then the
+funnel's variants (a breakdown by an event property with each attribution, compare=previous_period), each
+interleaved with the closed funnel. `--analyses-only` times just those (strict included), on the data
+directory the last full run left in bench/data/dir.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from funnels.analytics.compare import parse_compared_query, run_compared
 from funnels.analytics.funnel import run_funnel
 from funnels.analytics.people import parse_people_query, run_people
 from funnels.analytics.query import parse_funnel_query
@@ -257,6 +260,35 @@ def time_strict(svc: Services, closed: dict[str, str], repeat: int) -> dict[str,
     return results
 
 
+def time_variants(svc: Services, closed: dict[str, str], repeat: int) -> dict[str, object]:
+    """Issue 14's variants of the closed funnel, each interleaved with the plain closed funnel (target ≤ 2×):
+    a breakdown by an event property with each attribution (next to the breakdown by a column they replace),
+    and the comparison with the previous period (two funnels). Raw and stitched."""
+    variants: dict[str, dict[str, str]] = {
+        "breakdown utm_source (a column)": {"breakdown": "utm_source"},
+        "breakdown properties.chain, first touch": {"breakdown": "properties.chain"},
+        "breakdown properties.chain, last touch": {"breakdown": "properties.chain", "breakdown_attribution": "last_touch"},
+        "breakdown properties.chain, step:3": {"breakdown": "properties.chain", "breakdown_attribution": "step:3"},
+        "compare=previous_period": {"compare": "previous_period"},
+    }  # fmt: skip
+    results: dict[str, object] = {}
+    for identity in ("raw", "stitched"):
+        plain = parse_funnel_query({**closed, "identity": identity})
+        for label, extra in variants.items():
+            query = parse_compared_query({**closed, **extra, "identity": identity})
+            body = run_compared(svc.events, query)  # untimed warm-up, and the check
+            total = sum(row["users"] for row in body["data"] if row["step"] == 1)
+            assert total == run_funnel(svc.events, plain)["data"][0]["users"], label
+            times: dict[str, list[float]] = {"variant": [], "closed": []}
+            for _ in range(repeat):  # interleaved, so background load hits both alike
+                times["variant"] += timed(lambda q=query: run_compared(svc.events, q), 1)
+                times["closed"] += timed(lambda q=plain: run_funnel(svc.events, q), 1)
+            medians = {key: statistics.median(values) for key, values in times.items()}
+            results[f"{label}, {identity} ms"] = round(medians["variant"] * 1000)
+            results[f"{label}, {identity} × closed"] = round(medians["variant"] / medians["closed"], 2)
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -275,8 +307,10 @@ def main() -> None:
         svc = Services.open(DATA / "dir")
         try:
             closed = {**BASE, "steps": orjson.dumps(FUNNEL).decode()}
-            timings = time_strict(svc, closed, min(args.repeat, 5)) | time_analyses(
-                svc, closed, min(args.repeat, 5)
+            timings = (
+                time_strict(svc, closed, min(args.repeat, 5))
+                | time_analyses(svc, closed, min(args.repeat, 5))
+                | time_variants(svc, closed, min(args.repeat, 5))
             )
             print(json.dumps(timings, indent=2, ensure_ascii=False))
         finally:
@@ -361,6 +395,7 @@ def main() -> None:
                 )
         results |= time_strict(svc, closed, min(args.repeat, 5))
         results |= time_analyses(svc, closed, min(args.repeat, 5))
+        results |= time_variants(svc, closed, min(args.repeat, 5))
     finally:
         svc.close()
     results |= text_import_rates(source, rows=min(1_000_000, args.events))
