@@ -133,6 +133,14 @@ async def instances(
     return await run_in_threadpool(run)
 
 
+# A timeline's page (an instance's, a user key's).
+TimelineBefore = Annotated[
+    str | None,
+    Query(description="Timeline page: `next_before` of the previous page, or a time (ISO 8601 or epoch ms)"),
+]
+TimelineLimit = Annotated[int, Query(ge=1, le=200)]
+
+
 @router.get(
     "/v0/models/{model}/{instance_id}",
     summary="One model instance: ids, properties, progress, timeline",
@@ -148,13 +156,8 @@ async def instance(
     request: Request,
     model: str,
     instance_id: str,
-    before: Annotated[
-        str | None,
-        Query(
-            description="Timeline page: `next_before` of the previous page, or a time (ISO 8601 or epoch ms)"
-        ),
-    ] = None,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    before: TimelineBefore = None,
+    limit: TimelineLimit = 50,
 ) -> dict[str, Any]:
     svc = services(request)
     cursor = _cursor(before)
@@ -186,13 +189,8 @@ async def instance(
 async def user(
     request: Request,
     user_key: str,
-    before: Annotated[
-        str | None,
-        Query(
-            description="Timeline page: `next_before` of the previous page, or a time (ISO 8601 or epoch ms)"
-        ),
-    ] = None,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    before: TimelineBefore = None,
+    limit: TimelineLimit = 50,
 ) -> dict[str, Any]:
     svc = services(request)
     cursor = _cursor(before)
