@@ -70,6 +70,17 @@ def demo_funnel(page: Page) -> None:
     settle(page)
 
 
+def demo_analyses(page: Page) -> None:
+    """Below the demo's funnel: conversion over time, time to convert, and the people who reached step 2."""
+    demo_funnel(page)
+    page.click('#funnel-table tbody tr[data-step="2"]')
+    page.wait_for_selector('#people-card[data-state="ready"]')
+    settle(page)
+    page.locator("#trends-card").evaluate(
+        "card => window.scrollTo(0, card.getBoundingClientRect().top + window.scrollY - 72)"
+    )
+
+
 def open_person(page: Page) -> None:
     """A customer who reached two steps, with a parent organization and a few actions."""
     page.goto(page.url.split("/people")[0] + "/people?model=customer&id=cus_1002")
@@ -86,6 +97,7 @@ def open_delivery(page: Page) -> None:
 SHOTS: dict[str, Callable[[Page], None]] = {
     "login": lambda page: None,
     "funnels": demo_funnel,
+    "funnels-analyses": demo_analyses,
     "settings": lambda page: page.wait_for_selector("#keys-table tbody tr[data-key-id]"),
     "people": lambda page: open_person(page),
     "deliveries": lambda page: open_delivery(page),
@@ -125,7 +137,7 @@ def shoot(names: list[str]) -> None:
                     else:
                         if "/login" in page.url or page.url == "about:blank":
                             sign_in(page, demo)
-                        page.goto(f"{demo.url}/{name.removesuffix('-phone')}")
+                        page.goto(f"{demo.url}/{name.split('-')[0]}")  # funnels-analyses: /funnels
                     settle(page)
                     SHOTS[name](page)
                     path = OUT / f"{name}.png"
