@@ -507,6 +507,12 @@ def query(
     identity: Annotated[
         str | None, typer.Option("--identity", help="stitched (default: users are persons) or raw")
     ] = None,
+    exclusions: Annotated[
+        str | None,
+        typer.Option(
+            "--exclusions", help="Closed funnels: JSON array of {type, event, filters?, from_step, to_step}"
+        ),
+    ] = None,
     interval: Annotated[
         str | None,
         typer.Option("--interval", help="day, week or month: conversion over time (GET /v0/funnel/trends)"),
@@ -552,6 +558,7 @@ def query(
         "breakdown": breakdown,
         "breakdown_top_n": breakdown_top_n,
         "identity": identity,
+        "exclusions": exclusions,
     }
     measuring = from_step is not None or to_step is not None or bins is not None
     if sum((interval is not None, measuring, listing)) > 1:

@@ -87,10 +87,23 @@ def step_matches(step: Step, event: Event) -> bool:
 
 def closed_path(query: FunnelQuery, events: list[Event]) -> Path:
     """The chosen path: among chains of distinct events reaching the furthest step, the latest start, then
-    the earliest time for each following step (lexicographically)."""
+    the earliest time for each following step (lexicographically). With exclusions, only admissible chains:
+    no event matching an exclusion in (time of its from_step, time of its to_step] (every chain is tried,
+    and one that breaks an exclusion is not extended: each of its extensions breaks it too)."""
     n = len(query.steps)
     matches = [[step_matches(step, e) for step in query.steps] for e in events]
+    excluded = [[e.ts_ms for e in events if step_matches(x.step, e)] for x in query.exclusions]
     best: tuple[int, Path] = (0, ())
+
+    def admissible(path: Path) -> bool:
+        """No exclusion ending at the path's last step has an event in (t_from, t_to]."""
+        k = len(path)
+        return not any(
+            path[x.from_step - 1] < ts <= path[-1]
+            for x, times in zip(query.exclusions, excluded, strict=True)
+            if x.to_step == k
+            for ts in times
+        )
 
     def better(path: Path) -> bool:
         if len(path) != len(best[1]):
@@ -109,7 +122,8 @@ def closed_path(query: FunnelQuery, events: list[Event]) -> Path:
                 continue
             if event.ts_ms < path[-1] or event.ts_ms - path[0] > query.window_ms:
                 continue
-            extend((*path, event.ts_ms), used | {index})
+            if admissible((*path, event.ts_ms)):
+                extend((*path, event.ts_ms), used | {index})
 
     for index, event in enumerate(events):
         if matches[index][0] and query.from_ms <= event.ts_ms <= query.to_end_ms:

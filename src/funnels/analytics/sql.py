@@ -311,6 +311,95 @@ def strict_per_user(query: FunnelQuery, params: Params, tables: Tables = ONE_SER
     )
 
 
+def closed_exclusions_per_user(query: FunnelQuery, params: Params, tables: Tables = ONE_SERVER) -> str:
+    """Closed funnel with exclusion steps (exclusive steps): the one-event-at-a-time fold, with caps.
+
+    An exclusion e = (f, g) disqualifies a chain when one of its events is in (t_f, t_g] (docs/semantics.md).
+    Elements are (ms << 16) | code: a step event's code is 1024 + step, an exclusion event's the bitmask of
+    the exclusions it matches (an event matching both gives both elements), so within a millisecond the
+    exclusion elements come first. An exclusion element at t therefore finds every chain at a level in
+    [f, g - 1] with t_f < t: all of them are disqualified from reaching g, and only reach g - 1 now (their
+    cap). Chains so capped together share their future, so the latest start still dominates within a cap:
+    the state keeps F[c][k], the latest start of a chain at level k whose cap is at least c, for each cap c
+    an exclusion can set (g - 1) and n. A later match of step f starts a fresh chain there (it re-arms).
+
+    The path for the medians is the earliest admissible chain from the winning start (the times an
+    admissible chain can take form a lattice, so that chain is earliest at every step), found by a second,
+    narrow fold: greedy, each step at its first event, and an exclusion element that would disqualify the
+    chain from reaching a step it must reach sends it back to level f - 1, to take step f again.
+    """
+    bind = Binder(params)
+    n = len(query.steps)
+    exclusions = query.exclusions
+    conditions = [step_sql(step, bind) for step in query.steps]
+    excluded = [step_sql(exclusion.step, bind) for exclusion in exclusions]
+    to_end, window = bind(query.to_end_ms, "Int64"), bind(query.window_ms, "Int64")
+    where, breakdown = _scan(query, bind, "step > 0 OR xm > 0")
+    t, code = "bitShiftRight(x, 16)", "bitAnd(x, 65535)"
+    caps = sorted({exclusion.to_step - 1 for exclusion in exclusions} | {n})
+    fields = [(cap, k) for cap in caps for k in range(1, cap + 1)]
+    at = {field: index for index, field in enumerate(fields, 1)}
+    out = []
+    for cap, k in fields:
+        cur = f"acc.{at[(cap, k)]}"
+        if k == 1:
+            step = f"if({code} = 1025 AND {t} > {cur}, {t}, {cur})"
+        else:
+            prev = f"acc.{at[(cap, k - 1)]}"
+            step = (
+                f"if({code} = {1024 + k} AND {prev} >= 0 AND {t} - {prev} <= {window} AND {prev} > {cur}, "
+                f"{prev}, {cur})"
+            )
+        poison = sum(1 << e for e, x in enumerate(exclusions) if x.from_step <= k < x.to_step <= cap)
+        out.append(
+            f"if({code} < 1024, if(bitAnd({code}, {poison}) != 0, -1, {cur}), {step})" if poison else step
+        )
+    fold = "(acc, x) -> (" + ", ".join(out) + ")"
+    init = "(" + ", ".join("toInt64(-1)" for _ in fields) + ")"
+    lowest = {k: at[(min(cap for cap in caps if cap >= k), k)] for k in range(1, n + 1)}  # the widest cap
+    lvl = "multiIf(" + ", ".join(f"st.{lowest[k]} >= 0, {k}" for k in range(n, 0, -1)) + ", 0) AS lvl"
+    start = "multiIf(" + ", ".join(f"lvl = {k}, st.{lowest[k]}" for k in range(n, 0, -1)) + ", -1) AS start_"
+    # The path: acc.1 the level reached, acc.(k + 1) step k's time.
+    cuts = sorted(enumerate(exclusions), key=lambda item: item[1].from_step)
+    cut = (
+        "multiIf("
+        + "".join(
+            f"bitAnd({code}, {1 << e}) != 0 AND lvl >= {x.to_step} AND acc.1 >= {x.from_step} "
+            f"AND acc.1 < {x.to_step}, {x.from_step - 1}, "
+            for e, x in cuts
+        )
+        + "acc.1)"
+    )
+    advance = (
+        f"{code} = 1025 + acc.1 AND acc.1 < lvl AND if(acc.1 = 0, {t} = start_, {t} - start_ <= {window})"
+    )
+    path_out = [f"toInt64(if({code} < 1024, {cut}, if({advance}, acc.1 + 1, acc.1)))"]
+    path_out += [
+        f"if({code} = {1024 + k} AND acc.1 = {k - 1} AND {advance}, {t}, acc.{k + 1})"
+        for k in range(1, n + 1)
+    ]
+    path_fold = "(acc, x) -> (" + ", ".join(path_out) + ")"
+    path_init = "(" + ", ".join("toInt64(0)" if i == 0 else "toInt64(-1)" for i in range(n + 1)) + ")"
+    times = ", ".join(f"if(lvl >= {k}, path_.{k + 1}, NULL) AS t{k}" for k in range(1, n + 1))
+    step_of = (
+        f"multiIf({conditions[0]} AND {TS_MS} <= {to_end}, 1, "
+        + "".join(f"{c}, {i + 1}, " for i, c in enumerate(conditions) if i)
+        + "0)"
+    )
+    mask = " + ".join(f"toInt64({c}) * {1 << e}" for e, c in enumerate(excluded))
+    element = f"bitShiftLeft({TS_MS}, 16)"
+    user, user_name = _user(query, tables)
+    return (
+        f"SELECT lvl, {times}, bd0 FROM ("
+        f"SELECT {user_name}, {lvl}, {start}, arrayFold({path_fold}, a, {path_init}) AS path_, bd0 FROM ("
+        f"SELECT {user_name}, arraySort(arrayConcat(groupArrayIf(bitOr({element}, 1024 + step), step > 0), "
+        f"groupArrayIf(bitOr({element}, xm), xm > 0))) AS a, "
+        f"arrayFold({fold}, a, {init}) AS st, "
+        f"{breakdown} AS bd0 FROM (SELECT {user}, ts, {_breakdown_column(query)}{step_of} AS step, {mask} AS xm "
+        f"FROM {tables.events} WHERE {where}) GROUP BY {user_name}))"
+    )
+
+
 def open_per_user(query: FunnelQuery, params: Params, tables: Tables = ONE_SERVER) -> str:
     """Open funnel: the first time each step fired; step 1 inside the date range, others in the scan."""
     bind = Binder(params)
@@ -334,6 +423,8 @@ def choose_per_user(query: FunnelQuery) -> PerUser:
         return open_per_user
     if query.funnel_type == "strict":
         return strict_per_user
+    if query.exclusions:
+        return closed_exclusions_per_user
     return closed_exclusive_per_user if query.steps_exclusive else closed_general_per_user
 
 

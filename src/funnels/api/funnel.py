@@ -46,6 +46,14 @@ Breakdown = Annotated[
     Query(description="First-touch dimension to break down by", json_schema_extra={"enum": BREAKDOWN}),
 ]
 BreakdownTopN = Annotated[str | None, Query(description="Breakdown values kept (default 8)")]
+Exclusions = Annotated[
+    str | None,
+    Query(
+        description="Closed funnels: JSON array of up to 10 exclusion specs {type, event, filters?, from_step, "
+        "to_step}; an event matching one after step from_step's event, up to step to_step's, disqualifies "
+        "that conversion (docs/semantics.md)"
+    ),
+]
 Identity = Annotated[
     str | None,
     Query(
@@ -80,6 +88,7 @@ async def get_funnel(
     breakdown: Breakdown = None,
     breakdown_top_n: BreakdownTopN = None,
     identity: Identity = None,
+    exclusions: Exclusions = None,
 ) -> dict[str, Any]:
     return await run_query(request, parse_funnel_query, run_funnel)
 
@@ -106,6 +115,7 @@ async def get_time_to_convert(
     breakdown: Breakdown = None,
     breakdown_top_n: BreakdownTopN = None,
     identity: Identity = None,
+    exclusions: Exclusions = None,
     from_step: Annotated[str | None, Query(description="The step measured from (1-based; default 1)")] = None,
     to_step: Annotated[
         str | None, Query(description="The step measured to (1-based, after from_step; default the last)")
@@ -140,6 +150,7 @@ async def get_trends(
     breakdown: Breakdown = None,
     breakdown_top_n: BreakdownTopN = None,
     identity: Identity = None,
+    exclusions: Exclusions = None,
     interval: Annotated[
         str | None,
         Query(description="Period length (default day)", json_schema_extra={"enum": list(INTERVALS)}),
@@ -182,6 +193,7 @@ async def get_people(
     breakdown: Breakdown = None,
     breakdown_top_n: BreakdownTopN = None,
     identity: Identity = None,
+    exclusions: Exclusions = None,
     step: Annotated[str | None, Query(description="The step (1-based; default 1)")] = None,
     outcome: Annotated[
         str | None,
