@@ -90,6 +90,13 @@ CASES = [
         from_previous=[None, 3.0, 1.0],
     ),
     Case(
+        "the path takes each step at its first event after the previous one, as without exclusions",
+        [page(T), track(T + S, "connect"), track(T + 2 * S, "connect"), track(T + 4 * S, "swap")],
+        closed(PAGE, CONNECT, SWAP, exclusions=MINT_2_3),
+        users=[1, 1, 1],
+        from_previous=[None, 1.0, 3.0],
+    ),
+    Case(
         "without a re-arm the user stops at to_step - 1",
         [page(T), track(T + S, "connect"), track(T + 2 * S, "mint"), track(T + 4 * S, "swap")],
         closed(PAGE, CONNECT, SWAP, exclusions=MINT_2_3),

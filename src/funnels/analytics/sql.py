@@ -320,13 +320,13 @@ def closed_exclusions_per_user(query: FunnelQuery, params: Params, tables: Table
     exclusion elements come first. An exclusion element at t therefore finds every chain at a level in
     [f, g - 1] with t_f < t: all of them are disqualified from reaching g, and only reach g - 1 now (their
     cap). Chains so capped together share their future, so the latest start still dominates within a cap:
-    the state keeps F[c][k], the latest start of a chain at level k whose cap is at least c, for each cap c
-    an exclusion can set (g - 1) and n. A later match of step f starts a fresh chain there (it re-arms).
-
-    The path for the medians is the earliest admissible chain from the winning start (the times an
-    admissible chain can take form a lattice, so that chain is earliest at every step), found by a second,
-    narrow fold: greedy, each step at its first event, and an exclusion element that would disqualify the
-    chain from reaching a step it must reach sends it back to level f - 1, to take step f again.
+    the state keeps, for each cap c an exclusion can set (g - 1) and n, and each level k <= c, the chain
+    with the latest start at level k whose cap is at least c: its start and its times (t2..tk). A later
+    match of step f starts a fresh chain there (it re-arms). A chain is replaced only by a later start, so
+    of the chains with the winning start the state keeps the first to get there, the earliest at every
+    step, which is the path the medians measure. The times ride in the fold, unlike in
+    `closed_exclusive_per_user`: with exclusions the first step event after the previous one may not be on
+    an admissible chain, and a second fold to find the path cost four times the funnel.
     """
     bind = Binder(params)
     n = len(query.steps)
@@ -337,50 +337,46 @@ def closed_exclusions_per_user(query: FunnelQuery, params: Params, tables: Table
     where, breakdown = _scan(query, bind, "step > 0 OR xm > 0")
     t, code = "bitShiftRight(x, 16)", "bitAnd(x, 65535)"
     caps = sorted({exclusion.to_step - 1 for exclusion in exclusions} | {n})
-    fields = [(cap, k) for cap in caps for k in range(1, cap + 1)]
-    at = {field: index for index, field in enumerate(fields, 1)}
-    out = []
-    for cap, k in fields:
-        cur = f"acc.{at[(cap, k)]}"
+    states = [(cap, k) for cap in caps for k in range(1, cap + 1)]
+    at: dict[tuple[int, int, int], int] = {}  # (cap, level, j) → the state's field: j = 1 the start, else t_j
+    for cap, k in states:
+        for j in range(1, k + 1):
+            at[(cap, k, j)] = len(at) + 1
+    moves, out = [], []
+    for cap, k in states:
+        start = f"acc.{at[(cap, k, 1)]}"
         if k == 1:
-            step = f"if({code} = 1025 AND {t} > {cur}, {t}, {cur})"
+            moves.append(f"{code} = 1025 AND {t} > {start}")
         else:
-            prev = f"acc.{at[(cap, k - 1)]}"
-            step = (
-                f"if({code} = {1024 + k} AND {prev} >= 0 AND {t} - {prev} <= {window} AND {prev} > {cur}, "
-                f"{prev}, {cur})"
+            prev = f"acc.{at[(cap, k - 1, 1)]}"
+            moves.append(
+                f"{code} = {1024 + k} AND {prev} >= 0 AND {t} - {prev} <= {window} AND {prev} > {start}"
             )
+        move = f"m{len(moves)}_"
         poison = sum(1 << e for e, x in enumerate(exclusions) if x.from_step <= k < x.to_step <= cap)
-        out.append(
-            f"if({code} < 1024, if(bitAnd({code}, {poison}) != 0, -1, {cur}), {step})" if poison else step
-        )
-    fold = "(acc, x) -> (" + ", ".join(out) + ")"
-    init = "(" + ", ".join("toInt64(-1)" for _ in fields) + ")"
-    lowest = {k: at[(min(cap for cap in caps if cap >= k), k)] for k in range(1, n + 1)}  # the widest cap
-    lvl = "multiIf(" + ", ".join(f"st.{lowest[k]} >= 0, {k}" for k in range(n, 0, -1)) + ", 0) AS lvl"
-    start = "multiIf(" + ", ".join(f"lvl = {k}, st.{lowest[k]}" for k in range(n, 0, -1)) + ", -1) AS start_"
-    # The path: acc.1 the level reached, acc.(k + 1) step k's time.
-    cuts = sorted(enumerate(exclusions), key=lambda item: item[1].from_step)
-    cut = (
+        new_start = t if k == 1 else f"acc.{at[(cap, k - 1, 1)]}"
+        if poison:
+            out.append(
+                f"if({code} < 1024 AND bitAnd({code}, {poison}) != 0, -1, if({move}, {new_start}, {start}))"
+            )
+        else:
+            out.append(f"if({move}, {new_start}, {start})")
+        out += [f"if({move}, acc.{at[(cap, k - 1, j)]}, acc.{at[(cap, k, j)]})" for j in range(2, k)]
+        if k > 1:
+            out.append(f"if({move}, {t}, acc.{at[(cap, k, k)]})")
+    named = ", ".join(f"{expr} AS m{i}_" for i, expr in enumerate(moves, 1))
+    fold = f"(acc, x) -> tupleElement(({named}, (" + ", ".join(out) + f")), {len(moves) + 1})"
+    init = "(" + ", ".join("toInt64(-1)" for _ in at) + ")"
+    widest = {k: min(cap for cap in caps if cap >= k) for k in range(1, n + 1)}  # the state with every chain
+    lvl = (
         "multiIf("
-        + "".join(
-            f"bitAnd({code}, {1 << e}) != 0 AND lvl >= {x.to_step} AND acc.1 >= {x.from_step} "
-            f"AND acc.1 < {x.to_step}, {x.from_step - 1}, "
-            for e, x in cuts
-        )
-        + "acc.1)"
+        + ", ".join(f"st.{at[(widest[k], k, 1)]} >= 0, {k}" for k in range(n, 0, -1))
+        + ", 0) AS lvl"
     )
-    advance = (
-        f"{code} = 1025 + acc.1 AND acc.1 < lvl AND if(acc.1 = 0, {t} = start_, {t} - start_ <= {window})"
-    )
-    path_out = [f"toInt64(if({code} < 1024, {cut}, if({advance}, acc.1 + 1, acc.1)))"]
-    path_out += [
-        f"if({code} = {1024 + k} AND acc.1 = {k - 1} AND {advance}, {t}, acc.{k + 1})"
-        for k in range(1, n + 1)
-    ]
-    path_fold = "(acc, x) -> (" + ", ".join(path_out) + ")"
-    path_init = "(" + ", ".join("toInt64(0)" if i == 0 else "toInt64(-1)" for i in range(n + 1)) + ")"
-    times = ", ".join(f"if(lvl >= {k}, path_.{k + 1}, NULL) AS t{k}" for k in range(1, n + 1))
+    times = []
+    for j in range(1, n + 1):
+        at_level = ", ".join(f"lvl = {k}, st.{at[(widest[k], k, j)]}" for k in range(n, j - 1, -1))
+        times.append(f"if(lvl >= {j}, multiIf({at_level}, -1), NULL) AS t{j}")
     step_of = (
         f"multiIf({conditions[0]} AND {TS_MS} <= {to_end}, 1, "
         + "".join(f"{c}, {i + 1}, " for i, c in enumerate(conditions) if i)
@@ -390,13 +386,12 @@ def closed_exclusions_per_user(query: FunnelQuery, params: Params, tables: Table
     element = f"bitShiftLeft({TS_MS}, 16)"
     user, user_name = _user(query, tables)
     return (
-        f"SELECT lvl, {times}, bd0 FROM ("
-        f"SELECT {user_name}, {lvl}, {start}, arrayFold({path_fold}, a, {path_init}) AS path_, bd0 FROM ("
+        f"SELECT {lvl}, {', '.join(times)}, bd0 FROM ("
         f"SELECT {user_name}, arraySort(arrayConcat(groupArrayIf(bitOr({element}, 1024 + step), step > 0), "
         f"groupArrayIf(bitOr({element}, xm), xm > 0))) AS a, "
         f"arrayFold({fold}, a, {init}) AS st, "
         f"{breakdown} AS bd0 FROM (SELECT {user}, ts, {_breakdown_column(query)}{step_of} AS step, {mask} AS xm "
-        f"FROM {tables.events} WHERE {where}) GROUP BY {user_name}))"
+        f"FROM {tables.events} WHERE {where}) GROUP BY {user_name})"
     )
 
 
