@@ -119,6 +119,12 @@ QUERIES: dict[str, FunnelQuery] = {
         '{"type":"event","event":"page","filters":[{"operand":"page_path","operator":"equals","value":"/exit"}],'
         '"from_step":2,"to_step":3}]',
     ),
+    "closed_overlapping_exclusions": funnel_query(
+        [step("event", "page"), step("track", "connect"), step("event", "page")],
+        day(0),
+        day(29),
+        exclusions='[{"type":"track","event":"mint","from_step":2,"to_step":3}]',
+    ),
 }
 # Each query as it was before identity stitching (identity=raw: that SQL must not change), and stitched.
 CASES: dict[str, FunnelQuery] = {name: replace(query, identity="raw") for name, query in QUERIES.items()}

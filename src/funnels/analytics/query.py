@@ -355,11 +355,6 @@ def parse_funnel_query(params: dict[str, Any]) -> FunnelQuery:
                 else "(no other event is between two strict steps)"
             )
         )
-    if exclusions and funnel_type == "closed" and not _exclusive(steps) and "exclusions" not in errors:
-        errors["exclusions"] = (
-            "not supported yet when one event may match two steps (two steps of the same type and event, or "
-            "one of type 'event')"
-        )
     if errors:
         raise QueryValidationError(errors)
     assert date_from is not None and date_to is not None

@@ -395,6 +395,95 @@ def closed_exclusions_per_user(query: FunnelQuery, params: Params, tables: Table
     )
 
 
+def closed_general_exclusions_per_user(
+    query: FunnelQuery, params: Params, tables: Tables = ONE_SERVER
+) -> str:
+    """Closed funnel with exclusion steps when an event may match several steps: `closed_general_per_user`'s
+    fold over millisecond groups, once per cap (as in `closed_exclusions_per_user`).
+
+    A group is (t, cov, xm): `xm` the exclusions its events match. Before the group's steps move any chain,
+    the chains of each cap class at a level an exclusion in `xm` covers (f <= k < g <= the class's cap) are
+    dropped from it (they stay in the classes below, whose cap is under g), which puts an exclusion before
+    the step events of its millisecond. Then each class moves its chains as the plain fold does, never past
+    its cap, carrying each level's path.
+    """
+    bind = Binder(params)
+    n = len(query.steps)
+    exclusions = query.exclusions
+    conditions = [step_sql(step, bind) for step in query.steps]
+    excluded = [step_sql(exclusion.step, bind) for exclusion in exclusions]
+    where, breakdown = _scan(query, bind, "mask > 0 OR xm > 0")
+    to_end, window = bind(query.to_end_ms, "Int64"), bind(query.window_ms, "Int64")
+    caps = sorted({exclusion.to_step - 1 for exclusion in exclusions} | {n})
+    poison = [
+        [
+            sum(1 << e for e, x in enumerate(exclusions) if x.from_step <= k < x.to_step <= cap)
+            for k in range(1, n + 1)
+        ]
+        for cap in caps
+    ]
+    poison_sql = "[" + ", ".join("[" + ", ".join(f"toUInt16({m})" for m in row) + "]" for row in poison) + "]"
+    caps_sql = "[" + ", ".join(str(cap) for cap in caps) + "]"
+    bits = "[" + ", ".join(f"toUInt16({1 << i})" for i in range(n)) + "]"
+    add_event = (
+        f"(c, e) -> arrayDistinct(arrayConcat(c, arrayFlatten(arrayMap(b -> arrayMap(s -> bitOr(s, b), "
+        f"arrayFilter(s -> bitAnd(s, b) = 0, c)), arrayFilter(b -> bitAnd(e.2, b) != 0, {bits})))))"
+    )
+    groups = "arraySplit((x, i) -> x.1 != a[i - 1].1, a, arrayEnumerate(a))"
+    covered = (
+        f"arrayMap(g -> (g[1].1, arrayFold({add_event}, g, [toUInt16(0)]), "
+        f"arrayReduce('groupBitOr', arrayMap(e -> e.3, g))), {groups})"
+    )
+    # Each class ci's levels after the group's exclusions: its chains an exclusion covers are gone.
+    kept = (
+        f"arrayMap((fc, ci) -> arrayMap((v, k) -> if(bitAnd(x.3, {poison_sql}[ci][k]) != 0, toInt64(-1), v), "
+        f"fc, range(1, {n + 1})), acc.1, range(1, {len(caps) + 1}))"
+    )
+    candidates = (
+        f"arrayMap(j -> if(k <= {caps_sql}[ci] AND "
+        f"has(x.2, bitShiftLeft(toUInt16(1), k) - bitShiftLeft(toUInt16(1), j)) AND "
+        f"if(j = 0, x.1 <= {to_end}, kept_[ci][j] >= 0 AND x.1 - kept_[ci][j] <= {window}), "
+        f"if(j = 0, x.1, kept_[ci][j]), -1), range(toUInt64(k)))"
+    )
+    step_level = (
+        f"arrayMap(k -> ({candidates} AS cands_, arrayMax(cands_) AS best_, best_ > kept_[ci][k] AS moved_, "
+        f"toUInt64(arrayLastIndex(v -> v = best_, cands_) - 1) AS src_, "
+        f"if(moved_, best_, kept_[ci][k]), "
+        f"if(moved_, arrayConcat(arraySlice(acc.2[ci][src_], 1, src_), arrayWithConstant(k - src_, x.1)), "
+        f"acc.2[ci][k])), range(1, {n + 1}))"
+    )
+    per_class = f"({step_level} AS levels_, (arrayMap(v -> v.5, levels_), arrayMap(v -> v.6, levels_)))"
+    classes = f"arrayMap(ci -> tupleElement({per_class}, 2), range(1, {len(caps) + 1}))"
+    states = "(arrayMap(c -> c.1, classes_), arrayMap(c -> c.2, classes_))"
+    fold = f"(acc, x) -> tupleElement(({kept} AS kept_, {classes} AS classes_, {states}), 3)"
+    init = (
+        f"(arrayWithConstant({len(caps)}, arrayWithConstant({n}, toInt64(-1))), "
+        f"arrayWithConstant({len(caps)}, arrayWithConstant({n}, CAST([], 'Array(Int64)'))))"
+    )
+    widest = [caps.index(min(cap for cap in caps if cap >= k)) + 1 for k in range(1, n + 1)]
+    lvl = (
+        "multiIf("
+        + ", ".join(f"st.1[{widest[k - 1]}][{k}] >= 0, {k}" for k in range(n, 0, -1))
+        + ", 0) AS lvl"
+    )
+    path = (
+        "multiIf("
+        + ", ".join(f"lvl = {k}, st.2[{widest[k - 1]}][{k}]" for k in range(n, 0, -1))
+        + ", []) AS path_"
+    )
+    times = ", ".join(f"if(lvl >= {i}, path_[{i}], NULL) AS t{i}" for i in range(1, n + 1))
+    mask = " + ".join(f"toUInt16({c}) * {1 << i}" for i, c in enumerate(conditions))
+    xmask = " + ".join(f"toUInt16({c}) * {1 << e}" for e, c in enumerate(excluded))
+    user, user_name = _user(query, tables)
+    return (
+        f"SELECT lvl, {times}, bd0 FROM (SELECT {user_name}, {lvl}, {path}, bd0 FROM ("
+        f"SELECT {user_name}, arraySort(groupArrayIf(({TS_MS}, mask, xm), mask > 0 OR xm > 0)) AS a, "
+        f"arrayFold({fold}, {covered}, {init}) AS st, {breakdown} AS bd0 "
+        f"FROM (SELECT {user}, ts, {_breakdown_column(query)}toUInt16({mask}) AS mask, toUInt16({xmask}) AS xm "
+        f"FROM {tables.events} WHERE {where}) GROUP BY {user_name}))"
+    )
+
+
 def open_per_user(query: FunnelQuery, params: Params, tables: Tables = ONE_SERVER) -> str:
     """Open funnel: the first time each step fired; step 1 inside the date range, others in the scan."""
     bind = Binder(params)
@@ -419,7 +508,7 @@ def choose_per_user(query: FunnelQuery) -> PerUser:
     if query.funnel_type == "strict":
         return strict_per_user
     if query.exclusions:
-        return closed_exclusions_per_user
+        return closed_exclusions_per_user if query.steps_exclusive else closed_general_exclusions_per_user
     return closed_exclusive_per_user if query.steps_exclusive else closed_general_per_user
 
 
