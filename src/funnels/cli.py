@@ -513,6 +513,13 @@ def query(
             "--exclusions", help="Closed funnels: JSON array of {type, event, filters?, from_step, to_step}"
         ),
     ] = None,
+    hold_constant: Annotated[
+        str | None,
+        typer.Option(
+            "--hold-constant",
+            help="Closed funnels: JSON array of properties.KEY or columns every step shares",
+        ),
+    ] = None,
     interval: Annotated[
         str | None,
         typer.Option("--interval", help="day, week or month: conversion over time (GET /v0/funnel/trends)"),
@@ -559,6 +566,7 @@ def query(
         "breakdown_top_n": breakdown_top_n,
         "identity": identity,
         "exclusions": exclusions,
+        "hold_constant": hold_constant,
     }
     measuring = from_step is not None or to_step is not None or bins is not None
     if sum((interval is not None, measuring, listing)) > 1:

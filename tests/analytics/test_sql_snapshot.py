@@ -125,6 +125,13 @@ QUERIES: dict[str, FunnelQuery] = {
         day(29),
         exclusions='[{"type":"track","event":"mint","from_step":2,"to_step":3}]',
     ),
+    "closed_hold_constant_breakdown": funnel_query(
+        [step("event", "page"), step("track", "connect"), step("track", "swap")],
+        day(0),
+        day(6),
+        breakdown="device",
+        hold_constant='["properties.chain", "utm_source"]',
+    ),
 }
 # Each query as it was before identity stitching (identity=raw: that SQL must not change), and stitched.
 CASES: dict[str, FunnelQuery] = {name: replace(query, identity="raw") for name, query in QUERIES.items()}

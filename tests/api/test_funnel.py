@@ -365,6 +365,38 @@ def test_exclusions_disqualify_conversions_on_every_endpoint(
     assert [row["user_key"] for row in people["data"]] == ["a"]
 
 
+def test_hold_constant_on_the_funnel_and_its_analyses(
+    client: TestClient, keys: dict[str, str], analysed: Services
+) -> None:
+    """c connects with `chain=base` after a page without one: a conversion, unless the chain is held."""
+    start = 1_775_001_600_000
+    analysed.events.insert_events(
+        [
+            Event(
+                event_id="c2",
+                type="track",
+                event="connect",
+                user_key="c",
+                user_id="c",
+                ts_ms=start + DAY_MS + 5_000,
+                received_ms=start,
+                properties={"chain": "base"},
+                columns={},
+            )
+        ]
+    )
+    headers = bearer(keys["query:read"])
+    params = ANALYSIS | {"hold_constant": '["properties.chain"]'}
+    plain = client.get("/v0/funnel", params=ANALYSIS, headers=headers).json()
+    assert [row["users"] for row in plain["data"]] == [3, 3]
+    held = client.get("/v0/funnel", params=params, headers=headers).json()
+    assert [row["users"] for row in held["data"]] == [3, 2]
+    people = client.get("/v0/funnel/people", params=params | {"outcome": "converted"}, headers=headers).json()
+    assert sorted(row["user_key"] for row in people["data"]) == ["a", "b"]
+    ttc = client.get("/v0/funnel/time_to_convert", params=params, headers=headers).json()
+    assert (ttc["data"][0]["users"], ttc["data"][0]["p50_seconds"]) == (2, 46.0)
+
+
 @pytest.mark.parametrize(
     ("path", "params", "param"),
     [
@@ -393,6 +425,8 @@ def test_exclusions_disqualify_conversions_on_every_endpoint(
             "exclusions.0.from_step",
         ),
         ("/v0/funnel/people", {"exclusions": EXCLUDE_C, "funnel_type": "open"}, "exclusions"),
+        ("/v0/funnel", {"hold_constant": '["chain"]'}, "hold_constant.0"),
+        ("/v0/funnel/trends", {"hold_constant": '["device"]', "funnel_type": "strict"}, "hold_constant"),
     ],
 )
 def test_bad_parameters_get_the_envelope_naming_them(

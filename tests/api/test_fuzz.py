@@ -109,6 +109,10 @@ PARAMS = st.fixed_dictionaries(
         "breakdown": st.sampled_from(["device", "referrer", "", "properties"]),
         "breakdown_top_n": st.integers(-5, 10**12).map(str),
         "exclusions": EXCLUSIONS,
+        "hold_constant": st.sampled_from(
+            ['["properties.chain"]', '["device", "properties.x"]', "[]", "[1]", "x"]
+        )
+        | JSON.map(json.dumps),
     },
 )
 STATUSES: list[int] = []

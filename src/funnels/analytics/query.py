@@ -24,6 +24,7 @@ IDENTITIES: tuple[Identity, ...] = ("stitched", "raw")
 T = TypeVar("T", bound=str)
 MAX_FILTERS_PER_STEP: Final = 20
 MAX_EXCLUSIONS: Final = 10
+MAX_HELD: Final = 3
 MAX_TEXT: Final = 1_000
 
 STRING_OPERATORS: Final = ("equals", "notEquals", "in", "notIn", "startsWith", "endsWith", "includes")
@@ -109,6 +110,7 @@ class FunnelQuery:
     breakdown_top_n: int = DEFAULT_TOP_N
     identity: Identity = "stitched"  # users are persons, or user keys as stored
     exclusions: tuple[Exclusion, ...] = ()
+    hold_constant: tuple[str, ...] = ()  # held constant: standard columns, and `properties.KEY`
 
     @property
     def stitched(self) -> bool:
@@ -321,6 +323,30 @@ def _exclusions(raw: Any, steps: int, errors: dict[str, str]) -> tuple[Exclusion
     return tuple(exclusions)
 
 
+def _held(raw: Any, errors: dict[str, str]) -> tuple[str, ...]:
+    """`hold_constant`: a JSON array of 1–3 of `properties.KEY` or a standard column."""
+    if raw is None or raw == "":
+        return ()
+    parsed = _json(raw, "hold_constant", errors)
+    if "hold_constant" in errors:
+        return ()
+    if not isinstance(parsed, list) or not 1 <= len(parsed) <= MAX_HELD:
+        errors["hold_constant"] = (
+            f"must be a JSON array of 1–{MAX_HELD} of properties.KEY or a standard column"
+        )
+        return ()
+    held = []
+    for index, item in enumerate(parsed):
+        path = f"hold_constant.{index}"
+        if (isinstance(item, str) and item in STANDARD_COLUMNS) or (
+            isinstance(item, str) and item.startswith("properties.") and 0 < len(item) - 11 <= MAX_TEXT
+        ):
+            held.append(item)
+        else:
+            errors[path] = f"must be properties.KEY or one of {', '.join(STANDARD_COLUMNS)}"
+    return tuple(held)
+
+
 def parse_funnel_part(params: dict[str, Any], errors: dict[str, str]) -> FunnelQuery | None:
     """The funnel's parameters of an analysis built on it (time to convert, trends, people): the query, or
     None with its problems added to `errors`, so the analysis reports them with its own in one answer."""
@@ -355,6 +381,11 @@ def parse_funnel_query(params: dict[str, Any]) -> FunnelQuery:
                 else "(no other event is between two strict steps)"
             )
         )
+    held = _held(params.get("hold_constant"), errors)
+    if held and funnel_type != "closed" and "funnel_type" not in errors:
+        errors["hold_constant"] = f"only with funnel_type=closed, for now (not {funnel_type})"
+    elif held and exclusions:
+        errors["hold_constant"] = "not together with exclusions, for now"
     if errors:
         raise QueryValidationError(errors)
     assert date_from is not None and date_to is not None
@@ -368,4 +399,5 @@ def parse_funnel_query(params: dict[str, Any]) -> FunnelQuery:
         breakdown_top_n=top_n,
         identity=identity,
         exclusions=exclusions,
+        hold_constant=held,
     )

@@ -136,6 +136,8 @@ def _scan(query: FunnelQuery, bind: Binder, matched: str) -> tuple[str, str]:
     if query.breakdown:
         wanted += f" OR {query.breakdown} != ''"
         breakdown = f"tupleElement(minIf(({TS_MS}, {query.breakdown}), {query.breakdown} != ''), 2)"
+        if query.hold_constant:  # the first touch of each held value's group, for `held_per_user`'s min
+            breakdown = f"minIf(({TS_MS}, {query.breakdown}), {query.breakdown} != '')"
     else:
         breakdown = "''"
     where = (
@@ -145,13 +147,22 @@ def _scan(query: FunnelQuery, bind: Binder, matched: str) -> tuple[str, str]:
     return where, breakdown
 
 
-def _user(query: FunnelQuery, tables: Tables) -> tuple[str, str]:
+def _user(query: FunnelQuery, tables: Tables, bind: Binder | None = None) -> tuple[str, str]:
     """The innermost SELECT's user column and the name the per-user GROUP BY uses: `user_key` as stored
-    (raw), or the person it belongs to (stitched)."""
-    if not query.stitched:
-        return "user_key", "user_key"
+    (raw), or the person it belongs to (stitched); with `hold_constant`, the pair (user, held values)
+    `held_`, so the fold runs once per user and value (`held_per_user`)."""
     key = "sipHash64(user_key)"  # the dictionary is keyed by ids' hashes and answers the person's hash
-    return f"dictGetOrDefault('{tables.persons}', 'person', {key}, {key}) AS person", "person"
+    user = f"dictGetOrDefault('{tables.persons}', 'person', {key}, {key})" if query.stitched else "user_key"
+    if query.hold_constant:
+        assert bind is not None
+        values = []
+        for held in query.hold_constant:
+            name = held.removeprefix("properties.")
+            values.append(
+                property_text(bind(name, "String")) if held.startswith("properties.") else f"toString({held})"
+            )
+        return f"({user}, ({', '.join(values)}, '')) AS held_", "held_"
+    return (f"{user} AS person", "person") if query.stitched else ("user_key", "user_key")
 
 
 def _breakdown_column(query: FunnelQuery) -> str:
@@ -196,7 +207,7 @@ def closed_exclusive_per_user(query: FunnelQuery, params: Params, tables: Tables
         f"if(lvl >= {i}, bitShiftRight(arrayFirst(x -> {s} = {i} AND {t} >= t{i - 1}, a), 4), NULL) AS t{i}"
         for i in range(2, n + 1)
     ]
-    user, user_name = _user(query, tables)
+    user, user_name = _user(query, tables, bind)
     return (
         f"SELECT {lvl}, {', '.join(times)}, bd0 FROM ("
         f"SELECT {user_name}, arraySort(groupArrayIf(bitOr(bitShiftLeft({TS_MS}, 4), step), step > 0)) AS a, "
@@ -246,7 +257,7 @@ def closed_general_per_user(query: FunnelQuery, params: Params, tables: Tables =
     init = f"(arrayWithConstant({n}, toInt64(-1)), arrayWithConstant({n}, CAST([], 'Array(Int64)')))"
     mask = " + ".join(f"toUInt16({c}) * {1 << i}" for i, c in enumerate(conditions))
     times = ", ".join(f"if(lvl >= {i}, st.2[lvl][{i}], NULL) AS t{i}" for i in range(1, n + 1))
-    user, user_name = _user(query, tables)
+    user, user_name = _user(query, tables, bind)
     return (
         f"SELECT arrayCount(v -> v >= 0, st.1) AS lvl, {times}, bd0 FROM ("
         f"SELECT {user_name}, arraySort(groupArrayIf(({TS_MS}, mask), mask > 0)) AS a, "
@@ -301,7 +312,7 @@ def strict_per_user(query: FunnelQuery, params: Params, tables: Tables = ONE_SER
         f"if(lvl >= {i}, bitShiftRight(a[end_ - lvl + {i}], 16), NULL) AS t{i}" for i in range(2, n + 1)
     ]
     mask = " + ".join(f"toInt64({c}) * {1 << i}" for i, c in enumerate(conditions))
-    user, user_name = _user(query, tables)
+    user, user_name = _user(query, tables, bind)
     return (
         f"SELECT {lvl}, {', '.join(times)}, bd0 FROM ("
         f"SELECT {user_name}, arraySort(groupArray(bitOr(bitShiftLeft({TS_MS}, 16), mask))) AS a, "
@@ -384,7 +395,7 @@ def closed_exclusions_per_user(query: FunnelQuery, params: Params, tables: Table
     )
     mask = " + ".join(f"toInt64({c}) * {1 << e}" for e, c in enumerate(excluded))
     element = f"bitShiftLeft({TS_MS}, 16)"
-    user, user_name = _user(query, tables)
+    user, user_name = _user(query, tables, bind)
     return (
         f"SELECT {lvl}, {', '.join(times)}, bd0 FROM ("
         f"SELECT {user_name}, arraySort(arrayConcat(groupArrayIf(bitOr({element}, 1024 + step), step > 0), "
@@ -474,7 +485,7 @@ def closed_general_exclusions_per_user(
     times = ", ".join(f"if(lvl >= {i}, path_[{i}], NULL) AS t{i}" for i in range(1, n + 1))
     mask = " + ".join(f"toUInt16({c}) * {1 << i}" for i, c in enumerate(conditions))
     xmask = " + ".join(f"toUInt16({c}) * {1 << e}" for e, c in enumerate(excluded))
-    user, user_name = _user(query, tables)
+    user, user_name = _user(query, tables, bind)
     return (
         f"SELECT lvl, {times}, bd0 FROM (SELECT {user_name}, {lvl}, {path}, bd0 FROM ("
         f"SELECT {user_name}, arraySort(groupArrayIf(({TS_MS}, mask, xm), mask > 0 OR xm > 0)) AS a, "
@@ -494,11 +505,33 @@ def open_per_user(query: FunnelQuery, params: Params, tables: Tables = ONE_SERVE
     firsts = [f"minOrNullIf({TS_MS}, m1 AND {TS_MS} <= {to_end}) AS t1"]
     firsts += [f"minOrNullIf({TS_MS}, m{i}) AS t{i}" for i in range(2, n + 1)]
     lvl = "multiIf(" + ", ".join(f"t{k} IS NULL, {k - 1}" for k in range(1, n + 1)) + f", {n}) AS lvl"
-    user, user_name = _user(query, tables)
+    user, user_name = _user(query, tables, bind)
     return (
         f"SELECT {lvl}, {', '.join(f't{k}' for k in range(1, n + 1))}, bd0 FROM ("
         f"SELECT {user_name}, {', '.join(firsts)}, {breakdown} AS bd0 FROM ("
         f"SELECT {user}, ts, {_breakdown_column(query)}{matches} FROM {tables.events} WHERE {where}) GROUP BY {user_name})"
+    )
+
+
+def held_per_user(query: FunnelQuery, params: Params, tables: Tables = ONE_SERVER) -> str:
+    """Closed funnel with `hold_constant`: the closed fold once per user and held values (`_user` groups
+    by both), then per user the best of its values' paths: the furthest level, then the latest start, then
+    the earliest times, as one fold over all of them would choose among chains of one value; the
+    first-touch breakdown value over all of them."""
+    n = len(query.steps)
+    inner = (closed_exclusive_per_user if query.steps_exclusive else closed_general_per_user)(
+        query, params, tables
+    )
+    user_name = "person" if query.stitched else "user_key"
+    row = ", ".join(["lvl", *(f"t{k}" for k in range(1, n + 1))])
+    order = ", ".join(["lvl", "ifNull(t1, 0)", *(f"-ifNull(t{k}, 0)" for k in range(2, n + 1))])
+    times = ", ".join(f"best_.{k + 1} AS t{k}" for k in range(1, n + 1))
+    first_touch = "tupleElement(minIf(bd0, bd0.2 != ''), 2)" if query.breakdown else "''"
+    return (
+        f"SELECT lvl, {', '.join(f't{k}' for k in range(1, n + 1))}, bd0 FROM ("
+        f"SELECT {user_name}, best_.1 AS lvl, {times}, bd0 FROM ("
+        f"SELECT tupleElement(user_, 1) AS {user_name}, argMax(({row}), ({order})) AS best_, {first_touch} AS bd0 "
+        f"FROM (SELECT held_ AS user_, {inner.removeprefix('SELECT ')}) GROUP BY {user_name}))"
     )
 
 
@@ -509,6 +542,8 @@ def choose_per_user(query: FunnelQuery) -> PerUser:
         return strict_per_user
     if query.exclusions:
         return closed_exclusions_per_user if query.steps_exclusive else closed_general_exclusions_per_user
+    if query.hold_constant:
+        return held_per_user
     return closed_exclusive_per_user if query.steps_exclusive else closed_general_per_user
 
 

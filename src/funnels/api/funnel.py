@@ -54,6 +54,13 @@ Exclusions = Annotated[
         "that conversion (docs/semantics.md)"
     ),
 ]
+HoldConstant = Annotated[
+    str | None,
+    Query(
+        description="Closed funnels: JSON array of 1–3 of properties.KEY or a standard column; every step of a "
+        "conversion has the same value of each (docs/semantics.md)"
+    ),
+]
 Identity = Annotated[
     str | None,
     Query(
@@ -89,6 +96,7 @@ async def get_funnel(
     breakdown_top_n: BreakdownTopN = None,
     identity: Identity = None,
     exclusions: Exclusions = None,
+    hold_constant: HoldConstant = None,
 ) -> dict[str, Any]:
     return await run_query(request, parse_funnel_query, run_funnel)
 
@@ -116,6 +124,7 @@ async def get_time_to_convert(
     breakdown_top_n: BreakdownTopN = None,
     identity: Identity = None,
     exclusions: Exclusions = None,
+    hold_constant: HoldConstant = None,
     from_step: Annotated[str | None, Query(description="The step measured from (1-based; default 1)")] = None,
     to_step: Annotated[
         str | None, Query(description="The step measured to (1-based, after from_step; default the last)")
@@ -151,6 +160,7 @@ async def get_trends(
     breakdown_top_n: BreakdownTopN = None,
     identity: Identity = None,
     exclusions: Exclusions = None,
+    hold_constant: HoldConstant = None,
     interval: Annotated[
         str | None,
         Query(description="Period length (default day)", json_schema_extra={"enum": list(INTERVALS)}),
@@ -194,6 +204,7 @@ async def get_people(
     breakdown_top_n: BreakdownTopN = None,
     identity: Identity = None,
     exclusions: Exclusions = None,
+    hold_constant: HoldConstant = None,
     step: Annotated[str | None, Query(description="The step (1-based; default 1)")] = None,
     outcome: Annotated[
         str | None,
