@@ -8,8 +8,8 @@ docs/benchmarks.md (and writes them to bench/data/results.json).
 over the span); their events before it carry only an anonymous id, the rest both ids, and one identify
 event links the two. Every funnel is then timed stitched (the default) and raw in the same run.
 
-Then the strict funnel and the closed funnel with exclusion steps next to the closed one (issue 14, items 5
-and 4; target ≤ 2×), and issue 14's analyses of the closed funnel (`/v0/funnel/time_to_convert`, `/v0/funnel/trends`), each
+Then the strict funnel, the closed funnel with exclusion steps and with a property held constant next to
+the closed one (issue 14, items 5, 4 and 6; target ≤ 2×), and issue 14's analyses of the closed funnel (`/v0/funnel/time_to_convert`, `/v0/funnel/trends`), each
 interleaved with the plain closed funnel (target ≤ 2× it) and with the funnel of its own parameters.
 `--analyses-only` times just those (strict and exclusions included), on the data directory the last full run left in bench/data/dir.
 """
@@ -299,6 +299,28 @@ def time_exclusions(svc: Services, closed: dict[str, str], repeat: int) -> dict[
     return results
 
 
+def time_held(svc: Services, closed: dict[str, str], repeat: int) -> dict[str, object]:
+    """The closed funnel holding `properties.chain` constant next to the plain closed funnel (≤ 2×), raw and
+    stitched, interleaved; checks it keeps step 1's users and never adds any."""
+    results: dict[str, object] = {}
+    label = "hold_constant properties.chain"
+    for identity in ("raw", "stitched"):
+        plain = parse_funnel_query({**closed, "identity": identity})
+        query = parse_funnel_query({**closed, "identity": identity, "hold_constant": '["properties.chain"]'})
+        closed_users = [row["users"] for row in run_funnel(svc.events, plain)["data"]]
+        users = [row["users"] for row in run_funnel(svc.events, query)["data"]]  # warm-up, check
+        assert users[0] == closed_users[0] and all(u <= c for u, c in zip(users, closed_users, strict=True))
+        results[f"{label}, {identity} users"] = users
+        times: dict[str, list[float]] = {"held": [], "closed": []}
+        for _ in range(repeat):  # interleaved, so background load hits both alike
+            times["held"] += timed(lambda q=query: run_funnel(svc.events, q), 1)
+            times["closed"] += timed(lambda q=plain: run_funnel(svc.events, q), 1)
+        medians = {key: statistics.median(values) for key, values in times.items()}
+        results[f"{label}, {identity} ms"] = round(medians["held"] * 1000)
+        results[f"{label}, {identity} × closed"] = round(medians["held"] / medians["closed"], 2)
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -320,6 +342,7 @@ def main() -> None:
             timings = (
                 time_strict(svc, closed, min(args.repeat, 5))
                 | time_exclusions(svc, closed, min(args.repeat, 5))
+                | time_held(svc, closed, min(args.repeat, 5))
                 | time_analyses(svc, closed, min(args.repeat, 5))
             )
             print(json.dumps(timings, indent=2, ensure_ascii=False))
@@ -405,6 +428,7 @@ def main() -> None:
                 )
         results |= time_strict(svc, closed, min(args.repeat, 5))
         results |= time_exclusions(svc, closed, min(args.repeat, 5))
+        results |= time_held(svc, closed, min(args.repeat, 5))
         results |= time_analyses(svc, closed, min(args.repeat, 5))
     finally:
         svc.close()
