@@ -276,6 +276,32 @@ def test_an_exclusion_row_runs_the_closed_funnel_with_exclusions(
     assert "exclusions" not in url_query(page)
 
 
+def test_hold_constant_runs_the_closed_funnel_holding_a_column(
+    analyst_page: Page, dashboard: Dashboard
+) -> None:
+    """The Hold constant field: `device` is sent as hold_constant, the rows are the API's, never more users
+    than without it, a reload keeps it, and the field is disabled for the other orders."""
+    page = analyst_page
+    fill_dates(page)
+    fill_steps(page, [("event", "page"), ("track", "connect")])
+    page.click("#run")
+    expect_table(page, "1. page", "2. connect")
+    plain = shown_rows(page)
+    page.fill("#hold-constant", "device")
+    page.click("#run")
+    expect(page.locator("#results-caption")).to_contain_text("same device")
+    query = url_query(page)
+    assert json.loads(query["hold_constant"]) == ["device"]
+    held = shown_rows(page)
+    assert held == api_rows(dashboard, query)
+    assert held[0]["users"] == plain[0]["users"] and held[1]["users"] <= plain[1]["users"]
+    page.reload()
+    expect(page.locator("#hold-constant")).to_have_value("device")
+    assert shown_rows(page) == held
+    page.select_option("#funnel-type", "strict")
+    expect(page.locator("#hold-constant")).to_be_disabled()
+
+
 def test_a_configured_funnel_fills_the_builder(analyst_page: Page, dashboard: Dashboard) -> None:
     page = analyst_page
     page.click('#configured-list [data-funnel-id="onboarding"]')

@@ -13,7 +13,7 @@
   const config = JSON.parse(form.dataset.builder); // stepTypes, operators, breakdowns, min/maxSteps, defaults
   const errorBox = $("#funnel-error");
   const stepList = $("#steps");
-  const PARAMS = ["date_from", "date_to", "steps", "window_seconds", "funnel_type", "identity", "breakdown", "breakdown_top_n", "exclusions"];
+  const PARAMS = ["date_from", "date_to", "steps", "window_seconds", "funnel_type", "identity", "breakdown", "breakdown_top_n", "exclusions", "hold_constant"];
   const exclusionList = $("#exclusions");
 
   let uid = 0; // makes datalist ids unique
@@ -223,9 +223,10 @@
       .filter((exclusion) => exclusion.event);
   }
 
-  /** Exclusions apply to closed funnels only: the editor is disabled for the other orders. */
+  /** Exclusions and held properties apply to closed funnels only: disabled for the other orders. */
   function syncExclusionsBox() {
     $("#exclusions-box").disabled = $("#funnel-type").value !== "closed";
+    $("#hold-constant").disabled = $("#funnel-type").value !== "closed";
   }
 
   $("#add-exclusion").addEventListener("click", () => {
@@ -311,6 +312,8 @@
     };
     const exclusions = readExclusions();
     if (exclusions.length && query.funnel_type === "closed") query.exclusions = JSON.stringify(exclusions);
+    const held = $("#hold-constant").value.split(",").map((item) => item.trim()).filter(Boolean);
+    if (held.length && query.funnel_type === "closed") query.hold_constant = JSON.stringify(held);
     // Stitched is the API's default: only raw is spelled out, so a stitched link is the same as before.
     if ($("#identity").value === "raw") query.identity = "raw";
     const breakdown = $("#breakdown").value;
@@ -351,6 +354,13 @@
     exclusions = (Array.isArray(exclusions) ? exclusions : []).filter((x) => x && typeof x === "object");
     exclusionList.replaceChildren(...exclusions.map((x) => exclusionRow({ type: "track", from_step: 1, to_step: 2, ...x })));
     renumberExclusions();
+    let held = [];
+    try {
+      held = JSON.parse(params.hold_constant ?? "[]");
+    } catch {
+      held = [];
+    }
+    $("#hold-constant").value = Array.isArray(held) ? held.filter((item) => typeof item === "string").join(", ") : "";
     syncExclusionsBox();
     $("#identity").value = params.identity === "raw" ? "raw" : "stitched";
     $("#breakdown").value = params.breakdown ?? "";
@@ -462,7 +472,8 @@
     $("#results-body").hidden = false;
     const range = `${query.date_from} – ${query.date_to}`;
     const excluded = query.exclusions ? JSON.parse(query.exclusions).length : 0;
-    const who = (query.identity === "raw" ? " · raw ids" : "") + (excluded ? ` · ${excluded} excluded` : "");
+    const held = query.hold_constant ? ` · same ${JSON.parse(query.hold_constant).join(", ")}` : "";
+    const who = (query.identity === "raw" ? " · raw ids" : "") + (excluded ? ` · ${excluded} excluded` : "") + held;
     $("#results-caption").textContent = breakdown
       ? `${range} · by ${breakdown} (top ${query.breakdown_top_n}) · ${query.funnel_type}${who}`
       : `${range} · ${query.funnel_type}${who}`;
