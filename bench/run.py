@@ -8,11 +8,13 @@ docs/benchmarks.md (and writes them to bench/data/results.json).
 over the span); their events before it carry only an anonymous id, the rest both ids, and one identify
 event links the two. Every funnel is then timed stitched (the default) and raw in the same run.
 
-Then the strict funnel next to the closed one (issue 14, item 5; target ≤ 2×), and issue 14's analyses of the closed funnel (`/v0/funnel/time_to_convert`, `/v0/funnel/trends`), each
-interleaved with the plain closed funnel (target ≤ 2× it) and with the funnel of its own parameters; then the
-funnel's variants (a breakdown by an event property with each attribution, compare=previous_period), each
-interleaved with the closed funnel. `--analyses-only` times just those (strict included), on the data
-directory the last full run left in bench/data/dir.
+Then the strict funnel, the closed funnel with exclusion steps and with a property held constant next to
+the closed one (issue 14, items 5, 4 and 6; target ≤ 2×), and issue 14's analyses of the closed funnel
+(`/v0/funnel/time_to_convert`, `/v0/funnel/trends`), each interleaved with the plain closed funnel (target ≤
+2× it) and with the funnel of its own parameters; then the funnel's variants (a breakdown by an event
+property with each attribution, compare=previous_period), each interleaved with the closed funnel.
+`--analyses-only` times just those (strict and exclusions included), on the data directory the last full
+run left in bench/data/dir.
 """
 
 from __future__ import annotations
@@ -289,6 +291,69 @@ def time_variants(svc: Services, closed: dict[str, str], repeat: int) -> dict[st
     return results
 
 
+EXCLUSIONS = {
+    # a swap on base between the connect and the ethereum swap (an exclusion no step matches)
+    "exclusions: swap on base, 2 → 3": [
+        {
+            "type": "track",
+            "event": "swap",
+            "filters": [{"operand": "chain", "operator": "equals", "value": "base"}],
+            "from_step": 2,
+            "to_step": 3,
+        }
+    ],
+    # another page view between the page and the connect: step 1's own event, so every one re-arms
+    "exclusions: page, 1 → 2": [{"type": "event", "event": "page", "from_step": 1, "to_step": 2}],
+}
+
+
+def time_exclusions(svc: Services, closed: dict[str, str], repeat: int) -> dict[str, object]:
+    """The closed funnel with exclusion steps (`exclusions`) next to the plain closed funnel (the target's
+    1.00×; ≤ 2×), raw and stitched, interleaved; checks that exclusions keep step 1 and never add users."""
+    results: dict[str, object] = {}
+    for identity in ("raw", "stitched"):
+        plain = parse_funnel_query({**closed, "identity": identity})
+        closed_users = [row["users"] for row in run_funnel(svc.events, plain)["data"]]
+        for label, exclusions in EXCLUSIONS.items():
+            query = parse_funnel_query(
+                {**closed, "identity": identity, "exclusions": orjson.dumps(exclusions)}
+            )
+            users = [row["users"] for row in run_funnel(svc.events, query)["data"]]  # warm-up, check
+            assert users[0] == closed_users[0], label
+            assert all(u <= c for u, c in zip(users, closed_users, strict=True)), label
+            results[f"{label}, {identity} users"] = users
+            times: dict[str, list[float]] = {"exclusions": [], "closed": []}
+            for _ in range(repeat):  # interleaved, so background load hits both alike
+                times["exclusions"] += timed(lambda q=query: run_funnel(svc.events, q), 1)
+                times["closed"] += timed(lambda q=plain: run_funnel(svc.events, q), 1)
+            medians = {key: statistics.median(values) for key, values in times.items()}
+            results[f"{label}, {identity} ms"] = round(medians["exclusions"] * 1000)
+            results[f"{label}, {identity} × closed"] = round(medians["exclusions"] / medians["closed"], 2)
+    return results
+
+
+def time_held(svc: Services, closed: dict[str, str], repeat: int) -> dict[str, object]:
+    """The closed funnel holding `properties.chain` constant next to the plain closed funnel (≤ 2×), raw and
+    stitched, interleaved; checks it keeps step 1's users and never adds any."""
+    results: dict[str, object] = {}
+    label = "hold_constant properties.chain"
+    for identity in ("raw", "stitched"):
+        plain = parse_funnel_query({**closed, "identity": identity})
+        query = parse_funnel_query({**closed, "identity": identity, "hold_constant": '["properties.chain"]'})
+        closed_users = [row["users"] for row in run_funnel(svc.events, plain)["data"]]
+        users = [row["users"] for row in run_funnel(svc.events, query)["data"]]  # warm-up, check
+        assert users[0] == closed_users[0] and all(u <= c for u, c in zip(users, closed_users, strict=True))
+        results[f"{label}, {identity} users"] = users
+        times: dict[str, list[float]] = {"held": [], "closed": []}
+        for _ in range(repeat):  # interleaved, so background load hits both alike
+            times["held"] += timed(lambda q=query: run_funnel(svc.events, q), 1)
+            times["closed"] += timed(lambda q=plain: run_funnel(svc.events, q), 1)
+        medians = {key: statistics.median(values) for key, values in times.items()}
+        results[f"{label}, {identity} ms"] = round(medians["held"] * 1000)
+        results[f"{label}, {identity} × closed"] = round(medians["held"] / medians["closed"], 2)
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -309,6 +374,8 @@ def main() -> None:
             closed = {**BASE, "steps": orjson.dumps(FUNNEL).decode()}
             timings = (
                 time_strict(svc, closed, min(args.repeat, 5))
+                | time_exclusions(svc, closed, min(args.repeat, 5))
+                | time_held(svc, closed, min(args.repeat, 5))
                 | time_analyses(svc, closed, min(args.repeat, 5))
                 | time_variants(svc, closed, min(args.repeat, 5))
             )
@@ -394,6 +461,8 @@ def main() -> None:
                     statistics.median(timed(lambda q=query: run_funnel(svc.events, q), 3)) * 1000
                 )
         results |= time_strict(svc, closed, min(args.repeat, 5))
+        results |= time_exclusions(svc, closed, min(args.repeat, 5))
+        results |= time_held(svc, closed, min(args.repeat, 5))
         results |= time_analyses(svc, closed, min(args.repeat, 5))
         results |= time_variants(svc, closed, min(args.repeat, 5))
     finally:

@@ -227,6 +227,41 @@ def test_query_table_and_parameter_errors(demo_dir: tuple[Path, dict[str, str]])
     assert "Traceback" not in bad.stderr
 
 
+def test_query_exclusions(demo_dir: tuple[Path, dict[str, str]]) -> None:
+    """--exclusions is the API's parameter: excluding a page view between the page and the connect keeps
+    only conversions whose last page view before the connect is their step 1; a bad one is named."""
+    data_dir, params = demo_dir
+    query = ["query", "--data-dir", str(data_dir), "--date-from", params["date_from"]]
+    query += ["--date-to", params["date_to"], "--steps", params["steps"], "--format", "json"]
+    plain = run(*query)
+    page = {"type": "event", "event": "page", "from_step": 1, "to_step": 2}
+    excluded = run(*query, "--exclusions", json.dumps([page]))
+    assert plain.returncode == excluded.returncode == 0, excluded.stderr
+    before = [row["users"] for row in json.loads(plain.stdout)["data"]]
+    after = [row["users"] for row in json.loads(excluded.stdout)["data"]]
+    assert after[0] == before[0] and after[1] <= before[1] and after[2] <= before[2]
+    connect = {"type": "track", "event": "connect", "from_step": 1, "to_step": 2}  # its own event
+    assert [
+        row["users"] for row in json.loads(run(*query, "--exclusions", json.dumps([connect])).stdout)["data"]
+    ][1:] == [0, 0]
+    bad = run(*query, "--exclusions", json.dumps([page | {"to_step": 4}]))
+    assert bad.returncode == 2 and "exclusions.0.to_step" in bad.stderr
+
+
+def test_query_hold_constant(demo_dir: tuple[Path, dict[str, str]]) -> None:
+    """--hold-constant is the API's parameter: the same entrants, never more conversions; a bad one is named."""
+    data_dir, params = demo_dir
+    query = ["query", "--data-dir", str(data_dir), "--date-from", params["date_from"]]
+    query += ["--date-to", params["date_to"], "--steps", params["steps"], "--format", "json"]
+    plain, held = run(*query), run(*query, "--hold-constant", '["device"]')
+    assert plain.returncode == held.returncode == 0, held.stderr
+    before = [row["users"] for row in json.loads(plain.stdout)["data"]]
+    after = [row["users"] for row in json.loads(held.stdout)["data"]]
+    assert after[0] == before[0] and all(a <= b for a, b in zip(after, before, strict=True))
+    bad = run(*query, "--hold-constant", '["chain"]')
+    assert bad.returncode == 2 and "hold_constant.0" in bad.stderr
+
+
 def test_query_time_to_convert_and_trends(demo_dir: tuple[Path, dict[str, str]]) -> None:
     """`funnels query --from-step/--to-step` and `--interval`: the API's bodies as JSON, tables for people,
     each new parameter validated as the API does (exit 2), and the two refused together."""

@@ -547,6 +547,19 @@ def query(
     identity: Annotated[
         str | None, typer.Option("--identity", help="stitched (default: users are persons) or raw")
     ] = None,
+    exclusions: Annotated[
+        str | None,
+        typer.Option(
+            "--exclusions", help="Closed funnels: JSON array of {type, event, filters?, from_step, to_step}"
+        ),
+    ] = None,
+    hold_constant: Annotated[
+        str | None,
+        typer.Option(
+            "--hold-constant",
+            help="Closed funnels: JSON array of properties.KEY or columns every step shares",
+        ),
+    ] = None,
     interval: Annotated[
         str | None,
         typer.Option("--interval", help="day, week or month: conversion over time (GET /v0/funnel/trends)"),
@@ -613,6 +626,8 @@ def query(
         "breakdown_attribution": breakdown_attribution,
         "identity": identity,
         "compare": compare,
+        "exclusions": exclusions,
+        "hold_constant": hold_constant,
     }
     measuring = from_step is not None or to_step is not None or bins is not None
     if sum((interval is not None, measuring, listing)) > 1:

@@ -124,6 +124,28 @@ QUERIES: dict[str, FunnelQuery] = {
         breakdown="properties.chain",
         breakdown_attribution="step:3",
     ),
+    "closed_exclusions_breakdown": funnel_query(
+        [step("event", "page"), step("track", "connect"), step("track", "swap")],
+        day(0),
+        day(6),
+        breakdown="utm_source",
+        exclusions='[{"type":"track","event":"mint","from_step":1,"to_step":3},'
+        '{"type":"event","event":"page","filters":[{"operand":"page_path","operator":"equals","value":"/exit"}],'
+        '"from_step":2,"to_step":3}]',
+    ),
+    "closed_overlapping_exclusions": funnel_query(
+        [step("event", "page"), step("track", "connect"), step("event", "page")],
+        day(0),
+        day(29),
+        exclusions='[{"type":"track","event":"mint","from_step":2,"to_step":3}]',
+    ),
+    "closed_hold_constant_breakdown": funnel_query(
+        [step("event", "page"), step("track", "connect"), step("track", "swap")],
+        day(0),
+        day(6),
+        breakdown="device",
+        hold_constant='["properties.chain", "utm_source"]',
+    ),
 }
 # Each query as it was before identity stitching (identity=raw: that SQL must not change), and stitched.
 CASES: dict[str, FunnelQuery] = {name: replace(query, identity="raw") for name, query in QUERIES.items()}

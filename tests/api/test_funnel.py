@@ -328,6 +328,75 @@ def test_trends_endpoint_marks_open_windows_by_the_servers_clock(
     ]
 
 
+# b mints in the millisecond of its connect: in (t(page), t(connect)], so that conversion is disqualified.
+EXCLUDE_C = json.dumps([{"type": "track", "event": "mint", "from_step": 1, "to_step": 2}])
+
+
+def test_exclusions_disqualify_conversions_on_every_endpoint(
+    client: TestClient, keys: dict[str, str], analysed: Services
+) -> None:
+    start = 1_775_001_600_000
+    analysed.events.insert_events(
+        [
+            Event(
+                event_id="m1",
+                type="track",
+                event="mint",
+                user_key="b",
+                user_id="b",
+                ts_ms=start + DAY_MS + 90_000,
+                received_ms=start,
+                properties={},
+                columns={},
+            )
+        ]
+    )
+    params = ANALYSIS | {"exclusions": EXCLUDE_C}
+    headers = bearer(keys["query:read"])
+    plain = client.get("/v0/funnel", params=ANALYSIS, headers=headers).json()
+    assert [row["users"] for row in plain["data"]] == [3, 2]
+    excluded = client.get("/v0/funnel", params=params, headers=headers).json()
+    assert [row["users"] for row in excluded["data"]] == [3, 1]
+    ttc = client.get("/v0/funnel/time_to_convert", params=params, headers=headers).json()
+    assert (ttc["data"][0]["users"], ttc["data"][0]["p50_seconds"]) == (1, 2.0)
+    trends = client.get("/v0/funnel/trends", params=params, headers=headers).json()
+    assert [(row["entered"], row["converted"]) for row in trends["data"]] == [(1, 1), (2, 0), (0, 0)]
+    people = client.get("/v0/funnel/people", params=params | {"outcome": "converted"}, headers=headers).json()
+    assert [row["user_key"] for row in people["data"]] == ["a"]
+
+
+def test_hold_constant_on_the_funnel_and_its_analyses(
+    client: TestClient, keys: dict[str, str], analysed: Services
+) -> None:
+    """c connects with `chain=base` after a page without one: a conversion, unless the chain is held."""
+    start = 1_775_001_600_000
+    analysed.events.insert_events(
+        [
+            Event(
+                event_id="c2",
+                type="track",
+                event="connect",
+                user_key="c",
+                user_id="c",
+                ts_ms=start + DAY_MS + 5_000,
+                received_ms=start,
+                properties={"chain": "base"},
+                columns={},
+            )
+        ]
+    )
+    headers = bearer(keys["query:read"])
+    params = ANALYSIS | {"hold_constant": '["properties.chain"]'}
+    plain = client.get("/v0/funnel", params=ANALYSIS, headers=headers).json()
+    assert [row["users"] for row in plain["data"]] == [3, 3]
+    held = client.get("/v0/funnel", params=params, headers=headers).json()
+    assert [row["users"] for row in held["data"]] == [3, 2]
+    people = client.get("/v0/funnel/people", params=params | {"outcome": "converted"}, headers=headers).json()
+    assert sorted(row["user_key"] for row in people["data"]) == ["a", "b"]
+    ttc = client.get("/v0/funnel/time_to_convert", params=params, headers=headers).json()
+    assert (ttc["data"][0]["users"], ttc["data"][0]["p50_seconds"]) == (2, 46.0)
+
+
 @pytest.mark.parametrize(
     ("path", "params", "param"),
     [
@@ -344,6 +413,20 @@ def test_trends_endpoint_marks_open_windows_by_the_servers_clock(
         ("/v0/funnel/people", {"cursor": "not-a-cursor"}, "cursor"),
         ("/v0/funnel/people", {"format": "xlsx"}, "format"),
         ("/v0/funnel/people", {"breakdown_value": "mobile"}, "breakdown_value"),
+        ("/v0/funnel", {"exclusions": "[{"}, "exclusions"),
+        (
+            "/v0/funnel",
+            {"exclusions": EXCLUDE_C.replace('"to_step": 2', '"to_step": 3')},
+            "exclusions.0.to_step",
+        ),
+        (
+            "/v0/funnel/trends",
+            {"exclusions": EXCLUDE_C.replace('"from_step": 1', '"from_step": 0')},
+            "exclusions.0.from_step",
+        ),
+        ("/v0/funnel/people", {"exclusions": EXCLUDE_C, "funnel_type": "open"}, "exclusions"),
+        ("/v0/funnel", {"hold_constant": '["chain"]'}, "hold_constant.0"),
+        ("/v0/funnel/trends", {"hold_constant": '["device"]', "funnel_type": "strict"}, "hold_constant"),
     ],
 )
 def test_bad_parameters_get_the_envelope_naming_them(

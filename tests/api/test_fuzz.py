@@ -71,6 +71,29 @@ VALID_STEPS = st.lists(
     min_size=2,
     max_size=10,
 ).map(lambda steps: json.dumps([{**step, "name": f"s{i}"} for i, step in enumerate(steps)]))
+EXCLUSION = st.fixed_dictionaries(
+    {
+        "type": st.sampled_from(["track", "page", "event"]) | JSON,
+        "event": st.sampled_from(["mint", "page", "connect"]) | JSON,
+        "from_step": st.integers(0, 3) | JSON,
+        "to_step": st.integers(1, 4) | JSON,
+    },
+    optional={"filters": STEP.map(lambda step: step.get("filters", []))},
+)
+EXCLUSIONS = st.one_of(
+    st.lists(EXCLUSION, max_size=3).map(json.dumps),
+    st.lists(
+        st.builds(
+            lambda f, g: {"type": "track", "event": "mint", "from_step": f, "to_step": f + g},
+            st.integers(1, 2),
+            st.integers(1, 2),
+        ),
+        min_size=1,
+        max_size=3,
+    ).map(json.dumps),
+    JSON.map(json.dumps),
+    st.text(max_size=20),
+)
 PARAMS = st.fixed_dictionaries(
     {
         # Mostly valid dates, so that many generated queries get past validation and run as SQL.
@@ -87,6 +110,11 @@ PARAMS = st.fixed_dictionaries(
         "breakdown": st.sampled_from(["device", "referrer", "", "properties"]),
         "breakdown_top_n": st.integers(-5, 10**12).map(str),
         "compare": st.sampled_from(["previous_period", "previous_period", "", "x", "PREVIOUS_PERIOD"]),
+        "exclusions": EXCLUSIONS,
+        "hold_constant": st.sampled_from(
+            ['["properties.chain"]', '["device", "properties.x"]', "[]", "[1]", "x"]
+        )
+        | JSON.map(json.dumps),
     },
 )
 STATUSES: list[int] = []
@@ -99,6 +127,7 @@ def test_funnel_never_answers_5xx(client: TestClient, keys: dict[str, str], para
     response = client.get("/v0/funnel", params=params, headers=bearer(keys["query:read"]))
     assert response.status_code in (200, 400), response.text
     STATUSES.append(response.status_code)
+
     if response.status_code == 400:
         assert response.json()["error"]["code"] == "INVALID_VALIDATION_REQUEST"
 
@@ -117,6 +146,37 @@ def test_event_endpoints_never_answer_5xx(client: TestClient, keys: dict[str, st
 def test_the_funnel_fuzz_reached_the_sql_path() -> None:
     """Runs after the fuzz test (file order): some generated queries must have been valid and executed."""
     assert STATUSES.count(200) >= 5, STATUSES.count(200)
+
+
+EXCLUDING: list[str] = []  # the exclusions of the queries that ran with some
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=SUPPRESS, derandomize=True)
+@given(exclusions=EXCLUSIONS, funnel_type=st.sampled_from(["closed", "closed", "open", "strict"]))
+def test_exclusions_never_answer_5xx(
+    client: TestClient, keys: dict[str, str], exclusions: str, funnel_type: str
+) -> None:
+    steps = [{"type": "event", "event": "page"}, {"type": "track", "event": "connect"}]
+    steps += [{"type": "track", "event": "swap"}]
+    params = {
+        "date_from": "2026-04-01",
+        "date_to": "2026-04-30",
+        "steps": json.dumps([{**step, "name": f"s{i}"} for i, step in enumerate(steps)]),
+        "funnel_type": funnel_type,
+        "exclusions": exclusions,
+    }
+    for path in ("/v0/funnel", "/v0/funnel/time_to_convert", "/v0/funnel/trends", "/v0/funnel/people"):
+        response = client.get(path, params=params, headers=bearer(keys["query:read"]))
+        assert response.status_code in (200, 400), (path, response.text)
+        if response.status_code == 400:
+            assert response.json()["error"]["code"] == "INVALID_VALIDATION_REQUEST"
+        elif exclusions not in ("[]", ""):
+            EXCLUDING.append(exclusions)
+
+
+def test_the_exclusions_fuzz_reached_the_sql_path() -> None:
+    """Runs after the exclusions' fuzz test (file order): some queries with exclusions must have run."""
+    assert len(EXCLUDING) >= 20, len(EXCLUDING)
 
 
 ANALYSIS_STATUSES: list[int] = []

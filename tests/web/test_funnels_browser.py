@@ -240,6 +240,69 @@ def test_the_order_select_runs_a_strict_funnel(analyst_page: Page, dashboard: Da
     assert shown_rows(page) == strict
 
 
+def test_an_exclusion_row_runs_the_closed_funnel_with_exclusions(
+    analyst_page: Page, dashboard: Dashboard
+) -> None:
+    """The Exclude editor: a page view between steps 1 and 2 (step 1's own event, so a later page re-arms)
+    is sent as `exclusions`, the rows are the API's, never more users than without it, and a reload keeps
+    it; the editor is disabled, and nothing is sent, for the other orders."""
+    page = analyst_page
+    fill_dates(page)
+    fill_steps(page, [("event", "page"), ("track", "connect")])
+    page.click("#run")
+    expect_table(page, "1. page", "2. connect")
+    plain = shown_rows(page)
+    page.click("#add-exclusion")
+    row = page.locator("#exclusions [data-exclusion]").first
+    row.locator('[name="type"]').select_option("event")
+    row.locator('[name="event"]').fill("page")
+    expect(row.locator('[name="from_step"]')).to_have_value("1")
+    expect(row.locator('[name="to_step"]')).to_have_value("2")
+    page.click("#run")
+    expect(page.locator("#results-caption")).to_contain_text("1 excluded")
+    query = url_query(page)
+    assert json.loads(query["exclusions"]) == [
+        {"type": "event", "event": "page", "filters": [], "from_step": 1, "to_step": 2}
+    ]
+    excluded = shown_rows(page)
+    assert excluded == api_rows(dashboard, query)
+    assert excluded[0]["users"] == plain[0]["users"] and excluded[1]["users"] <= plain[1]["users"]
+    page.reload()
+    expect(page.locator("#exclusions [data-exclusion] [name='event']")).to_have_value("page")
+    assert shown_rows(page) == excluded
+    page.select_option("#funnel-type", "open")
+    expect(page.locator("#add-exclusion")).to_be_disabled()  # inside the disabled fieldset
+    page.click("#run")
+    expect(page.locator("#results-caption")).to_contain_text("open")
+    assert "exclusions" not in url_query(page)
+
+
+def test_hold_constant_runs_the_closed_funnel_holding_a_column(
+    analyst_page: Page, dashboard: Dashboard
+) -> None:
+    """The Hold constant field: `device` is sent as hold_constant, the rows are the API's, never more users
+    than without it, a reload keeps it, and the field is disabled for the other orders."""
+    page = analyst_page
+    fill_dates(page)
+    fill_steps(page, [("event", "page"), ("track", "connect")])
+    page.click("#run")
+    expect_table(page, "1. page", "2. connect")
+    plain = shown_rows(page)
+    page.fill("#hold-constant", "device")
+    page.click("#run")
+    expect(page.locator("#results-caption")).to_contain_text("same device")
+    query = url_query(page)
+    assert json.loads(query["hold_constant"]) == ["device"]
+    held = shown_rows(page)
+    assert held == api_rows(dashboard, query)
+    assert held[0]["users"] == plain[0]["users"] and held[1]["users"] <= plain[1]["users"]
+    page.reload()
+    expect(page.locator("#hold-constant")).to_have_value("device")
+    assert shown_rows(page) == held
+    page.select_option("#funnel-type", "strict")
+    expect(page.locator("#hold-constant")).to_be_disabled()
+
+
 def test_a_configured_funnel_fills_the_builder(analyst_page: Page, dashboard: Dashboard) -> None:
     page = analyst_page
     page.click('#configured-list [data-funnel-id="onboarding"]')

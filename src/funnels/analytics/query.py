@@ -23,6 +23,8 @@ Identity = Literal["stitched", "raw"]
 IDENTITIES: tuple[Identity, ...] = ("stitched", "raw")
 T = TypeVar("T", bound=str)
 MAX_FILTERS_PER_STEP: Final = 20
+MAX_EXCLUSIONS: Final = 10
+MAX_HELD: Final = 3
 MAX_TEXT: Final = 1_000
 
 STRING_OPERATORS: Final = ("equals", "notEquals", "in", "notIn", "startsWith", "endsWith", "includes")
@@ -94,6 +96,16 @@ class Step:
 
 
 @dataclass(frozen=True)
+class Exclusion:
+    """An event that, between the matches of steps `from_step` and `to_step` (1-based), disqualifies a
+    conversion (docs/semantics.md, "Exclusion steps"). `step` is what it matches, as a step matches."""
+
+    step: Step
+    from_step: int
+    to_step: int
+
+
+@dataclass(frozen=True)
 class FunnelQuery:
     date_from: date
     date_to: date
@@ -104,6 +116,8 @@ class FunnelQuery:
     breakdown_top_n: int = DEFAULT_TOP_N
     identity: Identity = "stitched"  # users are persons, or user keys as stored
     breakdown_attribution: str = "first_touch"  # first_touch | last_touch | step:K
+    exclusions: tuple[Exclusion, ...] = ()
+    hold_constant: tuple[str, ...] = ()  # held constant: standard columns, and `properties.KEY`
 
     @property
     def breakdown_property(self) -> str | None:
@@ -147,7 +161,11 @@ class FunnelQuery:
     @property
     def steps_exclusive(self) -> bool:
         """True when no event can match two steps (then a plain time-ordered scan is exact)."""
-        return not any(a.may_overlap(b) for i, a in enumerate(self.steps) for b in self.steps[i + 1 :])
+        return _exclusive(self.steps)
+
+
+def _exclusive(steps: Sequence[Step]) -> bool:
+    return not any(a.may_overlap(b) for i, a in enumerate(steps) for b in steps[i + 1 :])
 
 
 class QueryValidationError(Exception):
@@ -250,14 +268,21 @@ def _filters(raw: Any, path: str, errors: dict[str, str]) -> tuple[Filter, ...]:
     return tuple(filters)
 
 
+def _json(raw: Any, name: str, errors: dict[str, str]) -> Any:
+    """A JSON parameter's value (as given when it is not text); a problem goes to `errors` as None."""
+    try:
+        return orjson.loads(raw) if isinstance(raw, str | bytes) else raw
+    except orjson.JSONDecodeError as error:
+        errors[name] = f"must be valid JSON ({error.msg} at position {error.pos})"
+        return None
+
+
 def _steps(raw: Any, errors: dict[str, str]) -> tuple[Step, ...]:
     if raw is None or raw == "":
         errors["steps"] = "required: a JSON array of 2–10 step specs"
         return ()
-    try:
-        parsed = orjson.loads(raw) if isinstance(raw, str | bytes) else raw
-    except orjson.JSONDecodeError as error:
-        errors["steps"] = f"must be valid JSON ({error.msg} at position {error.pos})"
+    parsed = _json(raw, "steps", errors)
+    if "steps" in errors:
         return ()
     if not isinstance(parsed, list) or not MIN_STEPS <= len(parsed) <= MAX_STEPS:
         errors["steps"] = f"must be a JSON array of {MIN_STEPS}–{MAX_STEPS} step specs"
@@ -277,6 +302,69 @@ def _steps(raw: Any, errors: dict[str, str]) -> tuple[Step, ...]:
         filters = _filters(item.get("filters"), f"{path}.filters", errors)
         steps.append(Step(type=step_type, event=event, name=name, filters=filters))
     return tuple(steps)
+
+
+def _step_number(raw: Any, path: str, errors: dict[str, str], steps: int) -> int:
+    """A 1-based step number of a funnel with `steps` steps (0 with a problem, added to `errors`)."""
+    if isinstance(raw, bool) or not isinstance(raw, int):
+        errors[path] = "must be an integer step number"
+        return 0
+    if steps and not 1 <= raw <= steps:
+        errors[path] = f"must be between 1 and {steps} (the number of steps)"
+        return 0
+    return raw
+
+
+def _exclusions(raw: Any, steps: int, errors: dict[str, str]) -> tuple[Exclusion, ...]:
+    """`exclusions`: a JSON array of {type, event, filters?, from_step, to_step}, matched as steps are."""
+    if raw is None or raw == "":
+        return ()
+    parsed = _json(raw, "exclusions", errors)
+    if "exclusions" in errors:
+        return ()
+    if not isinstance(parsed, list) or len(parsed) > MAX_EXCLUSIONS:
+        errors["exclusions"] = f"must be a JSON array of at most {MAX_EXCLUSIONS} exclusion specs"
+        return ()
+    exclusions = []
+    for index, item in enumerate(parsed):
+        path = f"exclusions.{index}"
+        if not isinstance(item, dict):
+            errors[path] = "must be an object {type, event, filters?, from_step, to_step}"
+            continue
+        step_type = parse_text(item.get("type"), f"{path}.type", errors)
+        event = parse_text(item.get("event"), f"{path}.event", errors)
+        filters = _filters(item.get("filters"), f"{path}.filters", errors)
+        from_step = _step_number(item.get("from_step"), f"{path}.from_step", errors, steps)
+        to_step = _step_number(item.get("to_step"), f"{path}.to_step", errors, steps)
+        if from_step and to_step and from_step >= to_step:
+            errors[f"{path}.to_step"] = "must be after from_step"
+        step = Step(type=step_type, event=event, name="", filters=filters)
+        exclusions.append(Exclusion(step=step, from_step=from_step, to_step=to_step))
+    return tuple(exclusions)
+
+
+def _held(raw: Any, errors: dict[str, str]) -> tuple[str, ...]:
+    """`hold_constant`: a JSON array of 1–3 of `properties.KEY` or a standard column."""
+    if raw is None or raw == "":
+        return ()
+    parsed = _json(raw, "hold_constant", errors)
+    if "hold_constant" in errors:
+        return ()
+    if not isinstance(parsed, list) or not 1 <= len(parsed) <= MAX_HELD:
+        errors["hold_constant"] = (
+            f"must be a JSON array of 1–{MAX_HELD} of properties.KEY or a standard column"
+        )
+        return ()
+    held = []
+    for index, item in enumerate(parsed):
+        path = f"hold_constant.{index}"
+        if (isinstance(item, str) and item in STANDARD_COLUMNS) or (
+            isinstance(item, str) and item.startswith("properties.") and 0 < len(item) - 11 <= MAX_TEXT
+        ):
+            held.append(item)
+        else:
+            errors[path] = f"must be properties.KEY or one of {', '.join(STANDARD_COLUMNS)}"
+    return tuple(held)
 
 
 def parse_funnel_part(params: dict[str, Any], errors: dict[str, str]) -> FunnelQuery | None:
@@ -302,6 +390,23 @@ def parse_funnel_query(params: dict[str, Any]) -> FunnelQuery:
     top_n = parse_int(params.get("breakdown_top_n"), errors, "breakdown_top_n", DEFAULT_TOP_N, 1, MAX_TOP_N)
     attribution = _attribution(params.get("breakdown_attribution"), breakdown, len(steps), errors)
     identity = parse_choice(params.get("identity"), IDENTITIES, errors, "identity")
+    exclusions = _exclusions(params.get("exclusions"), len(steps), errors)
+    if exclusions and funnel_type != "closed" and "funnel_type" not in errors:
+        errors["exclusions"] = (
+            f"only with funnel_type=closed: {funnel_type} funnels have no 'between' to exclude from "
+            + (
+                "(steps in any order)"
+                if funnel_type == "open"
+                else "(no other event is between two strict steps)"
+            )
+        )
+    held = _held(params.get("hold_constant"), errors)
+    if held and funnel_type != "closed" and "funnel_type" not in errors:
+        errors["hold_constant"] = f"only with funnel_type=closed, for now (not {funnel_type})"
+    elif held and exclusions:
+        errors["hold_constant"] = "not together with exclusions, for now"
+    elif held and attribution.startswith("step:"):
+        errors["hold_constant"] = "not together with breakdown_attribution=step:K, for now"
     if errors:
         raise QueryValidationError(errors)
     assert date_from is not None and date_to is not None
@@ -315,6 +420,8 @@ def parse_funnel_query(params: dict[str, Any]) -> FunnelQuery:
         breakdown_top_n=top_n,
         identity=identity,
         breakdown_attribution=attribution,
+        exclusions=exclusions,
+        hold_constant=held,
     )
 
 

@@ -85,19 +85,44 @@ def step_matches(step: Step, event: Event) -> bool:
     return all(filter_matches(item, event) for item in step.filters)
 
 
+def held_values(query: FunnelQuery, event: Event) -> tuple[str, ...]:
+    """The values `hold_constant` compares, as string filters see them (a column's text, a property's)."""
+    return tuple(
+        property_text(event.properties.get(held.removeprefix("properties.")))
+        if held.startswith("properties.")
+        else event.columns.get(held, "")
+        for held in query.hold_constant
+    )
+
+
 def closed_path(query: FunnelQuery, events: list[Event]) -> Path:
     """The chosen path: among chains of distinct events reaching the furthest step, the latest start, then
-    the earliest time for each following step (lexicographically)."""
+        the earliest time for each following step (lexicographically). With `hold_constant`, only chains whose
+    events all have the same held values. With exclusions, only admissible chains:
+        no event matching an exclusion in (time of its from_step, time of its to_step] (every chain is tried,
+        and one that breaks an exclusion is not extended: each of its extensions breaks it too)."""
     n = len(query.steps)
     matches = [[step_matches(step, e) for step in query.steps] for e in events]
+    excluded = [[e.ts_ms for e in events if step_matches(x.step, e)] for x in query.exclusions]
+    held = [held_values(query, e) for e in events]
     best: tuple[int, Path] = (0, ())
+
+    def admissible(path: Path) -> bool:
+        """No exclusion ending at the path's last step has an event in (t_from, t_to]."""
+        k = len(path)
+        return not any(
+            path[x.from_step - 1] < ts <= path[-1]
+            for x, times in zip(query.exclusions, excluded, strict=True)
+            if x.to_step == k
+            for ts in times
+        )
 
     def better(path: Path) -> bool:
         if len(path) != len(best[1]):
             return len(path) > len(best[1])
         return (-path[0], *path[1:]) < (-best[1][0], *best[1][1:])
 
-    def extend(path: Path, used: frozenset[int]) -> None:
+    def extend(path: Path, used: frozenset[int], first: int) -> None:
         nonlocal best
         if better(path):
             best = (len(path), path)
@@ -105,15 +130,16 @@ def closed_path(query: FunnelQuery, events: list[Event]) -> Path:
         if k == n:
             return
         for index, event in enumerate(events):
-            if index in used or not matches[index][k]:
+            if index in used or not matches[index][k] or held[index] != held[first]:
                 continue
             if event.ts_ms < path[-1] or event.ts_ms - path[0] > query.window_ms:
                 continue
-            extend((*path, event.ts_ms), used | {index})
+            if admissible((*path, event.ts_ms)):
+                extend((*path, event.ts_ms), used | {index}, first)
 
     for index, event in enumerate(events):
         if matches[index][0] and query.from_ms <= event.ts_ms <= query.to_end_ms:
-            extend((event.ts_ms,), frozenset({index}))
+            extend((event.ts_ms,), frozenset({index}), index)
     return best[1]
 
 

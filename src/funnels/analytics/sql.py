@@ -143,8 +143,9 @@ def _scan(query: FunnelQuery, bind: Binder, matched: str, is_step: Callable[[int
         breakdown = "''"
     elif k is None:
         wanted += f" OR {value} != ''"
-        pick = "maxIf" if query.breakdown_attribution == "last_touch" else "minIf"
-        breakdown = f"tupleElement({pick}(({TS_MS}, {value}), {value} != ''), 2)"
+        breakdown = f"{_touch(query)}If(({TS_MS}, {value}), {value} != '')"
+        if not query.hold_constant:  # with it, each held value's group keeps (time, value): `held_per_user`
+            breakdown = f"tupleElement({breakdown}, 2)"
     else:
         breakdown = f"arraySort(groupArrayIf(({TS_MS}, {value}), {value} != '' AND {is_step(k)}))"
     where = (
@@ -154,13 +155,27 @@ def _scan(query: FunnelQuery, bind: Binder, matched: str, is_step: Callable[[int
     return where, breakdown
 
 
-def _user(query: FunnelQuery, tables: Tables) -> tuple[str, str]:
+def _touch(query: FunnelQuery) -> str:
+    """The aggregate that picks a user's (time, value) by the attribution: the earliest, or the latest."""
+    return "max" if query.breakdown_attribution == "last_touch" else "min"
+
+
+def _user(query: FunnelQuery, tables: Tables, bind: Binder | None = None) -> tuple[str, str]:
     """The innermost SELECT's user column and the name the per-user GROUP BY uses: `user_key` as stored
-    (raw), or the person it belongs to (stitched)."""
-    if not query.stitched:
-        return "user_key", "user_key"
+    (raw), or the person it belongs to (stitched); with `hold_constant`, the pair (user, held values)
+    `held_`, so the fold runs once per user and value (`held_per_user`)."""
     key = "sipHash64(user_key)"  # the dictionary is keyed by ids' hashes and answers the person's hash
-    return f"dictGetOrDefault('{tables.persons}', 'person', {key}, {key}) AS person", "person"
+    user = f"dictGetOrDefault('{tables.persons}', 'person', {key}, {key})" if query.stitched else "user_key"
+    if query.hold_constant:
+        assert bind is not None
+        values = []
+        for held in query.hold_constant:
+            name = held.removeprefix("properties.")
+            values.append(
+                property_text(bind(name, "String")) if held.startswith("properties.") else f"toString({held})"
+            )
+        return f"({user}, ({', '.join(values)}, '')) AS held_", "held_"
+    return (f"{user} AS person", "person") if query.stitched else ("user_key", "user_key")
 
 
 def _breakdown_value(query: FunnelQuery) -> str:
@@ -223,7 +238,7 @@ def closed_exclusive_per_user(query: FunnelQuery, params: Params, tables: Tables
         f"if(lvl >= {i}, bitShiftRight(arrayFirst(x -> {s} = {i} AND {t} >= t{i - 1}, a), 4), NULL) AS t{i}"
         for i in range(2, n + 1)
     ]
-    user, user_name = _user(query, tables)
+    user, user_name = _user(query, tables, bind)
     return (
         f"SELECT {lvl}, {', '.join(times)}, {_step_value(query)} FROM ("
         f"SELECT {user_name}, arraySort(groupArrayIf(bitOr(bitShiftLeft({TS_MS}, 4), step), step > 0)) AS a, "
@@ -273,7 +288,7 @@ def closed_general_per_user(query: FunnelQuery, params: Params, tables: Tables =
     init = f"(arrayWithConstant({n}, toInt64(-1)), arrayWithConstant({n}, CAST([], 'Array(Int64)')))"
     mask = " + ".join(f"toUInt16({c}) * {1 << i}" for i, c in enumerate(conditions))
     times = ", ".join(f"if(lvl >= {i}, st.2[lvl][{i}], NULL) AS t{i}" for i in range(1, n + 1))
-    user, user_name = _user(query, tables)
+    user, user_name = _user(query, tables, bind)
     return (
         f"SELECT arrayCount(v -> v >= 0, st.1) AS lvl, {times}, {_step_value(query)} FROM ("
         f"SELECT {user_name}, arraySort(groupArrayIf(({TS_MS}, mask), mask > 0)) AS a, "
@@ -328,13 +343,188 @@ def strict_per_user(query: FunnelQuery, params: Params, tables: Tables = ONE_SER
         f"if(lvl >= {i}, bitShiftRight(a[end_ - lvl + {i}], 16), NULL) AS t{i}" for i in range(2, n + 1)
     ]
     mask = " + ".join(f"toInt64({c}) * {1 << i}" for i, c in enumerate(conditions))
-    user, user_name = _user(query, tables)
+    user, user_name = _user(query, tables, bind)
     return (
         f"SELECT {lvl}, {', '.join(times)}, {_step_value(query)} FROM ("
         f"SELECT {user_name}, arraySort(groupArray(bitOr(bitShiftLeft({TS_MS}, 16), mask))) AS a, "
         f"arrayFold({fold}, a, {init}) AS st, {breakdown} AS bd0 "
         f"FROM (SELECT {user}, ts, {_breakdown_column(query, bind)}{mask} AS mask FROM {tables.events} WHERE {where}) "
         f"GROUP BY {user_name})"
+    )
+
+
+def closed_exclusions_per_user(query: FunnelQuery, params: Params, tables: Tables = ONE_SERVER) -> str:
+    """Closed funnel with exclusion steps (exclusive steps): the one-event-at-a-time fold, with caps.
+
+    An exclusion e = (f, g) disqualifies a chain when one of its events is in (t_f, t_g] (docs/semantics.md).
+    Elements are (ms << 16) | code: a step event's code is 1024 + step, an exclusion event's the bitmask of
+    the exclusions it matches (an event matching both gives both elements), so within a millisecond the
+    exclusion elements come first. An exclusion element at t therefore finds every chain at a level in
+    [f, g - 1] with t_f < t: all of them are disqualified from reaching g, and only reach g - 1 now (their
+    cap). Chains so capped together share their future, so the latest start still dominates within a cap:
+    the state keeps, for each cap c an exclusion can set (g - 1) and n, and each level k <= c, the chain
+    with the latest start at level k whose cap is at least c: its start and its times (t2..tk). A later
+    match of step f starts a fresh chain there (it re-arms). A chain is replaced only by a later start, so
+    of the chains with the winning start the state keeps the first to get there, the earliest at every
+    step, which is the path the medians measure. The times ride in the fold, unlike in
+    `closed_exclusive_per_user`: with exclusions the first step event after the previous one may not be on
+    an admissible chain, and a second fold to find the path cost four times the funnel.
+    """
+    bind = Binder(params)
+    n = len(query.steps)
+    exclusions = query.exclusions
+    conditions = [step_sql(step, bind) for step in query.steps]
+    excluded = [step_sql(exclusion.step, bind) for exclusion in exclusions]
+    to_end, window = bind(query.to_end_ms, "Int64"), bind(query.window_ms, "Int64")
+    where, breakdown = _scan(query, bind, "step > 0 OR xm > 0", lambda k: f"step = {k}")
+    t, code = "bitShiftRight(x, 16)", "bitAnd(x, 65535)"
+    caps = sorted({exclusion.to_step - 1 for exclusion in exclusions} | {n})
+    states = [(cap, k) for cap in caps for k in range(1, cap + 1)]
+    at: dict[tuple[int, int, int], int] = {}  # (cap, level, j) → the state's field: j = 1 the start, else t_j
+    for cap, k in states:
+        for j in range(1, k + 1):
+            at[(cap, k, j)] = len(at) + 1
+    moves, out = [], []
+    for cap, k in states:
+        start = f"acc.{at[(cap, k, 1)]}"
+        if k == 1:
+            moves.append(f"{code} = 1025 AND {t} > {start}")
+        else:
+            prev = f"acc.{at[(cap, k - 1, 1)]}"
+            moves.append(
+                f"{code} = {1024 + k} AND {prev} >= 0 AND {t} - {prev} <= {window} AND {prev} > {start}"
+            )
+        move = f"m{len(moves)}_"
+        poison = sum(1 << e for e, x in enumerate(exclusions) if x.from_step <= k < x.to_step <= cap)
+        new_start = t if k == 1 else f"acc.{at[(cap, k - 1, 1)]}"
+        if poison:
+            out.append(
+                f"if({code} < 1024 AND bitAnd({code}, {poison}) != 0, -1, if({move}, {new_start}, {start}))"
+            )
+        else:
+            out.append(f"if({move}, {new_start}, {start})")
+        out += [f"if({move}, acc.{at[(cap, k - 1, j)]}, acc.{at[(cap, k, j)]})" for j in range(2, k)]
+        if k > 1:
+            out.append(f"if({move}, {t}, acc.{at[(cap, k, k)]})")
+    named = ", ".join(f"{expr} AS m{i}_" for i, expr in enumerate(moves, 1))
+    fold = f"(acc, x) -> tupleElement(({named}, (" + ", ".join(out) + f")), {len(moves) + 1})"
+    init = "(" + ", ".join("toInt64(-1)" for _ in at) + ")"
+    widest = {k: min(cap for cap in caps if cap >= k) for k in range(1, n + 1)}  # the state with every chain
+    lvl = (
+        "multiIf("
+        + ", ".join(f"st.{at[(widest[k], k, 1)]} >= 0, {k}" for k in range(n, 0, -1))
+        + ", 0) AS lvl"
+    )
+    times = []
+    for j in range(1, n + 1):
+        at_level = ", ".join(f"lvl = {k}, st.{at[(widest[k], k, j)]}" for k in range(n, j - 1, -1))
+        times.append(f"if(lvl >= {j}, multiIf({at_level}, -1), NULL) AS t{j}")
+    step_of = (
+        f"multiIf({conditions[0]} AND {TS_MS} <= {to_end}, 1, "
+        + "".join(f"{c}, {i + 1}, " for i, c in enumerate(conditions) if i)
+        + "0)"
+    )
+    mask = " + ".join(f"toInt64({c}) * {1 << e}" for e, c in enumerate(excluded))
+    element = f"bitShiftLeft({TS_MS}, 16)"
+    user, user_name = _user(query, tables, bind)
+    return (
+        f"SELECT {lvl}, {', '.join(times)}, {_step_value(query)} FROM ("
+        f"SELECT {user_name}, arraySort(arrayConcat(groupArrayIf(bitOr({element}, 1024 + step), step > 0), "
+        f"groupArrayIf(bitOr({element}, xm), xm > 0))) AS a, "
+        f"arrayFold({fold}, a, {init}) AS st, "
+        f"{breakdown} AS bd0 FROM (SELECT {user}, ts, {_breakdown_column(query, bind)}{step_of} AS step, {mask} AS xm "
+        f"FROM {tables.events} WHERE {where}) GROUP BY {user_name})"
+    )
+
+
+def closed_general_exclusions_per_user(
+    query: FunnelQuery, params: Params, tables: Tables = ONE_SERVER
+) -> str:
+    """Closed funnel with exclusion steps when an event may match several steps: `closed_general_per_user`'s
+    fold over millisecond groups, once per cap (as in `closed_exclusions_per_user`).
+
+    A group is (t, cov, xm): `xm` the exclusions its events match. Before the group's steps move any chain,
+    the chains of each cap class at a level an exclusion in `xm` covers (f <= k < g <= the class's cap) are
+    dropped from it (they stay in the classes below, whose cap is under g), which puts an exclusion before
+    the step events of its millisecond. Then each class moves its chains as the plain fold does, never past
+    its cap, carrying each level's path.
+    """
+    bind = Binder(params)
+    n = len(query.steps)
+    exclusions = query.exclusions
+    conditions = [step_sql(step, bind) for step in query.steps]
+    excluded = [step_sql(exclusion.step, bind) for exclusion in exclusions]
+    where, breakdown = _scan(
+        query, bind, "mask > 0 OR xm > 0", lambda k: f"bitAnd(mask, {1 << (k - 1)}) != 0"
+    )
+    to_end, window = bind(query.to_end_ms, "Int64"), bind(query.window_ms, "Int64")
+    caps = sorted({exclusion.to_step - 1 for exclusion in exclusions} | {n})
+    poison = [
+        [
+            sum(1 << e for e, x in enumerate(exclusions) if x.from_step <= k < x.to_step <= cap)
+            for k in range(1, n + 1)
+        ]
+        for cap in caps
+    ]
+    poison_sql = "[" + ", ".join("[" + ", ".join(f"toUInt16({m})" for m in row) + "]" for row in poison) + "]"
+    caps_sql = "[" + ", ".join(str(cap) for cap in caps) + "]"
+    bits = "[" + ", ".join(f"toUInt16({1 << i})" for i in range(n)) + "]"
+    add_event = (
+        f"(c, e) -> arrayDistinct(arrayConcat(c, arrayFlatten(arrayMap(b -> arrayMap(s -> bitOr(s, b), "
+        f"arrayFilter(s -> bitAnd(s, b) = 0, c)), arrayFilter(b -> bitAnd(e.2, b) != 0, {bits})))))"
+    )
+    groups = "arraySplit((x, i) -> x.1 != a[i - 1].1, a, arrayEnumerate(a))"
+    covered = (
+        f"arrayMap(g -> (g[1].1, arrayFold({add_event}, g, [toUInt16(0)]), "
+        f"arrayReduce('groupBitOr', arrayMap(e -> e.3, g))), {groups})"
+    )
+    # Each class ci's levels after the group's exclusions: its chains an exclusion covers are gone.
+    kept = (
+        f"arrayMap((fc, ci) -> arrayMap((v, k) -> if(bitAnd(x.3, {poison_sql}[ci][k]) != 0, toInt64(-1), v), "
+        f"fc, range(1, {n + 1})), acc.1, range(1, {len(caps) + 1}))"
+    )
+    candidates = (
+        f"arrayMap(j -> if(k <= {caps_sql}[ci] AND "
+        f"has(x.2, bitShiftLeft(toUInt16(1), k) - bitShiftLeft(toUInt16(1), j)) AND "
+        f"if(j = 0, x.1 <= {to_end}, kept_[ci][j] >= 0 AND x.1 - kept_[ci][j] <= {window}), "
+        f"if(j = 0, x.1, kept_[ci][j]), -1), range(toUInt64(k)))"
+    )
+    step_level = (
+        f"arrayMap(k -> ({candidates} AS cands_, arrayMax(cands_) AS best_, best_ > kept_[ci][k] AS moved_, "
+        f"toUInt64(arrayLastIndex(v -> v = best_, cands_) - 1) AS src_, "
+        f"if(moved_, best_, kept_[ci][k]), "
+        f"if(moved_, arrayConcat(arraySlice(acc.2[ci][src_], 1, src_), arrayWithConstant(k - src_, x.1)), "
+        f"acc.2[ci][k])), range(1, {n + 1}))"
+    )
+    per_class = f"({step_level} AS levels_, (arrayMap(v -> v.5, levels_), arrayMap(v -> v.6, levels_)))"
+    classes = f"arrayMap(ci -> tupleElement({per_class}, 2), range(1, {len(caps) + 1}))"
+    states = "(arrayMap(c -> c.1, classes_), arrayMap(c -> c.2, classes_))"
+    fold = f"(acc, x) -> tupleElement(({kept} AS kept_, {classes} AS classes_, {states}), 3)"
+    init = (
+        f"(arrayWithConstant({len(caps)}, arrayWithConstant({n}, toInt64(-1))), "
+        f"arrayWithConstant({len(caps)}, arrayWithConstant({n}, CAST([], 'Array(Int64)'))))"
+    )
+    widest = [caps.index(min(cap for cap in caps if cap >= k)) + 1 for k in range(1, n + 1)]
+    lvl = (
+        "multiIf("
+        + ", ".join(f"st.1[{widest[k - 1]}][{k}] >= 0, {k}" for k in range(n, 0, -1))
+        + ", 0) AS lvl"
+    )
+    path = (
+        "multiIf("
+        + ", ".join(f"lvl = {k}, st.2[{widest[k - 1]}][{k}]" for k in range(n, 0, -1))
+        + ", []) AS path_"
+    )
+    times = ", ".join(f"if(lvl >= {i}, path_[{i}], NULL) AS t{i}" for i in range(1, n + 1))
+    mask = " + ".join(f"toUInt16({c}) * {1 << i}" for i, c in enumerate(conditions))
+    xmask = " + ".join(f"toUInt16({c}) * {1 << e}" for e, c in enumerate(excluded))
+    user, user_name = _user(query, tables, bind)
+    return (
+        f"SELECT lvl, {times}, {_step_value(query)} FROM (SELECT {user_name}, {lvl}, {path}, bd0 FROM ("
+        f"SELECT {user_name}, arraySort(groupArrayIf(({TS_MS}, mask, xm), mask > 0 OR xm > 0)) AS a, "
+        f"arrayFold({fold}, {covered}, {init}) AS st, {breakdown} AS bd0 "
+        f"FROM (SELECT {user}, ts, {_breakdown_column(query, bind)}toUInt16({mask}) AS mask, toUInt16({xmask}) AS xm "
+        f"FROM {tables.events} WHERE {where}) GROUP BY {user_name}))"
     )
 
 
@@ -348,11 +538,34 @@ def open_per_user(query: FunnelQuery, params: Params, tables: Tables = ONE_SERVE
     firsts = [f"minOrNullIf({TS_MS}, m1 AND {TS_MS} <= {to_end}) AS t1"]
     firsts += [f"minOrNullIf({TS_MS}, m{i}) AS t{i}" for i in range(2, n + 1)]
     lvl = "multiIf(" + ", ".join(f"t{k} IS NULL, {k - 1}" for k in range(1, n + 1)) + f", {n}) AS lvl"
-    user, user_name = _user(query, tables)
+    user, user_name = _user(query, tables, bind)
     return (
         f"SELECT {lvl}, {', '.join(f't{k}' for k in range(1, n + 1))}, {_step_value(query)} FROM ("
         f"SELECT {user_name}, {', '.join(firsts)}, {breakdown} AS bd0 FROM ("
         f"SELECT {user}, ts, {_breakdown_column(query, bind)}{matches} FROM {tables.events} WHERE {where}) GROUP BY {user_name})"
+    )
+
+
+def held_per_user(query: FunnelQuery, params: Params, tables: Tables = ONE_SERVER) -> str:
+    """Closed funnel with `hold_constant`: the closed fold once per user and held values (`_user` groups
+    by both), then per user the best of its values' paths: the furthest level, then the latest start, then
+    the earliest times, as one fold over all of them would choose among chains of one value; the
+    first-touch breakdown value over all of them."""
+    n = len(query.steps)
+    inner = (closed_exclusive_per_user if query.steps_exclusive else closed_general_per_user)(
+        query, params, tables
+    )
+    user_name = "person" if query.stitched else "user_key"
+    row = ", ".join(["lvl", *(f"t{k}" for k in range(1, n + 1))])
+    order = ", ".join(["lvl", "ifNull(t1, 0)", *(f"-ifNull(t{k}, 0)" for k in range(2, n + 1))])
+    times = ", ".join(f"best_.{k + 1} AS t{k}" for k in range(1, n + 1))
+    # The user's value over all their groups: the earliest (first touch) or latest (last touch) of theirs.
+    first_touch = f"tupleElement({_touch(query)}If(bd0, bd0.2 != ''), 2)" if query.breakdown else "''"
+    return (
+        f"SELECT lvl, {', '.join(f't{k}' for k in range(1, n + 1))}, bd0 FROM ("
+        f"SELECT {user_name}, best_.1 AS lvl, {times}, bd0 FROM ("
+        f"SELECT tupleElement(user_, 1) AS {user_name}, argMax(({row}), ({order})) AS best_, {first_touch} AS bd0 "
+        f"FROM (SELECT held_ AS user_, {inner.removeprefix('SELECT ')}) GROUP BY {user_name}))"
     )
 
 
@@ -361,6 +574,10 @@ def choose_per_user(query: FunnelQuery) -> PerUser:
         return open_per_user
     if query.funnel_type == "strict":
         return strict_per_user
+    if query.exclusions:
+        return closed_exclusions_per_user if query.steps_exclusive else closed_general_exclusions_per_user
+    if query.hold_constant:
+        return held_per_user
     return closed_exclusive_per_user if query.steps_exclusive else closed_general_per_user
 
 

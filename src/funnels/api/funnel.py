@@ -55,6 +55,21 @@ BreakdownAttribution = Annotated[
     ),
 ]
 BreakdownTopN = Annotated[str | None, Query(description="Breakdown values kept (default 8)")]
+Exclusions = Annotated[
+    str | None,
+    Query(
+        description="Closed funnels: JSON array of up to 10 exclusion specs {type, event, filters?, from_step, "
+        "to_step}; an event matching one after step from_step's event, up to step to_step's, disqualifies "
+        "that conversion (docs/semantics.md)"
+    ),
+]
+HoldConstant = Annotated[
+    str | None,
+    Query(
+        description="Closed funnels: JSON array of 1–3 of properties.KEY or a standard column; every step of a "
+        "conversion has the same value of each (docs/semantics.md)"
+    ),
+]
 Identity = Annotated[
     str | None,
     Query(
@@ -93,6 +108,8 @@ async def get_funnel(
     breakdown_top_n: BreakdownTopN = None,
     breakdown_attribution: BreakdownAttribution = None,
     identity: Identity = None,
+    exclusions: Exclusions = None,
+    hold_constant: HoldConstant = None,
     compare: Annotated[
         str | None,
         Query(
@@ -128,6 +145,8 @@ async def get_time_to_convert(
     breakdown_top_n: BreakdownTopN = None,
     breakdown_attribution: BreakdownAttribution = None,
     identity: Identity = None,
+    exclusions: Exclusions = None,
+    hold_constant: HoldConstant = None,
     from_step: Annotated[str | None, Query(description="The step measured from (1-based; default 1)")] = None,
     to_step: Annotated[
         str | None, Query(description="The step measured to (1-based, after from_step; default the last)")
@@ -163,6 +182,8 @@ async def get_trends(
     breakdown_top_n: BreakdownTopN = None,
     breakdown_attribution: BreakdownAttribution = None,
     identity: Identity = None,
+    exclusions: Exclusions = None,
+    hold_constant: HoldConstant = None,
     interval: Annotated[
         str | None,
         Query(description="Period length (default day)", json_schema_extra={"enum": list(INTERVALS)}),
@@ -206,6 +227,8 @@ async def get_people(
     breakdown_top_n: BreakdownTopN = None,
     breakdown_attribution: BreakdownAttribution = None,
     identity: Identity = None,
+    exclusions: Exclusions = None,
+    hold_constant: HoldConstant = None,
     step: Annotated[str | None, Query(description="The step (1-based; default 1)")] = None,
     outcome: Annotated[
         str | None,

@@ -13,7 +13,8 @@
   const config = JSON.parse(form.dataset.builder); // stepTypes, operators, breakdowns, min/maxSteps, defaults
   const errorBox = $("#funnel-error");
   const stepList = $("#steps");
-  const PARAMS = ["date_from", "date_to", "steps", "window_seconds", "funnel_type", "identity", "breakdown", "breakdown_top_n", "breakdown_attribution"];
+  const PARAMS = ["date_from", "date_to", "steps", "window_seconds", "funnel_type", "identity", "breakdown", "breakdown_top_n", "breakdown_attribution", "exclusions", "hold_constant"];
+  const exclusionList = $("#exclusions");
 
   let uid = 0; // makes datalist ids unique
   let chart = null;
@@ -215,8 +216,78 @@
     return node;
   }
 
+  // --- exclusions: an event between two steps (closed funnels); filters come and go with the URL only ---
+
+  function stepChoices(select, value) {
+    const count = $$("[data-step]", stepList).length;
+    const chosen = Math.min(Math.max(Number(value) || 1, 1), count);
+    select.replaceChildren(...Array.from({ length: count }, (_, i) => el("option", { value: String(i + 1), selected: i + 1 === chosen }, String(i + 1))));
+  }
+
+  function exclusionRow(exclusion = { type: "track", event: "", from_step: 1, to_step: 2 }) {
+    const node = el(
+      "li",
+      { class: "exclusion", dataset: { exclusion: "", filters: JSON.stringify(exclusion.filters ?? []) } },
+      el("select", { name: "type", "aria-label": "Excluded event's type" }, config.stepTypes.map((t) => el("option", { value: t, selected: t === exclusion.type }, t))),
+      el("input", { name: "event", value: exclusion.event ?? "", list: `events-${exclusion.type}`, placeholder: "event name", "aria-label": "Excluded event" }),
+      el("span", { class: "muted" }, "between steps"),
+      el("select", { name: "from_step", "aria-label": "From step", dataset: { value: String(exclusion.from_step ?? 1) } }),
+      el("span", { class: "muted" }, "and"),
+      el("select", { name: "to_step", "aria-label": "To step", dataset: { value: String(exclusion.to_step ?? 2) } }),
+      el("button", { type: "button", class: "button ghost small icon", title: "Remove this exclusion", dataset: { action: "remove-exclusion" } }, "×"),
+    );
+    const typeSelect = $('[name="type"]', node);
+    typeSelect.addEventListener("change", () => $('[name="event"]', node).setAttribute("list", `events-${typeSelect.value}`));
+    for (const name of ["from_step", "to_step"]) {
+      const select = $(`[name="${name}"]`, node);
+      select.addEventListener("change", () => (select.dataset.value = select.value));
+    }
+    return node;
+  }
+
+  /** Each exclusion's step choices follow the number of steps (a choice past the last becomes the last). */
+  function renumberExclusions() {
+    for (const node of $$("[data-exclusion]", exclusionList)) {
+      for (const name of ["from_step", "to_step"]) {
+        const select = $(`[name="${name}"]`, node);
+        stepChoices(select, select.dataset.value);
+      }
+    }
+  }
+
+  function readExclusions() {
+    return $$("[data-exclusion]", exclusionList)
+      .map((node) => ({
+        type: $('[name="type"]', node).value,
+        event: $('[name="event"]', node).value.trim(),
+        filters: JSON.parse(node.dataset.filters),
+        from_step: Number($('[name="from_step"]', node).value),
+        to_step: Number($('[name="to_step"]', node).value),
+      }))
+      .filter((exclusion) => exclusion.event);
+  }
+
+  /** Exclusions and held properties apply to closed funnels only: disabled for the other orders. */
+  function syncExclusionsBox() {
+    $("#exclusions-box").disabled = $("#funnel-type").value !== "closed";
+    $("#hold-constant").disabled = $("#funnel-type").value !== "closed";
+  }
+
+  $("#add-exclusion").addEventListener("click", () => {
+    const node = exclusionRow();
+    exclusionList.append(node);
+    renumberExclusions();
+    $('[name="event"]', node).focus();
+  });
+  exclusionList.addEventListener("click", (event) => {
+    const button = event.target.closest('button[data-action="remove-exclusion"]');
+    if (button) button.closest("[data-exclusion]").remove();
+  });
+  $("#funnel-type").addEventListener("change", syncExclusionsBox);
+
   /** Number the steps and enable only the moves and removals that keep 2–10 steps. */
   function renumber() {
+    renumberExclusions();
     const steps = $$("[data-step]", stepList);
     steps.forEach((node, index) => {
       $(".step-num", node).textContent = String(index + 1);
@@ -302,6 +373,10 @@
       window_seconds: String(Math.round(Number($("#window").value) * Number($("#window-unit").value))),
       funnel_type: $("#funnel-type").value,
     };
+    const exclusions = readExclusions();
+    if (exclusions.length && query.funnel_type === "closed") query.exclusions = JSON.stringify(exclusions);
+    const held = $("#hold-constant").value.split(",").map((item) => item.trim()).filter(Boolean);
+    if (held.length && query.funnel_type === "closed") query.hold_constant = JSON.stringify(held);
     // Stitched is the API's default: only raw is spelled out, so a stitched link is the same as before.
     if ($("#identity").value === "raw") query.identity = "raw";
     const chosen = $("#breakdown").value;
@@ -337,6 +412,23 @@
     $("#window-unit").value = String(unit);
     $("#window").value = String(unit === 60 && seconds % 60 ? seconds / 60 : seconds / unit);
     $("#funnel-type").value = ["open", "strict"].includes(params.funnel_type) ? params.funnel_type : "closed";
+    let exclusions = [];
+    try {
+      exclusions = JSON.parse(params.exclusions ?? "[]");
+    } catch {
+      exclusions = [];
+    }
+    exclusions = (Array.isArray(exclusions) ? exclusions : []).filter((x) => x && typeof x === "object");
+    exclusionList.replaceChildren(...exclusions.map((x) => exclusionRow({ type: "track", from_step: 1, to_step: 2, ...x })));
+    renumberExclusions();
+    let held = [];
+    try {
+      held = JSON.parse(params.hold_constant ?? "[]");
+    } catch {
+      held = [];
+    }
+    $("#hold-constant").value = Array.isArray(held) ? held.filter((item) => typeof item === "string").join(", ") : "";
+    syncExclusionsBox();
     $("#identity").value = params.identity === "raw" ? "raw" : "stitched";
     const breakdown = params.breakdown ?? "";
     const property = breakdown.startsWith("properties.");
@@ -461,7 +553,9 @@
     $("#results-empty").hidden = true;
     $("#results-body").hidden = false;
     const range = `${query.date_from} – ${query.date_to}`;
-    const who = query.identity === "raw" ? " · raw ids" : "";
+    const excluded = query.exclusions ? JSON.parse(query.exclusions).length : 0;
+    const held = query.hold_constant ? ` · same ${JSON.parse(query.hold_constant).join(", ")}` : "";
+    const who = (query.identity === "raw" ? " · raw ids" : "") + (excluded ? ` · ${excluded} excluded` : "") + held;
     $("#results-caption").textContent = breakdown
       ? `${range} · by ${breakdown}${query.breakdown_attribution ? `, ${query.breakdown_attribution.replace("_", " ")}` : ""} (top ${query.breakdown_top_n}) · ${query.funnel_type}${who}`
       : `${range} · ${query.funnel_type}${who}`;
