@@ -292,6 +292,7 @@ def with_exclusions(draw: st.DrawFn, base: st.SearchStrategy[Any]) -> Any:
         "window_seconds": query.window_seconds,
         "breakdown": query.breakdown,
         "breakdown_top_n": query.breakdown_top_n if query.breakdown else None,
+        "breakdown_attribution": query.breakdown_attribution if query.breakdown else None,
         "identity": query.identity,
     }
     rebuilt = funnel_query(
@@ -327,6 +328,21 @@ def check(store: EventStore, case: Any) -> None:
     )
 )
 def test_exclusions_equal_reference(store: EventStore, case: Any) -> None:
+    check(store, case)
+
+
+@settings(PROFILE, max_examples=examples(100))
+@given(
+    case=with_exclusions(
+        st.one_of(
+            cases(exclusive_kinds(2, 3), ["closed"], attributions=True),
+            cases(overlapping_kinds(2, 3), ["closed"], attributions=True),
+        )
+    )
+)
+def test_exclusions_with_any_breakdown_and_attribution_equal_reference(store: EventStore, case: Any) -> None:
+    """A breakdown by a column or an event property, attributed by first touch, last touch or step:K, on
+    the path exclusions leave (step:K's value is the step-K event of that path)."""
     check(store, case)
 
 
