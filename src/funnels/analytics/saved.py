@@ -37,6 +37,8 @@ PARAMETERS: Final = (
     "breakdown_top_n",
     "breakdown_attribution",
     "identity",
+    "exclusions",
+    "hold_constant",
     "compare",
 )
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
