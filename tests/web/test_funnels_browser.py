@@ -277,6 +277,47 @@ def test_an_exclusion_row_runs_the_closed_funnel_with_exclusions(
     assert "exclusions" not in url_query(page)
 
 
+def test_an_exclusion_takes_filters_as_a_step_does(analyst_page: Page, dashboard: Dashboard) -> None:
+    """An exclusion row's "+ Filter": the excluded event's properties are offered as operands, the filter
+    is sent inside `exclusions`, the rows are the API's for it (which differ from the unfiltered
+    exclusion's: only connects through MetaMask exclude), and a reload keeps the filter row."""
+    page = analyst_page
+    fill_dates(page)
+    fill_steps(page, [("event", "page"), ("track", "swap")])
+    page.click("#add-exclusion")
+    row = page.locator("#exclusions [data-exclusion]").first
+    row.locator('[name="event"]').fill("connect")
+    row.locator('[name="event"]').dispatch_event("change")
+    expect(row.locator("datalist option[value='provider_name']")).to_have_count(1)  # connect's property
+    row.locator('[data-action="add-filter"]').click()
+    filter_row = row.locator("[data-filter]").first
+    expect(filter_row.locator('[name="operand"]')).to_be_focused()
+    filter_row.locator('[name="operand"]').fill("provider_name")
+    filter_row.locator('[name="value"]').fill("MetaMask")
+    page.click("#run")
+    expect(page.locator("#results-caption")).to_contain_text("1 excluded")
+    query = url_query(page)
+    filtered = [{"operand": "provider_name", "operator": "equals", "value": "MetaMask"}]
+    assert json.loads(query["exclusions"]) == [
+        {"type": "track", "event": "connect", "filters": filtered, "from_step": 1, "to_step": 2}
+    ]
+    shown = shown_rows(page)
+    assert shown == api_rows(dashboard, query)
+    exclusion = {**json.loads(query["exclusions"])[0], "filters": []}
+    unfiltered = {**query, "exclusions": json.dumps([exclusion])}
+    assert api_rows(dashboard, unfiltered) != shown  # the filter changes the answer: it was applied
+    page.reload()
+    restored = page.locator("#exclusions [data-exclusion] [data-filter]")
+    expect(restored).to_have_count(1)
+    expect(restored.locator('[name="operand"]')).to_have_value("provider_name")
+    expect(restored.locator('[name="value"]')).to_have_value("MetaMask")
+    row = page.locator("#exclusions [data-exclusion]").first
+    row.locator('[data-action="remove-filter"]').click()
+    page.click("#run")
+    expect(page.locator("#results-caption")).to_contain_text("1 excluded")
+    assert json.loads(url_query(page)["exclusions"])[0]["filters"] == []
+
+
 def test_hold_constant_runs_the_closed_funnel_holding_a_column(
     analyst_page: Page, dashboard: Dashboard
 ) -> None:

@@ -109,7 +109,7 @@
   /** The operands of one step (standard columns with values, then property keys) into its datalist. */
   async function loadOperands(stepNode) {
     const { type, event } = readStep(stepNode);
-    const list = $(`#${stepNode.dataset.operands}`);
+    const list = $(`#${stepNode.dataset.operands}`, stepNode); // found before the node is in the page too
     if (!event) return list.replaceChildren();
     const key = `${type}\u0000${event}`;
     const { properties } = catalog;
@@ -128,7 +128,7 @@
   async function loadValues(stepNode, filterNode) {
     const { type, event } = readStep(stepNode);
     const operand = $('[name="operand"]', filterNode).value.trim();
-    const list = $(`#${filterNode.dataset.values}`);
+    const list = $(`#${filterNode.dataset.values}`, filterNode);
     if (!event || !operand) return list.replaceChildren();
     const key = `${type}\u0000${event}\u0000${operand}`;
     const { values } = catalog;
@@ -144,7 +144,7 @@
   /** The dates changed: suggestions for the new range, for every step and filter already there. */
   function datesChanged() {
     if (!syncCatalog()) return;
-    for (const node of $$("[data-step]", stepList)) {
+    for (const node of [...$$("[data-step]", stepList), ...$$("[data-exclusion]", exclusionList)]) {
       loadOperands(node);
       for (const row of $$("[data-filter]", node)) loadValues(node, row);
     }
@@ -216,7 +216,7 @@
     return node;
   }
 
-  // --- exclusions: an event between two steps (closed funnels); filters come and go with the URL only ---
+  // --- exclusions: an event, with filters as a step's, between two steps (closed funnels) ---------------
 
   function stepChoices(select, value) {
     const count = $$("[data-step]", stepList).length;
@@ -225,19 +225,33 @@
   }
 
   function exclusionRow(exclusion = { type: "track", event: "", from_step: 1, to_step: 2 }) {
+    const operands = `operands-${++uid}`;
     const node = el(
       "li",
-      { class: "exclusion", dataset: { exclusion: "", filters: JSON.stringify(exclusion.filters ?? []) } },
-      el("select", { name: "type", "aria-label": "Excluded event's type" }, config.stepTypes.map((t) => el("option", { value: t, selected: t === exclusion.type }, t))),
-      el("input", { name: "event", value: exclusion.event ?? "", list: `events-${exclusion.type}`, placeholder: "event name", "aria-label": "Excluded event" }),
-      el("span", { class: "muted" }, "between steps"),
-      el("select", { name: "from_step", "aria-label": "From step", dataset: { value: String(exclusion.from_step ?? 1) } }),
-      el("span", { class: "muted" }, "and"),
-      el("select", { name: "to_step", "aria-label": "To step", dataset: { value: String(exclusion.to_step ?? 2) } }),
-      el("button", { type: "button", class: "button ghost small icon", title: "Remove this exclusion", dataset: { action: "remove-exclusion" } }, "×"),
+      { class: "exclusion", dataset: { exclusion: "", operands } },
+      el(
+        "div",
+        { class: "exclusion-head" },
+        el("select", { name: "type", "aria-label": "Excluded event's type" }, config.stepTypes.map((t) => el("option", { value: t, selected: t === exclusion.type }, t))),
+        el("input", { name: "event", value: exclusion.event ?? "", list: `events-${exclusion.type}`, placeholder: "event name", "aria-label": "Excluded event" }),
+        el("span", { class: "muted" }, "between steps"),
+        el("select", { name: "from_step", "aria-label": "From step", dataset: { value: String(exclusion.from_step ?? 1) } }),
+        el("span", { class: "muted" }, "and"),
+        el("select", { name: "to_step", "aria-label": "To step", dataset: { value: String(exclusion.to_step ?? 2) } }),
+        el("button", { type: "button", class: "button ghost small", title: "Add a filter on the excluded event's properties", dataset: { action: "add-filter" } }, "+ Filter"),
+        el("button", { type: "button", class: "button ghost small icon", title: "Remove this exclusion", dataset: { action: "remove-exclusion" } }, "×"),
+      ),
+      el("div", { class: "filters" }),
+      el("datalist", { id: operands }),
     );
+    $(".filters", node).append(...(Array.isArray(exclusion.filters) ? exclusion.filters : []).map((filter) => filterRow(node, filter)));
     const typeSelect = $('[name="type"]', node);
-    typeSelect.addEventListener("change", () => $('[name="event"]', node).setAttribute("list", `events-${typeSelect.value}`));
+    typeSelect.addEventListener("change", () => {
+      $('[name="event"]', node).setAttribute("list", `events-${typeSelect.value}`);
+      loadOperands(node);
+    });
+    $('[name="event"]', node).addEventListener("change", () => loadOperands(node));
+    loadOperands(node);
     for (const name of ["from_step", "to_step"]) {
       const select = $(`[name="${name}"]`, node);
       select.addEventListener("change", () => (select.dataset.value = select.value));
@@ -260,7 +274,7 @@
       .map((node) => ({
         type: $('[name="type"]', node).value,
         event: $('[name="event"]', node).value.trim(),
-        filters: JSON.parse(node.dataset.filters),
+        filters: readFilters(node),
         from_step: Number($('[name="from_step"]', node).value),
         to_step: Number($('[name="to_step"]', node).value),
       }))
@@ -280,8 +294,13 @@
     $('[name="event"]', node).focus();
   });
   exclusionList.addEventListener("click", (event) => {
-    const button = event.target.closest('button[data-action="remove-exclusion"]');
-    if (button) button.closest("[data-exclusion]").remove();
+    const button = event.target.closest("button[data-action]");
+    if (!button) return;
+    const node = button.closest("[data-exclusion]");
+    const action = button.dataset.action;
+    if (action === "remove-exclusion") node.remove();
+    if (action === "add-filter") $('[name="operand"]', $(".filters", node).appendChild(filterRow(node))).focus();
+    if (action === "remove-filter") button.closest("[data-filter]").remove();
   });
   $("#funnel-type").addEventListener("change", syncExclusionsBox);
 
@@ -348,6 +367,17 @@
     return { type: $('[name="type"]', node).value, event: $('[name="event"]', node).value.trim() };
   }
 
+  /** A step's or an exclusion's filter rows, those with an operand. */
+  function readFilters(node) {
+    return $$("[data-filter]", node)
+      .map((row) => ({
+        operand: $('[name="operand"]', row).value.trim(),
+        operator: $('[name="operator"]', row).value,
+        value: $('[name="value"]', row).value,
+      }))
+      .filter((filter) => filter.operand);
+  }
+
   /** The builder as /v0/funnel's query parameters (strings, as in a query string). */
   function readQuery() {
     const used = new Set();
@@ -357,14 +387,7 @@
       let name = node.dataset.nameFor === `${type}/${event}` ? node.dataset.name : `${event}::${index}`;
       if (used.has(name)) name = `${event}::${index}`;
       used.add(name);
-      const filters = $$("[data-filter]", node)
-        .map((row) => ({
-          operand: $('[name="operand"]', row).value.trim(),
-          operator: $('[name="operator"]', row).value,
-          value: $('[name="value"]', row).value,
-        }))
-        .filter((filter) => filter.operand);
-      return { type, event, name, filters };
+      return { type, event, name, filters: readFilters(node) };
     });
     const query = {
       date_from: $("#date-from").value,
