@@ -10,12 +10,13 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
+from urllib.parse import unquote
 
 import httpx
 import pytest
 
 from funnels import __version__
-from funnels.channels.base import parse_retry_after, resolve_settings
+from funnels.channels.base import parse_retry_after, redact_url, resolve_settings
 from funnels.channels.webhook import (
     CHANNEL,
     WebhookArgs,
@@ -187,6 +188,26 @@ def test_our_idempotency_key_wins_and_credentials_are_redacted_in_the_log(
     logged = json.dumps(result.sent)
     assert "sk-live-1" not in logged and "t0k" not in logged
     assert "page=2" in result.sent["url"]
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        # Nothing to redact: logged as rendered, not as a URL parser would rewrite it.
+        ("https://Hooks.Example.com/a%7eb/c", "https://Hooks.Example.com/a%7eb/c"),
+        ("https://u:secret@hooks.example.com/h", "https://u:***@hooks.example.com/h"),
+        (
+            "https://hooks.example.com/h?api_key=k1&page=2",
+            "https://hooks.example.com/h?api_key=***&page=2",
+        ),
+        ("https://hooks.example.com/h?page=2", "https://hooks.example.com/h?page=2"),
+    ],
+)
+def test_redact_url_touches_only_credentials(url: str, shown: str) -> None:
+    if "@" not in url and "?" not in url:
+        assert redact_url(url) == url  # verbatim, not normalized
+    assert unquote(redact_url(url)) == unquote(shown)  # the mark is percent-encoded in a URL
+    assert redact_url(redact_url(url)) == redact_url(url)  # idempotent
 
 
 def test_a_password_in_the_url_is_sent_as_basic_auth_but_not_logged(

@@ -13,6 +13,8 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC
 from email.utils import parsedate_to_datetime
+from functools import cache
+from types import MappingProxyType
 from typing import Annotated, Any
 from urllib.parse import quote
 
@@ -90,17 +92,19 @@ SECRET_URL = Sensitive(_redact_url_any)  # a URL's userinfo password and credent
 Url = Annotated[str, AfterValidator(_not_blank), URL_VALUE, SECRET_URL]
 
 
-def _markers(model: type[BaseModel], kind: type[Any]) -> dict[str, Any]:
-    """The args fields (by the name used in the config file) carrying a marker of `kind`."""
+@cache
+def _markers(model: type[BaseModel], kind: type[Any]) -> Mapping[str, Any]:
+    """The args fields (by the name used in the config file) carrying a marker of `kind` (read once per
+    schema: every delivery redacts its args several times)."""
     found = {}
     for name, info in model.model_fields.items():
         for marker in info.metadata:
             if isinstance(marker, kind):
                 found[info.alias or name] = marker
-    return found
+    return MappingProxyType(found)
 
 
-def escapers(model: type[BaseModel]) -> dict[str, Escape]:
+def escapers(model: type[BaseModel]) -> Mapping[str, Escape]:
     """Args field → the escaper for values interpolated into it (fields without one are not escaped)."""
     return _markers(model, Escape)
 
@@ -108,7 +112,7 @@ def escapers(model: type[BaseModel]) -> dict[str, Escape]:
 def redact(model: type[BaseModel], values: Mapping[str, Any]) -> dict[str, Any]:
     """Args (rendered or as sent) for the delivery log, the API, the dashboard and `funnels replay`: each
     field the channel's args schema marks `Sensitive` redacted. The one redaction of args; idempotent."""
-    sensitive: dict[str, Sensitive] = _markers(model, Sensitive)
+    sensitive: Mapping[str, Sensitive] = _markers(model, Sensitive)
     return {key: sensitive[key].redact(value) if key in sensitive else value for key, value in values.items()}
 
 
@@ -278,7 +282,10 @@ def redact_headers(headers: Mapping[str, str]) -> dict[str, str]:
 
 
 def redact_url(url: str) -> str:
-    """A URL for the delivery log: the userinfo password and credential-like query values replaced."""
+    """A URL for the delivery log: the userinfo password and credential-like query values replaced (a URL
+    with neither userinfo nor a query is returned as it is, unparsed: most webhook URLs, on every send)."""
+    if "@" not in url and "?" not in url:
+        return url
     try:
         parsed = httpx.URL(url)
     except (httpx.InvalidURL, TypeError):
