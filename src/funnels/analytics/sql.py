@@ -593,7 +593,8 @@ def identified_sql(query: FunnelQuery, params: Params, tables: Tables = ONE_SERV
     `query.breakdown_person`: on the latest identify event with a non-empty value (ties in one millisecond:
     the largest value), among every identify event up to the end of the scan, however early (a customer
     identified last year still has their plan). Identifies merge properties key by key, last write wins,
-    so this is the value the person's model has for that key."""
+    so this is the value the person's model has for that key, by event time (docs/semantics.md, "Breakdown",
+    says where it differs from an automation instance's stored properties)."""
     bind = Binder(params)
     key = query.breakdown_person
     assert key is not None
