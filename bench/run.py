@@ -2,7 +2,8 @@
 `windowFunnel` level count on the same data in the same run. Not a test: it prints figures for
 docs/benchmarks.md (and writes them to bench/data/results.json).
 
-    .venv/bin/python bench/run.py [--events 10000000] [--users 1000000] [--repeat 5] [--anonymous 0.3] [--analyses-only]
+    .venv/bin/python bench/run.py [--events 10000000] [--users 1000000] [--repeat 5] [--anonymous 0.3]
+        [--identified 0.5] [--analyses-only]
 
 `--anonymous F`: a fraction F of the users start anonymous. Each such user gets an identify time (uniform
 over the span); their events before it carry only an anonymous id, the rest both ids, and one identify
@@ -13,7 +14,11 @@ the closed one (issue 14, items 5, 4 and 6; target ≤ 2×), and issue 14's anal
 (`/v0/funnel/time_to_convert`, `/v0/funnel/trends`), each interleaved with the plain closed funnel (target ≤
 2× it) and with the funnel of its own parameters; then the funnel's variants (a breakdown by an event
 property with each attribution, compare=previous_period), each interleaved with the closed funnel.
-`--analyses-only` times just those (strict and exclusions included), on the data directory the last full
+`--identified F` (default 0.5): a fraction F of the users have 1–3 identify events setting a `plan` trait,
+at times uniform over the year before the span and the span itself (most of them before `date_from`, as a
+customer base identified long ago): the breakdown by that person property (`breakdown=person.plan`, issue 14
+item 7) is timed next to the breakdown by an event property and the plain closed funnel, interleaved
+(`time_person`). `--analyses-only` times just those (strict and exclusions included), on the data directory the last full
 run left in bench/data/dir.
 """
 
@@ -64,9 +69,12 @@ FUNNEL = [
 BASE = {"date_from": "2026-04-01", "date_to": "2026-04-30", "window_seconds": "1209600"}
 
 
-def generate(path: Path, events: int, users: int, anonymous: float = 0.0, seed: int = 42) -> None:
+def generate(
+    path: Path, events: int, users: int, anonymous: float = 0.0, identified: float = 0.0, seed: int = 42
+) -> None:
     """A Parquet file of `events` events: 50% page views, 30% connect, 20% swap, uniform users and times;
-    with `anonymous`, that fraction of users starts anonymous and is identified once (module docstring)."""
+    with `anonymous`, that fraction of users starts anonymous and is identified once; with `identified`,
+    that fraction of users has 1–3 identify events with a `plan` (module docstring)."""
     rng = np.random.default_rng(seed)
     kind = rng.integers(0, 100, events)
     kind = np.where(kind < 50, 0, np.where(kind < 80, 1, 2))
@@ -94,6 +102,8 @@ def generate(path: Path, events: int, users: int, anonymous: float = 0.0, seed: 
     table = pa.table(columns)
     if anonymous > 0:
         table = _with_anonymous_users(table, user, ts, users, anonymous, rng)
+    if identified > 0:
+        table = _with_plans(table, users, identified, rng)
     path.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(table, path, row_group_size=1_000_000)
 
@@ -129,6 +139,31 @@ def _with_anonymous_users(
         "anonymous_id": pc.binary_join_element_wise("a", text, ""),
     }
     return pa.concat_tables([table, pa.table(identifies, schema=table.schema)])
+
+
+YEAR_MS = 365 * 86_400_000
+
+
+def _with_plans(table: pa.Table, users: int, fraction: float, rng: np.random.Generator) -> pa.Table:
+    """1–3 identify events (under the user id) for a random `fraction` of the users, each with a `plan`
+    trait, at times uniform from a year before the span to its end (so most are before `date_from`)."""
+    chosen = np.flatnonzero(rng.random(users) < fraction)
+    who = np.repeat(chosen, rng.integers(1, 4, len(chosen)))
+    text = pa.array(who).cast(pa.string())
+    plans = ['{"plan":"free"}', '{"plan":"pro"}', '{"plan":"team"}', '{"plan":"enterprise"}']
+    blank = pa.array(np.full(len(who), ""), pa.string())
+    columns = {name: blank for name in table.schema.names}
+    columns |= {
+        "message_id": pc.binary_join_element_wise("p", pa.array(np.arange(len(who))).cast(pa.string()), ""),
+        "type": pa.array(np.full(len(who), "identify")),
+        "event": pa.array(np.full(len(who), "identify")),
+        "user_id": pc.binary_join_element_wise("u", text, ""),
+        "timestamp": pa.array(
+            START_MS - YEAR_MS + rng.integers(0, YEAR_MS + SPAN_DAYS * 86_400_000, len(who)), pa.int64()
+        ).cast(pa.timestamp("ms", tz="UTC")),
+        "properties": pa.array(plans).take(pa.array(rng.integers(0, len(plans), len(who)))),
+    }
+    return pa.concat_tables([table, pa.table(columns, schema=table.schema)])
 
 
 def window_funnel_sql(query_params: dict[str, str]) -> tuple[str, dict[str, object]]:
@@ -291,6 +326,43 @@ def time_variants(svc: Services, closed: dict[str, str], repeat: int) -> dict[st
     return results
 
 
+def time_person(svc: Services, closed: dict[str, str], repeat: int) -> dict[str, object]:
+    """The breakdown by a person property (`person.plan`: the value on each user's latest identify, read
+    from identify events of any time before the scan's end and joined to the funnel's users) next to the
+    breakdown by an event property (`properties.chain`, first touch) and the plain closed funnel (the
+    target's 1.00×; ≤ 2×), all three interleaved, raw and stitched; checks that the groups add up to the
+    funnel's users at every step."""
+    results: dict[str, object] = {}
+    for identity in ("raw", "stitched"):
+        plain = parse_funnel_query({**closed, "identity": identity})
+        person = parse_funnel_query({**closed, "identity": identity, "breakdown": "person.plan"})
+        event = parse_funnel_query({**closed, "identity": identity, "breakdown": "properties.chain"})
+        closed_users = [row["users"] for row in run_funnel(svc.events, plain)["data"]]
+        for query in (person, event):  # untimed warm-up, and the check (top 8 keep every group)
+            rows = run_funnel(svc.events, query)["data"]
+            by_step = [sum(row["users"] for row in rows if row["step"] == k) for k in (1, 2, 3)]
+            assert by_step == closed_users, (query.breakdown, by_step, closed_users)
+        results[f"person.plan groups, {identity}"] = {
+            row["breakdown"]: row["users"]
+            for row in run_funnel(svc.events, person)["data"]
+            if row["step"] == 1
+        }
+        times: dict[str, list[float]] = {"person": [], "event": [], "closed": []}
+        for _ in range(repeat):  # interleaved, so background load hits all alike
+            times["person"] += timed(lambda q=person: run_funnel(svc.events, q), 1)
+            times["event"] += timed(lambda q=event: run_funnel(svc.events, q), 1)
+            times["closed"] += timed(lambda q=plain: run_funnel(svc.events, q), 1)
+        medians = {key: statistics.median(values) for key, values in times.items()}
+        for key, label in (("person", "breakdown person.plan"), ("event", "breakdown properties.chain")):
+            results[f"{label}, {identity} ms"] = round(medians[key] * 1000)
+            results[f"{label}, {identity} × closed"] = round(medians[key] / medians["closed"], 2)
+        results[f"closed, {identity} ms (interleaved with the breakdowns)"] = round(medians["closed"] * 1000)
+        results[f"breakdown person.plan, {identity} × properties.chain"] = round(
+            medians["person"] / medians["event"], 2
+        )
+    return results
+
+
 EXCLUSIONS = {
     # a swap on base between the connect and the ethereum swap (an exclusion no step matches)
     "exclusions: swap on base, 2 → 3": [
@@ -363,6 +435,9 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--anonymous", type=float, default=0.0, help="fraction of users starting anonymous")
     parser.add_argument(
+        "--identified", type=float, default=0.5, help="fraction of users with identify events setting a plan"
+    )
+    parser.add_argument(
         "--analyses-only",
         action="store_true",
         help="time only strict and the funnel's analyses (time to convert, trends) on the data the last run imported",
@@ -378,6 +453,7 @@ def main() -> None:
                 | time_held(svc, closed, min(args.repeat, 5))
                 | time_analyses(svc, closed, min(args.repeat, 5))
                 | time_variants(svc, closed, min(args.repeat, 5))
+                | time_person(svc, closed, min(args.repeat, 5))
             )
             print(json.dumps(timings, indent=2, ensure_ascii=False))
         finally:
@@ -385,10 +461,11 @@ def main() -> None:
         return
 
     suffix = f"-anonymous{args.anonymous:g}" if args.anonymous else ""
+    suffix += f"-identified{args.identified:g}" if args.identified else ""
     source = DATA / f"events-{args.events}-{args.users}{suffix}.parquet"
     if not source.exists():
         started = time.perf_counter()
-        generate(source, args.events, args.users, args.anonymous)
+        generate(source, args.events, args.users, args.anonymous, args.identified)
         print(f"generated {source.name} in {time.perf_counter() - started:.1f}s", file=sys.stderr)
     data_dir = DATA / "dir"
     shutil.rmtree(data_dir, ignore_errors=True)
@@ -407,6 +484,7 @@ def main() -> None:
             "events": report.imported,
             "users": args.users,
             "anonymous": args.anonymous,
+            "identified": args.identified,
             "identity_links": int(links[0]) if links else 0,
             "import_events_per_s": round(import_rate),
         }
@@ -465,6 +543,7 @@ def main() -> None:
         results |= time_held(svc, closed, min(args.repeat, 5))
         results |= time_analyses(svc, closed, min(args.repeat, 5))
         results |= time_variants(svc, closed, min(args.repeat, 5))
+        results |= time_person(svc, closed, min(args.repeat, 5))
     finally:
         svc.close()
     results |= text_import_rates(source, rows=min(1_000_000, args.events))

@@ -492,3 +492,61 @@ def test_events_init_needs_a_server_and_a_cluster_it_has(tmp_path: Path) -> None
     )
     missing = run("events", "init", "--cluster", "analytics", "--events-url", f"chdb://{tmp_path / 'events'}")
     assert missing.returncode == 1 and "knows no cluster analytics" in missing.stderr
+
+
+def test_query_breaks_down_by_a_person_property(tmp_path: Path) -> None:
+    """`--breakdown person.plan`: each user in the group of their latest identify's plan (one before the
+    date range counts), as the API answers; an attribution other than first_touch is refused naming it."""
+    from funnels.events import Event
+
+    data_dir = tmp_path / "data"
+    start = 1_775_001_600_000  # 2026-04-01
+    rows = [("a", -30, "identify", {"plan": "free"}), ("a", -1, "identify", {"plan": "pro"})]
+    rows += [("b", 0, "identify", {"plan": "team"}), ("c", 0, "identify", {"name": "Cy"})]
+    rows += [(user, 1, "page", {}) for user in "abc"] + [("a", 2, "connect", {})]
+    svc = Services.open(data_dir)
+    try:
+        svc.events.insert_events(
+            [
+                Event(
+                    event_id=f"e{i}",
+                    type="track" if kind == "connect" else kind,
+                    event=kind,
+                    user_key=user,
+                    user_id=user,
+                    ts_ms=start + day * 86_400_000 + i,
+                    received_ms=start,
+                    properties=properties,
+                    columns={},
+                )
+                for i, (user, day, kind, properties) in enumerate(rows)
+            ]
+        )
+    finally:
+        svc.close()
+    steps = '[{"type":"event","event":"page","name":"p"},{"type":"track","event":"connect","name":"c"}]'
+    where = ("--data-dir", str(data_dir), "--date-from", "2026-04-02", "--date-to", "2026-04-03")
+    result = run("query", *where, "--steps", steps, "--breakdown", "person.plan", "--format", "json")
+    assert result.returncode == 0, result.stderr
+    groups = {(row["breakdown"], row["step"]): row["users"] for row in json.loads(result.stdout)["data"]}
+    assert groups == {
+        ("(none)", 1): 1,
+        ("(none)", 2): 0,
+        ("pro", 1): 1,
+        ("pro", 2): 1,
+        ("team", 1): 1,
+        ("team", 2): 0,
+    }
+    table = run("query", *where, "--steps", steps, "--breakdown", "person.plan")
+    assert table.returncode == 0 and "pro" in table.stdout, table.stderr
+    refused = run(
+        "query",
+        *where,
+        "--steps",
+        steps,
+        "--breakdown",
+        "person.plan",
+        "--breakdown-attribution",
+        "last_touch",
+    )
+    assert refused.returncode == 2 and "breakdown_attribution" in refused.stderr

@@ -537,7 +537,8 @@ def query(
     window_seconds: Annotated[int | None, typer.Option("--window-seconds")] = None,
     funnel_type: Annotated[str | None, typer.Option("--funnel-type", help="closed, open or strict")] = None,
     breakdown: Annotated[
-        str | None, typer.Option("--breakdown", help="A column (utm_source, …) or properties.<key>")
+        str | None,
+        typer.Option("--breakdown", help="A column (utm_source, …), properties.<key> or person.<key>"),
     ] = None,
     breakdown_top_n: Annotated[int | None, typer.Option("--breakdown-top-n")] = None,
     breakdown_attribution: Annotated[

@@ -438,7 +438,10 @@ def test_unknown_funnel_type(value: str) -> None:
     "value", ["page_path", "origin", "user_id", "Device", "event", "device; DROP TABLE events"]
 )
 def test_breakdown_outside_allowlist(value: str) -> None:
-    expected = f"must be one of {', '.join(BREAKDOWN_COLUMNS)}, or properties.<key> for an event property"
+    expected = (
+        f"must be one of {', '.join(BREAKDOWN_COLUMNS)}, properties.<key> for an event property, "
+        "or person.<key> for a property of the identified model"
+    )
     assert errors(breakdown=value) == {"breakdown": expected}
 
 
@@ -487,7 +490,8 @@ def test_every_error_is_collected_and_the_first_is_the_param() -> None:
         "steps.1.name": "duplicate step name 'a'; names must be unique",
         "window_seconds": f"must be between 1 and {MAX_WINDOW_SECONDS}",
         "funnel_type": "must be closed, open or strict",
-        "breakdown": f"must be one of {', '.join(BREAKDOWN_COLUMNS)}, or properties.<key> for an event property",
+        "breakdown": f"must be one of {', '.join(BREAKDOWN_COLUMNS)}, properties.<key> for an event property, "
+        "or person.<key> for a property of the identified model",
         "breakdown_top_n": "must be an integer",
     }
     assert error.param == "date_from"

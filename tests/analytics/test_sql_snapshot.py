@@ -146,6 +146,13 @@ QUERIES: dict[str, FunnelQuery] = {
         breakdown="device",
         hold_constant='["properties.chain", "utm_source"]',
     ),
+    "closed_person_breakdown": funnel_query(
+        [step("event", "page"), step("track", "connect"), step("track", "swap")],
+        day(0),
+        day(6),
+        breakdown="person.plan",
+        breakdown_top_n=5,
+    ),
 }
 # Each query as it was before identity stitching (identity=raw: that SQL must not change), and stitched.
 CASES: dict[str, FunnelQuery] = {name: replace(query, identity="raw") for name, query in QUERIES.items()}
@@ -204,6 +211,9 @@ ANALYSIS_CASES: dict[str, tuple[str, dict[str, Any]]] = {
         PeopleQuery(CASES["open_breakdown_stitched"], 2, breakdown_value="Others")
     ),
     "cluster_people_stitched": people_sql(PeopleQuery(CASES["closed_exclusive_stitched"], 1), CLUSTER),
+    "people_person_breakdown_value_stitched": people_sql(
+        PeopleQuery(CASES["closed_person_breakdown_stitched"], 2, breakdown_value="pro")
+    ),
 }
 CATALOG_CASES |= ANALYSIS_CASES
 

@@ -33,6 +33,8 @@ OPERATORS: Final = STRING_OPERATORS + NUMERIC_OPERATORS
 
 # `breakdown`: a column, or an event property by its key (`properties.<key>`).
 PROPERTY_PREFIX: Final = "properties."
+# ... or a property of the identified model, by its key (`person.<key>`): what the person's identifies set.
+PERSON_PREFIX: Final = "person."
 # `breakdown_attribution`: which of a user's values puts them in a group (`step:K` for step K's event).
 ATTRIBUTIONS: Final = ("first_touch", "last_touch")
 _STEP_ATTRIBUTION = re.compile(r"step:([1-9][0-9]?)")
@@ -124,6 +126,13 @@ class FunnelQuery:
         """With `breakdown=properties.<key>`, the key; None for a column (or no breakdown)."""
         if self.breakdown is not None and self.breakdown.startswith(PROPERTY_PREFIX):
             return self.breakdown[len(PROPERTY_PREFIX) :]
+        return None
+
+    @property
+    def breakdown_person(self) -> str | None:
+        """With `breakdown=person.<key>`, the key of the person's (identified model's) property; else None."""
+        if self.breakdown is not None and self.breakdown.startswith(PERSON_PREFIX):
+            return self.breakdown[len(PERSON_PREFIX) :]
         return None
 
     @property
@@ -426,17 +435,21 @@ def parse_funnel_query(params: dict[str, Any]) -> FunnelQuery:
 
 
 def _breakdown(raw: Any, errors: dict[str, str]) -> str | None:
-    """A breakdown column, or `properties.<key>` (an event property; any key up to MAX_TEXT characters)."""
+    """A breakdown column, `properties.<key>` (an event property) or `person.<key>` (a property of the
+    identified model); any key up to MAX_TEXT characters."""
     if raw is None:
         return None
     if isinstance(raw, str) and (
-        raw in BREAKDOWN_COLUMNS or (raw.startswith(PROPERTY_PREFIX) and raw != PROPERTY_PREFIX)
+        raw in BREAKDOWN_COLUMNS
+        or (raw.startswith(PROPERTY_PREFIX) and raw != PROPERTY_PREFIX)
+        or (raw.startswith(PERSON_PREFIX) and raw != PERSON_PREFIX)
     ):
         if len(raw) > MAX_TEXT:
             errors["breakdown"] = f"must be at most {MAX_TEXT} characters"
         return raw
     errors["breakdown"] = (
-        f"must be one of {', '.join(BREAKDOWN_COLUMNS)}, or properties.<key> for an event property"
+        f"must be one of {', '.join(BREAKDOWN_COLUMNS)}, properties.<key> for an event property, "
+        "or person.<key> for a property of the identified model"
     )
     return None
 
@@ -453,6 +466,11 @@ def _attribution(raw: Any, breakdown: str | None, steps: int, errors: dict[str, 
         errors["breakdown_attribution"] = f"step:{found.group(1)} is past the last step ({steps})"
     elif breakdown is None and raw != "first_touch":
         errors["breakdown_attribution"] = "needs a breakdown"
+    elif breakdown is not None and breakdown.startswith(PERSON_PREFIX) and raw != "first_touch":
+        errors["breakdown_attribution"] = (
+            "only first_touch with a person.<key> breakdown: the value is the person's (their latest "
+            "identify's), not an event's, so there is no touch or step to choose"
+        )
     else:
         return str(raw)
     return "first_touch"

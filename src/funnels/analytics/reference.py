@@ -211,6 +211,32 @@ def attributed(query: FunnelQuery, events: list[Event], path: Path) -> str:
     return min((value for value in values if value), default="(none)")
 
 
+def person_values(query: FunnelQuery, events: Iterable[Event], links: dict[str, str]) -> dict[str, str]:
+    """With `breakdown=person.<key>`, each user's (stitched: person's) value of the identified model's
+    property: `<key>` on their latest identify event with a non-empty value (ties in one millisecond: the
+    largest value), among identify events up to the end of the scan, however early."""
+    key = query.breakdown_person
+    assert key is not None
+    latest: dict[str, tuple[int, str]] = {}
+    for event in events:
+        value = property_text(event.properties.get(key))
+        if event.type != "identify" or event.ts_ms > query.scan_end_ms or not value:
+            continue
+        user = person_of(links, event.user_key)
+        latest[user] = max(latest.get(user, (event.ts_ms, value)), (event.ts_ms, value))
+    return {user: value for user, (_, value) in latest.items()}
+
+
+def group_of(
+    query: FunnelQuery, user: str, events: list[Event], path: Path, persons: dict[str, str] | None
+) -> str:
+    """The user's breakdown group: the person's value (`person_values`) with `breakdown=person.<key>`,
+    else the attributed value of their events."""
+    if persons is not None:
+        return persons.get(user, "(none)")
+    return attributed(query, events, path)
+
+
 def identity_links(events: Iterable[Event]) -> dict[str, str]:
     """Each key (an anonymous id, or an alias' previousId) → the user id of its earliest claim by
     (time, event id, user id). A claim is an event with a user id naming a key other than that user id."""
@@ -245,11 +271,12 @@ def reference_groups(query: FunnelQuery, events: Iterable[Event]) -> dict[str, l
         if query.from_ms <= event.ts_ms <= query.scan_end_ms:
             by_user[person_of(links, event.user_key)].append(event)
     find_path = {"open": open_path, "strict": strict_path}.get(query.funnel_type, closed_path)
+    persons = person_values(query, events, links) if query.breakdown_person is not None else None
     paths: dict[str, list[Path]] = defaultdict(list)
-    for user_events in by_user.values():
+    for user, user_events in by_user.items():
         path = find_path(query, user_events)
         if path:
-            value = attributed(query, user_events, path) if query.breakdown else ""
+            value = group_of(query, user, user_events, path, persons) if query.breakdown else ""
             paths[value].append(path)
     ranked = sorted(paths, key=lambda value: (-len(paths[value]), value))
     kept, rest = ranked[: query.breakdown_top_n], ranked[query.breakdown_top_n :]
@@ -404,18 +431,19 @@ def reference_people(query: PeopleQuery, events: Iterable[Event]) -> dict[str, o
             by_user[person_of(links, event.user_key)].append(event)
     find_path = {"open": open_path, "strict": strict_path}.get(funnel.funnel_type, closed_path)
     n = len(funnel.steps)
+    persons = person_values(funnel, events, links) if funnel.breakdown_person is not None else None
     people = []
     for user, user_events in by_user.items():
         path = find_path(funnel, user_events)
         if path and query.selects(len(path)):
-            value = attributed(funnel, user_events, path) if funnel.breakdown else "(none)"
+            value = group_of(funnel, user, user_events, path, persons) if funnel.breakdown else "(none)"
             times = (*path, *(None,) * (n - len(path)))
             people.append(Person(siphash64(user), user, len(path), times, value))
     if query.breakdown_value is not None:  # the funnel's buckets, as `reference_groups` ranks them
         entered: dict[str, int] = defaultdict(int)
-        for user_events in by_user.values():
+        for user, user_events in by_user.items():
             if path := find_path(funnel, user_events):
-                entered[attributed(funnel, user_events, path)] += 1
+                entered[group_of(funnel, user, user_events, path, persons)] += 1
         kept = sorted(entered, key=lambda v: (-entered[v], v))[: funnel.breakdown_top_n]
         people = [
             p for p in people if (p.breakdown if p.breakdown in kept else "Others") == query.breakdown_value

@@ -569,7 +569,47 @@ def held_per_user(query: FunnelQuery, params: Params, tables: Tables = ONE_SERVE
     )
 
 
+def person_per_user(query: FunnelQuery, params: Params, tables: Tables = ONE_SERVER) -> str:
+    """A funnel broken down by a property of the identified model (`breakdown=person.<key>`): the funnel's
+    own per-user rows without a breakdown, each joined by its user to the value of `<key>` on the user's
+    latest identify event carrying one (`identified_sql`).
+
+    The user column is in scope in every builder's outer FROM (the subquery grouping by it, as
+    `people.with_user` relies on), so it is added there, and the join is a plain hash join whose right side
+    (one row per identified user) is small next to the funnel's users."""
+    plain = replace(query, breakdown=None, breakdown_attribution="first_touch")
+    inner = choose_per_user(plain)(plain, params, tables)
+    _, user_name = _user(replace(query, hold_constant=()), tables)
+    times = ", ".join(f"t{k}" for k in range(1, len(query.steps) + 1))
+    return (
+        f"SELECT lvl, {times}, bd0 FROM (SELECT {user_name}, lvl, {times}, ifNull(pv_, '') AS bd0 FROM ("
+        f"SELECT {user_name}, {inner.removeprefix('SELECT ')}) AS funnel_ "
+        f"LEFT JOIN ({identified_sql(query, params, tables)}) AS identified_ USING ({user_name}))"
+    )
+
+
+def identified_sql(query: FunnelQuery, params: Params, tables: Tables = ONE_SERVER) -> str:
+    """Per user (`_user`'s: the person, stitched), the value `pv_` of the identified model's property
+    `query.breakdown_person`: on the latest identify event with a non-empty value (ties in one millisecond:
+    the largest value), among every identify event up to the end of the scan, however early (a customer
+    identified last year still has their plan). Identifies merge properties key by key, last write wins,
+    so this is the value the person's model has for that key, by event time (docs/semantics.md, "Breakdown",
+    says where it differs from an automation instance's stored properties)."""
+    bind = Binder(params)
+    key = query.breakdown_person
+    assert key is not None
+    user, user_name = _user(replace(query, hold_constant=()), tables)
+    return (
+        f"SELECT {user_name}, tupleElement(max(({TS_MS}, v_)), 2) AS pv_ FROM ("
+        f"SELECT {user}, ts, {property_text(bind(key, 'String'))} AS v_ FROM {tables.events} "
+        f"WHERE type = 'identify' AND ts <= fromUnixTimestamp64Milli({bind(query.scan_end_ms, 'Int64')}, 'UTC') "
+        f"AND v_ != '') GROUP BY {user_name}"
+    )
+
+
 def choose_per_user(query: FunnelQuery) -> PerUser:
+    if query.breakdown_person is not None:
+        return person_per_user
     if query.funnel_type == "open":
         return open_per_user
     if query.funnel_type == "strict":

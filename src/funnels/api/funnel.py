@@ -41,16 +41,18 @@ FunnelType = Annotated[str | None, Query(json_schema_extra={"enum": ["closed", "
 Breakdown = Annotated[
     str | None,
     Query(
-        description=f"What to break down by: a column ({', '.join(BREAKDOWN_COLUMNS)}) or an event property, "
-        "`properties.<key>`",
-        json_schema_extra={"examples": [*BREAKDOWN_COLUMNS[:2], "properties.plan"]},
+        description=f"What to break down by: a column ({', '.join(BREAKDOWN_COLUMNS)}), an event property, "
+        "`properties.<key>`, or a property of the identified model, `person.<key>` (the value the person's "
+        "latest identify set, however long ago)",
+        json_schema_extra={"examples": [*BREAKDOWN_COLUMNS[:2], "properties.plan", "person.plan"]},
     ),
 ]
 BreakdownAttribution = Annotated[
     str | None,
     Query(
         description="Which of a user's values puts them in a group: `first_touch` (default: the earliest "
-        "event with one), `last_touch` (the latest), or `step:K` (step K's event on the user's path)",
+        "event with one), `last_touch` (the latest), or `step:K` (step K's event on the user's path); "
+        "only `first_touch` with a `person.<key>` breakdown",
         json_schema_extra={"examples": ["first_touch", "last_touch", "step:2"]},
     ),
 ]
@@ -87,7 +89,7 @@ Identity = Annotated[
         "Per-step unique users, conversion from start and from the previous step, drop-off, and exact median "
         "time-to-convert. `funnel_type=closed` (default): ordered, distinct events, within `window_seconds` of "
         "the first step; `strict`: closed, and each step the user's very next event after the previous step (no other event of the user in between); `open`: each step fired at least once in any order, adds `dropped_off_users`. "
-        "`breakdown` (a column or `properties.<key>`) groups users by their value, first touch unless "
+        "`breakdown` (a column, `properties.<key>` or `person.<key>`) groups users by their value, first touch unless "
         "`breakdown_attribution` says `last_touch` or `step:K` (top N + `Others`). Users are persons: an anonymous id "
         "and the user id it was identified or aliased as count as one (`identity=raw` counts each stored user "
         "key on its own). `compare=previous_period` adds `comparison`: the same funnel over the period of equal "

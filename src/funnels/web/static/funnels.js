@@ -327,13 +327,17 @@
     select.value = [...select.options].some((option) => option.value === chosen) ? chosen : "first_touch";
   }
 
-  /** The breakdown's controls follow its select: a property key for "Event property…"; Top and the
-   * attribution only with a breakdown. */
+  /** The breakdown's controls follow its select: a property key for "Event property…" and "Person
+   * property…"; Top and the attribution only with a breakdown, and no attribution for a person property
+   * (the value is the person's latest identify's, not an event's). */
   function breakdownChanged() {
     const chosen = $("#breakdown").value;
-    $("#breakdown-property-field").hidden = chosen !== "properties.";
+    const person = chosen === "person.";
+    $("#breakdown-property-field").hidden = chosen !== "properties." && !person;
     $("#top-n").disabled = !chosen;
-    $("#attribution").disabled = !chosen;
+    if (person) $("#attribution").value = "first_touch";
+    $("#attribution").disabled = !chosen || person;
+    $("#attribution").title = person ? "A person property's value is the one their latest identify set" : "";
   }
 
   function setSteps(steps) {
@@ -403,7 +407,8 @@
     // Stitched is the API's default: only raw is spelled out, so a stitched link is the same as before.
     if ($("#identity").value === "raw") query.identity = "raw";
     const chosen = $("#breakdown").value;
-    const breakdown = chosen === "properties." ? `properties.${$("#breakdown-property").value.trim()}` : chosen;
+    const keyed = chosen === "properties." || chosen === "person.";
+    const breakdown = keyed ? `${chosen}${$("#breakdown-property").value.trim()}` : chosen;
     if (breakdown) {
       query.breakdown = breakdown;
       query.breakdown_top_n = $("#top-n").value || String(config.defaultTopN);
@@ -454,9 +459,9 @@
     syncExclusionsBox();
     $("#identity").value = params.identity === "raw" ? "raw" : "stitched";
     const breakdown = params.breakdown ?? "";
-    const property = breakdown.startsWith("properties.");
-    $("#breakdown").value = property ? "properties." : breakdown;
-    $("#breakdown-property").value = property ? breakdown.slice("properties.".length) : "";
+    const prefix = ["properties.", "person."].find((start) => breakdown.startsWith(start));
+    $("#breakdown").value = prefix ?? breakdown;
+    $("#breakdown-property").value = prefix ? breakdown.slice(prefix.length) : "";
     $("#top-n").value = params.breakdown_top_n ?? String(config.defaultTopN);
     $("#attribution").value = params.breakdown_attribution ?? "first_touch";
     if (!$("#attribution").value) $("#attribution").value = "first_touch"; // a step the funnel does not have

@@ -1,0 +1,156 @@
+SELECT count() AS users,
+groupArraySortedIf({p11:UInt64})((key_,
+user_,
+lvl,
+t1,
+t2,
+t3,
+bd),
+1)
+FROM (SELECT *,
+dense_rank() OVER (ORDER BY entered_ DESC,
+bd ASC) AS rnk_
+FROM (SELECT *,
+count() OVER (PARTITION BY bd) AS entered_
+FROM (SELECT user_ AS key_,
+user_,
+lvl,
+t1,
+t2,
+t3,
+if(bd0 = '',
+'(none)',
+bd0) AS bd
+FROM (SELECT person AS user_,
+lvl,
+t1,
+t2,
+t3,
+bd0
+FROM (SELECT person,
+lvl,
+t1,
+t2,
+t3,
+ifNull(pv_,
+'') AS bd0
+FROM (SELECT person,
+multiIf(st.3 >= 0,
+3,
+st.2 >= 0,
+2,
+st.1 >= 0,
+1,
+0) AS lvl,
+if(lvl >= 1,
+multiIf(lvl = 3,
+st.3,
+lvl = 2,
+st.2,
+lvl = 1,
+st.1,
+-1),
+NULL) AS t1,
+if(lvl >= 2,
+bitShiftRight(arrayFirst(x -> bitAnd(x,
+15) = 2
+AND bitShiftRight(x,
+4) >= t1,
+a),
+4),
+NULL) AS t2,
+if(lvl >= 3,
+bitShiftRight(arrayFirst(x -> bitAnd(x,
+15) = 3
+AND bitShiftRight(x,
+4) >= t2,
+a),
+4),
+NULL) AS t3,
+bd0
+FROM (SELECT person,
+arraySort(groupArrayIf(bitOr(bitShiftLeft(toInt64(toUnixTimestamp64Milli(ts)),
+4),
+step),
+step > 0)) AS a,
+arrayFold((acc,
+x) -> (if(bitAnd(x,
+15) = 1
+AND bitShiftRight(x,
+4) > acc.1,
+bitShiftRight(x,
+4),
+acc.1),
+if(bitAnd(x,
+15) = 2
+AND acc.1 >= 0
+AND bitShiftRight(x,
+4) - acc.1 <= {p6:Int64}
+AND acc.1 > acc.2,
+acc.1,
+acc.2),
+if(bitAnd(x,
+15) = 3
+AND acc.2 >= 0
+AND bitShiftRight(x,
+4) - acc.2 <= {p6:Int64}
+AND acc.2 > acc.3,
+acc.2,
+acc.3)),
+a,
+(toInt64(-1),
+toInt64(-1),
+toInt64(-1))) AS st,
+'' AS bd0
+FROM (SELECT dictGetOrDefault('identity_persons',
+'person',
+sipHash64(user_key),
+sipHash64(user_key)) AS person,
+ts,
+multiIf((type = {p0:String})
+AND toInt64(toUnixTimestamp64Milli(ts)) <= {p5:Int64},
+1,
+(type = {p1:String}
+AND event = {p2:String}),
+2,
+(type = {p3:String}
+AND event = {p4:String}),
+3,
+0) AS step
+FROM events
+WHERE ts >= fromUnixTimestamp64Milli({p7:Int64},
+'UTC')
+AND ts <= fromUnixTimestamp64Milli({p8:Int64},
+'UTC')
+AND (step > 0))
+GROUP BY person)) AS funnel_ LEFT JOIN (SELECT person,
+tupleElement(max((toInt64(toUnixTimestamp64Milli(ts)),
+v_)),
+2) AS pv_
+FROM (SELECT dictGetOrDefault('identity_persons',
+'person',
+sipHash64(user_key),
+sipHash64(user_key)) AS person,
+ts,
+multiIf(JSONType(properties,
+{p9:String}) = 'String',
+JSONExtractString(properties,
+{p9:String}),
+JSONType(properties,
+{p9:String}) IN ('Int64',
+'UInt64',
+'Bool'),
+JSONExtractRaw(properties,
+{p9:String}),
+'') AS v_
+FROM events
+WHERE type = 'identify'
+AND ts <= fromUnixTimestamp64Milli({p10:Int64},
+'UTC')
+AND v_ != '')
+GROUP BY person) AS identified_ USING (person))))
+WHERE lvl >= 1))
+WHERE lvl >= 2
+AND if(rnk_ <= {p12:UInt32},
+bd,
+'Others') = {p13:String}
