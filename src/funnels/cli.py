@@ -558,7 +558,7 @@ def query(
         str | None,
         typer.Option(
             "--hold-constant",
-            help="Closed funnels: JSON array of properties.KEY or columns every step shares",
+            help="Closed and open funnels: JSON array of properties.KEY or columns every step shares",
         ),
     ] = None,
     interval: Annotated[

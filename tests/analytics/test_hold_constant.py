@@ -101,6 +101,24 @@ def event(ts: int, type_: str, name: str | None = None, chain: Any = None, **col
             [None, None],
             id="a standard column",
         ),
+        pytest.param(
+            [
+                event(T, "track", "connect", chain="base"),
+                event(T + S, "page", chain="base"),
+                event(T + 2 * S, "page", chain="ethereum"),
+            ],
+            held(PAGE, CONNECT, hold=["properties.chain"], funnel_type="open"),
+            [1, 1],
+            [None, -1.0],
+            id="open: any order, one value (base's steps; ethereum's page reaches step 1 only)",
+        ),
+        pytest.param(
+            [event(T, "page", chain="base"), event(T + S, "track", "connect", chain="ethereum")],
+            held(PAGE, CONNECT, hold=["properties.chain"], funnel_type="open"),
+            [1, 0],
+            [None, None],
+            id="open: a different value breaks it too",
+        ),
     ],
 )
 def test_hold_constant_case(
@@ -127,7 +145,6 @@ def test_hold_constant_case(
         ('["chain"]', {}, "hold_constant.0"),
         ('["properties."]', {}, "hold_constant.0"),
         ("[1]", {}, "hold_constant.0"),
-        ('["device"]', {"funnel_type": "open"}, "hold_constant"),
         ('["device"]', {"funnel_type": "strict"}, "hold_constant"),
         (
             '["device"]',
@@ -164,8 +181,8 @@ def check(store: EventStore, case: Any) -> None:
 @given(
     case=holding(
         st.one_of(
-            cases(exclusive_kinds(2, 4), ["closed"], filter_counts=(0, 0, 1)),
-            cases(overlapping_kinds(2, 4), ["closed"], filter_counts=(0, 0, 1)),
+            cases(exclusive_kinds(2, 4), ["closed", "open"], filter_counts=(0, 0, 1)),
+            cases(overlapping_kinds(2, 4), ["closed", "open"], filter_counts=(0, 0, 1)),
             cases(long_kinds(), ["closed"], max_events=10, walk=True, filter_counts=(0,) * 15 + (1,)),
         )
     )
@@ -174,25 +191,24 @@ def test_hold_constant_equals_reference(store: EventStore, case: Any) -> None:
     check(store, case)
 
 
-@settings(PROFILE, max_examples=examples(80))
+@settings(PROFILE, max_examples=examples(100))
 @given(
     case=holding(
-        cases(st.one_of(exclusive_kinds(2, 3), overlapping_kinds(2, 3)), ["closed"], attributions=True)
+        cases(
+            st.one_of(exclusive_kinds(2, 3), overlapping_kinds(2, 3)), ["closed", "open"], attributions=True
+        )
     )
 )
 def test_hold_constant_with_any_breakdown_equals_reference(store: EventStore, case: Any) -> None:
-    """A breakdown by a column or an event property by first or last touch over all the user's groups
-    (step:K with hold_constant is refused for now: each group would need its own path's value)."""
-    query, events, batches = case
-    if query.attribution_step is not None:
-        query = replace(query, breakdown_attribution="last_touch")
-    check(store, (query, events, batches))
+    """A breakdown by a column or an event property: by first or last touch the user's value over all
+    their groups, with step:K the value on the winning group's own path."""
+    check(store, case)
 
 
 @settings(PROFILE, max_examples=examples(60))
 @given(
     case=holding(
-        with_identities(cases(st.one_of(exclusive_kinds(2, 4), overlapping_kinds(2, 3)), ["closed"]))
+        with_identities(cases(st.one_of(exclusive_kinds(2, 4), overlapping_kinds(2, 3)), ["closed", "open"]))
     )
 )
 def test_hold_constant_stitched_and_raw_equal_reference(store: EventStore, case: Any) -> None:
@@ -201,7 +217,11 @@ def test_hold_constant_stitched_and_raw_equal_reference(store: EventStore, case:
 
 @settings(PROFILE, max_examples=examples(45))
 @given(
-    case=holding(cases(st.one_of(exclusive_kinds(2, 4), overlapping_kinds(2, 3)), ["closed"])),
+    case=holding(
+        cases(
+            st.one_of(exclusive_kinds(2, 4), overlapping_kinds(2, 3)), ["closed", "open"], attributions=True
+        )
+    ),
     which=st.integers(0, 2),
 )
 def test_hold_constant_in_the_analyses_equals_reference(store: EventStore, case: Any, which: int) -> None:

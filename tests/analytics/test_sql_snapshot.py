@@ -153,6 +153,15 @@ QUERIES: dict[str, FunnelQuery] = {
         breakdown="person.plan",
         breakdown_top_n=5,
     ),
+    "open_hold_constant_step_attribution": funnel_query(
+        [step("event", "page"), step("track", "connect")],
+        day(0),
+        day(6),
+        funnel_type="open",
+        breakdown="properties.wallet",
+        breakdown_attribution="step:2",
+        hold_constant='["properties.chain"]',
+    ),
 }
 # Each query as it was before identity stitching (identity=raw: that SQL must not change), and stitched.
 CASES: dict[str, FunnelQuery] = {name: replace(query, identity="raw") for name, query in QUERIES.items()}

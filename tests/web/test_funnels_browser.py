@@ -340,6 +340,12 @@ def test_hold_constant_runs_the_closed_funnel_holding_a_column(
     page.reload()
     expect(page.locator("#hold-constant")).to_have_value("device")
     assert shown_rows(page) == held
+    page.select_option("#funnel-type", "open")
+    page.click("#run")
+    expect(page.locator("#results-caption")).to_contain_text("open")
+    query = url_query(page)
+    assert query["funnel_type"] == "open" and json.loads(query["hold_constant"]) == ["device"]
+    assert shown_rows(page) == api_rows(dashboard, query)
     page.select_option("#funnel-type", "strict")
     expect(page.locator("#hold-constant")).to_be_disabled()
 

@@ -410,12 +410,12 @@ def parse_funnel_query(params: dict[str, Any]) -> FunnelQuery:
             )
         )
     held = _held(params.get("hold_constant"), errors)
-    if held and funnel_type != "closed" and "funnel_type" not in errors:
-        errors["hold_constant"] = f"only with funnel_type=closed, for now (not {funnel_type})"
+    if held and funnel_type == "strict":
+        errors["hold_constant"] = (
+            "not with funnel_type=strict, for now (a strict step may follow only the events of its own value)"
+        )
     elif held and exclusions:
         errors["hold_constant"] = "not together with exclusions, for now"
-    elif held and attribution.startswith("step:"):
-        errors["hold_constant"] = "not together with breakdown_attribution=step:K, for now"
     if errors:
         raise QueryValidationError(errors)
     assert date_from is not None and date_to is not None

@@ -227,16 +227,6 @@ def person_values(query: FunnelQuery, events: Iterable[Event], links: dict[str, 
     return {user: value for user, (_, value) in latest.items()}
 
 
-def group_of(
-    query: FunnelQuery, user: str, events: list[Event], path: Path, persons: dict[str, str] | None
-) -> str:
-    """The user's breakdown group: the person's value (`person_values`) with `breakdown=person.<key>`,
-    else the attributed value of their events."""
-    if persons is not None:
-        return persons.get(user, "(none)")
-    return attributed(query, events, path)
-
-
 def identity_links(events: Iterable[Event]) -> dict[str, str]:
     """Each key (an anonymous id, or an alias' previousId) → the user id of its earliest claim by
     (time, event id, user id). A claim is an event with a user id naming a key other than that user id."""
@@ -261,6 +251,32 @@ def person_of(links: dict[str, str], user_key: str) -> str:
     return links.get(once, once)
 
 
+def user_path(query: FunnelQuery, events: list[Event]) -> tuple[Path, str]:
+    """A user's path and breakdown value ("" without a breakdown). With `hold_constant`, the funnel runs on
+    each held value's events alone and the best path wins: the furthest, then the latest start, then the
+    earliest times; by first or last touch the value is the user's over all their events, with `step:K`
+    the winning path's own (among equal paths, a value before "(none)", then the smallest)."""
+    find_path = {"open": open_path, "strict": strict_path}.get(query.funnel_type, closed_path)
+    if not query.hold_constant:
+        path = find_path(query, events)
+        return path, attributed(query, events, path) if query.breakdown and path else ""
+    by_value: dict[tuple[str, ...], list[Event]] = defaultdict(list)
+    for event in events:
+        by_value[held_values(query, event)].append(event)
+    candidates = []
+    for group in by_value.values():
+        path = find_path(query, group)
+        if path:
+            own = attributed(query, group, path) if query.breakdown and query.attribution_step else ""
+            candidates.append(((-len(path), -path[0], *path[1:]), (own == "(none)", own), path))
+    if not candidates:
+        return (), ""
+    _rank, (_none, own), path = min(candidates)
+    if not query.breakdown:
+        return path, ""
+    return path, own if query.attribution_step else attributed(query, events, path)
+
+
 def reference_groups(query: FunnelQuery, events: Iterable[Event]) -> dict[str, list[Path]]:
     """Each breakdown group's users' paths (one group, `""`, without a breakdown), in rank order: the top
     `breakdown_top_n` values by step-1 users, then the rest merged into `Others`."""
@@ -270,13 +286,12 @@ def reference_groups(query: FunnelQuery, events: Iterable[Event]) -> dict[str, l
     for event in events:
         if query.from_ms <= event.ts_ms <= query.scan_end_ms:
             by_user[person_of(links, event.user_key)].append(event)
-    find_path = {"open": open_path, "strict": strict_path}.get(query.funnel_type, closed_path)
     persons = person_values(query, events, links) if query.breakdown_person is not None else None
     paths: dict[str, list[Path]] = defaultdict(list)
     for user, user_events in by_user.items():
-        path = find_path(query, user_events)
+        path, value = user_path(query, user_events)
         if path:
-            value = group_of(query, user, user_events, path, persons) if query.breakdown else ""
+            value = persons.get(user, "(none)") if persons is not None else value
             paths[value].append(path)
     ranked = sorted(paths, key=lambda value: (-len(paths[value]), value))
     kept, rest = ranked[: query.breakdown_top_n], ranked[query.breakdown_top_n :]
@@ -429,21 +444,22 @@ def reference_people(query: PeopleQuery, events: Iterable[Event]) -> dict[str, o
     for event in events:
         if funnel.from_ms <= event.ts_ms <= funnel.scan_end_ms:
             by_user[person_of(links, event.user_key)].append(event)
-    find_path = {"open": open_path, "strict": strict_path}.get(funnel.funnel_type, closed_path)
     n = len(funnel.steps)
     persons = person_values(funnel, events, links) if funnel.breakdown_person is not None else None
     people = []
+    entered: dict[str, int] = defaultdict(int)  # step-1 users per value, to rank the funnel's buckets
     for user, user_events in by_user.items():
-        path = find_path(funnel, user_events)
+        path, value = user_path(funnel, user_events)
+        if path and persons is not None:
+            value = persons.get(user, "(none)")
+        if path:
+            entered[value] += 1
         if path and query.selects(len(path)):
-            value = group_of(funnel, user, user_events, path, persons) if funnel.breakdown else "(none)"
             times = (*path, *(None,) * (n - len(path)))
-            people.append(Person(siphash64(user), user, len(path), times, value))
+            people.append(
+                Person(siphash64(user), user, len(path), times, value if funnel.breakdown else "(none)")
+            )
     if query.breakdown_value is not None:  # the funnel's buckets, as `reference_groups` ranks them
-        entered: dict[str, int] = defaultdict(int)
-        for user, user_events in by_user.items():
-            if path := find_path(funnel, user_events):
-                entered[group_of(funnel, user, user_events, path, persons)] += 1
         kept = sorted(entered, key=lambda v: (-entered[v], v))[: funnel.breakdown_top_n]
         people = [
             p for p in people if (p.breakdown if p.breakdown in kept else "Others") == query.breakdown_value

@@ -162,8 +162,10 @@ def _touch(query: FunnelQuery) -> str:
 
 def _user(query: FunnelQuery, tables: Tables, bind: Binder | None = None) -> tuple[str, str]:
     """The innermost SELECT's user column and the name the per-user GROUP BY uses: `user_key` as stored
-    (raw), or the person it belongs to (stitched); with `hold_constant`, the pair (user, held values)
-    `held_`, so the fold runs once per user and value (`held_per_user`)."""
+    (raw), or the person it belongs to (stitched); with `hold_constant`, the pair (user, a 64-bit hash of
+    the held values) `held_`, so the fold runs once per user and value (`held_per_user`). Hashed: grouping
+    by an integer is cheaper than by the values' text (1.91× the closed funnel stitched at 10M, against
+    2.00×); two values of one user would share a group only if their hashes collided."""
     key = "sipHash64(user_key)"  # the dictionary is keyed by ids' hashes and answers the person's hash
     user = f"dictGetOrDefault('{tables.persons}', 'person', {key}, {key})" if query.stitched else "user_key"
     if query.hold_constant:
@@ -174,7 +176,7 @@ def _user(query: FunnelQuery, tables: Tables, bind: Binder | None = None) -> tup
             values.append(
                 property_text(bind(name, "String")) if held.startswith("properties.") else f"toString({held})"
             )
-        return f"({user}, ({', '.join(values)}, '')) AS held_", "held_"
+        return f"({user}, sipHash64({', '.join(values)})) AS held_", "held_"
     return (f"{user} AS person", "person") if query.stitched else ("user_key", "user_key")
 
 
@@ -547,24 +549,35 @@ def open_per_user(query: FunnelQuery, params: Params, tables: Tables = ONE_SERVE
 
 
 def held_per_user(query: FunnelQuery, params: Params, tables: Tables = ONE_SERVER) -> str:
-    """Closed funnel with `hold_constant`: the closed fold once per user and held values (`_user` groups
-    by both), then per user the best of its values' paths: the furthest level, then the latest start, then
-    the earliest times, as one fold over all of them would choose among chains of one value; the
-    first-touch breakdown value over all of them."""
+    """Closed or open funnel with `hold_constant`: the funnel's own per-user query once per user and held
+    values (`_user` groups by both), then per user the best of its values' paths: the furthest level, then
+    the latest start, then the earliest times, as one fold over all of them would choose among chains of
+    one value. The breakdown value: by first or last touch, the user's over all their groups; with
+    `step:K`, the chosen path's own (among equal paths, a value before none, then the smallest)."""
     n = len(query.steps)
-    inner = (closed_exclusive_per_user if query.steps_exclusive else closed_general_per_user)(
-        query, params, tables
-    )
+    if query.funnel_type == "open":
+        inner = open_per_user(query, params, tables)
+    else:
+        inner = (closed_exclusive_per_user if query.steps_exclusive else closed_general_per_user)(
+            query, params, tables
+        )
     user_name = "person" if query.stitched else "user_key"
     row = ", ".join(["lvl", *(f"t{k}" for k in range(1, n + 1))])
-    order = ", ".join(["lvl", "ifNull(t1, 0)", *(f"-ifNull(t{k}, 0)" for k in range(2, n + 1))])
     times = ", ".join(f"best_.{k + 1} AS t{k}" for k in range(1, n + 1))
-    # The user's value over all their groups: the earliest (first touch) or latest (last touch) of theirs.
-    first_touch = f"tupleElement({_touch(query)}If(bd0, bd0.2 != ''), 2)" if query.breakdown else "''"
+    if query.attribution_step is None:
+        order = ", ".join(["lvl", "ifNull(t1, 0)", *(f"-ifNull(t{k}, 0)" for k in range(2, n + 1))])
+        # The user's value over all their groups: the earliest (first touch) or latest (last touch) of theirs.
+        value = f"tupleElement({_touch(query)}If(bd0, bd0.2 != ''), 2)" if query.breakdown else "''"
+        chosen = f"argMax(({row}), ({order})) AS best_, {value} AS bd0"
+        picked = "bd0"
+    else:  # the winning group's own value, carried with its path
+        rank = ["-lvl", "-ifNull(t1, 0)", *(f"ifNull(t{k}, 0)" for k in range(2, n + 1)), "bd0 = ''", "bd0"]
+        chosen = f"argMin(({row}, bd0), ({', '.join(rank)})) AS best_"
+        picked = f"best_.{n + 2} AS bd0"
     return (
         f"SELECT lvl, {', '.join(f't{k}' for k in range(1, n + 1))}, bd0 FROM ("
-        f"SELECT {user_name}, best_.1 AS lvl, {times}, bd0 FROM ("
-        f"SELECT tupleElement(user_, 1) AS {user_name}, argMax(({row}), ({order})) AS best_, {first_touch} AS bd0 "
+        f"SELECT {user_name}, best_.1 AS lvl, {times}, {picked} FROM ("
+        f"SELECT tupleElement(user_, 1) AS {user_name}, {chosen} "
         f"FROM (SELECT held_ AS user_, {inner.removeprefix('SELECT ')}) GROUP BY {user_name}))"
     )
 
@@ -610,14 +623,14 @@ def identified_sql(query: FunnelQuery, params: Params, tables: Tables = ONE_SERV
 def choose_per_user(query: FunnelQuery) -> PerUser:
     if query.breakdown_person is not None:
         return person_per_user
+    if query.hold_constant:  # closed or open (not with strict, nor with exclusions: refused)
+        return held_per_user
     if query.funnel_type == "open":
         return open_per_user
     if query.funnel_type == "strict":
         return strict_per_user
     if query.exclusions:
         return closed_exclusions_per_user if query.steps_exclusive else closed_general_exclusions_per_user
-    if query.hold_constant:
-        return held_per_user
     return closed_exclusive_per_user if query.steps_exclusive else closed_general_per_user
 
 

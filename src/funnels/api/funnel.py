@@ -68,8 +68,8 @@ Exclusions = Annotated[
 HoldConstant = Annotated[
     str | None,
     Query(
-        description="Closed funnels: JSON array of 1–3 of properties.KEY or a standard column; every step of a "
-        "conversion has the same value of each (docs/semantics.md)"
+        description="Closed and open funnels: JSON array of 1–3 of properties.KEY or a standard column; every "
+        "step of a conversion has the same value of each (docs/semantics.md)"
     ),
 ]
 Identity = Annotated[
