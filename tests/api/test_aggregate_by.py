@@ -11,7 +11,10 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from tests.api.test_fuzz import ANALYSIS_PARAMS
 from tests.automation.conftest import Config, World, default_config, error_of
 from tests.automation.conftest import open_world as open_world  # the fixture, used by `world` below
 from tests.conftest import bearer
@@ -113,3 +116,38 @@ def test_without_declared_models_aggregate_by_is_refused(client: TestClient, key
     )
     error = error_of(response, 400, "INVALID_VALIDATION_REQUEST")
     assert error["param"] == "aggregate_by" and "no models are declared" in error["details"]["aggregate_by"]
+
+
+GROUPED: list[int] = []
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    params=ANALYSIS_PARAMS,
+    aggregate_by=st.sampled_from(["organization", "organization", "customer", "", "team", "x" * 300])
+    | st.text(max_size=8),
+)
+def test_aggregated_queries_never_answer_5xx(world: World, params: dict[str, str], aggregate_by: str) -> None:
+    """The fuzz tests' parameters (tests/api/test_fuzz.py) with `aggregate_by`, models declared, on every
+    funnel endpoint: 200 or the error envelope, never a 5xx."""
+    if not world.svc.events.count():
+        populate(world)
+    for path in ("/v0/funnel", "/v0/funnel/time_to_convert", "/v0/funnel/trends", "/v0/funnel/people"):
+        response = world.client.get(
+            path, params=params | {"aggregate_by": aggregate_by}, headers=bearer(world.keys["query:read"])
+        )
+        assert response.status_code in (200, 400), (path, response.text)
+        if response.status_code == 400:
+            assert response.json()["error"]["code"] == "INVALID_VALIDATION_REQUEST"
+        elif aggregate_by:
+            GROUPED.append(response.status_code)
+
+
+def test_the_aggregated_fuzz_reached_the_sql_path() -> None:
+    """Runs after the fuzz test above (file order): some aggregated queries must have run."""
+    assert len(GROUPED) >= 10, len(GROUPED)
