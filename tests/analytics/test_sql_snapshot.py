@@ -205,6 +205,19 @@ ANALYSIS_CASES: dict[str, tuple[str, dict[str, Any]]] = {
     ),
     "cluster_people_stitched": people_sql(PeopleQuery(CASES["closed_exclusive_stitched"], 1), CLUSTER),
 }
+# `aggregate_by`: each row's user looked up in the memberships dictionary, folded per group (raw: the key's
+# hash; stitched: the person's); the model is a parameter. Not on a cluster (refused there).
+ANALYSIS_CASES |= {
+    "aggregate_by_closed_exclusive": funnel_sql(
+        replace(CASES["closed_exclusive"], aggregate_by="organization")
+    ),
+    "aggregate_by_hold_constant_breakdown_stitched": funnel_sql(
+        replace(CASES["closed_hold_constant_breakdown_stitched"], aggregate_by="organization")
+    ),
+    "aggregate_by_people_stitched": people_sql(
+        PeopleQuery(replace(CASES["closed_overlapping_stitched"], aggregate_by="organization"), 2)
+    ),
+}
 CATALOG_CASES |= ANALYSIS_CASES
 
 
