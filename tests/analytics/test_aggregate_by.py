@@ -256,3 +256,33 @@ def test_exclusions_hold_constant_and_strict_fold_the_groups_events_together(
         body = run_funnel(store, query)
         assert users(body) == [2, 1, 1], params  # acme (excluded, strict) or globex (the plan) stops at 1
         assert body["data"] == reference_funnel(query, events, memberships)["data"]
+
+
+def test_the_snapshotted_aggregate_by_sql_runs(services: Services, store: EventStore) -> None:
+    """The SQL snapshotted in test_sql_snapshot.py (model `organization`) runs once the memberships are
+    loaded, and its funnel equals the oracle's."""
+    from tests.analytics.test_sql_snapshot import AGGREGATE_CASES, CASES
+
+    with services.state.write() as connection:  # once per state store: the model's name is fixed here
+        if not identity.memberships(connection, "organization"):
+            for model, primary in [("organization", "acme"), ("customer", "u1"), ("customer", "u3")]:
+                key = identity.create_instance(connection, model, primary, None, "{}", 1)
+                identity.claim_ids(connection, model, [primary], key, 0)
+            pairs = [identity.Relationship("organization", "acme", "customer", c) for c in ("u1", "u3")]
+            identity.relate(connection, pairs, 1)
+    t = at(0, 10 * 3_600_000)
+    events = [
+        ev("u1", t, "page"),
+        ev("u3", t + 1000, "track", "connect"),
+        ev("u1", t + 2000, "track", "swap", props={"chain": "ethereum"}),
+        ev("u2", t, "page"),
+    ]
+    load(store, events)
+    load_groups(services.state, store, "organization")
+    memberships = {"acme": {"acme"}, "u1": {"acme"}, "u3": {"acme"}}
+    query = replace(CASES["closed_exclusive"], aggregate_by="organization")
+    body = run_funnel(store, query)
+    assert users(body) == [1, 1, 1]  # acme, through u1 and u3; u2 in no organization
+    assert body["data"] == reference_funnel(query, events, memberships)["data"]
+    for name, (sql, params) in AGGREGATE_CASES.items():
+        assert store.query(sql, params, persons=True).rows, name

@@ -206,8 +206,9 @@ ANALYSIS_CASES: dict[str, tuple[str, dict[str, Any]]] = {
     "cluster_people_stitched": people_sql(PeopleQuery(CASES["closed_exclusive_stitched"], 1), CLUSTER),
 }
 # `aggregate_by`: each row's user looked up in the memberships dictionary, folded per group (raw: the key's
-# hash; stitched: the person's); the model is a parameter. Not on a cluster (refused there).
-ANALYSIS_CASES |= {
+# hash; stitched: the person's); the model is a parameter. Not on a cluster (refused there). Run against
+# the oracle, with memberships loaded, in tests/analytics/test_aggregate_by.py.
+AGGREGATE_CASES: dict[str, tuple[str, dict[str, Any]]] = {
     "aggregate_by_closed_exclusive": funnel_sql(
         replace(CASES["closed_exclusive"], aggregate_by="organization")
     ),
@@ -218,7 +219,7 @@ ANALYSIS_CASES |= {
         PeopleQuery(replace(CASES["closed_overlapping_stitched"], aggregate_by="organization"), 2)
     ),
 }
-CATALOG_CASES |= ANALYSIS_CASES
+CATALOG_CASES |= ANALYSIS_CASES | AGGREGATE_CASES
 
 
 def built(name: str) -> tuple[str, dict[str, Any]]:
