@@ -194,10 +194,11 @@ def _group(query: FunnelQuery, tables: Tables, bind: Binder, member: str) -> str
     """With `aggregate_by`: each scanned row once per group its user is a member of, as the group's hash
     (`arrayJoin` over the memberships dictionary's answer; a row of a user in no group is dropped). `member`
     is the hash looked up: the person's (stitched) or the user key's (raw)."""
-    model = bind(query.aggregate_by, "String")
-    return (
-        f"arrayJoin(dictGetOrDefault('{tables.groups}', 'groups', sipHash64({model}, {member}), "
-        "CAST([], 'Array(UInt64)')))"
+    model, groups = bind(query.aggregate_by, "String"), tables.groups
+    key = f"(sipHash64({model}, {member}) AS group_key_)"
+    return (  # `one`: the group of a member of one (no array to read); else `many` (empty: in none)
+        f"arrayJoin(if((dictGetOrDefault('{groups}', 'one', {key}, toUInt64(0)) AS one_) != 0, [one_], "
+        f"dictGetOrDefault('{groups}', 'many', group_key_, emptyArrayUInt64())))"
     )
 
 

@@ -4,9 +4,10 @@ to the event store.
 Who counts toward a group instance is written in the state store (instances, their ids and their
 relationships: `funnels.store.identity.memberships`); the events are in the event store. A funnel that
 aggregates by a model looks each event's user up in the `identity_groups_members` dictionary: keyed by
-sipHash64(model, sipHash64(member id)), it answers the hashes of the groups' primary ids (an array: a
-member of two groups is in both), so the lookup is one in-memory probe per scanned row, as the persons
-dictionary's is.
+sipHash64(model, sipHash64(member id)), it answers the hashes of the groups' primary ids: `one`, the group of a
+member of exactly one (the usual case, a plain integer), else `many`, all of them (a member of two groups is
+in both), so the lookup is one in-memory probe per scanned row, as the persons dictionary's is, and an array
+is read only for members of several groups (an array for every row cost about twice as much per lookup).
 
 How it stays current: the state store gives a cheap generation of a model's memberships
 (`memberships_generation`: counts and maxima). Before a query, `load_groups` compares it with the
@@ -46,14 +47,16 @@ GROUPS_LOADS_DDL = (
 
 def groups_dictionary_ddl(database: str = "", source: str = "") -> str:
     """The memberships dictionary: each model's latest load only. `database` and `source` as for the
-    persons dictionary (`funnels.store.events.persons_ddl`)."""
+    persons dictionary (`funnels.store.events.persons_ddl`); made anew by each process's first use, as the
+    persons dictionary is on each open (a changed password, a changed shape)."""
     table = f"{database}.{GROUPS_TABLE}" if database else GROUPS_TABLE
     loads = f"{database}.{GROUPS_LOADS}" if database else GROUPS_LOADS
     return (
-        f"CREATE DICTIONARY IF NOT EXISTS {GROUPS_DICTIONARY} (key UInt64, groups Array(UInt64)) PRIMARY KEY key "
-        "SOURCE(CLICKHOUSE(QUERY 'SELECT sipHash64(model, member) AS key, groupUniqArray(grp) AS groups "
-        f"FROM {table} WHERE (model, load_id) IN (SELECT model, max(load_id) FROM {loads} GROUP BY model) "
-        f"GROUP BY key'{source})) LAYOUT(HASHED()) LIFETIME(0)"
+        f"CREATE OR REPLACE DICTIONARY {GROUPS_DICTIONARY} (key UInt64, one UInt64, many Array(UInt64)) "
+        "PRIMARY KEY key SOURCE(CLICKHOUSE(QUERY 'SELECT key, if(length(groups) = 1, groups[1], 0) AS one, "
+        "if(length(groups) = 1, emptyArrayUInt64(), groups) AS many FROM (SELECT sipHash64(model, member) AS key, "
+        f"groupUniqArray(grp) AS groups FROM {table} WHERE (model, load_id) IN (SELECT model, max(load_id) "
+        f"FROM {loads} GROUP BY model) GROUP BY key)'{source})) LAYOUT(HASHED()) LIFETIME(0)"
     )
 
 
