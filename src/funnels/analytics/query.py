@@ -433,7 +433,7 @@ MAX_MODEL_NAME: Final = 200  # as the state store's `model` columns
 
 def _aggregate_by(raw: Any, errors: dict[str, str]) -> str | None:
     """`aggregate_by`: a model's name (whether the config declares it is the caller's to check:
-    `funnels.analytics.groups.check_aggregate_by`); absent or empty, users are counted."""
+    `funnels.analytics.groups.aggregate_by_problem`); absent or empty, users are counted."""
     if raw is None or raw == "":
         return None
     if not isinstance(raw, str) or len(raw) > MAX_MODEL_NAME:

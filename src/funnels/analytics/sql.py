@@ -29,7 +29,10 @@ Users: with `identity=raw` a user is the stored `user_key`; stitched (the defaul
 looked up in the `identity_persons` dictionary (`person`, one in-memory lookup per scanned row, by the
 key's 64-bit hash, answering the person's hash; keys without a link are their own person). `_user` writes
 that expression for every builder; the store keeps the dictionary current (`EventStore.query(...,
-persons=True)`). The SQL is the same on every event-store backend.
+persons=True)`). With `aggregate_by`, that user's hash is looked up once more, in the memberships
+dictionary (`funnels.store.groups`), and the row repeated for each of its groups (`arrayJoin`; none: dropped),
+so the builders fold each group's members' events as one user's. The SQL is the same on every event-store
+backend.
 
 On a cluster whose shards each hold whole user keys (`funnels.store.cluster`), a raw funnel runs in two
 levels: `shard_funnel_sql` on every shard (per breakdown value: counts and median states), merged by
