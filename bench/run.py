@@ -13,7 +13,9 @@ Then the strict funnel, the closed funnel with exclusion steps and with a proper
 the closed one (issue 14, items 5, 4 and 6; target ≤ 2×), and issue 14's analyses of the closed funnel
 (`/v0/funnel/time_to_convert`, `/v0/funnel/trends`), each interleaved with the plain closed funnel (target ≤
 2× it) and with the funnel of its own parameters; then the funnel's variants (a breakdown by an event
-property with each attribution, compare=previous_period), each interleaved with the closed funnel.
+property with each attribution, compare=previous_period), each interleaved with the closed funnel; then the
+closed funnel by organization (`aggregate_by`, issue 14 item 8: ~10 users per organization, made in the state
+store), interleaved with the closed funnel.
 `--identified F` (default 0.5): a fraction F of the users have 1–3 identify events setting a `plan` trait,
 at times uniform over the year before the span and the span itself (most of them before `date_from`, as a
 customer base identified long ago): the breakdown by that person property (`breakdown=person.plan`, issue 14
@@ -51,7 +53,9 @@ from funnels.analytics.sql import Binder, step_sql
 from funnels.analytics.time_to_convert import parse_time_to_convert_query, run_time_to_convert
 from funnels.analytics.trends import parse_trends_query, run_trends
 from funnels.services import Services
+from funnels.store import identity as stored_identity
 from funnels.store.events import LINKS_TABLE, PERSONS_DICTIONARY
+from funnels.store.groups import load_groups
 
 DATA = Path(__file__).parent / "data"
 START_MS = 1_775_001_600_000  # 2026-04-01
@@ -426,6 +430,68 @@ def time_held(svc: Services, closed: dict[str, str], repeat: int) -> dict[str, o
     return results
 
 
+def add_organizations(svc: Services, users: int, per_group: int = 10) -> str:
+    """Memberships for `aggregate_by`: organizations of `per_group` consecutive users (`u0`…), every eleventh
+    user in none and every hundredth also in the next organization, made as identify would make them
+    (instances, ids, relationships, through `funnels.store.identity`); returns the model's name."""
+    model = "organization"
+    with svc.state.write() as connection:
+        if stored_identity.memberships_generation(connection, model).startswith("0:"):
+            pairs = []
+            for group in range(-(-users // per_group)):
+                key = stored_identity.create_instance(connection, model, f"org{group}", None, "{}", START_MS)
+                stored_identity.claim_ids(connection, model, [f"org{group}"], key, 0)
+            for user in range(users):
+                if user % 11 == 0:
+                    continue
+                key = stored_identity.create_instance(
+                    connection, "customer", f"u{user}", None, "{}", START_MS
+                )
+                stored_identity.claim_ids(connection, "customer", [f"u{user}"], key, 0)
+                pairs.append(
+                    stored_identity.Relationship(model, f"org{user // per_group}", "customer", f"u{user}")
+                )
+                if user % 100 == 1:
+                    second = f"org{(user // per_group + 1) % -(-users // per_group)}"
+                    pairs.append(stored_identity.Relationship(model, second, "customer", f"u{user}"))
+            stored_identity.relate(connection, pairs, START_MS)
+    return model
+
+
+def time_grouped(svc: Services, closed: dict[str, str], repeat: int, users: int) -> dict[str, object]:
+    """The closed funnel by organization (`aggregate_by`: ~10 users each) next to the plain closed funnel
+    (≤ 2×), raw and stitched, interleaved; the memberships' first load (state store → event store) timed
+    apart, as the first query after a relationship changes pays it."""
+    started = time.perf_counter()
+    model = add_organizations(svc, users)
+    results: dict[str, object] = {
+        "aggregate_by: making the memberships s": round(time.perf_counter() - started, 1)
+    }
+    started = time.perf_counter()
+    load_groups(svc.state, svc.events, model)
+    results["aggregate_by: first load ms"] = round((time.perf_counter() - started) * 1000)
+    results["aggregate_by: unchanged load ms"] = round(
+        statistics.median(timed(lambda: load_groups(svc.state, svc.events, model), 5)) * 1000
+    )
+    for identity in ("raw", "stitched"):
+        plain = parse_funnel_query({**closed, "identity": identity})
+        query = parse_funnel_query({**closed, "identity": identity, "aggregate_by": model})
+        groups = [row["users"] for row in run_funnel(svc.events, query)["data"]]  # warm-up
+        results[f"aggregate_by organization, {identity} groups"] = groups
+        times: dict[str, list[float]] = {"grouped": [], "closed": []}
+        for _ in range(repeat):  # interleaved, so background load hits both alike
+            times["grouped"] += timed(
+                lambda q=query: (load_groups(svc.state, svc.events, model), run_funnel(svc.events, q)), 1
+            )
+            times["closed"] += timed(lambda q=plain: run_funnel(svc.events, q), 1)
+        medians = {key: statistics.median(values) for key, values in times.items()}
+        results[f"aggregate_by organization, {identity} ms"] = round(medians["grouped"] * 1000)
+        results[f"aggregate_by organization, {identity} × closed"] = round(
+            medians["grouped"] / medians["closed"], 2
+        )
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -454,6 +520,7 @@ def main() -> None:
                 | time_analyses(svc, closed, min(args.repeat, 5))
                 | time_variants(svc, closed, min(args.repeat, 5))
                 | time_person(svc, closed, min(args.repeat, 5))
+                | time_grouped(svc, closed, min(args.repeat, 5), args.users)
             )
             print(json.dumps(timings, indent=2, ensure_ascii=False))
         finally:
@@ -544,6 +611,7 @@ def main() -> None:
         results |= time_analyses(svc, closed, min(args.repeat, 5))
         results |= time_variants(svc, closed, min(args.repeat, 5))
         results |= time_person(svc, closed, min(args.repeat, 5))
+        results |= time_grouped(svc, closed, min(args.repeat, 5), args.users)
     finally:
         svc.close()
     results |= text_import_rates(source, rows=min(1_000_000, args.events))

@@ -550,3 +550,48 @@ def test_query_breaks_down_by_a_person_property(tmp_path: Path) -> None:
         "last_touch",
     )
     assert refused.returncode == 2 and "breakdown_attribution" in refused.stderr
+
+
+def test_query_aggregate_by_counts_the_demos_organizations(demo_dir: tuple[Path, dict[str, str]]) -> None:
+    """--aggregate-by organization: the demo's customers (identified with their organization as parent)
+    counted by organization, the same answer as the API's with the config loaded; a model the --config
+    does not declare is named (exit 2)."""
+    from funnels.demo_automation import ORGANIZATIONS
+
+    data_dir, _ = demo_dir
+    steps = json.dumps(
+        [
+            {"type": "track", "event": name, "name": name}
+            for name in ("sign_up", "development_api_call", "production_api_call")
+        ]
+    )
+    config = str(data_dir / "funnels.yaml")
+    query = ["query", "--data-dir", str(data_dir), "--date-from", "2020-01-01", "--date-to", "2035-12-31"]
+    query += ["--steps", steps, "--format", "json"]
+    customers = run(*query)
+    grouped = run(*query, "--aggregate-by", "organization", "--config", config)
+    assert customers.returncode == grouped.returncode == 0, grouped.stderr
+    by_customer = [row["users"] for row in json.loads(customers.stdout)["data"]]
+    by_organization = [row["users"] for row in json.loads(grouped.stdout)["data"]]
+    assert by_organization[0] == len(ORGANIZATIONS) < by_customer[0]
+    assert all(0 < org <= users for org, users in zip(by_organization, by_customer, strict=True))
+    svc = Services.open(data_dir, config_path=data_dir / "funnels.yaml")
+    try:
+        with TestClient(create_app(svc, run_shipper=False)) as client:
+            key = run("keys", "create", "--scope", "query:read", "--data-dir", str(data_dir)).stdout.strip()
+            api = client.get(
+                "/v0/funnel",
+                params={
+                    "date_from": "2020-01-01",
+                    "date_to": "2035-12-31",
+                    "steps": steps,
+                    "aggregate_by": "organization",
+                },
+                headers={"Authorization": f"Bearer {key}"},
+            )
+    finally:
+        svc.close()
+    assert api.status_code == 200, api.text
+    assert api.json()["data"] == json.loads(grouped.stdout)["data"]
+    bad = run(*query, "--aggregate-by", "team", "--config", config)
+    assert bad.returncode == 2 and "aggregate_by" in bad.stderr and "organization" in bad.stderr

@@ -40,6 +40,7 @@ from funnels.analytics.catalog import (
     seen_values,
 )
 from funnels.analytics.compare import parse_compared_query, run_compared
+from funnels.analytics.groups import aggregate_by_problem
 from funnels.analytics.people import parse_people_query, people_csv, run_people
 from funnels.analytics.query import QueryValidationError
 from funnels.analytics.time_to_convert import parse_time_to_convert_query, run_time_to_convert
@@ -64,6 +65,7 @@ from funnels.config import ConfigInvalid, load_config
 from funnels.services import DataDirBusy, Services
 from funnels.settings import private_files, resolve_data_dir
 from funnels.store.events import EventStore, EventStoreError
+from funnels.store.groups import load_groups
 from funnels.store.schema import SchemaTooNew, SchemaUnrecognised
 from funnels.store.server_events import ServerEventStore
 from funnels.store.state import StateFileDamaged, StateStore
@@ -475,9 +477,13 @@ def _read(
     parse: Callable[[dict[str, Any]], Parsed],
     run: Callable[[EventStore, Parsed], dict[str, Any]],
     events_url: str | None = None,
+    state_url: str | None = None,
+    models: tuple[str, ...] | None = None,
 ) -> dict[str, Any]:
     """An analytics endpoint's answer for these parameters (those not None): from the server that holds
-    the data directory, else from the directory itself. Parameter errors stop here (exit status 2)."""
+    the data directory, else from the directory itself. Parameter errors stop here (exit status 2).
+    `models`: the models `aggregate_by` may name on the directory itself (None: any; the server checks
+    its own config's)."""
     given = {name: value for name, value in params.items() if value is not None}
     try:
         parsed = parse(given)
@@ -489,12 +495,37 @@ def _read(
     )
     if answer is not None:
         return answer
-    svc = _open(resolved, events_url=events_url)
+    svc = _open(resolved, state_url=state_url, events_url=events_url)
     try:
         svc.shipper.flush()
+        _load_groups(svc, getattr(getattr(parsed, "funnel", None), "aggregate_by", None), models)
         return run(svc.events, parsed)
     finally:
         svc.close()
+
+
+def _load_groups(svc: Services, model: str | None, models: tuple[str, ...] | None) -> None:
+    """With `aggregate_by` on the data directory itself: the model checked against `--config`'s models
+    when given (exit status 2), and its memberships brought to the event store."""
+    if model is None:
+        return
+    problem = (
+        aggregate_by_problem(model, models, svc.events.cluster is not None) if models is not None else None
+    )
+    if problem is not None:
+        _fail(f"aggregate_by: {problem}", 2)
+    load_groups(svc.state, svc.events, model)
+
+
+def _declared_models(config: Path | None) -> tuple[str, ...] | None:
+    """The models `--config` declares (None without one); exit 1 when it is invalid."""
+    if config is None:
+        return None
+    try:
+        return load_config(config).models
+    except ConfigInvalid as invalid:
+        _print_config_errors(invalid, config)
+        _fail(f"the config {config} is invalid")
 
 
 Format = Annotated[str, typer.Option("--format", help="json (the API's body) or table")]
@@ -559,6 +590,21 @@ def query(
         typer.Option(
             "--hold-constant",
             help="Closed and open funnels: JSON array of properties.KEY or columns every step shares",
+        ),
+    ] = None,
+    aggregate_by: Annotated[
+        str | None,
+        typer.Option(
+            "--aggregate-by",
+            help="A declared model (organization, …): count its instances instead of users (members' events)",
+        ),
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            envvar="FUNNELS_CONFIG",
+            help="The config whose models --aggregate-by may name (on the data directory itself)",
         ),
     ] = None,
     interval: Annotated[
@@ -629,6 +675,7 @@ def query(
         "compare": compare,
         "exclusions": exclusions,
         "hold_constant": hold_constant,
+        "aggregate_by": aggregate_by,
     }
     measuring = from_step is not None or to_step is not None or bins is not None
     if sum((interval is not None, measuring, listing)) > 1:
@@ -641,6 +688,7 @@ def query(
         _fail(
             "--compare compares the funnel itself: not with --interval, --from-step/--to-step or --people", 2
         )
+    models = _declared_models(config)
     base = _saved_funnel(_state(data_dir, state_url), saved).parameters if saved is not None else {}
     params: dict[str, Any] = base | {name: value for name, value in given.items() if value is not None}
     if save is not None:
@@ -662,6 +710,8 @@ def query(
             parse_people_query,
             run_people,
             events_url,
+            state_url,
+            models,
         )
         if output == "csv":
             sys.stdout.write(people_csv(answer, breakdown=bool(breakdown)))
@@ -677,6 +727,8 @@ def query(
             parse_trends_query,
             lambda store, parsed: run_trends(store, parsed, now_ms),
             events_url,
+            state_url,
+            models,
         )
         show(answer, output, trends_table)
         return
@@ -688,10 +740,14 @@ def query(
             parse_time_to_convert_query,
             run_time_to_convert,
             events_url,
+            state_url,
+            models,
         )
         show(answer, output, time_to_convert_table)
         return
-    answer = _read(data_dir, "/v0/funnel", params, parse_compared_query, run_compared, events_url)
+    answer = _read(
+        data_dir, "/v0/funnel", params, parse_compared_query, run_compared, events_url, state_url, models
+    )
     show(answer, output, funnel_table)
 
 

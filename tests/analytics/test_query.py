@@ -238,6 +238,7 @@ def test_first_touch_without_a_breakdown_is_the_default_spelled_out() -> None:
         ({"breakdown": "device", "breakdown_attribution": "step:02"}, "breakdown_attribution", "step:K"),
         ({"breakdown_attribution": "last_touch"}, "breakdown_attribution", "needs a breakdown"),
         ({"funnel_type": "strict", "hold_constant": '["device"]'}, "hold_constant", "strict"),
+        ({"breakdown": "person.plan", "aggregate_by": "organization"}, "aggregate_by", "person property"),
     ],
 )
 def test_bad_breakdowns_and_attributions_are_named(

@@ -224,7 +224,21 @@ ANALYSIS_CASES: dict[str, tuple[str, dict[str, Any]]] = {
         PeopleQuery(CASES["closed_person_breakdown_stitched"], 2, breakdown_value="pro")
     ),
 }
-CATALOG_CASES |= ANALYSIS_CASES
+# `aggregate_by`: each row's user looked up in the memberships dictionary, folded per group (raw: the key's
+# hash; stitched: the person's); the model is a parameter. Not on a cluster (refused there). Run against
+# the oracle, with memberships loaded, in tests/analytics/test_aggregate_by.py.
+AGGREGATE_CASES: dict[str, tuple[str, dict[str, Any]]] = {
+    "aggregate_by_closed_exclusive": funnel_sql(
+        replace(CASES["closed_exclusive"], aggregate_by="organization")
+    ),
+    "aggregate_by_hold_constant_breakdown_stitched": funnel_sql(
+        replace(CASES["closed_hold_constant_breakdown_stitched"], aggregate_by="organization")
+    ),
+    "aggregate_by_people_stitched": people_sql(
+        PeopleQuery(replace(CASES["closed_overlapping_stitched"], aggregate_by="organization"), 2)
+    ),
+}
+CATALOG_CASES |= ANALYSIS_CASES | AGGREGATE_CASES
 
 
 def built(name: str) -> tuple[str, dict[str, Any]]:

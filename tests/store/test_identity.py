@@ -134,3 +134,44 @@ def test_an_instances_ids_come_in_the_order_they_were_added(state: StateStore) -
         assert {
             key: ids for key, (_instance, ids) in identity.instances_with_ids(connection, many).items()
         } == {key: [f"id-{n}"] for n, key in enumerate(many)}
+
+
+def test_memberships_are_every_id_of_each_child_and_the_groups_own_ids(state: StateStore) -> None:
+    """What `aggregate_by` counts (funnels.store.groups): a child's every id → its organization's primary id,
+    whichever side stored the pair and by whichever id; a child of two organizations in both; pairs naming
+    a missing instance, and other models' pairs, contribute nothing. The generation moves with each change."""
+    with state.write() as connection:
+        new(connection, "organization", "acme", "acme.test")
+        new(connection, "organization", "globex")
+        new(connection, "customer", "c1", "c1@acme.test")
+        new(connection, "customer", "c2")
+        identity.relate(
+            connection,
+            [
+                Relationship("organization", "acme.test", "customer", "c1@acme.test"),  # by other ids
+                Relationship("organization", "acme", "customer", "c2"),
+                Relationship("organization", "globex", "customer", "c2"),  # c2 in two organizations
+                Relationship("organization", "ghost", "customer", "c1"),  # no such organization
+                Relationship("organization", "globex", "customer", "c9"),  # no such customer (yet)
+                Relationship("team", "acme", "customer", "c1"),  # another model's pair
+            ],
+            200,
+        )
+    with state.read() as connection:
+        before = identity.memberships_generation(connection, "organization")
+        assert identity.memberships(connection, "organization") == [
+            ("acme", "acme"),
+            ("acme.test", "acme"),
+            ("c1", "acme"),
+            ("c1@acme.test", "acme"),
+            ("c2", "acme"),
+            ("c2", "globex"),
+            ("globex", "globex"),
+        ]
+        assert identity.memberships(connection, "team") == []
+        assert identity.memberships_generation(connection, "organization") == before
+    with state.write() as connection:
+        new(connection, "customer", "c9", now_ms=300)  # the pair naming it now counts
+    with state.read() as connection:
+        assert identity.memberships_generation(connection, "organization") != before
+        assert ("c9", "globex") in identity.memberships(connection, "organization")

@@ -33,8 +33,9 @@ from funnels.analytics.query import (
     parse_int,
     parse_text,
 )
-from funnels.analytics.sql import Params, choose_per_user, initiator_tables
+from funnels.analytics.sql import Params, choose_per_user, initiator_tables, user_column
 from funnels.store.events import KEYS_BY_USER, ClusterLayout, EventStore
+from funnels.store.groups import group_names
 
 Outcome = Literal["reached", "converted", "dropped"]
 OUTCOMES: tuple[Outcome, ...] = ("reached", "converted", "dropped")
@@ -133,8 +134,8 @@ def people_sql(query: PeopleQuery, layout: ClusterLayout | None = None) -> tuple
     funnel = query.funnel
     params: Params = {}
     per_user = choose_per_user(funnel)(funnel, params, initiator_tables(layout))
-    user_name = "person" if funnel.stitched else "user_key"
-    key = "user_" if funnel.stitched else "sipHash64(user_)"
+    user_name = user_column(funnel)
+    key = "sipHash64(user_)" if user_name == "user_key" else "user_"
     times = ", ".join(f"t{k}" for k in range(1, len(funnel.steps) + 1))
     size = f"{{p{len(params)}:UInt64}}"
     params[f"p{len(params)}"] = query.limit + 1
@@ -252,13 +253,17 @@ def run_people(store: EventStore, query: PeopleQuery) -> dict[str, Any]:
     results, statistics = timed_query(store, sql, params, funnel.stitched)
     users, items = results.rows[0] if results.rows else (0, [])
     names: dict[int, str] = {}
-    if funnel.stitched:
+    if funnel.aggregate_by:  # the groups' primary ids
+        names = group_names(store, funnel.aggregate_by, [int(item[1]) for item in items])
+    elif funnel.stitched:
         names = person_keys(store, funnel, [int(item[1]) for item in items])
     n = len(funnel.steps)
     page = [
         Person(
             key=int(item[0]),
-            user_key=names.get(int(item[1]), cursor_text(int(item[1]))) if funnel.stitched else str(item[1]),
+            user_key=names.get(int(item[1]), cursor_text(int(item[1])))
+            if user_column(funnel) == "person"
+            else str(item[1]),
             level=int(item[2]),
             times_ms=tuple(
                 None if t is None or k > int(item[2]) else int(t) for k, t in enumerate(item[3 : 3 + n], 1)

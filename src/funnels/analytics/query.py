@@ -120,6 +120,7 @@ class FunnelQuery:
     breakdown_attribution: str = "first_touch"  # first_touch | last_touch | step:K
     exclusions: tuple[Exclusion, ...] = ()
     hold_constant: tuple[str, ...] = ()  # held constant: standard columns, and `properties.KEY`
+    aggregate_by: str | None = None  # count instances of this model (their members' events) instead of users
 
     @property
     def breakdown_property(self) -> str | None:
@@ -416,6 +417,12 @@ def parse_funnel_query(params: dict[str, Any]) -> FunnelQuery:
         )
     elif held and exclusions:
         errors["hold_constant"] = "not together with exclusions, for now"
+    aggregate_by = _aggregate_by(params.get("aggregate_by"), errors)
+    if aggregate_by and breakdown is not None and breakdown.startswith(PERSON_PREFIX):
+        errors["aggregate_by"] = (
+            "not together with a breakdown by a person property, for now (a group's members each have "
+            "their own)"
+        )
     if errors:
         raise QueryValidationError(errors)
     assert date_from is not None and date_to is not None
@@ -431,7 +438,22 @@ def parse_funnel_query(params: dict[str, Any]) -> FunnelQuery:
         breakdown_attribution=attribution,
         exclusions=exclusions,
         hold_constant=held,
+        aggregate_by=aggregate_by,
     )
+
+
+MAX_MODEL_NAME: Final = 200  # as the state store's `model` columns
+
+
+def _aggregate_by(raw: Any, errors: dict[str, str]) -> str | None:
+    """`aggregate_by`: a model's name (whether the config declares it is the caller's to check:
+    `funnels.analytics.groups.aggregate_by_problem`); absent or empty, users are counted."""
+    if raw is None or raw == "":
+        return None
+    if not isinstance(raw, str) or len(raw) > MAX_MODEL_NAME:
+        errors["aggregate_by"] = f"must be a declared model's name (at most {MAX_MODEL_NAME} characters)"
+        return None
+    return raw
 
 
 def _breakdown(raw: Any, errors: dict[str, str]) -> str | None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import statistics as stats
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import UTC, date, datetime, timedelta
 
 import orjson
@@ -277,16 +277,39 @@ def user_path(query: FunnelQuery, events: list[Event]) -> tuple[Path, str]:
     return path, own if query.attribution_step else attributed(query, events, path)
 
 
-def reference_groups(query: FunnelQuery, events: Iterable[Event]) -> dict[str, list[Path]]:
-    """Each breakdown group's users' paths (one group, `""`, without a breakdown), in rank order: the top
-    `breakdown_top_n` values by step-1 users, then the rest merged into `Others`."""
+Memberships = Mapping[str, Iterable[str]]  # with aggregate_by: a member's id → the groups' primary ids
+
+
+def events_by_user(
+    query: FunnelQuery, events: Iterable[Event], memberships: Memberships | None = None
+) -> dict[str, list[Event]]:
+    """The scanned events of each user: its person (stitched) or user key (raw); with `aggregate_by`, of
+    each group that user is a member of (`memberships`, by the person's or the key's id: a member of two
+    groups brings its events to both, a user in no group is not counted), all members' events together."""
     events = list(events)
     links = identity_links(events) if query.stitched else {}
     by_user: dict[str, list[Event]] = defaultdict(list)
     for event in events:
         if query.from_ms <= event.ts_ms <= query.scan_end_ms:
-            by_user[person_of(links, event.user_key)].append(event)
-    persons = person_values(query, events, links) if query.breakdown_person is not None else None
+            user = person_of(links, event.user_key)
+            if query.aggregate_by is None:
+                by_user[user].append(event)
+                continue
+            for group in set((memberships or {}).get(user, ())):
+                by_user[group].append(event)
+    return by_user
+
+
+def reference_groups(
+    query: FunnelQuery, events: Iterable[Event], memberships: Memberships | None = None
+) -> dict[str, list[Path]]:
+    """Each breakdown group's users' paths (one group, `""`, without a breakdown), in rank order: the top
+    `breakdown_top_n` values by step-1 users, then the rest merged into `Others`."""
+    events = list(events)
+    by_user = events_by_user(query, events, memberships)
+    persons = None
+    if query.breakdown_person is not None:  # (not with aggregate_by: refused)
+        persons = person_values(query, events, identity_links(events) if query.stitched else {})
     paths: dict[str, list[Path]] = defaultdict(list)
     for user, user_events in by_user.items():
         path, value = user_path(query, user_events)
@@ -302,9 +325,11 @@ def reference_groups(query: FunnelQuery, events: Iterable[Event]) -> dict[str, l
     return groups
 
 
-def reference_funnel(query: FunnelQuery, events: Iterable[Event]) -> dict[str, object]:
+def reference_funnel(
+    query: FunnelQuery, events: Iterable[Event], memberships: Memberships | None = None
+) -> dict[str, object]:
     """The `GET /v0/funnel` response computed in plain Python over these events."""
-    groups = reference_groups(query, events)
+    groups = reference_groups(query, events, memberships)
     n = len(query.steps)
 
     def median(values: list[int]) -> float | None:
@@ -343,9 +368,11 @@ def percentile(values: list[int], level: float) -> float | None:
     return ordered[k - 1] + (h - k) * (ordered[k] - ordered[k - 1])
 
 
-def reference_time_to_convert(query: TimeToConvertQuery, events: Iterable[Event]) -> dict[str, object]:
+def reference_time_to_convert(
+    query: TimeToConvertQuery, events: Iterable[Event], memberships: Memberships | None = None
+) -> dict[str, object]:
     """The `GET /v0/funnel/time_to_convert` response computed in plain Python over these events."""
-    groups = reference_groups(query.funnel, events)
+    groups = reference_groups(query.funnel, events, memberships)
     values = {
         name: [p[query.to_step - 1] - p[query.from_step - 1] for p in paths if len(p) >= query.to_step]
         for name, paths in groups.items()
@@ -376,10 +403,12 @@ def reference_time_to_convert(query: TimeToConvertQuery, events: Iterable[Event]
     return build_time_to_convert(query, edges, shaped, {})
 
 
-def reference_trends(query: TrendsQuery, events: Iterable[Event], now_ms: int) -> dict[str, object]:
+def reference_trends(
+    query: TrendsQuery, events: Iterable[Event], now_ms: int, memberships: Memberships | None = None
+) -> dict[str, object]:
     """The `GET /v0/funnel/trends` response computed in plain Python over these events: each user in the
     period of their path's first step, converted when the path reaches the last step."""
-    groups = reference_groups(query.funnel, events)
+    groups = reference_groups(query.funnel, events, memberships)
     n = len(query.funnel.steps)
     counts: dict[tuple[str, int], tuple[int, int]] = {}
     for name, paths in groups.items():
@@ -433,19 +462,19 @@ def siphash64(text: str) -> int:
     return v[0] ^ v[1] ^ v[2] ^ v[3]
 
 
-def reference_people(query: PeopleQuery, events: Iterable[Event]) -> dict[str, object]:
+def reference_people(
+    query: PeopleQuery, events: Iterable[Event], memberships: Memberships | None = None
+) -> dict[str, object]:
     """The `GET /v0/funnel/people` response computed in plain Python over these events: every user (the
-    person's key, stitched: the user id its keys link to) whose path's length the outcome selects, in the
-    order of the hash of that key, the page after the cursor."""
-    events = list(events)
+    person's key, stitched: the user id its keys link to; with `aggregate_by`, the group's primary id) whose
+    path's length the outcome selects, in the order of the hash of that key, the page after the cursor."""
     funnel = query.funnel
-    links = identity_links(events) if funnel.stitched else {}
-    by_user: dict[str, list[Event]] = defaultdict(list)
-    for event in events:
-        if funnel.from_ms <= event.ts_ms <= funnel.scan_end_ms:
-            by_user[person_of(links, event.user_key)].append(event)
+    events = list(events)
+    by_user = events_by_user(funnel, events, memberships)
     n = len(funnel.steps)
-    persons = person_values(funnel, events, links) if funnel.breakdown_person is not None else None
+    persons = None
+    if funnel.breakdown_person is not None:  # (not with aggregate_by: refused)
+        persons = person_values(funnel, events, identity_links(events) if funnel.stitched else {})
     people = []
     entered: dict[str, int] = defaultdict(int)  # step-1 users per value, to rank the funnel's buckets
     for user, user_events in by_user.items():

@@ -39,6 +39,7 @@ PARAMETERS: Final = (
     "identity",
     "exclusions",
     "hold_constant",
+    "aggregate_by",
     "compare",
 )
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")

@@ -29,7 +29,10 @@ Users: with `identity=raw` a user is the stored `user_key`; stitched (the defaul
 looked up in the `identity_persons` dictionary (`person`, one in-memory lookup per scanned row, by the
 key's 64-bit hash, answering the person's hash; keys without a link are their own person). `_user` writes
 that expression for every builder; the store keeps the dictionary current (`EventStore.query(...,
-persons=True)`). The SQL is the same on every event-store backend.
+persons=True)`). With `aggregate_by`, that user's hash is looked up once more, in the memberships
+dictionary (`funnels.store.groups`), and the row repeated for each of its groups (`arrayJoin`; none: dropped),
+so the builders fold each group's members' events as one user's. The SQL is the same on every event-store
+backend.
 
 On a cluster whose shards each hold whole user keys (`funnels.store.cluster`), a raw funnel runs in two
 levels: `shard_funnel_sql` on every shard (per breakdown value: counts and median states), merged by
@@ -43,6 +46,7 @@ from dataclasses import dataclass, replace
 
 from funnels.analytics.query import NUMBER_PATTERN, NUMERIC_OPERATORS, Filter, FunnelQuery, Step
 from funnels.store.events import PERSONS_DICTIONARY, ClusterLayout
+from funnels.store.groups import GROUPS_DICTIONARY
 
 Params = dict[str, object]
 
@@ -55,6 +59,7 @@ class Tables:
 
     events: str = "events"
     persons: str = PERSONS_DICTIONARY
+    groups: str = GROUPS_DICTIONARY  # `aggregate_by`'s memberships (`funnels.store.groups`)
 
 
 ONE_SERVER = Tables()
@@ -168,6 +173,9 @@ def _user(query: FunnelQuery, tables: Tables, bind: Binder | None = None) -> tup
     2.00×); two values of one user would share a group only if their hashes collided."""
     key = "sipHash64(user_key)"  # the dictionary is keyed by ids' hashes and answers the person's hash
     user = f"dictGetOrDefault('{tables.persons}', 'person', {key}, {key})" if query.stitched else "user_key"
+    if query.aggregate_by:
+        assert bind is not None
+        user = _group(query, tables, bind, user if query.stitched else key)
     if query.hold_constant:
         assert bind is not None
         values = []
@@ -177,7 +185,26 @@ def _user(query: FunnelQuery, tables: Tables, bind: Binder | None = None) -> tup
                 property_text(bind(name, "String")) if held.startswith("properties.") else f"toString({held})"
             )
         return f"({user}, sipHash64({', '.join(values)})) AS held_", "held_"
-    return (f"{user} AS person", "person") if query.stitched else ("user_key", "user_key")
+    name = user_column(query)
+    return (f"{user} AS person", name) if name == "person" else ("user_key", name)
+
+
+def user_column(query: FunnelQuery) -> str:
+    """The name the per-user queries group by: `person` (stitched, or a group of `aggregate_by`) or
+    `user_key` (raw)."""
+    return "person" if query.stitched or query.aggregate_by else "user_key"
+
+
+def _group(query: FunnelQuery, tables: Tables, bind: Binder, member: str) -> str:
+    """With `aggregate_by`: each scanned row once per group its user is a member of, as the group's hash
+    (`arrayJoin` over the memberships dictionary's answer; a row of a user in no group is dropped). `member`
+    is the hash looked up: the person's (stitched) or the user key's (raw)."""
+    model, groups = bind(query.aggregate_by, "String"), tables.groups
+    key = f"(sipHash64({model}, {member}) AS group_key_)"
+    return (  # `one`: the group of a member of one (no array to read); else `many` (empty: in none)
+        f"arrayJoin(if((dictGetOrDefault('{groups}', 'one', {key}, toUInt64(0)) AS one_) != 0, [one_], "
+        f"dictGetOrDefault('{groups}', 'many', group_key_, emptyArrayUInt64())))"
+    )
 
 
 def _breakdown_value(query: FunnelQuery) -> str:
@@ -561,7 +588,7 @@ def held_per_user(query: FunnelQuery, params: Params, tables: Tables = ONE_SERVE
         inner = (closed_exclusive_per_user if query.steps_exclusive else closed_general_per_user)(
             query, params, tables
         )
-    user_name = "person" if query.stitched else "user_key"
+    user_name = user_column(query)
     row = ", ".join(["lvl", *(f"t{k}" for k in range(1, n + 1))])
     times = ", ".join(f"best_.{k + 1} AS t{k}" for k in range(1, n + 1))
     if query.attribution_step is None:
@@ -735,7 +762,7 @@ def funnel_statement(query: FunnelQuery, layout: ClusterLayout | None) -> tuple[
     over the matching rows the shards send (docs/deploy.md)."""
     if layout is None:
         return funnel_sql(query)
-    if not query.stitched:
+    if not query.stitched and not query.aggregate_by:
         return cluster_funnel_sql(query, layout)
     return funnel_sql(query, replace(cluster_tables(layout), events=ONE_SERVER.events))
 

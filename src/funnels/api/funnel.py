@@ -3,7 +3,8 @@ each with the parameters that chart it."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from collections.abc import Callable
+from typing import Annotated, Any, Protocol, TypeVar
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
@@ -11,7 +12,9 @@ from fastapi.concurrency import run_in_threadpool
 from funnels.analytics.catalog import seen_extent, utc_day
 from funnels.analytics.compare import COMPARISONS, parse_compared_query, run_compared
 from funnels.analytics.configured import configured_funnels
+from funnels.analytics.groups import aggregate_by_problem
 from funnels.analytics.people import OUTCOMES, parse_people_query, people_csv, run_people
+from funnels.analytics.query import FunnelQuery, QueryValidationError
 from funnels.analytics.time_to_convert import parse_time_to_convert_query, run_time_to_convert
 from funnels.analytics.trends import INTERVALS, parse_trends_query, run_trends
 from funnels.api.deps import require, run_query, services
@@ -24,6 +27,8 @@ from funnels.api.schemas import (
     TrendsResponse,
     documented,
 )
+from funnels.store.events import EventStore
+from funnels.store.groups import load_groups
 from funnels.types import BREAKDOWN_COLUMNS
 
 router = APIRouter(tags=["Query"])
@@ -72,6 +77,15 @@ HoldConstant = Annotated[
         "step of a conversion has the same value of each (docs/semantics.md)"
     ),
 ]
+AggregateBy = Annotated[
+    str | None,
+    Query(
+        description="A model the config declares (e.g. `organization`): count its instances instead of users; "
+        "each user's events count for every instance its relationships make it a member of, and a user in none "
+        "is not counted (docs/semantics.md)",
+        json_schema_extra={"examples": ["organization"]},
+    ),
+]
 Identity = Annotated[
     str | None,
     Query(
@@ -80,6 +94,45 @@ Identity = Annotated[
         json_schema_extra={"enum": ["stitched", "raw"]},
     ),
 ]
+
+
+class Grouped(Protocol):
+    """What the funnel endpoints parse: the funnel, with what else each analysis takes."""
+
+    @property
+    def funnel(self) -> FunnelQuery: ...
+
+
+G = TypeVar("G", bound=Grouped)
+
+
+async def run_grouped(
+    request: Request, parse: Callable[[dict[str, Any]], G], run: Callable[[EventStore, G], dict[str, Any]]
+) -> dict[str, Any]:
+    """`run_query` for the funnel endpoints: `aggregate_by` must name a model the loaded config declares
+    (its problem listed with the others in one 400), and its memberships are brought to the event store
+    before the query runs (`funnels.store.groups`)."""
+    svc = services(request)
+    plan = svc.automation.plan
+    models = plan.config.models if plan is not None else ()
+
+    def parse_checked(params: dict[str, Any]) -> G:
+        problem = aggregate_by_problem(params.get("aggregate_by"), models, svc.events.cluster is not None)
+        errors = {"aggregate_by": problem} if problem else {}
+        try:
+            parsed = parse(params)
+        except QueryValidationError as error:
+            raise QueryValidationError(error.details | errors) from None
+        if errors:
+            raise QueryValidationError(errors)
+        return parsed
+
+    def run_loaded(store: EventStore, parsed: G) -> dict[str, Any]:
+        if parsed.funnel.aggregate_by:
+            load_groups(svc.state, store, parsed.funnel.aggregate_by)
+        return run(store, parsed)
+
+    return await run_query(request, parse_checked, run_loaded)
 
 
 @router.get(
@@ -112,6 +165,7 @@ async def get_funnel(
     identity: Identity = None,
     exclusions: Exclusions = None,
     hold_constant: HoldConstant = None,
+    aggregate_by: AggregateBy = None,
     compare: Annotated[
         str | None,
         Query(
@@ -121,7 +175,7 @@ async def get_funnel(
         ),
     ] = None,
 ) -> dict[str, Any]:
-    return await run_query(request, parse_compared_query, run_compared)
+    return await run_grouped(request, parse_compared_query, run_compared)
 
 
 @router.get(
@@ -149,6 +203,7 @@ async def get_time_to_convert(
     identity: Identity = None,
     exclusions: Exclusions = None,
     hold_constant: HoldConstant = None,
+    aggregate_by: AggregateBy = None,
     from_step: Annotated[str | None, Query(description="The step measured from (1-based; default 1)")] = None,
     to_step: Annotated[
         str | None, Query(description="The step measured to (1-based, after from_step; default the last)")
@@ -157,7 +212,7 @@ async def get_time_to_convert(
         str | None, Query(description="`auto` (default: roughly logarithmic) or 1–100 equal bins")
     ] = None,
 ) -> dict[str, Any]:
-    return await run_query(request, parse_time_to_convert_query, run_time_to_convert)
+    return await run_grouped(request, parse_time_to_convert_query, run_time_to_convert)
 
 
 @router.get(
@@ -186,13 +241,16 @@ async def get_trends(
     identity: Identity = None,
     exclusions: Exclusions = None,
     hold_constant: HoldConstant = None,
+    aggregate_by: AggregateBy = None,
     interval: Annotated[
         str | None,
         Query(description="Period length (default day)", json_schema_extra={"enum": list(INTERVALS)}),
     ] = None,
 ) -> dict[str, Any]:
     now_ms = services(request).clock.now_ms()
-    return await run_query(request, parse_trends_query, lambda store, query: run_trends(store, query, now_ms))
+    return await run_grouped(
+        request, parse_trends_query, lambda store, query: run_trends(store, query, now_ms)
+    )
 
 
 def csv_too(documentation: dict[str, Any]) -> dict[str, Any]:
@@ -231,6 +289,7 @@ async def get_people(
     identity: Identity = None,
     exclusions: Exclusions = None,
     hold_constant: HoldConstant = None,
+    aggregate_by: AggregateBy = None,
     step: Annotated[str | None, Query(description="The step (1-based; default 1)")] = None,
     outcome: Annotated[
         str | None,
@@ -249,7 +308,7 @@ async def get_people(
     ] = None,
     format: Annotated[str | None, Query(json_schema_extra={"enum": ["json", "csv"]})] = None,
 ) -> Any:
-    body = await run_query(request, parse_people_query, run_people)
+    body = await run_grouped(request, parse_people_query, run_people)
     if format != "csv":
         return body
     filename = f"funnel-people-step{body['step']}-{body['outcome']}.csv"

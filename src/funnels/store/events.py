@@ -295,6 +295,11 @@ class EventStore(ABC):
         # The links of the keys claimed lately (`funnels.store.links`), and whether a bulk load runs.
         self._known = KnownLinks(known_links)
         self._loading = False
+        # The memberships of `aggregate_by` (`funnels.store.groups`): loads take turns, the tables and the
+        # dictionary are made on first use, and each model's load the dictionary last reloaded at.
+        self.groups_lock = threading.Lock()
+        self.groups_created = False
+        self.groups_reloaded: dict[str, str] = {}
 
     # Whether a failed insert stores the whole batch or none of it (one server: one block, one part per
     # partition); on a cluster a batch may reach some shards only (`funnels.ingest.copy` resumes so).
@@ -324,6 +329,11 @@ class EventStore(ABC):
         """Bulk-load mode for an import whose rows are stamped `received_ms` (optional: a backend may pause
         what slows a big load). The identity links of the load are the backend's to keep right."""
         yield
+
+    def dictionary_source(self) -> tuple[str, str]:
+        """What a dictionary's CLICKHOUSE source needs on this backend: the database its tables are in (''
+        for the default one) and more source settings (a server's user and password)."""
+        return "", ""
 
     def _links_elsewhere(self) -> int | None:
         """How many times other processes may have changed a link, as the store tells (a backend with

@@ -279,3 +279,51 @@ def parents_of(connection: Connection, model: str, ids: Sequence[str]) -> list[t
         )
     )
     return [(parent_model, parent_id) for parent_model, parent_id in rows]
+
+
+def memberships(connection: Connection, model: str) -> list[tuple[str, str]]:
+    """Who counts toward each instance of `model` when a funnel aggregates by it: (id, the group's primary
+    id) for every id of every instance a relationship names as a child of a `model` instance (whichever
+    side's identify stored the pair), and for the group's own ids. A pair naming an instance that does not
+    exist (yet) contributes nothing; a child of two groups is in both. Sorted, without repeats."""
+    group_ids, group = instance_ids.alias("group_ids"), instances.alias("group_")
+    child_ids, member_ids = instance_ids.alias("child_ids"), instance_ids.alias("member_ids")
+    children = (
+        select(member_ids.c.id_text, group.c.primary_id)
+        .select_from(relationships)
+        .join(
+            group_ids,
+            (group_ids.c.model == relationships.c.parent_model)
+            & (group_ids.c.id_text == relationships.c.parent_id),
+        )
+        .join(group, group.c.id == group_ids.c.instance_id)
+        .join(
+            child_ids,
+            (child_ids.c.model == relationships.c.child_model)
+            & (child_ids.c.id_text == relationships.c.child_id),
+        )
+        .join(member_ids, member_ids.c.instance_id == child_ids.c.instance_id)
+        .where(relationships.c.parent_model == model)
+    )
+    own = (
+        select(instance_ids.c.id_text, instances.c.primary_id)
+        .join_from(instance_ids, instances, instances.c.id == instance_ids.c.instance_id)
+        .where(instances.c.model == model)
+    )
+    rows = connection.execute(children.union(own))
+    return sorted((str(member), str(primary)) for member, primary in rows)
+
+
+def memberships_generation(connection: Connection, model: str) -> str:
+    """A stamp that changes whenever `memberships(model)` may have: the count and newest time of the
+    model's parent relationships, and the count of ids and of instances with the newest update time (an
+    identify that adds or moves ids updates its instance; a deletion changes a count). Cheap: counts and
+    maxima, no join."""
+    related = connection.execute(
+        select(func.count(), func.max(relationships.c.created_ms)).where(
+            relationships.c.parent_model == model
+        )
+    ).one()
+    ids = connection.execute(select(func.count()).select_from(instance_ids)).scalar_one()
+    known = connection.execute(select(func.count(), func.max(instances.c.updated_ms))).one()
+    return f"{related[0]}:{related[1] or 0}:{ids}:{known[0]}:{known[1] or 0}"

@@ -253,6 +253,9 @@ class ServerEventStore(EventStore):
     def _persons_ddl(self) -> str:
         return persons_ddl(self.database, self._source)
 
+    def dictionary_source(self) -> tuple[str, str]:
+        return self.database, self._source
+
     @contextmanager
     def _errors(self) -> Iterator[None]:
         try:

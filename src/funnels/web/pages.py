@@ -63,7 +63,13 @@ def _settings_context(_request: Request) -> Mapping[str, Any]:
 STEP_TYPES: tuple[str, ...] = ("event", "track", *sorted(NAMED_BY_TYPE))
 
 
-def _funnels_context(_request: Request) -> Mapping[str, Any]:
+def _declared_models(request: Request) -> list[str]:
+    """The models the loaded config declares (what `aggregate_by` may name); none without a config."""
+    plan = request.app.state.services.automation.plan
+    return list(plan.config.models) if plan is not None else []
+
+
+def _funnels_context(request: Request) -> Mapping[str, Any]:
     """The funnel builder's fixed choices (what `/v0/funnel` accepts); the data comes from the API."""
     return {
         "builder": {
@@ -75,6 +81,7 @@ def _funnels_context(_request: Request) -> Mapping[str, Any]:
             "maxSteps": MAX_STEPS,
             "defaultWindowSeconds": DEFAULT_WINDOW_SECONDS,
             "defaultTopN": DEFAULT_TOP_N,
+            "models": _declared_models(request),
         },
     }
 

@@ -1,0 +1,133 @@
+"""Aggregating a funnel by a model (`aggregate_by=organization`): the memberships, brought from the state store
+to the event store.
+
+Who counts toward a group instance is written in the state store (instances, their ids and their
+relationships: `funnels.store.identity.memberships`); the events are in the event store. A funnel that
+aggregates by a model looks each event's user up in the `identity_groups_members` dictionary: keyed by
+sipHash64(model, sipHash64(member id)), it answers the hashes of the groups' primary ids: `one`, the group of a
+member of exactly one (the usual case, a plain integer), else `many`, all of them (a member of two groups is
+in both), so the lookup is one in-memory probe per scanned row, as the persons dictionary's is, and an array
+is read only for members of several groups (an array for every row cost about twice as much per lookup).
+
+How it stays current: the state store gives a cheap generation of a model's memberships
+(`memberships_generation`: counts and maxima). Before a query, `load_groups` compares it with the
+generation of the model's latest load in the event store (`identity_groups_loads`); when they differ, it
+reads the memberships and inserts them as a new load (rows tagged with a load id that sorts by time), and
+deletes the model's older loads (a background mutation). The dictionary's source reads only each model's
+latest load, so a load replaces the previous one in a single dictionary reload, and rows of an older load
+still being deleted are never read. Each process reloads the dictionary when the latest load of the model
+it queries is not the one it last reloaded at, so nodes sharing a ClickHouse server and a state store see
+each other's loads; two nodes loading one generation at once store it twice, harmlessly (the newest wins).
+Not on a cluster yet (the dictionary would have to exist on every shard): the API refuses it there.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Sequence
+
+from funnels.store import identity
+from funnels.store.events import EventStore
+from funnels.store.state import StateStore
+
+GROUPS_TABLE = "identity_groups"
+GROUPS_LOADS = "identity_groups_loads"
+GROUPS_DICTIONARY = "identity_groups_members"
+
+GROUPS_TABLE_DDL = (
+    f"CREATE TABLE IF NOT EXISTS {GROUPS_TABLE} (model String, load_id String, member UInt64, grp UInt64, "
+    "group_id String) ENGINE = MergeTree ORDER BY (model, load_id, member)"
+)
+GROUPS_LOADS_DDL = (
+    f"CREATE TABLE IF NOT EXISTS {GROUPS_LOADS} (model String, load_id String, generation String) "
+    "ENGINE = MergeTree ORDER BY (model, load_id)"
+)
+
+
+def groups_dictionary_ddl(database: str = "", source: str = "") -> str:
+    """The memberships dictionary: each model's latest load only. `database` and `source` as for the
+    persons dictionary (`funnels.store.events.persons_ddl`); made anew by each process's first use, as the
+    persons dictionary is on each open (a changed password, a changed shape)."""
+    table = f"{database}.{GROUPS_TABLE}" if database else GROUPS_TABLE
+    loads = f"{database}.{GROUPS_LOADS}" if database else GROUPS_LOADS
+    return (
+        f"CREATE OR REPLACE DICTIONARY {GROUPS_DICTIONARY} (key UInt64, one UInt64, many Array(UInt64)) "
+        "PRIMARY KEY key SOURCE(CLICKHOUSE(QUERY 'SELECT key, if(length(groups) = 1, groups[1], 0) AS one, "
+        "if(length(groups) = 1, emptyArrayUInt64(), groups) AS many FROM (SELECT sipHash64(model, member) AS key, "
+        f"groupUniqArray(grp) AS groups FROM {table} WHERE (model, load_id) IN (SELECT model, max(load_id) "
+        f"FROM {loads} GROUP BY model) GROUP BY key)'{source})) LAYOUT(HASHED()) LIFETIME(0)"
+    )
+
+
+def _create(events: EventStore) -> None:
+    if events.groups_created:
+        return
+    database, source = events.dictionary_source()
+    for statement in (GROUPS_TABLE_DDL, GROUPS_LOADS_DDL, groups_dictionary_ddl(database, source)):
+        events.execute(statement)
+    events.groups_created = True
+
+
+def _latest(events: EventStore, model: str) -> tuple[str, str]:
+    """The model's latest load in the event store: (its id, its generation); ('', '') before the first."""
+    row = events.query(
+        f"SELECT max(load_id), argMax(generation, load_id) FROM {GROUPS_LOADS} WHERE model = {{model:String}}",
+        {"model": model},
+    ).first()
+    return (str(row[0]), str(row[1])) if row else ("", "")
+
+
+def _store(events: EventStore, model: str, generation: str, rows: Sequence[tuple[str, str]]) -> str:
+    """Insert the memberships as a new load of `model` (ids hashed as the funnel SQL hashes user keys), then
+    delete the model's older loads; returns the new load's id."""
+    load_id = f"{time.time_ns() // 1_000_000:015d}:{uuid.uuid4().hex}"
+    params = {
+        "model": model,
+        "load": load_id,
+        "members": [member for member, _ in rows],
+        "groups": [group for _, group in rows],
+    }
+    events.execute(
+        f"INSERT INTO {GROUPS_TABLE} SELECT {{model:String}}, {{load:String}}, sipHash64(pair.1), "
+        "sipHash64(pair.2), pair.2 FROM (SELECT arrayJoin(arrayZip({members:Array(String)}, "
+        "{groups:Array(String)})) AS pair)",
+        params,
+    )
+    events.execute(
+        f"INSERT INTO {GROUPS_LOADS} VALUES ({{model:String}}, {{load:String}}, {{generation:String}})",
+        {"model": model, "load": load_id, "generation": generation},
+    )
+    for table in (GROUPS_TABLE, GROUPS_LOADS):
+        events.execute(
+            f"ALTER TABLE {table} DELETE WHERE model = {{model:String}} AND load_id < {{load:String}}",
+            {"model": model, "load": load_id},
+        )
+    return load_id
+
+
+def load_groups(state: StateStore, events: EventStore, model: str) -> None:
+    """Make the event store's memberships of `model` current with the state store's, before a funnel that
+    aggregates by it runs (one cheap read of each store when nothing changed)."""
+    with state.read() as connection:
+        generation = identity.memberships_generation(connection, model)  # before the rows: never newer
+        with events.groups_lock:
+            _create(events)
+            load_id, loaded = _latest(events, model)
+            if loaded != generation or not load_id:
+                load_id = _store(events, model, generation, identity.memberships(connection, model))
+            if events.groups_reloaded.get(model) != load_id:
+                events.execute(f"SYSTEM RELOAD DICTIONARY {GROUPS_DICTIONARY}")
+                events.groups_reloaded[model] = load_id
+
+
+def group_names(events: EventStore, model: str, hashes: Sequence[int]) -> dict[int, str]:
+    """Each group hash's primary id (what the people of a funnel aggregated by `model` are listed by)."""
+    if not hashes:
+        return {}
+    rows = events.query(
+        f"SELECT grp, any(group_id) FROM {GROUPS_TABLE} WHERE model = {{model:String}} "
+        "AND grp IN (SELECT toUInt64(arrayJoin({hashes:Array(String)}))) GROUP BY grp",
+        {"model": model, "hashes": [str(h) for h in hashes]},
+    ).rows
+    return {int(h): str(name) for h, name in rows}

@@ -1,0 +1,153 @@
+"""`aggregate_by=organization` through the API: organizations identified with their customers (childIds on the
+organization, parentIds on a customer), customers' events sent through the automation API and Segment, and
+every funnel endpoint counting organizations; bad values answer the error envelope naming `aggregate_by`."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.api.test_fuzz import ANALYSIS_PARAMS
+from tests.automation.conftest import Config, World, default_config, error_of
+from tests.automation.conftest import open_world as open_world  # the fixture, used by `world` below
+from tests.conftest import bearer
+
+MINUTE_MS = 60_000
+STEPS = [
+    {"type": "track", "event": "sign_up", "name": "Signed up"},
+    {"type": "track", "event": "api_call", "name": "First API call"},
+]
+DAY = {"date_from": "2026-04-01", "date_to": "2026-04-01", "steps": json.dumps(STEPS)}
+
+
+@pytest.fixture
+def world(open_world: Callable[[Config], World]) -> World:
+    return open_world(default_config())
+
+
+def get(world: World, path: str, expect: int = 200, **params: str) -> Any:
+    response = world.client.get(path, params=DAY | params, headers=bearer(world.keys["query:read"]))
+    assert response.status_code == expect, response.text
+    return response.json()
+
+
+def users(body: Any) -> list[int]:
+    return [row["users"] for row in body["data"]]
+
+
+def segment_track(world: World, user_id: str, event: str) -> None:
+    auth = {"Authorization": "Basic " + base64.b64encode(f"{world.keys['events:write']}:".encode()).decode()}
+    response = world.client.post("/v1/track", json={"userId": user_id, "event": event}, headers=auth)
+    assert response.status_code == 200, response.text
+
+
+def populate(world: World) -> None:
+    """acme: c1 (named by acme's childIds before c1 existed) and c2 (by its own parentIds); globex: c3;
+    c4 in no organization. acme converts through two members, globex signs up only."""
+    actions: list[Callable[[], Any]] = [
+        lambda: world.identify(["acme"], model="organization", childModel="customer", childIds=["c1"]),
+        lambda: world.identify(["c1", "c1@acme.test"]),
+        lambda: world.identify(["c2"], parentModel="organization", parentIds=["acme"]),
+        lambda: world.identify(["globex"], model="organization", childModel="customer", childIds=["c3"]),
+        lambda: world.identify(["c3"]),
+        lambda: world.identify(["c4"]),
+        lambda: world.event("sign_up", ["c1@acme.test"]),  # stored under c1, acme's member
+        lambda: segment_track(world, "c2", "api_call"),  # Segment: its own user key
+        lambda: world.event("sign_up", ["c3"]),
+        lambda: world.event("sign_up", ["c4"]),
+        lambda: world.event("api_call", ["c4"]),
+    ]
+    for action in actions:
+        world.clock.advance(MINUTE_MS)
+        action()
+    world.svc.shipper.flush()
+
+
+def test_every_funnel_endpoint_counts_organizations(world: World) -> None:
+    populate(world)
+    assert users(get(world, "/v0/funnel")) == [3, 1]  # c1, c3, c4; c4 converted
+    grouped = get(world, "/v0/funnel", aggregate_by="organization")
+    assert users(grouped) == [2, 1]  # acme (c1 signs up, c2 calls the API) and globex
+    assert grouped["data"][1]["median_seconds_from_previous"] == 60.0
+    compared = get(world, "/v0/funnel", aggregate_by="organization", compare="previous_period")
+    assert users(compared) == [2, 1]
+    people = get(world, "/v0/funnel/people", aggregate_by="organization")
+    assert sorted(row["user_key"] for row in people["data"]) == ["acme", "globex"]
+    dropped = get(world, "/v0/funnel/people", aggregate_by="organization", step="2", outcome="dropped")
+    assert [row["user_key"] for row in dropped["data"]] == ["globex"]
+    trends = get(world, "/v0/funnel/trends", aggregate_by="organization")
+    assert [(row["entered"], row["converted"]) for row in trends["data"]] == [(2, 1)]
+    ttc = get(world, "/v0/funnel/time_to_convert", aggregate_by="organization")
+    assert ttc["data"][0]["users"] == 1 and ttc["data"][0]["p50_seconds"] == 60.0
+    by_customer = get(world, "/v0/funnel", aggregate_by="customer")  # a customer is its own group
+    assert users(by_customer) == [3, 1]
+
+
+def test_a_new_relationship_counts_at_the_next_query(world: World) -> None:
+    populate(world)
+    assert users(get(world, "/v0/funnel", aggregate_by="organization")) == [2, 1]
+    world.identify(["initech"], model="organization", childModel="customer", childIds=["c4"])
+    assert users(get(world, "/v0/funnel", aggregate_by="organization")) == [3, 2]
+    loads = world.svc.events.groups_reloaded["organization"]
+    assert users(get(world, "/v0/funnel", aggregate_by="organization")) == [3, 2]
+    assert world.svc.events.groups_reloaded["organization"] == loads  # nothing changed: no reload
+
+
+def test_aggregate_by_must_be_a_declared_model(world: World) -> None:
+    body = get(world, "/v0/funnel", 400, aggregate_by="team")
+    assert body["error"]["param"] == "aggregate_by"
+    assert "customer, organization" in body["error"]["details"]["aggregate_by"]
+    both = get(world, "/v0/funnel/trends", 400, aggregate_by="team", window_seconds="0")
+    assert set(both["error"]["details"]) == {"window_seconds", "aggregate_by"}
+    for path in ("/v0/funnel/people", "/v0/funnel/time_to_convert"):
+        assert get(world, path, 400, aggregate_by="x" * 300)["error"]["param"] == "aggregate_by"
+
+
+def test_without_declared_models_aggregate_by_is_refused(client: TestClient, keys: dict[str, str]) -> None:
+    response = client.get(
+        "/v0/funnel", params=DAY | {"aggregate_by": "organization"}, headers=bearer(keys["query:read"])
+    )
+    error = error_of(response, 400, "INVALID_VALIDATION_REQUEST")
+    assert error["param"] == "aggregate_by" and "no models are declared" in error["details"]["aggregate_by"]
+
+
+GROUPED: list[int] = []
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    params=ANALYSIS_PARAMS,
+    aggregate_by=st.sampled_from(["organization", "organization", "customer", "", "team", "x" * 300])
+    | st.text(max_size=8),
+)
+def test_aggregated_queries_never_answer_5xx(world: World, params: dict[str, str], aggregate_by: str) -> None:
+    """The fuzz tests' parameters (tests/api/test_fuzz.py) with `aggregate_by`, models declared, on every
+    funnel endpoint: 200 or the error envelope, never a 5xx."""
+    if not world.svc.events.count():
+        populate(world)
+    for path in ("/v0/funnel", "/v0/funnel/time_to_convert", "/v0/funnel/trends", "/v0/funnel/people"):
+        response = world.client.get(
+            path, params=params | {"aggregate_by": aggregate_by}, headers=bearer(world.keys["query:read"])
+        )
+        assert response.status_code in (200, 400), (path, response.text)
+        if response.status_code == 400:
+            assert response.json()["error"]["code"] == "INVALID_VALIDATION_REQUEST"
+        elif aggregate_by:
+            GROUPED.append(response.status_code)
+
+
+def test_the_aggregated_fuzz_reached_the_sql_path() -> None:
+    """Runs after the fuzz test above (file order): some aggregated queries must have run."""
+    assert len(GROUPED) >= 10, len(GROUPED)
