@@ -15,6 +15,7 @@ from dataclasses import replace
 from typing import Any
 
 import hypothesis
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -31,6 +32,7 @@ from funnels.analytics.time_to_convert import TimeToConvertQuery, run_time_to_co
 from funnels.analytics.trends import TrendsQuery, run_trends
 from funnels.events import Event
 from funnels.services import Services
+from funnels.store import groups as groups_store
 from funnels.store import identity
 from funnels.store.events import EventStore
 from funnels.store.groups import load_groups
@@ -118,6 +120,25 @@ def test_an_organization_counts_once_for_all_its_members(services: Services, sto
     query = funnel_query(FUNNEL, aggregate_by=org)
     assert users(run(services, query)) == [2, 1, 1]
     assert users(run_funnel(store, funnel_query(FUNNEL))) == [3, 1, 0]  # users, as before
+
+
+def test_memberships_load_in_slices(
+    services: Services, store: EventStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """More memberships than one INSERT takes (one array parameter holds at most 1,000,000 elements; here
+    the slice is made 2): every slice is loaded, so every member counts."""
+    monkeypatch.setattr(groups_store, "INSERT_SLICE", 2)
+    org, expected = organizations(
+        services,
+        {"acme": [], "globex": []},
+        {f"c{i}": [] for i in range(5)},
+        [*(("acme", f"c{i}") for i in range(4)), ("globex", "c4")],
+    )
+    assert len(expected) > 2 * groups_store.INSERT_SLICE
+    load(store, [ev(f"c{i}", at(0, i), "page") for i in range(5)])
+    assert users(run(services, funnel_query(FUNNEL, aggregate_by=org)))[0] == 2
+    people = run_people(store, PeopleQuery(funnel_query(FUNNEL, aggregate_by=org)))
+    assert sorted(row["user_key"] for row in people["data"]) == ["acme", "globex"]
 
 
 @st.composite

@@ -60,6 +60,9 @@ def groups_dictionary_ddl(database: str = "", source: str = "") -> str:
     )
 
 
+INSERT_SLICE = 200_000  # memberships per INSERT (`_store`)
+
+
 def _create(events: EventStore) -> None:
     if events.groups_created:
         return
@@ -82,18 +85,21 @@ def _store(events: EventStore, model: str, generation: str, rows: Sequence[tuple
     """Insert the memberships as a new load of `model` (ids hashed as the funnel SQL hashes user keys), then
     delete the model's older loads; returns the new load's id."""
     load_id = f"{time.time_ns() // 1_000_000:015d}:{uuid.uuid4().hex}"
-    params = {
-        "model": model,
-        "load": load_id,
-        "members": [member for member, _ in rows],
-        "groups": [group for _, group in rows],
-    }
-    events.execute(
-        f"INSERT INTO {GROUPS_TABLE} SELECT {{model:String}}, {{load:String}}, sipHash64(pair.1), "
-        "sipHash64(pair.2), pair.2 FROM (SELECT arrayJoin(arrayZip({members:Array(String)}, "
-        "{groups:Array(String)})) AS pair)",
-        params,
-    )
+    # In slices: one array parameter holds at most 1,000,000 elements (ClickHouse's limit for a field).
+    for start in range(0, len(rows), INSERT_SLICE):
+        part = rows[start : start + INSERT_SLICE]
+        params = {
+            "model": model,
+            "load": load_id,
+            "members": [member for member, _ in part],
+            "groups": [group for _, group in part],
+        }
+        events.execute(
+            f"INSERT INTO {GROUPS_TABLE} SELECT {{model:String}}, {{load:String}}, sipHash64(pair.1), "
+            "sipHash64(pair.2), pair.2 FROM (SELECT arrayJoin(arrayZip({members:Array(String)}, "
+            "{groups:Array(String)})) AS pair)",
+            params,
+        )
     events.execute(
         f"INSERT INTO {GROUPS_LOADS} VALUES ({{model:String}}, {{load:String}}, {{generation:String}})",
         {"model": model, "load": load_id, "generation": generation},
