@@ -619,7 +619,7 @@ def person_per_user(query: FunnelQuery, params: Params, tables: Tables = ONE_SER
     (one row per identified user) is small next to the funnel's users."""
     plain = replace(query, breakdown=None, breakdown_attribution="first_touch")
     inner = choose_per_user(plain)(plain, params, tables)
-    _, user_name = _user(replace(query, hold_constant=()), tables)
+    user_name = user_column(query)
     times = ", ".join(f"t{k}" for k in range(1, len(query.steps) + 1))
     return (
         f"SELECT lvl, {times}, bd0 FROM (SELECT {user_name}, lvl, {times}, ifNull(pv_, '') AS bd0 FROM ("
