@@ -1,6 +1,7 @@
 """The Funnels page's "Person property…" breakdown in real headless Chromium against a `funnels serve`
 subprocess: the demo's sample events plus identify events a year earlier that give some users a `plan`; the
-builder breaks the demo funnel down by `person.plan` (no attribution to choose), shows the API's rows, keeps
+builder suggests the identify events' keys, breaks the demo funnel down by `person.plan` (no attribution to
+choose), shows the API's rows, keeps
 the choice in the URL and across a reload."""
 
 from __future__ import annotations
@@ -59,7 +60,14 @@ def test_a_breakdown_by_a_person_property(page: Page, dashboard: Dashboard) -> N
     page.wait_for_selector("#funnel-table tbody tr[data-step]")
     page.select_option("#breakdown", "properties.")
     page.select_option("#attribution", "last_touch")
+    keys = page.locator("#breakdown-keys option")
+    expect(keys.first).to_be_attached()  # the steps' property keys
+    event_keys = set(keys.evaluate_all("options => options.map(o => o.value)"))
+    assert "plan" not in event_keys  # only identify events carry it
     page.select_option("#breakdown", "person.")
+    # The key suggestions are the identify events' property keys now.
+    expect(page.locator('#breakdown-keys option[value="plan"]')).to_be_attached()
+    assert keys.evaluate_all("options => options.map(o => o.value)") == ["plan"]
     expect(page.locator("#breakdown-property-field")).to_be_visible()
     expect(page.locator("#attribution")).to_be_disabled()
     expect(page.locator("#attribution")).to_have_value("first_touch")  # the only one a person property has

@@ -106,19 +106,25 @@
     $(".step-meaning", stepNode).textContent = `Matches ${stepMeaning(type, event)}`;
   }
 
+  /** GET /v0/events/properties for a step's (type, event) in the builder's dates (else all time), cached
+   * until the dates change; null if it failed, or if the dates changed before it answered. */
+  async function operandsOf(type, event, allTime = false) {
+    const key = `${type}\u0000${event}\u0000${allTime}`;
+    const { properties } = catalog;
+    if (!properties.has(key)) {
+      const query = { ...(allTime ? {} : catalog.range), type, event };
+      properties.set(key, api("/v0/events/properties", { query, errors: false }).catch(() => null));
+    }
+    const answer = await properties.get(key);
+    return properties === catalog.properties ? answer : null;
+  }
+
   /** The operands of one step (standard columns with values, then property keys) into its datalist. */
   async function loadOperands(stepNode) {
     const { type, event } = readStep(stepNode);
     const list = $(`#${stepNode.dataset.operands}`, stepNode); // found before the node is in the page too
     if (!event) return list.replaceChildren();
-    const key = `${type}\u0000${event}`;
-    const { properties } = catalog;
-    if (!properties.has(key)) {
-      const query = { ...catalog.range, type, event };
-      properties.set(key, api("/v0/events/properties", { query, errors: false }).catch(() => null));
-    }
-    const answer = await properties.get(key);
-    if (properties !== catalog.properties) return; // the dates changed meanwhile: no longer cached (cleared)
+    const answer = await operandsOf(type, event);
     if (!answer) return list.replaceChildren();
     const operands = [...answer.properties, ...answer.columns.filter((column) => column.count > 0)];
     list.replaceChildren(...operands.map((o) => el("option", { value: o.operand }, `${o.count} events`)));
@@ -148,6 +154,7 @@
       loadOperands(node);
       for (const row of $$("[data-filter]", node)) loadValues(node, row);
     }
+    loadBreakdownKeys();
   }
 
   // --- the builder ----------------------------------------------------------------------------------------
@@ -338,6 +345,28 @@
     if (person) $("#attribution").value = "first_touch";
     $("#attribution").disabled = !chosen || person;
     $("#attribution").title = person ? "A person property's value is the one their latest identify set" : "";
+    loadBreakdownKeys(); // suggestions arrive when they arrive
+  }
+
+  /** Property keys for the breakdown's key field, the most common first: a person property's from identify
+   * events (any name: step type `event`) of all time, as a person's value may come from an identify long
+   * before the dates; an event property's from the steps' events in the dates. */
+  async function loadBreakdownKeys() {
+    const chosen = $("#breakdown").value;
+    const list = $("#breakdown-keys");
+    if (chosen !== "properties." && chosen !== "person.") return list.replaceChildren();
+    const sources =
+      chosen === "person."
+        ? [{ type: "event", event: "identify", allTime: true }]
+        : $$("[data-step]", stepList).map(readStep).filter((step) => step.event);
+    const answers = await Promise.all(sources.map(({ type, event, allTime }) => operandsOf(type, event, allTime)));
+    if ($("#breakdown").value !== chosen) return; // changed meanwhile: that change fills the list
+    const counts = new Map();
+    for (const answer of answers) {
+      for (const { operand, count } of answer?.properties ?? []) counts.set(operand, (counts.get(operand) ?? 0) + count);
+    }
+    const keys = [...counts].sort((a, b) => b[1] - a[1] || (a[0] < b[0] ? -1 : 1));
+    list.replaceChildren(...keys.map(([key, count]) => el("option", { value: key }, `${count} events`)));
   }
 
   function setSteps(steps) {
@@ -470,6 +499,7 @@
   }
 
   $("#breakdown").addEventListener("change", breakdownChanged);
+  $("#breakdown-property").addEventListener("focus", loadBreakdownKeys); // the steps may have changed (cached)
   for (const input of [$("#date-from"), $("#date-to")]) input.addEventListener("change", datesChanged);
 
   // Date presets: today (UTC, as the API's days are) and the N days before it, as the default range is.
