@@ -226,8 +226,10 @@ class Server:
         workers: int = 0,
         state_url: str | None = None,
         delivery: str = "process",
+        worker_concurrency: int | None = None,
     ) -> None:
         self.config, self.state_url, self.workers = config, state_url, workers
+        self.worker_args = [] if worker_concurrency is None else ["--concurrency", str(worker_concurrency)]
         self.data_dirs = [work / (f"node-{i}" if nodes > 1 else "dir") for i in range(nodes)]
         for data_dir in self.data_dirs:
             data_dir.mkdir(parents=True)
@@ -264,7 +266,7 @@ class Server:
                 extra = ["--delivery", self.delivery, "--port", str(port)]
                 self.processes.append(subprocess.Popen([*serve, *extra], stdout=log, stderr=log))
             for _ in range(self.workers):
-                worker = self.command("worker", "--config", self.config)
+                worker = self.command("worker", "--config", self.config, *self.worker_args)
                 self.processes.append(subprocess.Popen(worker, stdout=log, stderr=log))
         for url in self.urls:
             while True:
@@ -968,6 +970,9 @@ def main() -> None:
         help="`funnels worker` processes; with any, the nodes run --delivery off",
     )
     parser.add_argument(
+        "--worker-concurrency", type=int, help="`funnels worker --concurrency` (else its default)"
+    )
+    parser.add_argument(
         "--state-url",
         help="a PostgreSQL database for the state (else SQLite in the node's data directory); the bench "
         "DROPS and re-creates it, so its name must contain 'bench', e.g. "
@@ -993,6 +998,7 @@ def main() -> None:
         workers=args.workers,
         state_url=args.state_url,
         delivery=args.delivery,
+        worker_concurrency=args.worker_concurrency,
     )
     server.create_key()
     bench_cpu, machine_cpu = time.process_time(), cpu_times()
