@@ -33,6 +33,7 @@ from funnels.store.state import StateStore  # noqa: E402
 
 OUT = ROOT / "docs" / "screenshots"
 PHONE = {"width": 390, "height": 844}
+FULL_PAGE = {"funnels-organizations"}  # shot whole, not just the viewport
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,19 @@ def demo_analyses(page: Page) -> None:
     )
 
 
+def organizations(page: Page) -> None:
+    """The configured onboarding funnel counted by organization (each counts its customers' events): the
+    whole page (`FULL_PAGE`), so the builder's Count select shows with the results and the analyses."""
+    page.click("#configured-list >> text=onboarding")
+    page.wait_for_selector("#funnel-table tbody tr[data-step]")
+    page.select_option("#aggregate-by", "organization")
+    page.click("#run")
+    page.wait_for_selector("#results-caption:has-text('counting organizations')")
+    page.wait_for_selector('#trends-card[data-state="ready"]')
+    page.wait_for_selector('#ttc-card[data-state="ready"]')
+    page.evaluate("window.scrollTo(0, 0)")  # else the sticky header is drawn where the page was scrolled to
+
+
 def open_person(page: Page) -> None:
     """A customer who reached two steps, with a parent organization and a few actions."""
     page.goto(page.url.split("/people")[0] + "/people?model=customer&id=cus_1002")
@@ -98,6 +112,7 @@ SHOTS: dict[str, Callable[[Page], None]] = {
     "login": lambda page: None,
     "funnels": demo_funnel,
     "funnels-analyses": demo_analyses,
+    "funnels-organizations": organizations,
     "settings": lambda page: page.wait_for_selector("#keys-table tbody tr[data-key-id]"),
     "people": lambda page: open_person(page),
     "deliveries": lambda page: open_delivery(page),
@@ -141,7 +156,7 @@ def shoot(names: list[str]) -> None:
                     settle(page)
                     SHOTS[name](page)
                     path = OUT / f"{name}.png"
-                    page.screenshot(path=str(path))
+                    page.screenshot(path=str(path), full_page=name in FULL_PAGE)
                     print(f"saved {path.relative_to(ROOT)}")
                 browser.close()
         finally:

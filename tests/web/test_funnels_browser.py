@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -163,6 +164,9 @@ def test_build_the_demo_funnel_by_utm_source_and_reload_it(analyst_page: Page, d
     totals = [sum(row["users"] for row in expected if row["step"] == step) for step in (1, 2, 3)]
     assert json.loads(page.get_attribute("#funnel-summary", "data-users") or "") == totals
     expect(page.locator("#dropoffs li")).to_have_count(2)
+    for lost in page.locator("#dropoffs li strong").all_text_contents():
+        assert re.fullmatch(r"−\d+\.\d%", lost), lost
+    expect(page.locator("#funnel-summary > div")).to_have_count(5)  # with "Best converting"
 
     # The URL holds the query: a reload shows the same funnel and the same numbers.
     page.reload()
@@ -199,6 +203,9 @@ def test_the_users_toggle_runs_the_funnel_stitched_or_raw(analyst_page: Page, da
     assert "identity" not in stitched_query  # the API's default
     stitched = shown_rows(page)
     assert stitched == api_rows(dashboard, stitched_query)
+    # Without a breakdown: four headline numbers, nothing in the place of "Best converting".
+    expect(page.locator("#funnel-summary > div")).to_have_count(4)
+    expect(page.locator("#funnel-summary")).not_to_contain_text("null")
 
     page.select_option("#identity", "raw")
     page.click("#run")

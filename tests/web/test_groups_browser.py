@@ -94,10 +94,15 @@ def test_count_organizations_then_users(page: Page, grouped: Dashboard) -> None:
     by_organization = shown_rows(page)
     assert [row["users"] for row in by_organization] == [2, 1]
     assert by_organization == api_rows(grouped, url_query(page))
+    # The analyses below say what they count.
+    expect(page.locator("#ttc-card[data-state='ready'] #ttc-facts dt").first).to_have_text("Organizations")
+    expect(page.locator("#trends-card .card-head .muted")).to_contain_text("Organizations by the period")
 
     page.select_option("#aggregate-by", "")
     page.click("#run")
     expect(page.locator("#results-caption")).not_to_contain_text("counting")
+    expect(page.locator("#ttc-card[data-state='ready'] #ttc-facts dt").first).to_have_text("Users")
+    expect(page.locator("#trends-card .card-head .muted")).to_contain_text("Users by the period")
     assert "aggregate_by" not in url_query(page)
     expect(page.locator("#funnel-table tbody tr[data-step='1']")).to_have_attribute("data-users", "3")
     assert [row["users"] for row in shown_rows(page)] == [3, 1]

@@ -36,6 +36,14 @@
     return rest;
   }
 
+  /** What the funnel counts, as the Count select (groups.js) names it: "Users", or a model's instances
+   * ("Organizations") with `aggregate_by`. */
+  function counted() {
+    const model = current?.query.aggregate_by;
+    const option = model ? document.querySelector(`#aggregate-by option[value="${CSS.escape(model)}"]`) : null;
+    return option?.textContent ?? (model || "Users");
+  }
+
   /** A period that suits the date range: days up to a month, weeks up to half a year, else months. */
   function autoInterval(query) {
     const days = (Date.parse(query.date_to) - Date.parse(query.date_from)) / DAY_MS + 1;
@@ -194,7 +202,7 @@
     card.dataset.histogram = JSON.stringify(group.histogram.map((bin) => bin.users));
     const fact = (term, value) => el("div", {}, el("dt", {}, term), el("dd", {}, value));
     $("#ttc-facts").replaceChildren(
-      fact("Users", count(group.users)),
+      fact(counted(), count(group.users)),
       ...["p25", "p50", "p75", "p90", "p99"].map((p) => fact(p === "p50" ? "Median" : p, duration(group[`${p}_seconds`]))),
       fact("Mean", duration(group.mean_seconds)),
     );
@@ -224,7 +232,7 @@
           tooltip: {
             callbacks: {
               title: (items) => `${duration(bins[items[0].dataIndex].from_seconds)} to ${duration(bins[items[0].dataIndex].to_seconds)}`,
-              label: (item) => `${count(item.raw)} users (${percent(item.raw / group.users)})`,
+              label: (item) => `${count(item.raw)} ${counted().toLowerCase()} (${percent(item.raw / group.users)})`,
             },
           },
         },
@@ -294,7 +302,7 @@
       ),
     );
     card.dataset.users = String(answer.users);
-    $("#people-count").textContent = `${count(body.rows.length)} of ${count(answer.users)} users`;
+    $("#people-count").textContent = `${count(body.rows.length)} of ${count(answer.users)} ${counted().toLowerCase()}`;
     $("#people-more").hidden = !answer.next_cursor;
     setState(card, answer.users ? "ready" : "empty", answer.users ? "" : "Nobody here.");
   }
@@ -360,6 +368,7 @@
       node.title = node.matches("li") ? "Who dropped off here" : "Who reached this step";
     }
     fillStepSelects();
+    for (const node of document.querySelectorAll("#analyses .counted")) node.textContent = counted();
     // Both panels load at once; an API error is already shown in its own card, anything else on the page.
     for (const load of [loadTrends, loadTimeToConvert]) {
       load().catch((error) => {

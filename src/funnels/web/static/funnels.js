@@ -645,15 +645,16 @@
     summary.dataset.medians = JSON.stringify(breakdown ? medians : median === null ? [] : [median]);
     const names = best.map((s) => s.name || "(none)").join(", ");
     const spread = medians.length ? `${duration(Math.min(...medians))} – ${duration(Math.max(...medians))}` : "–";
-    summary.replaceChildren(
+    const facts = [
       fact("Entered", count(first)),
       fact("Converted", count(last), `reached step ${steps.length}`),
       fact("Conversion", first ? percent(last / first) : "–"),
       breakdown
         ? fact(medians.length > 1 ? "Median time to convert, by value" : "Median time to convert", medians.length === 1 ? duration(medians[0]) : spread)
         : fact("Median time to convert", duration(median)),
-      best.length ? fact(best.length > 1 ? `Best converting (${best.length}-way tie)` : "Best converting", names, percent(top)) : null,
-    );
+    ];
+    if (best.length) facts.push(fact(best.length > 1 ? `Best converting (${best.length}-way tie)` : "Best converting", names, percent(top)));
+    summary.replaceChildren(...facts); // (a null child would be written as the text "null")
   }
 
   // Draws each bar's users and conversion from the start above it; with a breakdown (grouped bars, narrow)
@@ -759,6 +760,9 @@
     });
   }
 
+  /** A change as a signed percentage: "−45.4%", "+3.0%" (an open funnel's later step may have more), "0.0%". */
+  const change = (ratio) => (ratio < 0 ? `−${percent(-ratio)}` : ratio > 0 ? `+${percent(ratio)}` : percent(0));
+
   /** Between each two bars: how many of all users dropped off. */
   function renderDropoffs(labels, totals) {
     const items = [];
@@ -770,7 +774,7 @@
           "li",
           { dataset: { from: index, to: index + 1, dropped: lost } },
           el("span", { class: "dropoff-arrow" }, `${index} → ${index + 1}`),
-          el("strong", {}, previous ? `−${percent(lost / previous)}` : "–"),
+          el("strong", {}, previous ? change(-lost / previous) : "–"),
           el("span", { class: "muted" }, `${count(lost)} dropped off`),
         ),
       );
