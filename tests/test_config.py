@@ -8,6 +8,7 @@ import sys
 from datetime import timedelta
 from ipaddress import ip_network
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -337,3 +338,36 @@ def test_an_unknown_guarantee_is_reported_with_its_path() -> None:
     expected = "expected one of at-least-once, at-most-once"
     assert errors["funnels[0].steps[0].actions[1].guarantee"] == expected
     assert errors["funnels[0].steps[2].actions.guarantee"] == expected
+
+
+def holdout_config(value: Any) -> dict[str, Any]:
+    action = {"type": "webhook", "args": {"url": "https://x.test"}, "holdout": value}
+    return {
+        "models": [{"name": "customer"}],
+        "funnels": [{"id": "f", "forModels": "customer", "steps": [{"event": "e", "actions": [action]}]}],
+    }
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ("60%", "at most 50%"),
+        ("ten percent", "expected a percentage"),
+        (10, "expected a percentage"),
+        ("-5%", "expected a percentage"),
+        ("2.555%", "expected a percentage"),
+    ],
+)
+def test_a_bad_holdout_is_an_error_at_its_path(value: Any, problem: str) -> None:
+    with pytest.raises(ConfigInvalid) as raised:
+        validate_config(holdout_config(value))
+    assert "funnels[0].steps[0].actions[0].holdout" in str(raised.value)
+    assert problem in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("value", "basis_points"), [("10%", 1_000), ("2.5%", 250), ("0%", 0), ("50%", 5_000)]
+)
+def test_a_holdout_is_read_in_basis_points(value: str, basis_points: int) -> None:
+    config = validate_config(holdout_config(value))
+    assert config.funnels[0].steps[0].actions[0].holdout_bp == basis_points

@@ -6,7 +6,7 @@ Accepts exactly the spec's shapes, including the single-object forms (`forModels
 unknown or duplicate names (models in `forModels`, funnel ids, action types), each action type's args
 (`funnels.channels`), Liquid syntax in every string of `args`, durations (`delay`), quiet hours
 (`notBefore`/`notAfter`), `unless` references to later steps of the same funnel, delivery guarantees
-(`guarantee`), each channel's settings section (`webhook`, `slack`, `email`, `sms`; gaps filled from
+(`guarantee`), holdouts (`holdout: 10%`, 0–50%), each channel's settings section (`webhook`, `slack`, `email`, `sms`; gaps filled from
 environment variables at load time), the `delivery` policy (attempts, timeout, backoff) and `network.allow`
 (CIDRs deliveries may reach although they are not public, `funnels.channels.network`).
 """
@@ -38,7 +38,9 @@ _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
 _CLOCK = re.compile(r"^([01]?\d|2[0-3]):([0-5]\d)$")
 _LIQUID = Environment()
 GUARANTEES = ("at-least-once", "at-most-once")
-ACTION_FIELDS = ("type", "args", "delay", "unless", "notBefore", "notAfter", "guarantee")
+ACTION_FIELDS = ("type", "args", "delay", "unless", "notBefore", "notAfter", "guarantee", "holdout")
+MAX_HOLDOUT_BP = 5_000  # a holdout is at most 50% (in basis points: hundredths of a percent)
+_PERCENT = re.compile(r"^\s*(\d{1,2}(?:\.\d{1,2})?)\s*%\s*$")
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,7 @@ class Action:
     not_before_minute: int | None = None  # minutes after midnight in the instance's timezone
     not_after_minute: int | None = None
     guarantee: str = "at-least-once"  # at-least-once or at-most-once (the type's default when not given)
+    holdout_bp: int = 0  # the share of instances held out of it, in basis points (`holdout: 10%` → 1,000)
 
 
 @dataclass(frozen=True)
@@ -127,6 +130,17 @@ def _minute_of_day(value: Any) -> int:
     if isinstance(value, str) and (match := _CLOCK.match(value.strip())):
         return int(match.group(1)) * 60 + int(match.group(2))
     raise ValueError('expected an hour 0–23 or a time "HH:MM"')
+
+
+def _holdout_bp(value: Any) -> int:
+    """`holdout: 10%` (a percentage, up to two decimals, 0–50%) in basis points."""
+    match = _PERCENT.match(value) if isinstance(value, str) else None
+    if match is None:
+        raise ValueError('expected a percentage from 0% to 50%, e.g. "10%" or "2.5%"')
+    basis_points = round(float(match.group(1)) * 100)
+    if basis_points > MAX_HOLDOUT_BP:
+        raise ValueError("at most 50%: a holdout larger than the treated group measures little more")
+    return basis_points
 
 
 def _as_list(value: Any, path: str) -> Iterator[tuple[Any, str]]:
@@ -221,6 +235,12 @@ class _Checker:
                 guarantee = raw["guarantee"]
             else:
                 self.fail(f"{path}.guarantee", f"expected one of {', '.join(GUARANTEES)}")
+        holdout_bp = 0
+        if "holdout" in raw:
+            try:
+                holdout_bp = _holdout_bp(raw["holdout"])
+            except ValueError as error:
+                self.fail(f"{path}.holdout", str(error))
         return Action(
             type=kind or "",
             args=args,
@@ -229,6 +249,7 @@ class _Checker:
             not_before_minute=minutes["notBefore"],
             not_after_minute=minutes["notAfter"],
             guarantee=guarantee,
+            holdout_bp=holdout_bp,
         )
 
     def delivery_duration(self, raw: Mapping[str, Any], key: str, default: timedelta) -> timedelta:

@@ -392,6 +392,8 @@ def _rows(connection: Connection, automation: Automation, recorder: Recorder, en
             )
             time_ms, status = job.updated_ms, "cancelled"
             outcome = f"cancelled (reached {reason})" if reason else f"cancelled ({job.last_error})"
+        elif job.status == "held_out":  # due, and in its action's holdout: what it would have sent is unknown
+            time_ms, status, outcome = job.updated_ms, "held_out", job.last_error or "held out"
         elif job.status in ("dead", "failed"):
             time_ms, status, outcome = job.updated_ms, job.status, f"{job.status}: {job.last_error}"
             args = orjson.loads(job.rendered) if job.rendered else None

@@ -29,8 +29,10 @@ from funnels.config import Action, Config, Funnel
 
 
 def action_spec(action: Action) -> dict[str, Any]:
-    """An action as stored with its jobs: everything delivery needs, nothing from the config object."""
-    return {
+    """An action as stored with its jobs: everything delivery needs, nothing from the config object. A
+    holdout is in it only when the action has one, so the stored form (and its hash) of an action without
+    one is what it was before holdouts existed."""
+    spec: dict[str, Any] = {
         "type": action.type,
         "args": action.args,
         "delay_ms": _delay_ms(action),
@@ -39,6 +41,9 @@ def action_spec(action: Action) -> dict[str, Any]:
         "not_after_minute": action.not_after_minute,
         "guarantee": action.guarantee,
     }
+    if action.holdout_bp:
+        spec["holdout_bp"] = action.holdout_bp
+    return spec
 
 
 def _delay_ms(action: Action) -> int:
@@ -54,6 +59,24 @@ def job_key(funnel_id: str, model: str, primary_id: str, step_index: int, action
     """The idempotency key of one action for one instance: the same however often it is computed."""
     raw = "\x1f".join((funnel_id, model, primary_id, str(step_index), str(action_index)))
     return "fnl_" + hashlib.sha256(raw.encode()).hexdigest()[:40]
+
+
+HOLDOUT_BUCKETS = 10_000  # basis points
+
+
+def holdout_bucket(key: str) -> int:
+    """Where a job falls among the `HOLDOUT_BUCKETS` (0–9,999): the first 8 hex digits of the SHA-256 of
+    `"holdout:" + its key`, as an integer, modulo 10,000. The key is the job's idempotency key (`job_key`:
+    funnel, model, the instance's primary id, step and action), so the bucket is the same for one instance
+    and one action whenever it is computed: across restarts, replays and config reloads."""
+    digest = hashlib.sha256(f"holdout:{key}".encode()).hexdigest()
+    return int(digest[:8], 16) % HOLDOUT_BUCKETS
+
+
+def held_out(key: str, holdout_bp: int) -> bool:
+    """Whether the job with this key is in its action's holdout of `holdout_bp` basis points: its bucket is
+    below that (so raising a holdout from 10% to 20% keeps everyone held out at 10% held out)."""
+    return holdout_bp > 0 and holdout_bucket(key) < holdout_bp
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,9 @@ mid-send leaves the job to be claimed again when the lease expires (or at once: 
   marked job whose worker died may have reached the receiver: it ends `unknown`, never sent again by
   itself (a manual retry sends it once more). An unmarked one had not started and is sent normally.
 Before sending, a job whose `unless` step the instance has reached is cancelled,
-and one due outside its quiet hours waits for the window (neither counts as an attempt). Outcomes:
+and one due outside its quiet hours waits for the window (neither counts as an attempt); then a job in its
+action's holdout (`steprule.held_out`) ends `held_out`, never sent, so `unless` and quiet hours treat the
+held-out and the treated alike and the two groups stay comparable. Outcomes:
 `sent`; `failed` (a retryable failure: network, timeout, 429, 5xx) with the next attempt after an
 exponential backoff with jitter, or the receiver's `Retry-After` if longer; `dead` when attempts are
 exhausted, the receiver refused for good (other 4xx) or the action cannot be rendered.
@@ -40,6 +42,7 @@ import httpx
 import orjson
 from pydantic import BaseModel, ValidationError
 
+from funnels.automation.steprule import HOLDOUT_BUCKETS, held_out, holdout_bucket
 from funnels.automation.templates import TemplateRenderError, render_action_args
 from funnels.background import BackgroundLoop
 from funnels.channels import ACTION_TYPES
@@ -118,9 +121,9 @@ class Send:
 @dataclass(frozen=True)
 class Result:
     job_id: int
-    # sent, failed, dead, cancelled, scheduled (waiting for quiet hours), unknown (an at-most-once send that
-    # may have reached the receiver: no answer came); `lost`: the job's lease went to
-    # another worker before its at-most-once send started, so this worker neither sends nor records it
+    # sent, failed, dead, cancelled, held_out, scheduled (waiting for quiet hours), unknown (an at-most-once
+    # send that may have reached the receiver: no answer came); `lost`: the job's lease went to another
+    # worker before its at-most-once send started, so this worker neither sends nor records it
     status: str
     next_ms: int | None = None
     error: str | None = None
@@ -347,6 +350,13 @@ class Worker(BackgroundLoop):
         opening = next_window_ms(now, timezone, spec["not_before_minute"], spec["not_after_minute"])
         if opening > now:
             return Result(job.id, "scheduled", next_ms=opening)
+        holdout_bp = int(spec.get("holdout_bp", 0))  # absent in specs of actions without a holdout
+        if held_out(job.key, holdout_bp):
+            note = (
+                f"held out: bucket {holdout_bucket(job.key):,} of {HOLDOUT_BUCKETS:,} is in the action's "
+                f"{holdout_bp / 100:g}% holdout"
+            )
+            return Result(job.id, "held_out", error=note)
         channel = ACTION_TYPES.get(job.action_type)
         if channel is None:
             return Result(job.id, "dead", error=f"unknown action type {job.action_type!r}")
