@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner, Result
 
+from funnels.automation.steprule import held_out, job_key
 from funnels.cli import app
 from funnels.examples import onboarding_funnel
 
@@ -419,3 +420,29 @@ def test_replay_output_shows_no_secrets(tmp_path: Path) -> None:
     sent = {row["type"]: row["args"] for row in rows(result) if row["status"] == "sent"}
     assert sent["slack"]["token"] == "***" and sent["slack"]["content"] == "Ada"
     assert sent["webhook"]["headers"] == {"Authorization": "***", "X-Team": "growth"}
+
+
+def test_a_holdout_ends_its_share_held_out_and_sends_them_nothing(tmp_path: Path) -> None:
+    config = json.loads(json.dumps(ONBOARDING))
+    config["funnels"][0]["steps"][0]["actions"][0]["holdout"] = "50%"  # the Slack message
+    names = [f"c{index}" for index in range(20)]
+    events = write(
+        tmp_path / "events.ndjson",
+        [identify([name], name.upper()) for name in names]
+        + [
+            {"name": "sign_up", "ids": [name], "properties": {"source": "ads"}, "timestamp": T0}
+            for name in names
+        ],
+    )
+    result = replay(tmp_path, events, "--format", "json", config=config)
+    assert result.exit_code == 0, result.output
+    slack = {
+        row["instance"]: (row["status"], row["summary"]) for row in rows(result) if row["type"] == "slack"
+    }
+    funnel_id = config["funnels"][0]["id"]
+    out = {name for name in names if held_out(job_key(funnel_id, "customer", name, 0, 0), 5_000)}
+    assert 0 < len(out) < len(names)
+    assert {name for name, (status, _) in slack.items() if status == "held_out"} == out
+    assert all(slack[name] == ("sent", f"{name.upper()} signed up") for name in set(names) - out)
+    assert all(slack[name][1] == "" for name in out)  # nothing rendered for them: nothing would go out
+    assert f", {len(out)} held out" in result.stderr

@@ -94,8 +94,8 @@ class ReplayRow:
     step_event: str
     action: int  # 1-based
     type: str
-    status: str  # sent, cancelled, dead, failed, pending
-    outcome: str  # for people: "sent", "cancelled (reached …)", "dead: …", "pending until …"
+    status: str  # sent, cancelled, held_out, dead, failed, pending
+    outcome: str  # for people: "sent", "cancelled (reached …)", "held out: …", "dead: …", "pending until …"
     args: dict[str, Any] | None  # the rendered args (sent, or dead after rendering)
     summary: str
 
@@ -137,6 +137,7 @@ class ReplayReport:
             f"{self.events} events, {self.instances} instances, {self.count('sent')} actions would fire, "
             f"{self.count('cancelled')} cancelled, {self.count('dead', 'failed')} failed, "
             f"{self.count('pending')} pending"
+            + (f", {held} held out" if (held := self.count("held_out")) else "")
         )
 
 
