@@ -371,3 +371,36 @@ def test_a_bad_holdout_is_an_error_at_its_path(value: Any, problem: str) -> None
 def test_a_holdout_is_read_in_basis_points(value: str, basis_points: int) -> None:
     config = validate_config(holdout_config(value))
     assert config.funnels[0].steps[0].actions[0].holdout_bp == basis_points
+
+
+def goal_config(goal: Any) -> dict[str, Any]:
+    action = {"type": "webhook", "args": {"url": "https://x.test"}, "holdout": "10%", "goal": goal}
+    steps = [{"event": "sign_up"}, {"event": "activate", "actions": [action]}, {"event": "pay"}]
+    return {
+        "models": [{"name": "customer"}],
+        "funnels": [{"id": "f", "forModels": "customer", "steps": steps}],
+    }
+
+
+def test_a_goal_is_a_later_step_with_a_window() -> None:
+    action = validate_config(goal_config({"event": "pay", "within": "7d"})).funnels[0].steps[1].actions[0]
+    assert (action.goal_event, action.goal_within) == ("pay", timedelta(days=7))
+    default = validate_config(goal_config({"event": "pay"})).funnels[0].steps[1].actions[0]
+    assert default.goal_within == timedelta(days=14)
+
+
+@pytest.mark.parametrize(
+    ("goal", "path", "problem"),
+    [
+        ({"event": "sign_up"}, "goal.event", "'sign_up' is not a later step of funnel 'f'"),
+        ({"event": "activate"}, "goal.event", "'activate' is not a later step"),
+        ({"event": "nope"}, "goal.event", "'nope' is not a later step"),
+        ({"event": "pay", "within": "soon"}, "goal.within", ""),
+        ({"event": "pay", "by": "7d"}, "goal.by", "unknown field (expected event, within)"),
+        ("pay", "goal", "expected an object {event, within?}"),
+    ],
+)
+def test_a_bad_goal_is_an_error_at_its_path(goal: Any, path: str, problem: str) -> None:
+    with pytest.raises(ConfigInvalid) as raised:
+        validate_config(goal_config(goal))
+    assert f"funnels[0].steps[1].actions[0].{path}: {problem}" in str(raised.value)

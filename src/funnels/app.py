@@ -21,6 +21,7 @@ from funnels.api import (
     funnel,
     imports,
     keys,
+    lift,
     pages,
     saved_funnels,
     segment,
@@ -114,12 +115,13 @@ def create_app(
         admin,
         keys,
         saved_funnels,
+        lift,
         dashboard,
         pages,
         analytics_js,
     )
     for module in routes:
-        checks = [Depends(single_valued_query)] if module in (funnel, catalog, imports, admin) else []
+        checks = [Depends(single_valued_query)] if module in (funnel, catalog, imports, admin, lift) else []
         app.include_router(module.router, dependencies=checks)
     app.mount("/static", StaticFiles(packages=[("funnels.web", "static")]), name="static")
     return app

@@ -38,7 +38,8 @@ _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
 _CLOCK = re.compile(r"^([01]?\d|2[0-3]):([0-5]\d)$")
 _LIQUID = Environment()
 GUARANTEES = ("at-least-once", "at-most-once")
-ACTION_FIELDS = ("type", "args", "delay", "unless", "notBefore", "notAfter", "guarantee", "holdout")
+ACTION_FIELDS = ("type", "args", "delay", "unless", "notBefore", "notAfter", "guarantee", "holdout", "goal")
+DEFAULT_GOAL_WITHIN = timedelta(days=14)
 MAX_HOLDOUT_BP = 5_000  # a holdout is at most 50% (in basis points: hundredths of a percent)
 _PERCENT = re.compile(r"^\s*(\d{1,2}(?:\.\d{1,2})?)\s*%\s*$")
 
@@ -70,6 +71,10 @@ class Action:
     not_after_minute: int | None = None
     guarantee: str = "at-least-once"  # at-least-once or at-most-once (the type's default when not given)
     holdout_bp: int = 0  # the share of instances held out of it, in basis points (`holdout: 10%` → 1,000)
+    # What its lift is measured on: reaching the step `goal_event` (a later step of its funnel; None: the next
+    # step) within `goal_within` of the job's due time (`automation/lift.py`).
+    goal_event: str | None = None
+    goal_within: timedelta = DEFAULT_GOAL_WITHIN
 
 
 @dataclass(frozen=True)
@@ -241,6 +246,9 @@ class _Checker:
                 holdout_bp = _holdout_bp(raw["holdout"])
             except ValueError as error:
                 self.fail(f"{path}.holdout", str(error))
+        goal_event, goal_within = (
+            self.goal(raw.get("goal"), f"{path}.goal") if "goal" in raw else (None, None)
+        )
         return Action(
             type=kind or "",
             args=args,
@@ -250,7 +258,25 @@ class _Checker:
             not_after_minute=minutes["notAfter"],
             guarantee=guarantee,
             holdout_bp=holdout_bp,
+            goal_event=goal_event,
+            goal_within=goal_within or DEFAULT_GOAL_WITHIN,
         )
+
+    def goal(self, raw: Any, path: str) -> tuple[str | None, timedelta | None]:
+        """`goal: {event, within?}`: the step event (checked against the funnel by `funnel`) and the window."""
+        if not isinstance(raw, dict):
+            self.fail(path, "expected an object {event, within?}")
+            return None, None
+        for key in sorted(set(raw) - {"event", "within"}):
+            self.fail(f"{path}.{key}", "unknown field (expected event, within)")
+        event = self.text(raw.get("event"), f"{path}.event")
+        within = None
+        if "within" in raw:
+            try:
+                within = parse_duration(raw["within"])
+            except ValueError as error:
+                self.fail(f"{path}.within", str(error))
+        return event, within
 
     def delivery_duration(self, raw: Mapping[str, Any], key: str, default: timedelta) -> timedelta:
         if key not in raw:
@@ -365,6 +391,11 @@ class _Checker:
             self.fail(f"{path}.steps", "expected a step or a non-empty list of steps")
         events = {step.event for step in steps}
         for action, action_path, owner, owner_event in action_paths:
+            goal = action.goal_event
+            if goal is not None and not any(p > owner and e == goal for p, e in positions):
+                self.fail(
+                    f"{action_path}.goal.event", f"{goal!r} is not a later step of funnel {funnel_id!r}"
+                )
             for name in action.unless:
                 if name not in events:
                     self.fail(

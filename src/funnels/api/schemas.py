@@ -598,6 +598,54 @@ class LoadedConfig(BaseModel):
     funnels: list[ConfigFunnel]
 
 
+# --- lift (holdouts) ---
+
+
+class LiftGoal(BaseModel):
+    step: int
+    event: str
+    within_seconds: int
+
+
+class LiftGroup(BaseModel):
+    jobs: int  # decided: converted, or the goal's window closed without
+    converted: int
+    rate: float | None
+    pending: int  # not converted, window still open: not in `jobs` or `rate`
+
+
+class LiftNeeded(BaseModel):
+    treated: int
+    holdout: int
+
+
+class LiftComparison(BaseModel):
+    absolute: float | None
+    absolute_ci: list[float] | None
+    relative: float | None
+    relative_ci: list[float] | None
+    p_value: float | None
+    significant: bool
+    needed_per_group: LiftNeeded | None
+
+
+class ActionLift(BaseModel):
+    funnel: str
+    step: int
+    event: str
+    action: int
+    type: str
+    holdout_percent: float
+    goal: LiftGoal | None
+    treated: LiftGroup | None
+    holdout: LiftGroup | None
+    lift: LiftComparison | None
+
+
+class Lifts(BaseModel):
+    data: list[ActionLift]
+
+
 # --- saved funnels ---
 
 

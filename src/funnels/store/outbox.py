@@ -25,9 +25,12 @@ from sqlalchemy import (
     Connection,
     Select,
     Update,
+    and_,
     bindparam,
+    case,
     func,
     insert,
+    or_,
     select,
     tuple_,
     update,
@@ -35,7 +38,15 @@ from sqlalchemy import (
 
 from funnels.store import dialect
 from funnels.store.notify import due_soon, notify_jobs
-from funnels.store.state import action_attempts, action_jobs, action_specs, chunks, instance_ids, instances
+from funnels.store.state import (
+    action_attempts,
+    action_jobs,
+    action_specs,
+    chunks,
+    instance_ids,
+    instances,
+    satisfied_steps,
+)
 
 ACTIVE = ("scheduled", "failed")  # jobs that will still be tried: what `cancel` cancels
 RETRYABLE = ("dead", "failed", "unknown")  # what `retry` schedules again
@@ -115,6 +126,14 @@ class Outcome(NamedTuple):
     error: str | None
     rendered: str | None  # JSON of what went out; None keeps what is stored
     attempt: Attempt | None = None
+
+
+class GoalCounts(NamedTuple):
+    """One group of an action's jobs measured on a goal (`goal_counts`)."""
+
+    decided: int  # converted, or their window closed without
+    converted: int
+    pending: int  # not converted, window still open
 
 
 @dataclass(frozen=True)
@@ -497,3 +516,56 @@ def retry(connection: Connection, job_id: int, now_ms: int) -> str | None:
         )
         notify_jobs(connection)
     return status
+
+
+# Treated: due and not held out, whatever the delivery did (an intention-to-treat comparison).
+TREATED = ("sent", "failed", "dead", "unknown")
+
+
+def goal_counts(
+    connection: Connection,
+    funnel_id: str,
+    step_index: int,
+    action_index: int,
+    goal_step: int,
+    within_ms: int,
+    now_ms: int,
+) -> tuple[GoalCounts, GoalCounts]:
+    """(treated, held out) jobs of one action measured on reaching the funnel's `goal_step` within
+    `within_ms` of each job's due time, as of `now_ms`. One scan of the action's jobs, each joined to its
+    instance's row for the goal step (the primary key)."""
+    jobs, steps = action_jobs, satisfied_steps
+    reached = and_(steps.c.event_ts_ms >= jobs.c.due_ms, steps.c.event_ts_ms <= jobs.c.due_ms + within_ms)
+    open_ = jobs.c.due_ms + within_ms > now_ms
+    group = case((jobs.c.status == "held_out", "holdout"), else_="treated")
+    rows = connection.execute(
+        select(
+            group.label("grp"),
+            func.sum(case((or_(reached, ~open_), 1), else_=0)),
+            func.sum(case((reached, 1), else_=0)),
+        )
+        .select_from(
+            jobs.outerjoin(
+                steps,
+                and_(
+                    steps.c.instance_id == jobs.c.instance_id,
+                    steps.c.funnel_id == jobs.c.funnel_id,
+                    steps.c.step_index == goal_step,
+                ),
+            )
+        )
+        .where(
+            jobs.c.funnel_id == funnel_id,
+            jobs.c.step_index == step_index,
+            jobs.c.action_index == action_index,
+            jobs.c.status.in_((*TREATED, "held_out")),
+        )
+        .group_by(group)
+        .add_columns(func.count())
+    )
+    found = {
+        grp: GoalCounts(int(decided or 0), int(converted or 0), int(total) - int(decided or 0))
+        for grp, decided, converted, total in rows
+    }
+    empty = GoalCounts(0, 0, 0)
+    return found.get("treated", empty), found.get("holdout", empty)
