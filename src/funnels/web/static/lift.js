@@ -1,0 +1,65 @@
+// Deliveries, "Holdouts and lift": each action with a holdout (GET /v0/lift): its treated and held-out
+// groups' conversion on the action's goal, the difference in percentage points with its 95% interval, the
+// p-value and a verdict in words. The card stays hidden when no action has a holdout.
+"use strict";
+
+(() => {
+  const { api, el, ready } = window.funnels;
+  const card = document.getElementById("lift-card");
+  if (!card) return;
+  const integer = new Intl.NumberFormat();
+  const percent = (ratio) => (ratio === null || ratio === undefined ? "–" : `${(ratio * 100).toFixed(1)}%`);
+  const points = (ratio) => `${ratio >= 0 ? "+" : "−"}${Math.abs(ratio * 100).toFixed(1)} pp`;
+  const days = (seconds) => (seconds % 86400 === 0 ? `${seconds / 86400} d` : `${(seconds / 3600).toFixed(1)} h`);
+
+  function group(counts) {
+    if (!counts) return "–";
+    const pending = counts.pending ? el("span", { class: "muted small" }, ` +${integer.format(counts.pending)} pending`) : null;
+    return [percent(counts.rate), el("span", { class: "muted small" }, ` of ${integer.format(counts.jobs)}`), pending];
+  }
+
+  function verdict(row) {
+    const lift = row.lift;
+    if (!row.goal) return el("span", { class: "muted" }, "No goal: the funnel's last step (set goal)");
+    if (!lift || lift.p_value === null) return el("span", { class: "muted" }, "Waiting for outcomes in both groups");
+    if (lift.significant) return el("span", { class: `badge ${lift.absolute > 0 ? "ok" : "bad"}` }, lift.absolute > 0 ? "Helps" : "Hurts");
+    const needed = lift.needed_per_group;
+    return needed
+      ? el("span", { class: "muted" }, `Inconclusive: needs ~${integer.format(needed.treated)} treated and ${integer.format(needed.holdout)} held out`)
+      : el("span", { class: "muted" }, "No difference so far");
+  }
+
+  function liftCell(lift) {
+    if (!lift || lift.absolute === null) return "–";
+    const [low, high] = lift.absolute_ci;
+    return [points(lift.absolute), el("span", { class: "muted small" }, ` (${points(low)} to ${points(high)})`)];
+  }
+
+  function render(rows) {
+    card.hidden = !rows.length;
+    document.querySelector("#lift-table tbody").replaceChildren(
+      ...rows.map((row) =>
+        el(
+          "tr",
+          { dataset: { funnel: row.funnel, step: row.step, action: row.action } },
+          el("td", {}, el("code", {}, row.funnel), el("span", { class: "muted" }, ` · ${row.step} ${row.event} · `), `${row.type} #${row.action}`, el("span", { class: "muted small" }, ` (${row.holdout_percent}% held out)`)),
+          el("td", {}, row.goal ? `${row.goal.event} within ${days(row.goal.within_seconds)}` : "–"),
+          el("td", { class: "num treated" }, group(row.treated)),
+          el("td", { class: "num held-out" }, group(row.holdout)),
+          el("td", { class: "num lift" }, liftCell(row.lift)),
+          el("td", { class: "num p-value" }, row.lift?.p_value === null || !row.lift ? "–" : row.lift.p_value.toFixed(3)),
+          el("td", { class: "verdict" }, verdict(row)),
+        ),
+      ),
+    );
+    card.dataset.state = "ready";
+  }
+
+  ready(async () => {
+    try {
+      render((await api("/v0/lift", { errors: false })).data);
+    } catch {
+      card.hidden = true; // no config loaded (404), or no right to read it: the log below is what matters here
+    }
+  });
+})();
