@@ -1117,6 +1117,8 @@ def replay(
         err.print(f"... and {len(report.errors) - 100:,} more bad lines (not shown)", highlight=False)
     for note in report.notes:
         err.print(f"note: {note}", markup=False, highlight=False)
+    for line in report.holdout_lines():
+        err.print(line, markup=False, highlight=False)
     if output == "json":
         sys.stdout.write("".join(orjson.dumps(row.as_dict()).decode() + "\n" for row in report.rows))
         err.print(report.summary(), highlight=False)

@@ -432,6 +432,11 @@ def test_a_holdout_ends_its_share_held_out_and_sends_them_nothing(tmp_path: Path
         + [
             {"name": "sign_up", "ids": [name], "properties": {"source": "ads"}, "timestamp": T0}
             for name in names
+        ]
+        # Every third calls the API an hour later: the Slack message's goal (the next step, within 14 days).
+        + [
+            {"name": "development_api_call", "ids": [name], "timestamp": T0_MS + HOUR_MS}
+            for name in names[::3]
         ],
     )
     result = replay(tmp_path, events, "--format", "json", config=config)
@@ -446,3 +451,19 @@ def test_a_holdout_ends_its_share_held_out_and_sends_them_nothing(tmp_path: Path
     assert all(slack[name] == ("sent", f"{name.upper()} signed up") for name in set(names) - out)
     assert all(slack[name][1] == "" for name in out)  # nothing rendered for them: nothing would go out
     assert f", {len(out)} held out" in result.stderr
+    # What the holdout measured by the replay's end (3 days on: the others' 14-day windows are still open).
+    called = set(names[::3])
+    groups = []
+    for name, members in (("treated", set(names) - out), ("held out", out)):
+        converted = len(members & called)
+        rate = f"{converted / converted * 100:.1f}%" if converted else "–"
+        pending = len(members) - converted
+        groups.append(
+            f"{name} {converted} of {converted} converted ({rate})"
+            + (f", {pending} pending" if pending else "")
+        )
+    line = (
+        "holdout onboarding step 1 sign_up action 1 slack (50%), goal development_api_call within 14 d: "
+        + "; ".join(groups)
+    )
+    assert line in result.stderr, result.stderr

@@ -35,6 +35,7 @@ from rich.text import Text
 
 from funnels.automation.engine import Batch, Signal
 from funnels.automation.inputs import EventBody, IdentifyBody, unknown_models
+from funnels.automation.lift import action_lifts
 from funnels.automation.runtime import Automation
 from funnels.automation.worker import Worker
 from funnels.channels.base import Channel, DeliveryRequest, DeliveryResult, redact
@@ -128,6 +129,7 @@ class ReplayReport:
     errors: list[RowError] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # not errors: identity conflicts, unknown instances
     end_ms: int = 0
+    lifts: list[dict[str, Any]] = field(default_factory=list)  # `GET /v0/lift`'s rows, at the replay's end
 
     def count(self, *statuses: str) -> int:
         return sum(row.status in statuses for row in self.rows)
@@ -139,6 +141,43 @@ class ReplayReport:
             f"{self.count('pending')} pending"
             + (f", {held} held out" if (held := self.count("held_out")) else "")
         )
+
+    def holdout_lines(self) -> list[str]:
+        """Per action with a holdout: both groups on its goal as of the replay's end, and the lift."""
+        lines = []
+        for row in self.lifts:
+            action = (
+                f"holdout {row['funnel']} step {row['step']} {row['event']} action {row['action']} "
+                f"{row['type']} ({row['holdout_percent']:g}%)"
+            )
+            goal, treated, held, lift = row["goal"], row["treated"], row["holdout"], row["lift"]
+            if goal is None:
+                lines.append(f"{action}: no goal (the funnel's last step; set `goal`)")
+                continue
+            within = f"{goal['within_seconds'] / 86_400:g} d"
+            groups = "; ".join(
+                f"{name} {group['converted']} of {group['jobs']} converted ({_percent(group['rate'])})"
+                + (f", {group['pending']} pending" if group["pending"] else "")
+                for name, group in (("treated", treated), ("held out", held))
+            )
+            measured = (
+                "lift –"
+                if lift["absolute"] is None
+                else (
+                    f"lift {_points(lift['absolute'])} (95% CI {_points(lift['absolute_ci'][0])} to "
+                    f"{_points(lift['absolute_ci'][1])}), p {lift['p_value']:.3f}"
+                )
+            )
+            lines.append(f"{action}, goal {goal['event']} within {within}: {groups}; {measured}")
+        return lines
+
+
+def _percent(rate: float | None) -> str:
+    return "–" if rate is None else f"{rate * 100:.1f}%"
+
+
+def _points(difference: float) -> str:
+    return f"{'+' if difference >= 0 else '−'}{abs(difference) * 100:.1f} pp"
 
 
 def format_ms(ms: int) -> str:
@@ -355,6 +394,7 @@ def _replay(
     with state.read() as connection:
         report.rows = _rows(connection, automation, recorder, report.end_ms)
         report.instances = count_instances(connection)
+    report.lifts = action_lifts(state, plan.config, report.end_ms)
     return report
 
 
