@@ -404,3 +404,37 @@ def test_a_bad_goal_is_an_error_at_its_path(goal: Any, path: str, problem: str) 
     with pytest.raises(ConfigInvalid) as raised:
         validate_config(goal_config(goal))
     assert f"funnels[0].steps[1].actions[0].{path}: {problem}" in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("limit", "path", "problem"),
+    [
+        ({"channel": "fax", "max": 1, "per": "1d"}, "channel", "expected one of"),
+        ({"channel": "email", "max": 0, "per": "1d"}, "max", "expected a whole number of at least 1"),
+        ({"channel": "email", "max": True, "per": "1d"}, "max", "expected a whole number of at least 1"),
+        ({"channel": "email", "max": 2, "per": "often"}, "per", "expected a duration"),
+        ({"channel": "email", "max": 2, "per": "1d", "funnel": "nope"}, "funnel", "unknown funnel 'nope'"),
+        ({"channel": "email", "max": 2, "per": "1d", "every": 1}, "every", "unknown field"),
+    ],
+)
+def test_a_bad_limit_is_an_error_at_its_path(limit: dict[str, Any], path: str, problem: str) -> None:
+    config = {**holdout_config("10%"), "limits": [limit]}
+    with pytest.raises(ConfigInvalid) as raised:
+        validate_config(config)
+    assert f"limits[0].{path}: {problem}" in str(raised.value)
+
+
+def test_limits_are_read_into_the_delivery_policy() -> None:
+    config = validate_config(
+        {
+            **holdout_config("10%"),
+            "limits": [
+                {"channel": "email", "max": 2, "per": "1d"},
+                {"channel": "webhook", "max": 1, "per": "1h", "funnel": "f"},
+            ],
+        }
+    )
+    assert [(limit.channel, limit.max, limit.per, limit.funnel) for limit in config.delivery.limits] == [
+        ("email", 2, timedelta(days=1), None),
+        ("webhook", 1, timedelta(hours=1), "f"),
+    ]

@@ -31,7 +31,7 @@ from funnels.channels import ACTION_TYPES
 from funnels.channels.base import resolve_settings
 from funnels.channels.network import Network, parse_networks
 
-TOP_LEVEL = ("models", "funnels", "segment", "delivery", "network", *ACTION_TYPES)
+TOP_LEVEL = ("models", "funnels", "segment", "delivery", "network", "limits", *ACTION_TYPES)
 DELIVERY_FIELDS = ("maxAttempts", "timeout", "backoffBase", "backoffMax")
 _SHORT_DURATION = re.compile(r"^\s*(\d+)\s*(s|m|h|d|w)\s*$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
@@ -91,13 +91,26 @@ class Funnel:
 
 
 @dataclass(frozen=True)
+class Limit:
+    """A frequency cap (`limits: [{channel: email, max: 2, per: 1d}]`): at most `max` messages of the
+    channel to one instance in any window of `per` (of one funnel's actions only, when `funnel` is set)."""
+
+    channel: str  # an action type
+    max: int
+    per: timedelta
+    funnel: str | None = None
+
+
+@dataclass(frozen=True)
 class DeliveryPolicy:
-    """How hard the worker tries: attempts per action, the timeout of one attempt, exponential backoff."""
+    """How hard the worker tries (attempts per action, the timeout of one attempt, exponential backoff), and
+    how often one instance may be messaged (`limits`)."""
 
     max_attempts: int = 8
     timeout: timedelta = timedelta(seconds=10)
     backoff_base: timedelta = timedelta(seconds=2)  # the wait after the first failed attempt, doubling
     backoff_max: timedelta = timedelta(hours=1)
+    limits: tuple[Limit, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -309,6 +322,32 @@ class _Checker:
             backoff_max=most,
         )
 
+    def limits(self, raw: Any, funnel_ids: set[str]) -> tuple[Limit, ...]:
+        """`limits: [{channel, max, per, funnel?}]`: the frequency caps."""
+        found: list[Limit] = []
+        for item, where in _as_list(raw, "limits"):
+            if not isinstance(item, dict):
+                self.fail(where, "expected an object {channel, max, per, funnel?}")
+                continue
+            problems = len(self.errors)
+            for key in sorted(set(item) - {"channel", "max", "per", "funnel"}):
+                self.fail(f"{where}.{key}", "unknown field (expected channel, max, per, funnel)")
+            channel, most, funnel = item.get("channel"), item.get("max", 0), item.get("funnel")
+            if channel not in ACTION_TYPES:
+                self.fail(f"{where}.channel", f"expected one of {', '.join(ACTION_TYPES)}")
+            if isinstance(most, bool) or not isinstance(most, int) or most < 1:
+                self.fail(f"{where}.max", "expected a whole number of at least 1")
+            per = timedelta(0)
+            try:
+                per = parse_duration(item.get("per"))  # positive, or an error
+            except ValueError as error:
+                self.fail(f"{where}.per", str(error))
+            if funnel is not None and funnel not in funnel_ids:
+                self.fail(f"{where}.funnel", f"unknown funnel {funnel!r}")
+            if len(self.errors) == problems:
+                found.append(Limit(str(channel), int(most), per, funnel))
+        return tuple(found)
+
     def network(self, raw: Any) -> tuple[Network, ...]:
         """`network: {allow: ["127.0.0.1/32", …]}`: the CIDRs deliveries may reach though not public."""
         if not isinstance(raw, dict):
@@ -451,6 +490,7 @@ def validate_config(raw: Any, environ: Mapping[str, str] | None = None) -> Confi
             check.fail("segment.model", f"unknown model {segment_model!r}")
     channel_settings = check.channel_settings(raw, os.environ if environ is None else environ)
     delivery = check.delivery(raw.get("delivery", {}))
+    delivery = replace(delivery, limits=check.limits(raw.get("limits", []), set(seen)))
     network_allow = check.network(raw.get("network", {}))
     if check.errors:
         raise ConfigInvalid(check.errors)

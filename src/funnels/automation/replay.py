@@ -95,7 +95,7 @@ class ReplayRow:
     step_event: str
     action: int  # 1-based
     type: str
-    status: str  # sent, cancelled, held_out, dead, failed, pending
+    status: str  # sent, cancelled, held_out, capped, dead, failed, pending
     outcome: str  # for people: "sent", "cancelled (reached …)", "held out: …", "dead: …", "pending until …"
     args: dict[str, Any] | None  # the rendered args (sent, or dead after rendering)
     summary: str
@@ -140,6 +140,7 @@ class ReplayReport:
             f"{self.count('cancelled')} cancelled, {self.count('dead', 'failed')} failed, "
             f"{self.count('pending')} pending"
             + (f", {held} held out" if (held := self.count("held_out")) else "")
+            + (f", {capped} capped" if (capped := self.count("capped")) else "")
         )
 
     def holdout_lines(self) -> list[str]:
@@ -433,8 +434,8 @@ def _rows(connection: Connection, automation: Automation, recorder: Recorder, en
             )
             time_ms, status = job.updated_ms, "cancelled"
             outcome = f"cancelled (reached {reason})" if reason else f"cancelled ({job.last_error})"
-        elif job.status == "held_out":  # due, and in its action's holdout: what it would have sent is unknown
-            time_ms, status, outcome = job.updated_ms, "held_out", job.last_error or "held out"
+        elif job.status in ("held_out", "capped"):  # due, and never sent on purpose: why is its last error
+            time_ms, status, outcome = job.updated_ms, job.status, job.last_error or job.status
         elif job.status in ("dead", "failed"):
             time_ms, status, outcome = job.updated_ms, job.status, f"{job.status}: {job.last_error}"
             args = orjson.loads(job.rendered) if job.rendered else None

@@ -14,7 +14,9 @@ mid-send leaves the job to be claimed again when the lease expires (or at once: 
 Before sending, a job whose `unless` step the instance has reached is cancelled,
 and one due outside its quiet hours waits for the window (neither counts as an attempt); then a job in its
 action's holdout (`steprule.held_out`) ends `held_out`, never sent, so `unless` and quiet hours treat the
-held-out and the treated alike and the two groups stay comparable. Outcomes:
+held-out and the treated alike and the two groups stay comparable; then a first attempt that would exceed a
+frequency cap (`limits`, `caps_reached`) ends `capped`, never sent (a retry is the same message: not
+checked again). Outcomes:
 `sent`; `failed` (a retryable failure: network, timeout, 429, 5xx) with the next attempt after an
 exponential backoff with jitter, or the receiver's `Retry-After` if longer; `dead` when attempts are
 exhausted, the receiver refused for good (other 4xx) or the action cannot be rendered.
@@ -49,7 +51,7 @@ from funnels.channels import ACTION_TYPES
 from funnels.channels.base import Channel, DeliveryRequest, DeliveryResult, Redactor, redact
 from funnels.channels.network import Network, guarded_client
 from funnels.clock import Clock
-from funnels.config import DeliveryPolicy
+from funnels.config import DeliveryPolicy, Limit
 from funnels.store import outbox
 from funnels.store.identity import Instance, instances_with_ids
 from funnels.store.notify import WORKER_POLL_S, JobListener
@@ -98,6 +100,7 @@ class Job:
     instance: Instance | None
     ids: tuple[str, ...]
     reached: frozenset[str]  # step events the instance has satisfied in this funnel
+    capped: str | None = None  # the frequency cap a first attempt would exceed (`caps_reached`)
 
     @property
     def at_most_once(self) -> bool:
@@ -121,9 +124,9 @@ class Send:
 @dataclass(frozen=True)
 class Result:
     job_id: int
-    # sent, failed, dead, cancelled, held_out, scheduled (waiting for quiet hours), unknown (an at-most-once
-    # send that may have reached the receiver: no answer came); `lost`: the job's lease went to another
-    # worker before its at-most-once send started, so this worker neither sends nor records it
+    # sent, failed, dead, cancelled, held_out, capped, scheduled (waiting for quiet hours), unknown (an
+    # at-most-once send that may have reached the receiver: no answer came); `lost`: the job's lease went to
+    # another worker before its at-most-once send started, so this worker neither sends nor records it
     status: str
     next_ms: int | None = None
     error: str | None = None
@@ -280,6 +283,7 @@ class Worker(BackgroundLoop):
         for instance_id, funnel_id, step_index, event in reached_steps(connection, instance_keys):
             reached.setdefault((instance_id, funnel_id), set()).add(event)
             steps[(instance_id, funnel_id, step_index)] = event
+        caps = self._caps(connection, rows)
         jobs = []
         for row in rows:
             instance, ids = instances.get(row.instance_id, (None, []))
@@ -299,9 +303,24 @@ class Worker(BackgroundLoop):
                     instance=instance,
                     ids=tuple(ids),
                     reached=frozenset(reached.get((row.instance_id, row.funnel_id), ())),
+                    capped=caps.get(row.id),
                 )
             )
         return jobs
+
+    def _caps(self, connection: Connection, rows: Sequence[outbox.StoredJob]) -> dict[int, str]:
+        """Which of these claimed jobs a first attempt would put over a frequency cap (job id → why)."""
+        policy, _settings = self.policy()
+        first = [row for row in rows if row.attempts == 0]  # a retry is the same message, not a new one
+        limits = [limit for limit in policy.limits if any(row.action_type == limit.channel for row in first)]
+        if not limits:
+            return {}
+        now = self.clock.now_ms()
+        longest = max(int(limit.per.total_seconds() * 1000) for limit in limits)
+        messages = outbox.recent_messages(
+            connection, {row.instance_id for row in first}, {limit.channel for limit in limits}, now - longest
+        )
+        return caps_reached(first, limits, messages, now)
 
     # --- one job -------------------------------------------------------------------------------------
 
@@ -357,6 +376,8 @@ class Worker(BackgroundLoop):
                 f"{holdout_bp / 100:g}% holdout"
             )
             return Result(job.id, "held_out", error=note)
+        if job.capped:
+            return Result(job.id, "capped", error=job.capped)
         channel = ACTION_TYPES.get(job.action_type)
         if channel is None:
             return Result(job.id, "dead", error=f"unknown action type {job.action_type!r}")
@@ -504,6 +525,47 @@ class Worker(BackgroundLoop):
                 except Exception:  # the store was unavailable: leased jobs are claimed again later
                     log.exception("the action worker failed; retrying in a second")
                     time.sleep(1.0)
+
+
+def caps_reached(
+    jobs: Sequence[outbox.StoredJob], limits: Sequence[Limit], messages: Sequence[outbox.Message], now_ms: int
+) -> dict[int, str]:
+    """Which of `jobs` (first attempts, being sent now) would exceed a limit: for each limit of its channel
+    (and funnel), the instance's messages sent within `per` before now, plus those being sent that come
+    before the job (by due time, then id: so of several due at once the first `max` go), reach `max`."""
+    capped: dict[int, str] = {}
+    for job in jobs:
+        for limit in limits:
+            if limit.channel != job.action_type or limit.funnel not in (None, job.funnel_id):
+                continue
+            since = now_ms - int(limit.per.total_seconds() * 1000)
+            count = sum(
+                message.instance_id == job.instance_id
+                and message.action_type == limit.channel
+                and limit.funnel in (None, message.funnel_id)
+                and message.id != job.id
+                and (
+                    (message.status == "sent" and (message.sent_ms or 0) >= since)
+                    or (message.status == "sending" and (message.due_ms, message.id) < (job.due_ms, job.id))
+                )
+                for message in messages
+            )
+            if count >= limit.max:
+                scope = f" of funnel {limit.funnel!r}" if limit.funnel else ""
+                capped[job.id] = (
+                    f"capped: {count} {limit.channel} message(s){scope} to this instance within "
+                    f"{_duration(limit.per)} (limit {limit.max})"
+                )
+                break
+    return capped
+
+
+def _duration(span: timedelta) -> str:
+    seconds = int(span.total_seconds())
+    for unit, size in (("w", 604_800), ("d", 86_400), ("h", 3_600), ("m", 60)):
+        if seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
 
 
 def _outcome(result: Result) -> outbox.Outcome:

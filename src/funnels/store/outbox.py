@@ -72,7 +72,7 @@ class StoredJob(NamedTuple):
     event: str
     event_properties: str  # JSON
     event_ts_ms: int
-    status: str  # scheduled, sending, sent, failed, dead, cancelled, unknown
+    status: str  # scheduled, sending, sent, failed, dead, cancelled, held_out, capped, unknown
     due_ms: int
     next_ms: int | None
     attempts: int
@@ -569,3 +569,46 @@ def goal_counts(
     }
     empty = GoalCounts(0, 0, 0)
     return found.get("treated", empty), found.get("holdout", empty)
+
+
+class Message(NamedTuple):
+    """A job that counts toward a frequency cap: sent, or being sent (`recent_messages`)."""
+
+    id: int
+    instance_id: int
+    action_type: str
+    funnel_id: str
+    status: str  # sent or sending
+    due_ms: int
+    sent_ms: int | None
+
+
+def recent_messages(
+    connection: Connection, instance_ids: Collection[int], channels: Collection[str], since_ms: int
+) -> list[Message]:
+    """The jobs of these instances on these channels sent since `since_ms` or being sent now (leased):
+    what a frequency cap counts. Read through the (instance, funnel) index."""
+    found: list[Message] = []
+    for chunk in chunks(instance_ids):
+        found.extend(
+            Message(*row)
+            for row in connection.execute(
+                select(
+                    action_jobs.c.id,
+                    action_jobs.c.instance_id,
+                    action_jobs.c.action_type,
+                    action_jobs.c.funnel_id,
+                    action_jobs.c.status,
+                    action_jobs.c.due_ms,
+                    action_jobs.c.sent_ms,
+                ).where(
+                    action_jobs.c.instance_id.in_(chunk),
+                    action_jobs.c.action_type.in_(list(channels)),
+                    or_(
+                        and_(action_jobs.c.status == "sent", action_jobs.c.sent_ms >= since_ms),
+                        action_jobs.c.status == "sending",
+                    ),
+                )
+            )
+        )
+    return found

@@ -13,7 +13,7 @@
   const form = $("#person-search");
   // Timeline items per request; `?limit=` in the URL changes it (1–200).
   const PAGE = Math.min(200, Math.max(1, Number(new URLSearchParams(location.search).get("limit")) || 25));
-  const STATUS_BADGE = { sent: "ok", dead: "bad", failed: "warn", scheduled: "info", sending: "info", cancelled: "muted", held_out: "muted", unknown: "warn" };
+  const STATUS_BADGE = { sent: "ok", dead: "bad", failed: "warn", scheduled: "info", sending: "info", cancelled: "muted", held_out: "muted", capped: "muted", unknown: "warn" };
   let current = null; // {model, id, before}
   const listForm = $("#people-filter");
   const LIST_PAGE = 25; // instances per request of the list

@@ -1,0 +1,118 @@
+"""Frequency caps (`limits`): a first attempt over a cap ends `capped`, never sent; several due at once go
+in due order; a retry is not a new message; a funnel's own limit; against a real HTTP receiver with a
+moved clock."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.automation.conftest import Config, World
+from tests.receivers import NETWORK, HttpReceiver
+
+HOUR_MS = 3_600_000
+
+
+def hook(url: str, path: str, **fields: object) -> dict[str, object]:
+    return {"type": "webhook", "args": {"url": f"{url}/{path}"}, **fields}
+
+
+@pytest.fixture
+def automation_config(http_receiver: HttpReceiver) -> Config:
+    url = http_receiver.url
+    return {
+        "models": [{"name": "customer"}],
+        "network": NETWORK,
+        "delivery": {"maxAttempts": 3, "backoffBase": "1m", "backoffMax": "1m"},
+        "limits": [
+            {"channel": "webhook", "max": 2, "per": "1d"},
+            {"channel": "webhook", "max": 1, "per": "1h", "funnel": "digest"},
+        ],
+        "funnels": [
+            # One sign_up makes three webhooks due at once (their funnels' first steps), in this order.
+            {
+                "id": "welcome",
+                "forModels": "customer",
+                "steps": {"event": "sign_up", "actions": hook(url, "w")},
+            },
+            {"id": "tips", "forModels": "customer", "steps": {"event": "sign_up", "actions": hook(url, "t")}},
+            {
+                "id": "survey",
+                "forModels": "customer",
+                "steps": {"event": "sign_up", "actions": hook(url, "s")},
+            },
+            {"id": "later", "forModels": "customer", "steps": {"event": "ping", "actions": hook(url, "p")}},
+            {
+                "id": "digest",
+                "forModels": "customer",
+                "steps": [
+                    {"event": "d1", "actions": hook(url, "d1")},
+                    {"event": "d2", "actions": hook(url, "d2")},
+                ],
+            },
+        ],
+    }
+
+
+def statuses(world: World, name: str) -> dict[str, str]:
+    return {job["funnel"] + "/" + str(job["step"]): job["status"] for job in world.jobs(id=name)}
+
+
+def test_of_several_due_at_once_the_first_max_go_and_the_rest_are_capped(
+    world: World, http_receiver: HttpReceiver
+) -> None:
+    for name in ("ada", "bob"):
+        world.identify([name])
+        world.event("sign_up", [name])
+    world.run()
+    for name in ("ada", "bob"):  # per instance: each gets two
+        assert statuses(world, name) == {"welcome/1": "sent", "tips/1": "sent", "survey/1": "capped"}
+    assert len(http_receiver.requests) == 4
+    (capped,) = world.jobs(id="ada", status="capped")
+    assert capped["last_error"] == "capped: 2 webhook message(s) to this instance within 1d (limit 2)"
+    assert capped["attempts"] == 0 and capped["attempt_log"] == [] and capped["sent_at"] is None
+
+    world.clock.advance(23 * HOUR_MS)  # still within a day of the two sent
+    world.event("ping", ["ada"])
+    world.run()
+    assert statuses(world, "ada")["later/1"] == "capped"
+    world.clock.advance(2 * HOUR_MS)  # a day after the two sent: room again
+    world.event("d1", ["ada"])
+    world.run()
+    assert statuses(world, "ada")["digest/1"] == "sent"
+
+
+def test_a_retry_is_not_a_new_message(world: World, http_receiver: HttpReceiver) -> None:
+    http_receiver.reply("/p", 503)  # the ping webhook's first attempt fails; it is retried a minute later
+    world.identify(["ada"])
+    world.event("ping", ["ada"])
+    world.run()
+    assert statuses(world, "ada") == {"later/1": "failed"}
+    world.event("sign_up", ["ada"])
+    world.run()
+    # The failed one reached nobody and is not counted: welcome and tips are the two of the day.
+    assert statuses(world, "ada") == {
+        "later/1": "failed",
+        "welcome/1": "sent",
+        "tips/1": "sent",
+        "survey/1": "capped",
+    }
+    world.run(2 * 60_000)
+    # Its retry is the same message, not a new one: not checked again (the day now has three).
+    assert statuses(world, "ada")["later/1"] == "sent"
+    assert [request.path for request in http_receiver.requests].count("/p") == 2
+
+
+def test_a_funnels_own_limit_counts_only_its_actions(world: World, http_receiver: HttpReceiver) -> None:
+    world.identify(["ada"])
+    world.event("d1", ["ada"])
+    world.event("d2", ["ada"])  # digest's second message within the hour: over digest's 1 per hour
+    world.run()
+    assert statuses(world, "ada") == {"digest/1": "sent", "digest/2": "capped"}
+    (capped,) = world.jobs(id="ada", status="capped")
+    assert (
+        capped["last_error"]
+        == "capped: 1 webhook message(s) of funnel 'digest' to this instance within 1h (limit 1)"
+    )
+    world.event("ping", ["ada"])  # another funnel's: only the daily cap counts digest's message
+    world.run()
+    assert statuses(world, "ada")["later/1"] == "sent"
