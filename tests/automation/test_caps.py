@@ -70,6 +70,12 @@ def test_of_several_due_at_once_the_first_max_go_and_the_rest_are_capped(
     (capped,) = world.jobs(id="ada", status="capped")
     assert capped["last_error"] == "capped: 2 webhook message(s) to this instance within 1d (limit 2)"
     assert capped["attempts"] == 0 and capped["attempt_log"] == [] and capped["sent_at"] is None
+    summary = {(row["funnel"], row["action"]): row for row in world.get("/v0/actions/summary")["data"]}
+    assert summary[("survey", 1)]["statuses"]["capped"] == 2 == summary[("survey", 1)]["total"]
+    assert (
+        summary[("welcome", 1)]["statuses"]["sent"] == 2
+        and summary[("welcome", 1)]["statuses"]["capped"] == 0
+    )
 
     world.clock.advance(23 * HOUR_MS)  # still within a day of the two sent
     world.event("ping", ["ada"])

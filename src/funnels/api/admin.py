@@ -15,13 +15,14 @@ from funnels.api.schemas import (
     WRITE,
     ActionJob,
     ActionJobs,
+    ActionSummary,
     LoadedConfig,
     ModelInstance,
     ModelInstances,
     UserPerson,
     documented,
 )
-from funnels.automation.deliveries import STATUSES, get_job, iso, list_jobs
+from funnels.automation.deliveries import STATUSES, action_summary, get_job, iso, list_jobs
 from funnels.automation.people import Cursor, describe, describe_user, find, parse_list_cursor, search
 from funnels.config import ConfigInvalid
 from funnels.store import outbox
@@ -58,6 +59,21 @@ async def actions(
             return list_jobs(connection, JobFilter(status, funnel, model, id), page, size)
 
     return await run_in_threadpool(run)
+
+
+@router.get(
+    "/v0/actions/summary",
+    summary="Each action's jobs by status (sent, held out, capped, cancelled, …)",
+    **documented(ActionSummary, AUTH),
+)
+async def actions_summary(request: Request) -> dict[str, Any]:
+    svc = services(request)
+
+    def run() -> list[dict[str, Any]]:
+        with svc.state.read() as connection:
+            return action_summary(connection)
+
+    return {"data": await run_in_threadpool(run)}
 
 
 @router.get(

@@ -478,6 +478,19 @@ class ActionJobs(BaseModel):
     has_more: bool
 
 
+class ActionStatusCounts(BaseModel):
+    funnel: str
+    step: int
+    action: int
+    type: str
+    statuses: dict[str, int]  # every status of the delivery log, 0 where none
+    total: int
+
+
+class ActionSummary(BaseModel):
+    data: list[ActionStatusCounts]
+
+
 class Related(BaseModel):
     model: str
     id: str

@@ -99,3 +99,24 @@ def list_jobs(connection: Connection, where: JobFilter, page: int, size: int) ->
 def get_job(connection: Connection, job_id: int) -> dict[str, Any] | None:
     row = outbox.find_job(connection, job_id)
     return None if row is None else job_rows(connection, [row])[0]
+
+
+def action_summary(connection: Connection) -> list[dict[str, Any]]:
+    """Each action with jobs: its funnel, step and place, type, and how many of its jobs are in each status
+    (every status listed, 0 where none), with the total."""
+    actions: dict[tuple[str, int, int], dict[str, Any]] = {}
+    for funnel, step, action, kind, status, count in outbox.counts_by_action(connection):
+        row = actions.setdefault(
+            (funnel, step, action),
+            {
+                "funnel": funnel,
+                "step": step + 1,
+                "action": action + 1,
+                "type": kind,
+                "statuses": dict.fromkeys(STATUSES, 0),
+                "total": 0,
+            },
+        )
+        row["statuses"][status] = row["statuses"].get(status, 0) + count
+        row["total"] += count
+    return list(actions.values())

@@ -441,6 +441,18 @@ def _filtered(query: Select[Any], where: JobFilter) -> Select[Any]:
     return query
 
 
+def counts_by_action(connection: Connection) -> list[tuple[str, int, int, str, str, int]]:
+    """(funnel, step index, action index, action type, status, jobs) for every action and status with
+    jobs, in that order: one pass over the jobs table."""
+    key = (action_jobs.c.funnel_id, action_jobs.c.step_index, action_jobs.c.action_index)
+    rows = connection.execute(
+        select(*key, func.min(action_jobs.c.action_type), action_jobs.c.status, func.count())
+        .group_by(*key, action_jobs.c.status)
+        .order_by(*key, action_jobs.c.status)
+    )
+    return [(str(f), int(s), int(a), str(t), str(status), int(n)) for f, s, a, t, status, n in rows]
+
+
 def count_jobs(connection: Connection, where: JobFilter) -> int:
     return int(
         connection.execute(_filtered(select(func.count()).select_from(action_jobs), where)).scalar_one()

@@ -1,6 +1,8 @@
-// Deliveries, "Holdouts and lift": each action with a holdout (GET /v0/lift): its treated and held-out
-// groups' conversion on the action's goal, the difference in percentage points with its 95% interval, the
-// p-value and a verdict in words. The card stays hidden when no action has a holdout.
+// Deliveries, per action: "By action", every action's jobs by status (GET /v0/actions/summary: sent, held
+// out, capped, cancelled, failing = failed or dead, unknown, waiting = scheduled or sending), and "Holdouts
+// and lift", each action with a holdout (GET /v0/lift): its treated and held-out groups' conversion on the
+// action's goal, the difference in percentage points with its 95% interval, the p-value and a verdict in
+// words. Each card stays hidden while it has no row.
 "use strict";
 
 (() => {
@@ -55,11 +57,34 @@
     card.dataset.state = "ready";
   }
 
+  function renderSummary(rows) {
+    const box = document.getElementById("by-action-card");
+    box.hidden = !rows.length;
+    const cell = (n, name) => el("td", { class: `num ${name}` }, n ? integer.format(n) : el("span", { class: "muted" }, "0"));
+    document.querySelector("#by-action-table tbody").replaceChildren(
+      ...rows.map((row) => {
+        const s = row.statuses;
+        return el(
+          "tr",
+          { dataset: { funnel: row.funnel, step: row.step, action: row.action } },
+          el("td", {}, el("code", {}, row.funnel), el("span", { class: "muted" }, ` · step ${row.step} · `), `${row.type} #${row.action}`),
+          cell(s.sent, "sent"),
+          cell(s.held_out, "held-out"),
+          cell(s.capped, "capped"),
+          cell(s.cancelled, "cancelled"),
+          cell(s.failed + s.dead, "failing"),
+          cell(s.unknown, "unknown"),
+          cell(s.scheduled + s.sending, "waiting"),
+        );
+      }),
+    );
+    box.dataset.state = "ready";
+  }
+
   ready(async () => {
-    try {
-      render((await api("/v0/lift", { errors: false })).data);
-    } catch {
-      card.hidden = true; // no config loaded (404), or no right to read it: the log below is what matters here
-    }
+    const [summary, lifts] = await Promise.allSettled([api("/v0/actions/summary", { errors: false }), api("/v0/lift", { errors: false })]);
+    if (summary.status === "fulfilled") renderSummary(summary.value.data);
+    // No config loaded (404) or no holdout: the card stays hidden; the log below is what matters here.
+    if (lifts.status === "fulfilled") render(lifts.value.data);
   });
 })();

@@ -1,6 +1,7 @@
-"""The Deliveries page's "Holdouts and lift" card in real headless Chromium against a `funnels serve`
-subprocess: a welcome webhook with a 50% holdout, measured on the next step; the card shows /v0/lift's
-groups and difference, and stays hidden when no action has a holdout."""
+"""The Deliveries page's "By action" and "Holdouts and lift" cards (actions.js) in real headless Chromium
+against a `funnels serve` subprocess: a welcome webhook with a 50% holdout, measured on the next step; the
+cards show /v0/actions/summary's counts and /v0/lift's groups and difference, and stay hidden without jobs
+or holdouts."""
 
 from __future__ import annotations
 
@@ -71,6 +72,15 @@ def test_the_card_shows_each_actions_groups_and_lift(page: Page, with_holdout: D
     )
     expect(shown.locator(".lift")).to_contain_text("+0.0 pp")  # both groups' decided jobs all converted
     expect(shown.locator(".verdict")).to_have_text("No difference so far")
+    # By action: the welcome webhook's jobs by status, as /v0/actions/summary counts them.
+    (summary,) = with_holdout.api("GET", "/v0/actions/summary").json()["data"]
+    assert summary["statuses"]["sent"] + summary["statuses"]["held_out"] == CUSTOMERS == summary["total"]
+    counts = page.locator(
+        '#by-action-table tbody tr[data-funnel="onboarding"][data-step="1"][data-action="1"]'
+    )
+    expect(counts.locator(".sent")).to_have_text(str(summary["statuses"]["sent"]))
+    expect(counts.locator(".held-out")).to_have_text(str(summary["statuses"]["held_out"]))
+    expect(counts.locator(".capped")).to_have_text("0")
 
 
 def test_without_a_holdout_there_is_no_card(page: Page, tmp_path_factory: pytest.TempPathFactory) -> None:
@@ -92,3 +102,4 @@ def test_without_a_holdout_there_is_no_card(page: Page, tmp_path_factory: pytest
         page.goto(f"{dashboard.url}/deliveries")
         expect(page.locator("#deliveries-summary")).not_to_have_text("Loading…")
         expect(page.locator("#lift-card")).to_be_hidden()
+        expect(page.locator("#by-action-card")).to_be_hidden()  # no job yet
