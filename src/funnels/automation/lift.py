@@ -26,7 +26,7 @@ import warnings
 from dataclasses import dataclass
 from typing import Any
 
-from funnels.config import Action, Config
+from funnels.config import Action, Config, Funnel
 from funnels.store import outbox
 from funnels.store.state import StateStore
 
@@ -41,10 +41,9 @@ class Goal:
     within_ms: int
 
 
-def goal_of(config: Config, funnel_id: str, step_index: int, action: Action) -> Goal | None:
+def goal_of(funnel: Funnel, step_index: int, action: Action) -> Goal | None:
     """The action's goal: its `goal.event` (the first later step of that event), else the next step; None
     for an action of a funnel's last step without a goal."""
-    funnel = next(funnel for funnel in config.funnels if funnel.id == funnel_id)
     later = list(enumerate(funnel.steps))[step_index + 1 :]
     wanted = action.goal_event
     found = next(((index, step.event) for index, step in later if wanted in (None, step.event)), None)
@@ -131,7 +130,7 @@ def action_lifts(
                 for action_index, action in enumerate(step.actions):
                     if not action.holdout_bp:
                         continue
-                    goal = goal_of(config, each.id, step_index, action)
+                    goal = goal_of(each, step_index, action)
                     row: dict[str, Any] = {
                         "funnel": each.id,
                         "step": step_index + 1,
