@@ -140,3 +140,22 @@ def test_quiet_hours_hold_a_held_out_job_until_its_window_too(world: World) -> N
         assert job["status"] == ("held_out" if out else "sent")
         assert job["updated_at"] == opening  # decided when the window opened, not before
     assert {job["status"] for job in quiet} == {"held_out", "sent"}
+
+
+def test_the_instance_view_shows_its_group_before_any_job_exists(world: World) -> None:
+    for index in range(10):
+        world.identify([f"c{index}"])  # identified only: no job yet
+    assert world.jobs(funnel="trial") == []
+    for index in range(10):
+        (trial,) = world.get(f"/v0/models/customer/c{index}")["funnels"]
+        keys = [job_key("trial", "customer", f"c{index}", 0, action) for action in range(3)]
+        assert trial["holdouts"] == [
+            {
+                "step": 1,
+                "action": action + 1,
+                "type": "webhook",
+                "holdout_percent": 50.0,
+                "group": "held_out" if reproduced_bucket(key) < 5_000 else "treated",
+            }
+            for action, key in enumerate(keys)
+        ]

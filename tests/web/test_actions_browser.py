@@ -81,6 +81,13 @@ def test_the_card_shows_each_actions_groups_and_lift(page: Page, with_holdout: D
     expect(counts.locator(".sent")).to_have_text(str(summary["statuses"]["sent"]))
     expect(counts.locator(".held-out")).to_have_text(str(summary["statuses"]["held_out"]))
     expect(counts.locator(".capped")).to_have_text("0")
+    # People: a customer's group in the action's holdout, as the API draws it.
+    (progress,) = with_holdout.api("GET", "/v0/models/customer/c0").json()["funnels"]
+    (drawn,) = progress["holdouts"]
+    page.goto(f"{with_holdout.url}/people?model=customer&id=c0")
+    group = page.locator('.funnel-progress[data-funnel="onboarding"] .holdout-groups li[data-step="1"]')
+    expect(group).to_have_attribute("data-group", drawn["group"])
+    expect(group).to_contain_text("held out" if drawn["group"] == "held_out" else "treated")
 
 
 def test_without_a_holdout_there_is_no_card(page: Page, tmp_path_factory: pytest.TempPathFactory) -> None:

@@ -505,11 +505,20 @@ class ProgressStep(BaseModel):
     event_at: str | None
 
 
+class HoldoutGroup(BaseModel):
+    step: int
+    action: int
+    type: str
+    holdout_percent: float
+    group: Literal["held_out", "treated"]
+
+
 class Progress(BaseModel):
     id: str
     level: int
     completed: bool
     steps: list[ProgressStep]
+    holdouts: list[HoldoutGroup]
 
 
 class TimelineEvent(BaseModel):

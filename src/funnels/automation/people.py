@@ -9,7 +9,7 @@ import orjson
 
 from funnels.automation.deliveries import iso, job_rows
 from funnels.automation.identity import MAX_INSTANCE_IDS, related
-from funnels.automation.steprule import Plan
+from funnels.automation.steprule import Plan, held_out, job_key
 from funnels.events import parse_timestamp
 from funnels.store import outbox
 from funnels.store.events import EventStore
@@ -26,7 +26,9 @@ from funnels.store.state import Connection
 
 
 def progress(connection: Connection, plan: Plan | None, instance: Instance) -> list[dict[str, Any]]:
-    """Each funnel of the instance's model with which steps are satisfied, when, and by which event."""
+    """Each funnel of the instance's model with which steps are satisfied, when, and by which event, and
+    the instance's group in each of its actions with a holdout (held out or treated: the draw is a pure
+    function of the job's key, so it is known before the job exists)."""
     satisfied = {(row.funnel_id, row.step_index): row for row in satisfied_by(connection, instance.id)}
     funnels = plan.funnels_by_model.get(instance.model, ()) if plan else ()
     result = []
@@ -44,7 +46,32 @@ def progress(connection: Connection, plan: Plan | None, instance: Instance) -> l
                 }
             )
         level = sum(1 for step in steps if step["satisfied_at"])
-        result.append({"id": funnel.id, "level": level, "completed": level == len(steps), "steps": steps})
+        holdouts = [
+            {
+                "step": index + 1,
+                "action": action_index + 1,
+                "type": action.type,
+                "holdout_percent": action.holdout_bp / 100,
+                "group": "held_out"
+                if held_out(
+                    job_key(funnel.id, instance.model, instance.primary_id, index, action_index),
+                    action.holdout_bp,
+                )
+                else "treated",
+            }
+            for index, step in enumerate(funnel.steps)
+            for action_index, action in enumerate(step.actions)
+            if action.holdout_bp
+        ]
+        result.append(
+            {
+                "id": funnel.id,
+                "level": level,
+                "completed": level == len(steps),
+                "steps": steps,
+                "holdouts": holdouts,
+            }
+        )
     return result
 
 

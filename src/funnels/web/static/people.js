@@ -64,6 +64,20 @@
           ),
         ),
       ),
+      funnel.holdouts.length
+        ? el(
+            "ul",
+            { class: "holdout-groups muted small" },
+            funnel.holdouts.map((h) =>
+              el(
+                "li",
+                { dataset: { step: h.step, action: h.action, group: h.group } },
+                `Step ${h.step} ${h.type} #${h.action} (${h.holdout_percent}% holdout): `,
+                el("span", { class: `badge ${h.group === "held_out" ? "muted" : "info"}` }, h.group === "held_out" ? "held out" : "treated"),
+              ),
+            ),
+          )
+        : null,
     );
   }
 
