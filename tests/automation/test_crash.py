@@ -95,3 +95,70 @@ def test_kill_9_loses_no_scheduled_action_and_delivers_each_once(
     assert len(delivered_pairs) == len(set(delivered_pairs))  # one idempotency key per action, never two
     for requests in http_receiver.by_idempotency_key().values():  # repeats of one key are the same action
         assert len({(r.path, r.body) for r in requests}) == 1
+
+
+def test_kill_9_keeps_frequency_caps(tmp_path: Path, http_receiver: HttpReceiver) -> None:
+    """Each sign_up makes two webhooks due at once, and a cap allows one webhook a day per customer: across a
+    kill -9 mid-stream (some sends in flight, some outcomes unrecorded) and a restart, each acknowledged
+    customer's receiver acts on exactly one of them, and the other ends `capped`."""
+    url = http_receiver.url
+    caps = {
+        "models": [{"name": "customer"}],
+        "network": NETWORK,
+        "delivery": {"timeout": "1s", "backoffBase": "1s", "backoffMax": "2s", "maxAttempts": 20},
+        "limits": [{"channel": "webhook", "max": 1, "per": "1d"}],
+        "funnels": [
+            {
+                "id": name,
+                "forModels": "customer",
+                "steps": {
+                    "event": "sign_up",
+                    "actions": {
+                        "type": "webhook",
+                        "args": {"url": f"{url}/{name}", "body": {"n": "{{ ids[0] }}"}},
+                    },
+                },
+            }
+            for name in ("a", "b")
+        ],
+    }
+    config = tmp_path / "funnels.json"
+    config.write_text(json.dumps(caps))
+    data_dir = tmp_path / "data"
+    key = create_key(data_dir, "events:write", "admin")
+    port = free_port()
+    for path in ("/a", "/b"):
+        for _ in range(5_000):  # slow receiver: some sends are in flight when the server dies
+            http_receiver.reply(path, 200, {"ok": True}, delay_s=0.02)
+    server = start_server(data_dir, port, "--config", str(config))
+    with sending(port, key, post_signups) as acknowledged:
+        try:
+            wait_until(lambda: len(http_receiver.requests) >= 30, timeout=60, interval=0.01)
+        finally:
+            kill_9(server)
+    assert len(acknowledged) >= 30
+
+    server = start_server(data_dir, port, "--config", str(config))
+    totals: dict[str, int] = {}
+    try:
+        with client(port, key) as http:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                totals = {
+                    status: http.get("/v0/actions", params={"status": status, "size": 1}).json()["total"]
+                    for status in ("scheduled", "sending", "failed", "sent", "capped")
+                }
+                if totals["sent"] + totals["capped"] >= 2 * len(acknowledged) and not totals["sending"]:
+                    break
+                time.sleep(0.2)
+    finally:
+        server.send_signal(signal.SIGINT)
+        server.wait(timeout=30)
+
+    assert totals["scheduled"] == totals["sending"] == totals["failed"] == 0, totals
+    delivered: dict[str, set[str]] = {}
+    for request in http_receiver.unique():  # what a receiver that drops repeated keys acts on
+        delivered.setdefault(request.json["n"], set()).add(request.path)
+    assert {id_: len(paths) for id_, paths in delivered.items() if len(paths) != 1} == {}  # never both
+    assert set(acknowledged) <= set(delivered)  # and every acknowledged customer got one
+    assert totals["capped"] == len(delivered) == totals["sent"]
