@@ -38,7 +38,23 @@ _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
 _CLOCK = re.compile(r"^([01]?\d|2[0-3]):([0-5]\d)$")
 _LIQUID = Environment()
 GUARANTEES = ("at-least-once", "at-most-once")
-ACTION_FIELDS = ("type", "args", "delay", "unless", "notBefore", "notAfter", "guarantee", "holdout", "goal")
+ACTION_FIELDS = (
+    "type",
+    "args",
+    "delay",
+    "unless",
+    "notBefore",
+    "notAfter",
+    "guarantee",
+    "holdout",
+    "goal",
+    "topic",
+    "transactional",
+)
+SUBSCRIBABLE = ("email", "sms")  # the channels that reach the instance itself: opt-outs apply to them
+_TOPIC = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,99}$")
+# What an instance unsubscribes from: a channel, or a channel's topic (`email:onboarding`).
+SUBSCRIPTION_TOPIC = r"^(email|sms)(:[a-z0-9][a-z0-9_.-]{0,99})?$"
 DEFAULT_GOAL_WITHIN = timedelta(days=14)
 MAX_HOLDOUT_BP = 5_000  # a holdout is at most 50% (in basis points: hundredths of a percent)
 _PERCENT = re.compile(r"^\s*(\d{1,2}(?:\.\d{1,2})?)\s*%\s*$")
@@ -75,6 +91,10 @@ class Action:
     # step) within `goal_within` of the job's due time (`automation/lift.py`).
     goal_event: str | None = None
     goal_within: timedelta = DEFAULT_GOAL_WITHIN
+    # An email or SMS action's subscription topic (None: its funnel's id); a transactional one (a receipt, a
+    # password reset) is sent whatever the instance unsubscribed from.
+    topic: str | None = None
+    transactional: bool = False
 
 
 @dataclass(frozen=True)
@@ -262,6 +282,16 @@ class _Checker:
         goal_event, goal_within = (
             self.goal(raw.get("goal"), f"{path}.goal") if "goal" in raw else (None, None)
         )
+        topic = raw.get("topic")
+        if topic is not None and not (isinstance(topic, str) and _TOPIC.match(topic)):
+            self.fail(
+                f"{path}.topic", "expected a topic name: lowercase letters, digits, '_', '.', '-' (≤ 100)"
+            )
+            topic = None
+        transactional = raw.get("transactional", False)
+        if not isinstance(transactional, bool):
+            self.fail(f"{path}.transactional", "expected true or false")
+            transactional = False
         return Action(
             type=kind or "",
             args=args,
@@ -273,6 +303,8 @@ class _Checker:
             holdout_bp=holdout_bp,
             goal_event=goal_event,
             goal_within=goal_within or DEFAULT_GOAL_WITHIN,
+            topic=topic,
+            transactional=transactional,
         )
 
     def goal(self, raw: Any, path: str) -> tuple[str | None, timedelta | None]:

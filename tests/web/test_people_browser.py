@@ -189,3 +189,17 @@ def test_the_list_pages_with_the_cursor_and_searches_any_id_or_name(
     page.fill("#people-filter input[name=q]", "nobody")
     page.click("#people-filter button[type=submit]")
     expect(page.locator("#people-table tbody tr.empty")).to_contain_text("nobody")
+
+
+def test_unsubscribe_and_subscribe_again_from_the_person(seeded_page: Page, seeded: Seeded) -> None:
+    page = seeded_page
+    page.goto(f"{seeded.dashboard.url}/people?model=customer&id=cus_2002")
+    expect(page.locator("#person-opt-outs li")).to_have_text(["Nothing: its emails and SMS go out."])
+    page.fill('#opt-out-form [name="topic"]', "email:tips")
+    page.click('#opt-out-form button[type="submit"]')
+    expect(page.locator('#person-opt-outs li[data-topic="email:tips"]')).to_contain_text("(api)")
+    shown = seeded.dashboard.api("GET", "/v0/models/customer/cus_2002").json()["unsubscribed"]
+    assert [(out["topic"], out["source"]) for out in shown] == [("email:tips", "api")]
+    page.click('#person-opt-outs li[data-topic="email:tips"] button')
+    expect(page.locator("#person-opt-outs li")).to_have_text(["Nothing: its emails and SMS go out."])
+    assert seeded.dashboard.api("GET", "/v0/models/customer/cus_2002").json()["unsubscribed"] == []

@@ -7,9 +7,11 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
 
-from funnels.api.deps import require, services
+from funnels.api.deps import read_json, require, services
 from funnels.api.errors import ApiError, validation_error
+from funnels.api.events import pydantic_details
 from funnels.api.schemas import (
     AUTH,
     WRITE,
@@ -19,12 +21,22 @@ from funnels.api.schemas import (
     LoadedConfig,
     ModelInstance,
     ModelInstances,
+    Subscriptions,
     UserPerson,
     documented,
 )
 from funnels.automation.deliveries import STATUSES, action_summary, get_job, iso, list_jobs
-from funnels.automation.people import Cursor, describe, describe_user, find, parse_list_cursor, search
-from funnels.config import ConfigInvalid
+from funnels.automation.people import (
+    Cursor,
+    describe,
+    describe_user,
+    find,
+    opted_out,
+    parse_list_cursor,
+    search,
+    set_subscribed,
+)
+from funnels.config import SUBSCRIPTION_TOPIC, ConfigInvalid
 from funnels.store import outbox
 from funnels.store.outbox import JobFilter
 
@@ -32,6 +44,7 @@ router = APIRouter(tags=["Automation admin"], dependencies=[require("admin")])
 
 MAX_INT64 = 2**63 - 1  # SQLite's largest integer: a job id, or a page's offset, past it is a 400, not a 500
 MAX_PAGE_SIZE = 200
+MAX_CHANGE_BYTES = 4_096  # a subscription change is one small object
 JobId = Annotated[int, Path(ge=1, le=MAX_INT64, description="An action job's id")]
 _reload_lock = threading.Lock()
 
@@ -155,6 +168,53 @@ TimelineBefore = Annotated[
     Query(description="Timeline page: `next_before` of the previous page, or a time (ISO 8601 or epoch ms)"),
 ]
 TimelineLimit = Annotated[int, Query(ge=1, le=200)]
+
+
+class SubscriptionChange(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    topic: str = Field(
+        pattern=SUBSCRIPTION_TOPIC, description="`email`, `sms`, or `email:<topic>` / `sms:<topic>`"
+    )
+    subscribed: StrictBool
+
+
+@router.put(
+    "/v0/models/{model}/{instance_id}/subscriptions",
+    summary="Unsubscribe an instance from a channel or topic, or subscribe it again",
+    description=(
+        "`{topic, subscribed}`: `topic` is `email` or `sms` (the whole channel) or `email:<topic>` / "
+        "`sms:<topic>` (an action's `topic`, else its funnel's id); `subscribed: false` unsubscribes (the "
+        "instance's non-transactional emails or SMS there end `suppressed`), `true` subscribes again. "
+        "Answers what the instance is unsubscribed from afterwards."
+    ),
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": SubscriptionChange.model_json_schema()}},
+        }
+    },
+    **documented(Subscriptions, (400, *WRITE, 404)),
+)
+async def change_subscription(request: Request, model: str, instance_id: str) -> dict[str, Any]:
+    svc = services(request)
+    try:
+        change = SubscriptionChange.model_validate(await read_json(request, MAX_CHANGE_BYTES))
+    except ValidationError as error:
+        raise validation_error(pydantic_details(error, "body")) from None
+
+    def run() -> list[dict[str, Any]] | None:
+        with svc.state.write() as connection:
+            found = find(connection, svc.events, model, instance_id)
+            if found is None:
+                return None
+            set_subscribed(connection, found.id, change.topic, change.subscribed, svc.clock.now_ms())
+            return opted_out(connection, found.id)
+
+    unsubscribed = await run_in_threadpool(run)
+    if unsubscribed is None:
+        raise ApiError("NOT_FOUND", f"No {model} instance has the id {instance_id!r}.")
+    return {"unsubscribed": unsubscribed}
 
 
 @router.get(

@@ -557,6 +557,16 @@ class ModelInstances(BaseModel):
     next_cursor: str | None = Field(description="Pass back as `cursor` for the next page; null on the last")
 
 
+class OptOut(BaseModel):
+    topic: str
+    at: str | None
+    source: str  # api, import, link
+
+
+class Subscriptions(BaseModel):
+    unsubscribed: list[OptOut]
+
+
 class ModelInstance(BaseModel):
     model_config = ConfigDict(populate_by_name=True)
 
@@ -574,6 +584,10 @@ class ModelInstance(BaseModel):
     children: list[Related]
     parents: list[Related]
     funnels: list[Progress]
+    unsubscribed: list[OptOut] = Field(
+        description="What the instance unsubscribed from: `email` or `sms` (the whole channel) or "
+        "`email:<topic>`; its emails and SMS there end `suppressed` (transactional actions excepted)"
+    )
     timeline: Timeline
 
 

@@ -15,7 +15,18 @@ from funnels.store.identity import load_instances
 from funnels.store.outbox import JobFilter, StoredJob
 from funnels.store.state import Connection
 
-STATUSES = ("scheduled", "sending", "sent", "failed", "dead", "cancelled", "held_out", "capped", "unknown")
+STATUSES = (
+    "scheduled",
+    "sending",
+    "sent",
+    "failed",
+    "dead",
+    "cancelled",
+    "held_out",
+    "capped",
+    "suppressed",
+    "unknown",
+)
 
 
 def iso(ms: int | None) -> str | None:

@@ -11,7 +11,7 @@ from funnels.automation.deliveries import iso, job_rows
 from funnels.automation.identity import MAX_INSTANCE_IDS, related
 from funnels.automation.steprule import Plan, held_out, job_key
 from funnels.events import parse_timestamp
-from funnels.store import outbox
+from funnels.store import outbox, subscriptions
 from funnels.store.events import EventStore
 from funnels.store.identity import (
     Instance,
@@ -23,6 +23,24 @@ from funnels.store.identity import (
 )
 from funnels.store.progress import satisfied_by
 from funnels.store.state import Connection
+
+
+def opted_out(connection: Connection, instance_id: int) -> list[dict[str, Any]]:
+    """What the instance has unsubscribed from (`topic`: `email`, `sms`, `email:<topic>`…), oldest first."""
+    return [
+        {"topic": out.topic, "at": iso(out.unsubscribed_ms), "source": out.source}
+        for out in subscriptions.opt_outs(connection, [instance_id]).get(instance_id, [])
+    ]
+
+
+def set_subscribed(
+    connection: Connection, instance_id: int, topic: str, subscribed: bool, now_ms: int
+) -> None:
+    """Subscribe the instance to `topic` again, or unsubscribe it (source `api`)."""
+    if subscribed:
+        subscriptions.resubscribe(connection, instance_id, topic)
+    else:
+        subscriptions.unsubscribe(connection, instance_id, topic, now_ms, "api")
 
 
 def progress(connection: Connection, plan: Plan | None, instance: Instance) -> list[dict[str, Any]]:
@@ -200,6 +218,7 @@ def describe(
         "updated_at": iso(instance.updated_ms),
         **related(connection, instance, ids),
         "funnels": progress(connection, plan, instance),
+        "unsubscribed": opted_out(connection, instance.id),
         "timeline": timeline(connection, events, instance, ids + linked, cursor, limit),
     }
 

@@ -434,7 +434,11 @@ def _rows(connection: Connection, automation: Automation, recorder: Recorder, en
             )
             time_ms, status = job.updated_ms, "cancelled"
             outcome = f"cancelled (reached {reason})" if reason else f"cancelled ({job.last_error})"
-        elif job.status in ("held_out", "capped"):  # due, and never sent on purpose: why is its last error
+        elif job.status in (
+            "held_out",
+            "capped",
+            "suppressed",
+        ):  # due, and never sent on purpose: why is its last error
             time_ms, status, outcome = job.updated_ms, job.status, job.last_error or job.status
         elif job.status in ("dead", "failed"):
             time_ms, status, outcome = job.updated_ms, job.status, f"{job.status}: {job.last_error}"

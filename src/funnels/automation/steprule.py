@@ -30,8 +30,8 @@ from funnels.config import Action, Config, Funnel
 
 def action_spec(action: Action) -> dict[str, Any]:
     """An action as stored with its jobs: everything delivery needs, nothing from the config object. A
-    holdout is in it only when the action has one, so the stored form (and its hash) of an action without
-    one is what it was before holdouts existed."""
+    holdout, a topic and `transactional` are in it only when set, so the stored form (and its hash) of an
+    action without them is what it was before they existed."""
     spec: dict[str, Any] = {
         "type": action.type,
         "args": action.args,
@@ -43,6 +43,10 @@ def action_spec(action: Action) -> dict[str, Any]:
     }
     if action.holdout_bp:
         spec["holdout_bp"] = action.holdout_bp
+    if action.topic is not None:
+        spec["topic"] = action.topic
+    if action.transactional:
+        spec["transactional"] = True
     return spec
 
 

@@ -14,7 +14,8 @@ mid-send leaves the job to be claimed again when the lease expires (or at once: 
 Before sending, a job whose `unless` step the instance has reached is cancelled,
 and one due outside its quiet hours waits for the window (neither counts as an attempt); then a job in its
 action's holdout (`steprule.held_out`) ends `held_out`, never sent, so `unless` and quiet hours treat the
-held-out and the treated alike and the two groups stay comparable; then a first attempt that would exceed a
+held-out and the treated alike and the two groups stay comparable (an email or SMS to an instance that
+unsubscribed from it ends `suppressed` just before: in neither group); then a first attempt that would exceed a
 frequency cap (`limits`, `caps_reached`) ends `capped`, never sent (a retry is the same message: not
 checked again). Outcomes:
 `sent`; `failed` (a retryable failure: network, timeout, 429, 5xx) with the next attempt after an
@@ -51,8 +52,8 @@ from funnels.channels import ACTION_TYPES
 from funnels.channels.base import Channel, DeliveryRequest, DeliveryResult, Redactor, redact
 from funnels.channels.network import Network, guarded_client
 from funnels.clock import Clock
-from funnels.config import DeliveryPolicy, Limit
-from funnels.store import outbox
+from funnels.config import SUBSCRIBABLE, DeliveryPolicy, Limit
+from funnels.store import outbox, subscriptions
 from funnels.store.identity import Instance, instances_with_ids
 from funnels.store.notify import WORKER_POLL_S, JobListener
 from funnels.store.progress import reached_steps
@@ -101,6 +102,7 @@ class Job:
     ids: tuple[str, ...]
     reached: frozenset[str]  # step events the instance has satisfied in this funnel
     capped: str | None = None  # the frequency cap a first attempt would exceed (`caps_reached`)
+    suppressed: str | None = None  # the opt-out that stops it (an email or SMS to an unsubscribed instance)
 
     @property
     def at_most_once(self) -> bool:
@@ -284,6 +286,7 @@ class Worker(BackgroundLoop):
             reached.setdefault((instance_id, funnel_id), set()).add(event)
             steps[(instance_id, funnel_id, step_index)] = event
         caps = self._caps(connection, rows)
+        suppressed = self._suppressed(connection, rows)
         jobs = []
         for row in rows:
             instance, ids = instances.get(row.instance_id, (None, []))
@@ -304,9 +307,30 @@ class Worker(BackgroundLoop):
                     ids=tuple(ids),
                     reached=frozenset(reached.get((row.instance_id, row.funnel_id), ())),
                     capped=caps.get(row.id),
+                    suppressed=suppressed.get(row.id),
                 )
             )
         return jobs
+
+    def _suppressed(self, connection: Connection, rows: Sequence[outbox.StoredJob]) -> dict[int, str]:
+        """Which of these claimed jobs are emails or SMS to an instance that unsubscribed from the channel or
+        the action's topic (its funnel's id unless it names one); transactional actions never are."""
+        candidates = [
+            row
+            for row in rows
+            if row.action_type in SUBSCRIBABLE and not self._specs[row.spec_id].get("transactional")
+        ]
+        if not candidates:
+            return {}
+        opted_out = subscriptions.opt_outs(connection, {row.instance_id for row in candidates})
+        found: dict[int, str] = {}
+        for row in candidates:
+            topic = self._specs[row.spec_id].get("topic") or row.funnel_id
+            keys = {row.action_type, f"{row.action_type}:{topic}"}
+            hit = next((out for out in opted_out.get(row.instance_id, ()) if out.topic in keys), None)
+            if hit is not None:
+                found[row.id] = f"suppressed: unsubscribed from {hit.topic!r} ({hit.source})"
+        return found
 
     def _caps(self, connection: Connection, rows: Sequence[outbox.StoredJob]) -> dict[int, str]:
         """Which of these claimed jobs a first attempt would put over a frequency cap (job id → why)."""
@@ -369,6 +393,8 @@ class Worker(BackgroundLoop):
         opening = next_window_ms(now, timezone, spec["not_before_minute"], spec["not_after_minute"])
         if opening > now:
             return Result(job.id, "scheduled", next_ms=opening)
+        if job.suppressed:  # before the holdout: an unsubscribed instance is in neither group
+            return Result(job.id, "suppressed", error=job.suppressed)
         holdout_bp = int(spec.get("holdout_bp", 0))  # absent in specs of actions without a holdout
         if held_out(job.key, holdout_bp):
             note = (

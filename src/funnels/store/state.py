@@ -263,6 +263,18 @@ saved_funnels = Table(
     Column("updated_ms", BigInteger, nullable=False),
 )
 
+# What an instance has unsubscribed from (`funnels.store.subscriptions`): a row is an opt-out of `topic`,
+# `email` or `sms` (the whole channel) or `email:<topic>` / `sms:<topic>`; no row means subscribed.
+subscriptions = Table(
+    "subscriptions",
+    metadata,
+    Column("instance_id", Integer, nullable=False),
+    Column("topic", String(240), nullable=False),
+    Column("unsubscribed_ms", BigInteger, nullable=False),
+    Column("source", String(20), nullable=False),  # api, import, link
+    PrimaryKeyConstraint("instance_id", "topic"),
+)
+
 
 def chunks(values: Iterable[Any], size: int = 500) -> Iterator[list[Any]]:
     """Values in lists of at most `size`: IN lists stay far below SQLite's bound-parameter limit."""

@@ -71,6 +71,7 @@
           cell(s.sent, "sent"),
           cell(s.held_out, "held-out"),
           cell(s.capped, "capped"),
+          cell(s.suppressed, "suppressed"),
           cell(s.cancelled, "cancelled"),
           cell(s.failed + s.dead, "failing"),
           cell(s.unknown, "unknown"),

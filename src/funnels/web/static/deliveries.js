@@ -10,7 +10,7 @@
   const tbody = $("#deliveries-table tbody");
   const FILTERS = ["status", "funnel", "model", "id"];
   const SIZE = 25;
-  const STATUS_BADGE = { sent: "ok", dead: "bad", failed: "warn", scheduled: "info", sending: "info", cancelled: "muted", held_out: "muted", capped: "muted", unknown: "warn" };
+  const STATUS_BADGE = { sent: "ok", dead: "bad", failed: "warn", scheduled: "info", sending: "info", cancelled: "muted", held_out: "muted", capped: "muted", suppressed: "muted", unknown: "warn" };
   const RETRYABLE = new Set(["dead", "failed", "unknown"]);
   // An unknown job may have reached its receiver: sending it again is a decision, worded as one.
   const retryLabel = (status) => (status === "unknown" ? "Send again" : "Retry now");
@@ -43,7 +43,7 @@
   }
 
   function attemptsTable(job) {
-    const never = { cancelled: "Never attempted: cancelled before it was due.", held_out: "Never sent: the instance is in the action's holdout.", capped: "Never sent: over a frequency cap (the last error says which)." };
+    const never = { cancelled: "Never attempted: cancelled before it was due.", held_out: "Never sent: the instance is in the action's holdout.", capped: "Never sent: over a frequency cap (the last error says which).", suppressed: "Never sent: the recipient unsubscribed (the last error says from what)." };
     if (!job.attempt_log.length) return el("p", { class: "muted" }, never[job.status] ?? "No attempts yet.");
     return el(
       "div",

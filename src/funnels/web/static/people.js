@@ -13,7 +13,7 @@
   const form = $("#person-search");
   // Timeline items per request; `?limit=` in the URL changes it (1–200).
   const PAGE = Math.min(200, Math.max(1, Number(new URLSearchParams(location.search).get("limit")) || 25));
-  const STATUS_BADGE = { sent: "ok", dead: "bad", failed: "warn", scheduled: "info", sending: "info", cancelled: "muted", held_out: "muted", capped: "muted", unknown: "warn" };
+  const STATUS_BADGE = { sent: "ok", dead: "bad", failed: "warn", scheduled: "info", sending: "info", cancelled: "muted", held_out: "muted", capped: "muted", suppressed: "muted", unknown: "warn" };
   let current = null; // {model, id, before}
   const listForm = $("#people-filter");
   const LIST_PAGE = 25; // instances per request of the list
@@ -146,9 +146,36 @@
     $("#person-funnels").replaceChildren(
       ...(person.funnels.length ? person.funnels.map(funnelProgress) : [el("p", { class: "muted" }, "No funnel is configured for this model.")]),
     );
+    renderOptOuts(person.unsubscribed);
     $("#timeline").replaceChildren();
     appendTimeline(person.timeline);
   }
+
+  /** What the instance unsubscribed from, each with Subscribe again (PUT …/subscriptions). */
+  function renderOptOuts(outs) {
+    $("#person-opt-outs").replaceChildren(
+      ...(outs.length
+        ? outs.map((out) => {
+            const again = el("button", { type: "button", class: "button ghost small" }, "Subscribe again");
+            on(again, "click", () => changeSubscription(out.topic, true));
+            return el("li", { dataset: { topic: out.topic } }, el("code", {}, out.topic), el("span", { class: "muted small" }, ` since ${formatTime(out.at)} (${out.source}) `), again);
+          })
+        : [el("li", { class: "muted" }, "Nothing: its emails and SMS go out.")]),
+    );
+  }
+
+  async function changeSubscription(topic, subscribed) {
+    const path = `/v0/models/${encodeURIComponent(current.model)}/${encodeURIComponent(current.id)}/subscriptions`;
+    const answer = await api(path, { method: "PUT", body: { topic, subscribed } });
+    renderOptOuts(answer.unsubscribed);
+  }
+
+  on($("#opt-out-form"), "submit", async (event) => {
+    event.preventDefault();
+    const input = $('#opt-out-form [name="topic"]');
+    await changeSubscription(input.value.trim(), false);
+    input.value = "";
+  });
 
   function appendTimeline(timeline) {
     const list = $("#timeline");

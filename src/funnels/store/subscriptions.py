@@ -1,0 +1,47 @@
+"""What instances have unsubscribed from: opt-outs by topic (`email`, `sms`, or `email:<topic>`), in the
+caller's transaction. No row means subscribed; unsubscribing again keeps the first time and source."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import NamedTuple
+
+from sqlalchemy import Connection, delete, select
+
+from funnels.store import dialect
+from funnels.store.state import chunks, subscriptions
+
+
+class OptOut(NamedTuple):
+    topic: str
+    unsubscribed_ms: int
+    source: str  # api, import, link
+
+
+def unsubscribe(connection: Connection, instance_id: int, topic: str, now_ms: int, source: str) -> None:
+    statement = dialect.insert(connection, subscriptions).on_conflict_do_nothing()
+    connection.execute(
+        statement, {"instance_id": instance_id, "topic": topic, "unsubscribed_ms": now_ms, "source": source}
+    )
+
+
+def resubscribe(connection: Connection, instance_id: int, topic: str) -> None:
+    connection.execute(
+        delete(subscriptions).where(
+            subscriptions.c.instance_id == instance_id, subscriptions.c.topic == topic
+        )
+    )
+
+
+def opt_outs(connection: Connection, instance_ids: Iterable[int]) -> dict[int, list[OptOut]]:
+    """Each of these instances' opt-outs (only those with any), oldest first."""
+    found: dict[int, list[OptOut]] = {}
+    for chunk in chunks(instance_ids):
+        rows = connection.execute(
+            select(subscriptions)
+            .where(subscriptions.c.instance_id.in_(chunk))
+            .order_by(subscriptions.c.unsubscribed_ms, subscriptions.c.topic)
+        )
+        for row in rows:
+            found.setdefault(row.instance_id, []).append(OptOut(row.topic, row.unsubscribed_ms, row.source))
+    return found
