@@ -119,6 +119,25 @@ def test_ties_and_the_scan_s_end_as_for_persons(services: Services) -> None:
         assert body["data"] == reference_funnel(query, events, memberships)["data"]
 
 
+def test_a_primary_id_that_is_also_another_group_s_member(services: Services) -> None:
+    """`acme` is an organization and also a customer of globex (one id, two models): its identifies are
+    acme's own (stored under acme's primary id), not globex's, though acme's events count for both."""
+    org, memberships = organizations(
+        services, {"acme": [], "globex": []}, {"acme": [], "c1": []}, [("globex", "acme"), ("acme", "c1")]
+    )
+    events = [
+        ev("c1", at(0, 0), "track", "sign_up"),
+        ev("acme", at(0, 0), "track", "sign_up"),
+        identify("acme", at(0, 1), plan="pro"),
+    ]
+    load(services.events, events)
+    load_groups(services.state, services.events, org)
+    query = funnel_query(SIGN_UP, aggregate_by=org, breakdown="person.plan")
+    body = run_funnel(services.events, query)
+    assert by_value(body) == {"(none)": [1, 0], "pro": [1, 0]}
+    assert body["data"] == reference_funnel(query, events, memberships)["data"]
+
+
 def test_attribution_stays_refused() -> None:
     with pytest.raises(QueryValidationError) as error:
         funnel_query(
@@ -128,11 +147,13 @@ def test_attribution_stays_refused() -> None:
 
 
 def test_only_the_combination_reads_identifies_by_the_key_s_hash() -> None:
-    """The group's identifies are joined by the hash of their user key, with no lookup; the same breakdown
-    without aggregate_by, and aggregate_by without it, are as before."""
+    """The group's identifies are joined by the hash of their user key, not looked up as persons (the
+    memberships dictionary only keeps the rows to the groups' primary ids); the same breakdown without
+    aggregate_by, and aggregate_by without it, are as before."""
     sql, _ = funnel_sql(funnel_query(SIGN_UP, aggregate_by="organization", breakdown="person.plan"))
     identified = sql[sql.index("LEFT JOIN") :]
-    assert "sipHash64(user_key) AS person" in identified and "dictGet" not in identified
+    assert "sipHash64(user_key) AS person" in identified and "identity_persons" not in identified
+    assert "identity_groups_members" in identified and "arrayJoin" not in identified
     assert "identify" not in funnel_sql(funnel_query(SIGN_UP, aggregate_by="organization"))[0]
 
 

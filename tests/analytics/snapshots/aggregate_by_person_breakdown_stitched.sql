@@ -1,4 +1,4 @@
-SELECT if(rnk <= {p12:UInt32},
+SELECT if(rnk <= {p13:UInt32},
 bd,
 'Others') AS bucket,
 sum(u1) AS u1,
@@ -142,19 +142,30 @@ v_)),
 FROM (SELECT sipHash64(user_key) AS person,
 ts,
 multiIf(JSONType(properties,
-{p10:String}) = 'String',
+{p11:String}) = 'String',
 JSONExtractString(properties,
-{p10:String}),
+{p11:String}),
 JSONType(properties,
-{p10:String}) IN ('Int64',
+{p11:String}) IN ('Int64',
 'UInt64',
 'Bool'),
 JSONExtractRaw(properties,
-{p10:String}),
+{p11:String}),
 '') AS v_
 FROM events
 WHERE type = 'identify'
-AND ts <= fromUnixTimestamp64Milli({p11:Int64},
+AND (dictGetOrDefault('identity_groups_members',
+'one',
+sipHash64({p10:String},
+person),
+toUInt64(0)) = person
+OR has(dictGetOrDefault('identity_groups_members',
+'many',
+sipHash64({p10:String},
+person),
+emptyArrayUInt64()),
+person))
+AND ts <= fromUnixTimestamp64Milli({p12:Int64},
 'UTC')
 AND v_ != '')
 GROUP BY person) AS identified_ USING (person)))
