@@ -35,6 +35,7 @@ from funnels.services import Services
 from funnels.store.groups import load_groups
 from tests.analytics.conftest import at, ev, funnel_query, load, step
 from tests.analytics.test_aggregate_by import grouped, organizations
+from tests.analytics.test_exclusions import with_exclusions
 from tests.analytics.test_hold_constant import holding
 from tests.analytics.test_person_breakdown import PLANS, identify, with_plans
 from tests.analytics.test_property import (
@@ -205,6 +206,9 @@ def setup(services: Services, case: Any) -> tuple[Any, list[Any], dict[str, set[
                     cases(overlapping_kinds(2, 3), ["closed"]),
                     with_identities(cases(exclusive_kinds(2, 3), ["closed", "open", "strict"])),
                     holding(with_identities(cases(exclusive_kinds(2, 3), ["closed"]))),
+                    with_exclusions(
+                        cases(st.one_of(exclusive_kinds(2, 3), overlapping_kinds(2, 3)), ["closed"])
+                    ),
                 )
             )
         )
