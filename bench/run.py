@@ -15,7 +15,9 @@ the closed one (issue 14, items 5, 4 and 6; target ≤ 2×), and issue 14's anal
 2× it) and with the funnel of its own parameters; then the funnel's variants (a breakdown by an event
 property with each attribution, compare=previous_period), each interleaved with the closed funnel; then the
 closed funnel by organization (`aggregate_by`, issue 14 item 8: ~10 users per organization, made in the state
-store), interleaved with the closed funnel.
+store), interleaved with the closed funnel, and by organization broken down by the organization's own plan
+(`aggregate_by` + `breakdown=person.plan`, items 7+8: identify events under 9 in 10 organizations' ids, added
+to the data once), interleaved with both.
 `--identified F` (default 0.5): a fraction F of the users have 1–3 identify events setting a `plan` trait,
 at times uniform over the year before the span and the span itself (most of them before `date_from`, as a
 customer base identified long ago): the breakdown by that person property (`breakdown=person.plan`, issue 14
@@ -52,6 +54,7 @@ from funnels.analytics.query import parse_funnel_query
 from funnels.analytics.sql import Binder, step_sql
 from funnels.analytics.time_to_convert import parse_time_to_convert_query, run_time_to_convert
 from funnels.analytics.trends import parse_trends_query, run_trends
+from funnels.events import Event
 from funnels.services import Services
 from funnels.store import identity as stored_identity
 from funnels.store.events import LINKS_TABLE, PERSONS_DICTIONARY
@@ -492,6 +495,75 @@ def time_grouped(svc: Services, closed: dict[str, str], repeat: int, users: int)
     return results
 
 
+def add_organization_plans(svc: Services, model: str, users: int, per_group: int = 10) -> int:
+    """1–3 identify events of each organization of `add_organizations` (stored under its primary id,
+    `org<N>`, as `POST /api/v1/identify` stores them) with a `plan`, at times uniform from a year before the
+    span to its end, for 9 organizations in 10 (the rest have none: `(none)`); inserted once (a later run on
+    the same data directory finds them). Returns how many the events table holds."""
+    stored = svc.events.query(
+        "SELECT count() FROM events WHERE type = 'identify' AND startsWith(user_key, 'org')"
+    ).first()
+    if stored and int(stored[0]):
+        return int(stored[0])
+    rng = np.random.default_rng(8)
+    groups = -(-users // per_group)
+    chosen = [group for group in range(groups) if group % 10]
+    who = np.repeat(chosen, rng.integers(1, 4, len(chosen)))
+    times = START_MS - YEAR_MS + rng.integers(0, YEAR_MS + SPAN_DAYS * 86_400_000, len(who))
+    plans = rng.choice(["free", "team", "business", "enterprise"], len(who))
+    events = [
+        Event(
+            event_id=f"orgplan{index}",
+            type="identify",
+            event="identify",
+            user_key=f"org{group}",
+            user_id=f"org{group}",
+            ts_ms=int(ts),
+            received_ms=int(ts),
+            properties={"plan": str(plan)},
+        )
+        for index, (group, ts, plan) in enumerate(zip(who, times, plans, strict=True))
+    ]
+    for start in range(0, len(events), 100_000):
+        svc.events.insert_events(events[start : start + 100_000])
+    return len(events)
+
+
+def time_grouped_person(svc: Services, closed: dict[str, str], repeat: int, users: int) -> dict[str, object]:
+    """The closed funnel by organization broken down by the organization's own plan (`aggregate_by` with
+    `breakdown=person.plan`: each group joined by its hash to its latest identify's plan) next to the same
+    funnel by organization without a breakdown and the plain closed funnel (≤ 2×), raw and stitched,
+    interleaved; checks that the plans add up to the organizations at every step."""
+    model = add_organizations(svc, users)
+    results: dict[str, object] = {
+        "aggregate_by + person.plan: organization identifies": add_organization_plans(svc, model, users)
+    }
+    load_groups(svc.state, svc.events, model)
+    for identity in ("raw", "stitched"):
+        plain = parse_funnel_query({**closed, "identity": identity})
+        grouped = parse_funnel_query({**closed, "identity": identity, "aggregate_by": model})
+        person = parse_funnel_query(
+            {**closed, "identity": identity, "aggregate_by": model, "breakdown": "person.plan"}
+        )
+        groups = [row["users"] for row in run_funnel(svc.events, grouped)["data"]]  # warm-up, and the check
+        rows = run_funnel(svc.events, person)["data"]
+        assert [sum(row["users"] for row in rows if row["step"] == k) for k in (1, 2, 3)] == groups
+        results[f"aggregate_by + person.plan, {identity} groups"] = {
+            row["breakdown"]: row["users"] for row in rows if row["step"] == 1
+        }
+        times: dict[str, list[float]] = {"person": [], "grouped": [], "closed": []}
+        for _ in range(repeat):  # interleaved, so background load hits all alike
+            times["person"] += timed(lambda q=person: run_funnel(svc.events, q), 1)
+            times["grouped"] += timed(lambda q=grouped: run_funnel(svc.events, q), 1)
+            times["closed"] += timed(lambda q=plain: run_funnel(svc.events, q), 1)
+        medians = {key: statistics.median(values) for key, values in times.items()}
+        label = "aggregate_by organization + breakdown person.plan"
+        results[f"{label}, {identity} ms"] = round(medians["person"] * 1000)
+        results[f"{label}, {identity} × closed"] = round(medians["person"] / medians["closed"], 2)
+        results[f"{label}, {identity} × aggregate_by"] = round(medians["person"] / medians["grouped"], 2)
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -521,6 +593,7 @@ def main() -> None:
                 | time_variants(svc, closed, min(args.repeat, 5))
                 | time_person(svc, closed, min(args.repeat, 5))
                 | time_grouped(svc, closed, min(args.repeat, 5), args.users)
+                | time_grouped_person(svc, closed, min(args.repeat, 5), args.users)
             )
             print(json.dumps(timings, indent=2, ensure_ascii=False))
         finally:
@@ -612,6 +685,7 @@ def main() -> None:
         results |= time_variants(svc, closed, min(args.repeat, 5))
         results |= time_person(svc, closed, min(args.repeat, 5))
         results |= time_grouped(svc, closed, min(args.repeat, 5), args.users)
+        results |= time_grouped_person(svc, closed, min(args.repeat, 5), args.users)
     finally:
         svc.close()
     results |= text_import_rates(source, rows=min(1_000_000, args.events))

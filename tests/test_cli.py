@@ -595,3 +595,28 @@ def test_query_aggregate_by_counts_the_demos_organizations(demo_dir: tuple[Path,
     assert api.json()["data"] == json.loads(grouped.stdout)["data"]
     bad = run(*query, "--aggregate-by", "team", "--config", config)
     assert bad.returncode == 2 and "aggregate_by" in bad.stderr and "organization" in bad.stderr
+
+
+def test_query_aggregate_by_breaks_organizations_down_by_their_own_property(
+    demo_dir: tuple[Path, dict[str, str]],
+) -> None:
+    """--aggregate-by organization --breakdown person.<key>: each of the demo's organizations by its own
+    identify's value (`domain`: one each), not its customers' (they have a `plan`, the organizations none)."""
+    from funnels.demo_automation import ORGANIZATIONS
+
+    data_dir, _ = demo_dir
+    steps = json.dumps(
+        [{"type": "track", "event": name, "name": name} for name in ("sign_up", "invite_sent")]
+    )
+    query = ["query", "--data-dir", str(data_dir), "--date-from", "2020-01-01", "--date-to", "2035-12-31"]
+    query += ["--steps", steps, "--aggregate-by", "organization", "--config", str(data_dir / "funnels.yaml")]
+    entered = {}
+    for key in ("domain", "plan"):
+        result = run(*query, "--breakdown", f"person.{key}", "--format", "json")
+        assert result.returncode == 0, result.stderr
+        rows = json.loads(result.stdout)["data"]
+        entered[key] = {row["breakdown"]: row["users"] for row in rows if row["step"] == 1}
+    assert entered["domain"] == {domain: 1 for _, _, domain in ORGANIZATIONS}
+    assert entered["plan"] == {"(none)": len(ORGANIZATIONS)}
+    table = run(*query, "--breakdown", "person.domain")
+    assert table.returncode == 0 and "acme.test" in table.stdout, table.stderr

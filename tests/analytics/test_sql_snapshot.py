@@ -237,6 +237,10 @@ AGGREGATE_CASES: dict[str, tuple[str, dict[str, Any]]] = {
     "aggregate_by_people_stitched": people_sql(
         PeopleQuery(replace(CASES["closed_overlapping_stitched"], aggregate_by="organization"), 2)
     ),
+    # with a person breakdown: the group's own identifies, by the hash of the key they are stored under
+    "aggregate_by_person_breakdown_stitched": funnel_sql(
+        replace(CASES["closed_person_breakdown_stitched"], aggregate_by="organization")
+    ),
 }
 CATALOG_CASES |= ANALYSIS_CASES | AGGREGATE_CASES
 

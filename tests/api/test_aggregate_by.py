@@ -42,6 +42,14 @@ def users(body: Any) -> list[int]:
     return [row["users"] for row in body["data"]]
 
 
+def by_value(body: Any) -> dict[str, list[int]]:
+    """Each breakdown value's users per step."""
+    out: dict[str, list[int]] = {}
+    for row in body["data"]:
+        out.setdefault(row["breakdown"], []).append(row["users"])
+    return out
+
+
 def segment_track(world: World, user_id: str, event: str) -> None:
     auth = {"Authorization": "Basic " + base64.b64encode(f"{world.keys['events:write']}:".encode()).decode()}
     response = world.client.post("/v1/track", json={"userId": user_id, "event": event}, headers=auth)
@@ -88,6 +96,43 @@ def test_every_funnel_endpoint_counts_organizations(world: World) -> None:
     assert ttc["data"][0]["users"] == 1 and ttc["data"][0]["p50_seconds"] == 60.0
     by_customer = get(world, "/v0/funnel", aggregate_by="customer")  # a customer is its own group
     assert users(by_customer) == [3, 1]
+
+
+def test_organizations_break_down_by_their_own_property(world: World) -> None:
+    """`breakdown=person.plan` with `aggregate_by=organization`: each organization's own plan (its latest
+    identify, which the automation API stores under its primary id), not a member's; on every endpoint,
+    in a saved funnel too; an attribution other than first touch is still a 400 naming it."""
+    populate(world)
+    world.clock.advance(MINUTE_MS)
+    world.identify(["acme", "acme.test"], model="organization", properties={"plan": "free"})
+    world.clock.advance(MINUTE_MS)
+    world.identify(["acme.test"], model="organization", properties={"plan": "pro"})  # stored under acme
+    world.identify(["c3"], properties={"plan": "team"})  # globex's member: not globex's plan
+    world.svc.shipper.flush()
+    by_plan = {"aggregate_by": "organization", "breakdown": "person.plan"}
+    body = get(world, "/v0/funnel", **by_plan)
+    assert by_value(body) == {"(none)": [1, 0], "pro": [1, 1]}  # globex signed up only
+    users_by_plan = get(world, "/v0/funnel", breakdown="person.plan")  # users: each their own identify's
+    assert {row["breakdown"] for row in users_by_plan["data"]} == {"(none)", "team"}
+    compared = get(world, "/v0/funnel", compare="previous_period", **by_plan)
+    assert by_value(compared) == by_value(body)
+    people = get(world, "/v0/funnel/people", breakdown_value="pro", **by_plan)
+    assert [(row["user_key"], row["breakdown"]) for row in people["data"]] == [("acme", "pro")]
+    trends = get(world, "/v0/funnel/trends", **by_plan)
+    assert sorted((row["breakdown"], row["entered"], row["converted"]) for row in trends["data"]) == [
+        ("(none)", 1, 0),
+        ("pro", 1, 1),
+    ]
+    ttc = get(world, "/v0/funnel/time_to_convert", **by_plan)
+    assert {row["breakdown"]: row["users"] for row in ttc["data"]} == {"(none)": 0, "pro": 1}
+    refused = get(world, "/v0/funnel", 400, breakdown_attribution="last_touch", **by_plan)
+    assert refused["error"]["param"] == "breakdown_attribution"
+    saved = world.client.post(
+        "/v0/saved_funnels",
+        json={"name": "Organizations by plan", "parameters": DAY | by_plan},
+        headers=bearer(world.keys["query:read"]),
+    )
+    assert saved.status_code == 201, saved.text
 
 
 def test_a_new_relationship_counts_at_the_next_query(world: World) -> None:

@@ -62,6 +62,16 @@ def grouped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dashboard]:
                 event("c3", "sign_up", 0),
                 event("c4", "sign_up", 0),
                 event("c4", "api_call", 5),
+                Event(  # acme's own identify (stored under its primary id): its plan, for a breakdown
+                    event_id="acme-identify",
+                    type="identify",
+                    event="identify",
+                    user_key="acme",
+                    user_id="acme",
+                    ts_ms=DAY_MS - 86_400_000,
+                    received_ms=DAY_MS,
+                    properties={"plan": "pro"},
+                ),
             ]
         )
         with svc.state.write() as connection:
@@ -110,6 +120,25 @@ def test_count_organizations_then_users(page: Page, grouped: Dashboard) -> None:
     page.go_back()  # the URL held the choice
     expect(page.locator("#aggregate-by")).to_have_value("organization")
     expect(page.locator("#funnel-table tbody tr[data-step='1']")).to_have_attribute("data-users", "2")
+
+
+def test_organizations_by_their_own_person_property(page: Page, grouped: Dashboard) -> None:
+    """Counting organizations, "Person property…" breaks them down by their own (acme's identify says
+    `pro`, globex has none), as the API answers."""
+    browser_sign_in(page, grouped, grouped.query_key)
+    page.goto(f"{grouped.url}/funnels?{urlencode(QUERY | {'aggregate_by': 'organization'})}")
+    expect_table(page, "1. sign_up", "2. api_call")
+    page.select_option("#breakdown", "person.")
+    expect(page.locator("#breakdown-property-field")).to_be_visible()
+    page.fill("#breakdown-property", "plan")
+    page.click("#run")
+    expect(page.locator("#results-caption")).to_contain_text("by person.plan (top")
+    expect(page.locator("#results-caption")).to_contain_text("counting organizations")
+    query = url_query(page)
+    assert query["aggregate_by"] == "organization" and query["breakdown"] == "person.plan"
+    shown = shown_rows(page)
+    assert shown == api_rows(grouped, query)
+    assert {(row["breakdown"], row["users"]) for row in shown if row["users"]} == {("pro", 1), ("(none)", 1)}
 
 
 def test_without_declared_models_there_is_no_count_select(

@@ -418,11 +418,6 @@ def parse_funnel_query(params: dict[str, Any]) -> FunnelQuery:
     elif held and exclusions:
         errors["hold_constant"] = "not together with exclusions, for now"
     aggregate_by = _aggregate_by(params.get("aggregate_by"), errors)
-    if aggregate_by and breakdown is not None and breakdown.startswith(PERSON_PREFIX):
-        errors["aggregate_by"] = (
-            "not together with a breakdown by a person property, for now (a group's members each have "
-            "their own)"
-        )
     if errors:
         raise QueryValidationError(errors)
     assert date_from is not None and date_to is not None
@@ -490,8 +485,8 @@ def _attribution(raw: Any, breakdown: str | None, steps: int, errors: dict[str, 
         errors["breakdown_attribution"] = "needs a breakdown"
     elif breakdown is not None and breakdown.startswith(PERSON_PREFIX) and raw != "first_touch":
         errors["breakdown_attribution"] = (
-            "only first_touch with a person.<key> breakdown: the value is the person's (their latest "
-            "identify's), not an event's, so there is no touch or step to choose"
+            "only first_touch with a person.<key> breakdown: the value is the person's (with aggregate_by, "
+            "the group's own), their latest identify's, not an event's, so there is no touch or step to choose"
         )
     else:
         return str(raw)

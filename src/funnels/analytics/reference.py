@@ -214,7 +214,9 @@ def attributed(query: FunnelQuery, events: list[Event], path: Path) -> str:
 def person_values(query: FunnelQuery, events: Iterable[Event], links: dict[str, str]) -> dict[str, str]:
     """With `breakdown=person.<key>`, each user's (stitched: person's) value of the identified model's
     property: `<key>` on their latest identify event with a non-empty value (ties in one millisecond: the
-    largest value), among identify events up to the end of the scan, however early."""
+    largest value), among identify events up to the end of the scan, however early. With `aggregate_by`,
+    each group's own value (by its primary id): the identify events stored under that id as they are,
+    stitched or raw, not a member's."""
     key = query.breakdown_person
     assert key is not None
     latest: dict[str, tuple[int, str]] = {}
@@ -222,7 +224,7 @@ def person_values(query: FunnelQuery, events: Iterable[Event], links: dict[str, 
         value = property_text(event.properties.get(key))
         if event.type != "identify" or event.ts_ms > query.scan_end_ms or not value:
             continue
-        user = person_of(links, event.user_key)
+        user = event.user_key if query.aggregate_by else person_of(links, event.user_key)
         latest[user] = max(latest.get(user, (event.ts_ms, value)), (event.ts_ms, value))
     return {user: value for user, (_, value) in latest.items()}
 
@@ -308,7 +310,7 @@ def reference_groups(
     events = list(events)
     by_user = events_by_user(query, events, memberships)
     persons = None
-    if query.breakdown_person is not None:  # (not with aggregate_by: refused)
+    if query.breakdown_person is not None:
         persons = person_values(query, events, identity_links(events) if query.stitched else {})
     paths: dict[str, list[Path]] = defaultdict(list)
     for user, user_events in by_user.items():
@@ -473,7 +475,7 @@ def reference_people(
     by_user = events_by_user(funnel, events, memberships)
     n = len(funnel.steps)
     persons = None
-    if funnel.breakdown_person is not None:  # (not with aggregate_by: refused)
+    if funnel.breakdown_person is not None:
         persons = person_values(funnel, events, identity_links(events) if funnel.stitched else {})
     people = []
     entered: dict[str, int] = defaultdict(int)  # step-1 users per value, to rank the funnel's buckets
