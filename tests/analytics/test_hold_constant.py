@@ -36,6 +36,9 @@ from tests.analytics.test_property import (
     with_identities,
 )
 
+# A failing example is shrunk for up to 5 minutes (Hypothesis' own limit): let it finish and report.
+pytestmark = pytest.mark.timeout(900)
+
 T = at(0, 10 * 3_600_000)
 S = 1000
 PAGE, CONNECT, SWAP = step("event", "page"), step("track", "connect"), step("track", "swap")
