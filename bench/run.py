@@ -411,25 +411,48 @@ def time_exclusions(svc: Services, closed: dict[str, str], repeat: int) -> dict[
     return results
 
 
+HELD: dict[str, dict[str, object]] = {
+    "hold_constant properties.chain": {},
+    # strict and exclusions: each value's fold over all the user's events, once per value (`_by_value`)
+    "strict + hold_constant properties.chain": {"funnel_type": "strict"},
+    "exclusions (swap on base, 2 → 3) + hold_constant properties.chain": {
+        "exclusions": orjson.dumps(EXCLUSIONS["exclusions: swap on base, 2 → 3"]).decode()
+    },
+    "exclusions (page, 1 → 2) + hold_constant properties.chain": {
+        "exclusions": orjson.dumps(EXCLUSIONS["exclusions: page, 1 → 2"]).decode()
+    },
+}
+
+
 def time_held(svc: Services, closed: dict[str, str], repeat: int) -> dict[str, object]:
-    """The closed funnel holding `properties.chain` constant next to the plain closed funnel (≤ 2×), raw and
-    stitched, interleaved; checks it keeps step 1's users and never adds any."""
+    """The funnel holding `properties.chain` constant (closed; strict; with exclusions) next to the plain
+    closed funnel (≤ 2×) and to the same funnel without it, raw and stitched, interleaved; checks it keeps
+    step 1's users and never adds any."""
     results: dict[str, object] = {}
-    label = "hold_constant properties.chain"
-    for identity in ("raw", "stitched"):
-        plain = parse_funnel_query({**closed, "identity": identity})
-        query = parse_funnel_query({**closed, "identity": identity, "hold_constant": '["properties.chain"]'})
-        closed_users = [row["users"] for row in run_funnel(svc.events, plain)["data"]]
-        users = [row["users"] for row in run_funnel(svc.events, query)["data"]]  # warm-up, check
-        assert users[0] == closed_users[0] and all(u <= c for u, c in zip(users, closed_users, strict=True))
-        results[f"{label}, {identity} users"] = users
-        times: dict[str, list[float]] = {"held": [], "closed": []}
-        for _ in range(repeat):  # interleaved, so background load hits both alike
-            times["held"] += timed(lambda q=query: run_funnel(svc.events, q), 1)
-            times["closed"] += timed(lambda q=plain: run_funnel(svc.events, q), 1)
-        medians = {key: statistics.median(values) for key, values in times.items()}
-        results[f"{label}, {identity} ms"] = round(medians["held"] * 1000)
-        results[f"{label}, {identity} × closed"] = round(medians["held"] / medians["closed"], 2)
+    for label, extra in HELD.items():
+        for identity in ("raw", "stitched"):
+            plain = parse_funnel_query({**closed, "identity": identity})
+            own = parse_funnel_query({**closed, **extra, "identity": identity})
+            query = parse_funnel_query(
+                {**closed, **extra, "identity": identity, "hold_constant": '["properties.chain"]'}
+            )
+            own_users = [row["users"] for row in run_funnel(svc.events, own)["data"]]
+            users = [row["users"] for row in run_funnel(svc.events, query)["data"]]  # warm-up, check
+            assert users[0] == own_users[0] and all(u <= c for u, c in zip(users, own_users, strict=True))
+            results[f"{label}, {identity} users"] = users
+            times: dict[str, list[float]] = {"held": [], "closed": [], "own": []}
+            for _ in range(repeat):  # interleaved, so background load hits all alike
+                times["held"] += timed(lambda q=query: run_funnel(svc.events, q), 1)
+                times["closed"] += timed(lambda q=plain: run_funnel(svc.events, q), 1)
+                if extra:
+                    times["own"] += timed(lambda q=own: run_funnel(svc.events, q), 1)
+            medians = {key: statistics.median(values) for key, values in times.items() if values}
+            results[f"{label}, {identity} ms"] = round(medians["held"] * 1000)
+            results[f"{label}, {identity} × closed"] = round(medians["held"] / medians["closed"], 2)
+            if extra:
+                results[f"{label}, {identity} × without hold_constant"] = round(
+                    medians["held"] / medians["own"], 2
+                )
     return results
 
 

@@ -260,6 +260,13 @@ def test_query_hold_constant(demo_dir: tuple[Path, dict[str, str]]) -> None:
     assert after[0] == before[0] and all(a <= b for a, b in zip(after, before, strict=True))
     bad = run(*query, "--hold-constant", '["chain"]')
     assert bad.returncode == 2 and "hold_constant.0" in bad.stderr
+    strict = run(*query, "--hold-constant", '["device"]', "--funnel-type", "strict")
+    excluded = json.dumps([{"type": "track", "event": "mint", "from_step": 1, "to_step": 2}])
+    with_exclusions = run(*query, "--hold-constant", '["device"]', "--exclusions", excluded)
+    for result in (strict, with_exclusions):  # once refused with hold_constant named
+        assert result.returncode == 0, result.stderr
+        users = [row["users"] for row in json.loads(result.stdout)["data"]]
+        assert users[0] == before[0] and all(a <= b for a, b in zip(users, after, strict=True))
 
 
 def test_query_time_to_convert_and_trends(demo_dir: tuple[Path, dict[str, str]]) -> None:

@@ -589,7 +589,7 @@ def query(
         str | None,
         typer.Option(
             "--hold-constant",
-            help="Closed and open funnels: JSON array of properties.KEY or columns every step shares",
+            help="Any funnel type: JSON array of properties.KEY or columns every step shares",
         ),
     ] = None,
     aggregate_by: Annotated[

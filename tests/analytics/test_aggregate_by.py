@@ -277,6 +277,14 @@ def test_exclusions_hold_constant_and_strict_fold_the_groups_events_together(
         body = run_funnel(store, query)
         assert users(body) == [2, 1, 1], params  # acme (excluded, strict) or globex (the plan) stops at 1
         assert body["data"] == reference_funnel(query, events, memberships)["data"]
+    for params in (  # held together: acme's refund carries no plan, but stands between (strict) or excludes
+        {"exclusions": excluded, "hold_constant": '["properties.plan"]'},
+        {"funnel_type": "strict", "hold_constant": '["properties.plan"]'},
+    ):
+        query = funnel_query(FUNNEL, aggregate_by=org, **params)
+        body = run_funnel(store, query)
+        assert users(body) == [2, 0, 0], params
+        assert body["data"] == reference_funnel(query, events, memberships)["data"]
 
 
 def test_the_snapshotted_aggregate_by_sql_runs(services: Services, store: EventStore) -> None:

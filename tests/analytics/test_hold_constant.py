@@ -25,6 +25,7 @@ from funnels.analytics.trends import TrendsQuery, run_trends
 from funnels.events import Event
 from funnels.store.events import EventStore
 from tests.analytics.conftest import at, both, column, ev, funnel_query, load, step
+from tests.analytics.test_exclusions import with_exclusions
 from tests.analytics.test_property import (
     PROFILE,
     cases,
@@ -35,12 +36,20 @@ from tests.analytics.test_property import (
     with_identities,
 )
 
+# A failing example is shrunk for up to 5 minutes (Hypothesis' own limit): let it finish and report.
+pytestmark = pytest.mark.timeout(900)
+
 T = at(0, 10 * 3_600_000)
 S = 1000
 PAGE, CONNECT, SWAP = step("event", "page"), step("track", "connect"), step("track", "swap")
 
 
+MINT_1_2 = [{"type": "track", "event": "mint", "from_step": 1, "to_step": 2}]
+
+
 def held(*steps: dict[str, Any], hold: list[str], **params: Any) -> FunnelQuery:
+    if "exclusions" in params:
+        params["exclusions"] = orjson.dumps(params["exclusions"]).decode()
     return funnel_query(list(steps), window_seconds=60, hold_constant=orjson.dumps(hold).decode(), **params)
 
 
@@ -119,6 +128,106 @@ def event(ts: int, type_: str, name: str | None = None, chain: Any = None, **col
             [None, None],
             id="open: a different value breaks it too",
         ),
+        # strict: consecutive events of the user, every step's of the start's value
+        pytest.param(
+            [event(T, "page", chain="base"), event(T + S, "track", "connect", chain="base")],
+            held(PAGE, CONNECT, hold=["properties.chain"], funnel_type="strict"),
+            [1, 1],
+            [None, 1.0],
+            id="strict: the very next event, of the same value",
+        ),
+        pytest.param(
+            [
+                event(T, "page", chain="base"),
+                event(T + S, "track", "connect", chain="ethereum"),
+                event(T + 2 * S, "track", "connect", chain="base"),
+            ],
+            held(PAGE, CONNECT, hold=["properties.chain"], funnel_type="strict"),
+            [1, 0],
+            [None, None],
+            id="strict: another value's event in between breaks the chain",
+        ),
+        pytest.param(
+            [
+                event(T, "page", chain="base"),
+                event(T + S, "track", "mint", chain="base"),
+                event(T + 2 * S, "track", "connect", chain="base"),
+            ],
+            held(PAGE, CONNECT, hold=["properties.chain"], funnel_type="strict"),
+            [1, 0],
+            [None, None],
+            id="strict: any other event breaks it, as without hold_constant",
+        ),
+        pytest.param(
+            [
+                event(T, "page", chain="base"),
+                event(T + S, "page", chain="ethereum"),
+                event(T + 2 * S, "track", "connect", chain="ethereum"),
+            ],
+            held(PAGE, CONNECT, hold=["properties.chain"], funnel_type="strict"),
+            [1, 1],
+            [None, 1.0],
+            id="strict: a later start of another value converts",
+        ),
+        pytest.param(
+            [
+                event(T, "page", chain="base"),
+                event(T + S, "track", "connect", chain="ethereum"),
+                event(T + S, "track", "connect", chain="base"),
+            ],
+            held(PAGE, CONNECT, hold=["properties.chain"], funnel_type="strict"),
+            [1, 0],
+            [None, None],
+            id="strict: another value's event in a step's millisecond sorts first",
+        ),
+        # exclusions: any value's exclusion event disqualifies
+        pytest.param(
+            [
+                event(T, "page", chain="base"),
+                event(T + S, "track", "mint"),
+                event(T + 2 * S, "track", "connect", chain="base"),
+            ],
+            held(PAGE, CONNECT, hold=["properties.chain"], exclusions=MINT_1_2),
+            [1, 0],
+            [None, None],
+            id="exclusions: an exclusion event without the value disqualifies",
+        ),
+        pytest.param(
+            [
+                event(T, "page", chain="base"),
+                event(T + S, "track", "mint", chain="ethereum"),
+                event(T + 2 * S, "track", "connect", chain="base"),
+            ],
+            held(PAGE, CONNECT, hold=["properties.chain"], exclusions=MINT_1_2),
+            [1, 0],
+            [None, None],
+            id="exclusions: one of another value too",
+        ),
+        pytest.param(
+            [
+                event(T, "page", chain="base"),
+                event(T + S, "track", "mint"),
+                event(T + 2 * S, "page", chain="ethereum"),
+                event(T + 3 * S, "track", "connect", chain="base"),
+                event(T + 4 * S, "track", "connect", chain="ethereum"),
+            ],
+            held(PAGE, CONNECT, hold=["properties.chain"], exclusions=MINT_1_2),
+            [1, 1],
+            [None, 2.0],
+            id="exclusions: a later start of another value re-arms",
+        ),
+        pytest.param(
+            [
+                event(T, "page", chain="base"),
+                event(T + S, "track", "connect", chain="ethereum"),
+                event(T + 2 * S, "track", "mint"),
+                event(T + 3 * S, "track", "connect", chain="base"),
+            ],
+            held(PAGE, CONNECT, hold=["properties.chain"], exclusions=MINT_1_2),
+            [1, 0],
+            [None, None],
+            id="exclusions: another value's step does not convert, the exclusion still counts",
+        ),
     ],
 )
 def test_hold_constant_case(
@@ -145,11 +254,11 @@ def test_hold_constant_case(
         ('["chain"]', {}, "hold_constant.0"),
         ('["properties."]', {}, "hold_constant.0"),
         ("[1]", {}, "hold_constant.0"),
-        ('["device"]', {"funnel_type": "strict"}, "hold_constant"),
+        # exclusions are still refused with a strict funnel, held values or not
         (
             '["device"]',
-            {"exclusions": '[{"type":"track","event":"mint","from_step":1,"to_step":2}]'},
-            "hold_constant",
+            {"funnel_type": "strict", "exclusions": orjson.dumps(MINT_1_2).decode()},
+            "exclusions",
         ),
     ],
 )
@@ -157,6 +266,16 @@ def test_bad_hold_constant_is_named(value: str, params: dict[str, str], param: s
     with pytest.raises(QueryValidationError) as error:
         funnel_query([PAGE, CONNECT], hold_constant=value, **params)
     assert param in error.value.details, error.value.details
+
+
+@pytest.mark.parametrize(
+    "params",
+    [{"funnel_type": "strict"}, {"exclusions": orjson.dumps(MINT_1_2).decode()}],
+    ids=["strict", "exclusions"],
+)
+def test_hold_constant_with_strict_or_exclusions_is_accepted(params: dict[str, str]) -> None:
+    query = funnel_query([PAGE, CONNECT], hold_constant='["device"]', **params)
+    assert query.hold_constant == ("device",)
 
 
 HELD = [["properties.chain"], ["device"], ["utm_source", "properties.chain"], ["properties.flag"]]
@@ -191,11 +310,54 @@ def test_hold_constant_equals_reference(store: EventStore, case: Any) -> None:
     check(store, case)
 
 
+@settings(PROFILE, max_examples=examples(120))
+@given(
+    case=holding(
+        st.one_of(
+            cases(
+                st.one_of(exclusive_kinds(2, 4), overlapping_kinds(2, 3)), ["strict"], filter_counts=(0, 0, 1)
+            ),
+            cases(long_kinds(), ["strict"], max_events=10, walk=True, filter_counts=(0,) * 15 + (1,)),
+        )
+    )
+)
+def test_strict_hold_constant_equals_reference(store: EventStore, case: Any) -> None:
+    """Strict: every event of the user stands between steps, whatever its value; each step's event has the
+    start's values (another value's event in a step's millisecond sorts first, as one matching no step)."""
+    check(store, case)
+
+
+@settings(PROFILE, max_examples=examples(120))
+@given(
+    case=holding(
+        with_exclusions(
+            st.one_of(
+                cases(exclusive_kinds(2, 4), ["closed"], filter_counts=(0, 0, 0, 1)),
+                cases(exclusive_kinds(2, 4), ["closed"], walk=True, filter_counts=(0, 0, 0, 1)),
+                cases(overlapping_kinds(2, 4), ["closed"], filter_counts=(0, 0, 0, 1)),
+            )
+        )
+    )
+)
+def test_exclusions_hold_constant_equals_reference(store: EventStore, case: Any) -> None:
+    """Exclusions: an exclusion event of any value (or none) disqualifies the chains of every value."""
+    check(store, case)
+
+
 @settings(PROFILE, max_examples=examples(100))
 @given(
     case=holding(
-        cases(
-            st.one_of(exclusive_kinds(2, 3), overlapping_kinds(2, 3)), ["closed", "open"], attributions=True
+        st.one_of(
+            cases(
+                st.one_of(exclusive_kinds(2, 3), overlapping_kinds(2, 3)),
+                ["closed", "open", "strict"],
+                attributions=True,
+            ),
+            with_exclusions(
+                cases(
+                    st.one_of(exclusive_kinds(2, 3), overlapping_kinds(2, 3)), ["closed"], attributions=True
+                )
+            ),
         )
     )
 )
@@ -208,7 +370,14 @@ def test_hold_constant_with_any_breakdown_equals_reference(store: EventStore, ca
 @settings(PROFILE, max_examples=examples(60))
 @given(
     case=holding(
-        with_identities(cases(st.one_of(exclusive_kinds(2, 4), overlapping_kinds(2, 3)), ["closed", "open"]))
+        st.one_of(
+            with_identities(
+                cases(st.one_of(exclusive_kinds(2, 4), overlapping_kinds(2, 3)), ["closed", "open", "strict"])
+            ),
+            with_exclusions(
+                with_identities(cases(exclusive_kinds(2, 4), ["closed"], filter_counts=(0, 0, 1)))
+            ),
+        )
     )
 )
 def test_hold_constant_stitched_and_raw_equal_reference(store: EventStore, case: Any) -> None:
@@ -218,8 +387,17 @@ def test_hold_constant_stitched_and_raw_equal_reference(store: EventStore, case:
 @settings(PROFILE, max_examples=examples(45))
 @given(
     case=holding(
-        cases(
-            st.one_of(exclusive_kinds(2, 4), overlapping_kinds(2, 3)), ["closed", "open"], attributions=True
+        st.one_of(
+            cases(
+                st.one_of(exclusive_kinds(2, 4), overlapping_kinds(2, 3)),
+                ["closed", "open", "strict"],
+                attributions=True,
+            ),
+            with_exclusions(
+                cases(
+                    st.one_of(exclusive_kinds(2, 4), overlapping_kinds(2, 3)), ["closed"], attributions=True
+                )
+            ),
         )
     ),
     which=st.integers(0, 2),

@@ -307,6 +307,10 @@ def test_person_breakdowns_stitched_and_raw_equal_reference(store: EventStore, c
             holding(
                 with_identities(cases(st.one_of(exclusive_kinds(2, 3), overlapping_kinds(2, 3)), ["closed"]))
             ),
+            holding(with_identities(cases(exclusive_kinds(2, 3), ["strict"]))),
+            holding(
+                with_exclusions(cases(st.one_of(exclusive_kinds(2, 3), overlapping_kinds(2, 3)), ["closed"]))
+            ),
         )
     )
 )

@@ -237,7 +237,15 @@ def test_first_touch_without_a_breakdown_is_the_default_spelled_out() -> None:
         ),
         ({"breakdown": "device", "breakdown_attribution": "step:02"}, "breakdown_attribution", "step:K"),
         ({"breakdown_attribution": "last_touch"}, "breakdown_attribution", "needs a breakdown"),
-        ({"funnel_type": "strict", "hold_constant": '["device"]'}, "hold_constant", "strict"),
+        (
+            {
+                "funnel_type": "strict",
+                "hold_constant": '["device"]',
+                "exclusions": '[{"type":"track","event":"mint","from_step":1,"to_step":2}]',
+            },
+            "exclusions",
+            "strict",
+        ),
         (  # with aggregate_by too: the value is the group's own (its latest identify's), not an event's
             {"breakdown": "person.plan", "aggregate_by": "organization", "breakdown_attribution": "step:1"},
             "breakdown_attribution",

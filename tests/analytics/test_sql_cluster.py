@@ -43,6 +43,8 @@ from funnels.events import Event
 from funnels.store.cluster import SHARDING_KEY
 from funnels.store.events import EVENTS_DDL, PERSONS_DICTIONARY, SHARD_EVENTS, ClusterLayout, EventStore
 from tests.analytics.conftest import day, ev, funnel_query, load, step
+from tests.analytics.test_exclusions import with_exclusions
+from tests.analytics.test_hold_constant import holding
 from tests.analytics.test_property import (
     PROFILE,
     cases,
@@ -128,6 +130,22 @@ SHARDS = st.integers(2, MAX_SHARDS)
 def test_the_two_level_funnel_on_shards_equals_one_table(store: EventStore, case: Any, shards: int) -> None:
     """Closed (exclusive, overlapping), strict and open funnels, breakdowns with top N, Others and values spelled
     like the buckets: the shards' partial rows, merged, give the one-table answer."""
+    check(store, case, shards)
+
+
+@settings(PROFILE, max_examples=examples(30))
+@given(
+    case=holding(
+        st.one_of(
+            cases(st.one_of(exclusive_kinds(2, 3), overlapping_kinds(2, 3)), ["closed", "open", "strict"]),
+            with_exclusions(cases(st.one_of(exclusive_kinds(2, 3), overlapping_kinds(2, 3)), ["closed"])),
+        )
+    ),
+    shards=SHARDS,
+)
+def test_held_funnels_on_shards_equal_one_table(store: EventStore, case: Any, shards: int) -> None:
+    """`hold_constant` in every funnel type and with exclusions: per user and value (strict and exclusions:
+    each user's events once, folded per value) on each shard, merged."""
     check(store, case, shards)
 
 

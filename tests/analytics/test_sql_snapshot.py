@@ -162,6 +162,30 @@ QUERIES: dict[str, FunnelQuery] = {
         breakdown_attribution="step:2",
         hold_constant='["properties.chain"]',
     ),
+    "strict_hold_constant_step_attribution": funnel_query(
+        [step("event", "page"), step("track", "connect"), step("track", "swap")],
+        day(0),
+        day(6),
+        funnel_type="strict",
+        breakdown="device",
+        breakdown_attribution="step:2",
+        hold_constant='["properties.chain"]',
+    ),
+    "closed_exclusions_hold_constant": funnel_query(
+        [step("event", "page"), step("track", "connect"), step("track", "swap")],
+        day(0),
+        day(6),
+        exclusions='[{"type":"track","event":"mint","from_step":1,"to_step":3}]',
+        hold_constant='["properties.chain"]',
+    ),
+    "closed_overlapping_exclusions_hold_constant": funnel_query(
+        [step("event", "page"), step("track", "connect"), step("event", "page")],
+        day(0),
+        day(29),
+        breakdown="utm_source",
+        exclusions='[{"type":"track","event":"mint","from_step":2,"to_step":3}]',
+        hold_constant='["device"]',
+    ),
 }
 # Each query as it was before identity stitching (identity=raw: that SQL must not change), and stitched.
 CASES: dict[str, FunnelQuery] = {name: replace(query, identity="raw") for name, query in QUERIES.items()}

@@ -398,6 +398,80 @@ def test_hold_constant_on_the_funnel_and_its_analyses(
 
 
 @pytest.mark.parametrize(
+    ("inserted", "params", "users", "converted", "seconds", "trend"),
+    [
+        pytest.param(
+            ("a", 1000, "connect", "base"),
+            {"funnel_type": "strict"},
+            [3, 1],
+            ["b"],
+            90.0,
+            [(1, 0), (2, 1), (0, 0)],
+            id="strict: a's connect of another chain is a's next event (plain strict: a converts through it)",
+        ),
+        pytest.param(
+            ("b", DAY_MS + 1000, "mint", "ethereum"),
+            {"exclusions": EXCLUDE_C},
+            [3, 1],
+            ["a"],
+            2.0,
+            [(1, 1), (2, 0), (0, 0)],
+            id="exclusions: b's mint of another chain still disqualifies b's chain",
+        ),
+    ],
+)
+def test_hold_constant_with_strict_or_exclusions_on_every_endpoint(
+    client: TestClient,
+    keys: dict[str, str],
+    analysed: Services,
+    inserted: tuple[str, int, str, str],
+    params: dict[str, str],
+    users: list[int],
+    converted: list[str],
+    seconds: float,
+    trend: list[tuple[int, int]],
+) -> None:
+    """Once refused (400), now answered on the funnel, its breakdowns, compare and its analyses."""
+    user, offset, name, chain = inserted
+    start = 1_775_001_600_000
+    analysed.events.insert_events(
+        [
+            Event(
+                event_id="x1",
+                type="track",
+                event=name,
+                user_key=user,
+                user_id=user,
+                ts_ms=start + offset,
+                received_ms=start,
+                properties={"chain": chain},
+                columns={},
+            )
+        ]
+    )
+    headers = bearer(keys["query:read"])
+    params = ANALYSIS | params | {"hold_constant": '["properties.chain"]'}
+    funnel = client.get("/v0/funnel", params=params, headers=headers)
+    assert funnel.status_code == 200, funnel.text
+    assert [row["users"] for row in funnel.json()["data"]] == users
+    people = client.get("/v0/funnel/people", params=params | {"outcome": "converted"}, headers=headers).json()
+    assert [row["user_key"] for row in people["data"]] == converted
+    ttc = client.get("/v0/funnel/time_to_convert", params=params, headers=headers).json()
+    assert (ttc["data"][0]["users"], ttc["data"][0]["p50_seconds"]) == (1, seconds)
+    trends = client.get("/v0/funnel/trends", params=params, headers=headers).json()
+    assert [(row["entered"], row["converted"]) for row in trends["data"]] == trend
+    for extra in (
+        {"compare": "previous_period"},
+        {"breakdown": "properties.chain", "breakdown_attribution": "step:2"},
+        {"breakdown": "properties.chain"},
+    ):
+        response = client.get("/v0/funnel", params=params | extra, headers=headers)
+        assert response.status_code == 200, (extra, response.text)
+        totals = {row["step"]: row["total"] for row in response.json()["data"]}
+        assert [totals[1], totals[2]] == users, extra
+
+
+@pytest.mark.parametrize(
     ("path", "params", "param"),
     [
         ("/v0/funnel/time_to_convert", {"from_step": "1", "to_step": "3"}, "to_step"),
@@ -426,7 +500,11 @@ def test_hold_constant_on_the_funnel_and_its_analyses(
         ),
         ("/v0/funnel/people", {"exclusions": EXCLUDE_C, "funnel_type": "open"}, "exclusions"),
         ("/v0/funnel", {"hold_constant": '["chain"]'}, "hold_constant.0"),
-        ("/v0/funnel/trends", {"hold_constant": '["device"]', "funnel_type": "strict"}, "hold_constant"),
+        (
+            "/v0/funnel/trends",
+            {"hold_constant": '["device"]', "funnel_type": "strict", "exclusions": EXCLUDE_C},
+            "exclusions",
+        ),
     ],
 )
 def test_bad_parameters_get_the_envelope_naming_them(

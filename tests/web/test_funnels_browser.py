@@ -325,11 +325,9 @@ def test_an_exclusion_takes_filters_as_a_step_does(analyst_page: Page, dashboard
     assert json.loads(url_query(page)["exclusions"])[0]["filters"] == []
 
 
-def test_hold_constant_runs_the_closed_funnel_holding_a_column(
-    analyst_page: Page, dashboard: Dashboard
-) -> None:
+def test_hold_constant_runs_the_funnel_holding_a_column(analyst_page: Page, dashboard: Dashboard) -> None:
     """The Hold constant field: `device` is sent as hold_constant, the rows are the API's, never more users
-    than without it, a reload keeps it, and the field is disabled for the other orders."""
+    than without it, a reload keeps it, and it applies to open and strict funnels too."""
     page = analyst_page
     fill_dates(page)
     fill_steps(page, [("event", "page"), ("track", "connect")])
@@ -354,7 +352,12 @@ def test_hold_constant_runs_the_closed_funnel_holding_a_column(
     assert query["funnel_type"] == "open" and json.loads(query["hold_constant"]) == ["device"]
     assert shown_rows(page) == api_rows(dashboard, query)
     page.select_option("#funnel-type", "strict")
-    expect(page.locator("#hold-constant")).to_be_disabled()
+    expect(page.locator("#hold-constant")).to_be_enabled()
+    page.click("#run")
+    expect(page.locator("#results-caption")).to_contain_text("strict")
+    query = url_query(page)
+    assert query["funnel_type"] == "strict" and json.loads(query["hold_constant"]) == ["device"]
+    assert shown_rows(page) == api_rows(dashboard, query)
 
 
 def test_a_configured_funnel_fills_the_builder(analyst_page: Page, dashboard: Dashboard) -> None:

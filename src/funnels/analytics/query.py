@@ -411,12 +411,6 @@ def parse_funnel_query(params: dict[str, Any]) -> FunnelQuery:
             )
         )
     held = _held(params.get("hold_constant"), errors)
-    if held and funnel_type == "strict":
-        errors["hold_constant"] = (
-            "not with funnel_type=strict, for now (a strict step may follow only the events of its own value)"
-        )
-    elif held and exclusions:
-        errors["hold_constant"] = "not together with exclusions, for now"
     aggregate_by = _aggregate_by(params.get("aggregate_by"), errors)
     if errors:
         raise QueryValidationError(errors)

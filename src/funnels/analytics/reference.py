@@ -95,12 +95,13 @@ def held_values(query: FunnelQuery, event: Event) -> tuple[str, ...]:
     )
 
 
-def closed_path(query: FunnelQuery, events: list[Event]) -> Path:
+def closed_path(query: FunnelQuery, events: list[Event], value: tuple[str, ...] | None = None) -> Path:
     """The chosen path: among chains of distinct events reaching the furthest step, the latest start, then
         the earliest time for each following step (lexicographically). With `hold_constant`, only chains whose
-    events all have the same held values. With exclusions, only admissible chains:
-        no event matching an exclusion in (time of its from_step, time of its to_step] (every chain is tried,
-        and one that breaks an exclusion is not extended: each of its extensions breaks it too)."""
+    events all have the same held values (`value`, when given: only chains of those). With exclusions, only
+    admissible chains: no event matching an exclusion (of any held value) in (time of its from_step, time of
+    its to_step] (every chain is tried, and one that breaks an exclusion is not extended: each of its
+    extensions breaks it too)."""
     n = len(query.steps)
     matches = [[step_matches(step, e) for step in query.steps] for e in events]
     excluded = [[e.ts_ms for e in events if step_matches(x.step, e)] for x in query.exclusions]
@@ -138,19 +139,25 @@ def closed_path(query: FunnelQuery, events: list[Event]) -> Path:
                 extend((*path, event.ts_ms), used | {index}, first)
 
     for index, event in enumerate(events):
+        if value is not None and held[index] != value:
+            continue
         if matches[index][0] and query.from_ms <= event.ts_ms <= query.to_end_ms:
             extend((event.ts_ms,), frozenset({index}), index)
     return best[1]
 
 
-def strict_path(query: FunnelQuery, events: list[Event]) -> Path:
+def strict_path(query: FunnelQuery, events: list[Event], value: tuple[str, ...] | None = None) -> Path:
     """The chosen strict path: runs of consecutive events of the user (all of them, in (time, mask) order:
     within a millisecond, events matching no step first, then by the bitmask of the steps they match) that
     match steps 1..k in order, step 1 in the date range, within the window; the furthest, then the latest
-    start, then the earliest times."""
+    start, then the earliest times. With `value` (`hold_constant`), an event of other held values matches no
+    step: it is still an event of the user, between the steps it stands between (and first in its
+    millisecond, as every event matching no step)."""
     n = len(query.steps)
 
     def mask(event: Event) -> int:
+        if value is not None and held_values(query, event) != value:
+            return 0
         return sum(1 << k for k, step in enumerate(query.steps) if step_matches(step, event))
 
     ordered = sorted((event.ts_ms, mask(event)) for event in events)
@@ -256,9 +263,11 @@ def person_of(links: dict[str, str], user_key: str) -> str:
 def user_path(query: FunnelQuery, events: list[Event]) -> tuple[Path, str]:
     """A user's path and breakdown value ("" without a breakdown). With `hold_constant`, the funnel runs on
     each held value's events alone and the best path wins: the furthest, then the latest start, then the
-    earliest times; by first or last touch the value is the user's over all their events, with `step:K`
+    earliest times (strict or with exclusions, each value's chains among all the user's events: another
+    value's event breaks a strict chain, and any value's exclusion event disqualifies); by first or last touch the value is the user's over all their events, with `step:K`
     the winning path's own (among equal paths, a value before "(none)", then the smallest)."""
     find_path = {"open": open_path, "strict": strict_path}.get(query.funnel_type, closed_path)
+    find_value_path = strict_path if query.funnel_type == "strict" else closed_path
     if not query.hold_constant:
         path = find_path(query, events)
         return path, attributed(query, events, path) if query.breakdown and path else ""
@@ -266,8 +275,11 @@ def user_path(query: FunnelQuery, events: list[Event]) -> tuple[Path, str]:
     for event in events:
         by_value[held_values(query, event)].append(event)
     candidates = []
-    for group in by_value.values():
-        path = find_path(query, group)
+    for value, group in by_value.items():
+        # Strict: the other values' events stand between steps; exclusions: any value's exclusion event
+        # disqualifies. Both see all the user's events, with chains of this value only.
+        whole = query.funnel_type == "strict" or bool(query.exclusions)
+        path = find_value_path(query, events, value) if whole else find_path(query, group)
         if path:
             own = attributed(query, group, path) if query.breakdown and query.attribution_step else ""
             candidates.append(((-len(path), -path[0], *path[1:]), (own == "(none)", own), path))

@@ -152,7 +152,8 @@ def _scan(query: FunnelQuery, bind: Binder, matched: str, is_step: Callable[[int
         if not query.hold_constant:  # with it, each held value's group keeps (time, value): `held_per_user`
             breakdown = f"tupleElement({breakdown}, 2)"
     else:
-        breakdown = f"arraySort(groupArrayIf(({TS_MS}, {value}), {value} != '' AND {is_step(k)}))"
+        hashed = ", h_" if per_value(query) else ""  # each value's row keeps its own events' (`_by_value`)
+        breakdown = f"arraySort(groupArrayIf(({TS_MS}, {value}{hashed}), {value} != '' AND {is_step(k)}))"
     where = (
         f"ts >= fromUnixTimestamp64Milli({bind(query.from_ms, 'Int64')}, 'UTC') "
         f"AND ts <= fromUnixTimestamp64Milli({bind(query.scan_end_ms, 'Int64')}, 'UTC') AND ({wanted})"
@@ -178,15 +179,61 @@ def _user(query: FunnelQuery, tables: Tables, bind: Binder | None = None) -> tup
         user = _group(query, tables, bind, user if query.stitched else key)
     if query.hold_constant:
         assert bind is not None
-        values = []
-        for held in query.hold_constant:
-            name = held.removeprefix("properties.")
-            values.append(
-                property_text(bind(name, "String")) if held.startswith("properties.") else f"toString({held})"
-            )
-        return f"({user}, sipHash64({', '.join(values)})) AS held_", "held_"
+        return f"({user}, {_held_hash(query, bind)}) AS held_", "held_"
     name = user_column(query)
     return (f"{user} AS person", name) if name == "person" else ("user_key", name)
+
+
+def _held_hash(query: FunnelQuery, bind: Binder) -> str:
+    """A 64-bit hash of an event's held values (`hold_constant`), each as string filters see it."""
+    values = []
+    for held in query.hold_constant:
+        name = held.removeprefix("properties.")
+        values.append(
+            property_text(bind(name, "String")) if held.startswith("properties.") else f"toString({held})"
+        )
+    return f"sipHash64({', '.join(values)})"
+
+
+def per_value(query: FunnelQuery) -> bool:
+    """Whether a held funnel's values need all the user's events (`_by_value`): strict (another value's
+    event stands between two steps) or with exclusions (any value's exclusion event disqualifies)."""
+    return bool(query.hold_constant) and (query.funnel_type == "strict" or bool(query.exclusions))
+
+
+def _by_value(
+    query: FunnelQuery,
+    tables: Tables,
+    bind: Binder,
+    parts: tuple[str, str, str, str, str, str],
+    columns: str,
+    where: str,
+) -> str:
+    """The per-(user, held value) rows of a strict or exclusions funnel with `hold_constant` (`per_value`):
+    each user's scanned events are collected once, with the hash `h_` of their held values (`all_`), and
+    the rows repeated for each distinct value of the user's step-1 events (`v_`: a value without one
+    cannot start a chain); each row folds `a`, the value's own view of all the user's events (an event of
+    another value matches no step there, but is still there). `held_` = (user, value), as `_user` names it,
+    so `held_per_user` picks the best per user. `columns`: the scan's columns after the user's, `where`
+    its condition.
+
+    `parts`: the aggregate collecting `all_`, the tuple element of the hash in it (`x.N`), the test of a
+    start element `x`, the value's array over `all_` and `v_`, the columns computed from `a`, and the
+    breakdown aggregate."""
+    collect, hashed, start, array, folded, breakdown = parts
+    user, user_name = _user(replace(query, hold_constant=()), tables, bind)
+    value = (
+        "bd_"
+        if query.attribution_step is None
+        else "arrayMap(y -> (y.1, y.2), arrayFilter(y -> y.3 = v_, bd_))"
+    )
+    return (
+        f"SELECT ({user_name}, v_) AS held_, {array} AS a, {folded}, {value} AS bd0 FROM ("
+        f"SELECT {user_name}, {collect} AS all_, arrayDistinct(arrayMap(x -> {hashed}, arrayFilter(x -> {start}, "
+        f"all_))) AS values_, {breakdown} AS bd_ FROM (SELECT {user}, {columns}, "
+        f"{_held_hash(query, bind)} AS h_ FROM {tables.events} WHERE {where}) "
+        f"GROUP BY {user_name}) ARRAY JOIN values_ AS v_"
+    )
 
 
 def user_column(query: FunnelQuery) -> str:
@@ -372,6 +419,18 @@ def strict_per_user(query: FunnelQuery, params: Params, tables: Tables = ONE_SER
         f"if(lvl >= {i}, bitShiftRight(a[end_ - lvl + {i}], 16), NULL) AS t{i}" for i in range(2, n + 1)
     ]
     mask = " + ".join(f"toInt64({c}) * {1 << i}" for i, c in enumerate(conditions))
+    if per_value(query):  # an event of another value matches no step: its mask is cleared, so it sorts first
+        parts = (
+            f"groupArray((bitOr(bitShiftLeft({TS_MS}, 16), mask), h_))",
+            "x.2",
+            f"bitAnd(x.1, 1) != 0 AND bitShiftRight(x.1, 16) <= {to_end}",
+            "arraySort(arrayMap(x -> if(x.2 = v_, x.1, bitShiftLeft(bitShiftRight(x.1, 16), 16)), all_))",
+            f"arrayFold({fold}, a, {init}) AS st",
+            breakdown,
+        )
+        columns = f"ts, {_breakdown_column(query, bind)}{mask} AS mask"
+        rows = _by_value(query, tables, bind, parts, columns, where)
+        return f"SELECT {lvl}, {', '.join(times)}, {_step_value(query)} FROM ({rows})"
     user, user_name = _user(query, tables, bind)
     return (
         f"SELECT {lvl}, {', '.join(times)}, {_step_value(query)} FROM ("
@@ -455,6 +514,19 @@ def closed_exclusions_per_user(query: FunnelQuery, params: Params, tables: Table
     )
     mask = " + ".join(f"toInt64({c}) * {1 << e}" for e, c in enumerate(excluded))
     element = f"bitShiftLeft({TS_MS}, 16)"
+    if per_value(query):  # the value's step elements and every exclusion element (code < 1024)
+        parts = (
+            f"arraySort(arrayConcat(groupArrayIf((bitOr({element}, 1024 + step), h_), step > 0), "
+            f"groupArrayIf((bitOr({element}, xm), h_), xm > 0)))",
+            "x.2",
+            "bitAnd(x.1, 2047) = 1025",
+            "arrayMap(x -> x.1, arrayFilter(x -> x.2 = v_ OR bitAnd(x.1, 1024) = 0, all_))",
+            f"arrayFold({fold}, a, {init}) AS st",
+            breakdown,
+        )
+        columns = f"ts, {_breakdown_column(query, bind)}{step_of} AS step, {mask} AS xm"
+        rows = _by_value(query, tables, bind, parts, columns, where)
+        return f"SELECT {lvl}, {', '.join(times)}, {_step_value(query)} FROM ({rows})"
     user, user_name = _user(query, tables, bind)
     return (
         f"SELECT {lvl}, {', '.join(times)}, {_step_value(query)} FROM ("
@@ -547,6 +619,20 @@ def closed_general_exclusions_per_user(
     times = ", ".join(f"if(lvl >= {i}, path_[{i}], NULL) AS t{i}" for i in range(1, n + 1))
     mask = " + ".join(f"toUInt16({c}) * {1 << i}" for i, c in enumerate(conditions))
     xmask = " + ".join(f"toUInt16({c}) * {1 << e}" for e, c in enumerate(excluded))
+    if per_value(query):  # another value's events keep only their exclusions
+        parts = (
+            f"arraySort(groupArrayIf(({TS_MS}, mask, xm, h_), mask > 0 OR xm > 0))",
+            "x.4",
+            f"bitAnd(x.2, 1) != 0 AND x.1 <= {to_end}",
+            "arrayFilter(x -> x.2 > 0 OR x.3 > 0, arrayMap(x -> (x.1, if(x.4 = v_, x.2, toUInt16(0)), x.3), all_))",
+            f"arrayFold({fold}, {covered}, {init}) AS st",
+            breakdown,
+        )
+        columns = f"ts, {_breakdown_column(query, bind)}toUInt16({mask}) AS mask, toUInt16({xmask}) AS xm"
+        rows = _by_value(query, tables, bind, parts, columns, where)
+        return (
+            f"SELECT lvl, {times}, {_step_value(query)} FROM (SELECT held_, {lvl}, {path}, bd0 FROM ({rows}))"
+        )
     user, user_name = _user(query, tables, bind)
     return (
         f"SELECT lvl, {times}, {_step_value(query)} FROM (SELECT {user_name}, {lvl}, {path}, bd0 FROM ("
@@ -576,14 +662,22 @@ def open_per_user(query: FunnelQuery, params: Params, tables: Tables = ONE_SERVE
 
 
 def held_per_user(query: FunnelQuery, params: Params, tables: Tables = ONE_SERVER) -> str:
-    """Closed or open funnel with `hold_constant`: the funnel's own per-user query once per user and held
-    values (`_user` groups by both), then per user the best of its values' paths: the furthest level, then
+    """Any funnel with `hold_constant`: the funnel's own per-user query once per user and held value (a
+    closed or open funnel's `_user` groups by both; a strict one or one with exclusions, whose values need
+    all the user's events, repeats each user's collected events per value: `_by_value`), then per user the best of its values' paths: the furthest level, then
     the latest start, then the earliest times, as one fold over all of them would choose among chains of
     one value. The breakdown value: by first or last touch, the user's over all their groups; with
     `step:K`, the chosen path's own (among equal paths, a value before none, then the smallest)."""
     n = len(query.steps)
     if query.funnel_type == "open":
         inner = open_per_user(query, params, tables)
+    elif query.funnel_type == "strict":
+        inner = strict_per_user(query, params, tables)
+    elif query.exclusions:
+        exclusions = (
+            closed_exclusions_per_user if query.steps_exclusive else closed_general_exclusions_per_user
+        )
+        inner = exclusions(query, params, tables)
     else:
         inner = (closed_exclusive_per_user if query.steps_exclusive else closed_general_per_user)(
             query, params, tables
@@ -674,7 +768,7 @@ def _own_key(query: FunnelQuery, tables: Tables, bind: Binder) -> str:
 def choose_per_user(query: FunnelQuery) -> PerUser:
     if query.breakdown_person is not None:
         return person_per_user
-    if query.hold_constant:  # closed or open (not with strict, nor with exclusions: refused)
+    if query.hold_constant:
         return held_per_user
     if query.funnel_type == "open":
         return open_per_user

@@ -73,7 +73,7 @@ Exclusions = Annotated[
 HoldConstant = Annotated[
     str | None,
     Query(
-        description="Closed and open funnels: JSON array of 1–3 of properties.KEY or a standard column; every "
+        description="Any funnel type: JSON array of 1–3 of properties.KEY or a standard column; every "
         "step of a conversion has the same value of each (docs/semantics.md)"
     ),
 ]

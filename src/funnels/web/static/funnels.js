@@ -288,10 +288,9 @@
       .filter((exclusion) => exclusion.event);
   }
 
-  /** Exclusions apply to closed funnels only, held properties to closed and open ones: disabled otherwise. */
+  /** Exclusions apply to closed funnels only: disabled otherwise (held properties apply to every type). */
   function syncExclusionsBox() {
     $("#exclusions-box").disabled = $("#funnel-type").value !== "closed";
-    $("#hold-constant").disabled = $("#funnel-type").value === "strict";
   }
 
   $("#add-exclusion").addEventListener("click", () => {
@@ -432,7 +431,7 @@
     const exclusions = readExclusions();
     if (exclusions.length && query.funnel_type === "closed") query.exclusions = JSON.stringify(exclusions);
     const held = $("#hold-constant").value.split(",").map((item) => item.trim()).filter(Boolean);
-    if (held.length && query.funnel_type !== "strict") query.hold_constant = JSON.stringify(held);
+    if (held.length) query.hold_constant = JSON.stringify(held);
     // Stitched is the API's default: only raw is spelled out, so a stitched link is the same as before.
     if ($("#identity").value === "raw") query.identity = "raw";
     const chosen = $("#breakdown").value;
