@@ -48,7 +48,7 @@ Breakdown = Annotated[
     Query(
         description=f"What to break down by: a column ({', '.join(BREAKDOWN_COLUMNS)}), an event property, "
         "`properties.<key>`, or a property of the identified model, `person.<key>` (the value the person's "
-        "latest identify set, however long ago)",
+        "latest identify set, however long ago; with `aggregate_by`, the group's own, from its identifies)",
         json_schema_extra={"examples": [*BREAKDOWN_COLUMNS[:2], "properties.plan", "person.plan"]},
     ),
 ]
