@@ -29,7 +29,7 @@ from collections.abc import Sequence
 
 from funnels.store import identity
 from funnels.store.events import EventStore
-from funnels.store.state import StateStore
+from funnels.store.state import StateStore, chunks
 
 GROUPS_TABLE = "identity_groups"
 GROUPS_LOADS = "identity_groups_loads"
@@ -86,8 +86,7 @@ def _store(events: EventStore, model: str, generation: str, rows: Sequence[tuple
     delete the model's older loads; returns the new load's id."""
     load_id = f"{time.time_ns() // 1_000_000:015d}:{uuid.uuid4().hex}"
     # In slices: one array parameter holds at most 1,000,000 elements (ClickHouse's limit for a field).
-    for start in range(0, len(rows), INSERT_SLICE):
-        part = rows[start : start + INSERT_SLICE]
+    for part in chunks(rows, INSERT_SLICE):
         params = {
             "model": model,
             "load": load_id,
