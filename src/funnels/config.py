@@ -6,8 +6,9 @@ Accepts exactly the spec's shapes, including the single-object forms (`forModels
 unknown or duplicate names (models in `forModels`, funnel ids, action types), each action type's args
 (`funnels.channels`), Liquid syntax in every string of `args`, durations (`delay`), quiet hours
 (`notBefore`/`notAfter`), `unless` references to later steps of the same funnel, delivery guarantees
-(`guarantee`), holdouts (`holdout: 10%`, 0–50%), each channel's settings section (`webhook`, `slack`, `email`, `sms`; gaps filled from
-environment variables at load time), the `delivery` policy (attempts, timeout, backoff) and `network.allow`
+(`guarantee`), holdouts (`holdout: 10%`, 0–50%) and goals, topics, each channel's settings section
+(`webhook`, `slack`, `email`, `sms`; gaps filled from environment variables at load time), the `delivery`
+policy (attempts, timeout, backoff), frequency caps (`limits`) and `network.allow`
 (CIDRs deliveries may reach although they are not public, `funnels.channels.network`).
 """
 
@@ -52,9 +53,10 @@ ACTION_FIELDS = (
     "transactional",
 )
 SUBSCRIBABLE = ("email", "sms")  # the channels that reach the instance itself: opt-outs apply to them
-_TOPIC = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,99}$")
+_TOPIC_NAME = r"[a-z0-9][a-z0-9_.-]{0,99}"  # an action's `topic`
+_TOPIC = re.compile(f"^{_TOPIC_NAME}$")
 # What an instance unsubscribes from: a channel, or a channel's topic (`email:onboarding`).
-SUBSCRIPTION_TOPIC = r"^(email|sms)(:[a-z0-9][a-z0-9_.-]{0,99})?$"
+SUBSCRIPTION_TOPIC = rf"^({'|'.join(SUBSCRIBABLE)})(:{_TOPIC_NAME})?$"
 DEFAULT_GOAL_WITHIN = timedelta(days=14)
 MAX_HOLDOUT_BP = 5_000  # a holdout is at most 50% (in basis points: hundredths of a percent)
 _PERCENT = re.compile(r"^\s*(\d{1,2}(?:\.\d{1,2})?)\s*%\s*$")

@@ -60,6 +60,9 @@ class ReplayFileError(ValueError):
     """The events file cannot be read at all (missing, unreadable, or a `.json` that is not an array)."""
 
 
+NOT_SENT = ("held_out", "capped", "suppressed")  # final statuses of jobs due but not sent, on purpose
+
+
 @dataclass(frozen=True)
 class _Item:
     where: str  # "events.ndjson line 3", for notes
@@ -95,7 +98,7 @@ class ReplayRow:
     step_event: str
     action: int  # 1-based
     type: str
-    status: str  # sent, cancelled, held_out, capped, dead, failed, pending
+    status: str  # sent, cancelled, dead, failed, pending, or one of NOT_SENT
     outcome: str  # for people: "sent", "cancelled (reached …)", "held out: …", "dead: …", "pending until …"
     args: dict[str, Any] | None  # the rendered args (sent, or dead after rendering)
     summary: str
@@ -139,8 +142,11 @@ class ReplayReport:
             f"{self.events} events, {self.instances} instances, {self.count('sent')} actions would fire, "
             f"{self.count('cancelled')} cancelled, {self.count('dead', 'failed')} failed, "
             f"{self.count('pending')} pending"
-            + (f", {held} held out" if (held := self.count("held_out")) else "")
-            + (f", {capped} capped" if (capped := self.count("capped")) else "")
+            + "".join(
+                f", {count} {status.replace('_', ' ')}"
+                for status in NOT_SENT
+                if (count := self.count(status))
+            )
         )
 
     def holdout_lines(self) -> list[str]:
@@ -434,11 +440,7 @@ def _rows(connection: Connection, automation: Automation, recorder: Recorder, en
             )
             time_ms, status = job.updated_ms, "cancelled"
             outcome = f"cancelled (reached {reason})" if reason else f"cancelled ({job.last_error})"
-        elif job.status in (
-            "held_out",
-            "capped",
-            "suppressed",
-        ):  # due, and never sent on purpose: why is its last error
+        elif job.status in NOT_SENT:  # due, and never sent on purpose: why is its last error
             time_ms, status, outcome = job.updated_ms, job.status, job.last_error or job.status
         elif job.status in ("dead", "failed"):
             time_ms, status, outcome = job.updated_ms, job.status, f"{job.status}: {job.last_error}"

@@ -72,7 +72,7 @@ class StoredJob(NamedTuple):
     event: str
     event_properties: str  # JSON
     event_ts_ms: int
-    status: str  # scheduled, sending, sent, failed, dead, cancelled, held_out, capped, unknown
+    status: str  # scheduled, sending, sent, failed, dead, cancelled, held_out, capped, suppressed, unknown
     due_ms: int
     next_ms: int | None
     attempts: int
@@ -555,6 +555,7 @@ def goal_counts(
             group.label("grp"),
             func.sum(case((or_(reached, ~open_), 1), else_=0)),
             func.sum(case((reached, 1), else_=0)),
+            func.count(),
         )
         .select_from(
             jobs.outerjoin(
@@ -573,7 +574,6 @@ def goal_counts(
             jobs.c.status.in_((*TREATED, "held_out")),
         )
         .group_by(group)
-        .add_columns(func.count())
     )
     found = {
         grp: GoalCounts(int(decided or 0), int(converted or 0), int(total) - int(decided or 0))
