@@ -138,8 +138,9 @@ class Services:
         plan, now_ms = self.automation.plan, self.clock.now_ms()
         # Run again if PostgreSQL picks this transaction to give way to another node's (a deadlock).
         outcomes = self.state.run_write(lambda connection: apply_signals(connection, plan, signals, now_ms))
-        # The shipper is not woken: it ships every 0.2 s, so a busy server ships a few large batches rather
-        # than one per request (a chDB insert costs ~18 ms of CPU whatever its size).
+        # The shipper is not woken: it ships every second, so a busy server ships a few large batches rather
+        # than one per request (a chDB insert costs ~18 ms of CPU whatever its size; every 0.2 s cost two
+        # nodes ~12% of their CPU per event at 400 events/s: docs/benchmarks.md).
         if any(due_soon(job["due_ms"], now_ms) for outcome in outcomes for job in outcome.scheduled):
             self.wake_worker()
         return outcomes

@@ -59,7 +59,7 @@ class Shipper(BackgroundLoop):
         events: EventStore,
         clock: Clock,
         batch_size: int = 10_000,
-        interval_s: float = 0.2,
+        interval_s: float = 1.0,
         dedup_window_ms: int = DEDUP_WINDOW_MS,
         prune_every_ms: int = 60_000,
         holder: str | None = None,
