@@ -13,6 +13,7 @@ are not used (a proxy would make the connection for us, to an address we did not
 
 from __future__ import annotations
 
+import functools
 import socket
 import ssl
 from collections.abc import Callable, Iterable, Sequence
@@ -140,6 +141,13 @@ class GuardedBackend(httpcore.NetworkBackend):
         self._backend.sleep(seconds)
 
 
+@functools.cache
+def default_ssl_context() -> ssl.SSLContext:
+    """httpx's context (certifi's CA bundle, host names verified), made once per process and shared by every
+    client: loading the bundle costs ~0.1 s, which each worker, and each test's, paid twice."""
+    return httpx.create_ssl_context(trust_env=False)
+
+
 class GuardedTransport(httpx.HTTPTransport):
     """httpx's transport with its connection pool on a `GuardedBackend`.
 
@@ -152,10 +160,11 @@ class GuardedTransport(httpx.HTTPTransport):
     def __init__(
         self, allow: Callable[[], Sequence[Network]], ssl_context: ssl.SSLContext | None = None
     ) -> None:
-        super().__init__(trust_env=False)
+        context = ssl_context or default_ssl_context()
+        super().__init__(verify=context, trust_env=False)
         self._pool.close()
         self._pool = httpcore.ConnectionPool(
-            ssl_context=ssl_context or httpx.create_ssl_context(trust_env=False),
+            ssl_context=context,
             max_connections=100,
             max_keepalive_connections=20,
             keepalive_expiry=5.0,
