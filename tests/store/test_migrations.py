@@ -29,6 +29,7 @@ from funnels.services import Services
 from funnels.store import schema
 from funnels.store.schema import Migration, SchemaTooNew, SchemaUnrecognised
 from funnels.store.state import StateStore, action_jobs, action_specs, instance_ids, metadata, state_url
+from tests.postgres import BOTH, schema_url
 from tests.receivers import NETWORK, HttpReceiver
 
 FIXTURES = Path(__file__).with_name("fixtures")
@@ -63,13 +64,71 @@ def schema_of(path: Path) -> dict[str, str]:
     }
 
 
+def scripted_store(target: Path | str) -> StateStore:
+    """A new store brought to the head by running every revision's script (a new store is not: `upgrade`)."""
+    store = StateStore(target, migrate=False)
+    with store.write() as connection:
+        migration = schema.upgrade(connection, store.where, metadata, run_scripts=True)
+    store.revision = migration.after
+    return store
+
+
 def test_the_head_revision_creates_exactly_the_tables_in_metadata(state_target: Path | str) -> None:
-    store = StateStore(state_target)
+    store = scripted_store(state_target)
     try:
         assert store.revision == schema.HEAD == schema.scripts().get_current_head() == "0006"
         assert differences(store) == []
     finally:
         store.close()
+
+
+def catalog(store: StateStore) -> dict[str, Any]:
+    """The schema as the database itself describes it, including what autogenerate does not compare (column
+    order, defaults, partial indexes' conditions, constraint names): SQLite's stored SQL, PostgreSQL's
+    catalog, with the schema's name left out."""
+    with store.read() as connection:
+        if store.dialect == "sqlite":
+            rows = connection.exec_driver_sql(
+                "SELECT type, name, sql FROM sqlite_master WHERE sql IS NOT NULL"
+            )
+            return {f"{kind} {name}": " ".join(sql.split()) for kind, name, sql in rows}
+        schema_name = connection.exec_driver_sql("SELECT current_schema()").scalar()
+        queries = {
+            "columns": "SELECT table_name, ordinal_position, column_name, data_type, is_nullable, column_default "
+            "FROM information_schema.columns WHERE table_schema = current_schema()",
+            "indexes": "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = current_schema()",
+            "constraints": "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint "
+            "WHERE connamespace = current_schema()::regnamespace",
+        }
+        return {
+            name: sorted(tuple(str(value).replace(f"{schema_name}.", "") for value in row) for row in rows)
+            for name, sql in queries.items()
+            for rows in [connection.exec_driver_sql(sql)]
+        }
+
+
+@BOTH
+def test_a_new_store_gets_exactly_the_schema_the_scripts_build(
+    state_backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """A new store takes `metadata`'s tables at once and is stamped at the head: the same database, to the
+    catalog, as running every revision's script."""
+    if state_backend == "sqlite":
+        targets: list[Path | str] = [tmp_path / "scripted.sqlite3", tmp_path / "new.sqlite3"]
+    else:
+        targets = [
+            request.getfixturevalue("postgres_url"),
+            schema_url(request.getfixturevalue("postgres_database")),
+        ]
+    scripted, new = scripted_store(targets[0]), StateStore(targets[1])
+    try:
+        assert new.revision == scripted.revision == schema.HEAD
+        described = catalog(new)
+        assert described == catalog(scripted)
+        assert "action_jobs" in str(described) and "subscriptions" in str(described)  # it saw the tables
+    finally:
+        scripted.close()
+        new.close()
 
 
 def test_revision_0001_creates_exactly_what_the_release_before_migrations_created(tmp_path: Path) -> None:

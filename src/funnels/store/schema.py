@@ -5,6 +5,8 @@ refuses a revision the scripts do not know (`SchemaTooNew`: a newer release wrot
 database to the newest revision (the head) on the connection it is given, inside that connection's
 transaction, so the caller decides the locking (the store runs it under its write lock: two processes
 opening one data directory at once migrate it once) and a failed migration leaves nothing behind.
+An empty database is not walked through every revision: it gets the head's tables from `metadata` and is
+stamped at the head (a fraction of the time: every new data directory, and every test's store, is one).
 
 A database from before migrations has the tables but no `alembic_version`: it is recognised by its tables
 and stamped at the revision it matches (0001 = the release at commit 0af07ab; 0002 = that schema plus the
@@ -21,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Connection, MetaData, inspect, text
+from sqlalchemy import Column, Connection, MetaData, PrimaryKeyConstraint, String, Table, inspect, text
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -29,6 +31,14 @@ if TYPE_CHECKING:
 
 SCRIPTS = Path(__file__).with_name("migrations")
 HEAD = "0006"  # the newest revision in migrations/versions/ (a test holds the two equal)
+
+# Alembic's version table, as its `stamp` creates it (an empty database is stamped without Alembic: `upgrade`).
+VERSION_TABLE = Table(
+    "alembic_version",
+    MetaData(),
+    Column("version_num", String(32), nullable=False),
+    PrimaryKeyConstraint("version_num", name="alembic_version_pkc"),
+)
 
 # What revision 0001 created, to recognise a data directory written before migrations.
 BASELINE_TABLES = frozenset(
@@ -129,10 +139,20 @@ def _config(connection: Connection, metadata: MetaData | None) -> Config:
     return config
 
 
-def upgrade(connection: Connection, where: str, metadata: MetaData | None = None) -> Migration:
-    """Bring the database to the head revision, on `connection` and inside its transaction (see above)."""
+def upgrade(
+    connection: Connection, where: str, metadata: MetaData | None = None, *, run_scripts: bool = False
+) -> Migration:
+    """Bring the database to the head revision, on `connection` and inside its transaction (see above).
+    An empty database gets `metadata`'s tables at once and is stamped at the head, as Alembic's cookbook
+    does for a new database (the scripts build the same schema: tests/store/test_migrations.py holds the
+    two equal); `run_scripts` runs every revision instead."""
     before = check(connection, where)
     stamped = _recognise(connection, where) if before is None else None
+    if before is None and stamped is None and metadata is not None and not run_scripts:
+        metadata.create_all(connection)
+        VERSION_TABLE.create(connection)  # what `alembic stamp head` writes, without loading the scripts
+        connection.execute(VERSION_TABLE.insert().values(version_num=HEAD))
+        return Migration(before=None, stamped=None, after=HEAD)
     from alembic import command
 
     config = _config(connection, metadata)
