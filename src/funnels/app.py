@@ -34,7 +34,7 @@ from funnels.api.errors import install_error_handlers
 from funnels.api.idempotency import IdempotencyMiddleware
 from funnels.api.schemas import install_openapi
 from funnels.services import Services
-from funnels.web import analytics_js
+from funnels.web import analytics_js, unsubscribe
 from funnels.web import routes as dashboard
 
 
@@ -97,6 +97,9 @@ def create_app(
     app.state.public_url = public_url
     app.state.local_credential = local_credential
     app.state.body_budget = BodyBudget(max_buffered_bytes)
+    app.state.unsubscribe_limiter = unsubscribe.limiter()  # per client address (`web/unsubscribe.py`)
+    if public_url is not None:  # the worker thread's unsubscribe links start with it
+        svc.worker.public_url = public_url
     install_error_handlers(app)
     install_openapi(app)
     app.add_middleware(IdempotencyMiddleware)
@@ -117,6 +120,7 @@ def create_app(
         saved_funnels,
         lift,
         dashboard,
+        unsubscribe,
         pages,
         analytics_js,
     )

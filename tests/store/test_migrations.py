@@ -66,7 +66,7 @@ def schema_of(path: Path) -> dict[str, str]:
 def test_the_head_revision_creates_exactly_the_tables_in_metadata(state_target: Path | str) -> None:
     store = StateStore(state_target)
     try:
-        assert store.revision == schema.HEAD == schema.scripts().get_current_head() == "0006"
+        assert store.revision == schema.HEAD == schema.scripts().get_current_head() == "0007"
         assert differences(store) == []
     finally:
         store.close()
