@@ -57,7 +57,7 @@ class EmailSettings(BaseModel):
     @model_validator(mode="after")
     def _mailto_is_an_address(self) -> EmailSettings:
         if self.unsubscribe_mailto is not None:
-            one_address(self.unsubscribe_mailto, "unsubscribeMailto")
+            _mailbox(self.unsubscribe_mailto)
         return self
 
     @model_validator(mode="before")
@@ -96,6 +96,14 @@ def one_address(value: str, field: str) -> Address:
     return address
 
 
+def _mailbox(value: str) -> str:
+    """`unsubscribeMailto`'s address (`name@domain`), or ValueError."""
+    try:
+        return one_address(value, "to").addr_spec
+    except AddressInvalid as error:
+        raise ValueError(str(error).replace("to: ", "", 1)) from None
+
+
 def list_unsubscribe(request: DeliveryRequest, settings: EmailSettings) -> str | None:
     """The `List-Unsubscribe` header's value (RFC 2369): the one-click HTTPS link, then a mailto when
     `unsubscribeMailto` is set (subject `unsubscribe <token>`); None for a transactional message."""
@@ -104,7 +112,7 @@ def list_unsubscribe(request: DeliveryRequest, settings: EmailSettings) -> str |
         return None
     links = [f"<{way_out.url}>"] if way_out.url else []
     if settings.unsubscribe_mailto:
-        mailbox = one_address(settings.unsubscribe_mailto, "unsubscribeMailto").addr_spec
+        mailbox = _mailbox(settings.unsubscribe_mailto)
         links.append(f"<mailto:{quote(mailbox, safe='@')}?subject=unsubscribe%20{way_out.token}>")
     return ", ".join(links) or None
 

@@ -21,11 +21,16 @@ class OptOut(NamedTuple):
 
 def unsubscribe(connection: Connection, instance_id: int, topic: str, now_ms: int, source: str) -> bool:
     """Record the opt-out; False when the instance had already unsubscribed from `topic` (kept as it was)."""
-    statement = dialect.insert(connection, subscriptions).on_conflict_do_nothing()
+    # RETURNING, not rowcount: a row comes back only when one was inserted, whatever the driver reports.
+    statement = (
+        dialect.insert(connection, subscriptions)
+        .on_conflict_do_nothing()
+        .returning(subscriptions.c.instance_id)
+    )
     result = connection.execute(
         statement, {"instance_id": instance_id, "topic": topic, "unsubscribed_ms": now_ms, "source": source}
     )
-    return bool(result.rowcount)
+    return result.first() is not None
 
 
 def resubscribe(connection: Connection, instance_id: int, topic: str) -> None:
