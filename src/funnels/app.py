@@ -50,8 +50,8 @@ def create_app(
 ) -> FastAPI:
     """The app over these services. While it runs, so do the event-log shipper (`run_shipper`) and, when
     a config is loaded, the action worker (`run_worker`: a thread here) or the services' worker process.
-    `public_url` is where clients reach the server (errors' `doc_url` start with it; else they are
-    relative); `max_buffered_bytes` caps the request bytes held in memory at once (`api.buffering`);
+    `public_url` is where clients reach the server (errors' `doc_url` start with it, else they are
+    relative; so do the worker thread's unsubscribe links, else emails carry none); `max_buffered_bytes` caps the request bytes held in memory at once (`api.buffering`);
     `cors_origins` are the origins whose pages may call `/v1/*` (`api.cors`; the other routes stay
     same-origin); `local_credential` is the credential `funnels serve` writes to `server.json` for the CLI
     (`funnels.discovery`; `api.deps.authorize` accepts it on the CLI's endpoints only)."""
