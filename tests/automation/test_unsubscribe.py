@@ -203,6 +203,24 @@ def test_a_real_one_click_post_unsubscribes_and_the_pending_email_ends_suppresse
     assert subjects == ["Tips", "Welcome", "Your receipt"]  # no Reminder: the same topic as the link's
 
 
+def test_the_pages_second_button_unsubscribes_from_all_email(
+    linked: World, server: tuple[str, Any], smtp_receiver: SmtpReceiver
+) -> None:
+    base, _app = server
+    sign_up(linked, "fay")
+    linked.run()
+    token = token_of(by_subject(smtp_receiver.wait_for(2))["Welcome"])
+    with httpx.Client(base_url=base) as http:
+        page = http.get(f"/u/{token}")
+        assert 'name="scope" value="all"' in page.text and "Unsubscribe from all emails" in page.text
+        done = http.post(f"/u/{token}", data={"scope": "all"})  # what the browser posts for that button
+        assert done.status_code == 200 and "f•••@example.com is unsubscribed from all emails." in done.text
+    outs = linked.get("/v0/models/customer/fay")["unsubscribed"]
+    assert [(out["topic"], out["source"]) for out in outs] == [("email", "link")]
+    linked.run(HOUR_MS)
+    assert outcomes(linked, "fay") == {1: "sent", 2: "suppressed", 3: "suppressed", 4: "sent"}  # Tips too
+
+
 def test_bad_tokens_get_the_same_plain_404_and_change_nothing(
     linked: World, server: tuple[str, Any], smtp_receiver: SmtpReceiver, tmp_path: Path
 ) -> None:

@@ -95,7 +95,7 @@ class UnsubscribeTokens:
             instance_id = int(instance_text)
         except ValueError:  # binascii.Error and UnicodeDecodeError are ValueErrors
             return None
-        if not _TOPIC.match(topic):
+        if not _TOPIC.fullmatch(topic):
             return None
         return instance_id, topic
 
@@ -265,7 +265,7 @@ def read_suppressions(
         id_text, email = _cell(cells, id_at), _cell(cells, email_at)
         if not row_model:
             bad.append((line, "no model: give --model or a model column"))
-        elif not _TOPIC.match(row_topic):
+        elif not _TOPIC.fullmatch(row_topic):
             bad.append((line, f"topic {row_topic!r} is not email, sms, email:<topic> or sms:<topic>"))
         elif not id_text and not email:
             bad.append((line, "no id and no email"))
