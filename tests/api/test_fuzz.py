@@ -405,7 +405,9 @@ def _signed(services: Services, payload: bytes) -> str:
     instance=st.integers(1, 3),
     topic=st.sampled_from(["email", "email:tips", "sms:reminders"]),
     method=st.sampled_from(["GET", "POST"]),
-    body=st.binary(max_size=100),
+    body=st.binary(max_size=100)
+    | st.sampled_from([b"scope=all", b"List-Unsubscribe=One-Click", b"scope=%ff"]),
+    form=st.booleans(),
 )
 def test_unsubscribe_links_never_answer_5xx(
     client: TestClient,
@@ -417,6 +419,7 @@ def test_unsubscribe_links_never_answer_5xx(
     topic: str,
     method: str,
     body: bytes,
+    form: bool,
 ) -> None:
     client.app.state.unsubscribe_limiter = RateLimiter(10**9, 10**9)  # type: ignore[attr-defined]
     with services.state.write() as connection:
@@ -430,7 +433,8 @@ def test_unsubscribe_links_never_answer_5xx(
         "made": services.worker.tokens.make(ada + instance, topic),  # no such instance
         "real": services.worker.tokens.make(ada, topic),
     }[kind]
-    response = client.request(method, f"/u/{quote(token, safe='') or 'x'}", content=body)
+    headers = {"Content-Type": "application/x-www-form-urlencoded"} if form else {}
+    response = client.request(method, f"/u/{quote(token, safe='') or 'x'}", content=body, headers=headers)
     assert response.status_code == (200 if kind == "real" else 404), (kind, token, response.text)
     UNSUBSCRIBE_STATUSES.append(response.status_code)
 
