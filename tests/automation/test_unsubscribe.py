@@ -144,7 +144,9 @@ def test_a_real_smtp_server_sees_the_headers_on_a_non_transactional_email_only(
     named = linked.svc.worker.tokens.read(token)
     assert named is not None and named[1] == "email:onboarding"
     sent = next(job for job in linked.jobs(id="ada") if job["action"] == 1)
-    assert linked.job(sent["id"])["rendered"]["text"] == f"Hi. Unsubscribe: {url}"  # admins see the link
+    rendered = linked.job(sent["id"])["rendered"]
+    assert rendered["text"] == f"Hi. Unsubscribe: {url}"  # admins see the link
+    assert rendered["listUnsubscribe"] == welcome.message["List-Unsubscribe"]
 
 
 def test_the_tips_email_carries_a_token_for_its_own_topic(linked: World, smtp_receiver: SmtpReceiver) -> None:
