@@ -10,6 +10,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from funnels.automation.deliveries import list_jobs
 from funnels.automation.engine import Signal
 from funnels.automation.identity import Identify
@@ -234,3 +236,33 @@ def test_funnels_worker_builds_unsubscribe_links_on_its_public_url_and_warns_wit
         timeout=60,
     )
     assert bad.returncode == 1 and "--public-url 'ftp://x' must be an http:// or https:// URL" in bad.stderr
+
+
+def test_funnels_serve_warns_when_its_emails_would_go_without_an_unsubscribe_link(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("FUNNELS_PUBLIC_URL", raising=False)  # the server inherits the environment
+    config = tmp_path / "funnels.json"
+    email = {"type": "email", "args": {"to": "a@example.com", "subject": "Hi", "text": "Hi"}}
+    receipt = {**email, "transactional": True}
+    document = {
+        "models": [{"name": "customer"}],
+        "funnels": [{"id": "f", "forModels": "customer", "steps": {"event": "sign_up", "actions": email}}],
+    }
+    for actions, public, warned in (
+        (email, None, True),
+        (receipt, None, False),
+        (email, "https://f.test", False),
+    ):
+        document["funnels"][0]["steps"]["actions"] = actions  # type: ignore[index]
+        config.write_text(json.dumps(document))
+        data_dir = tmp_path / f"data-{len(list(tmp_path.iterdir()))}"
+        log = data_dir.parent / "server.log"
+        log.write_bytes(b"")
+        extra = ["--public-url", public] if public else []
+        server = start_server(data_dir, free_port(), "--config", str(config), *extra)
+        server.send_signal(signal.SIGINT)
+        server.wait(timeout=30)
+        text = log.read_text()
+        assert ("warning: no --public-url (FUNNELS_PUBLIC_URL)" in text) is warned, (actions, public, text)
+        assert text.count("warning: no --public-url") <= 1  # said once, not again by the delivery process
