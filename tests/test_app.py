@@ -93,6 +93,8 @@ PUBLIC: dict[Route, str] = {
     ("POST", "/v1/m"): "analytics.js's usage metrics: answered 204 unread, nothing stored",
     ("GET", "/analytics.js/v1/{write_key}/analytics.min.js"): "analytics.js itself, for other sites: no data",
     ("GET", "/analytics-next/bundles/{name}"): "analytics.js's chunks: no data",
+    ("GET", "/u/{token}"): "an unsubscribe link's page: its signed token is the capability; changes nothing",
+    ("POST", "/u/{token}"): "one-click unsubscribe (RFC 8058): the signed token is the capability",
 }
 
 PATH_PARAMS = {
@@ -101,6 +103,7 @@ PATH_PARAMS = {
     "{instance_id}": "c1",
     "{key_id}": "fk_0000000000",
     "{funnel_id}": "0123456789abcdef",
+    "{token}": "not-a-token",
 }
 
 

@@ -45,7 +45,7 @@ def test_keys_and_migrate_keep_state_in_postgresql_with_state_url(tmp_path: Path
     migrated = run("migrate", "--state-url", postgres_url, "--data-dir", str(tmp_path / "a"))
     assert migrated.stdout.splitlines() == [
         "schema revision before: none: a new state store",
-        "schema revision after: 0006",
+        "schema revision after: 0007",
     ], migrated.stderr
     created = run(
         "keys", "create", "--scope", "admin", "--state-url", postgres_url, "--data-dir", str(tmp_path / "a")
@@ -425,10 +425,10 @@ def test_migrate_upgrades_a_data_directory_of_the_release_before_and_says_so(tmp
     assert first.returncode == 0, first.stderr
     assert first.stdout.splitlines() == [
         "schema revision before: none recorded: written before migrations, recognised as 0001",
-        "schema revision after: 0006",
+        "schema revision after: 0007",
     ]
     again = run("migrate", "--data-dir", str(data_dir))
-    assert again.stdout.splitlines() == ["schema revision before: 0006", "schema revision after: 0006"]
+    assert again.stdout.splitlines() == ["schema revision before: 0007", "schema revision after: 0007"]
     new = run("migrate", "--data-dir", str(tmp_path / "new"))
     assert new.stdout.splitlines()[0] == "schema revision before: none: a new state store"
 
@@ -453,7 +453,7 @@ def test_serve_and_the_other_commands_refuse_a_schema_newer_than_they_know(tmp_p
         assert result.returncode == 1, (args, result.stdout, result.stderr)
         assert result.stderr.splitlines() == [
             f"error: the state store {data_dir / 'state.sqlite3'} is at schema revision f00d, which this "
-            "version of funnels does not know (it knows up to 0006; a newer release wrote it): not running on it"
+            "version of funnels does not know (it knows up to 0007; a newer release wrote it): not running on it"
         ], args
     with sqlite3.connect(data_dir / "state.sqlite3") as db:
         assert db.execute("SELECT version_num FROM alembic_version").fetchall() == [("f00d",)]

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import signal
 import subprocess
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from funnels.automation.deliveries import list_jobs
 from funnels.automation.engine import Signal
@@ -15,7 +19,7 @@ from funnels.events import Event
 from funnels.services import Services
 from funnels.store.outbox import JobFilter
 from tests.processes import BIN, client, create_key, free_port, start_server, wait_until
-from tests.receivers import NETWORK, HttpReceiver
+from tests.receivers import NETWORK, HttpReceiver, SmtpReceiver
 
 
 def config_with(receiver: HttpReceiver, *step_events: str) -> dict[str, Any]:
@@ -148,3 +152,117 @@ def test_funnels_worker_delivers_from_the_outbox_of_a_stopped_server(
     finally:
         svc.close()
     assert [(job["status"], job["attempts"]) for job in jobs] == [("sent", 1)]
+
+
+def sign_up_in_outbox(data_dir: Path, config: Path, name: str) -> None:
+    """An identified customer's `sign_up`, ingested without delivering anything."""
+    svc = Services.open(data_dir, config_path=config)
+    try:
+        now = svc.clock.now_ms()
+        identify = Event(
+            event_id=f"i-{name}", type="identify", event="identify", user_key=name, ts_ms=now, received_ms=now
+        )
+        event = Event(
+            event_id=f"e-{name}", type="track", event="sign_up", user_key=name, ts_ms=now, received_ms=now
+        )
+        who = Identify("customer", (name,), properties={"email": f"{name}@example.com"})
+        svc.ingest(
+            [
+                Signal(identify, model="customer", ids=(name,), identify=who, explicit=True),
+                Signal(event, ids=(name,), explicit=True),
+            ]
+        )
+    finally:
+        svc.close()
+
+
+def test_funnels_worker_builds_unsubscribe_links_on_its_public_url_and_warns_without_one(
+    tmp_path: Path, smtp_receiver: SmtpReceiver
+) -> None:
+    config = tmp_path / "funnels.json"
+    action = {
+        "type": "email",
+        "args": {"to": "{{ modelProperties.email }}", "subject": "Hi", "text": "[{{ unsubscribe_url }}]"},
+    }
+    config.write_text(
+        json.dumps(
+            {
+                "models": [{"name": "customer"}],
+                "network": NETWORK,
+                "email": {
+                    "host": smtp_receiver.host,
+                    "port": smtp_receiver.port,
+                    "from": "team@funnels.test",
+                },
+                "funnels": [
+                    {"id": "f", "forModels": "customer", "steps": {"event": "sign_up", "actions": action}}
+                ],
+            }
+        )
+    )
+    data_dir = tmp_path / "data"
+    env = {key: value for key, value in os.environ.items() if key != "FUNNELS_PUBLIC_URL"}
+    logs: list[str] = []
+    for count, name, public in ((1, "ann", None), (2, "bob", "https://funnels.test/base/")):
+        sign_up_in_outbox(data_dir, config, name)
+        extra = ["--public-url", public] if public else []
+        log = tmp_path / f"worker-{name}.log"
+        with log.open("wb") as sink:
+            worker = subprocess.Popen(
+                [str(BIN), "worker", "--config", str(config), "--data-dir", str(data_dir), *extra],
+                stdout=sink,
+                stderr=sink,
+                env=env,
+            )
+        try:
+            smtp_receiver.wait_for(count)
+        finally:
+            worker.send_signal(signal.SIGTERM)
+            assert worker.wait(timeout=30) == 0
+        logs.append(log.read_text())
+    without, with_url = (mail.message for mail in smtp_receiver.messages)
+    assert "warning: no --public-url" in logs[0] and "warning" not in logs[1]
+    assert without["List-Unsubscribe"] is None and without.get_content().strip() == "[]"
+    link = re.fullmatch(
+        r"\[(https://funnels\.test/base/u/[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+)\]", with_url.get_content().strip()
+    )
+    assert link is not None, with_url.get_content()
+    assert with_url["List-Unsubscribe"] == f"<{link.group(1)}>"
+    assert with_url["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    bad = subprocess.run(
+        [str(BIN), "worker", "--config", str(config), "--data-dir", str(data_dir), "--public-url", "ftp://x"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert bad.returncode == 1 and "--public-url 'ftp://x' must be an http:// or https:// URL" in bad.stderr
+
+
+def test_funnels_serve_warns_when_its_emails_would_go_without_an_unsubscribe_link(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("FUNNELS_PUBLIC_URL", raising=False)  # the server inherits the environment
+    config = tmp_path / "funnels.json"
+    email = {"type": "email", "args": {"to": "a@example.com", "subject": "Hi", "text": "Hi"}}
+    receipt = {**email, "transactional": True}
+    document = {
+        "models": [{"name": "customer"}],
+        "funnels": [{"id": "f", "forModels": "customer", "steps": {"event": "sign_up", "actions": email}}],
+    }
+    for actions, public, warned in (
+        (email, None, True),
+        (receipt, None, False),
+        (email, "https://f.test", False),
+    ):
+        document["funnels"][0]["steps"]["actions"] = actions  # type: ignore[index]
+        config.write_text(json.dumps(document))
+        data_dir = tmp_path / f"data-{len(list(tmp_path.iterdir()))}"
+        log = data_dir.parent / "server.log"
+        log.write_bytes(b"")
+        extra = ["--public-url", public] if public else []
+        server = start_server(data_dir, free_port(), "--config", str(config), *extra)
+        server.send_signal(signal.SIGINT)
+        server.wait(timeout=30)
+        text = log.read_text()
+        assert ("warning: no --public-url (FUNNELS_PUBLIC_URL)" in text) is warned, (actions, public, text)
+        assert text.count("warning: no --public-url") <= 1  # said once, not again by the delivery process

@@ -198,7 +198,9 @@ def test_channel_settings_are_validated_with_paths() -> None:
     )
     assert errors["email.port"].startswith("Input should be a valid integer")
     assert errors["email.security"].startswith("Input should be 'starttls', 'ssl' or 'none'")
-    assert errors["email.hots"] == "unknown field (expected host, port, username, password, security, from)"
+    assert errors["email.hots"] == (
+        "unknown field (expected host, port, username, password, security, from, unsubscribeMailto)"
+    )
     assert errors["slack.apiUrl"] == "Input should be a valid string"
     assert errors["sms"] == "expected an object of settings"
     assert errors["webhook.secret"] == "Input should be a valid string"
@@ -224,6 +226,16 @@ def test_channel_settings_are_resolved_with_the_environment_at_load_time() -> No
     )
     assert config.channel_settings["webhook"].secret.get_secret_value() == "file"  # type: ignore[attr-defined]
     assert config.channel_settings["slack"].api_url == "https://slack.com/api"  # type: ignore[attr-defined]
+
+
+def test_the_unsubscribe_mailbox_must_be_one_address() -> None:
+    for bad in ("unsubscribe", "a@x.test, b@y.test", "Unsubscribe <u@x.test>\nBcc: e@evil.test"):
+        errors = errors_of(with_sections(email={"unsubscribeMailto": bad}))
+        assert "is not exactly one email address" in errors["email"] or "line break" in errors["email"], (
+            errors
+        )
+    config = validate_config(ONBOARDING, {"FUNNELS_UNSUBSCRIBE_MAILTO": "Unsubscribe <u@acme.test>"})
+    assert config.channel_settings["email"].unsubscribe_mailto == "Unsubscribe <u@acme.test>"  # type: ignore[attr-defined]
 
 
 def test_a_bad_environment_value_is_reported_with_its_variable() -> None:

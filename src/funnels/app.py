@@ -34,7 +34,7 @@ from funnels.api.errors import install_error_handlers
 from funnels.api.idempotency import IdempotencyMiddleware
 from funnels.api.schemas import install_openapi
 from funnels.services import Services
-from funnels.web import analytics_js
+from funnels.web import analytics_js, unsubscribe
 from funnels.web import routes as dashboard
 
 
@@ -50,8 +50,8 @@ def create_app(
 ) -> FastAPI:
     """The app over these services. While it runs, so do the event-log shipper (`run_shipper`) and, when
     a config is loaded, the action worker (`run_worker`: a thread here) or the services' worker process.
-    `public_url` is where clients reach the server (errors' `doc_url` start with it; else they are
-    relative); `max_buffered_bytes` caps the request bytes held in memory at once (`api.buffering`);
+    `public_url` is where clients reach the server (errors' `doc_url` start with it, else they are
+    relative; so do the worker thread's unsubscribe links, else emails carry none); `max_buffered_bytes` caps the request bytes held in memory at once (`api.buffering`);
     `cors_origins` are the origins whose pages may call `/v1/*` (`api.cors`; the other routes stay
     same-origin); `local_credential` is the credential `funnels serve` writes to `server.json` for the CLI
     (`funnels.discovery`; `api.deps.authorize` accepts it on the CLI's endpoints only)."""
@@ -97,6 +97,9 @@ def create_app(
     app.state.public_url = public_url
     app.state.local_credential = local_credential
     app.state.body_budget = BodyBudget(max_buffered_bytes)
+    app.state.unsubscribe_limiter = unsubscribe.limiter()  # per client address (`web/unsubscribe.py`)
+    if public_url is not None:  # the worker thread's unsubscribe links start with it
+        svc.worker.public_url = public_url
     install_error_handlers(app)
     install_openapi(app)
     app.add_middleware(IdempotencyMiddleware)
@@ -117,6 +120,7 @@ def create_app(
         saved_funnels,
         lift,
         dashboard,
+        unsubscribe,
         pages,
         analytics_js,
     )

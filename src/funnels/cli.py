@@ -1,5 +1,5 @@
 """The `funnels` command: serve, worker, import, query, saved, catalog, events, replay, validate, keys, migrate,
-demo."""
+suppressions, demo."""
 
 from __future__ import annotations
 
@@ -92,6 +92,11 @@ saved_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(saved_app, name="saved")
+suppressions_app = typer.Typer(
+    help="Opt-outs (what instances unsubscribed from): import them from another tool's export.",
+    no_args_is_help=True,
+)
+app.add_typer(suppressions_app, name="suppressions")
 err = Console(stderr=True, soft_wrap=True)
 
 DataDir = Annotated[
@@ -208,8 +213,9 @@ PublicUrl = Annotated[
         "--public-url",
         envvar="FUNNELS_PUBLIC_URL",
         help="Where clients reach the server, e.g. https://funnels.example.com (else $FUNNELS_PUBLIC_URL): "
-        "errors' doc_url start with it. Without it they are relative (/errors#code), never built from the "
-        "request's Host header.",
+        "errors' doc_url and emails' unsubscribe links (List-Unsubscribe, {{ unsubscribe_url }}) start with "
+        "it. Without it doc_url are relative (/errors#code), never built from the request's Host header, and "
+        "emails carry no unsubscribe link.",
     ),
 ]
 
@@ -291,8 +297,11 @@ def serve(
                 lambda: automation.plan.config.raw if automation.plan else {},
                 release=svc.release_jobs,
                 state_url=state_url,
+                public_url=public_url,
             )
             automation.on_reload.append(svc.worker_process.reload)
+    if delivery is not Delivery.off:
+        _warn_without_links(svc.automation, public_url)
     err.print(f"funnels: data in {svc.data_dir}; serving on http://{host}:{port}/", highlight=False)
     try:
         app = create_app(
@@ -323,9 +332,12 @@ def worker_(
         str | None,
         typer.Option(hidden=True, help="Supervised by `funnels serve`: the name its job leases carry."),
     ] = None,
+    public_url: PublicUrl = None,
 ) -> None:
     """Deliver due actions from the data directory's outbox (alongside `funnels serve`, or several)."""
     from funnels.automation.worker import Worker
+
+    public_url = _public_url(public_url)
 
     state = _state(
         data_dir, state_url, check=wake_fd is None
@@ -344,7 +356,10 @@ def worker_(
         concurrency=concurrency,
         owner=lease_owner,
         allow=automation.network_allow,
+        public_url=public_url,
     )
+    if wake_fd is None:  # `funnels serve` said it for its delivery process
+        _warn_without_links(automation, public_url)
     err.print(f"funnels worker: delivering from {state.where} (Ctrl-C to stop)", highlight=False)
     stopped = threading.Event()
     signal.signal(signal.SIGTERM, lambda _signum, _frame: stopped.set())
@@ -359,6 +374,20 @@ def worker_(
         pass
     finally:
         runner.close()
+
+
+def _warn_without_links(automation: Automation, public_url: str | None) -> None:
+    """One line when emails will go out without a one-click unsubscribe link."""
+    from funnels.automation.consent import needs_links
+
+    plan = automation.plan
+    if public_url is None and needs_links(plan.config if plan else None):
+        err.print(
+            "warning: no --public-url (FUNNELS_PUBLIC_URL): non-transactional emails go out without a "
+            "one-click unsubscribe link (List-Unsubscribe) and {{ unsubscribe_url }} renders empty",
+            markup=False,
+            highlight=False,
+        )
 
 
 def _follow_wake_pipe(
@@ -413,6 +442,55 @@ def keys_revoke(key_id: str, data_dir: DataDir = None, state_url: StateUrl = Non
     """Revoke a key by its id (the part after `fk_`, before the next `_`)."""
     if not revoke_key(_state(data_dir, state_url), SystemClock(), key_id):
         _fail(f"no active key with id {key_id}")
+
+
+@suppressions_app.command("import")
+def suppressions_import(
+    file: Annotated[Path, typer.Argument(help="A CSV file with a header row (docs/cli.md).")],
+    model: Annotated[
+        str | None, typer.Option(help="The model of rows without a `model` column (e.g. customer).")
+    ] = None,
+    topic: Annotated[
+        str,
+        typer.Option(
+            help="What rows without a `topic` column unsubscribe from: email, sms, email:<topic>, …"
+        ),
+    ] = "email",
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Count what would change; write nothing.")
+    ] = False,
+    data_dir: DataDir = None,
+    state_url: StateUrl = None,
+) -> None:
+    """Unsubscribe the instances a CSV file names (source `import`): by an id (`id`, `external_id`,
+    `user_id` or `customer_id` column) or by the `email` property (`email` or `email address` column).
+    Exit 1 when some rows were bad (the others are imported), 2 when the file cannot be read."""
+    from funnels.automation.consent import SuppressionFileInvalid, import_suppressions, read_suppressions
+
+    try:
+        data = file.read_bytes()
+    except OSError as error:
+        _fail(f"cannot read {file}: {error.strerror or error}", 2)
+    try:
+        rows, bad = read_suppressions(data, model, topic)
+    except SuppressionFileInvalid as error:
+        _fail(f"{file}: {escape(str(error))}", 2)
+    report = import_suppressions(_state(data_dir, state_url), rows, SystemClock().now_ms(), dry_run=dry_run)
+    for line, problem in bad[:100]:
+        err.print(f"{file}:{line}: {problem}", markup=False, highlight=False)
+    if len(bad) > 100:
+        err.print(f"... and {len(bad) - 100:,} more bad rows (not shown)", highlight=False)
+    for line in report.unknown[:20]:
+        err.print(f"{file}:{line}: no such instance", markup=False, highlight=False)
+    if len(report.unknown) > 20:
+        err.print(f"... and {len(report.unknown) - 20:,} more rows naming no instance", highlight=False)
+    verb = "would import" if dry_run else "imported"
+    typer.echo(
+        f"{verb} {report.imported:,} rows ({report.opt_outs:,} opt-outs); already unsubscribed "
+        f"{report.already:,}; unknown instance {len(report.unknown):,}; bad rows {len(bad):,}"
+    )
+    if bad:
+        raise typer.Exit(1)
 
 
 @app.command()

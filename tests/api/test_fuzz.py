@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from urllib.parse import quote
 
@@ -9,8 +10,10 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from funnels.api.ratelimit import RateLimiter
 from funnels.events import Event
 from funnels.services import Services
+from funnels.store.identity import claim_ids, create_instance, owners_in
 from tests.conftest import bearer
 
 JSON = st.recursive(
@@ -380,3 +383,61 @@ def test_saved_funnel_endpoints_never_answer_5xx(
 def test_the_saved_funnel_fuzz_saved_some() -> None:
     """Runs after the saved funnels' fuzz test (file order): some generated bodies must have been saved."""
     assert SAVED_STATUSES.count(201) >= 5, SAVED_STATUSES.count(201)
+
+
+UNSUBSCRIBE_STATUSES: list[int] = []
+TOPICS = st.sampled_from(["email", "email:tips", "sms:x", "slack", "", "email:Tips"]) | st.text(max_size=12)
+
+
+def _signed(services: Services, payload: bytes) -> str:
+    """A token whose signature is right for an arbitrary payload (what only the server could make)."""
+    encoded = base64.urlsafe_b64encode(payload).rstrip(b"=").decode()
+    return f"{encoded}.{services.worker.tokens._signature(encoded)}"
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=SUPPRESS, derandomize=True)
+@given(
+    kind=st.sampled_from(["text", "signed", "made", "real"]),
+    text=st.text(max_size=300),
+    # Ids no instance has (the only one is 1): a signed payload is then a 404 whatever else it holds.
+    payload=st.binary(max_size=60)
+    | st.builds(lambda i, t: f"{i}.{t}".encode(), st.integers(-5, 0) | st.integers(1000, 10**20), TOPICS),
+    instance=st.integers(1, 3),
+    topic=st.sampled_from(["email", "email:tips", "sms:reminders"]),
+    method=st.sampled_from(["GET", "POST"]),
+    body=st.binary(max_size=100)
+    | st.sampled_from([b"scope=all", b"List-Unsubscribe=One-Click", b"scope=%ff"]),
+    form=st.booleans(),
+)
+def test_unsubscribe_links_never_answer_5xx(
+    client: TestClient,
+    services: Services,
+    kind: str,
+    text: str,
+    payload: bytes,
+    instance: int,
+    topic: str,
+    method: str,
+    body: bytes,
+    form: bool,
+) -> None:
+    client.app.state.unsubscribe_limiter = RateLimiter(10**9, 10**9)  # type: ignore[attr-defined]
+    with services.state.write() as connection:
+        if not owners_in(connection, "customer", ["ada"]):
+            ada = create_instance(connection, "customer", "ada", "Ada", '{"email": "ada@example.com"}', 1)
+            claim_ids(connection, "customer", ["ada"], ada, 0)
+        ada = owners_in(connection, "customer", ["ada"])["ada"]
+    token = {
+        "text": text,
+        "signed": _signed(services, payload),
+        "made": services.worker.tokens.make(ada + instance, topic),  # no such instance
+        "real": services.worker.tokens.make(ada, topic),
+    }[kind]
+    headers = {"Content-Type": "application/x-www-form-urlencoded"} if form else {}
+    response = client.request(method, f"/u/{quote(token, safe='') or 'x'}", content=body, headers=headers)
+    assert response.status_code == (200 if kind == "real" else 404), (kind, token, response.text)
+    UNSUBSCRIBE_STATUSES.append(response.status_code)
+
+
+def test_the_unsubscribe_fuzz_reached_both_answers() -> None:
+    assert UNSUBSCRIBE_STATUSES.count(200) >= 5 and UNSUBSCRIBE_STATUSES.count(404) >= 50

@@ -3,7 +3,9 @@ that drops repeats by idempotency key acts on every action exactly once."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import signal
 import time
 from pathlib import Path
@@ -11,7 +13,7 @@ from pathlib import Path
 import httpx
 
 from tests.processes import client, create_key, free_port, kill_9, sending, start_server, wait_until
-from tests.receivers import NETWORK, HttpReceiver, now_and_later_webhooks
+from tests.receivers import NETWORK, HttpReceiver, SmtpReceiver, now_and_later_webhooks
 
 BATCH = 10
 
@@ -162,3 +164,114 @@ def test_kill_9_keeps_frequency_caps(tmp_path: Path, http_receiver: HttpReceiver
     assert {id_: len(paths) for id_, paths in delivered.items() if len(paths) != 1} == {}  # never both
     assert set(acknowledged) <= set(delivered)  # and every acknowledged customer got one
     assert totals["capped"] == len(delivered) == totals["sent"]
+
+
+def delivery_children(server_pid: int) -> list[int]:
+    """The processes `funnels serve` started (its delivery process)."""
+    found: list[int] = []
+    for task in Path(f"/proc/{server_pid}/task").iterdir():
+        found += [int(pid) for pid in (task / "children").read_text().split()]
+    return found
+
+
+def test_kill_9_of_the_server_and_its_delivery_process_keeps_suppressions_and_caps(
+    tmp_path: Path, smtp_receiver: SmtpReceiver
+) -> None:
+    """Ten customers get a welcome email with a one-click link; five unsubscribe through it (a real POST to
+    the real server). Then the server and its delivery process are killed with -9 while each customer's
+    reminder and nudge (same topic) are pending, and a cap allows two emails a day. After a restart the five
+    get nothing more (both end `suppressed`), and each of the others gets the reminder and not the nudge
+    (`capped`): two emails, never three."""
+
+    def email(subject: str, **fields: object) -> dict[str, object]:
+        args = {"to": "{{ modelProperties.email }}", "subject": subject, "text": "{{ unsubscribe_url }}"}
+        return {"type": "email", "args": args, **fields}
+
+    config = tmp_path / "funnels.json"
+    config.write_text(
+        json.dumps(
+            {
+                "models": [{"name": "customer"}],
+                "network": NETWORK,
+                "email": {
+                    "host": smtp_receiver.host,
+                    "port": smtp_receiver.port,
+                    "from": "team@funnels.test",
+                },
+                "limits": [{"channel": "email", "max": 2, "per": "1d"}],
+                "funnels": [
+                    {
+                        "id": "onboarding",
+                        "forModels": "customer",
+                        "steps": {
+                            "event": "sign_up",
+                            "actions": [
+                                email("Welcome"),
+                                email("Reminder", delay="8s"),
+                                email("Nudge", delay="8s"),
+                            ],
+                        },
+                    }
+                ],
+            }
+        )
+    )
+    data_dir = tmp_path / "data"
+    key = create_key(data_dir, "events:write", "admin")
+    port = free_port()
+    public = f"http://127.0.0.1:{port}"
+    server = start_server(data_dir, port, "--config", str(config), "--public-url", public)
+    names = [f"c{i}" for i in range(10)]
+    try:
+        with client(port, key) as http:
+            http.post(
+                "/api/v1/identify",
+                json=[
+                    {"model": "customer", "ids": [n], "properties": {"email": f"{n}@example.com"}}
+                    for n in names
+                ],
+            ).raise_for_status()
+            http.post(
+                "/api/v1/events", json=[{"name": "sign_up", "ids": [n]} for n in names]
+            ).raise_for_status()
+            welcomes = smtp_receiver.wait_for(10)
+            links = {mail.rcpt_tos[0]: mail.message.get_content().strip() for mail in welcomes}
+            leaving = names[:5]
+            with httpx.Client() as browser:
+                for name in leaving:
+                    url = links[f"{name}@example.com"]
+                    assert url.startswith(f"{public}/u/"), url
+                    assert browser.post(url, content="List-Unsubscribe=One-Click").status_code == 200
+        children = delivery_children(server.pid)
+        assert len(children) == 1, children
+    finally:
+        kill_9(server)
+    for child in children:  # the delivery process too, before the reminders are due
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child, signal.SIGKILL)
+    assert len(smtp_receiver.messages) == 10  # nothing but the welcomes went before the kill
+
+    server = start_server(data_dir, port, "--config", str(config), "--public-url", public)
+    statuses: dict[str, int] = {}
+    try:
+        with client(port, key) as http:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                statuses = {
+                    status: http.get("/v0/actions", params={"status": status, "size": 1}).json()["total"]
+                    for status in ("scheduled", "sending", "sent", "suppressed", "capped")
+                }
+                if statuses["sent"] + statuses["suppressed"] + statuses["capped"] == 30:
+                    break
+                time.sleep(0.2)
+    finally:
+        server.send_signal(signal.SIGINT)
+        server.wait(timeout=30)
+    assert statuses == {"scheduled": 0, "sending": 0, "sent": 15, "suppressed": 10, "capped": 5}
+    received: dict[str, list[str]] = {}
+    for mail in smtp_receiver.messages:
+        received.setdefault(mail.rcpt_tos[0], []).append(str(mail.message["Subject"]))
+    assert {to: subjects for to, subjects in received.items()} == {
+        **{f"{name}@example.com": ["Welcome"] for name in leaving},
+        **{f"{name}@example.com": ["Welcome", "Reminder"] for name in names[5:]},
+    }

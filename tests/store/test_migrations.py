@@ -76,7 +76,7 @@ def scripted_store(target: Path | str) -> StateStore:
 def test_the_head_revision_creates_exactly_the_tables_in_metadata(state_target: Path | str) -> None:
     store = scripted_store(state_target)
     try:
-        assert store.revision == schema.HEAD == schema.scripts().get_current_head() == "0006"
+        assert store.revision == schema.HEAD == schema.scripts().get_current_head() == "0007"
         assert differences(store) == []
     finally:
         store.close()

@@ -62,6 +62,7 @@ class WorkerProcess:
         stop_timeout_s: float = 60.0,
         release: Callable[[str], None] | None = None,
         state_url: str | None = None,
+        public_url: str | None = None,
     ) -> None:
         self.data_dir = data_dir
         self.config = config  # the document of the config the server runs now
@@ -71,6 +72,7 @@ class WorkerProcess:
         self.stop_timeout_s = stop_timeout_s
         self.release = release  # of a lease owner's jobs, once that child has exited
         self.state_url = state_url  # handed over in the environment: a password in it stays out of `ps`
+        self.public_url = public_url  # the server's: the base of the child's unsubscribe links
         self.owner = ""  # the lease owner name of the current child
         self.process: subprocess.Popen[bytes] | None = None
         self._read_fd = -1
@@ -95,6 +97,7 @@ class WorkerProcess:
             str(self._read_fd),
             "--lease-owner",
             self.owner,
+            *(("--public-url", self.public_url) if self.public_url else ()),
         ]
 
     def write_config(self) -> None:

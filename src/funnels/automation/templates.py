@@ -5,7 +5,9 @@ a message that says "Hi ," to a customer is worse than a visible failure in the 
 distinct template text is parsed once (an LRU cache keyed by the text); keys of args are never templates.
 
 The context the worker passes: `modelProperties` (dict), `displayName`, `model`, `funnel`, `event`,
-`eventProperties` (dict), `ids` (list of str), `step` (the step's event name), `stepNumber` (1-based).
+`eventProperties` (dict), `ids` (list of str), `step` (the step's event name), `stepNumber` (1-based),
+`unsubscribe_url` (a non-transactional email's or SMS's one-click unsubscribe link; "" for other actions
+and when the server's public URL is not set: `funnels.automation.consent`).
 
 Escaping: a channel's args schema marks fields whose interpolated values need escaping (`Escape` in
 `funnels.channels.base`: URLs are percent-encoded, Slack text gets `&`, `<`, `>` as entities). Such a field

@@ -45,11 +45,12 @@ import httpx
 import orjson
 from pydantic import BaseModel, ValidationError
 
+from funnels.automation.consent import UnsubscribeTokens, action_topic, link
 from funnels.automation.steprule import HOLDOUT_BUCKETS, held_out, holdout_bucket
 from funnels.automation.templates import TemplateRenderError, render_action_args
 from funnels.background import BackgroundLoop
 from funnels.channels import ACTION_TYPES
-from funnels.channels.base import Channel, DeliveryRequest, DeliveryResult, Redactor, redact
+from funnels.channels.base import Channel, DeliveryRequest, DeliveryResult, Redactor, Unsubscribe, redact
 from funnels.channels.network import Network, guarded_client
 from funnels.clock import Clock
 from funnels.config import SUBSCRIBABLE, DeliveryPolicy, Limit
@@ -121,6 +122,7 @@ class Send:
     channel: Channel
     args: BaseModel
     rendered: dict[str, Any]
+    unsubscribe: Unsubscribe | None = None  # the recipient's way out (`Worker.unsubscribe`)
 
 
 @dataclass(frozen=True)
@@ -174,9 +176,10 @@ def next_window_ms(now_ms: int, timezone: str | None, not_before: int | None, no
     return int(opening.timestamp() * 1000)
 
 
-def template_context(job: Job) -> dict[str, Any]:
+def template_context(job: Job, unsubscribe_url: str = "") -> dict[str, Any]:
     instance = job.instance
     return {
+        "unsubscribe_url": unsubscribe_url,
         "modelProperties": instance.properties if instance else {},
         "displayName": (instance.display_name or "") if instance else "",
         "model": job.model,
@@ -213,8 +216,12 @@ class Worker(BackgroundLoop):
         rng: random.Random | None = None,
         owner: str | None = None,
         allow: Callable[[], Sequence[Network]] = tuple,
+        public_url: str | None = None,
     ) -> None:
         self.state = state
+        # Where recipients reach the server: the base of unsubscribe links (none without it).
+        self.public_url = public_url
+        self.tokens = UnsubscribeTokens(state, clock)
         self.policy = policy  # the current config's delivery policy and channel settings (reloadable)
         self.clock = clock
         self.concurrency = concurrency
@@ -407,8 +414,10 @@ class Worker(BackgroundLoop):
         channel = ACTION_TYPES.get(job.action_type)
         if channel is None:
             return Result(job.id, "dead", error=f"unknown action type {job.action_type!r}")
+        way_out = self.unsubscribe(job)
+        url = way_out.url if way_out and way_out.url else ""
         try:
-            rendered = render_action_args(spec["args"], template_context(job), channel.args)
+            rendered = render_action_args(spec["args"], template_context(job, url), channel.args)
         except TemplateRenderError as error:
             return Result(job.id, "dead", error=f"template: {error}")
         try:
@@ -420,13 +429,27 @@ class Worker(BackgroundLoop):
             )
             shown = redact(channel.args, rendered)  # secrets are never stored, on any path
             return Result(job.id, "dead", error=f"after rendering: {problems}", rendered=shown)
-        return Send(job, channel, args, rendered)
+        return Send(job, channel, args, rendered, way_out)
+
+    def unsubscribe(self, job: Job) -> Unsubscribe | None:
+        """A non-transactional email's or SMS's way out: a token for its instance and topic, and the link
+        on the public URL that carries it (None without a public URL). None for any other job."""
+        if job.action_type not in SUBSCRIBABLE or job.spec.get("transactional") or job.instance is None:
+            return None
+        token = self.tokens.make(
+            job.instance.id, action_topic(job.action_type, job.spec.get("topic"), job.funnel_id)
+        )
+        return Unsubscribe(link(self.public_url, token) if self.public_url else None, token)
 
     def _send(self, ready: Send, now: int) -> Result:
         job, channel, args, rendered = ready.job, ready.channel, ready.args, ready.rendered
         policy, settings = self.policy()
         request = DeliveryRequest(
-            idempotency_key=job.key, timeout_s=policy.timeout.total_seconds(), http=self.http, now_ms=now
+            idempotency_key=job.key,
+            timeout_s=policy.timeout.total_seconds(),
+            http=self.http,
+            now_ms=now,
+            unsubscribe=ready.unsubscribe,
         )
         channel_settings = settings.get(job.action_type) or channel.settings.model_validate({})
         redactor = Redactor.of(channel.args, rendered, channel_settings)

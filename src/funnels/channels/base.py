@@ -183,6 +183,15 @@ class Redactor:
 
 
 @dataclass(frozen=True)
+class Unsubscribe:
+    """How the recipient of a non-transactional message opts out (`funnels.automation.consent`): the
+    one-click URL (None when the server's public URL is not known) and the signed token it carries."""
+
+    url: str | None
+    token: str
+
+
+@dataclass(frozen=True)
 class DeliveryRequest:
     """Everything a send needs besides its args and settings."""
 
@@ -190,6 +199,7 @@ class DeliveryRequest:
     timeout_s: float
     http: httpx.Client
     now_ms: int  # from the injected clock (the webhook signature's timestamp)
+    unsubscribe: Unsubscribe | None = None  # set for an email or SMS that is not transactional
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from email.message import EmailMessage
 from email.policy import default as default_policy
 from email.utils import formatdate
 from typing import Any, Literal
+from urllib.parse import quote
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
@@ -49,6 +50,15 @@ class EmailSettings(BaseModel):
     password: SecretStr | None = None
     security: Security  # default by port: starttls on 587, ssl on 465, else none
     from_: str | None = Field(default=None, alias="from")
+    # A mailbox for `List-Unsubscribe`'s mailto (beside the one-click HTTPS link): its messages' subject
+    # carries the recipient's token. funnels does not read that mailbox.
+    unsubscribe_mailto: str | None = Field(default=None, alias="unsubscribeMailto")
+
+    @model_validator(mode="after")
+    def _mailto_is_an_address(self) -> EmailSettings:
+        if self.unsubscribe_mailto is not None:
+            _mailbox(self.unsubscribe_mailto)
+        return self
 
     @model_validator(mode="before")
     @classmethod
@@ -86,8 +96,33 @@ def one_address(value: str, field: str) -> Address:
     return address
 
 
+def _mailbox(value: str) -> str:
+    """`unsubscribeMailto`'s address (`name@domain`), or ValueError."""
+    try:
+        return one_address(value, "to").addr_spec
+    except AddressInvalid as error:
+        raise ValueError(str(error).replace("to: ", "", 1)) from None
+
+
+def list_unsubscribe(request: DeliveryRequest, settings: EmailSettings) -> str | None:
+    """The `List-Unsubscribe` header's value (RFC 2369): the one-click HTTPS link, then a mailto when
+    `unsubscribeMailto` is set (subject `unsubscribe <token>`); None for a transactional message."""
+    way_out = request.unsubscribe
+    if way_out is None:
+        return None
+    links = [f"<{way_out.url}>"] if way_out.url else []
+    if settings.unsubscribe_mailto:
+        mailbox = _mailbox(settings.unsubscribe_mailto)
+        links.append(f"<mailto:{quote(mailbox, safe='@')}?subject=unsubscribe%20{way_out.token}>")
+    return ", ".join(links) or None
+
+
 def _build(
-    args: EmailArgs, sender: Address, recipients: list[Address], request: DeliveryRequest
+    args: EmailArgs,
+    sender: Address,
+    recipients: list[Address],
+    request: DeliveryRequest,
+    unsubscribe: str | None,
 ) -> EmailMessage:
     message = EmailMessage()
     message["Message-ID"] = message_id(request.idempotency_key)
@@ -95,6 +130,10 @@ def _build(
     message["From"] = sender
     message["To"] = recipients
     message["Subject"] = args.subject
+    if unsubscribe is not None:
+        message["List-Unsubscribe"] = unsubscribe
+        if request.unsubscribe is not None and request.unsubscribe.url:  # RFC 8058: one click, by POST
+            message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
     if args.text is not None:
         message.set_content(args.text)
         if args.html is not None:
@@ -196,6 +235,9 @@ def deliver_email(args: EmailArgs, settings: EmailSettings, request: DeliveryReq
         "text": args.text,
         "html": args.html,
     }
+    unsubscribe = list_unsubscribe(request, settings)
+    if unsubscribe is not None:
+        sent["listUnsubscribe"] = unsubscribe
     if not settings.host:
         return failure("email is not configured: set email.host or FUNNELS_SMTP_HOST", sent=sent)
     if not sender:
@@ -208,7 +250,7 @@ def deliver_email(args: EmailArgs, settings: EmailSettings, request: DeliveryReq
     except AddressInvalid as error:
         return failure(f"invalid address: {error}", sent=sent)
     try:
-        message = _build(args, sender_address, addresses, request)
+        message = _build(args, sender_address, addresses, request, unsubscribe)
     except (ValueError, TypeError) as error:  # e.g. a line break in a rendered subject (header injection)
         return failure(f"cannot build the message: {error}", sent=sent)
     envelope = (sender_address.addr_spec, [address.addr_spec for address in addresses])
@@ -236,6 +278,7 @@ CHANNEL = Channel(
         "password": "FUNNELS_SMTP_PASSWORD",
         "security": "FUNNELS_SMTP_SECURITY",
         "from_": "FUNNELS_SMTP_FROM",
+        "unsubscribe_mailto": "FUNNELS_UNSUBSCRIBE_MAILTO",
     },
     guarantee="at-most-once",  # its receivers cannot drop a repeated idempotency key
 )

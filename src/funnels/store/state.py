@@ -275,6 +275,16 @@ subscriptions = Table(
     PrimaryKeyConstraint("instance_id", "topic"),
 )
 
+# Secrets the server generates for itself once and keeps (`funnels.store.signing_keys`): `unsubscribe` signs
+# the one-click unsubscribe links' tokens (`funnels.automation.consent`). Never logged, never shown.
+signing_keys = Table(
+    "signing_keys",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("secret", String(128), nullable=False),  # URL-safe base64 of random bytes
+    Column("created_ms", BigInteger, nullable=False),
+)
+
 
 def chunks(values: Iterable[Any], size: int = 500) -> Iterator[list[Any]]:
     """Values in lists of at most `size`: IN lists stay far below SQLite's bound-parameter limit."""

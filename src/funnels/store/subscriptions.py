@@ -6,10 +6,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import NamedTuple
 
+import orjson
 from sqlalchemy import Connection, delete, select
 
 from funnels.store import dialect
-from funnels.store.state import chunks, subscriptions
+from funnels.store.state import chunks, instances, subscriptions
 
 
 class OptOut(NamedTuple):
@@ -18,11 +19,18 @@ class OptOut(NamedTuple):
     source: str  # api, import, link
 
 
-def unsubscribe(connection: Connection, instance_id: int, topic: str, now_ms: int, source: str) -> None:
-    statement = dialect.insert(connection, subscriptions).on_conflict_do_nothing()
-    connection.execute(
+def unsubscribe(connection: Connection, instance_id: int, topic: str, now_ms: int, source: str) -> bool:
+    """Record the opt-out; False when the instance had already unsubscribed from `topic` (kept as it was)."""
+    # RETURNING, not rowcount: a row comes back only when one was inserted, whatever the driver reports.
+    statement = (
+        dialect.insert(connection, subscriptions)
+        .on_conflict_do_nothing()
+        .returning(subscriptions.c.instance_id)
+    )
+    result = connection.execute(
         statement, {"instance_id": instance_id, "topic": topic, "unsubscribed_ms": now_ms, "source": source}
     )
+    return result.first() is not None
 
 
 def resubscribe(connection: Connection, instance_id: int, topic: str) -> None:
@@ -44,4 +52,24 @@ def opt_outs(connection: Connection, instance_ids: Iterable[int]) -> dict[int, l
         )
         for row in rows:
             found.setdefault(row.instance_id, []).append(OptOut(row.topic, row.unsubscribed_ms, row.source))
+    return found
+
+
+def instances_by_property(connection: Connection, model: str, key: str) -> dict[str, list[int]]:
+    """The instances of `model` by the value of their property `key` (a string, trimmed and lowercased:
+    how an address is matched), for matching a file of opt-outs to instances. Reads every instance of the
+    model once."""
+    found: dict[str, list[int]] = {}
+    rows = connection.execute(
+        select(instances.c.id, instances.c.properties)
+        .where(instances.c.model == model)
+        .order_by(instances.c.id)
+    )
+    for row in rows:
+        try:
+            value = orjson.loads(row.properties).get(key)
+        except (orjson.JSONDecodeError, AttributeError):
+            continue
+        if isinstance(value, str) and value.strip():
+            found.setdefault(value.strip().lower(), []).append(row.id)
     return found
