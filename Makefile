@@ -29,7 +29,7 @@ POSTGRES_SUITES := tests/ingest tests/automation tests/test_auth.py tests/test_s
 # runs against a real one when FUNNELS_TEST_CLICKHOUSE_URL is set).
 SERVER_EVENTS_SUITES := tests/analytics
 
-.PHONY: install demo test lint bench screenshots clean
+.PHONY: install demo test test-fast lint bench screenshots clean
 
 install: $(STAMP) $(CHART) $(ANALYTICS_JS) $(CHROMIUM)
 
@@ -70,6 +70,11 @@ test: install
 	$(BIN)/python -m pytest
 	FUNNELS_TEST_STATE=postgresql $(BIN)/python -m pytest $(POSTGRES_SUITES)
 	FUNNELS_TEST_EVENTS=clickhouse-connect $(BIN)/python -m pytest $(SERVER_EVENTS_SUITES)
+
+# The inner loop: every test but the slow, process and browser ones (markers: pyproject.toml), on one worker
+# per core; a test that starts a subprocess without its marker fails here. CI runs `make test`: everything.
+test-fast: install
+	FUNNELS_TEST_FAST=1 $(BIN)/python -m pytest -m "not slow and not process and not browser" -n auto --dist loadfile
 
 lint: install
 	$(BIN)/ruff check src tests bench scripts

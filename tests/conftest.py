@@ -7,6 +7,7 @@ chDB allows one open event store per process at a time, so a test opens at most 
 from __future__ import annotations
 
 import os
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -95,8 +96,12 @@ from tests.postgres import postgres_database, postgres_url, state_target  # noqa
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """With FUNNELS_TEST_STATE=postgresql (`make test`'s second pass), only the tests whose state store
-    is the `services` fixture's run: the others would repeat the first pass's SQLite runs unchanged."""
+    """The browser tests (tests/web's `*_browser.py`) are marked `browser`. With
+    FUNNELS_TEST_STATE=postgresql (`make test`'s second pass), only the tests whose state store is the
+    `services` fixture's run: the others would repeat the first pass's SQLite runs unchanged."""
+    for item in items:
+        if item.path.name.endswith("_browser.py") or item.path.name == "test_browser.py":
+            item.add_marker(pytest.mark.browser)
     if os.environ.get("FUNNELS_TEST_STATE") != "postgresql":
         return
     keep: list[pytest.Item] = []
@@ -110,3 +115,17 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if dropped:
         config.hook.pytest_deselected(items=dropped)
         items[:] = keep
+
+
+@pytest.fixture(autouse=True)
+def _fast_tests_start_no_process(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """In `make test-fast` (FUNNELS_TEST_FAST=1), a test that starts a subprocess without the `process`
+    marker fails, saying so: the marker, not a list to keep, is what keeps the fast set fast."""
+    if os.environ.get("FUNNELS_TEST_FAST") != "1" or request.node.get_closest_marker("process"):
+        return
+    name = request.node.nodeid
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError(f"{name} starts a subprocess: mark it @pytest.mark.process")
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", refuse)

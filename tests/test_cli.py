@@ -20,6 +20,8 @@ from funnels.services import Services
 from funnels.store.server_events import ServerEventStore
 from tests.processes import client, create_key, free_port, start_server, wait_until
 
+pytestmark = pytest.mark.process  # a real server or CLI subprocess
+
 BIN = str(Path(sys.executable).parent / "funnels")
 
 

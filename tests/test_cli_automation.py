@@ -21,6 +21,8 @@ from funnels.store.outbox import JobFilter
 from tests.processes import BIN, client, create_key, free_port, start_server, wait_until
 from tests.receivers import NETWORK, HttpReceiver, SmtpReceiver
 
+pytestmark = pytest.mark.process  # a real server or CLI subprocess
+
 
 def config_with(receiver: HttpReceiver, *step_events: str) -> dict[str, Any]:
     return {

@@ -22,8 +22,11 @@ import httpx
 import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from tests.processes import free_port, kill_9, start_server, stored_event_counts
+
+pytestmark = pytest.mark.process  # a real server or CLI subprocess
 
 BIN = str(Path(sys.executable).parent / "funnels")
 T0 = 1_704_067_200_000  # 2024-01-01T00:00:00Z

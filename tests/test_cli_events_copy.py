@@ -25,6 +25,8 @@ from funnels.store.events import EventStore
 from funnels.store.server_events import ServerEventStore
 from tests.processes import free_port, start_server
 
+pytestmark = pytest.mark.process  # a real server or CLI subprocess
+
 FUNNELS = Path(sys.executable).parent / "funnels"
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 DAY = 86_400_000

@@ -9,9 +9,12 @@ from pathlib import Path
 import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from funnels.store.chdb_events import ChdbEventStore
 from funnels.store.server_events import ServerEventStore
+
+pytestmark = pytest.mark.process  # a real server or CLI subprocess
 
 FUNNELS = Path(sys.executable).parent / "funnels"
 T0 = 1_704_067_200_000  # 2024-01-01T00:00:00Z

@@ -31,9 +31,12 @@ from typing import Any
 
 import httpx
 import psycopg
+import pytest
 
 from tests.processes import BIN, client, create_key, free_port, kill_9, start_server, wait_until
 from tests.receivers import NETWORK, HttpReceiver, Reply, now_and_later_webhooks
+
+pytestmark = pytest.mark.process  # a real server or CLI subprocess
 
 BATCHES = 100
 USERS_PER_BATCH = 10

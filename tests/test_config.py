@@ -155,6 +155,7 @@ def test_yaml_and_json_files_and_syntax_errors(tmp_path: Path) -> None:
         load_config(tmp_path / "bad.yaml")
 
 
+@pytest.mark.process
 def test_validate_command(tmp_path: Path) -> None:
     funnels = str(Path(sys.executable).parent / "funnels")
     good, bad = tmp_path / "good.json", tmp_path / "bad.json"

@@ -6,6 +6,7 @@ import signal
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.processes import (
     create_key,
@@ -16,6 +17,8 @@ from tests.processes import (
     stored_event_counts,
     wait_until,
 )
+
+pytestmark = pytest.mark.process  # a real server or CLI subprocess
 
 
 def post_connects(http: httpx.Client, batch: int) -> list[str]:

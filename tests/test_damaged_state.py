@@ -16,6 +16,8 @@ from funnels.store.state import StateStore, event_log
 from tests.automation.conftest import default_config
 from tests.processes import BIN, free_port
 
+pytestmark = pytest.mark.process  # a real server or CLI subprocess
+
 PAGE = 4096
 
 

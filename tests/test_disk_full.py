@@ -14,7 +14,11 @@ import signal
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.processes import client, create_key, free_port, start_server, stored_event_counts, wait_until
+
+pytestmark = pytest.mark.process  # a real server or CLI subprocess
 
 PADDING = "p" * 1000  # each event ~1 KB, so each batch grows the write-ahead log by ~60 KB
 

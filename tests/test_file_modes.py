@@ -9,8 +9,12 @@ import signal
 import stat
 from pathlib import Path
 
+import pytest
+
 from tests.automation.conftest import default_config
 from tests.processes import client, create_key, free_port, start_server, wait_until
+
+pytestmark = pytest.mark.process  # a real server or CLI subprocess
 
 
 def loose_modes(data_dir: Path) -> dict[str, str]:

@@ -6,6 +6,10 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
+pytestmark = pytest.mark.process  # a real server or CLI subprocess
+
 PROGRAM = """
 import gc
 import funnels.cli  # what a command has loaded when it settles

@@ -8,6 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.process  # a real server or CLI subprocess
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -176,6 +176,7 @@ def check_grouped(services: Services, case: Any) -> None:
     hypothesis.event(f"groups entered: {max((row['total'] for row in sql['data']), default=0)}")
 
 
+@pytest.mark.slow
 @settings(PROFILE, max_examples=examples(60))
 @given(
     case=grouped(
@@ -192,6 +193,7 @@ def test_aggregated_funnels_equal_reference(services: Services, case: Any) -> No
     check_grouped(services, case)
 
 
+@pytest.mark.slow
 @settings(PROFILE, max_examples=examples(30))
 @given(
     case=grouped(

@@ -196,6 +196,7 @@ def setup(services: Services, case: Any) -> tuple[Any, list[Any], dict[str, set[
     return query, events, memberships
 
 
+@pytest.mark.slow
 @settings(PROFILE, max_examples=examples(60))
 @given(
     case=with_group_plans(
@@ -222,6 +223,7 @@ def test_grouped_person_breakdowns_equal_reference(services: Services, case: Any
     hypothesis.event(f"groups' values: {min(len(valued), 2)}")
 
 
+@pytest.mark.slow
 @settings(PROFILE, max_examples=examples(30))
 @given(
     case=with_group_plans(

@@ -318,6 +318,7 @@ def check(store: EventStore, case: Any) -> None:
     hypothesis.event(f"exclusions change the answer: {plain['data'] != reference['data']}")
 
 
+@pytest.mark.slow
 @settings(PROFILE, max_examples=examples(150))
 @given(
     case=with_exclusions(
@@ -331,6 +332,7 @@ def test_exclusions_equal_reference(store: EventStore, case: Any) -> None:
     check(store, case)
 
 
+@pytest.mark.slow
 @settings(PROFILE, max_examples=examples(100))
 @given(
     case=with_exclusions(
@@ -346,6 +348,7 @@ def test_exclusions_with_any_breakdown_and_attribution_equal_reference(store: Ev
     check(store, case)
 
 
+@pytest.mark.slow
 @settings(PROFILE, max_examples=examples(100))
 @given(case=with_exclusions(cases(overlapping_kinds(2, 4), ["closed"], filter_counts=(0, 0, 0, 1))))
 def test_exclusions_with_overlapping_steps_equal_reference(store: EventStore, case: Any) -> None:
@@ -353,6 +356,7 @@ def test_exclusions_with_overlapping_steps_equal_reference(store: EventStore, ca
     check(store, case)
 
 
+@pytest.mark.slow
 @settings(PROFILE, max_examples=examples(40))
 @given(
     case=with_exclusions(
@@ -363,6 +367,7 @@ def test_exclusions_in_long_funnels_equal_reference(store: EventStore, case: Any
     check(store, case)
 
 
+@pytest.mark.slow
 @settings(PROFILE, max_examples=examples(60))
 @given(
     case=with_exclusions(with_identities(cases(exclusive_kinds(2, 4), ["closed"], filter_counts=(0, 0, 1))))
@@ -371,6 +376,7 @@ def test_exclusions_stitched_and_raw_equal_reference(store: EventStore, case: An
     check(store, case)
 
 
+@pytest.mark.slow
 @settings(PROFILE, max_examples=examples(60))
 @given(
     case=with_exclusions(cases(st.one_of(exclusive_kinds(2, 4), overlapping_kinds(2, 3)), ["closed"])),

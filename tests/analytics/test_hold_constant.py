@@ -296,6 +296,7 @@ def check(store: EventStore, case: Any) -> None:
     hypothesis.event(f"holding changes the answer: {plain['data'] != reference['data']}")
 
 
+@pytest.mark.slow
 @settings(PROFILE, max_examples=examples(120))
 @given(
     case=holding(
@@ -310,6 +311,7 @@ def test_hold_constant_equals_reference(store: EventStore, case: Any) -> None:
     check(store, case)
 
 
+@pytest.mark.slow
 @settings(PROFILE, max_examples=examples(120))
 @given(
     case=holding(
@@ -327,6 +329,7 @@ def test_strict_hold_constant_equals_reference(store: EventStore, case: Any) -> 
     check(store, case)
 
 
+@pytest.mark.slow
 @settings(PROFILE, max_examples=examples(120))
 @given(
     case=holding(
@@ -344,6 +347,7 @@ def test_exclusions_hold_constant_equals_reference(store: EventStore, case: Any)
     check(store, case)
 
 
+@pytest.mark.slow
 @settings(PROFILE, max_examples=examples(100))
 @given(
     case=holding(
@@ -367,6 +371,7 @@ def test_hold_constant_with_any_breakdown_equals_reference(store: EventStore, ca
     check(store, case)
 
 
+@pytest.mark.slow
 @settings(PROFILE, max_examples=examples(60))
 @given(
     case=holding(
@@ -384,6 +389,7 @@ def test_hold_constant_stitched_and_raw_equal_reference(store: EventStore, case:
     check(store, case)
 
 
+@pytest.mark.slow
 @settings(PROFILE, max_examples=examples(45))
 @given(
     case=holding(

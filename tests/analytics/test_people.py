@@ -192,6 +192,7 @@ def people_cases(draw: st.DrawFn, base: st.SearchStrategy[Any]) -> tuple[PeopleQ
     return PeopleQuery(funnel, step_, outcome, limit, breakdown_value=value), events, batches
 
 
+@pytest.mark.slow
 @settings(PROFILE, max_examples=examples(50))
 @given(
     case=people_cases(

@@ -274,6 +274,7 @@ def check_case(store: EventStore, case: Any) -> None:
     hypothesis.event(f"groups: {min(len({row['breakdown'] for row in reference['data']}), 3)}")
 
 
+@pytest.mark.slow
 @settings(PROFILE, max_examples=examples(120))
 @given(
     case=with_plans(
@@ -287,6 +288,7 @@ def test_person_breakdowns_equal_reference(store: EventStore, case: Any) -> None
     check_case(store, case)
 
 
+@pytest.mark.slow
 @settings(PROFILE, max_examples=examples(80))
 @given(
     case=with_plans(
@@ -299,6 +301,7 @@ def test_person_breakdowns_stitched_and_raw_equal_reference(store: EventStore, c
     check_case(store, case)
 
 
+@pytest.mark.slow
 @settings(PROFILE, max_examples=examples(50))
 @given(
     case=with_plans(
@@ -320,6 +323,7 @@ def test_person_breakdowns_with_exclusions_and_hold_constant_equal_reference(
     check_case(store, case)
 
 
+@pytest.mark.slow
 @settings(PROFILE, max_examples=examples(45))
 @given(
     case=with_plans(
@@ -348,6 +352,7 @@ def test_person_breakdowns_in_the_analyses_equal_reference(
         assert {**run_people(store, people), "statistics": {}} == reference_people(people, events)
 
 
+@pytest.mark.slow
 @settings(PROFILE, max_examples=examples(30))
 @given(
     case=with_plans(with_identities(cases(exclusive_kinds(2, 3), ["closed", "open", "strict"]))),

@@ -344,6 +344,7 @@ def check(store: EventStore, case: tuple[FunnelQuery, list[Event], int]) -> None
     )
 
 
+@pytest.mark.slow
 @settings(PROFILE, max_examples=examples(200))
 @given(
     case=st.one_of(
@@ -355,6 +356,7 @@ def test_open_and_exclusive_closed_funnels_equal_reference(store: EventStore, ca
     check(store, case)
 
 
+@pytest.mark.slow
 @settings(PROFILE, max_examples=examples(150))
 @given(case=cases(overlapping_kinds(2, 4), ["closed"]))
 def test_overlapping_closed_funnels_equal_reference(store: EventStore, case: Any) -> None:
@@ -362,6 +364,7 @@ def test_overlapping_closed_funnels_equal_reference(store: EventStore, case: Any
     check(store, case)
 
 
+@pytest.mark.slow
 @settings(PROFILE, max_examples=examples(60))
 @given(case=cases(long_kinds(), ["closed", "open"], max_events=10, walk=True, filter_counts=(0,) * 15 + (1,)))
 def test_five_to_ten_steps_equal_reference(store: EventStore, case: Any) -> None:
@@ -369,6 +372,7 @@ def test_five_to_ten_steps_equal_reference(store: EventStore, case: Any) -> None
     check(store, case)
 
 
+@pytest.mark.slow
 @settings(PROFILE, max_examples=examples(100))
 @given(
     case=cases(
@@ -380,6 +384,7 @@ def test_breakdown_values_spelled_like_buckets_equal_reference(store: EventStore
     check(store, case)
 
 
+@pytest.mark.slow
 @settings(PROFILE, max_examples=examples(150))
 @given(
     case=st.one_of(
@@ -399,6 +404,7 @@ def test_breakdowns_by_any_property_and_attribution_equal_reference(store: Event
     hypothesis.event(f"attribution {query.breakdown_attribution.split(':')[0]}, {query.funnel_type}")
 
 
+@pytest.mark.slow
 @settings(PROFILE, max_examples=examples(150))
 @given(
     case=with_identities(
@@ -418,6 +424,7 @@ def test_stitched_and_raw_identities_equal_reference(store: EventStore, case: An
     hypothesis.event(f"stitching changes the answer: {raw['data'] != stitched['data']}")
 
 
+@pytest.mark.slow
 @settings(PROFILE, max_examples=examples(60))
 @given(case=with_identities(cases(exclusive_kinds(), ["closed", "open"])))
 def test_a_stitched_funnel_after_each_insert_equals_reference(store: EventStore, case: Any) -> None:
@@ -433,6 +440,7 @@ def test_a_stitched_funnel_after_each_insert_equals_reference(store: EventStore,
         assert sql["data"] == reference["data"]
 
 
+@pytest.mark.slow
 @settings(PROFILE, max_examples=examples(120))
 @given(
     case=st.one_of(
@@ -447,6 +455,7 @@ def test_strict_funnels_equal_reference(store: EventStore, case: Any) -> None:
     check(store, case)
 
 
+@pytest.mark.slow
 @settings(PROFILE, max_examples=examples(80))
 @given(case=with_identities(cases(st.one_of(exclusive_kinds(), overlapping_kinds(2, 3)), ["strict"])))
 def test_strict_stitched_and_raw_equal_reference(store: EventStore, case: Any) -> None:

@@ -113,6 +113,7 @@ def check(store: EventStore, case: tuple[FunnelQuery, list[Event], int], shards:
 SHARDS = st.integers(2, MAX_SHARDS)
 
 
+@pytest.mark.slow
 @settings(PROFILE, max_examples=examples(40))
 @given(
     case=st.one_of(
@@ -133,6 +134,7 @@ def test_the_two_level_funnel_on_shards_equals_one_table(store: EventStore, case
     check(store, case, shards)
 
 
+@pytest.mark.slow
 @settings(PROFILE, max_examples=examples(30))
 @given(
     case=holding(
@@ -149,6 +151,7 @@ def test_held_funnels_on_shards_equal_one_table(store: EventStore, case: Any, sh
     check(store, case, shards)
 
 
+@pytest.mark.slow
 @settings(PROFILE, max_examples=examples(30))
 @given(
     case=with_identities(
@@ -166,6 +169,7 @@ def test_raw_identity_with_anonymous_keys_on_shards_equals_one_table(
     check(store, case, shards)
 
 
+@pytest.mark.slow
 @settings(PROFILE, max_examples=examples(25))
 @given(case=with_identities(cases(exclusive_kinds(), ["closed", "open", "strict"])), shards=SHARDS)
 def test_a_stitched_funnel_over_the_shards_equals_one_table(

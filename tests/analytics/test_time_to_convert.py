@@ -175,6 +175,7 @@ def ttc_cases(draw: st.DrawFn, base: st.SearchStrategy[Any]) -> tuple[TimeToConv
     return TimeToConvertQuery(funnel, from_step, to_step, bins), events, batches
 
 
+@pytest.mark.slow
 @settings(PROFILE, max_examples=examples(60))
 @given(
     case=ttc_cases(

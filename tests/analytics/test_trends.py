@@ -175,6 +175,7 @@ def trends_cases(draw: st.DrawFn, base: st.SearchStrategy[Any]) -> tuple[TrendsQ
     return TrendsQuery(funnel, interval), events, batches, now
 
 
+@pytest.mark.slow
 @settings(PROFILE, max_examples=examples(60))
 @given(
     case=trends_cases(

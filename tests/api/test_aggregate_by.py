@@ -166,6 +166,7 @@ def test_without_declared_models_aggregate_by_is_refused(client: TestClient, key
 GROUPED: list[int] = []
 
 
+@pytest.mark.slow
 @settings(
     max_examples=60,
     deadline=None,
@@ -193,6 +194,7 @@ def test_aggregated_queries_never_answer_5xx(world: World, params: dict[str, str
             GROUPED.append(response.status_code)
 
 
+@pytest.mark.slow
 def test_the_aggregated_fuzz_reached_the_sql_path() -> None:
     """Runs after the fuzz test above (file order): some aggregated queries must have run."""
     assert len(GROUPED) >= 10, len(GROUPED)

@@ -94,6 +94,7 @@ def check_operation(api: Api, operation: Any, mode: GenerationMode, examples: in
         raise
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("credential", CREDENTIALS)
 def test_every_operation_answers_as_documented(
     open_world: Callable[[Config], World], credential: str

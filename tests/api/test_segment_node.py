@@ -18,6 +18,8 @@ import pytest
 
 from tests.processes import create_key, free_port, start_server, wait_until
 
+pytestmark = pytest.mark.process  # a real server or CLI subprocess
+
 SCRIPT = Path(__file__).parent / "analytics_node.mjs"
 ROOT = Path(__file__).parent.parent.parent
 ALLOWED = "https://shop.example"

@@ -20,6 +20,8 @@ from uvicorn.server import ServerState
 from funnels.api.server import MAX_HEAD_BYTES, envelope_protocol
 from tests.processes import create_key, free_port, start_server
 
+pytestmark = pytest.mark.process  # a real server or CLI subprocess
+
 PUBLIC_URL = "https://funnels.example.com"
 
 

@@ -11,9 +11,12 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.processes import client, create_key, free_port, kill_9, sending, start_server, wait_until
 from tests.receivers import NETWORK, HttpReceiver, SmtpReceiver, now_and_later_webhooks
+
+pytestmark = pytest.mark.process  # a real server or CLI subprocess
 
 BATCH = 10
 

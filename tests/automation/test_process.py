@@ -23,6 +23,8 @@ from funnels.store.state import StateStore, action_jobs
 from tests.processes import client, create_key, free_port, start_server, wait_until
 from tests.receivers import NETWORK, HttpReceiver
 
+pytestmark = pytest.mark.process  # a real server or CLI subprocess
+
 
 def children(pid: int) -> list[int]:
     """Live `funnels worker` processes whose parent is `pid`."""

@@ -305,6 +305,7 @@ def state_url(state_backend: str, request: pytest.FixtureRequest) -> str | None:
     return request.getfixturevalue("postgres_url") if state_backend == "postgresql" else None  # type: ignore[no-any-return]
 
 
+@pytest.mark.process
 def test_suppressions_import_writes_good_rows_and_reports_bad_ones_by_line(
     world: World, tmp_path: Path, state_url: str | None
 ) -> None:
@@ -358,6 +359,7 @@ def test_suppressions_import_writes_good_rows_and_reports_bad_ones_by_line(
     )
 
 
+@pytest.mark.process
 def test_suppressions_import_refuses_an_unreadable_file_without_a_traceback(
     world: World, tmp_path: Path, state_url: str | None
 ) -> None:

@@ -265,6 +265,7 @@ store.close()
 """
 
 
+@pytest.mark.process
 def test_two_processes_opening_an_old_data_directory_at_once_migrate_it_once(tmp_path: Path) -> None:
     path = old_data_dir(tmp_path) / "state.sqlite3"
     # Hold the store's write lock while both start, so both find the old schema and then wait for the turn.

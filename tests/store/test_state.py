@@ -31,6 +31,7 @@ store.close()
 """
 
 
+@pytest.mark.process
 def test_a_write_waits_for_another_process_and_then_goes_ahead(tmp_path: Path) -> None:
     path = tmp_path / "state.sqlite3"
     store = StateStore(path)
