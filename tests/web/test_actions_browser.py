@@ -67,10 +67,10 @@ def test_the_card_shows_each_actions_groups_and_lift(page: Page, with_holdout: D
     expect(shown.locator("td").nth(1)).to_have_text("development_api_call within 14 d")
     # Within the 14-day window only the converted are decided: 100% of them, the rest pending.
     expect(shown.locator(".treated")).to_have_text(
-        f"{treated['rate'] * 100:.1f}% ({treated['converted']} of {treated['jobs']}) +{treated['pending']} pending"
+        f"{treated['rate'] * 100:.1f}% {treated['converted']} of {treated['jobs']}, +{treated['pending']} pending"
     )
     expect(shown.locator(".held-out")).to_have_text(
-        f"{held['rate'] * 100:.1f}% ({held['converted']} of {held['jobs']}) +{held['pending']} pending"
+        f"{held['rate'] * 100:.1f}% {held['converted']} of {held['jobs']}, +{held['pending']} pending"
     )
     expect(shown.locator(".lift")).to_contain_text("+0.0 pp")  # both groups' decided jobs all converted
     expect(shown.locator(".verdict")).to_have_text("No difference so far")
@@ -222,15 +222,15 @@ def test_the_lift_cards_numbers_are_the_apis(page: Page, decided: Dashboard) -> 
     expect(shown.locator("td").nth(1)).to_have_text(f"development_api_call within {GOAL_WINDOW_S} s")
     for cell, counts in ((".treated", treated), (".held-out", held)):
         expect(shown.locator(cell)).to_have_text(
-            f"{counts['rate'] * 100:.1f}% ({counts['converted']} of {counts['jobs']})"
+            f"{counts['rate'] * 100:.1f}% {counts['converted']} of {counts['jobs']}"
         )
     low, high = lift["absolute_ci"]
     expect(shown.locator(".lift")).to_have_text(
-        f"{_signed(lift['absolute'], ' pp')} ({_signed(low, ' pp')} to {_signed(high, ' pp')})"
+        f"{_signed(lift['absolute'], ' pp')} {_signed(low, '')} to {_signed(high, ' pp')}"
     )
     low, high = lift["relative_ci"]
     expect(shown.locator(".relative")).to_have_text(
-        f"{_signed(lift['relative'], '%')} ({_signed(low, '%')} to {_signed(high, '%')})"
+        f"{_signed(lift['relative'], '%')} {_signed(low, '')} to {_signed(high, '%')}"
     )
     expect(shown.locator(".p-value")).to_have_text(f"{lift['p_value']:.3f}")
     if lift["significant"]:

@@ -1,6 +1,6 @@
 // Deliveries, per action: "By action", every action's jobs by status (GET /v0/actions/summary: sent, held
-// out, capped, cancelled, failing = failed or dead, unknown, waiting = scheduled or sending), and "Holdouts
-// and lift", each action with a holdout (GET /v0/lift): its treated and held-out groups' conversion on the
+// out, capped, suppressed, cancelled, failing = failed or dead, unknown, waiting = scheduled or sending),
+// and "Holdouts and lift", each action with a holdout (GET /v0/lift): its treated and held-out groups' conversion on the
 // action's goal (rate, converted of decided jobs, pending), the difference in percentage points and the
 // relative lift, each with its 95% interval, the p-value and a verdict in words (while inconclusive, the
 // jobs each group needs). Each card stays hidden while it has no row.
@@ -22,9 +22,9 @@
 
   function group(counts) {
     if (!counts) return "–";
-    const pending = counts.pending ? el("span", { class: "muted small" }, ` +${integer.format(counts.pending)} pending`) : null;
-    const share = ` (${integer.format(counts.converted)} of ${integer.format(counts.jobs)})`;
-    return [percent(counts.rate), el("span", { class: "muted small" }, share), pending];
+    const share = ` ${integer.format(counts.converted)} of ${integer.format(counts.jobs)}`;
+    const pending = counts.pending ? `, +${integer.format(counts.pending)} pending` : "";
+    return [percent(counts.rate), el("div", { class: "muted small detail" }, share + pending)];
   }
 
   function verdict(row) {
@@ -41,14 +41,14 @@
   function liftCell(lift) {
     if (!lift || lift.absolute === null) return "–";
     const [low, high] = lift.absolute_ci;
-    return [points(lift.absolute), el("span", { class: "muted small" }, ` (${points(low)} to ${points(high)})`)];
+    return [points(lift.absolute), el("div", { class: "muted small detail" }, ` ${signed(low, "")} to ${points(high)}`)];
   }
 
   // The ratio of the rates minus 1; none while the held-out rate is 0 (its interval is still shown).
   function relativeCell(lift) {
     if (!lift || !lift.relative_ci) return "–";
     const [low, high] = lift.relative_ci;
-    const interval = el("span", { class: "muted small" }, ` (${signed(low, "%")} to ${signed(high, "%")})`);
+    const interval = el("div", { class: "muted small detail" }, ` ${signed(low, "")} to ${signed(high, "%")}`);
     return [lift.relative === null ? "–" : signed(lift.relative, "%"), interval];
   }
 
