@@ -24,7 +24,7 @@
     if (!counts) return "–";
     const share = ` ${integer.format(counts.converted)} of ${integer.format(counts.jobs)}`;
     const pending = counts.pending ? `, +${integer.format(counts.pending)} pending` : "";
-    return [percent(counts.rate), el("div", { class: "muted small detail" }, share + pending)];
+    return [percent(counts.rate), el("div", { class: "muted small under" }, share + pending)];
   }
 
   function verdict(row) {
@@ -41,14 +41,14 @@
   function liftCell(lift) {
     if (!lift || lift.absolute === null) return "–";
     const [low, high] = lift.absolute_ci;
-    return [points(lift.absolute), el("div", { class: "muted small detail" }, ` ${signed(low, "")} to ${points(high)}`)];
+    return [points(lift.absolute), el("div", { class: "muted small under" }, ` ${signed(low, "")} to ${points(high)}`)];
   }
 
   // The ratio of the rates minus 1; none while the held-out rate is 0 (its interval is still shown).
   function relativeCell(lift) {
     if (!lift || !lift.relative_ci) return "–";
     const [low, high] = lift.relative_ci;
-    const interval = el("div", { class: "muted small detail" }, ` ${signed(low, "")} to ${signed(high, "%")}`);
+    const interval = el("div", { class: "muted small under" }, ` ${signed(low, "")} to ${signed(high, "%")}`);
     return [lift.relative === null ? "–" : signed(lift.relative, "%"), interval];
   }
 
