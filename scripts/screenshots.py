@@ -33,7 +33,7 @@ from funnels.store.state import StateStore  # noqa: E402
 
 OUT = ROOT / "docs" / "screenshots"
 PHONE = {"width": 390, "height": 844}
-FULL_PAGE = {"funnels-organizations"}  # shot whole, not just the viewport
+FULL_PAGE = {"funnels-organizations", "people"}  # shot whole, not just the viewport
 
 
 @dataclass(frozen=True)
@@ -96,15 +96,28 @@ def organizations(page: Page) -> None:
 
 
 def open_person(page: Page) -> None:
-    """A customer who reached two steps, with a parent organization and a few actions."""
+    """A customer who reached two steps, with a parent organization and a few actions: one capped, one in
+    the treated group of the nudge's holdout; unsubscribed from a newsletter topic (`OPT_OUTS`)."""
     page.goto(page.url.split("/people")[0] + "/people?model=customer&id=cus_1002")
     page.wait_for_selector("#timeline li.timeline-item")
+    page.wait_for_selector("#person-opt-outs li")
     settle(page)
+    page.evaluate("window.scrollTo(0, 0)")  # shot whole (`FULL_PAGE`): its subscriptions are below the fold
 
 
 def open_delivery(page: Page) -> None:
     """The newest page of the log: sent, scheduled, cancelled and failing jobs side by side."""
     page.wait_for_selector("#deliveries-table tr.job")
+
+
+def delivery_actions(page: Page) -> None:
+    """Below the log: each action's jobs by status (held out, capped, suppressed among them) and the demo's
+    holdout with its lift (`GET /v0/lift`)."""
+    page.wait_for_selector('#by-action-card[data-state="ready"]')
+    page.wait_for_selector('#lift-card[data-state="ready"]')
+    page.locator("#by-action-card").evaluate(
+        "card => window.scrollTo(0, card.getBoundingClientRect().top + window.scrollY - 72)"
+    )
 
 
 # page → what to do once it is open (after `settle`). The login page is shot signed out.
@@ -116,6 +129,7 @@ SHOTS: dict[str, Callable[[Page], None]] = {
     "settings": lambda page: page.wait_for_selector("#keys-table tbody tr[data-key-id]"),
     "people": lambda page: open_person(page),
     "deliveries": lambda page: open_delivery(page),
+    "deliveries-actions": delivery_actions,
     # A phone: the builder (its steps' words and pick-lists), the list of people, the log with its status.
     "funnels-phone": demo_funnel,
     "people-phone": lambda page: page.wait_for_selector("#people-table tbody tr[data-id]"),

@@ -205,16 +205,21 @@ def test_funnels_worker_builds_unsubscribe_links_on_its_public_url_and_warns_wit
     data_dir = tmp_path / "data"
     env = {key: value for key, value in os.environ.items() if key != "FUNNELS_PUBLIC_URL"}
     logs: list[str] = []
-    for count, name, public in ((1, "ann", None), (2, "bob", "https://funnels.test/base/")):
+    runs = (
+        (1, "ann", None, False),
+        (2, "bob", "https://funnels.test/base/", False),
+        (3, "cy", "https://env.funnels.test", True),  # FUNNELS_PUBLIC_URL instead of --public-url
+    )
+    for count, name, public, from_env in runs:
         sign_up_in_outbox(data_dir, config, name)
-        extra = ["--public-url", public] if public else []
+        extra = ["--public-url", public] if public and not from_env else []
         log = tmp_path / f"worker-{name}.log"
         with log.open("wb") as sink:
             worker = subprocess.Popen(
                 [str(BIN), "worker", "--config", str(config), "--data-dir", str(data_dir), *extra],
                 stdout=sink,
                 stderr=sink,
-                env=env,
+                env={**env, "FUNNELS_PUBLIC_URL": public} if from_env and public else env,
             )
         try:
             smtp_receiver.wait_for(count)
@@ -222,8 +227,11 @@ def test_funnels_worker_builds_unsubscribe_links_on_its_public_url_and_warns_wit
             worker.send_signal(signal.SIGTERM)
             assert worker.wait(timeout=30) == 0
         logs.append(log.read_text())
-    without, with_url = (mail.message for mail in smtp_receiver.messages)
-    assert "warning: no --public-url" in logs[0] and "warning" not in logs[1]
+    without, with_url, with_env = (mail.message for mail in smtp_receiver.messages)
+    assert "warning: no --public-url" in logs[0] and "warning" not in logs[1] and "warning" not in logs[2]
+    assert re.fullmatch(
+        r"<https://env\.funnels\.test/u/[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+>", with_env["List-Unsubscribe"]
+    )
     assert without["List-Unsubscribe"] is None and without.get_content().strip() == "[]"
     link = re.fullmatch(
         r"\[(https://funnels\.test/base/u/[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+)\]", with_url.get_content().strip()

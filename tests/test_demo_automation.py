@@ -1,5 +1,6 @@
 """`funnels demo`'s automation half: the config validates, and after seeding the delivery log has a job in
-every status the dashboard shows, delivered only to 127.0.0.1, the same on every run."""
+every status the dashboard shows (held out, capped and suppressed too), its holdout has a lift with numbers,
+a customer has opted out, delivered only to 127.0.0.1, the same on every run."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from funnels.app import create_app
 from funnels.auth import create_key
 from funnels.clock import ManualClock
 from funnels.config import load_config
-from funnels.demo_automation import CUSTOMERS, seed_automation
+from funnels.demo_automation import CUSTOMERS, OPT_OUTS, seed_automation
 from funnels.services import Services
 from tests.conftest import bearer
 
@@ -40,7 +41,16 @@ def test_the_demo_has_deliveries_in_every_status(tmp_path: Path) -> None:
         key = create_key(svc.state, svc.clock, ["admin"])
         with TestClient(create_app(svc, run_worker=False)) as client:
             totals = {}
-            for status in ("sent", "scheduled", "cancelled", "failed", "dead"):
+            for status in (
+                "sent",
+                "scheduled",
+                "cancelled",
+                "failed",
+                "dead",
+                "held_out",
+                "capped",
+                "suppressed",
+            ):
                 body = client.get("/v0/actions", params={"status": status}, headers=bearer(key)).json()
                 totals[status] = body["total"]
             assert all(totals.values()), totals
@@ -55,9 +65,34 @@ def test_the_demo_has_deliveries_in_every_status(tmp_path: Path) -> None:
             assert person["timeline"]["items"]
             customers = client.get("/v0/actions", params={"status": "sent", "size": 200}, headers=bearer(key))
             assert len({job["funnel"] for job in customers.json()["data"]}) >= 1
+            suppressed = client.get(
+                "/v0/actions", params={"status": "suppressed"}, headers=bearer(key)
+            ).json()
+            assert {job["type"] for job in suppressed["data"]} == {"email"}
+            capped = client.get("/v0/actions", params={"status": "capped"}, headers=bearer(key)).json()
+            assert {job["type"] for job in capped["data"]} == {"slack"}  # `limits`: one a day per customer
+
+            # The Deliveries page's lift card has numbers: both groups decided, an interval, a p-value.
+            (lift,) = client.get("/v0/lift", headers=bearer(key)).json()["data"]
+            assert (lift["step"], lift["action"], lift["holdout_percent"]) == (2, 2, 30.0)
+            assert lift["goal"]["event"] == "production_api_call"
+            assert lift["treated"]["jobs"] >= 10 and lift["holdout"]["jobs"] >= 5, lift
+            assert lift["lift"]["absolute_ci"] is not None and lift["lift"]["p_value"] is not None
+            summary = client.get("/v0/actions/summary", headers=bearer(key)).json()["data"]
+            nudge = next(row for row in summary if (row["step"], row["action"]) == (2, 2))
+            assert nudge["statuses"]["held_out"] == lift["holdout"]["jobs"] + lift["holdout"]["pending"]
+
+            # People: the opted-out customers' subscriptions.
+            for customer_id, topic in OPT_OUTS.items():
+                person = client.get(f"/v0/models/customer/{customer_id}", headers=bearer(key)).json()
+                assert [out["topic"] for out in person["unsubscribed"]] == [topic]
     finally:
         svc.close()
-    assert len([job for job in _jobs(data_dir) if job[1] == "slack"]) == CUSTOMERS
+    with sqlite3.connect(data_dir / "state.sqlite3") as connection:
+        (at_sign_up,) = connection.execute(
+            "SELECT count(*) FROM action_jobs WHERE action_type = 'slack' AND step_index = 0"
+        ).fetchone()
+    assert at_sign_up == CUSTOMERS
 
     again = tmp_path / "again"
     seed_automation(again, NOW)

@@ -32,6 +32,7 @@ from typing import Any
 import yaml
 
 from funnels.automation.inputs import EventBody, IdentifyBody
+from funnels.automation.people import find, set_subscribed
 from funnels.automation.worker import Worker
 from funnels.clock import ManualClock
 from funnels.examples import onboarding_funnel
@@ -40,6 +41,11 @@ from funnels.services import Services
 SEED = 20260402
 CUSTOMERS = 36
 DAYS = 8
+# Customers who unsubscribe (through the API, as a support agent would for them) a day after signing up, and
+# from what: the first two from the onboarding emails before their reminder is due (it ends `suppressed`),
+# cus_1002 from a topic of emails the demo never sends (People shows it, with "Subscribe again").
+OPT_OUTS = {"cus_1018": "email", "cus_1034": "email:onboarding", "cus_1002": "email:newsletter"}
+OPT_OUT_AFTER_MS = 86_400_000
 
 _FIRST = [
     "Ada",
@@ -104,35 +110,56 @@ ORGANIZATIONS = [
 
 
 def demo_config(sink_url: str, smtp_port: int) -> dict[str, Any]:
-    """The demo's automation config: the spec's onboarding funnel, delivering only to 127.0.0.1."""
+    """The demo's automation config: the spec's onboarding funnel, delivering only to 127.0.0.1, with two
+    more actions at its second step (`development_api_call`) so that Deliveries shows every status and a
+    lift: a Slack message to the growth channel, at most one a day about the same customer (`limits`: the
+    later one ends `capped`), and an in-app nudge towards production with a 30% holdout measured on
+    `production_api_call` within 2 days (`GET /v0/lift`)."""
+    onboarding = onboarding_funnel(
+        slack={
+            "url": f"{sink_url}/slack/growth",
+            "content": "{{ displayName }} signed up ({{ modelProperties.plan }})",
+        },
+        reminder={
+            "to": "{{ modelProperties.email }}",
+            "subject": "Need a hand getting started?",
+            "text": "Hi {{ displayName }}, your first API call is one curl away.",
+        },
+        converted={
+            "type": "webhook",
+            "args": {
+                "url": sink_url + "/crm/{{ modelProperties.plan }}/converted",
+                "body": {"id": "{{ ids[0] }}", "name": "{{ displayName }}"},
+            },
+        },
+    )
+    onboarding["steps"][1]["actions"] = [
+        {
+            "type": "slack",
+            "args": {"url": f"{sink_url}/slack/growth", "content": "{{ displayName }} made a first API call"},
+        },
+        {
+            "type": "webhook",
+            "holdout": "30%",
+            "goal": {"event": "production_api_call", "within": "2d"},
+            "args": {
+                "url": f"{sink_url}/in-app/go-live",
+                "body": {"id": "{{ ids[0] }}", "message": "Ready for production? Here is the checklist."},
+            },
+        },
+    ]
     return {
         "models": [{"name": "customer"}, {"name": "organization"}],
         "segment": {"model": "customer"},
         "funnels": [
-            onboarding_funnel(
-                slack={
-                    "url": f"{sink_url}/slack/growth",
-                    "content": "{{ displayName }} signed up ({{ modelProperties.plan }})",
-                },
-                reminder={
-                    "to": "{{ modelProperties.email }}",
-                    "subject": "Need a hand getting started?",
-                    "text": "Hi {{ displayName }}, your first API call is one curl away.",
-                },
-                converted={
-                    "type": "webhook",
-                    "args": {
-                        "url": sink_url + "/crm/{{ modelProperties.plan }}/converted",
-                        "body": {"id": "{{ ids[0] }}", "name": "{{ displayName }}"},
-                    },
-                },
-            ),
+            onboarding,
             {
                 "id": "org_activation",
                 "forModels": "organization",
                 "steps": [{"event": "$identify"}, {"event": "invite_sent"}, {"event": "second_seat"}],
             },
         ],
+        "limits": [{"channel": "slack", "max": 1, "per": "1d"}],
         "delivery": {"maxAttempts": 4, "timeout": "5s", "backoffBase": "2h", "backoffMax": "12h"},
         # Deliveries reach only public addresses unless allowed here: the demo's sink is on loopback.
         "network": {"allow": ["127.0.0.1/32"]},
@@ -288,11 +315,20 @@ def demo_story(now_ms: int, customers: int = CUSTOMERS, seed: int = SEED) -> lis
     return steps
 
 
+def _opt_out(svc: Services, customer_id: str, at_ms: int) -> None:
+    with svc.state.write() as connection:
+        found = find(connection, svc.events, "customer", customer_id)
+        if found is not None:
+            set_subscribed(connection, found.id, OPT_OUTS[customer_id], False, at_ms)
+
+
 def write_config(path: Path, sink_port: int, smtp_port: int) -> Path:
     config = demo_config(f"http://127.0.0.1:{sink_port}", smtp_port)
     header = (
         "# funnels demo: the onboarding example. Webhook and Slack actions post to the demo's sink on\n"
         "# 127.0.0.1 (410 under /crm/legacy); email goes to a closed SMTP port, so it fails and retries.\n"
+        "# The in-app nudge at development_api_call has a 30% holdout (Deliveries' lift card, GET /v0/lift);\n"
+        "# Slack messages about one customer are capped at one a day (limits).\n"
     )
     path.write_text(header + yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
     return path
@@ -315,11 +351,29 @@ def seed_automation(data_dir: Path, now: datetime, sink_port: int = 0) -> tuple[
             allow=svc.automation.network_allow,
         )
         try:
-            for step in demo_story(now_ms):
+            story = demo_story(now_ms)
+            opt_outs = sorted(
+                (step.at_ms + OPT_OUT_AFTER_MS, step.body.ids[0])
+                for step in story
+                if isinstance(step.body, EventBody)
+                and step.body.name == "sign_up"
+                and step.body.ids[0] in OPT_OUTS
+            )
+            for step in story:
+                while opt_outs and opt_outs[0][0] <= step.at_ms:
+                    at_ms, customer_id = opt_outs.pop(0)
+                    clock.set(at_ms)
+                    worker.run_until_idle()
+                    _opt_out(svc, customer_id, at_ms)
                 clock.set(step.at_ms)
                 worker.run_until_idle()  # what fell due before this event, delivered "then"
                 svc.ingest([step.body.signal(step.at_ms)])
                 worker.run_until_idle()
+            for at_ms, customer_id in opt_outs:
+                if at_ms <= now_ms:
+                    clock.set(at_ms)
+                    worker.run_until_idle()
+                    _opt_out(svc, customer_id, at_ms)
             clock.set(now_ms)
             worker.run_until_idle()
             while svc.shipper.ship_once():  # the events into the analytics store too

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,6 +21,7 @@ from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 from schemathesis.python.asgi import ASGIClient
 
+from funnels.automation.deliveries import STATUSES
 from tests.automation.conftest import Config, World, default_config
 from tests.automation.conftest import open_world as open_world  # the fixture, used by `api` below
 from tests.conftest import bearer
@@ -181,6 +183,18 @@ KNOWN: list[tuple[str, str, dict[str, Any], dict[str, Any], int]] = [
         200,
     ),
     ("GET", "/v0/actions", {}, {}, 200),
+    ("GET", "/v0/actions", {}, {"params": {"status": "held_out"}}, 200),
+    ("GET", "/v0/actions", {}, {"params": {"status": "sent-ish"}}, 400),
+    ("GET", "/v0/actions/summary", {}, {}, 200),
+    ("GET", "/v0/lift", {}, {}, 200),
+    ("GET", "/v0/lift", {}, {"params": {"funnel": "nope"}}, 404),
+    (
+        "PUT",
+        "/v0/models/{model}/{instance_id}/subscriptions",
+        {"model": "customer", "instance_id": "c1"},
+        {"json": {"topic": "email:onboarding", "subscribed": False}},
+        200,
+    ),
     ("GET", "/v0/actions/{job_id}", {"job_id": 1}, {}, 200),
     ("POST", "/v0/actions/{job_id}/retry", {"job_id": 1}, {}, 200),
     ("POST", "/v0/actions/{job_id}/retry", {"job_id": 1}, {}, 409),
@@ -231,3 +245,29 @@ def test_known_requests_answer_as_documented(open_world: Callable[[Config], Worl
         response = world.client.post(f"/v0/keys/{created['id']}/revoke", headers=world.admin)
         assert response.status_code == status
         schema["/v0/keys/{key_id}/revoke"]["POST"].validate_response(response)
+
+
+def test_the_delivery_statuses_are_enumerated_in_the_document(open_world: Callable[[Config], World]) -> None:
+    """`held_out`, `capped` and `suppressed` (issue 15) are in every place the document lists the delivery
+    log's statuses: the `status` filter of `GET /v0/actions`, a job's `status`, the summary's counts; and in
+    docs/api.md's rows for those routes."""
+    world = open_world(default_config())
+    seed(world)
+    document = world.client.get("/openapi.json").json()
+    (parameter,) = (p for p in document["paths"]["/v0/actions"]["get"]["parameters"] if p["name"] == "status")
+    schemas = document["components"]["schemas"]
+    enums = {
+        "filter": parameter["schema"]["enum"],
+        "job": schemas["ActionJob"]["properties"]["status"]["enum"],
+        "summary": schemas["ActionStatusCounts"]["properties"]["statuses"]["propertyNames"]["enum"],
+        "summary keys": schemas["ActionStatusCounts"]["properties"]["statuses"]["required"],
+    }
+    for where, enum in enums.items():
+        assert enum == list(STATUSES), where
+        assert {"held_out", "capped", "suppressed"} <= set(enum), where
+    summary = world.client.get("/v0/actions/summary", headers=world.admin).json()["data"]
+    assert summary and all(list(row["statuses"]) == list(STATUSES) for row in summary)
+    api_md = (Path(__file__).resolve().parents[2] / "docs" / "api.md").read_text()
+    for route in ("| `GET /v0/actions` |", "| `GET /v0/actions/summary` |"):
+        (row,) = (line for line in api_md.splitlines() if line.startswith(route))
+        assert all(f"`{status}`" in row or status in row for status in STATUSES), (route, row)

@@ -4,10 +4,12 @@ moved clock."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
 from tests.automation.conftest import Config, World
-from tests.receivers import NETWORK, HttpReceiver
+from tests.receivers import NETWORK, HttpReceiver, SmtpReceiver
 
 HOUR_MS = 3_600_000
 
@@ -122,3 +124,68 @@ def test_a_funnels_own_limit_counts_only_its_actions(world: World, http_receiver
     world.event("ping", ["ada"])  # another funnel's: only the daily cap counts digest's message
     world.run()
     assert statuses(world, "ada")["later/1"] == "sent"
+
+
+@pytest.mark.parametrize("why", ["held_out", "cancelled", "suppressed"])
+def test_a_message_claimed_with_it_that_is_not_sent_does_not_count(
+    open_world: Callable[[Config], World], http_receiver: HttpReceiver, smtp_receiver: SmtpReceiver, why: str
+) -> None:
+    """Jobs due at once are claimed together, and a cap counts the ones being sent before it: one of them
+    that then ends held out, cancelled by `unless` or suppressed was never a message and must not cap the
+    next (docs/config.md: a message that was held out or capped does not count)."""
+    first: dict[str, object] = {
+        "held_out": {"type": "webhook", "args": {"url": f"{http_receiver.url}/w"}, "holdout": "50%"},
+        "cancelled": {"type": "webhook", "args": {"url": f"{http_receiver.url}/w"}, "unless": "paid"},
+        "suppressed": {
+            "type": "email",
+            "args": {"to": "{{ ids[0] }}@example.com", "subject": "Hi", "text": "."},
+        },
+    }[why]
+    channel = "email" if why == "suppressed" else "webhook"
+    second = (
+        {
+            "type": "email",
+            "transactional": True,
+            "args": {"to": "{{ ids[0] }}@example.com", "subject": "Receipt", "text": "."},
+        }
+        if channel == "email"
+        else {"type": "webhook", "args": {"url": f"{http_receiver.url}/second"}}
+    )
+    world = open_world(
+        {
+            "models": [{"name": "customer"}],
+            "network": NETWORK,
+            "email": {
+                "host": smtp_receiver.host,
+                "port": smtp_receiver.port,
+                "security": "none",
+                "from": "t@example.com",
+            },
+            "limits": [{"channel": channel, "max": 1, "per": "1d"}],
+            "funnels": [
+                {
+                    "id": "onboarding",
+                    "forModels": "customer",
+                    "steps": [{"event": "sign_up", "actions": [first, second]}, {"event": "paid"}],
+                }
+            ],
+        }
+    )
+    names = [f"c{n}" for n in range(12)]
+    for name in names:
+        world.identify([name])
+        if why == "suppressed":
+            change = {"topic": "email", "subscribed": False}
+            response = world.client.put(
+                f"/v0/models/customer/{name}/subscriptions", json=change, headers=world.admin
+            )
+            assert response.status_code == 200, response.text
+        world.event("sign_up", [name])
+        if why == "cancelled":
+            world.event("paid", [name])  # reached before the first job was decided: it ends cancelled
+    world.run()
+    jobs = {(job["instance"]["id"], job["action"]): job["status"] for job in world.jobs()}
+    not_sent = [name for name in names if jobs[(name, 1)] == why]
+    assert not_sent, jobs
+    for name in not_sent:
+        assert jobs[(name, 2)] == "sent", (name, jobs)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from datetime import UTC, datetime
 
 import pytest
@@ -159,3 +160,48 @@ def test_the_instance_view_shows_its_group_before_any_job_exists(world: World) -
             }
             for action, key in enumerate(keys)
         ]
+
+
+def test_the_groups_survive_a_config_reload_that_keeps_the_action(
+    world: World, automation_config: Config, http_receiver: HttpReceiver
+) -> None:
+    """A reload that adds a funnel and a fourth action after the others keeps every customer's group in
+    the first three (shown by the instance view before any job exists), and the jobs made after it end as
+    those groups said: held out, or sent."""
+    names = [f"c{index}" for index in range(20)]
+    for name in names:
+        world.identify([name])
+
+    def groups() -> dict[str, list[str]]:
+        shown = {}
+        for name in names:
+            funnels = world.get(f"/v0/models/customer/{name}")["funnels"]
+            (trial,) = (funnel for funnel in funnels if funnel["id"] == "trial")
+            shown[name] = [holdout["group"] for holdout in trial["holdouts"]][:3]
+        return shown
+
+    before = groups()
+    changed = json.loads(json.dumps(automation_config))
+    changed["funnels"][0]["steps"][0]["actions"].append(
+        {"type": "webhook", "args": {"url": f"{http_receiver.url}/new"}, "holdout": "20%"}
+    )
+    changed["funnels"].append(
+        {
+            "id": "other",
+            "forModels": "customer",
+            "steps": {
+                "event": "pay",
+                "actions": {"type": "webhook", "args": {"url": f"{http_receiver.url}/o"}, "holdout": "50%"},
+            },
+        }
+    )
+    world.write_config(changed)
+    response = world.client.post("/v0/config/reload", headers=world.admin)
+    assert response.status_code == 200, response.text
+    assert groups() == before
+    assert {group for shown in before.values() for group in shown} == {"held_out", "treated"}
+    for name in names:
+        world.event("sign_up", [name])
+    world.run()
+    first = {job["instance"]["id"]: job["status"] for job in world.jobs(funnel="trial") if job["action"] == 1}
+    assert first == {name: "held_out" if before[name][0] == "held_out" else "sent" for name in names}

@@ -1,8 +1,12 @@
 """Lift (`GET /v0/lift`, automation/lift.py): the statistics against published and library values, the
-interval's coverage on simulated data with a known true lift, and a history through the real server parts
-(a real HTTP receiver, a moved clock): goals, windows, pending jobs and the two groups."""
+interval's coverage on simulated data with a known true lift (drawn directly, and replayed through the
+engine on the virtual clock: ~30 s here), and a history through the real server parts (a real HTTP
+receiver, a moved clock): goals, windows, pending jobs and the two groups."""
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,6 +14,7 @@ from statsmodels.stats import proportion  # (its test_… function is no test of
 from statsmodels.stats.power import NormalIndPower
 
 from funnels.automation.lift import compare
+from funnels.automation.replay import replay
 from funnels.automation.steprule import held_out, job_key
 from funnels.store.outbox import GoalCounts
 from tests.automation.conftest import Config, World
@@ -185,3 +190,71 @@ def test_a_history_measured_on_each_actions_goal(world: World) -> None:
 def test_an_unknown_funnel_is_404(world: World) -> None:
     answer = world.get("/v0/lift", expect=404, funnel="nope")
     assert answer["error"]["code"] == "NOT_FOUND"
+
+
+def test_replayed_histories_with_a_known_lift_are_counted_exactly_and_covered_about_95_percent(
+    tmp_path: Path,
+) -> None:
+    """The coverage simulation through the engine: 100 experiments (a funnel each, `start<k>` → `goal<k>`,
+    a webhook with a 50% holdout and the goal within a day) on one synthetic history of 40 customers, where
+    a treated customer reaches the goal an hour after the job with probability 50% and a held-out one 35%
+    (the draw is the documented pure function of the job's key, so the history knows each group). It is
+    replayed on the virtual clock (`funnels replay`'s function, to two days after the last window closed).
+    Each experiment's groups and conversions must be exactly the history's, and the 95% interval must cover
+    the true difference, 15 points, in about 95 of the 100: 88–100 (a standard deviation of ~2.2 runs)."""
+    experiments, customers, rates = 100, 40, {"treated": 0.50, "holdout": 0.35}
+    rng = np.random.default_rng(20261207)
+    t0_ms = 1_775_034_000_000
+    config = {
+        "models": [{"name": "customer"}],
+        "funnels": [
+            {
+                "id": f"x{k}",
+                "forModels": "customer",
+                "steps": [
+                    {
+                        "event": f"start{k}",
+                        "actions": {
+                            "type": "webhook",
+                            "args": {"url": "http://127.0.0.1:9/x"},  # nothing is sent by a replay
+                            "holdout": "50%",
+                            "goal": {"event": f"goal{k}", "within": "1d"},
+                        },
+                    },
+                    {"event": f"goal{k}"},
+                ],
+            }
+            for k in range(experiments)
+        ],
+    }
+    lines: list[dict[str, object]] = [
+        {"type": "identify", "model": "customer", "ids": [f"c{i}"], "timestamp": t0_ms}
+        for i in range(customers)
+    ]
+    expected = []
+    for k in range(experiments):
+        counts = {"treated": [0, 0], "holdout": [0, 0]}  # jobs, converted
+        for i in range(customers):
+            at = t0_ms + 60_000 + k * 1_000
+            lines.append({"name": f"start{k}", "ids": [f"c{i}"], "timestamp": at})
+            group = "holdout" if held_out(job_key(f"x{k}", "customer", f"c{i}", 0, 0), 5_000) else "treated"
+            counts[group][0] += 1
+            if rng.random() < rates[group]:
+                counts[group][1] += 1
+                lines.append({"name": f"goal{k}", "ids": [f"c{i}"], "timestamp": at + HOUR_MS})
+        expected.append(counts)
+    events = tmp_path / "history.ndjson"
+    events.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    config_path = tmp_path / "funnels.json"
+    config_path.write_text(json.dumps(config))
+
+    report = replay(events, config_path, None, t0_ms + 3 * 24 * HOUR_MS)
+    assert not report.errors
+    assert [row["funnel"] for row in report.lifts] == [f"x{k}" for k in range(experiments)]
+    covered = 0
+    for row, counts in zip(report.lifts, expected, strict=True):
+        for group in ("treated", "holdout"):
+            assert [row[group]["jobs"], row[group]["converted"], row[group]["pending"]] == [*counts[group], 0]
+        low, high = row["lift"]["absolute_ci"]
+        covered += low <= rates["treated"] - rates["holdout"] <= high
+    assert 88 <= covered <= 100, covered

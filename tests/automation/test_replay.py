@@ -467,3 +467,33 @@ def test_a_holdout_ends_its_share_held_out_and_sends_them_nothing(tmp_path: Path
         + "; ".join(groups)
     )
     assert line in result.stderr, result.stderr
+
+
+def test_a_frequency_cap_ends_the_later_message_capped_and_the_summary_counts_it(tmp_path: Path) -> None:
+    """`limits` in a replay: a second Slack message about the same customer within the day ends `capped`
+    (its row says which limit), one sent a day later goes; the summary counts the capped ones."""
+    config = json.loads(json.dumps(ONBOARDING))
+    config["limits"] = [{"channel": "slack", "max": 1, "per": "1d"}]
+    config["funnels"][0]["steps"][1]["actions"] = [
+        {"type": "slack", "args": {"url": f"{CLOSED}/slack", "content": "{{ displayName }} called the API"}}
+    ]
+    events = write(
+        tmp_path / "events.ndjson",
+        [identify(["ada"], "Ada"), identify(["bob"], "Bob")]
+        + [
+            {"name": "sign_up", "ids": [name], "properties": {"source": "ads"}, "timestamp": T0}
+            for name in ("ada", "bob")
+        ]
+        + [
+            {"name": "development_api_call", "ids": ["ada"], "timestamp": T0_MS + HOUR_MS},  # within the day
+            {"name": "development_api_call", "ids": ["bob"], "timestamp": T0_MS + DAY_MS + HOUR_MS},
+        ],
+    )
+    result = replay(tmp_path, events, "--format", "json", config=config)
+    assert result.exit_code == 0, result.output
+    second = {row["instance"]: row for row in rows(result) if row["type"] == "slack" and row["step"] == 2}
+    assert second["ada"]["status"] == "capped"
+    assert "limit 1" in second["ada"]["outcome"], second["ada"]
+    assert second["bob"]["status"] == "sent"
+    assert ", 1 capped" in result.stderr, result.stderr
+    assert "suppressed" not in result.stderr  # a replay starts with nobody opted out

@@ -56,7 +56,10 @@ _reload_lock = threading.Lock()
 )
 async def actions(
     request: Request,
-    status: Annotated[str | None, Query(description=f"One of {', '.join(STATUSES)}")] = None,
+    status: Annotated[
+        str | None,
+        Query(description=f"One of {', '.join(STATUSES)}", json_schema_extra={"enum": list(STATUSES)}),
+    ] = None,
     funnel: Annotated[str | None, Query(description="A funnel id")] = None,
     model: Annotated[str | None, Query(description="A model name")] = None,
     id: Annotated[str | None, Query(description="Any id of one instance")] = None,

@@ -20,6 +20,7 @@ from fastapi import FastAPI
 from pydantic import BaseModel, ConfigDict, Field
 
 from funnels.api.errors import ERROR_CODES
+from funnels.automation.deliveries import STATUSES
 
 # What each error status means on the routes that document it (the codes themselves: `ERROR_CODES`).
 ERROR_STATUSES: dict[int, str] = {
@@ -450,7 +451,14 @@ class Attempt(BaseModel):
 
 class ActionJob(BaseModel):
     id: int
-    status: str = Field(description="scheduled, sending, sent, failed, dead, cancelled, …")
+    status: str = Field(
+        description=(
+            "scheduled, sending, sent, failed, dead, cancelled; held_out (in the action's holdout), capped "
+            "(over a frequency cap) and suppressed (the recipient unsubscribed), never sent; unknown (an "
+            "at-most-once send cut off by a crash)"
+        ),
+        json_schema_extra={"enum": list(STATUSES)},
+    )
     funnel: str
     step: int
     action: int
@@ -483,7 +491,11 @@ class ActionStatusCounts(BaseModel):
     step: int
     action: int
     type: str
-    statuses: dict[str, int]  # every status of the delivery log, 0 where none
+    statuses: dict[str, int] = Field(
+        description=f"The action's jobs by status: every status of the delivery log ({', '.join(STATUSES)}), 0 "
+        "where none",
+        json_schema_extra={"propertyNames": {"enum": list(STATUSES)}, "required": list(STATUSES)},
+    )
     total: int
 
 

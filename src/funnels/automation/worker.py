@@ -34,9 +34,9 @@ import queue
 import random
 import secrets
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -292,7 +292,6 @@ class Worker(BackgroundLoop):
         for instance_id, funnel_id, step_index, event in reached_steps(connection, instance_keys):
             reached.setdefault((instance_id, funnel_id), set()).add(event)
             steps[(instance_id, funnel_id, step_index)] = event
-        caps = self._caps(connection, rows)
         suppressed = self._suppressed(connection, rows)
         jobs = []
         for row in rows:
@@ -313,11 +312,15 @@ class Worker(BackgroundLoop):
                     instance=instance,
                     ids=tuple(ids),
                     reached=frozenset(reached.get((row.instance_id, row.funnel_id), ())),
-                    capped=caps.get(row.id),
                     suppressed=suppressed.get(row.id),
                 )
             )
-        return jobs
+        # Claimed together, they are all `sending`, and a cap counts those before each job; the ones that
+        # end without a message (cancelled, waiting for quiet hours, suppressed, held out) are not counted.
+        now = self.clock.now_ms()
+        silent = {job.id for job in jobs if self._silent(job, now)}
+        caps = self._caps(connection, rows, silent)
+        return [replace(job, capped=caps[job.id]) if job.id in caps else job for job in jobs]
 
     def _suppressed(self, connection: Connection, rows: Sequence[outbox.StoredJob]) -> dict[int, str]:
         """Which of these claimed jobs are emails or SMS to an instance that unsubscribed from the channel or
@@ -339,10 +342,13 @@ class Worker(BackgroundLoop):
                 found[row.id] = f"suppressed: unsubscribed from {hit.topic!r} ({hit.source})"
         return found
 
-    def _caps(self, connection: Connection, rows: Sequence[outbox.StoredJob]) -> dict[int, str]:
-        """Which of these claimed jobs a first attempt would put over a frequency cap (job id → why)."""
+    def _caps(
+        self, connection: Connection, rows: Sequence[outbox.StoredJob], silent: Collection[int] = ()
+    ) -> dict[int, str]:
+        """Which of these claimed jobs a first attempt would put over a frequency cap (job id → why); `silent`:
+        those of them that will end without sending anything, not counted as messages."""
         policy, _settings = self.policy()
-        first = [row for row in rows if row.attempts == 0]  # a retry is the same message, not a new one
+        first = [row for row in rows if row.attempts == 0 and row.id not in silent]  # a retry is not new
         limits = [limit for limit in policy.limits if any(row.action_type == limit.channel for row in first)]
         if not limits:
             return {}
@@ -351,7 +357,7 @@ class Worker(BackgroundLoop):
         messages = outbox.recent_messages(
             connection, {row.instance_id for row in first}, {limit.channel for limit in limits}, now - longest
         )
-        return caps_reached(first, limits, messages, now)
+        return caps_reached(first, limits, [m for m in messages if m.id not in silent], now)
 
     # --- one job -------------------------------------------------------------------------------------
 
@@ -391,7 +397,9 @@ class Worker(BackgroundLoop):
         except Exception as error:
             return _internal_error(ready.job, now, error)
 
-    def _prepare(self, job: Job, now: int) -> Result | Send:
+    def _stopped(self, job: Job, now: int) -> Result | None:
+        """The outcome of a due job that sends nothing now whatever the caps say: cancelled by `unless`,
+        waiting for quiet hours, suppressed, held out (in this order); None for one that would go."""
         spec = job.spec
         reached = sorted(set(spec["unless"]) & job.reached)
         if reached:
@@ -409,6 +417,20 @@ class Worker(BackgroundLoop):
                 f"{holdout_bp / 100:g}% holdout"
             )
             return Result(job.id, "held_out", error=note)
+        return None
+
+    def _silent(self, job: Job, now: int) -> bool:
+        """Whether `_stopped` ends the job without a message; False if it raises (`prepare` reports that)."""
+        try:
+            return self._stopped(job, now) is not None
+        except Exception:
+            return False
+
+    def _prepare(self, job: Job, now: int) -> Result | Send:
+        spec = job.spec
+        stopped = self._stopped(job, now)
+        if stopped is not None:
+            return stopped
         if job.capped:
             return Result(job.id, "capped", error=job.capped)
         channel = ACTION_TYPES.get(job.action_type)

@@ -1,8 +1,9 @@
 // Deliveries, per action: "By action", every action's jobs by status (GET /v0/actions/summary: sent, held
-// out, capped, cancelled, failing = failed or dead, unknown, waiting = scheduled or sending), and "Holdouts
-// and lift", each action with a holdout (GET /v0/lift): its treated and held-out groups' conversion on the
-// action's goal, the difference in percentage points with its 95% interval, the p-value and a verdict in
-// words. Each card stays hidden while it has no row.
+// out, capped, suppressed, cancelled, failing = failed or dead, unknown, waiting = scheduled or sending),
+// and "Holdouts and lift", each action with a holdout (GET /v0/lift): its treated and held-out groups' conversion on the
+// action's goal (rate, converted of decided jobs, pending), the difference in percentage points and the
+// relative lift, each with its 95% interval, the p-value and a verdict in words (while inconclusive, the
+// jobs each group needs). Each card stays hidden while it has no row.
 "use strict";
 
 (() => {
@@ -11,13 +12,19 @@
   if (!card) return;
   const integer = new Intl.NumberFormat();
   const percent = (ratio) => (ratio === null || ratio === undefined ? "–" : `${(ratio * 100).toFixed(1)}%`);
-  const points = (ratio) => `${ratio >= 0 ? "+" : "−"}${Math.abs(ratio * 100).toFixed(1)} pp`;
-  const days = (seconds) => (seconds % 86400 === 0 ? `${seconds / 86400} d` : `${(seconds / 3600).toFixed(1)} h`);
+  const signed = (ratio, unit) => `${ratio >= 0 ? "+" : "−"}${Math.abs(ratio * 100).toFixed(1)}${unit}`;
+  const points = (ratio) => signed(ratio, " pp");
+  // A goal's window in its largest whole unit (14 d, 36 h, 90 min, 45 s): `within` is whole seconds.
+  const days = (seconds) => {
+    const unit = [[86400, "d"], [3600, "h"], [60, "min"]].find(([size]) => seconds % size === 0);
+    return unit ? `${seconds / unit[0]} ${unit[1]}` : `${seconds} s`;
+  };
 
   function group(counts) {
     if (!counts) return "–";
-    const pending = counts.pending ? el("span", { class: "muted small" }, ` +${integer.format(counts.pending)} pending`) : null;
-    return [percent(counts.rate), el("span", { class: "muted small" }, ` of ${integer.format(counts.jobs)}`), pending];
+    const share = ` ${integer.format(counts.converted)} of ${integer.format(counts.jobs)}`;
+    const pending = counts.pending ? `, +${integer.format(counts.pending)} pending` : "";
+    return [percent(counts.rate), el("div", { class: "muted small under" }, share + pending)];
   }
 
   function verdict(row) {
@@ -34,7 +41,15 @@
   function liftCell(lift) {
     if (!lift || lift.absolute === null) return "–";
     const [low, high] = lift.absolute_ci;
-    return [points(lift.absolute), el("span", { class: "muted small" }, ` (${points(low)} to ${points(high)})`)];
+    return [points(lift.absolute), el("div", { class: "muted small under" }, ` ${signed(low, "")} to ${points(high)}`)];
+  }
+
+  // The ratio of the rates minus 1; none while the held-out rate is 0 (its interval is still shown).
+  function relativeCell(lift) {
+    if (!lift || !lift.relative_ci) return "–";
+    const [low, high] = lift.relative_ci;
+    const interval = el("div", { class: "muted small under" }, ` ${signed(low, "")} to ${signed(high, "%")}`);
+    return [lift.relative === null ? "–" : signed(lift.relative, "%"), interval];
   }
 
   function render(rows) {
@@ -49,6 +64,7 @@
           el("td", { class: "num treated" }, group(row.treated)),
           el("td", { class: "num held-out" }, group(row.holdout)),
           el("td", { class: "num lift" }, liftCell(row.lift)),
+          el("td", { class: "num relative" }, relativeCell(row.lift)),
           el("td", { class: "num p-value" }, row.lift?.p_value === null || !row.lift ? "–" : row.lift.p_value.toFixed(3)),
           el("td", { class: "verdict" }, verdict(row)),
         ),
