@@ -192,6 +192,7 @@ def test_an_unknown_funnel_is_404(world: World) -> None:
     assert answer["error"]["code"] == "NOT_FOUND"
 
 
+@pytest.mark.slow
 def test_replayed_histories_with_a_known_lift_are_counted_exactly_and_covered_about_95_percent(
     tmp_path: Path,
 ) -> None:
