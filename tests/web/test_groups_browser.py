@@ -101,6 +101,7 @@ def test_count_organizations_then_users(page: Page, grouped: Dashboard) -> None:
     expect(page.locator("#aggregate-by option")).to_have_text(["Users", "Customers", "Organizations"])
     expect_table(page, "1. sign_up", "2. api_call")
     expect(page.locator("#results-caption")).to_contain_text("counting organizations")
+    expect(page.locator("#funnel-table thead th").nth(1)).to_have_text("Organizations")  # not "Users"
     by_organization = shown_rows(page)
     assert [row["users"] for row in by_organization] == [2, 1]
     assert by_organization == api_rows(grouped, url_query(page))
@@ -111,6 +112,7 @@ def test_count_organizations_then_users(page: Page, grouped: Dashboard) -> None:
     page.select_option("#aggregate-by", "")
     page.click("#run")
     expect(page.locator("#results-caption")).not_to_contain_text("counting")
+    expect(page.locator("#funnel-table thead th").nth(1)).to_have_text("Users")
     expect(page.locator("#ttc-card[data-state='ready'] #ttc-facts dt").first).to_have_text("Users")
     expect(page.locator("#trends-card .card-head .muted")).to_contain_text("Users by the period")
     assert "aggregate_by" not in url_query(page)

@@ -36,13 +36,8 @@
     return rest;
   }
 
-  /** What the funnel counts, as the Count select (groups.js) names it: "Users", or a model's instances
-   * ("Organizations") with `aggregate_by`. */
-  function counted() {
-    const model = current?.query.aggregate_by;
-    const option = model ? document.querySelector(`#aggregate-by option[value="${CSS.escape(model)}"]`) : null;
-    return option?.textContent ?? (model || "Users");
-  }
+  /** What the funnel counts: "Users", or a model's instances with `aggregate_by` (groups.js). */
+  const counted = () => window.funnels.counted(current?.query);
 
   /** A period that suits the date range: days up to a month, weeks up to half a year, else months. */
   function autoInterval(query) {

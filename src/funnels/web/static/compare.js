@@ -35,7 +35,7 @@
     const breakdown = query.breakdown ?? "";
     const steps = JSON.parse(query.steps);
     const label = (row) => `${row.step}. ${steps[row.step - 1].name.replace(/::\d+$/, "")}`;
-    const heads = ["Step", ...(breakdown ? [breakdown] : []), "Users", "Previous", "Change", "From start", "Previous", "Change"];
+    const heads = ["Step", ...(breakdown ? [breakdown] : []), window.funnels.counted(query), "Previous", "Change", "From start", "Previous", "Change"];
     const rows = comparison.data.map((row) =>
       el(
         "tr",

@@ -620,7 +620,7 @@
     renderSummary(steps, totals, series, breakdown);
     renderChart(labels, series, breakdown);
     renderDropoffs(labels, totals);
-    renderTable(labels, series, breakdown);
+    renderTable(labels, series, breakdown, window.funnels.counted(query));
     for (const hear of hooks.rendered) hear(query, answer);
   }
 
@@ -781,9 +781,9 @@
     $("#dropoffs").replaceChildren(...items);
   }
 
-  function renderTable(labels, series, breakdown) {
+  function renderTable(labels, series, breakdown, counted) {
     const table = $("#funnel-table");
-    const heads = ["Step", ...(breakdown ? [breakdown] : []), "Users", "From start", "From prev.", "Drop-off", "Time from prev.", "Time from start"];
+    const heads = ["Step", ...(breakdown ? [breakdown] : []), counted, "From start", "From prev.", "Drop-off", "Time from prev.", "Time from start"];
     table.tHead.replaceChildren(el("tr", {}, heads.map((head, index) => el("th", { class: index >= (breakdown ? 2 : 1) ? "num" : "", title: head.startsWith("Time") ? "Median time to convert" : null }, head))));
     const rows = [];
     series.forEach((s, seriesIndex) => {

@@ -8,6 +8,14 @@
 (() => {
   const hooks = (window.funnels.pageHooks ??= { query: [], url: [], filled: [], rendered: [], started: [] });
   const select = document.getElementById("aggregate-by");
+
+  /** What a query's answer counts, as the Count select names it: "Users", or a model's instances
+   * ("Organizations") with `aggregate_by`. The results table, the comparison and the analyses say it. */
+  window.funnels.counted = (query) => {
+    const model = query?.aggregate_by;
+    const option = model && select ? select.querySelector(`option[value="${CSS.escape(model)}"]`) : null;
+    return option?.textContent ?? (model || "Users");
+  };
   if (!select) return; // no models declared: users are counted
 
   hooks.query.push(() => (select.value ? { aggregate_by: select.value } : {}));
@@ -17,9 +25,6 @@
   });
   hooks.rendered.push((query) => {
     const caption = document.getElementById("results-caption");
-    if (query?.aggregate_by && caption) {
-      const label = select.querySelector(`option[value="${CSS.escape(query.aggregate_by)}"]`)?.textContent ?? query.aggregate_by;
-      caption.textContent += ` · counting ${label.toLowerCase()}`;
-    }
+    if (query?.aggregate_by && caption) caption.textContent += ` · counting ${window.funnels.counted(query).toLowerCase()}`;
   });
 })();
