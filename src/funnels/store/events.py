@@ -441,6 +441,12 @@ class EventStore(ABC):
     def _reload_persons(self) -> None:
         self._run(f"SYSTEM RELOAD DICTIONARY {PERSONS_DICTIONARY}")
 
+    def reload_dictionary(self, name: str, replicated: Sequence[str] = ()) -> None:
+        """Reload the dictionary `name` (`funnels.store.groups`). On a cluster (`funnels.store.server_events`):
+        on every node, once every node's replicas of the `replicated` tables, in order, have fetched what
+        was inserted before."""
+        self._run(f"SYSTEM RELOAD DICTIONARY {name}")
+
     # --- inserts and the identity links -----------------------------------------------------------------
 
     @property
