@@ -35,8 +35,8 @@ from funnels.analytics.time_to_convert import TimeToConvertQuery, run_time_to_co
 from funnels.analytics.trends import TrendsQuery, run_trends, trends_sql
 from funnels.services import Services
 from funnels.store.cluster import CLUSTER_REPLICA, groups_ddl
-from funnels.store.events import ClusterLayout, EventStore
-from funnels.store.groups import GROUPS_DICTIONARY, load_groups
+from funnels.store.events import GROUPS_DICTIONARY, ClusterLayout, EventStore
+from funnels.store.groups import load_groups
 from tests.analytics.conftest import at, load
 from tests.analytics.test_aggregate_by import grouped, organizations
 from tests.analytics.test_aggregate_by_person import with_group_plans

@@ -42,8 +42,14 @@ from funnels.analytics.time_to_convert import TimeToConvertQuery, time_to_conver
 from funnels.analytics.trends import TrendsQuery, trends_sql
 from funnels.events import Event
 from funnels.store.cluster import SHARDING_KEY
-from funnels.store.events import EVENTS_DDL, PERSONS_DICTIONARY, SHARD_EVENTS, ClusterLayout, EventStore
-from funnels.store.groups import GROUPS_DICTIONARY
+from funnels.store.events import (
+    EVENTS_DDL,
+    GROUPS_DICTIONARY,
+    PERSONS_DICTIONARY,
+    SHARD_EVENTS,
+    ClusterLayout,
+    EventStore,
+)
 from tests.analytics.conftest import day, ev, funnel_query, load, step
 from tests.analytics.test_exclusions import with_exclusions
 from tests.analytics.test_hold_constant import holding

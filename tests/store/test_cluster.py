@@ -43,8 +43,8 @@ from funnels.store.cluster import (
     sync_replica,
     truncate_statements,
 )
-from funnels.store.events import ClusterLayout, EventStoreError
-from funnels.store.groups import GROUPS_DICTIONARY, GROUPS_LOADS, GROUPS_TABLE, load_groups
+from funnels.store.events import GROUPS_DICTIONARY, GROUPS_LOADS, GROUPS_TABLE, ClusterLayout, EventStoreError
+from funnels.store.groups import load_groups
 from funnels.store.identity import Relationship, relate
 from funnels.store.server_events import ServerEventStore
 from funnels.store.state import StateStore

@@ -45,8 +45,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from funnels.analytics.query import NUMBER_PATTERN, NUMERIC_OPERATORS, Filter, FunnelQuery, Step
-from funnels.store.events import PERSONS_DICTIONARY, ClusterLayout
-from funnels.store.groups import GROUPS_DICTIONARY
+from funnels.store.events import GROUPS_DICTIONARY, PERSONS_DICTIONARY, ClusterLayout
 
 Params = dict[str, object]
 

@@ -47,11 +47,18 @@ import re
 from funnels.store.events import (
     CLAIM_TYPE,
     EVENT_COLUMNS_DDL,
+    GROUPS_COLUMNS,
+    GROUPS_DICTIONARY,
+    GROUPS_LOADS,
+    GROUPS_ORDER,
+    GROUPS_TABLE,
     KEYS_BY_USER,
     KEYS_BY_USER_VIEW,
     LINKS_CHANGES,
     LINKS_TABLE,
     LINKS_VIEW,
+    LOADS_COLUMNS,
+    LOADS_ORDER,
     NAMES_PROJECTION,
     NAMES_PROJECTION_QUERY,
     PERSONS_DICTIONARY,
@@ -59,19 +66,10 @@ from funnels.store.events import (
     PROJECTION_MODE,
     SHARD_EVENTS,
     ClusterLayout,
+    groups_dictionary_ddl,
     links_select,
     persons_ddl,
     persons_source_ddl,
-)
-from funnels.store.groups import (
-    GROUPS_COLUMNS,
-    GROUPS_DICTIONARY,
-    GROUPS_LOADS,
-    GROUPS_ORDER,
-    GROUPS_TABLE,
-    LOADS_COLUMNS,
-    LOADS_ORDER,
-    groups_dictionary_ddl,
 )
 
 SHARDING_KEY = "sipHash64(user_key)"  # the Distributed table's: a user key's rows on one shard
@@ -88,7 +86,7 @@ WATERMARK = "SELECT max(log_seq) FROM events SETTINGS load_balancing = 'in_order
 # may replicate to a node after that node reloaded for it (two tables replicate independently).
 PERSONS_LIFETIME = "MIN 30 MAX 60"
 # The groups dictionary checks as often whether its node's copy of the memberships changed, and reloads
-# only then (`funnels.store.groups.groups_dictionary_ddl`): a node that missed a reload catches up by itself.
+# only then (`funnels.store.events.groups_dictionary_ddl`): a node that missed a reload catches up by itself.
 GROUPS_LIFETIME = PERSONS_LIFETIME
 
 _DISTRIBUTED = re.compile(r"Distributed\('([^']+)', '([^']+)', '([^']+)'")

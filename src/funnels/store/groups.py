@@ -40,49 +40,26 @@ import uuid
 from collections.abc import Sequence
 
 from funnels.store import identity
-from funnels.store.events import EventStore, EventStoreError
+from funnels.store.events import (
+    GROUPS_COLUMNS,
+    GROUPS_DICTIONARY,
+    GROUPS_LOADS,
+    GROUPS_ORDER,
+    GROUPS_TABLE,
+    LOADS_COLUMNS,
+    LOADS_ORDER,
+    EventStore,
+    EventStoreError,
+    groups_dictionary_ddl,
+)
 from funnels.store.state import StateStore, chunks
 
-GROUPS_TABLE = "identity_groups"
-GROUPS_LOADS = "identity_groups_loads"
-GROUPS_DICTIONARY = "identity_groups_members"
-
-GROUPS_COLUMNS = "(model String, load_id String, member UInt64, grp UInt64, group_id String)"
-GROUPS_ORDER = "ORDER BY (model, load_id, member)"
-LOADS_COLUMNS = "(model String, load_id String, generation String)"
-LOADS_ORDER = "ORDER BY (model, load_id)"
 GROUPS_TABLE_DDL = (
     f"CREATE TABLE IF NOT EXISTS {GROUPS_TABLE} {GROUPS_COLUMNS} ENGINE = MergeTree {GROUPS_ORDER}"
 )
 GROUPS_LOADS_DDL = (
     f"CREATE TABLE IF NOT EXISTS {GROUPS_LOADS} {LOADS_COLUMNS} ENGINE = MergeTree {LOADS_ORDER}"
 )
-
-
-def groups_dictionary_ddl(
-    database: str = "", source: str = "", name: str = GROUPS_DICTIONARY, lifetime: str = "0"
-) -> str:
-    """The memberships dictionary: each model's latest load only. `database` and `source` as for the
-    persons dictionary (`funnels.store.events.persons_ddl`); made anew by each process's first use, as the
-    persons dictionary is on each open (a changed password, a changed shape). `name` and `lifetime`: as
-    `persons_ddl` takes them; with a lifetime (a cluster's backstop, `funnels.store.cluster`), the server
-    checks every lifetime whether its copy of the tables changed (`INVALIDATE_QUERY`: the loads, the latest
-    one, the memberships' count) and reloads only then."""
-    table = f"{database}.{GROUPS_TABLE}" if database else GROUPS_TABLE
-    loads = f"{database}.{GROUPS_LOADS}" if database else GROUPS_LOADS
-    invalidate = (
-        f" INVALIDATE_QUERY 'SELECT ((SELECT count() FROM {loads}), (SELECT max(load_id) FROM {loads}), "
-        f"(SELECT count() FROM {table}))'"
-        if lifetime != "0"
-        else ""
-    )
-    return (
-        f"CREATE OR REPLACE DICTIONARY {name} (key UInt64, one UInt64, many Array(UInt64)) "
-        "PRIMARY KEY key SOURCE(CLICKHOUSE(QUERY 'SELECT key, if(length(groups) = 1, groups[1], 0) AS one, "
-        "if(length(groups) = 1, emptyArrayUInt64(), groups) AS many FROM (SELECT sipHash64(model, member) AS key, "
-        f"groupUniqArray(grp) AS groups FROM {table} WHERE (model, load_id) IN (SELECT model, max(load_id) "
-        f"FROM {loads} GROUP BY model) GROUP BY key)'{invalidate}{source})) LAYOUT(HASHED()) LIFETIME({lifetime})"
-    )
 
 
 INSERT_SLICE = 200_000  # memberships per INSERT (`_store`)
