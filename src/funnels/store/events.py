@@ -195,12 +195,12 @@ LOADS_ORDER = "ORDER BY (model, load_id)"
 def groups_dictionary_ddl(
     database: str = "", source: str = "", name: str = GROUPS_DICTIONARY, lifetime: str = "0"
 ) -> str:
-    """The memberships dictionary: each model's latest load only. `database` and `source` as for the
-    persons dictionary (`persons_ddl`); made anew by each process's first use, as the
-    persons dictionary is on each open (a changed password, a changed shape). `name` and `lifetime`: as
-    `persons_ddl` takes them; with a lifetime (a cluster's backstop, `funnels.store.cluster`), the server
-    checks every lifetime whether its copy of the tables changed (`INVALIDATE_QUERY`: the loads, the latest
-    one, the memberships' count) and reloads only then."""
+    """The memberships dictionary: each model's latest load only. `database`, `source`, `name` and
+    `lifetime` as `persons_ddl` takes them. On one server it is made anew by each process's first use, as
+    the persons dictionary is on each open (a changed password, a changed shape); on a cluster by the
+    layout (`funnels.store.cluster.groups_ddl`), with a lifetime as its backstop: every lifetime the server
+    checks whether its copy of the tables changed (`INVALIDATE_QUERY`: the loads, the latest one, the
+    memberships' count) and reloads only then."""
     table = f"{database}.{GROUPS_TABLE}" if database else GROUPS_TABLE
     loads = f"{database}.{GROUPS_LOADS}" if database else GROUPS_LOADS
     invalidate = (
