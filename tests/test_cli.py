@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import typer
 from fastapi.testclient import TestClient
 
 from funnels.app import create_app
@@ -604,6 +605,29 @@ def test_query_aggregate_by_counts_the_demos_organizations(demo_dir: tuple[Path,
     assert api.json()["data"] == json.loads(grouped.stdout)["data"]
     bad = run(*query, "--aggregate-by", "team", "--config", config)
     assert bad.returncode == 2 and "aggregate_by" in bad.stderr and "organization" in bad.stderr
+
+
+def test_query_aggregate_by_on_a_cluster_is_not_refused(
+    services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`funnels query --aggregate-by` on a cluster's event store (issue 14; the cluster simulated as in
+    tests/analytics/test_aggregate_by_cluster.py): the model is checked against --config's models only, and
+    its memberships are loaded, so the funnel counts the organization; an undeclared model is still exit 2."""
+    from funnels import cli
+    from funnels.analytics.funnel import run_funnel
+    from tests.analytics.conftest import at, ev, funnel_query, load, step, users
+    from tests.analytics.test_aggregate_by import organizations
+    from tests.analytics.test_aggregate_by_cluster import pretend_cluster
+
+    org, _ = organizations(services, {"acme": []}, {"c1": [], "c2": []}, [("acme", "c1"), ("acme", "c2")])
+    load(services.events, [ev("c1", at(0, 0), "page"), ev("c2", at(0, 1000), "track", "connect")])
+    pretend_cluster(services.events, monkeypatch)
+    cli._load_groups(services, org, (org,))
+    query = funnel_query([step("event", "page"), step("track", "connect")], aggregate_by=org)
+    assert users(run_funnel(services.events, query)) == [1, 1]  # acme, through c1 and c2
+    with pytest.raises(typer.Exit) as refused:
+        cli._load_groups(services, "team", (org,))
+    assert refused.value.exit_code == 2
 
 
 def test_query_aggregate_by_breaks_organizations_down_by_their_own_property(

@@ -587,9 +587,7 @@ def _load_groups(svc: Services, model: str | None, models: tuple[str, ...] | Non
     when given (exit status 2), and its memberships brought to the event store."""
     if model is None:
         return
-    problem = (
-        aggregate_by_problem(model, models, svc.events.cluster is not None) if models is not None else None
-    )
+    problem = aggregate_by_problem(model, models) if models is not None else None
     if problem is not None:
         _fail(f"aggregate_by: {problem}", 2)
     load_groups(svc.state, svc.events, model)
@@ -1126,8 +1124,9 @@ def events_init(
     events_url: EventsUrl = None,
 ) -> None:
     """Lay the event store out on a ClickHouse cluster (ON CLUSTER): a replicated events table on every
-    shard, a Distributed `events` table sharded by a hash of the user key, and the identity links on every
-    node. Idempotent. Every command given the same --events-url then uses the layout."""
+    shard, a Distributed `events` table sharded by a hash of the user key, and the identity links and
+    aggregate_by's memberships on every node. Idempotent (run it again after an upgrade: it adds what the
+    new version needs). Every command given the same --events-url then uses the layout."""
     if not events_url:
         _fail("the cluster layout lives on a ClickHouse server: give --events-url (or $FUNNELS_EVENTS_URL)")
     try:

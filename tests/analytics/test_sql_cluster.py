@@ -12,7 +12,8 @@ runs. Its answer must equal the one-table `funnel_sql` answer and the plain-Pyth
 
 Stitched funnels on a cluster read the Distributed table as on one server (a person's keys may hash to
 different shards): simulated with a Merge table over the same K tables (the union a Distributed read gives)
-in place of `events`, they too equal the one-table answer and the oracle.
+in place of `events`, they too equal the one-table answer and the oracle; so do funnels aggregated by a
+model (tests/analytics/test_aggregate_by_cluster.py).
 """
 
 from __future__ import annotations
@@ -41,7 +42,14 @@ from funnels.analytics.time_to_convert import TimeToConvertQuery, time_to_conver
 from funnels.analytics.trends import TrendsQuery, trends_sql
 from funnels.events import Event
 from funnels.store.cluster import SHARDING_KEY
-from funnels.store.events import EVENTS_DDL, PERSONS_DICTIONARY, SHARD_EVENTS, ClusterLayout, EventStore
+from funnels.store.events import (
+    EVENTS_DDL,
+    GROUPS_DICTIONARY,
+    PERSONS_DICTIONARY,
+    SHARD_EVENTS,
+    ClusterLayout,
+    EventStore,
+)
 from tests.analytics.conftest import day, ev, funnel_query, load, step
 from tests.analytics.test_exclusions import with_exclusions
 from tests.analytics.test_hold_constant import holding
@@ -245,6 +253,13 @@ def test_time_to_convert_and_trends_over_the_shards_equal_one_table(
     assert store.query(merged, params, persons=True).rows == store.query(*one_table, persons=True).rows
 
 
+def by_database(sql: str, layout: ClusterLayout) -> str:
+    """One server's SQL with the dictionaries named by the layout's database."""
+    for name in (PERSONS_DICTIONARY, GROUPS_DICTIONARY):
+        sql = sql.replace(f"'{name}'", f"'{layout.database}.{name}'")
+    return sql
+
+
 def test_only_raw_funnels_take_the_two_level_form() -> None:
     query = funnel_query(
         [step("event", "page"), step("track", "connect")], day(0), day(6), breakdown="device"
@@ -258,6 +273,15 @@ def test_only_raw_funnels_take_the_two_level_form() -> None:
     sql, params = funnel_statement(stitched, LAYOUT)
     assert "cluster(" not in sql and " FROM events WHERE " in sql and params == funnel_sql(stitched)[1]
     assert f"dictGetOrDefault('funnels.{PERSONS_DICTIONARY}'" in sql
+    for identity in ("raw", "stitched"):  # aggregated by a model: a group's members may be on any shard
+        grouped_query = replace(query, identity=identity, aggregate_by="organization")
+        sql, params = funnel_statement(grouped_query, LAYOUT)
+        assert "cluster(" not in sql and " FROM events WHERE " in sql
+        assert (sql, params) == (
+            by_database(funnel_sql(grouped_query)[0], LAYOUT),
+            funnel_sql(grouped_query)[1],
+        )
+        assert f"dictGetOrDefault('funnels.{GROUPS_DICTIONARY}'" in sql
 
 
 def test_only_rows_per_breakdown_value_leave_a_shard(store: EventStore) -> None:

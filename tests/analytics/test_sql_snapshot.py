@@ -39,7 +39,7 @@ from funnels.analytics.funnel import run_funnel
 from funnels.analytics.people import PeopleQuery, people_sql
 from funnels.analytics.query import FunnelQuery
 from funnels.analytics.reference import reference_funnel
-from funnels.analytics.sql import cluster_funnel_sql, funnel_sql
+from funnels.analytics.sql import cluster_funnel_sql, funnel_sql, funnel_statement
 from funnels.analytics.time_to_convert import TimeToConvertQuery, time_to_convert_sql
 from funnels.analytics.trends import TrendsQuery, trends_sql
 from funnels.store.events import ClusterLayout, EventStore
@@ -249,8 +249,8 @@ ANALYSIS_CASES: dict[str, tuple[str, dict[str, Any]]] = {
     ),
 }
 # `aggregate_by`: each row's user looked up in the memberships dictionary, folded per group (raw: the key's
-# hash; stitched: the person's); the model is a parameter. Not on a cluster (refused there). Run against
-# the oracle, with memberships loaded, in tests/analytics/test_aggregate_by.py.
+# hash; stitched: the person's); the model is a parameter. Run against the oracle, with memberships loaded,
+# in tests/analytics/test_aggregate_by.py (on a cluster: CLUSTER_AGGREGATE_CASES below).
 AGGREGATE_CASES: dict[str, tuple[str, dict[str, Any]]] = {
     "aggregate_by_closed_exclusive": funnel_sql(
         replace(CASES["closed_exclusive"], aggregate_by="organization")
@@ -266,7 +266,21 @@ AGGREGATE_CASES: dict[str, tuple[str, dict[str, Any]]] = {
         replace(CASES["closed_person_breakdown_stitched"], aggregate_by="organization")
     ),
 }
-CATALOG_CASES |= ANALYSIS_CASES | AGGREGATE_CASES
+# `aggregate_by` on a cluster (raw or stitched): over the Distributed `events` as on one server, both
+# dictionaries named by their database (`funnel_statement`); run over simulated shards against the oracle
+# in tests/analytics/test_aggregate_by_cluster.py.
+CLUSTER_AGGREGATE_CASES: dict[str, tuple[str, dict[str, Any]]] = {
+    "cluster_aggregate_by_closed_exclusive": funnel_statement(
+        replace(CASES["closed_exclusive"], aggregate_by="organization"), CLUSTER
+    ),
+    "cluster_aggregate_by_person_breakdown_stitched": funnel_statement(
+        replace(CASES["closed_person_breakdown_stitched"], aggregate_by="organization"), CLUSTER
+    ),
+    "cluster_aggregate_by_people_stitched": people_sql(
+        PeopleQuery(replace(CASES["closed_overlapping_stitched"], aggregate_by="organization"), 2), CLUSTER
+    ),
+}
+CATALOG_CASES |= ANALYSIS_CASES | AGGREGATE_CASES | CLUSTER_AGGREGATE_CASES
 
 
 def built(name: str) -> tuple[str, dict[str, Any]]:

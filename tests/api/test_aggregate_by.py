@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.analytics.test_aggregate_by_cluster import pretend_cluster
 from tests.api.test_fuzz import ANALYSIS_PARAMS
 from tests.automation.conftest import Config, World, default_config, error_of
 from tests.automation.conftest import open_world as open_world  # the fixture, used by `world` below
@@ -143,6 +144,21 @@ def test_a_new_relationship_counts_at_the_next_query(world: World) -> None:
     loads = world.svc.events.groups_reloaded["organization"]
     assert users(get(world, "/v0/funnel", aggregate_by="organization")) == [3, 2]
     assert world.svc.events.groups_reloaded["organization"] == loads  # nothing changed: no reload
+
+
+def test_a_cluster_counts_organizations_too(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a ClickHouse cluster `aggregate_by` is no longer refused (issue 14): with the store on a cluster
+    (simulated: `pretend_cluster`, its database the layout's), every funnel endpoint answers as on one
+    server, and a new relationship counts at the next query."""
+    populate(world)
+    paths = ("/v0/funnel", "/v0/funnel/people", "/v0/funnel/trends", "/v0/funnel/time_to_convert")
+    one_server = {path: get(world, path, aggregate_by="organization")["data"] for path in paths}
+    layout = pretend_cluster(world.svc.events, monkeypatch)
+    assert world.svc.events.cluster == layout
+    for path in paths:
+        assert get(world, path, aggregate_by="organization")["data"] == one_server[path], path
+    world.identify(["initech"], model="organization", childModel="customer", childIds=["c4"])
+    assert users(get(world, "/v0/funnel", aggregate_by="organization")) == [3, 2]
 
 
 def test_aggregate_by_must_be_a_declared_model(world: World) -> None:

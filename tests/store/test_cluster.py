@@ -16,28 +16,40 @@ set; it is skipped, saying so, when they are not.
 from __future__ import annotations
 
 import os
+import re
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, cast
 
 import pytest
 
 from funnels.analytics.funnel import run_funnel
 from funnels.analytics.reference import reference_funnel
 from funnels.analytics.sql import funnel_statement
+from funnels.services import Services
 from funnels.store.cluster import (
+    CLUSTER_REPLICA,
     INSERT_SETTINGS,
     WATERMARK,
     ClusterLayoutError,
     cluster_ddl,
+    groups_ddl,
     layout_of,
+    reload_dictionary,
     reload_persons,
+    sync_replica,
     truncate_statements,
 )
-from funnels.store.events import ClusterLayout
+from funnels.store.events import GROUPS_DICTIONARY, GROUPS_LOADS, GROUPS_TABLE, ClusterLayout, EventStoreError
+from funnels.store.groups import load_groups
+from funnels.store.identity import Relationship, relate
 from funnels.store.server_events import ServerEventStore
+from funnels.store.state import StateStore
 from tests.analytics.conftest import at, day, ev, funnel_query, step
+from tests.analytics.test_aggregate_by import organizations
 
 SNAPSHOT = Path(__file__).parent / "snapshots" / "cluster_ddl.sql"
 UPDATE = os.environ.get("FUNNELS_UPDATE_SNAPSHOTS") == "1"
@@ -55,8 +67,26 @@ def store(tmp_path: Path) -> Iterator[ServerEventStore]:
     opened.close()
 
 
+def groups_reload(layout: ClusterLayout) -> list[str]:
+    """What a new load of memberships runs on a cluster (`ServerEventStore.reload_dictionary`), in order."""
+    return [
+        sync_replica(layout, GROUPS_LOADS),
+        sync_replica(layout, GROUPS_TABLE),
+        reload_dictionary(layout, GROUPS_DICTIONARY),
+    ]
+
+
+GROUPS_RELOAD = groups_reload(LAYOUT)
+STATEMENTS = [
+    *cluster_ddl(LAYOUT, SOURCE),
+    *truncate_statements(LAYOUT),
+    reload_persons(LAYOUT),
+    *GROUPS_RELOAD,
+]
+
+
 def test_the_layout_ddl_snapshot() -> None:
-    text = ";\n\n".join([*cluster_ddl(LAYOUT, SOURCE), *truncate_statements(LAYOUT), reload_persons(LAYOUT)])
+    text = ";\n\n".join(STATEMENTS)
     if UPDATE:
         SNAPSHOT.parent.mkdir(exist_ok=True)
         SNAPSHOT.write_text(text + "\n")
@@ -66,9 +96,8 @@ def test_the_layout_ddl_snapshot() -> None:
 def test_every_statement_parses_in_the_target_version(store: ServerEventStore) -> None:
     """ClickHouse's own parser (`formatQuery`) reads every statement, and writes its head (up to `ON
     CLUSTER`) back as we wrote it: the clause is where 26.9 expects it, not moved or dropped."""
-    statements = [*cluster_ddl(LAYOUT, SOURCE), *truncate_statements(LAYOUT), reload_persons(LAYOUT)]
     on_cluster = "ON CLUSTER analytics"
-    for statement in statements:
+    for statement in STATEMENTS:
         row = store.query(
             "SELECT formatQuerySingleLine({statement:String})", {"statement": statement}
         ).first()
@@ -89,6 +118,122 @@ def test_the_layout_shards_by_the_user_key_and_replicates_the_links_everywhere()
     for table in ("funnels.identity_links", "funnels.identity_keys_by_user"):
         assert "'/clickhouse/tables/all/{database}/{table}', '{shard}-{replica}'" in by_name[table]
     assert "FROM funnels.events_local" in by_name["funnels.identity_links_mv"]
+
+
+def test_the_memberships_are_on_every_node() -> None:
+    """`aggregate_by`'s tables replicated across the whole cluster (as the links), the dictionary on every
+    node, named by its database, reading its node's copies, and checking them for changes as a backstop."""
+    by_name = {statement.split(" ON CLUSTER")[0].split()[-1]: statement for statement in cluster_ddl(LAYOUT)}
+    for table in ("funnels.identity_groups", "funnels.identity_groups_loads"):
+        assert f"ENGINE = ReplicatedMergeTree({CLUSTER_REPLICA})" in by_name[table]
+    dictionary = by_name["funnels.identity_groups_members"]
+    assert "funnels.identity_groups_members ON CLUSTER 'analytics'" in dictionary
+    assert (
+        "FROM funnels.identity_groups WHERE" in dictionary
+        and "FROM funnels.identity_groups_loads" in dictionary
+    )
+    assert "LIFETIME(MIN 30 MAX 60)" in dictionary and " INVALIDATE_QUERY 'SELECT " in dictionary
+    assert cluster_ddl(LAYOUT, SOURCE)[-3:] == groups_ddl(LAYOUT, SOURCE)
+    assert SOURCE in groups_ddl(LAYOUT, SOURCE)[-1]
+
+
+def test_the_groups_reload_syncs_fetches_then_reloads_everywhere(store: ServerEventStore) -> None:
+    """26.9 reads the statements back unchanged: `LIGHTWEIGHT` kept (wait for fetches only), the loads table
+    synced before the memberships, the dictionary by its database."""
+    for statement in GROUPS_RELOAD:
+        row = store.query(
+            "SELECT formatQuerySingleLine({statement:String})", {"statement": statement}
+        ).first()
+        assert row is not None and row[0] == statement.replace("'analytics'", "analytics")
+    assert GROUPS_RELOAD[0].endswith("funnels.identity_groups_loads LIGHTWEIGHT")
+    assert GROUPS_RELOAD[1].endswith("funnels.identity_groups LIGHTWEIGHT")
+    assert GROUPS_RELOAD[2].endswith("funnels.identity_groups_members")
+
+
+def on_one_server(statement: str, layout: ClusterLayout) -> str:
+    """A statement of the layout as chDB can run it: no `ON CLUSTER`, no replication (no Keeper)."""
+    local = statement.replace(f" {layout.on_cluster}", "")
+    local = local.replace(f"ReplicatedMergeTree({CLUSTER_REPLICA})", "MergeTree")
+    assert "CLUSTER" not in local and "Replicated" not in local, local
+    return local
+
+
+def test_load_groups_on_a_cluster(
+    store: ServerEventStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`load_groups` on a store whose `events` is a cluster's (simulated: the statements it sends ON CLUSTER
+    are recorded, and run here without the clause; `SYNC REPLICA` has no replica to wait for here): a layout
+    without the groups objects is refused, naming the command that adds them; then a new load is inserted,
+    every node's replicas synced (the loads table first), the dictionary reloaded on every node, and only
+    then the older loads deleted; another process (a fresh store object) reloads at the load it has not seen,
+    without loading again; nothing is sent when nothing changed. The funnel equals the oracle's."""
+    layout = ClusterLayout("analytics", store.database)
+    monkeypatch.setattr(store, "cluster", layout)
+    sent: list[str] = []
+    run = store._run
+
+    def record(sql: str, params: Any = None) -> None:
+        sent.append(sql)
+        if sql.startswith("SYSTEM SYNC REPLICA"):
+            return
+        run(sql.replace(f" {layout.on_cluster}", ""), params)
+
+    monkeypatch.setattr(store, "_run", record)
+    state = StateStore(tmp_path / "state.sqlite3")
+    try:
+        org, memberships = organizations(
+            cast(Services, SimpleNamespace(state=state)),
+            {"acme": [], "globex": []},
+            {"c1": [], "c2": [], "c3": []},
+            [("acme", "c1"), ("acme", "c2"), ("globex", "c3")],
+        )
+        with pytest.raises(EventStoreError, match="funnels events init --cluster analytics"):
+            load_groups(state, store, org)
+        for statement in groups_ddl(layout):
+            store.execute(on_one_server(statement, layout))
+        events = [
+            ev("c1", at(0, 0), "page"),
+            ev("c2", at(0, 1000), "track", "connect"),
+            ev("c3", at(0, 0), "page"),
+        ]
+        store.insert_events(events)
+        # the dictionary's backstop: one row of one value (what the server compares), which a load changes
+        invalidate = re.search(r"INVALIDATE_QUERY '([^']+)'", groups_ddl(layout)[-1])
+        assert invalidate is not None
+        before = store.query(invalidate.group(1)).rows
+        assert len(before) == 1 and len(before[0]) == 1
+        sent.clear()
+        load_groups(state, store, org)
+        assert store.query(invalidate.group(1)).rows != before
+        kinds = [" ".join(sql.split()[:4]) for sql in sent]
+        assert kinds == [
+            "INSERT INTO identity_groups SELECT",
+            "INSERT INTO identity_groups_loads VALUES",
+            "SYSTEM SYNC REPLICA ON",
+            "SYSTEM SYNC REPLICA ON",
+            "SYSTEM RELOAD DICTIONARY ON",
+            "ALTER TABLE identity_groups DELETE",
+            "ALTER TABLE identity_groups_loads DELETE",
+        ]
+        assert sent[2:5] == groups_reload(layout)
+        query = funnel_query(
+            [step("event", "page"), step("track", "connect")], day(0), day(0), aggregate_by=org
+        )
+        assert f"'{store.database}.{GROUPS_DICTIONARY}'" in funnel_statement(query, layout)[0]
+        body = run_funnel(store, query)
+        assert [row["users"] for row in body["data"]] == [2, 1]  # acme (c1, then c2) and globex
+        assert body["data"] == reference_funnel(query, events, memberships)["data"]
+        sent.clear()
+        monkeypatch.setattr(store, "groups_reloaded", {})  # another process: it has not reloaded yet
+        load_groups(state, store, org)
+        assert sent[-3:] == groups_reload(layout) and not any(
+            sql.startswith(("INSERT", "ALTER")) for sql in sent
+        )
+        sent.clear()
+        load_groups(state, store, org)
+        assert not any(sql.startswith(("INSERT", "ALTER", "SYSTEM")) for sql in sent)
+    finally:
+        state.close()
 
 
 @pytest.mark.parametrize(
@@ -180,10 +325,12 @@ def cluster_store() -> Iterator[ServerEventStore]:
         opened.close()
 
 
-def test_real_cluster(cluster_store: ServerEventStore) -> None:
+def test_real_cluster(cluster_store: ServerEventStore, tmp_path: Path) -> None:
     """The layout made and recognised, a retried batch stored once through the Distributed table, raw
     funnels in the two-level form and stitched ones through the Distributed table, both equal to the
-    oracle, with users spread over the shards."""
+    oracle, with users spread over the shards; funnels aggregated by a model, raw and stitched, equal to the
+    oracle's, the memberships dictionary loaded alike on every node, before and after a relationship
+    changes."""
     store = cluster_store
     assert store.cluster == ClusterLayout(REAL_CLUSTER or "", store.database)
     reopened = ServerEventStore.connect(_beside(store.database))
@@ -228,5 +375,51 @@ def test_real_cluster(cluster_store: ServerEventStore) -> None:
         assert run_funnel(store, query)["data"] == reference_funnel(query, events)["data"]
         open_query = replace(query, funnel_type="open")
         assert run_funnel(store, open_query)["data"] == reference_funnel(open_query, events)["data"]
+    state = StateStore(tmp_path / "state.sqlite3")
+    try:
+        _real_cluster_aggregate_by(store, state, events)
+    finally:
+        state.close()
     store.truncate()
     assert store.count() == 0
+
+
+def _real_cluster_aggregate_by(store: ServerEventStore, state: StateStore, events: list[Any]) -> None:
+    """`aggregate_by` on the real cluster: the users u0..u39 in two organizations (every fifth in none)."""
+    relations = [("acme" if user % 2 else "globex", f"u{user}") for user in range(40) if user % 5]
+    org, memberships = organizations(
+        cast(Services, SimpleNamespace(state=state)),
+        {"acme": [], "globex": []},
+        {f"u{user}": [] for user in range(40)},
+        relations,
+    )
+
+    def check(memberships: dict[str, set[str]]) -> None:
+        loaded = store.query(
+            f"SELECT count(), countIf(status = 'LOADED'), uniqExact(element_count) FROM clusterAllReplicas("
+            f"'{REAL_CLUSTER}', system.dictionaries) WHERE database = {{database:String}} AND name = {{name:String}}",
+            {"database": store.database, "name": GROUPS_DICTIONARY},
+        ).rows[0]
+        nodes = store.query(
+            "SELECT count() FROM system.clusters WHERE cluster = {cluster:String}", {"cluster": REAL_CLUSTER}
+        ).rows[0][0]
+        assert [int(value) for value in loaded] == [int(nodes), int(nodes), 1]  # the same load everywhere
+        for identity in ("raw", "stitched"):
+            query = funnel_query(
+                [step("event", "page"), step("track", "connect")],
+                day(0),
+                day(0),
+                breakdown="device",
+                identity=identity,
+                aggregate_by=org,
+            )
+            assert "cluster(" not in funnel_statement(query, store.cluster)[0]
+            assert run_funnel(store, query)["data"] == reference_funnel(query, events, memberships)["data"]
+
+    load_groups(state, store, org)
+    check(memberships)
+    customer = org.replace("organization", "customer")
+    with state.write() as connection:  # u0 joins acme: a new load, synced and reloaded on every node
+        relate(connection, [Relationship(org, "acme", customer, "u0")], 1)
+    load_groups(state, store, org)
+    check(memberships | {"u0": {"acme"}})

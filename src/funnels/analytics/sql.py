@@ -45,8 +45,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from funnels.analytics.query import NUMBER_PATTERN, NUMERIC_OPERATORS, Filter, FunnelQuery, Step
-from funnels.store.events import PERSONS_DICTIONARY, ClusterLayout
-from funnels.store.groups import GROUPS_DICTIONARY
+from funnels.store.events import GROUPS_DICTIONARY, PERSONS_DICTIONARY, ClusterLayout
 
 Params = dict[str, object]
 
@@ -867,8 +866,12 @@ def merged_funnel_sql(query: FunnelQuery, shard_rows: str, params: Params) -> st
 
 
 def cluster_tables(layout: ClusterLayout) -> Tables:
-    """What a shard reads: its own events table, and the persons dictionary by its database."""
-    return Tables(events=layout.shard_events, persons=f"{layout.database}.{PERSONS_DICTIONARY}")
+    """What a shard reads: its own events table, and the persons and memberships dictionaries by their
+    database (made on every node with the layout, `funnels.store.cluster`)."""
+    db = layout.database
+    return Tables(
+        events=layout.shard_events, persons=f"{db}.{PERSONS_DICTIONARY}", groups=f"{db}.{GROUPS_DICTIONARY}"
+    )
 
 
 def cluster_funnel_sql(query: FunnelQuery, layout: ClusterLayout) -> tuple[str, Params]:
@@ -888,10 +891,11 @@ def cluster_funnel_sql(query: FunnelQuery, layout: ClusterLayout) -> tuple[str, 
 
 
 def funnel_statement(query: FunnelQuery, layout: ClusterLayout | None) -> tuple[str, Params]:
-    """The funnel SQL for a store: on a cluster, a raw funnel in the two-level form; a stitched one reads
-    the Distributed `events` as on one server (a person's keys may sit on several shards), the shards
-    resolving persons with the dictionary named by its database, and the initiator folding each person
-    over the matching rows the shards send (docs/deploy.md)."""
+    """The funnel SQL for a store: on a cluster, a raw funnel in the two-level form; a stitched one, or one
+    aggregated by a model (a group's members may sit on several shards), reads the Distributed `events`
+    as on one server, the shards resolving persons and groups with the dictionaries named by their
+    database, and the initiator folding each person or group over the matching rows the shards send
+    (docs/deploy.md)."""
     if layout is None:
         return funnel_sql(query)
     if not query.stitched and not query.aggregate_by:
@@ -901,5 +905,5 @@ def funnel_statement(query: FunnelQuery, layout: ClusterLayout | None) -> tuple[
 
 def initiator_tables(layout: ClusterLayout | None) -> Tables:
     """What a query that folds users where it runs reads: `events` (on a cluster, the Distributed table, so
-    a user's rows from every shard meet), and the persons dictionary (on a cluster, by its database)."""
+    a user's rows from every shard meet), and the dictionaries (on a cluster, by their database)."""
     return ONE_SERVER if layout is None else replace(cluster_tables(layout), events=ONE_SERVER.events)

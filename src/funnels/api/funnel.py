@@ -117,7 +117,7 @@ async def run_grouped(
     models = plan.config.models if plan is not None else ()
 
     def parse_checked(params: dict[str, Any]) -> G:
-        problem = aggregate_by_problem(params.get("aggregate_by"), models, svc.events.cluster is not None)
+        problem = aggregate_by_problem(params.get("aggregate_by"), models)
         errors = {"aggregate_by": problem} if problem else {}
         try:
             parsed = parse(params)

@@ -19,6 +19,13 @@ The layout, in one database on every node of a ClickHouse cluster (every stateme
   the same way), which a stitched query checks before it runs, reloading the dictionary on every node when
   it moved; since that row and the links it announces replicate independently, the dictionary also
   reloads by itself every 30–60 s (`PERSONS_LIFETIME`), which bounds how late a link is seen.
+- `aggregate_by`'s memberships (`funnels.store.groups`: `identity_groups`, `identity_groups_loads`, the
+  dictionary `identity_groups_members`) on every node too, the tables replicated across the whole cluster
+  in the same way (`groups_ddl`): a funnel aggregated by a model reads the Distributed `events` and the
+  shards look each row's user up, so every node needs every membership. A load is inserted on one node;
+  every node's replicas are synced before the dictionary reloads on every node (`sync_replica`, then
+  `reload_dictionary`), and each node's dictionary checks every 30–60 s whether its copy changed
+  (`GROUPS_LIFETIME`), so a node that missed a reload catches up by itself.
 
 Writes go through `events` (the Distributed table) with `distributed_foreground_insert = 1`
 (`INSERT_SETTINGS`): the insert returns once every shard has stored its rows, so the shipper's watermark
@@ -40,11 +47,18 @@ import re
 from funnels.store.events import (
     CLAIM_TYPE,
     EVENT_COLUMNS_DDL,
+    GROUPS_COLUMNS,
+    GROUPS_DICTIONARY,
+    GROUPS_LOADS,
+    GROUPS_ORDER,
+    GROUPS_TABLE,
     KEYS_BY_USER,
     KEYS_BY_USER_VIEW,
     LINKS_CHANGES,
     LINKS_TABLE,
     LINKS_VIEW,
+    LOADS_COLUMNS,
+    LOADS_ORDER,
     NAMES_PROJECTION,
     NAMES_PROJECTION_QUERY,
     PERSONS_DICTIONARY,
@@ -52,6 +66,7 @@ from funnels.store.events import (
     PROJECTION_MODE,
     SHARD_EVENTS,
     ClusterLayout,
+    groups_dictionary_ddl,
     links_select,
     persons_ddl,
     persons_source_ddl,
@@ -70,6 +85,9 @@ WATERMARK = "SELECT max(log_seq) FROM events SETTINGS load_balancing = 'in_order
 # The persons dictionary also reloads by itself every 30–60 s: a link announced in `identity_links_changes`
 # may replicate to a node after that node reloaded for it (two tables replicate independently).
 PERSONS_LIFETIME = "MIN 30 MAX 60"
+# The groups dictionary checks as often whether its node's copy of the memberships changed, and reloads
+# only then (`funnels.store.events.groups_dictionary_ddl`): a node that missed a reload catches up by itself.
+GROUPS_LIFETIME = PERSONS_LIFETIME
 
 _DISTRIBUTED = re.compile(r"Distributed\('([^']+)', '([^']+)', '([^']+)'")
 
@@ -127,6 +145,20 @@ def cluster_ddl(layout: ClusterLayout, source: str = "") -> list[str]:
         changes,
         source_view,
         dictionary,
+        *groups_ddl(layout, source),
+    ]
+
+
+def groups_ddl(layout: ClusterLayout, source: str = "") -> list[str]:
+    """`aggregate_by`'s memberships on every node (`funnels.store.groups`): both tables replicated across
+    the whole cluster, as the links are (every shard looks members up), and the dictionary, named by its
+    database, reading its node's own copy."""
+    db, on = layout.database, layout.on_cluster
+    engine = f"ENGINE = ReplicatedMergeTree({CLUSTER_REPLICA})"
+    return [
+        f"CREATE TABLE IF NOT EXISTS {db}.{GROUPS_TABLE} {on} {GROUPS_COLUMNS} {engine} {GROUPS_ORDER}",
+        f"CREATE TABLE IF NOT EXISTS {db}.{GROUPS_LOADS} {on} {LOADS_COLUMNS} {engine} {LOADS_ORDER}",
+        groups_dictionary_ddl(db, source, name=f"{db}.{GROUPS_DICTIONARY} {on}", lifetime=GROUPS_LIFETIME),
     ]
 
 
@@ -138,9 +170,20 @@ def truncate_statements(layout: ClusterLayout) -> list[str]:
     ]
 
 
+def reload_dictionary(layout: ClusterLayout, name: str) -> str:
+    """Reload a dictionary of the layout on every node: the funnel SQL looks it up on the shards."""
+    return f"SYSTEM RELOAD DICTIONARY {layout.on_cluster} {layout.database}.{name}"
+
+
 def reload_persons(layout: ClusterLayout) -> str:
     """Reload the persons dictionary on every node: a stitched funnel looks persons up on the shards."""
-    return f"SYSTEM RELOAD DICTIONARY {layout.on_cluster} {layout.database}.{PERSONS_DICTIONARY}"
+    return reload_dictionary(layout, PERSONS_DICTIONARY)
+
+
+def sync_replica(layout: ClusterLayout, table: str) -> str:
+    """Wait until every node's replica of a table replicated across the cluster has fetched the parts
+    inserted anywhere before (`LIGHTWEIGHT`: fetches only, not merges or mutations still running)."""
+    return f"SYSTEM SYNC REPLICA {layout.on_cluster} {layout.database}.{table} LIGHTWEIGHT"
 
 
 def layout_of(engine_full: str, database: str) -> ClusterLayout | None:

@@ -179,6 +179,45 @@ def persons_ddl(
 
 PERSONS_DDL = persons_ddl()
 
+# `aggregate_by`'s memberships (`funnels.store.groups`, which loads and reloads them): their tables' shape and
+# their dictionary, here beside the persons dictionary because the cluster layout makes them too
+# (`funnels.store.cluster.groups_ddl`).
+GROUPS_TABLE = "identity_groups"
+GROUPS_LOADS = "identity_groups_loads"
+GROUPS_DICTIONARY = "identity_groups_members"
+
+GROUPS_COLUMNS = "(model String, load_id String, member UInt64, grp UInt64, group_id String)"
+GROUPS_ORDER = "ORDER BY (model, load_id, member)"
+LOADS_COLUMNS = "(model String, load_id String, generation String)"
+LOADS_ORDER = "ORDER BY (model, load_id)"
+
+
+def groups_dictionary_ddl(
+    database: str = "", source: str = "", name: str = GROUPS_DICTIONARY, lifetime: str = "0"
+) -> str:
+    """The memberships dictionary: each model's latest load only. `database`, `source`, `name` and
+    `lifetime` as `persons_ddl` takes them. On one server it is made anew by each process's first use, as
+    the persons dictionary is on each open (a changed password, a changed shape); on a cluster by the
+    layout (`funnels.store.cluster.groups_ddl`), with a lifetime as its backstop: every lifetime the server
+    checks whether its copy of the tables changed (`INVALIDATE_QUERY`: the loads, the latest one, the
+    memberships' count) and reloads only then."""
+    table = f"{database}.{GROUPS_TABLE}" if database else GROUPS_TABLE
+    loads = f"{database}.{GROUPS_LOADS}" if database else GROUPS_LOADS
+    invalidate = (
+        f" INVALIDATE_QUERY 'SELECT ((SELECT count() FROM {loads}), (SELECT max(load_id) FROM {loads}), "
+        f"(SELECT count() FROM {table}))'"
+        if lifetime != "0"
+        else ""
+    )
+    return (
+        f"CREATE OR REPLACE DICTIONARY {name} (key UInt64, one UInt64, many Array(UInt64)) "
+        "PRIMARY KEY key SOURCE(CLICKHOUSE(QUERY 'SELECT key, if(length(groups) = 1, groups[1], 0) AS one, "
+        "if(length(groups) = 1, emptyArrayUInt64(), groups) AS many FROM (SELECT sipHash64(model, member) AS key, "
+        f"groupUniqArray(grp) AS groups FROM {table} WHERE (model, load_id) IN (SELECT model, max(load_id) "
+        f"FROM {loads} GROUP BY model) GROUP BY key)'{invalidate}{source})) LAYOUT(HASHED()) LIFETIME({lifetime})"
+    )
+
+
 ARROW_SCHEMA = pa.schema(
     [
         pa.field(name, pa.timestamp("ms", tz="UTC"))
@@ -440,6 +479,12 @@ class EventStore(ABC):
 
     def _reload_persons(self) -> None:
         self._run(f"SYSTEM RELOAD DICTIONARY {PERSONS_DICTIONARY}")
+
+    def reload_dictionary(self, name: str, replicated: Sequence[str] = ()) -> None:
+        """Reload the dictionary `name` (`funnels.store.groups`). On a cluster (`funnels.store.server_events`):
+        on every node, once every node's replicas of the `replicated` tables, in order, have fetched what
+        was inserted before."""
+        self._run(f"SYSTEM RELOAD DICTIONARY {name}")
 
     # --- inserts and the identity links -----------------------------------------------------------------
 

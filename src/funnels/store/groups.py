@@ -18,7 +18,19 @@ latest load, so a load replaces the previous one in a single dictionary reload, 
 still being deleted are never read. Each process reloads the dictionary when the latest load of the model
 it queries is not the one it last reloaded at, so nodes sharing a ClickHouse server and a state store see
 each other's loads; two nodes loading one generation at once store it twice, harmlessly (the newest wins).
-Not on a cluster yet (the dictionary would have to exist on every shard): the API refuses it there.
+The older loads are deleted after the reload (on a cluster, once every node has the new one).
+
+On a ClickHouse cluster (`funnels.store.cluster`) the shards evaluate the lookups, so both tables and the
+dictionary are on every node, made with the layout by `funnels events init --cluster` (not here: a
+statement ON CLUSTER waits for every node, which a funnel request should not do on its first use, and
+creating needs rights the serving user need not have; a layout made before them is refused, naming that
+command). The tables are replicated across the whole cluster, as the identity links are; a load is
+inserted on the node this process talks to, and before the reload every node's replicas of the loads
+table, then of the memberships, fetch what was inserted so far (`SYSTEM SYNC REPLICA ... LIGHTWEIGHT` on
+every node: a load the loads table names had its rows inserted before, so they are fetched by the second
+wait); then every node reloads the dictionary from its own copy (`EventStore.reload_dictionary`). Each
+node's dictionary also checks every 30–60 s whether its copy changed and reloads then (its backstop, for
+a node that was down or restarted meanwhile).
 """
 
 from __future__ import annotations
@@ -28,47 +40,53 @@ import uuid
 from collections.abc import Sequence
 
 from funnels.store import identity
-from funnels.store.events import EventStore
+from funnels.store.events import (
+    GROUPS_COLUMNS,
+    GROUPS_DICTIONARY,
+    GROUPS_LOADS,
+    GROUPS_ORDER,
+    GROUPS_TABLE,
+    LOADS_COLUMNS,
+    LOADS_ORDER,
+    EventStore,
+    EventStoreError,
+    groups_dictionary_ddl,
+)
 from funnels.store.state import StateStore, chunks
 
-GROUPS_TABLE = "identity_groups"
-GROUPS_LOADS = "identity_groups_loads"
-GROUPS_DICTIONARY = "identity_groups_members"
-
 GROUPS_TABLE_DDL = (
-    f"CREATE TABLE IF NOT EXISTS {GROUPS_TABLE} (model String, load_id String, member UInt64, grp UInt64, "
-    "group_id String) ENGINE = MergeTree ORDER BY (model, load_id, member)"
+    f"CREATE TABLE IF NOT EXISTS {GROUPS_TABLE} {GROUPS_COLUMNS} ENGINE = MergeTree {GROUPS_ORDER}"
 )
 GROUPS_LOADS_DDL = (
-    f"CREATE TABLE IF NOT EXISTS {GROUPS_LOADS} (model String, load_id String, generation String) "
-    "ENGINE = MergeTree ORDER BY (model, load_id)"
+    f"CREATE TABLE IF NOT EXISTS {GROUPS_LOADS} {LOADS_COLUMNS} ENGINE = MergeTree {LOADS_ORDER}"
 )
-
-
-def groups_dictionary_ddl(database: str = "", source: str = "") -> str:
-    """The memberships dictionary: each model's latest load only. `database` and `source` as for the
-    persons dictionary (`funnels.store.events.persons_ddl`); made anew by each process's first use, as the
-    persons dictionary is on each open (a changed password, a changed shape)."""
-    table = f"{database}.{GROUPS_TABLE}" if database else GROUPS_TABLE
-    loads = f"{database}.{GROUPS_LOADS}" if database else GROUPS_LOADS
-    return (
-        f"CREATE OR REPLACE DICTIONARY {GROUPS_DICTIONARY} (key UInt64, one UInt64, many Array(UInt64)) "
-        "PRIMARY KEY key SOURCE(CLICKHOUSE(QUERY 'SELECT key, if(length(groups) = 1, groups[1], 0) AS one, "
-        "if(length(groups) = 1, emptyArrayUInt64(), groups) AS many FROM (SELECT sipHash64(model, member) AS key, "
-        f"groupUniqArray(grp) AS groups FROM {table} WHERE (model, load_id) IN (SELECT model, max(load_id) "
-        f"FROM {loads} GROUP BY model) GROUP BY key)'{source})) LAYOUT(HASHED()) LIFETIME(0)"
-    )
 
 
 INSERT_SLICE = 200_000  # memberships per INSERT (`_store`)
 
 
 def _create(events: EventStore) -> None:
+    """Make the tables and the dictionary (once per process); on a cluster they are the layout's, made on
+    every node by `funnels events init --cluster` (`funnels.store.cluster.groups_ddl`): only checked."""
     if events.groups_created:
         return
-    database, source = events.dictionary_source()
-    for statement in (GROUPS_TABLE_DDL, GROUPS_LOADS_DDL, groups_dictionary_ddl(database, source)):
-        events.execute(statement)
+    if events.cluster is not None:
+        names = [GROUPS_TABLE, GROUPS_LOADS, GROUPS_DICTIONARY]
+        found = events.query(
+            "SELECT name FROM system.tables WHERE database = currentDatabase() AND name IN {names:Array(String)}",
+            {"names": names},
+        ).rows
+        missing = sorted(set(names) - {str(row[0]) for row in found})
+        if missing:
+            raise EventStoreError(
+                f"the cluster layout in {events.cluster.database} has no {', '.join(missing)} (made by an "
+                f"older version): run `funnels events init --cluster {events.cluster.cluster}` again to add "
+                "what aggregate_by needs"
+            )
+    else:
+        database, source = events.dictionary_source()
+        for statement in (GROUPS_TABLE_DDL, GROUPS_LOADS_DDL, groups_dictionary_ddl(database, source)):
+            events.execute(statement)
     events.groups_created = True
 
 
@@ -82,8 +100,8 @@ def _latest(events: EventStore, model: str) -> tuple[str, str]:
 
 
 def _store(events: EventStore, model: str, generation: str, rows: Sequence[tuple[str, str]]) -> str:
-    """Insert the memberships as a new load of `model` (ids hashed as the funnel SQL hashes user keys), then
-    delete the model's older loads; returns the new load's id."""
+    """Insert the memberships as a new load of `model` (ids hashed as the funnel SQL hashes user keys): its
+    rows first, then its row in the loads table (which makes it the latest); returns the new load's id."""
     load_id = f"{time.time_ns() // 1_000_000:015d}:{uuid.uuid4().hex}"
     # In slices: one array parameter holds at most 1,000,000 elements (ClickHouse's limit for a field).
     for part in chunks(rows, INSERT_SLICE):
@@ -103,27 +121,40 @@ def _store(events: EventStore, model: str, generation: str, rows: Sequence[tuple
         f"INSERT INTO {GROUPS_LOADS} VALUES ({{model:String}}, {{load:String}}, {{generation:String}})",
         {"model": model, "load": load_id, "generation": generation},
     )
+    return load_id
+
+
+def _drop_older(events: EventStore, model: str, load_id: str) -> None:
+    """Delete the model's loads older than `load_id` (a background mutation; on a cluster, replicated to
+    every node). Only after the dictionary reloaded at `load_id`, everywhere: until then a node's dictionary
+    may still load the older one (a cluster's lagging replica, `funnels.store.cluster`)."""
     for table in (GROUPS_TABLE, GROUPS_LOADS):
         events.execute(
             f"ALTER TABLE {table} DELETE WHERE model = {{model:String}} AND load_id < {{load:String}}",
             {"model": model, "load": load_id},
         )
-    return load_id
 
 
 def load_groups(state: StateStore, events: EventStore, model: str) -> None:
     """Make the event store's memberships of `model` current with the state store's, before a funnel that
-    aggregates by it runs (one cheap read of each store when nothing changed)."""
+    aggregates by it runs (one cheap read of each store when nothing changed). On a cluster the reload
+    waits for every node's replicas of both tables to fetch what was inserted so far, then reloads the
+    dictionary on every node (`EventStore.reload_dictionary`)."""
     with state.read() as connection:
         generation = identity.memberships_generation(connection, model)  # before the rows: never newer
         with events.groups_lock:
             _create(events)
             load_id, loaded = _latest(events, model)
-            if loaded != generation or not load_id:
+            stored = loaded != generation or not load_id
+            if stored:
                 load_id = _store(events, model, generation, identity.memberships(connection, model))
             if events.groups_reloaded.get(model) != load_id:
-                events.execute(f"SYSTEM RELOAD DICTIONARY {GROUPS_DICTIONARY}")
+                # the loads table first: a load it names had its rows inserted before it, so they are
+                # fetched by the second wait at the latest
+                events.reload_dictionary(GROUPS_DICTIONARY, (GROUPS_LOADS, GROUPS_TABLE))
                 events.groups_reloaded[model] = load_id
+            if stored:
+                _drop_older(events, model, load_id)
 
 
 def group_names(events: EventStore, model: str, hashes: Sequence[int]) -> dict[int, str]:

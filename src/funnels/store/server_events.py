@@ -25,7 +25,8 @@ The same DDL and the same analytics SQL as the embedded store (`funnels.store.ev
 - **A cluster** (`funnels events init --cluster NAME`, `funnels.store.cluster`): recognised on open from
   the `events` table's engine (`self.cluster`); the schema is then the layout's, inserts go through the
   Distributed `events` in the foreground (each shard stores its part, token and all, before the insert
-  returns) and the persons dictionary is reloaded on every node.
+  returns) and the persons dictionary is reloaded on every node; so is `aggregate_by`'s memberships
+  dictionary, once every node's replicas of its tables have fetched the new load (`reload_dictionary`).
 - No bulk-load mode and no `file()` fast path: other processes may write meanwhile, and the server cannot
   read this machine's files, so `funnels import` takes the column-wise path in Arrow batches.
 
@@ -39,7 +40,7 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -58,7 +59,9 @@ from funnels.store.cluster import (
     ClusterLayoutError,
     cluster_ddl,
     layout_of,
+    reload_dictionary,
     reload_persons,
+    sync_replica,
     truncate_statements,
 )
 from funnels.store.events import (
@@ -312,6 +315,14 @@ class ServerEventStore(EventStore):
             super()._reload_persons()
         else:  # a stitched funnel looks persons up on every shard
             self._run(reload_persons(self.cluster))
+
+    def reload_dictionary(self, name: str, replicated: Sequence[str] = ()) -> None:
+        if self.cluster is None:
+            super().reload_dictionary(name, replicated)
+            return
+        for table in replicated:  # every node's replica has what was inserted anywhere before
+            self._run(sync_replica(self.cluster, table))
+        self._run(reload_dictionary(self.cluster, name))  # then every node reloads from its own copy
 
     def truncate(self) -> None:
         if self.cluster is None:

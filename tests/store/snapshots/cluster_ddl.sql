@@ -84,10 +84,22 @@ CREATE OR REPLACE VIEW funnels.identity_persons_source ON CLUSTER 'analytics' AS
 
 CREATE OR REPLACE DICTIONARY funnels.identity_persons ON CLUSTER 'analytics' (key UInt64, person UInt64) PRIMARY KEY key SOURCE(CLICKHOUSE(QUERY 'SELECT sipHash64(key) AS key, sipHash64(person) AS person FROM funnels.identity_persons_source' USER 'funnels' PASSWORD 's3cret')) LAYOUT(HASHED()) LIFETIME(MIN 30 MAX 60);
 
+CREATE TABLE IF NOT EXISTS funnels.identity_groups ON CLUSTER 'analytics' (model String, load_id String, member UInt64, grp UInt64, group_id String) ENGINE = ReplicatedMergeTree('/clickhouse/tables/all/{database}/{table}', '{shard}-{replica}') ORDER BY (model, load_id, member);
+
+CREATE TABLE IF NOT EXISTS funnels.identity_groups_loads ON CLUSTER 'analytics' (model String, load_id String, generation String) ENGINE = ReplicatedMergeTree('/clickhouse/tables/all/{database}/{table}', '{shard}-{replica}') ORDER BY (model, load_id);
+
+CREATE OR REPLACE DICTIONARY funnels.identity_groups_members ON CLUSTER 'analytics' (key UInt64, one UInt64, many Array(UInt64)) PRIMARY KEY key SOURCE(CLICKHOUSE(QUERY 'SELECT key, if(length(groups) = 1, groups[1], 0) AS one, if(length(groups) = 1, emptyArrayUInt64(), groups) AS many FROM (SELECT sipHash64(model, member) AS key, groupUniqArray(grp) AS groups FROM funnels.identity_groups WHERE (model, load_id) IN (SELECT model, max(load_id) FROM funnels.identity_groups_loads GROUP BY model) GROUP BY key)' INVALIDATE_QUERY 'SELECT ((SELECT count() FROM funnels.identity_groups_loads), (SELECT max(load_id) FROM funnels.identity_groups_loads), (SELECT count() FROM funnels.identity_groups))' USER 'funnels' PASSWORD 's3cret')) LAYOUT(HASHED()) LIFETIME(MIN 30 MAX 60);
+
 TRUNCATE TABLE IF EXISTS funnels.events_local ON CLUSTER 'analytics';
 
 TRUNCATE TABLE IF EXISTS funnels.identity_links ON CLUSTER 'analytics';
 
 TRUNCATE TABLE IF EXISTS funnels.identity_keys_by_user ON CLUSTER 'analytics';
 
-SYSTEM RELOAD DICTIONARY ON CLUSTER 'analytics' funnels.identity_persons
+SYSTEM RELOAD DICTIONARY ON CLUSTER 'analytics' funnels.identity_persons;
+
+SYSTEM SYNC REPLICA ON CLUSTER 'analytics' funnels.identity_groups_loads LIGHTWEIGHT;
+
+SYSTEM SYNC REPLICA ON CLUSTER 'analytics' funnels.identity_groups LIGHTWEIGHT;
+
+SYSTEM RELOAD DICTIONARY ON CLUSTER 'analytics' funnels.identity_groups_members

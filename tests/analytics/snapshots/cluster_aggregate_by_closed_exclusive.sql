@@ -1,0 +1,119 @@
+SELECT '' AS bucket,
+countIf(lvl >= 1) AS u1,
+countIf(lvl >= 2) AS u2,
+countIf(lvl >= 3) AS u3,
+quantileExactInclusiveIf(0.5)(t2 - t1,
+lvl >= 2) AS mp2,
+quantileExactInclusiveIf(0.5)(t3 - t2,
+lvl >= 3) AS mp3,
+quantileExactInclusiveIf(0.5)(t2 - t1,
+lvl >= 2) AS ms2,
+quantileExactInclusiveIf(0.5)(t3 - t1,
+lvl >= 3) AS ms3
+FROM (SELECT multiIf(st.3 >= 0,
+3,
+st.2 >= 0,
+2,
+st.1 >= 0,
+1,
+0) AS lvl,
+if(lvl >= 1,
+multiIf(lvl = 3,
+st.3,
+lvl = 2,
+st.2,
+lvl = 1,
+st.1,
+-1),
+NULL) AS t1,
+if(lvl >= 2,
+bitShiftRight(arrayFirst(x -> bitAnd(x,
+15) = 2
+AND bitShiftRight(x,
+4) >= t1,
+a),
+4),
+NULL) AS t2,
+if(lvl >= 3,
+bitShiftRight(arrayFirst(x -> bitAnd(x,
+15) = 3
+AND bitShiftRight(x,
+4) >= t2,
+a),
+4),
+NULL) AS t3,
+bd0
+FROM (SELECT person,
+arraySort(groupArrayIf(bitOr(bitShiftLeft(toInt64(toUnixTimestamp64Milli(ts)),
+4),
+step),
+step > 0)) AS a,
+arrayFold((acc,
+x) -> (if(bitAnd(x,
+15) = 1
+AND bitShiftRight(x,
+4) > acc.1,
+bitShiftRight(x,
+4),
+acc.1),
+if(bitAnd(x,
+15) = 2
+AND acc.1 >= 0
+AND bitShiftRight(x,
+4) - acc.1 <= {p8:Int64}
+AND acc.1 > acc.2,
+acc.1,
+acc.2),
+if(bitAnd(x,
+15) = 3
+AND acc.2 >= 0
+AND bitShiftRight(x,
+4) - acc.2 <= {p8:Int64}
+AND acc.2 > acc.3,
+acc.2,
+acc.3)),
+a,
+(toInt64(-1),
+toInt64(-1),
+toInt64(-1))) AS st,
+'' AS bd0
+FROM (SELECT arrayJoin(if((dictGetOrDefault('funnels.identity_groups_members',
+'one',
+(sipHash64({p11:String},
+sipHash64(user_key)) AS group_key_),
+toUInt64(0)) AS one_) != 0,
+[one_],
+dictGetOrDefault('funnels.identity_groups_members',
+'many',
+group_key_,
+emptyArrayUInt64()))) AS person,
+ts,
+multiIf((type = {p0:String})
+AND toInt64(toUnixTimestamp64Milli(ts)) <= {p7:Int64},
+1,
+(type = {p1:String}
+AND event = {p2:String}),
+2,
+(type = {p3:String}
+AND event = {p4:String}
+AND multiIf(JSONType(properties,
+{p5:String}) = 'String',
+JSONExtractString(properties,
+{p5:String}),
+JSONType(properties,
+{p5:String}) IN ('Int64',
+'UInt64',
+'Bool'),
+JSONExtractRaw(properties,
+{p5:String}),
+'') = {p6:String}),
+3,
+0) AS step
+FROM events
+WHERE ts >= fromUnixTimestamp64Milli({p9:Int64},
+'UTC')
+AND ts <= fromUnixTimestamp64Milli({p10:Int64},
+'UTC')
+AND (step > 0))
+GROUP BY person))
+WHERE lvl >= 1
