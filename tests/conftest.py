@@ -2,6 +2,9 @@
 
 chDB allows one open event store per process at a time, so a test opens at most one `Services` (the
 `services` fixture); tests that need many event sets reuse it and empty it (`EventStore.truncate`) between them.
+The embedded event store is shared by the tests of a process and emptied after each (tests/shared_events.py):
+`services.data_dir` holds the test's state store, not its events. A test that opens an embedded store of its
+own closes the shared one by doing so (the next test reopens it).
 """
 
 from __future__ import annotations
@@ -18,6 +21,10 @@ from funnels.app import create_app
 from funnels.auth import create_key
 from funnels.clock import ManualClock
 from funnels.services import Services
+from funnels.store.chdb_events import ChdbEventStore
+from tests.shared_events import SHARED, install_release_guard
+
+install_release_guard()  # an embedded store opened on another directory closes the shared one first
 
 
 @pytest.fixture
@@ -41,6 +48,15 @@ def events_backend() -> str:
 
 
 @pytest.fixture
+def shared_events(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChdbEventStore]:
+    """The process's embedded event store (tests/shared_events.py), emptied and checked after the test."""
+    try:
+        yield SHARED.acquire(tmp_path_factory)
+    finally:
+        SHARED.reset()
+
+
+@pytest.fixture
 def services(
     tmp_path: Path,
     clock: ManualClock,
@@ -49,8 +65,12 @@ def services(
     request: pytest.FixtureRequest,
 ) -> Iterator[Services]:
     url = request.getfixturevalue("postgres_url") if state_backend == "postgresql" else None
-    events_url = f"chdb://{tmp_path / 'server-events'}" if events_backend == "clickhouse-connect" else None
-    svc = Services.open(tmp_path / "data", clock, state_url=url, events_url=events_url)
+    if events_backend == "clickhouse-connect":
+        events_url = f"chdb://{tmp_path / 'server-events'}"
+        svc = Services.open(tmp_path / "data", clock, state_url=url, events_url=events_url)
+    else:
+        shared: ChdbEventStore = request.getfixturevalue("shared_events")
+        svc = Services.open(tmp_path / "data", clock, state_url=url, events=shared)
     yield svc
     svc.close()
 

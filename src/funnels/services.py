@@ -83,6 +83,8 @@ class Services:
     automation: Automation
     worker: Worker  # delivers in this process when the app runs it (`run_worker`)
     worker_process: WorkerProcess | None = None  # or a child process does (`funnels serve`'s default)
+    # Whether `close` closes the event store: not one `open` was given (its opener closes it).
+    owns_events: bool = True
     # Group commit for the HTTP endpoints (`ingest_async`); started and stopped with the app.
     committer: GroupCommitter[Signal, Outcome] = field(init=False)
     keys: KeyCache = field(init=False)  # API-key verification for requests
@@ -100,15 +102,20 @@ class Services:
         config_path: Path | None = None,
         state_url: str | None = None,
         events_url: str | None = None,
+        events: EventStore | None = None,
     ) -> Services:
         """Open the stores (the state in `state_url`'s PostgreSQL database, else in the data directory; the
         events on `events_url`'s ClickHouse server, else in the data directory); with `config_path`, load
-        the automation config (`ConfigInvalid` if it has problems)."""
+        the automation config (`ConfigInvalid` if it has problems). `events`: an event store already open,
+        used instead of opening one, and left open by `close` (the tests share one per process: chDB starts
+        its embedded server once per process)."""
         clock = clock or SystemClock()
         tighten_data_dir(data_dir)
         state = StateStore(state_url or data_dir / "state.sqlite3")
         automation = Automation(state, clock, config_path)
-        events = open_event_store(data_dir, events_url)
+        owns_events = events is None
+        if events is None:
+            events = open_event_store(data_dir, events_url)
         return cls(
             data_dir=data_dir,
             clock=clock,
@@ -117,6 +124,7 @@ class Services:
             shipper=Shipper(state, events, clock),
             automation=automation,
             worker=Worker(state, automation.delivery, clock, allow=automation.network_allow),
+            owns_events=owns_events,
         )
 
     def ingest(self, items: Sequence[Event | Signal]) -> IngestResult:
@@ -187,5 +195,6 @@ class Services:
             self.worker_process.stop()
         self.worker.close()
         self.shipper.stop()
-        self.events.close()
+        if self.owns_events:
+            self.events.close()
         self.state.close()

@@ -22,6 +22,7 @@ from funnels.app import create_app
 from funnels.auth import create_key
 from funnels.clock import ManualClock
 from funnels.services import Services
+from funnels.store.events import EventStore
 from tests.conftest import bearer
 from tests.receivers import NETWORK
 
@@ -165,16 +166,20 @@ def open_world(
     tmp_path: Path, state_backend: str, request: pytest.FixtureRequest
 ) -> Iterator[Callable[[Config], World]]:
     """A factory: `open_world(config)` writes the config, opens the services and the app (once per test);
-    the state store's dialect is `state_backend`'s (see tests/conftest.py)."""
+    the state store's dialect is `state_backend`'s, the event store the process's shared one (see
+    tests/conftest.py)."""
     opened: list[tuple[World, TestClient]] = []
     state_url = request.getfixturevalue("postgres_url") if state_backend == "postgresql" else None
+    events: EventStore = request.getfixturevalue("shared_events")
 
     def open_(config: Config) -> World:
         assert not opened, "chDB allows one open event store per process: one world per test"
         config_path = tmp_path / "funnels.json"
         config_path.write_text(json.dumps(config))
         clock = ManualClock(START_MS)
-        svc = Services.open(tmp_path / "data", clock, config_path=config_path, state_url=state_url)
+        svc = Services.open(
+            tmp_path / "data", clock, config_path=config_path, state_url=state_url, events=events
+        )
         keys = {
             scope: create_key(svc.state, clock, [scope]) for scope in ("events:write", "query:read", "admin")
         }

@@ -27,6 +27,7 @@ from funnels.channels.webhook import verify_signature
 from funnels.clock import ManualClock
 from funnels.examples import onboarding_funnel
 from funnels.services import Services
+from funnels.store.events import EventStore
 from tests.conftest import bearer
 from tests.receivers import NETWORK, HttpReceiver, SmtpReceiver
 
@@ -72,12 +73,12 @@ def onboarding_config(http: HttpReceiver, smtp: SmtpReceiver) -> dict[str, objec
 
 @pytest.fixture
 def world(
-    tmp_path: Path, http_receiver: HttpReceiver, smtp_receiver: SmtpReceiver
+    tmp_path: Path, http_receiver: HttpReceiver, smtp_receiver: SmtpReceiver, shared_events: EventStore
 ) -> Iterator[tuple[TestClient, Services, ManualClock, str]]:
     config = tmp_path / "funnels.json"
     config.write_text(json.dumps(onboarding_config(http_receiver, smtp_receiver)))
     clock = ManualClock()
-    svc = Services.open(tmp_path / "data", clock, config_path=config)
+    svc = Services.open(tmp_path / "data", clock, config_path=config, events=shared_events)
     key = create_key(svc.state, clock, ["events:write", "admin"])
     with TestClient(create_app(svc, run_worker=False)) as client:
         yield client, svc, clock, key

@@ -326,19 +326,34 @@ class EventStore(ABC):
 
     def __init__(self, lock: threading.RLock | None = None, known_links: int = 100_000) -> None:
         self._lock = lock or threading.RLock()
+        self._known_links = known_links
+        # The memberships of `aggregate_by` (`funnels.store.groups`) take turns.
+        self.groups_lock = threading.Lock()
+        self._start_afresh()
+
+    def _start_afresh(self) -> None:
+        """What this object remembers of the store's contents, as when it has just opened (`__init__`,
+        `forget`)."""
         # Inserts that may have changed a link, and the count the persons dictionary last loaded at.
         self._links_generation, self._persons_generation = 1, 0
         # What other processes' link changes looked like when the dictionary last loaded (`_links_elsewhere`).
         self._persons_elsewhere: int | None = None
         self.persons_loads = 0  # how many times a query (re)loaded the persons dictionary
         # The links of the keys claimed lately (`funnels.store.links`), and whether a bulk load runs.
-        self._known = KnownLinks(known_links)
+        self._known = KnownLinks(self._known_links)
         self._loading = False
-        # The memberships of `aggregate_by` (`funnels.store.groups`): loads take turns, the tables and the
-        # dictionary are made on first use, and each model's load the dictionary last reloaded at.
-        self.groups_lock = threading.Lock()
+        # The memberships' tables and dictionary are made on first use (`funnels.store.groups`), and each
+        # model's load the dictionary last reloaded at.
         self.groups_created = False
         self.groups_reloaded: dict[str, str] = {}
+
+    def forget(self) -> None:
+        """Forget what this object remembers of the store's contents (the links known, the generations the
+        persons dictionary loaded at, whether the memberships' tables exist and their loads), as a store
+        just opened knows nothing: for a store emptied and returned to its new schema behind this object's
+        back (the tests share one embedded store per process: tests/shared_events.py)."""
+        with self._lock, self.groups_lock:
+            self._start_afresh()
 
     # Whether a failed insert stores the whole batch or none of it (one server: one block, one part per
     # partition); on a cluster a batch may reach some shards only (`funnels.ingest.copy` resumes so).
