@@ -51,7 +51,7 @@ from tests.analytics.test_property import (
     overlapping_kinds,
     with_identities,
 )
-from tests.analytics.test_sql_cluster import SHARDS, SIMULATED, by_database, split
+from tests.analytics.test_sql_cluster import SHARDS, by_database, distributed, split
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -90,14 +90,10 @@ def pretend_cluster(store: EventStore, monkeypatch: pytest.MonkeyPatch) -> Clust
 
 
 def on_cluster(store: EventStore, sql: str) -> str:
-    """A query that reads the Distributed `events` (every read of it, the identifies too) over the Merge
-    table of the shards instead."""
-    store.execute(
-        f"CREATE TABLE IF NOT EXISTS {SIMULATED} AS events ENGINE = Merge(currentDatabase(), "
-        f"'^{SIMULATED}_[0-9]+$')"
-    )
+    """A query that reads the Distributed `events` and `identify_events` over the Merge tables of the
+    shards' instead (`split` made them)."""
     assert sql.count(" FROM events") == sql.count(" FROM events WHERE ") > 0
-    return sql.replace(" FROM events WHERE ", f" FROM {SIMULATED} WHERE ")
+    return distributed(sql)
 
 
 def grouped_on_shards(services: Services, case: Any, identity: str, shards: int) -> tuple[Any, ...]:

@@ -31,7 +31,7 @@ from funnels.analytics.sql import funnel_sql
 from funnels.analytics.time_to_convert import TimeToConvertQuery, run_time_to_convert
 from funnels.analytics.trends import TrendsQuery, run_trends
 from funnels.events import Event
-from funnels.store.events import EventStore
+from funnels.store.events import IDENTIFIES_TABLE, EventStore
 from tests.analytics.conftest import DAY_MS, at, day, ev, funnel_query, load, step
 from tests.analytics.test_exclusions import with_exclusions
 from tests.analytics.test_hold_constant import holding
@@ -201,12 +201,14 @@ def test_hold_constant_and_exclusions_keep_the_person_s_value(store: EventStore)
 
 
 def test_an_existing_breakdown_s_sql_has_no_identify_part() -> None:
-    """Only a person breakdown reads identify events (a column or event property breakdown is as before)."""
+    """Only a person breakdown reads identify events, from their own table (a column or event property
+    breakdown is as before)."""
     for breakdown in ("device", "properties.plan", None):
         sql, _ = funnel_sql(funnel_query(STEPS, breakdown=breakdown))
         assert "identify" not in sql and "JOIN" not in sql
     sql, params = funnel_sql(funnel_query(STEPS, breakdown="person.plan"))
-    assert sql.count("type = 'identify'") == 1 and "plan" in params.values() and "plan" not in sql
+    assert sql.count(f" FROM {IDENTIFIES_TABLE} WHERE ") == 1 and "type = 'identify'" not in sql
+    assert "plan" in params.values() and "plan" not in sql
 
 
 @pytest.mark.parametrize(

@@ -45,8 +45,10 @@ from funnels.store.cluster import SHARDING_KEY
 from funnels.store.events import (
     EVENTS_DDL,
     GROUPS_DICTIONARY,
+    IDENTIFIES_TABLE,
     PERSONS_DICTIONARY,
     SHARD_EVENTS,
+    SHARD_IDENTIFIES,
     ClusterLayout,
     EventStore,
 )
@@ -67,24 +69,47 @@ pytestmark = pytest.mark.timeout(900)
 LAYOUT = ClusterLayout("sim", "funnels")
 MAX_SHARDS = 4
 SIMULATED = "sim_events"  # the Merge table over the shards: what the Distributed `events` reads
+SIMULATED_IDENTIFIES = "sim_identifies"  # and over the shards' identify events: `identify_events`
 
 
 def shard_table(i: int) -> str:
     return f"{SIMULATED}_{i}"
 
 
+def identifies_table(i: int) -> str:
+    return f"{SIMULATED_IDENTIFIES}_{i}"
+
+
 def split(store: EventStore, shards: int, key: str = SHARDING_KEY) -> list[int]:
     """Copy the stored events to `shards` tables by `key % shards` (the Distributed table's sharding
-    expression unless told otherwise); the rows each shard got."""
+    expression unless told otherwise), and the identify events' table to `shards` more by the same key (as
+    each shard's view fills its own); the rows each shard got. The Merge tables over each set are what the
+    Distributed `events` and `identify_events` read."""
     for i in range(MAX_SHARDS):
         ddl = EVENTS_DDL.replace("TABLE IF NOT EXISTS events (", f"TABLE IF NOT EXISTS {shard_table(i)} (")
         store.execute(ddl)
-        store.execute(f"TRUNCATE TABLE {shard_table(i)}")
+        store.execute(f"CREATE TABLE IF NOT EXISTS {identifies_table(i)} AS {IDENTIFIES_TABLE}")
+        for table in (shard_table(i), identifies_table(i)):
+            store.execute(f"TRUNCATE TABLE {table}")
     for i in range(shards):
         store.execute(f"INSERT INTO {shard_table(i)} SELECT * FROM events WHERE {key} % {shards} = {i}")
+        store.execute(
+            f"INSERT INTO {identifies_table(i)} SELECT * FROM {IDENTIFIES_TABLE} WHERE {key} % {shards} = {i}"
+        )
     counts = [int(store.query(f"SELECT count() FROM {shard_table(i)}").rows[0][0]) for i in range(shards)]
     assert sum(counts) == store.count()  # every row on exactly one shard
+    for merged, source in ((SIMULATED, "events"), (SIMULATED_IDENTIFIES, IDENTIFIES_TABLE)):
+        store.execute(
+            f"CREATE TABLE IF NOT EXISTS {merged} AS {source} ENGINE = Merge(currentDatabase(), '^{merged}_[0-9]+$')"
+        )
     return counts
+
+
+def distributed(sql: str) -> str:
+    """A query that reads the Distributed tables (`events`, `identify_events`) over the Merge tables of the
+    shards' tables instead (after `split`)."""
+    sql = sql.replace(f" FROM {IDENTIFIES_TABLE} WHERE ", f" FROM {SIMULATED_IDENTIFIES} WHERE ")
+    return sql.replace(" FROM events WHERE ", f" FROM {SIMULATED} WHERE ")
 
 
 def simulated_sql(query: FunnelQuery, shards: int) -> tuple[str, dict[str, Any]]:
@@ -94,8 +119,13 @@ def simulated_sql(query: FunnelQuery, shards: int) -> tuple[str, dict[str, Any]]
     table_function = f"cluster('{LAYOUT.cluster}', view({shard}))"
     assert sql.count(table_function) == 1
     assert sql.count(LAYOUT.shard_events) == shard.count(LAYOUT.shard_events)  # only in the shards' SQL
+    identifies = f" FROM {LAYOUT.database}.{SHARD_IDENTIFIES} "
     union = " UNION ALL ".join(
-        f"SELECT * FROM view({shard.replace(f' FROM {LAYOUT.shard_events} ', f' FROM {shard_table(i)} ')})"
+        "SELECT * FROM view("
+        + shard.replace(f" FROM {LAYOUT.shard_events} ", f" FROM {shard_table(i)} ").replace(
+            identifies, f" FROM {identifies_table(i)} "
+        )
+        + ")"
         for i in range(shards)
     )
     return sql.replace(table_function, f"({union})"), params
@@ -190,10 +220,6 @@ def test_a_stitched_funnel_over_the_shards_equals_one_table(
     query = replace(query, identity="stitched")
     load(store, events, batches)
     split(store, shards)
-    store.execute(
-        f"CREATE TABLE IF NOT EXISTS {SIMULATED} AS events ENGINE = Merge(currentDatabase(), "
-        f"'^{SIMULATED}_[0-9]+$')"
-    )
     row = store.query("SELECT currentDatabase()").first()
     assert row is not None
     layout = ClusterLayout("sim", str(row[0]))  # the dictionary by its database, as the shards name it
@@ -204,9 +230,7 @@ def test_a_stitched_funnel_over_the_shards_equals_one_table(
         one_server.replace(persons, f"'{row[0]}.{PERSONS_DICTIONARY}'"),
         one_server_params,
     )
-    rows = store.query(
-        sql.replace(" FROM events WHERE ", f" FROM {SIMULATED} WHERE "), params, persons=True
-    ).rows
+    rows = store.query(distributed(sql), params, persons=True).rows
     data = build_response(query, buckets_from_rows(query, rows), {})["data"]
     assert data == run_funnel(store, query)["data"] == reference_funnel(query, events)["data"]
 
@@ -228,10 +252,6 @@ def test_time_to_convert_and_trends_over_the_shards_equal_one_table(
     query, events, batches = case
     load(store, events, batches)
     split(store, shards)
-    store.execute(
-        f"CREATE TABLE IF NOT EXISTS {SIMULATED} AS events ENGINE = Merge(currentDatabase(), "
-        f"'^{SIMULATED}_[0-9]+$')"
-    )
     row = store.query("SELECT currentDatabase()").first()
     assert row is not None
     layout = ClusterLayout("sim", str(row[0]))
@@ -249,7 +269,7 @@ def test_time_to_convert_and_trends_over_the_shards_equal_one_table(
         on_cluster, one_table = time_to_convert_sql(measured, layout), time_to_convert_sql(measured)
     sql, params = on_cluster
     assert " FROM events WHERE " in sql and params == one_table[1]
-    merged = sql.replace(" FROM events WHERE ", f" FROM {SIMULATED} WHERE ")
+    merged = distributed(sql)
     assert store.query(merged, params, persons=True).rows == store.query(*one_table, persons=True).rows
 
 

@@ -118,6 +118,19 @@ def test_the_layout_shards_by_the_user_key_and_replicates_the_links_everywhere()
     for table in ("funnels.identity_links", "funnels.identity_keys_by_user"):
         assert "'/clickhouse/tables/all/{database}/{table}', '{shard}-{replica}'" in by_name[table]
     assert "FROM funnels.events_local" in by_name["funnels.identity_links_mv"]
+    # the identify events as the events: each shard's own (fed from its events_local), a Distributed table over them
+    assert (
+        "ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/"
+        in by_name["funnels.identify_events_local"]
+    )
+    assert (
+        "TO funnels.identify_events_local AS SELECT user_key, ts, event_id, properties FROM funnels.events_local "
+        "WHERE type = 'identify'" in by_name["funnels.identify_events_mv"]
+    )
+    assert (
+        "Distributed('analytics', 'funnels', 'identify_events_local', sipHash64(user_key))"
+        in by_name["funnels.identify_events"]
+    )
 
 
 def test_the_memberships_are_on_every_node() -> None:

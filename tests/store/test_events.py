@@ -1,7 +1,8 @@
 """The events table's `names_by_day` projection: present on new and older tables, and counting what the table
 holds after a merge collapses duplicates. The identity links: backfilled once on a table made before them,
 rebuilt from the first version's table, read back for keys the store does not remember, and found by user
-through the keys-by-user table."""
+through the keys-by-user table. The identify events' own table: fed by its view, backfilled once on a table
+made before it, again after a backfill or a bulk load a crash cut short."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ import pytest
 
 from funnels.store.chdb_events import ChdbEventStore
 from funnels.store.events import (
+    IDENTIFIES_TABLE,
+    IDENTIFIES_VIEW,
     KEYS_BY_USER,
     KEYS_BY_USER_VIEW,
     LINKS_TABLE,
@@ -226,14 +229,103 @@ def test_a_bulk_load_marks_the_dictionary_behind_once_at_its_end_even_when_it_fa
     try:
         received = at(1)
         before = store.links_generation
-        with store.links_after_load(received):  # the view is off: the load's rows are not told apart
+        with store.views_after_load(received):  # the view is off: the load's rows are not told apart
             store.insert_events([replace(ev("u1", at(0), anonymous_id="a1"), received_ms=received)])
             assert store.links_generation == before
         assert store.links_generation == before + 1 and links(store) == [["a1", "u1"]]
-        with pytest.raises(RuntimeError), store.links_after_load(received):
+        with pytest.raises(RuntimeError), store.views_after_load(received):
             raise RuntimeError("the load failed")
         assert store.links_generation == before + 2
         store.insert_events([ev("u2", at(0, 5), anonymous_id="a2")])  # told apart again: a new key
         assert store.links_generation == before + 3 and links(store) == [["a1", "u1"], ["a2", "u2"]]
+    finally:
+        store.close()
+
+
+def identifies(store: EventStore) -> list[list[str]]:
+    """The identify table's rows (user key, event id), each once, as a read sees them after merges."""
+    return store.query(f"SELECT DISTINCT user_key, event_id FROM {IDENTIFIES_TABLE} ORDER BY event_id").rows
+
+
+def identify_rows(store: EventStore) -> int:
+    row = store.query(f"SELECT count() FROM {IDENTIFIES_TABLE}").first()
+    return int(row[0]) if row else -1
+
+
+OLD_IDENTIFIES = [
+    ev("u1", at(0, 0), "identify", event_id="i1", props={"plan": "free"}),
+    ev("u1", at(0, 10), "track", "connect", event_id="t1"),
+    ev("u2", at(1, 0), "identify", event_id="i2", props={"plan": "team"}),
+]
+
+
+def test_a_store_made_before_the_identify_table_copies_its_identify_rows_once_on_open(tmp_path: Path) -> None:
+    store = ChdbEventStore(tmp_path)
+    try:  # a data directory as an older version left it: events, no identify table or view
+        store.execute(f"DROP VIEW {IDENTIFIES_VIEW}")
+        store.execute(f"DROP TABLE {IDENTIFIES_TABLE}")
+        store.insert_events(OLD_IDENTIFIES)
+    finally:
+        store.close()
+    store = ChdbEventStore(tmp_path)
+    try:
+        assert identifies(store) == [["u1", "i1"], ["u2", "i2"]]  # the identify rows only
+        store.insert_events(
+            [ev("u3", at(2, 0), "identify", event_id="i3"), ev("u3", at(2, 1), event_id="p3")]
+        )
+        assert identifies(store) == [["u1", "i1"], ["u2", "i2"], ["u3", "i3"]]  # the view feeds it now
+    finally:
+        store.close()
+    store = ChdbEventStore(tmp_path)  # opened again: no second copy
+    try:
+        assert identify_rows(store) == 3
+    finally:
+        store.close()
+
+
+def test_a_copy_a_crash_cut_short_is_made_again_on_the_next_open(tmp_path: Path) -> None:
+    store = ChdbEventStore(tmp_path)
+    try:  # the view made, the copy not (yet) done: the table says so in its comment
+        store.insert_events(OLD_IDENTIFIES)
+        store.execute(f"TRUNCATE TABLE {IDENTIFIES_TABLE}")
+        store.execute(f"ALTER TABLE {IDENTIFIES_TABLE} MODIFY COMMENT 'backfilling'")
+    finally:
+        store.close()
+    store = ChdbEventStore(tmp_path)
+    try:
+        assert identifies(store) == [["u1", "i1"], ["u2", "i2"]]
+    finally:
+        store.close()
+
+
+def during_a_load(store: EventStore) -> tuple[str, bool]:
+    """The identify table's comment, and whether its view exists."""
+    comment = store.query(f"SELECT comment FROM system.tables WHERE name = '{IDENTIFIES_TABLE}'").first()
+    view = store.query(f"SELECT count() FROM system.tables WHERE name = '{IDENTIFIES_VIEW}'").first()
+    assert comment is not None and view is not None
+    return str(comment[0]), int(view[0]) == 1
+
+
+def test_a_bulk_load_fills_the_identify_table_once_after_it_even_after_a_crash(tmp_path: Path) -> None:
+    store = ChdbEventStore(tmp_path)
+    try:
+        received = at(5)
+        with store.views_after_load(received):  # the view is off during the load
+            store.insert_events([replace(event, received_ms=received) for event in OLD_IDENTIFIES])
+            assert identify_rows(store) == 0
+            assert during_a_load(store) == ("backfilling", False)  # what a crash here leaves
+        assert identifies(store) == [["u1", "i1"], ["u2", "i2"]]
+        assert during_a_load(store) == ("complete", True)
+        # A load the process dies in: the state the load's start left, and rows stored meanwhile.
+        store.execute(f"ALTER TABLE {IDENTIFIES_TABLE} MODIFY COMMENT 'backfilling'")
+        store.execute(f"DROP VIEW {IDENTIFIES_VIEW}")
+        store.insert_events([replace(ev("u4", at(2, 0), "identify", event_id="i4"), received_ms=at(6))])
+    finally:
+        store.close()
+    store = ChdbEventStore(tmp_path)
+    try:
+        assert identifies(store) == [["u1", "i1"], ["u2", "i2"], ["u4", "i4"]]
+        store.insert_events([ev("u5", at(3, 0), "identify", event_id="i5")])  # and the view is back
+        assert identifies(store)[-1] == ["u5", "i5"]
     finally:
         store.close()

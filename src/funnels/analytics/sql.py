@@ -45,7 +45,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from funnels.analytics.query import NUMBER_PATTERN, NUMERIC_OPERATORS, Filter, FunnelQuery, Step
-from funnels.store.events import GROUPS_DICTIONARY, PERSONS_DICTIONARY, ClusterLayout
+from funnels.store.events import (
+    GROUPS_DICTIONARY,
+    IDENTIFIES_TABLE,
+    PERSONS_DICTIONARY,
+    SHARD_IDENTIFIES,
+    ClusterLayout,
+)
 
 Params = dict[str, object]
 
@@ -59,6 +65,7 @@ class Tables:
     events: str = "events"
     persons: str = PERSONS_DICTIONARY
     groups: str = GROUPS_DICTIONARY  # `aggregate_by`'s memberships (`funnels.store.groups`)
+    identifies: str = IDENTIFIES_TABLE  # the identify events alone (`identified_sql`)
 
 
 ONE_SERVER = Tables()
@@ -739,7 +746,8 @@ def identified_sql(query: FunnelQuery, params: Params, tables: Tables = ONE_SERV
     """Per user (`_user`'s: the person, stitched), the value `pv_` of the identified model's property
     `query.breakdown_person`: on the latest identify event with a non-empty value (ties in one millisecond:
     the largest value), among every identify event up to the end of the scan, however early (a customer
-    identified last year still has their plan). Identifies merge properties key by key, last write wins,
+    identified last year still has their plan), read from the identify events' own table
+    (`tables.identifies`, `funnels.store.events`), not from every event before the scan's end. Identifies merge properties key by key, last write wins,
     so this is the value the person's model has for that key, by event time (docs/semantics.md, "Breakdown",
     says where it differs from an automation instance's stored properties).
 
@@ -758,9 +766,9 @@ def identified_sql(query: FunnelQuery, params: Params, tables: Tables = ONE_SERV
         user, user_name = _user(replace(query, hold_constant=()), tables)
     return (
         f"SELECT {user_name}, tupleElement(max(({TS_MS}, v_)), 2) AS pv_ FROM ("
-        f"SELECT {user}, ts, {property_text(bind(key, 'String'))} AS v_ FROM {tables.events} "
-        f"WHERE type = 'identify' {own}AND ts <= fromUnixTimestamp64Milli({bind(query.scan_end_ms, 'Int64')}, "
-        f"'UTC') AND v_ != '') GROUP BY {user_name}"
+        f"SELECT {user}, ts, {property_text(bind(key, 'String'))} AS v_ FROM {tables.identifies} "
+        f"WHERE ts <= fromUnixTimestamp64Milli({bind(query.scan_end_ms, 'Int64')}, 'UTC') {own}"
+        f"AND v_ != '') GROUP BY {user_name}"
     )
 
 
@@ -870,7 +878,10 @@ def cluster_tables(layout: ClusterLayout) -> Tables:
     database (made on every node with the layout, `funnels.store.cluster`)."""
     db = layout.database
     return Tables(
-        events=layout.shard_events, persons=f"{db}.{PERSONS_DICTIONARY}", groups=f"{db}.{GROUPS_DICTIONARY}"
+        events=layout.shard_events,
+        persons=f"{db}.{PERSONS_DICTIONARY}",
+        groups=f"{db}.{GROUPS_DICTIONARY}",
+        identifies=f"{db}.{SHARD_IDENTIFIES}",
     )
 
 
@@ -900,10 +911,12 @@ def funnel_statement(query: FunnelQuery, layout: ClusterLayout | None) -> tuple[
         return funnel_sql(query)
     if not query.stitched and not query.aggregate_by:
         return cluster_funnel_sql(query, layout)
-    return funnel_sql(query, replace(cluster_tables(layout), events=ONE_SERVER.events))
+    return funnel_sql(query, initiator_tables(layout))
 
 
 def initiator_tables(layout: ClusterLayout | None) -> Tables:
     """What a query that folds users where it runs reads: `events` (on a cluster, the Distributed table, so
     a user's rows from every shard meet), and the dictionaries (on a cluster, by their database)."""
-    return ONE_SERVER if layout is None else replace(cluster_tables(layout), events=ONE_SERVER.events)
+    if layout is None:
+        return ONE_SERVER
+    return replace(cluster_tables(layout), events=ONE_SERVER.events, identifies=ONE_SERVER.identifies)

@@ -93,14 +93,14 @@ class ChdbEventStore(EventStore):
     @contextmanager
     def bulk_load(self, received_ms: int) -> Iterator[None]:
         """No insert-time deduplication (3x faster writes in chDB), background merges paused (they compete
-        for the same cores: 0.72M → 1.11M rows/s raw insert at 10M rows), and the identity links computed
-        once after the load instead of per inserted block (`links_after_load`). All are restored
-        afterwards; merges then collapse duplicates and compact the new parts in the background."""
+        for the same cores: 0.72M → 1.11M rows/s raw insert at 10M rows), and the identity links and the
+        identify events' table filled once after the load instead of per inserted block (`views_after_load`).
+        All are restored afterwards; merges then collapse duplicates and compact the new parts in the background."""
         row = self.query("SELECT getSetting('optimize_on_insert')").first()
         self.execute("SET optimize_on_insert = 0")
         self.execute("SYSTEM STOP MERGES events")
         try:
-            with self.links_after_load(received_ms):
+            with self.views_after_load(received_ms):
                 yield
         finally:
             self.execute("SYSTEM START MERGES events")

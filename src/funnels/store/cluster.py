@@ -19,6 +19,9 @@ The layout, in one database on every node of a ClickHouse cluster (every stateme
   the same way), which a stitched query checks before it runs, reloading the dictionary on every node when
   it moved; since that row and the links it announces replicate independently, the dictionary also
   reloads by itself every 30–60 s (`PERSONS_LIFETIME`), which bounds how late a link is seen.
+- The identify events' own table (`identify_events`, `funnels.store.events`) as the events are: each
+  shard's `identify_events_local`, fed by a view on its `events_local`, and a Distributed
+  `identify_events` over them, sharded by the same key.
 - `aggregate_by`'s memberships (`funnels.store.groups`: `identity_groups`, `identity_groups_loads`, the
   dictionary `identity_groups_members`) on every node too, the tables replicated across the whole cluster
   in the same way (`groups_ddl`): a funnel aggregated by a model reads the Distributed `events` and the
@@ -52,6 +55,10 @@ from funnels.store.events import (
     GROUPS_LOADS,
     GROUPS_ORDER,
     GROUPS_TABLE,
+    IDENTIFIES_COLUMNS,
+    IDENTIFIES_KEY,
+    IDENTIFIES_TABLE,
+    IDENTIFIES_VIEW,
     KEYS_BY_USER,
     KEYS_BY_USER_VIEW,
     LINKS_CHANGES,
@@ -65,8 +72,10 @@ from funnels.store.events import (
     PERSONS_SOURCE,
     PROJECTION_MODE,
     SHARD_EVENTS,
+    SHARD_IDENTIFIES,
     ClusterLayout,
     groups_dictionary_ddl,
+    identifies_select,
     links_select,
     persons_ddl,
     persons_source_ddl,
@@ -145,8 +154,34 @@ def cluster_ddl(layout: ClusterLayout, source: str = "") -> list[str]:
         changes,
         source_view,
         dictionary,
+        *identifies_ddl(layout),
         *groups_ddl(layout, source),
     ]
+
+
+def identifies_ddl(layout: ClusterLayout) -> list[str]:
+    """The identify events' own tables (`funnels.store.events`, `identified_sql`): each shard's, fed by a view
+    on its `events_local`, so a shard's identify rows are the user keys it holds (a raw funnel's person
+    breakdown runs whole on each shard), and a Distributed `identify_events` over them, sharded as `events`
+    (what a stitched funnel's initiator reads)."""
+    db, on = layout.database, layout.on_cluster
+    return [
+        f"CREATE TABLE IF NOT EXISTS {db}.{SHARD_IDENTIFIES} {on} {IDENTIFIES_COLUMNS} "
+        f"ENGINE = ReplicatedReplacingMergeTree({SHARD_REPLICA}) {IDENTIFIES_KEY}",
+        f"CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.{IDENTIFIES_VIEW} {on} TO {db}.{SHARD_IDENTIFIES} AS "
+        + identifies_select(layout.shard_events),
+        f"CREATE TABLE IF NOT EXISTS {db}.{IDENTIFIES_TABLE} {on} {IDENTIFIES_COLUMNS} "
+        f"ENGINE = Distributed('{layout.cluster}', '{db}', '{SHARD_IDENTIFIES}', {SHARDING_KEY})",
+    ]
+
+
+def backfill_identifies(layout: ClusterLayout) -> str:
+    """Copy the identify rows a layout made before the identify tables holds (`funnels events init --cluster`
+    run again after an upgrade): through the Distributed tables, so each row lands on its user key's shard.
+    The tables collapse a row copied twice (by the view too, meanwhile)."""
+    return f"INSERT INTO {layout.database}.{IDENTIFIES_TABLE} " + identifies_select(
+        f"{layout.database}.events"
+    )
 
 
 def groups_ddl(layout: ClusterLayout, source: str = "") -> list[str]:
@@ -166,7 +201,7 @@ def truncate_statements(layout: ClusterLayout) -> list[str]:
     """Empty the layout's tables on every node (tests start over with it)."""
     return [
         f"TRUNCATE TABLE IF EXISTS {layout.database}.{table} {layout.on_cluster}"
-        for table in (SHARD_EVENTS, LINKS_TABLE, KEYS_BY_USER)
+        for table in (SHARD_EVENTS, LINKS_TABLE, KEYS_BY_USER, SHARD_IDENTIFIES)
     ]
 
 

@@ -20,7 +20,7 @@ that carries a user id and a key (its anonymous id, or an alias' `previousId`) i
 id, user id) in `identity_links`, an AggregatingMergeTree keyed by that key that keeps each key's least
 claim (its link: the earliest claim's user); every way rows enter the table (shipping,
 imports, the native Parquet path) feeds it, and a row stored twice claims nothing new. A bulk import
-drops the view for the load and adds its rows' links in one pass after it (`links_after_load`). The
+drops the view for the load and adds its rows' links in one pass after it (`views_after_load`). The
 `identity_persons` dictionary holds each key's person (its link followed at most twice, resolved in the
 dictionary's source query), both as 64-bit hashes, so a stitched funnel does one in-memory integer lookup
 per scanned row and groups by an integer. It is reloaded only when it is behind: every insert whose rows
@@ -31,6 +31,11 @@ the links known of their keys (`funnels.store.links`): a batch that only repeats
 sends both ids on every event once a visitor has identified) leaves the dictionary as it is. On a store
 other processes write too (a server), their link changes count as well: a backend tells them through the
 store (`_tell_links_changed`, `_links_elsewhere`; `funnels.store.server_events`).
+
+Identify events have a narrow table of their own (`identify_events`, fed by a view, backfilled once for a
+store made before it): a breakdown by a person property reads a person's identify events of any time
+(`funnels.analytics.sql.identified_sql`), and there they are the table, not a few rows in every granule of
+the events before the scan's end.
 """
 
 from __future__ import annotations
@@ -228,7 +233,33 @@ ARROW_SCHEMA = pa.schema(
 )
 
 
+# The identify events alone (`funnels.analytics.sql.identified_sql`: a person property is the value on a person's
+# latest identify event of any time): a view copies each inserted block's identify rows into a narrow table of
+# their own, so a breakdown by a person property reads those, not every event before its scan's end (in the
+# events table they are spread over every granule). A ReplacingMergeTree on the events' own key: a row stored
+# twice (a retried insert, a backfill repeated after a crash) collapses, and the latest value is a max anyway.
+IDENTIFIES_TABLE = "identify_events"
+IDENTIFIES_VIEW = "identify_events_mv"
+IDENTIFIES_COLUMNS = "(user_key String, ts DateTime64(3, 'UTC'), event_id String, properties String)"
+IDENTIFIES_KEY = "PARTITION BY toYYYYMM(ts) ORDER BY (user_key, ts, event_id)"
+# The table's comment says whether it holds every identify row stored before its view existed.
+BACKFILLING, COMPLETE = "backfilling", "complete"
+
+
+def identifies_select(events: str = "events") -> str:
+    return f"SELECT user_key, ts, event_id, properties FROM {events} WHERE type = 'identify'"
+
+
+IDENTIFIES_DDL = (
+    f"CREATE TABLE IF NOT EXISTS {IDENTIFIES_TABLE} {IDENTIFIES_COLUMNS} ENGINE = ReplacingMergeTree "
+    f"{IDENTIFIES_KEY} COMMENT '{BACKFILLING}'"
+)
+IDENTIFIES_VIEW_DDL = (
+    f"CREATE MATERIALIZED VIEW IF NOT EXISTS {IDENTIFIES_VIEW} TO {IDENTIFIES_TABLE} AS {identifies_select()}"
+)
+
 SHARD_EVENTS = "events_local"  # on a cluster, each shard's events table (`funnels.store.cluster`)
+SHARD_IDENTIFIES = "identify_events_local"  # and each shard's identify events
 _CLUSTER_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 
 
@@ -416,6 +447,7 @@ class EventStore(ABC):
         self.execute(EVENTS_DDL)
         self._add_names_projection()
         self._add_identity_links()
+        self._add_identifies()
 
     def _add_names_projection(self) -> None:
         """Give a table made before the projection existed its projection; existing rows are projected by a
@@ -462,6 +494,23 @@ class EventStore(ABC):
             self.execute(LINKS_VIEW_DDL)
         self.execute(PERSONS_SOURCE_DDL)
         self.execute(self._persons_ddl())
+
+    def _add_identifies(self) -> None:
+        """The identify events' own table and its view; a store made before them gets the identify rows it
+        holds copied once. The view comes first, so a row inserted meanwhile (by another process, on a
+        server) is copied by one or the other, and twice at worst, which the table collapses; the table's
+        comment turns `complete` only after the copy, so a copy a crash cut short is made again on the next
+        open."""
+        self.execute(IDENTIFIES_DDL)
+        self.execute(IDENTIFIES_VIEW_DDL)
+        comment = self.query(
+            "SELECT comment FROM system.tables WHERE database = currentDatabase() AND name = {name:String}",
+            {"name": IDENTIFIES_TABLE},
+        ).first()
+        if comment is not None and comment[0] == COMPLETE:
+            return
+        self.execute(f"INSERT INTO {IDENTIFIES_TABLE} {identifies_select()}")
+        self.execute(f"ALTER TABLE {IDENTIFIES_TABLE} MODIFY COMMENT '{COMPLETE}'")
 
     def _exists(self, name: str) -> bool:
         found = self.query(
@@ -584,30 +633,35 @@ class EventStore(ABC):
             self._tell_links_changed()
 
     @contextmanager
-    def links_after_load(self, received_ms: int) -> Iterator[None]:
-        """Bulk-load mode for the identity links: the view is dropped during the load, then recreated, and
-        the links of the rows stored meanwhile (received at `received_ms`, as an import stamps its rows, or
-        shipped with a `log_seq` above today's) are added from the table in one pass. Computing them block
-        by block cost the native Parquet import about a third of its rate (docs/benchmarks.md). A key keeps
-        the least of its claims, so adding a row's claim twice changes nothing; the view is back before that
-        pass, so a row inserted meanwhile is caught by one or the other. After a crash in between there is no
-        view, and the next open backfills every link. Only for a store no other process writes meanwhile
-        (their rows would miss the view): the embedded one."""
+    def views_after_load(self, received_ms: int) -> Iterator[None]:
+        """Bulk-load mode for the identity links and the identify events' table: their views are dropped
+        during the load, then recreated, and what the rows stored meanwhile (received at `received_ms`, as
+        an import stamps its rows, or shipped with a `log_seq` above today's) add to each is added from the
+        table in one pass. Computing the links block by block cost the native Parquet import about a third
+        of its rate (docs/benchmarks.md). A key keeps the least of its claims, so adding a row's claim twice
+        changes nothing, and the identify table collapses a row stored twice; the views are back before
+        that pass, so a row inserted meanwhile is caught by one or the other. After a crash in between there
+        is no links view and the identify table is marked as being backfilled, so the next open backfills
+        both. Only for a store no other process writes meanwhile (their rows would miss the views): the
+        embedded one."""
         since = self.max_log_seq()
         rows = "received_at = fromUnixTimestamp64Milli({received:Int64}, 'UTC') OR log_seq > {since:UInt64}"
         self._loading = True
         try:
+            self.execute(f"ALTER TABLE {IDENTIFIES_TABLE} MODIFY COMMENT '{BACKFILLING}'")
+            self.execute(f"DROP VIEW IF EXISTS {IDENTIFIES_VIEW}")
             self.execute(f"DROP VIEW IF EXISTS {LINKS_VIEW}")
             yield
         finally:
             with self._lock:
                 self._loading = False  # whatever failed: inserts must be told apart again
+                params = {"received": received_ms, "since": since}
                 try:
                     self._run(LINKS_VIEW_DDL)
-                    self._run(
-                        f"INSERT INTO {LINKS_TABLE} {links_select(rows)}",
-                        {"received": received_ms, "since": since},
-                    )
+                    self._run(f"INSERT INTO {LINKS_TABLE} {links_select(rows)}", params)
+                    self._run(IDENTIFIES_VIEW_DDL)
+                    self._run(f"INSERT INTO {IDENTIFIES_TABLE} {identifies_select()} AND ({rows})", params)
+                    self._run(f"ALTER TABLE {IDENTIFIES_TABLE} MODIFY COMMENT '{COMPLETE}'")
                 finally:
                     self._links_changed()
 
@@ -666,7 +720,7 @@ class EventStore(ABC):
         """Delete every event, and with them every identity link (tests start over with it)."""
         with self._lock:
             try:
-                for table in ("events", LINKS_TABLE, KEYS_BY_USER):
+                for table in ("events", LINKS_TABLE, KEYS_BY_USER, IDENTIFIES_TABLE):
                     self._run(f"TRUNCATE TABLE {table}")
             finally:
                 self._links_changed()

@@ -57,6 +57,7 @@ from funnels.store.cluster import (
     INSERT_SETTINGS,
     WATERMARK,
     ClusterLayoutError,
+    backfill_identifies,
     cluster_ddl,
     layout_of,
     reload_dictionary,
@@ -65,6 +66,7 @@ from funnels.store.cluster import (
     truncate_statements,
 )
 from funnels.store.events import (
+    IDENTIFIES_TABLE,
     LINKS_CHANGES,
     ClusterLayout,
     EventStore,
@@ -188,8 +190,18 @@ class ServerEventStore(EventStore):
                 "the Distributed table would write every replica itself, beside replication (set "
                 "<internal_replication>true</internal_replication> in each shard)"
             )
+        upgrade = engine is not None and not self._table_exists(IDENTIFIES_TABLE)
         for statement in cluster_ddl(layout, self._source):
             self._run(statement)
+        if upgrade:  # a layout made before the identify tables: its identify rows, copied once
+            self._run(backfill_identifies(layout))
+
+    def _table_exists(self, name: str) -> bool:
+        row = self._select(
+            "SELECT count() FROM system.tables WHERE database = {database:String} AND name = {name:String}",
+            {"database": self.database, "name": name},
+        ).first()
+        return row is not None and int(row[0]) > 0
 
     @classmethod
     def connect(

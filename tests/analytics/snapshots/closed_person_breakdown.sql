@@ -140,9 +140,8 @@ JSONType(properties,
 JSONExtractRaw(properties,
 {p9:String}),
 '') AS v_
-FROM events
-WHERE type = 'identify'
-AND ts <= fromUnixTimestamp64Milli({p10:Int64},
+FROM identify_events
+WHERE ts <= fromUnixTimestamp64Milli({p10:Int64},
 'UTC')
 AND v_ != '')
 GROUP BY user_key) AS identified_ USING (user_key)))

@@ -152,8 +152,9 @@ JSONType(properties,
 JSONExtractRaw(properties,
 {p11:String}),
 '') AS v_
-FROM events
-WHERE type = 'identify'
+FROM identify_events
+WHERE ts <= fromUnixTimestamp64Milli({p12:Int64},
+'UTC')
 AND (dictGetOrDefault('funnels.identity_groups_members',
 'one',
 sipHash64({p10:String},
@@ -165,8 +166,6 @@ sipHash64({p10:String},
 person),
 emptyArrayUInt64()),
 person))
-AND ts <= fromUnixTimestamp64Milli({p12:Int64},
-'UTC')
 AND v_ != '')
 GROUP BY person) AS identified_ USING (person)))
 WHERE lvl >= 1

@@ -149,9 +149,8 @@ JSONType(properties,
 JSONExtractRaw(properties,
 {p9:String}),
 '') AS v_
-FROM funnels.events_local
-WHERE type = 'identify'
-AND ts <= fromUnixTimestamp64Milli({p10:Int64},
+FROM funnels.identify_events_local
+WHERE ts <= fromUnixTimestamp64Milli({p10:Int64},
 'UTC')
 AND v_ != '')
 GROUP BY user_key) AS identified_ USING (user_key)))

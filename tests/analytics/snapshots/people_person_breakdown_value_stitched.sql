@@ -143,9 +143,8 @@ JSONType(properties,
 JSONExtractRaw(properties,
 {p9:String}),
 '') AS v_
-FROM events
-WHERE type = 'identify'
-AND ts <= fromUnixTimestamp64Milli({p10:Int64},
+FROM identify_events
+WHERE ts <= fromUnixTimestamp64Milli({p10:Int64},
 'UTC')
 AND v_ != '')
 GROUP BY person) AS identified_ USING (person))))

@@ -84,6 +84,12 @@ CREATE OR REPLACE VIEW funnels.identity_persons_source ON CLUSTER 'analytics' AS
 
 CREATE OR REPLACE DICTIONARY funnels.identity_persons ON CLUSTER 'analytics' (key UInt64, person UInt64) PRIMARY KEY key SOURCE(CLICKHOUSE(QUERY 'SELECT sipHash64(key) AS key, sipHash64(person) AS person FROM funnels.identity_persons_source' USER 'funnels' PASSWORD 's3cret')) LAYOUT(HASHED()) LIFETIME(MIN 30 MAX 60);
 
+CREATE TABLE IF NOT EXISTS funnels.identify_events_local ON CLUSTER 'analytics' (user_key String, ts DateTime64(3, 'UTC'), event_id String, properties String) ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/{database}/{table}', '{replica}') PARTITION BY toYYYYMM(ts) ORDER BY (user_key, ts, event_id);
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS funnels.identify_events_mv ON CLUSTER 'analytics' TO funnels.identify_events_local AS SELECT user_key, ts, event_id, properties FROM funnels.events_local WHERE type = 'identify';
+
+CREATE TABLE IF NOT EXISTS funnels.identify_events ON CLUSTER 'analytics' (user_key String, ts DateTime64(3, 'UTC'), event_id String, properties String) ENGINE = Distributed('analytics', 'funnels', 'identify_events_local', sipHash64(user_key));
+
 CREATE TABLE IF NOT EXISTS funnels.identity_groups ON CLUSTER 'analytics' (model String, load_id String, member UInt64, grp UInt64, group_id String) ENGINE = ReplicatedMergeTree('/clickhouse/tables/all/{database}/{table}', '{shard}-{replica}') ORDER BY (model, load_id, member);
 
 CREATE TABLE IF NOT EXISTS funnels.identity_groups_loads ON CLUSTER 'analytics' (model String, load_id String, generation String) ENGINE = ReplicatedMergeTree('/clickhouse/tables/all/{database}/{table}', '{shard}-{replica}') ORDER BY (model, load_id);
@@ -95,6 +101,8 @@ TRUNCATE TABLE IF EXISTS funnels.events_local ON CLUSTER 'analytics';
 TRUNCATE TABLE IF EXISTS funnels.identity_links ON CLUSTER 'analytics';
 
 TRUNCATE TABLE IF EXISTS funnels.identity_keys_by_user ON CLUSTER 'analytics';
+
+TRUNCATE TABLE IF EXISTS funnels.identify_events_local ON CLUSTER 'analytics';
 
 SYSTEM RELOAD DICTIONARY ON CLUSTER 'analytics' funnels.identity_persons;
 
