@@ -56,6 +56,10 @@ def shared_events(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChdbEven
         SHARED.reset()
 
 
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    SHARED.release()  # the shared event store closes before the process exits, as each test's store did
+
+
 @pytest.fixture
 def services(
     tmp_path: Path,

@@ -12,7 +12,7 @@ pytestmark = pytest.mark.process  # a real server or CLI subprocess
 
 PROGRAM = """
 import gc
-import funnels.cli  # what a command has loaded when it settles
+import funnels.app, funnels.cli, funnels.services  # what `funnels serve` has loaded when it settles
 from funnels import heap
 alive = len(gc.get_objects())
 heap.settle()

@@ -111,3 +111,26 @@ def test_opening_another_embedded_store_closes_the_shared_one(services: Services
         assert own.count() == 0  # a store of its own, not the shared one's rows
     finally:
         own.close()
+
+
+# The fixtures' wiring, in file order (one process runs a file's tests in order, under xdist's loadfile too):
+# the first leaves everything behind in the shared store, the next gets the same store and sees none of it.
+LEFT_BEHIND: list[object] = []
+
+
+def test_a_test_leaves_its_data_in_the_shared_store(services: Services) -> None:
+    _fill(services)
+    services.events.execute("SYSTEM START MERGES events")  # the store stays reusable: the next test gets it
+    assert SHARED.store is services.events
+    LEFT_BEHIND.append(services.events)
+
+
+def test_the_next_test_in_the_process_sees_none_of_it(services: Services) -> None:
+    store = services.events
+    if LEFT_BEHIND:  # run after the test above (not alone): the very store it filled
+        assert store is LEFT_BEHIND[-1]
+    rows = stored_rows(store)
+    assert not any(rows.values()), rows
+    assert not {GROUPS_TABLE, GROUPS_LOADS, GROUPS_DICTIONARY, "health"} & set(rows), rows
+    assert store.linked_users("anon1") == [] and store.count() == 0
+    assert (store.persons_loads, store.links_generation, store.groups_created) == (0, 1, False)

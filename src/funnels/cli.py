@@ -19,60 +19,23 @@ import orjson
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeRemainingColumn,
-)
-from rich.table import Table
 
 from funnels import discovery, heap
-from funnels.analytics import saved as saved_funnels
-from funnels.analytics.catalog import (
-    parse_names_query,
-    parse_operands_query,
-    parse_values_query,
-    seen_names,
-    seen_operands,
-    seen_values,
-)
-from funnels.analytics.compare import parse_compared_query, run_compared
-from funnels.analytics.groups import aggregate_by_problem
-from funnels.analytics.people import parse_people_query, people_csv, run_people
-from funnels.analytics.query import QueryValidationError
-from funnels.analytics.time_to_convert import parse_time_to_convert_query, run_time_to_convert
-from funnels.analytics.trends import parse_trends_query, run_trends
-from funnels.auth import create_key, list_keys, revoke_key
-from funnels.automation.deliveries import iso
-from funnels.automation.runtime import Automation
-from funnels.cli_tables import (
-    funnel_table,
-    names_table,
-    operands_table,
-    people_table,
-    saved_table,
-    show,
-    time_to_convert_table,
-    trends_table,
-    values_table,
-)
-from funnels.client import ServerAbsent, ServerClient, ServerLost, ServerRefused, find_server
 from funnels.clock import SystemClock
-from funnels.config import ConfigInvalid, load_config
-from funnels.services import DataDirBusy, Services
 from funnels.settings import private_files, resolve_data_dir
-from funnels.store.events import EventStore, EventStoreError
-from funnels.store.groups import load_groups
-from funnels.store.schema import SchemaTooNew, SchemaUnrecognised
-from funnels.store.server_events import ServerEventStore
-from funnels.store.state import StateFileDamaged, StateStore
-from funnels.types import SCOPES, RowError
+from funnels.types import SCOPES
 
+# What a command needs is imported inside it: `funnels --help` or `funnels keys create` should not load every
+# analysis, pyarrow, chDB and the HTTP client (the import cost 1.8 s of CPU up front: docs/benchmarks.md).
 if TYPE_CHECKING:
+    from funnels.analytics import saved as saved_funnels
+    from funnels.automation.runtime import Automation
+    from funnels.client import ServerClient
+    from funnels.config import ConfigInvalid
     from funnels.ingest.importer import ImportReport
+    from funnels.services import Services
+    from funnels.store.events import EventStore
+    from funnels.store.state import StateStore
 
 app = typer.Typer(help="funnels: a self-hosted funnel engine.", no_args_is_help=True, add_completion=False)
 keys_app = typer.Typer(help="Manage API keys.", no_args_is_help=True)
@@ -156,6 +119,12 @@ def _open(
     state_url: str | None = None,
     events_url: str | None = None,
 ) -> Services:
+    from funnels.config import ConfigInvalid
+    from funnels.services import DataDirBusy, Services
+    from funnels.store.events import EventStoreError
+    from funnels.store.schema import SchemaTooNew, SchemaUnrecognised
+    from funnels.store.state import StateFileDamaged
+
     try:
         return Services.open(
             resolve_data_dir(data_dir), config_path=config, state_url=state_url, events_url=events_url
@@ -179,6 +148,8 @@ def _reload_on_sighup(automation: Automation) -> Callable[[], None]:
     """`kill -HUP` re-reads the config; a bad file is reported and the running config stays. Returns the
     reload function."""
 
+    from funnels.config import ConfigInvalid
+
     def reload() -> None:
         try:
             config = automation.reload()
@@ -199,6 +170,9 @@ def _state(
 ) -> StateStore:
     """The state store (`--state-url`, else the data directory's file), its schema brought up to date
     (unless not `migrate`)."""
+    from funnels.store.schema import SchemaTooNew, SchemaUnrecognised
+    from funnels.store.state import StateFileDamaged, StateStore
+
     try:
         return StateStore(
             state_url or resolve_data_dir(data_dir) / "state.sqlite3", check=check, migrate=migrate
@@ -335,7 +309,9 @@ def worker_(
     public_url: PublicUrl = None,
 ) -> None:
     """Deliver due actions from the data directory's outbox (alongside `funnels serve`, or several)."""
+    from funnels.automation.runtime import Automation
     from funnels.automation.worker import Worker
+    from funnels.config import ConfigInvalid
 
     public_url = _public_url(public_url)
 
@@ -421,6 +397,8 @@ def keys_create(
     state_url: StateUrl = None,
 ) -> None:
     """Create an API key; prints only the key."""
+    from funnels.auth import create_key
+
     try:
         key = create_key(_state(data_dir, state_url), SystemClock(), scope, name)
     except ValueError as error:
@@ -431,6 +409,10 @@ def keys_create(
 @keys_app.command("list")
 def keys_list(data_dir: DataDir = None, state_url: StateUrl = None) -> None:
     """List API keys (ids and scopes; secrets are never stored)."""
+    from rich.table import Table
+
+    from funnels.auth import list_keys
+
     table = Table("id", "scopes", "name", "revoked")
     for key in list_keys(_state(data_dir, state_url)):
         table.add_row(key.id, " ".join(key.scopes), key.name, "yes" if key.revoked else "")
@@ -440,6 +422,8 @@ def keys_list(data_dir: DataDir = None, state_url: StateUrl = None) -> None:
 @keys_app.command("revoke")
 def keys_revoke(key_id: str, data_dir: DataDir = None, state_url: StateUrl = None) -> None:
     """Revoke a key by its id (the part after `fk_`, before the next `_`)."""
+    from funnels.auth import revoke_key
+
     if not revoke_key(_state(data_dir, state_url), SystemClock(), key_id):
         _fail(f"no active key with id {key_id}")
 
@@ -497,6 +481,8 @@ def suppressions_import(
 def migrate(data_dir: DataDir = None, state_url: StateUrl = None) -> None:
     """Bring the state store's schema up to date; prints the revision before and after. (Every command
     that opens the store does this too; this one does only that.)"""
+    from funnels.store.schema import SchemaTooNew, SchemaUnrecognised
+
     state = _state(data_dir, state_url, migrate=False)
     try:
         migration = state.migrate()
@@ -519,6 +505,8 @@ Parsed = TypeVar("Parsed")
 def _beside_server(data_dir: Path, call: Callable[[ServerClient], Answer]) -> Answer | None:
     """`call` on the server that holds the data directory, when one does (its `server.json`); None when
     none does, or the file was left by a server that is gone: the caller then opens the directory itself."""
+    from funnels.client import ServerAbsent, ServerLost, ServerRefused, find_server
+
     server = find_server(data_dir)
     if server is None:
         return None
@@ -562,6 +550,8 @@ def _read(
     the data directory, else from the directory itself. Parameter errors stop here (exit status 2).
     `models`: the models `aggregate_by` may name on the directory itself (None: any; the server checks
     its own config's)."""
+    from funnels.analytics.query import QueryValidationError
+
     given = {name: value for name, value in params.items() if value is not None}
     try:
         parsed = parse(given)
@@ -587,6 +577,9 @@ def _load_groups(svc: Services, model: str | None, models: tuple[str, ...] | Non
     when given (exit status 2), and its memberships brought to the event store."""
     if model is None:
         return
+    from funnels.analytics.groups import aggregate_by_problem
+    from funnels.store.groups import load_groups
+
     problem = aggregate_by_problem(model, models) if models is not None else None
     if problem is not None:
         _fail(f"aggregate_by: {problem}", 2)
@@ -597,6 +590,8 @@ def _declared_models(config: Path | None) -> tuple[str, ...] | None:
     """The models `--config` declares (None without one); exit 1 when it is invalid."""
     if config is None:
         return None
+    from funnels.config import ConfigInvalid, load_config
+
     try:
         return load_config(config).models
     except ConfigInvalid as invalid:
@@ -614,6 +609,8 @@ def _check_format(output: str) -> None:
 
 def _saved_funnel(state: StateStore, name_or_id: str) -> saved_funnels.SavedFunnel:
     """The funnel saved under this name (or with this id); exit 1 when there is none."""
+    from funnels.analytics import saved as saved_funnels
+
     try:
         return saved_funnels.find_by_name_or_id(state, name_or_id)
     except saved_funnels.SavedFunnelMissing as missing:
@@ -624,6 +621,9 @@ def _saved_funnel(state: StateStore, name_or_id: str) -> saved_funnels.SavedFunn
 
 def _save_funnel(state: StateStore, name: str, params: dict[str, Any]) -> None:
     """Save the funnel's parameters under a new name (exit 2 when invalid, 1 on a conflict); says so on stderr."""
+    from funnels.analytics import saved as saved_funnels
+    from funnels.analytics.query import QueryValidationError
+
     parameters = {key: str(value) for key, value in params.items() if key in saved_funnels.PARAMETERS}
     try:
         funnel = saved_funnels.create(state, SystemClock(), name, parameters)
@@ -735,6 +735,12 @@ def query(
     --interval its conversion over time, with --from-step/--to-step its time to convert, with --people
     (or --step, --outcome, --limit, --cursor) the users behind a step. --saved starts from a saved funnel,
     --save saves one (both in the state store, opened directly)."""
+    from funnels.analytics.compare import parse_compared_query, run_compared
+    from funnels.analytics.people import parse_people_query, people_csv, run_people
+    from funnels.analytics.time_to_convert import parse_time_to_convert_query, run_time_to_convert
+    from funnels.analytics.trends import parse_trends_query, run_trends
+    from funnels.cli_tables import funnel_table, people_table, show, time_to_convert_table, trends_table
+
     listing = people or any(value is not None for value in (step, outcome, limit, cursor, breakdown_value))
     if not (listing and output == "csv"):
         _check_format(output)
@@ -829,6 +835,8 @@ def query(
 
 def _listed(funnel: saved_funnels.ListedFunnel | saved_funnels.SavedFunnel) -> dict[str, Any]:
     """A saved funnel as `GET /v0/saved_funnels` shows it (its link relative to the server)."""
+    from funnels.automation.deliveries import iso
+
     return {
         "id": funnel.id,
         "name": funnel.name,
@@ -842,6 +850,9 @@ def _listed(funnel: saved_funnels.ListedFunnel | saved_funnels.SavedFunnel) -> d
 @saved_app.command("list")
 def saved_list(output: Format = "table", data_dir: DataDir = None, state_url: StateUrl = None) -> None:
     """List the saved funnels by name (as GET /v0/saved_funnels)."""
+    from funnels.analytics import saved as saved_funnels
+    from funnels.cli_tables import saved_table, show
+
     _check_format(output)
     state = _state(data_dir, state_url)
     try:
@@ -870,6 +881,8 @@ def saved_delete(
     state_url: StateUrl = None,
 ) -> None:
     """Delete a saved funnel (its links stop working)."""
+    from funnels.analytics import saved as saved_funnels
+
     state = _state(data_dir, state_url)
     try:
         funnel = saved_funnels.find_by_name_or_id(state, name)
@@ -903,6 +916,9 @@ def catalog_names(
     events_url: EventsUrl = None,
 ) -> None:
     """The event names seen, per type, with counts and last seen time."""
+    from funnels.analytics.catalog import parse_names_query, seen_names
+    from funnels.cli_tables import names_table, show
+
     _check_format(output)
     params = {"date_from": date_from, "date_to": date_to, "type": type_, "q": q, "limit": limit}
     answer = _read(data_dir, "/v0/events/names", params, parse_names_query, seen_names, events_url)
@@ -921,6 +937,9 @@ def catalog_properties(
     events_url: EventsUrl = None,
 ) -> None:
     """The operands a step can filter on (standard columns, property keys), with their top values."""
+    from funnels.analytics.catalog import parse_operands_query, seen_operands
+    from funnels.cli_tables import operands_table, show
+
     _check_format(output)
     params = {"type": type_, "event": event, "date_from": date_from, "date_to": date_to, "limit": limit}
     answer = _read(data_dir, "/v0/events/properties", params, parse_operands_query, seen_operands, events_url)
@@ -943,6 +962,9 @@ def catalog_values(
     events_url: EventsUrl = None,
 ) -> None:
     """The values of one operand of a step, by count."""
+    from funnels.analytics.catalog import parse_values_query, seen_values
+    from funnels.cli_tables import show, values_table
+
     _check_format(output)
     params = {
         "type": type_,
@@ -960,7 +982,11 @@ def catalog_values(
 def _import_through(server: ServerClient, files: list[Path]) -> ImportReport:
     """Each file sent to the server's `POST /v0/import` in turn, reported as a direct import reports it:
     bad rows (the first 100), a line per file when there are several."""
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
+
+    from funnels.client import ServerAbsent, ServerLost
     from funnels.ingest.importer import MAX_PRINTED_ERRORS, ImportReport
+    from funnels.types import RowError
 
     report, started = ImportReport(), time.perf_counter()
     progress = Progress(
@@ -1051,8 +1077,12 @@ def events_copy(
     """Copy the data directory's embedded event store to a ClickHouse server, then check the copy (counts
     and checksums per month, a funnel's answer). Run it again after an interruption: it resumes, and copies
     nothing twice. The directory must not be held by a running `funnels serve`."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from funnels.client import find_server
     from funnels.ingest.copy import CopyError, SourceStore, copy_month, month_label, plan_copy, verify_copy
     from funnels.services import open_event_store
+    from funnels.store.events import EventStoreError
     from funnels.store.server_events import redact
 
     password = unquote(urlsplit(to).password or "")
@@ -1127,6 +1157,9 @@ def events_init(
     shard, a Distributed `events` table sharded by a hash of the user key, and the identity links and
     aggregate_by's memberships on every node. Idempotent (run it again after an upgrade: it adds what the
     new version needs). Every command given the same --events-url then uses the layout."""
+    from funnels.store.events import EventStoreError
+    from funnels.store.server_events import ServerEventStore
+
     if not events_url:
         _fail("the cluster layout lives on a ClickHouse server: give --events-url (or $FUNNELS_EVENTS_URL)")
     try:
@@ -1143,6 +1176,8 @@ def events_init(
 @app.command()
 def validate(file: Annotated[Path, typer.Argument(help="The config file (JSON or YAML).")]) -> None:
     """Check a config file: every problem is listed with its path; exit status 1 if there are any."""
+    from funnels.config import ConfigInvalid, load_config
+
     try:
         config = load_config(file)
     except ConfigInvalid as invalid:
@@ -1171,6 +1206,7 @@ def replay(
 ) -> None:
     """Replay historical events through a config on a virtual clock: what would fire when; sends nothing."""
     from funnels.automation.replay import ReplayFileError, parse_moment, replay, rows_table
+    from funnels.config import ConfigInvalid
 
     if output not in ("json", "table"):
         _fail("--format must be json or table", 2)

@@ -83,7 +83,7 @@ class Services:
     automation: Automation
     worker: Worker  # delivers in this process when the app runs it (`run_worker`)
     worker_process: WorkerProcess | None = None  # or a child process does (`funnels serve`'s default)
-    # Whether `close` closes the event store: not one `open` was given (its opener closes it).
+    # Whether `close` closes the event store (not when `open` was given an open one: its opener closes it).
     owns_events: bool = True
     # Group commit for the HTTP endpoints (`ingest_async`); started and stopped with the app.
     committer: GroupCommitter[Signal, Outcome] = field(init=False)
