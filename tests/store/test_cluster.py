@@ -35,15 +35,24 @@ from funnels.store.cluster import (
     INSERT_SETTINGS,
     WATERMARK,
     ClusterLayoutError,
+    backfill_identifies,
     cluster_ddl,
     groups_ddl,
+    identifies_behind,
     layout_of,
     reload_dictionary,
     reload_persons,
     sync_replica,
     truncate_statements,
 )
-from funnels.store.events import GROUPS_DICTIONARY, GROUPS_LOADS, GROUPS_TABLE, ClusterLayout, EventStoreError
+from funnels.store.events import (
+    GROUPS_DICTIONARY,
+    GROUPS_LOADS,
+    GROUPS_TABLE,
+    IDENTIFIES_TABLE,
+    ClusterLayout,
+    EventStoreError,
+)
 from funnels.store.groups import load_groups
 from funnels.store.identity import Relationship, relate
 from funnels.store.server_events import ServerEventStore
@@ -436,3 +445,31 @@ def _real_cluster_aggregate_by(store: ServerEventStore, state: StateStore, event
         relate(connection, [Relationship(org, "acme", customer, "u0")], 1)
     load_groups(state, store, org)
     check(memberships | {"u0": {"acme"}})
+
+
+def test_events_init_copies_the_identify_events_when_their_tables_are_behind(store: ServerEventStore) -> None:
+    """What `events init --cluster` runs after its DDL (`identifies_behind`, then `backfill_identifies`), run on
+    one server's tables of the same names: behind when identify rows are missing (a layout made before the
+    identify tables), not once they are copied, and a copy repeated changes nothing after merges."""
+    layout = ClusterLayout("analytics", store.database)
+    store.insert_events(
+        [
+            ev("u1", at(0), "identify", event_id="i1", props={"plan": "free"}),
+            ev("u1", at(0, 5), "track", "connect", event_id="t1"),
+            ev("u2", at(1), "identify", event_id="i2"),
+        ]
+    )
+
+    def behind() -> bool:
+        row = store.query(identifies_behind(layout)).first()
+        assert row is not None
+        return bool(int(row[0]))
+
+    assert not behind()  # the view copied them as they came
+    store.execute(f"TRUNCATE TABLE {IDENTIFIES_TABLE}")
+    assert behind()
+    for _ in range(2):
+        store.execute(backfill_identifies(layout))
+        assert not behind()
+    rows = store.query(f"SELECT event_id FROM {IDENTIFIES_TABLE} FINAL ORDER BY event_id").rows
+    assert rows == [["i1"], ["i2"]]

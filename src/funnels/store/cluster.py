@@ -175,12 +175,25 @@ def identifies_ddl(layout: ClusterLayout) -> list[str]:
     ]
 
 
+def identifies_behind(layout: ClusterLayout) -> str:
+    """One row: whether the identify tables hold fewer identify events than the events do (a layout made
+    before them, or an `events init` that stopped before its copy), each row counted once (`FINAL`).
+    `funnels events init --cluster` then copies them (`backfill_identifies`)."""
+    db = layout.database
+    return (
+        f"SELECT (SELECT count() FROM {db}.{IDENTIFIES_TABLE} FINAL) < "
+        f"(SELECT count() FROM {db}.events FINAL WHERE type = 'identify')"
+    )
+
+
 def backfill_identifies(layout: ClusterLayout) -> str:
-    """Copy the identify rows a layout made before the identify tables holds (`funnels events init --cluster`
-    run again after an upgrade): through the Distributed tables, so each row lands on its user key's shard.
-    The tables collapse a row copied twice (by the view too, meanwhile)."""
-    return f"INSERT INTO {layout.database}.{IDENTIFIES_TABLE} " + identifies_select(
-        f"{layout.database}.events"
+    """Copy the identify rows of the events into the identify tables: through the Distributed tables, so
+    each row lands on its user key's shard, stored on every shard before the statement returns. The
+    tables collapse a row copied twice (by the view too, meanwhile)."""
+    db = layout.database
+    return (
+        f"INSERT INTO {db}.{IDENTIFIES_TABLE} {identifies_select(f'{db}.events')} "
+        "SETTINGS distributed_foreground_insert = 1"
     )
 
 

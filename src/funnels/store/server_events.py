@@ -59,6 +59,7 @@ from funnels.store.cluster import (
     ClusterLayoutError,
     backfill_identifies,
     cluster_ddl,
+    identifies_behind,
     layout_of,
     reload_dictionary,
     reload_persons,
@@ -66,7 +67,6 @@ from funnels.store.cluster import (
     truncate_statements,
 )
 from funnels.store.events import (
-    IDENTIFIES_TABLE,
     LINKS_CHANGES,
     ClusterLayout,
     EventStore,
@@ -190,18 +190,11 @@ class ServerEventStore(EventStore):
                 "the Distributed table would write every replica itself, beside replication (set "
                 "<internal_replication>true</internal_replication> in each shard)"
             )
-        upgrade = engine is not None and not self._table_exists(IDENTIFIES_TABLE)
         for statement in cluster_ddl(layout, self._source):
             self._run(statement)
-        if upgrade:  # a layout made before the identify tables: its identify rows, copied once
+        behind = self._select(identifies_behind(layout)).first()
+        if behind is not None and int(behind[0]):  # a layout made before the identify tables
             self._run(backfill_identifies(layout))
-
-    def _table_exists(self, name: str) -> bool:
-        row = self._select(
-            "SELECT count() FROM system.tables WHERE database = {database:String} AND name = {name:String}",
-            {"database": self.database, "name": name},
-        ).first()
-        return row is not None and int(row[0]) > 0
 
     @classmethod
     def connect(
