@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from funnels.store import StoreUnavailable
+from funnels.store.events import LayoutOutdated
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +127,17 @@ def store_unavailable(error: StoreUnavailable) -> ApiError:
     )
 
 
+def layout_outdated(error: LayoutOutdated) -> ApiError:
+    """A cluster layout an older version made, lacking what this request needs, as a 503 that says the
+    operator's step (the server's log has the whole message)."""
+    return ApiError(
+        "SERVICE_UNAVAILABLE",
+        "The event store's cluster layout was made by an older version and lacks what this request needs: "
+        f"an operator must run `funnels events init --cluster {error.cluster}` again.",
+        details={"store": "events", "reason": "layout_outdated"},
+    )
+
+
 def _field_path(location: tuple[Any, ...]) -> str:
     return ".".join(str(part) for part in location)
 
@@ -156,6 +168,11 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _store_unavailable(request: Request, error: StoreUnavailable) -> JSONResponse:
         log.warning("%s %s: %s", request.method, request.url.path, error)
         return await _api_error(request, store_unavailable(error))
+
+    @app.exception_handler(LayoutOutdated)
+    async def _layout_outdated(request: Request, error: LayoutOutdated) -> JSONResponse:
+        log.warning("%s %s: %s", request.method, request.url.path, error)
+        return await _api_error(request, layout_outdated(error))
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, error: Exception) -> JSONResponse:

@@ -292,6 +292,15 @@ class EventStoreError(Exception):
     """A query or write the event store refused."""
 
 
+class LayoutOutdated(EventStoreError):
+    """A cluster layout made by an older version lacks what this one needs (`funnels events init
+    --cluster NAME` again adds it): an operator's step, not the request's fault."""
+
+    def __init__(self, message: str, cluster: str) -> None:
+        super().__init__(message)
+        self.cluster = cluster
+
+
 class EventStoreUnavailable(EventStoreError):
     """The event store could not be reached (a server down, a network failure): nothing was refused, the
     same call may succeed later. Whether a write that failed so was stored is not known."""

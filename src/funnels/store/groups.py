@@ -49,7 +49,7 @@ from funnels.store.events import (
     LOADS_COLUMNS,
     LOADS_ORDER,
     EventStore,
-    EventStoreError,
+    LayoutOutdated,
     groups_dictionary_ddl,
 )
 from funnels.store.state import StateStore, chunks
@@ -78,10 +78,11 @@ def _create(events: EventStore) -> None:
         ).rows
         missing = sorted(set(names) - {str(row[0]) for row in found})
         if missing:
-            raise EventStoreError(
+            raise LayoutOutdated(
                 f"the cluster layout in {events.cluster.database} has no {', '.join(missing)} (made by an "
                 f"older version): run `funnels events init --cluster {events.cluster.cluster}` again to add "
-                "what aggregate_by needs"
+                "what aggregate_by needs",
+                events.cluster.cluster,
             )
     else:
         database, source = events.dictionary_source()
