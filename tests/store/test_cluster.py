@@ -41,7 +41,6 @@ from funnels.store.cluster import (
     identifies_behind,
     layout_of,
     reload_dictionary,
-    reload_persons,
     sync_replica,
     truncate_statements,
 )
@@ -50,6 +49,7 @@ from funnels.store.events import (
     GROUPS_LOADS,
     GROUPS_TABLE,
     IDENTIFIES_TABLE,
+    PERSONS_DICTIONARY,
     ClusterLayout,
     EventStoreError,
 )
@@ -89,7 +89,7 @@ GROUPS_RELOAD = groups_reload(LAYOUT)
 STATEMENTS = [
     *cluster_ddl(LAYOUT, SOURCE),
     *truncate_statements(LAYOUT),
-    reload_persons(LAYOUT),
+    reload_dictionary(LAYOUT, PERSONS_DICTIONARY),
     *GROUPS_RELOAD,
 ]
 

@@ -747,9 +747,10 @@ def identified_sql(query: FunnelQuery, params: Params, tables: Tables = ONE_SERV
     `query.breakdown_person`: on the latest identify event with a non-empty value (ties in one millisecond:
     the largest value), among every identify event up to the end of the scan, however early (a customer
     identified last year still has their plan), read from the identify events' own table
-    (`tables.identifies`, `funnels.store.events`), not from every event before the scan's end. Identifies merge properties key by key, last write wins,
-    so this is the value the person's model has for that key, by event time (docs/semantics.md, "Breakdown",
-    says where it differs from an automation instance's stored properties).
+    (`tables.identifies`, `funnels.store.events`), not from every event before the scan's end. Identifies
+    merge properties key by key, last write wins, so this is the value the person's model has for that key,
+    by event time (docs/semantics.md, "Breakdown", says where it differs from an automation instance's
+    stored properties).
 
     With `aggregate_by`, per group, the group's own value: its instance's identify events, which the
     automation API stores under the instance's primary id (`user_key`), and a group is the hash of that id

@@ -223,11 +223,6 @@ def reload_dictionary(layout: ClusterLayout, name: str) -> str:
     return f"SYSTEM RELOAD DICTIONARY {layout.on_cluster} {layout.database}.{name}"
 
 
-def reload_persons(layout: ClusterLayout) -> str:
-    """Reload the persons dictionary on every node: a stitched funnel looks persons up on the shards."""
-    return reload_dictionary(layout, PERSONS_DICTIONARY)
-
-
 def sync_replica(layout: ClusterLayout, table: str) -> str:
     """Wait until every node's replica of a table replicated across the cluster has fetched the parts
     inserted anywhere before (`LIGHTWEIGHT`: fetches only, not merges or mutations still running)."""

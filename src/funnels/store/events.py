@@ -545,18 +545,16 @@ class EventStore(ABC):
                 elsewhere = self._links_elsewhere()
                 if self._persons_generation != self._links_generation or elsewhere != self._persons_elsewhere:
                     generation = self._links_generation
-                    self._reload_persons()
+                    self.reload_dictionary(PERSONS_DICTIONARY)
                     self._persons_generation, self._persons_elsewhere = generation, elsewhere
                     self.persons_loads += 1
         return self._select(sql, params)
 
-    def _reload_persons(self) -> None:
-        self._run(f"SYSTEM RELOAD DICTIONARY {PERSONS_DICTIONARY}")
-
     def reload_dictionary(self, name: str, replicated: Sequence[str] = ()) -> None:
-        """Reload the dictionary `name` (`funnels.store.groups`). On a cluster (`funnels.store.server_events`):
-        on every node, once every node's replicas of the `replicated` tables, in order, have fetched what
-        was inserted before."""
+        """Reload the dictionary `name` (the persons dictionary before a stitched query; the memberships'
+        after a load, `funnels.store.groups`). On a cluster (`funnels.store.server_events`): on every node
+        (the shards look ids up), once every node's replicas of the `replicated` tables, in order, have
+        fetched what was inserted before."""
         self._run(f"SYSTEM RELOAD DICTIONARY {name}")
 
     # --- inserts and the identity links -----------------------------------------------------------------

@@ -62,7 +62,6 @@ from funnels.store.cluster import (
     identifies_behind,
     layout_of,
     reload_dictionary,
-    reload_persons,
     sync_replica,
     truncate_statements,
 )
@@ -314,12 +313,6 @@ class ServerEventStore(EventStore):
             return super().max_log_seq()
         row = self.query(WATERMARK).first()  # from the replicas the inserts go to
         return int(row[0]) if row else 0
-
-    def _reload_persons(self) -> None:
-        if self.cluster is None:
-            super()._reload_persons()
-        else:  # a stitched funnel looks persons up on every shard
-            self._run(reload_persons(self.cluster))
 
     def reload_dictionary(self, name: str, replicated: Sequence[str] = ()) -> None:
         if self.cluster is None:
