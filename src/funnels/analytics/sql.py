@@ -211,22 +211,26 @@ def _by_value(
     query: FunnelQuery,
     tables: Tables,
     bind: Binder,
-    parts: tuple[str, str, str, str, str, str],
+    parts: tuple[str, str, str, str, str],
     columns: str,
     where: str,
 ) -> str:
     """The per-(user, held value) rows of a strict or exclusions funnel with `hold_constant` (`per_value`):
-    each user's scanned events are collected once, with the hash `h_` of their held values (`all_`), and
-    the rows repeated for each distinct value of the user's step-1 events (`v_`: a value without one
-    cannot start a chain); each row folds `a`, the value's own view of all the user's events (an event of
-    another value matches no step there, but is still there). `held_` = (user, value), as `_user` names it,
-    so `held_per_user` picks the best per user. `columns`: the scan's columns after the user's, `where`
-    its condition.
+    each user's scanned events are collected once, their elements in arrays beside a parallel array `hs_`
+    of the hash `h_` of each one's held values, and the rows repeated for each distinct value of the user's
+    step-1 events (`v_`: a value without one cannot start a chain); each row folds `a`, the value's own view
+    of the user's events (an event of another value matches no step there, but is still there). `held_` =
+    (user, value), as `_user` names it, so `held_per_user` picks the best per user. `columns`: the scan's
+    columns after the user's, `where` its condition.
 
-    `parts`: the aggregate collecting `all_`, the tuple element of the hash in it (`x.N`), the test of a
-    start element `x`, the value's array over `all_` and `v_`, the columns computed from `a`, and the
-    breakdown aggregate."""
-    collect, hashed, start, array, folded, breakdown = parts
+    Parallel arrays, not (element, hash) tuples: sorting each value's plain integers (or the tuples of the
+    general fold, which has no hash in them) is what the tuples cost most; at 10M events strict + held went
+    from 2.3x the closed funnel to 1.4-1.6x, exclusions + held from 2.3-2.8x to 1.7-1.8x (docs/benchmarks.md).
+
+    `parts`: the aggregates collecting the arrays (`hs_` among them), the values of the user's start
+    elements (their `hs_` entries), the value's array from them and `v_`, the columns computed from `a`,
+    and the breakdown aggregate."""
+    collect, starts, array, folded, breakdown = parts
     user, user_name = _user(replace(query, hold_constant=()), tables, bind)
     value = (
         "bd_"
@@ -235,9 +239,8 @@ def _by_value(
     )
     return (
         f"SELECT ({user_name}, v_) AS held_, {array} AS a, {folded}, {value} AS bd0 FROM ("
-        f"SELECT {user_name}, {collect} AS all_, arrayDistinct(arrayMap(x -> {hashed}, arrayFilter(x -> {start}, "
-        f"all_))) AS values_, {breakdown} AS bd_ FROM (SELECT {user}, {columns}, "
-        f"{_held_hash(query, bind)} AS h_ FROM {tables.events} WHERE {where}) "
+        f"SELECT {user_name}, {collect}, arrayDistinct({starts}) AS values_, {breakdown} AS bd_ FROM ("
+        f"SELECT {user}, {columns}, {_held_hash(query, bind)} AS h_ FROM {tables.events} WHERE {where}) "
         f"GROUP BY {user_name}) ARRAY JOIN values_ AS v_"
     )
 
@@ -437,10 +440,9 @@ def strict_per_user(query: FunnelQuery, params: Params, tables: Tables = ONE_SER
     mask = " + ".join(f"toInt64({c}) * {1 << i}" for i, c in enumerate(conditions))
     if per_value(query):  # an event of another value matches no step: its mask is cleared, so it sorts first
         parts = (
-            f"groupArray((bitOr(bitShiftLeft({TS_MS}, 16), mask), h_))",
-            "x.2",
-            f"bitAnd(x.1, 1) != 0 AND bitShiftRight(x.1, 16) <= {to_end}",
-            "arraySort(arrayMap(x -> if(x.2 = v_, x.1, bitShiftLeft(bitShiftRight(x.1, 16), 16)), all_))",
+            f"groupArray(bitOr(bitShiftLeft({TS_MS}, 16), mask)) AS e_, groupArray(h_) AS hs_",
+            f"arrayFilter((h, x) -> bitAnd(x, 1) != 0 AND bitShiftRight(x, 16) <= {to_end}, hs_, e_)",
+            "arraySort(arrayMap((x, h) -> if(h = v_, x, bitShiftLeft(bitShiftRight(x, 16), 16)), e_, hs_))",
             f"arrayFold({fold}, a, {init}) AS st",
             breakdown,
         )
@@ -532,11 +534,10 @@ def closed_exclusions_per_user(query: FunnelQuery, params: Params, tables: Table
     element = f"bitShiftLeft({TS_MS}, 16)"
     if per_value(query):  # the value's step elements and every exclusion element (code < 1024)
         parts = (
-            f"arraySort(arrayConcat(groupArrayIf((bitOr({element}, 1024 + step), h_), step > 0), "
-            f"groupArrayIf((bitOr({element}, xm), h_), xm > 0)))",
-            "x.2",
-            "bitAnd(x.1, 2047) = 1025",
-            "arrayMap(x -> x.1, arrayFilter(x -> x.2 = v_ OR bitAnd(x.1, 1024) = 0, all_))",
+            f"groupArrayIf(bitOr({element}, 1024 + step), step > 0) AS s_, groupArrayIf(h_, step > 0) AS hs_, "
+            f"groupArrayIf(bitOr({element}, xm), xm > 0) AS x_",
+            "arrayFilter((h, x) -> bitAnd(x, 2047) = 1025, hs_, s_)",
+            "arraySort(arrayConcat(arrayFilter((x, h) -> h = v_, s_, hs_), x_))",
             f"arrayFold({fold}, a, {init}) AS st",
             breakdown,
         )
@@ -641,10 +642,11 @@ def closed_general_exclusions_per_user(
     xmask = " + ".join(f"toUInt16({c}) * {1 << e}" for e, c in enumerate(excluded))
     if per_value(query):  # another value's events keep only their exclusions
         parts = (
-            f"arraySort(groupArrayIf(({TS_MS}, mask, xm, h_), mask > 0 OR xm > 0))",
-            "x.4",
-            f"bitAnd(x.2, 1) != 0 AND x.1 <= {to_end}",
-            "arrayFilter(x -> x.2 > 0 OR x.3 > 0, arrayMap(x -> (x.1, if(x.4 = v_, x.2, toUInt16(0)), x.3), all_))",
+            f"groupArrayIf(({TS_MS}, mask, xm), mask > 0 OR xm > 0) AS all_, "
+            "groupArrayIf(h_, mask > 0 OR xm > 0) AS hs_",
+            f"arrayFilter((h, x) -> bitAnd(x.2, 1) != 0 AND x.1 <= {to_end}, hs_, all_)",
+            "arraySort(arrayFilter(x -> x.2 > 0 OR x.3 > 0, "
+            "arrayMap((x, h) -> (x.1, if(h = v_, x.2, toUInt16(0)), x.3), all_, hs_)))",
             f"arrayFold({fold}, {covered}, {init}) AS st",
             breakdown,
         )
