@@ -62,10 +62,9 @@ acc.2)),
 a,
 (toInt64(-1),
 toInt64(-1))) AS st,
-tupleElement(minIf((toInt64(toUnixTimestamp64Milli(ts)),
-device),
-device != ''),
-2) AS bd0
+minArgMinIf(device,
+ts,
+device != '') AS bd0
 FROM (SELECT user_key,
 ts,
 device,

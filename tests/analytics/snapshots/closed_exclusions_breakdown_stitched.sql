@@ -145,10 +145,9 @@ toInt64(-1),
 toInt64(-1),
 toInt64(-1),
 toInt64(-1))) AS st,
-tupleElement(minIf((toInt64(toUnixTimestamp64Milli(ts)),
-utm_source),
-utm_source != ''),
-2) AS bd0
+minArgMinIf(utm_source,
+ts,
+utm_source != '') AS bd0
 FROM (SELECT dictGetOrDefault('identity_persons',
 'person',
 sipHash64(user_key),

@@ -100,10 +100,9 @@ a,
 (toInt64(-1),
 toInt64(-1),
 toInt64(-1))) AS st,
-tupleElement(maxIf((toInt64(toUnixTimestamp64Milli(ts)),
-bdv),
-bdv != ''),
-2) AS bd0
+maxArgMaxIf(bdv,
+ts,
+bdv != '') AS bd0
 FROM (SELECT user_key,
 ts,
 multiIf(JSONType(properties,

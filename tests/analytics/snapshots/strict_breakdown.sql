@@ -114,10 +114,9 @@ toInt64(-1),
 toUInt64(0),
 toUInt64(0),
 toUInt64(0))) AS st,
-tupleElement(minIf((toInt64(toUnixTimestamp64Milli(ts)),
-utm_source),
-utm_source != ''),
-2) AS bd0
+minArgMinIf(utm_source,
+ts,
+utm_source != '') AS bd0
 FROM (SELECT user_key,
 ts,
 utm_source,

@@ -70,10 +70,9 @@ minOrNullIf(toInt64(toUnixTimestamp64Milli(ts)),
 m2) AS t2,
 minOrNullIf(toInt64(toUnixTimestamp64Milli(ts)),
 m3) AS t3,
-tupleElement(minIf((toInt64(toUnixTimestamp64Milli(ts)),
-utm_source),
-utm_source != ''),
-2) AS bd0
+minArgMinIf(utm_source,
+ts,
+utm_source != '') AS bd0
 FROM (SELECT dictGetOrDefault('identity_persons',
 'person',
 sipHash64(user_key),

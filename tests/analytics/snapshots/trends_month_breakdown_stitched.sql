@@ -66,10 +66,9 @@ acc.2)),
 a,
 (toInt64(-1),
 toInt64(-1))) AS st,
-tupleElement(minIf((toInt64(toUnixTimestamp64Milli(ts)),
-device),
-device != ''),
-2) AS bd0
+minArgMinIf(device,
+ts,
+device != '') AS bd0
 FROM (SELECT dictGetOrDefault('identity_persons',
 'person',
 sipHash64(user_key),
