@@ -26,7 +26,8 @@ dictionary's source query), both as 64-bit hashes, so a stitched funnel does one
 per scanned row and groups by an integer. It is reloaded only when it is behind: every insert whose rows
 may change a link bumps a generation counter, and a query that reads the dictionary (`query(...,
 persons=True)`) first reloads it if its generation is older, under the store's lock, so a query always sees
-the links of every event stored before it. Whether rows may change a link is told from their claims and
+the links of every event stored before it began (an analytics query holds the lock for the reload only, not
+for its own length: an insert racing its start may be counted unstitched until the next query). Whether rows may change a link is told from their claims and
 the links known of their keys (`funnels.store.links`): a batch that only repeats known links (analytics.js
 sends both ids on every event once a visitor has identified) leaves the dictionary as it is. On a store
 other processes write too (a server), their link changes count as well: a backend tells them through the
