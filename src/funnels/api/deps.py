@@ -9,6 +9,7 @@ import binascii
 import gzip
 import hashlib
 import io
+import logging
 import zlib
 from collections import Counter
 from collections.abc import Callable
@@ -26,7 +27,9 @@ from funnels.api.errors import ApiError, validation_error
 from funnels.auth import ApiKey
 from funnels.services import Services
 from funnels.sessions import SESSION_COOKIE, DashboardSession, find_session
-from funnels.store.events import EventStore, QueryBudget, QueryCancelled
+from funnels.store.events import EventStore, EventStoreError, QueryBudget, QueryCancelled
+
+log = logging.getLogger(__name__)
 
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 CSRF_HEADER = "X-CSRF-Token"
@@ -250,7 +253,10 @@ async def run_cancellable(
     finally:
         gone.cancel()
     while not work.done():  # the client left: stop the queries, and any that started as the kill ran
-        await run_in_threadpool(store.cancel, budget)
+        try:
+            await run_in_threadpool(store.cancel, budget)
+        except EventStoreError as error:  # the kill refused: the queries end by themselves (or their limit)
+            log.warning("cancelling the queries of %s %s: %s", request.method, request.url.path, error)
         await asyncio.wait({work}, timeout=CANCEL_EVERY_SECONDS)
     if budget.cancelled and isinstance(work.exception(), QueryCancelled):
         # Answered to no one; the access log shows nginx's "client closed request".
