@@ -15,6 +15,8 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+import anyio
+import anyio.to_thread
 import orjson
 from fastapi import Depends, Request
 from fastapi.concurrency import run_in_threadpool
@@ -246,7 +248,7 @@ async def run_cancellable(
         with store.limited(budget):
             return run(store, query)
 
-    work = asyncio.ensure_future(run_in_threadpool(limited))
+    work = asyncio.ensure_future(anyio.to_thread.run_sync(limited, limiter=_analytics_threads(request)))
     gone = asyncio.ensure_future(_disconnected(request))
     try:
         await asyncio.wait({work, gone}, return_when=asyncio.FIRST_COMPLETED)
@@ -269,6 +271,18 @@ async def run_cancellable(
 
 
 CLIENT_CLOSED_REQUEST = 499
+# Threads analytics requests may hold at once, apart from the thread pool every other handler shares: a
+# burst of slow analytics requests (each waiting for one of the store's readers) never takes the threads
+# ingestion and /healthz need.
+ANALYTICS_THREADS = 8
+
+
+def _analytics_threads(request: Request) -> anyio.CapacityLimiter:
+    """The app's limiter of analytics threads (made on first use: it belongs to the running event loop)."""
+    limiter: anyio.CapacityLimiter | None = getattr(request.app.state, "analytics_threads", None)
+    if limiter is None:
+        limiter = request.app.state.analytics_threads = anyio.CapacityLimiter(ANALYTICS_THREADS)
+    return limiter
 
 
 async def _disconnected(request: Request) -> None:

@@ -80,10 +80,11 @@ class ChdbEventStore(EventStore):
         self._idle: queue.LifoQueue[Any] = queue.LifoQueue()
         self._readers: list[Any] = []
         self._reader_turns = threading.BoundedSemaphore(readers)
+        self._pool_lock = threading.Lock()  # `_readers` (not the store's lock: a query never waits for it)
         self._create_schema()
 
     def close(self) -> None:
-        with self._lock:
+        with self._lock, self._pool_lock:
             for reader in self._readers:
                 reader.close()
             self._readers.clear()
@@ -96,7 +97,7 @@ class ChdbEventStore(EventStore):
             try:
                 reader = self._idle.get_nowait()
             except queue.Empty:
-                with self._lock:  # opening a session is rare: under the lock, like close
+                with self._pool_lock:
                     reader = chdb_session.Session(str(self.path))
                     self._readers.append(reader)
             try:
@@ -104,7 +105,7 @@ class ChdbEventStore(EventStore):
             except BaseException:
                 # A query stopped midway (its limit, a kill) leaves part of its output on the session, which
                 # the session's next query would return before its own (chDB 4.4): the session is dropped.
-                with self._lock:
+                with self._pool_lock:
                     self._readers.remove(reader)
                     reader.close()
                 raise
