@@ -22,7 +22,13 @@ from rich.markup import escape
 
 from funnels import discovery, heap
 from funnels.clock import SystemClock
-from funnels.settings import private_files, resolve_data_dir
+from funnels.settings import (
+    DEFAULT_QUERY_TIMEOUT_SECONDS,
+    QUERY_TIMEOUT_ENV,
+    private_files,
+    query_limit,
+    resolve_data_dir,
+)
 from funnels.types import SCOPES
 
 # What a command needs is imported inside it: `funnels --help` or `funnels keys create` should not load every
@@ -253,6 +259,16 @@ def serve(
     state_url: StateUrl = None,
     events_url: EventsUrl = None,
     cors_origins: CorsOrigins = "*",
+    query_timeout: Annotated[
+        float | None,
+        typer.Option(
+            "--query-timeout",
+            envvar=QUERY_TIMEOUT_ENV,
+            help=f"Stop each query of an analytics request after this many seconds (ClickHouse's "
+            f"max_execution_time) and answer 503 naming the limit; 0 for no limit (else ${QUERY_TIMEOUT_ENV}, "
+            f"else {DEFAULT_QUERY_TIMEOUT_SECONDS:g}).",
+        ),
+    ] = None,
 ) -> None:
     """Serve the API and the dashboard; with --config, run the automation and deliver its actions too."""
     from funnels.api.server import run
@@ -261,7 +277,12 @@ def serve(
 
     public_url = _public_url(public_url)
     origins = _cors_origins(cors_origins)
+    try:
+        limit = query_limit(query_timeout)
+    except ValueError as error:
+        _fail(escape(str(error)), 2)
     svc = _open(data_dir, config, state_url, events_url)
+    svc.query_timeout_seconds = limit
     if config is not None:
         _reload_on_sighup(svc.automation)
         if delivery is Delivery.process:
@@ -563,11 +584,23 @@ def _read(
     )
     if answer is not None:
         return answer
+    from funnels.store.events import QueryBudget, QueryTimeout
+
+    try:
+        limit = query_limit()
+    except ValueError as error:
+        _fail(escape(str(error)), 2)
     svc = _open(resolved, state_url=state_url, events_url=events_url)
     try:
         svc.shipper.flush()
         _load_groups(svc, getattr(getattr(parsed, "funnel", None), "aggregate_by", None), models)
-        return run(svc.events, parsed)
+        with svc.events.limited(QueryBudget(limit)):
+            return run(svc.events, parsed)
+    except QueryTimeout as error:
+        _fail(
+            f"the query ran longer than the limit of {error.limit_seconds:g} seconds and was stopped: narrow it "
+            f"(a shorter date range, fewer breakdown values), or raise {QUERY_TIMEOUT_ENV} (0: no limit)"
+        )
     finally:
         svc.close()
 

@@ -21,7 +21,7 @@ from funnels.events import Event
 from funnels.ingest.committer import GroupCommitter
 from funnels.ingest.log import Shipper
 from funnels.ingest.transaction import apply_signals
-from funnels.settings import DIR_MODE, tighten_data_dir
+from funnels.settings import DEFAULT_QUERY_TIMEOUT_SECONDS, DIR_MODE, tighten_data_dir
 from funnels.store.chdb_events import ChdbEventStore
 from funnels.store.events import EventStore, EventStoreError
 from funnels.store.notify import due_soon
@@ -85,6 +85,8 @@ class Services:
     worker_process: WorkerProcess | None = None  # or a child process does (`funnels serve`'s default)
     # Whether `close` closes the event store (not when `open` was given an open one: its opener closes it).
     owns_events: bool = True
+    # Each query of an analytics request stops after this long (`--query-timeout`; None: no limit).
+    query_timeout_seconds: float | None = DEFAULT_QUERY_TIMEOUT_SECONDS
     # Group commit for the HTTP endpoints (`ingest_async`); started and stopped with the app.
     committer: GroupCommitter[Signal, Outcome] = field(init=False)
     keys: KeyCache = field(init=False)  # API-key verification for requests

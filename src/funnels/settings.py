@@ -1,4 +1,5 @@
-"""Where the server keeps its data: `--data-dir`, else `FUNNELS_DATA_DIR`, else `./.funnels`."""
+"""Where the server keeps its data: `--data-dir`, else `FUNNELS_DATA_DIR`, else `./.funnels`; how long an
+analytics query may run: `--query-timeout`, else `FUNNELS_QUERY_TIMEOUT_SECONDS`, else 300 s."""
 
 from __future__ import annotations
 
@@ -7,6 +8,26 @@ import stat
 from pathlib import Path
 
 DEFAULT_DATA_DIR = ".funnels"
+# Each query of an analytics request stops after this many seconds (ClickHouse's `max_execution_time`) with
+# a 503 naming the limit; 0 means no limit. 300 s is the server backend's HTTP read timeout as well.
+DEFAULT_QUERY_TIMEOUT_SECONDS = 300.0
+
+
+QUERY_TIMEOUT_ENV = "FUNNELS_QUERY_TIMEOUT_SECONDS"
+
+
+def query_limit(seconds: float | None = None) -> float | None:
+    """The time limit of an analytics query: `seconds` (`--query-timeout`), else `FUNNELS_QUERY_TIMEOUT_SECONDS`,
+    else the default; None (no limit) for 0. `ValueError` for a negative or unreadable value."""
+    if seconds is None:
+        raw = os.environ.get(QUERY_TIMEOUT_ENV, "").strip()
+        try:
+            seconds = float(raw) if raw else DEFAULT_QUERY_TIMEOUT_SECONDS
+        except ValueError:
+            raise ValueError(f"{QUERY_TIMEOUT_ENV}={raw!r} is not a number of seconds") from None
+    if not seconds >= 0:  # negative, or NaN
+        raise ValueError(f"the query timeout must be 0 (no limit) or a number of seconds, not {seconds:g}")
+    return seconds or None
 
 
 # The data directory holds API key hashes, action args with tokens and customers' personal data: only its

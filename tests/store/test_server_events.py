@@ -11,6 +11,7 @@ when it is not.
 from __future__ import annotations
 
 import os
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -21,10 +22,13 @@ import pyarrow as pa
 import pytest
 
 from funnels.analytics.funnel import run_funnel
+from funnels.analytics.query import parse_funnel_query
 from funnels.services import Services
-from funnels.store.events import EventStoreUnavailable
+from funnels.store.events import EventStoreUnavailable, QueryBudget, QueryCancelled, QueryTimeout
 from funnels.store.server_events import ServerEventStore, redact
 from tests.analytics.conftest import at, ev, funnel_query, step, users
+from tests.processes import wait_until
+from tests.slow_funnels import PARAMS, add_events
 
 REAL_SERVER = os.environ.get("FUNNELS_TEST_CLICKHOUSE_URL")
 
@@ -145,6 +149,23 @@ def test_a_url_of_another_shape_is_refused(url: str) -> None:
     assert ":p@" not in str(raised.value)
 
 
+# A query that runs as long as it is let (a billion hashes on one thread), for the limit and the cancel.
+LONG_QUERY = (
+    "SELECT count() FROM numbers(1000000000) WHERE sipHash64(number) % 7 = 0 SETTINGS max_threads = 1"
+)
+
+
+def test_an_analytics_query_past_its_limit_stops_and_the_client_goes_on(store: ServerEventStore) -> None:
+    add_events(store, 20_000)
+    query = parse_funnel_query(PARAMS)
+    with store.limited(QueryBudget(limit_seconds=0.05)), pytest.raises(QueryTimeout) as stopped:
+        store.query(LONG_QUERY)
+    assert stopped.value.limit_seconds == 0.05
+    with store.limited(QueryBudget(limit_seconds=600)):  # the same client answers, as outside a budget
+        assert run_funnel(store, query)["data"] == run_funnel(store, query)["data"]
+    assert store.query("SELECT getSetting('max_execution_time')").first() == [0]  # not left on the client
+
+
 # --- a real server --------------------------------------------------------------------------------------
 
 
@@ -181,3 +202,21 @@ def test_real_server(server_store: ServerEventStore) -> None:
     assert users(run_funnel(store, query)) == [1, 1]
     assert store.linked_users("a1") == ["u1"] and store.keys_linked_to(["u1"], 10) == ["a1"]
     store.probe()
+    # An analytics budget's query runs beside the store's other calls and is killed by its query id.
+    budget = QueryBudget()
+    failed: list[BaseException] = []
+
+    def long() -> None:
+        try:
+            with store.limited(budget):
+                store.query(LONG_QUERY)
+        except BaseException as error:  # handed to the test
+            failed.append(error)
+
+    thread = threading.Thread(target=long)
+    thread.start()
+    wait_until(lambda: store.running(budget) or failed or not thread.is_alive(), interval=0.01)
+    store.probe()  # while it runs
+    store.cancel(budget)
+    thread.join()
+    assert len(failed) == 1 and isinstance(failed[0], QueryCancelled) and store.running(budget) == 0

@@ -21,7 +21,7 @@ from funnels.analytics.catalog import (
 )
 from funnels.analytics.query import MAX_TEXT
 from funnels.api.deps import require, run_query
-from funnels.api.schemas import AUTH, EventNames, EventProperties, EventUsers, EventValues, documented
+from funnels.api.schemas import ANALYTICS, EventNames, EventProperties, EventUsers, EventValues, documented
 
 # `funnels catalog` beside a running server uses the local credential.
 router = APIRouter(tags=["Query"], dependencies=[require("query:read", local=True)])
@@ -43,7 +43,7 @@ StepEvent = Annotated[str | None, Query(description="Step event as in `/v0/funne
         "the date range, by count, with the step that matches each. Read from a per-day summary of the "
         "events table, so it costs a few rows per name and day."
     ),
-    **documented(EventNames, (400, *AUTH)),
+    **documented(EventNames, ANALYTICS),
 )
 async def event_names(
     request: Request,
@@ -64,7 +64,7 @@ async def event_names(
         f"how many of those hold a number, and its top {TOP_VALUES} values, from a sample: the first "
         f"{SAMPLE_EVENTS:,} events of the step in the date range the store reads."
     ),
-    **documented(EventProperties, (400, *AUTH)),
+    **documented(EventProperties, ANALYTICS),
 )
 async def event_properties(
     request: Request,
@@ -85,7 +85,7 @@ async def event_properties(
         f"optionally only those starting with `q` (any case), from the same sample as "
         f"`/v0/events/properties` (the first {SAMPLE_EVENTS:,} events of the step)."
     ),
-    **documented(EventValues, (400, *AUTH)),
+    **documented(EventValues, ANALYTICS),
 )
 async def event_values(
     request: Request,
@@ -108,7 +108,7 @@ async def event_values(
         "range, with its events, last seen time and whether any event carried a user id; in key order, "
         "`limit` at a time. Pass `next_cursor` back as `cursor` for the next page (null on the last)."
     ),
-    **documented(EventUsers, (400, *AUTH)),
+    **documented(EventUsers, ANALYTICS),
 )
 async def event_users(
     request: Request,

@@ -3,16 +3,20 @@ cookie with its CSRF token), bounded JSON bodies."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import gzip
 import hashlib
 import io
+import logging
 import zlib
 from collections import Counter
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+import anyio
+import anyio.to_thread
 import orjson
 from fastapi import Depends, Request
 from fastapi.concurrency import run_in_threadpool
@@ -25,7 +29,9 @@ from funnels.api.errors import ApiError, validation_error
 from funnels.auth import ApiKey
 from funnels.services import Services
 from funnels.sessions import SESSION_COOKIE, DashboardSession, find_session
-from funnels.store.events import EventStore
+from funnels.store.events import EventStore, EventStoreError, QueryBudget, QueryCancelled
+
+log = logging.getLogger(__name__)
 
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 CSRF_HEADER = "X-CSRF-Token"
@@ -212,12 +218,78 @@ async def run_query(
     run: Callable[[EventStore, Parsed], dict[str, Any]],
 ) -> dict[str, Any]:
     """An analytics endpoint's body: parse the query string (every problem a 400 with `details`), then run
-    the parsed query on the event store in a worker thread."""
+    the parsed query on the event store in a worker thread, under a budget (`EventStore.limited`): each of
+    its queries has the server's time limit (`QueryTimeout`, answered as a 503 by `api.errors`), runs beside
+    other requests' queries, and is cancelled when the client goes away first (`run_cancellable`)."""
     try:
         query = parse(dict(request.query_params))
     except QueryValidationError as error:
         raise validation_error(error.details) from None
-    return await run_in_threadpool(run, services(request).events, query)
+    svc = services(request)
+    return await run_cancellable(request, svc.events, QueryBudget(svc.query_timeout_seconds), run, query)
+
+
+Result = TypeVar("Result")
+CANCEL_EVERY_SECONDS = 0.5  # while the queries' thread runs on after a cancel: kill what started meanwhile
+
+
+async def run_cancellable(
+    request: Request,
+    store: EventStore,
+    budget: QueryBudget,
+    run: Callable[[EventStore, Parsed], Result],
+    query: Parsed,
+) -> Result:
+    """`run(store, query)` in a worker thread under `budget`; if the client disconnects first, the budget's
+    queries are killed (`EventStore.cancel`) so they stop using the cores, and this waits for the thread to
+    end (the response goes nowhere: the client is gone)."""
+
+    def limited() -> Result:
+        with store.limited(budget):
+            return run(store, query)
+
+    work = asyncio.ensure_future(anyio.to_thread.run_sync(limited, limiter=_analytics_threads(request)))
+    gone = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait({work, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+    while not work.done():  # the client left: stop the queries, and any that started as the kill ran
+        try:
+            await run_in_threadpool(store.cancel, budget)
+        except EventStoreError as error:  # the kill refused: the queries end by themselves (or their limit)
+            log.warning("cancelling the queries of %s %s: %s", request.method, request.url.path, error)
+        await asyncio.wait({work}, timeout=CANCEL_EVERY_SECONDS)
+    if budget.cancelled and isinstance(work.exception(), QueryCancelled):
+        # Answered to no one; the access log shows nginx's "client closed request".
+        raise ApiError(
+            "BAD_REQUEST",
+            "The client closed the connection before the answer; its queries were cancelled.",
+            status=CLIENT_CLOSED_REQUEST,
+        )
+    return work.result()
+
+
+CLIENT_CLOSED_REQUEST = 499
+# Threads analytics requests may hold at once, apart from the thread pool every other handler shares: a
+# burst of slow analytics requests (each waiting for one of the store's readers) never takes the threads
+# ingestion and /healthz need.
+ANALYTICS_THREADS = 8
+
+
+def _analytics_threads(request: Request) -> anyio.CapacityLimiter:
+    """The app's limiter of analytics threads (made on first use: it belongs to the running event loop)."""
+    limiter: anyio.CapacityLimiter | None = getattr(request.app.state, "analytics_threads", None)
+    if limiter is None:
+        limiter = request.app.state.analytics_threads = anyio.CapacityLimiter(ANALYTICS_THREADS)
+    return limiter
+
+
+async def _disconnected(request: Request) -> None:
+    """Return once the client has disconnected (ASGI's `http.disconnect`; an analytics GET has read its
+    body, so any other message is the end of an empty one)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 async def single_valued_query(request: Request) -> None:

@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from funnels.store import StoreUnavailable
-from funnels.store.events import LayoutOutdated
+from funnels.store.events import LayoutOutdated, QueryTimeout
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,10 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "SERVICE_UNAVAILABLE": (
         503,
         "A store is not available right now (e.g. the disk is full: `details.store` names it); nothing of "
-        "the request was stored. Retry later, after `Retry-After` seconds.",
+        "the request was stored. Retry later, after `Retry-After` seconds. Or an analytics query ran past "
+        "the server's time limit and was stopped (`details.reason` is `query_timeout`, "
+        "`details.limit_seconds` the limit, the server's `--query-timeout`): narrow the query (a shorter "
+        "date range, fewer breakdown values) rather than retry it as it was.",
     ),
 }
 
@@ -138,6 +141,18 @@ def layout_outdated(error: LayoutOutdated) -> ApiError:
     )
 
 
+def query_timeout(error: QueryTimeout) -> ApiError:
+    """An analytics query stopped at the server's time limit, as a 503 naming the limit (no `Retry-After`:
+    the same query would run as long again)."""
+    return ApiError(
+        "SERVICE_UNAVAILABLE",
+        f"The query ran longer than this server's limit of {error.limit_seconds:g} seconds per query and was "
+        "stopped: narrow it (a shorter date range, fewer breakdown values), or ask the operator to raise the "
+        "limit (`funnels serve --query-timeout`, FUNNELS_QUERY_TIMEOUT_SECONDS).",
+        details={"store": "events", "reason": "query_timeout", "limit_seconds": error.limit_seconds},
+    )
+
+
 def _field_path(location: tuple[Any, ...]) -> str:
     return ".".join(str(part) for part in location)
 
@@ -173,6 +188,11 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _layout_outdated(request: Request, error: LayoutOutdated) -> JSONResponse:
         log.warning("%s %s: %s", request.method, request.url.path, error)
         return await _api_error(request, layout_outdated(error))
+
+    @app.exception_handler(QueryTimeout)
+    async def _query_timeout(request: Request, error: QueryTimeout) -> JSONResponse:
+        log.warning("%s %s: %s", request.method, request.url.path, error)
+        return await _api_error(request, query_timeout(error))
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, error: Exception) -> JSONResponse:

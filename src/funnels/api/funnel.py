@@ -19,6 +19,7 @@ from funnels.analytics.time_to_convert import parse_time_to_convert_query, run_t
 from funnels.analytics.trends import INTERVALS, parse_trends_query, run_trends
 from funnels.api.deps import require, run_query, services
 from funnels.api.schemas import (
+    ANALYTICS,
     AUTH,
     AnalyticsResponse,
     ConfiguredFunnels,
@@ -150,7 +151,7 @@ async def run_grouped(
         "the change (users, and conversion in percentage points). See docs/semantics.md."
     ),
     dependencies=[require("query:read", local=True)],  # `funnels query` beside a running server
-    **documented(AnalyticsResponse, (400, *AUTH)),
+    **documented(AnalyticsResponse, ANALYTICS),
 )
 async def get_funnel(
     request: Request,
@@ -188,7 +189,7 @@ async def get_funnel(
         "group when `breakdown` is given. Every `/v0/funnel` parameter applies. See docs/semantics.md."
     ),
     dependencies=[require("query:read", local=True)],
-    **documented(TimeToConvertResponse, (400, *AUTH)),
+    **documented(TimeToConvertResponse, ANALYTICS),
 )
 async def get_time_to_convert(
     request: Request,
@@ -226,7 +227,7 @@ async def get_time_to_convert(
         "are the funnel's step-1 and last-step users. See docs/semantics.md."
     ),
     dependencies=[require("query:read", local=True)],
-    **documented(TrendsResponse, (400, *AUTH)),
+    **documented(TrendsResponse, ANALYTICS),
 )
 async def get_trends(
     request: Request,
@@ -274,7 +275,7 @@ def csv_too(documentation: dict[str, Any]) -> dict[str, Any]:
         "See docs/semantics.md."
     ),
     dependencies=[require("query:read", local=True)],
-    **csv_too(documented(PeopleResponse, (400, *AUTH))),
+    **csv_too(documented(PeopleResponse, ANALYTICS)),
 )
 async def get_people(
     request: Request,

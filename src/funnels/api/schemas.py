@@ -33,11 +33,13 @@ ERROR_STATUSES: dict[int, str] = {
     409: "Conflicts with the current state (`CONFLICT`), or the same `Idempotency-Key` is in progress",
     413: "Over a size limit",
     429: "Too many requests or bytes in flight; retry later",
-    503: "A store cannot be written right now (`SERVICE_UNAVAILABLE`); retry later",
+    503: "A store cannot be written right now (`SERVICE_UNAVAILABLE`); retry later. On analytics endpoints also "
+    "a query past the server's time limit (`details.reason` `query_timeout`, `details.limit_seconds`)",
 }
 # The error statuses of families of routes (each route's own are in its decorator).
 AUTH = (401, 403)
 WRITE = (400, 401, 403, 409, 429, 503)  # POST: idempotency keys, bytes in flight, a store that cannot write
+ANALYTICS = (400, 401, 403, 503)  # a query: its parameters, and a query past the time limit (or a layout)
 
 
 class ErrorDetail(BaseModel):

@@ -26,7 +26,8 @@ dictionary's source query), both as 64-bit hashes, so a stitched funnel does one
 per scanned row and groups by an integer. It is reloaded only when it is behind: every insert whose rows
 may change a link bumps a generation counter, and a query that reads the dictionary (`query(...,
 persons=True)`) first reloads it if its generation is older, under the store's lock, so a query always sees
-the links of every event stored before it. Whether rows may change a link is told from their claims and
+the links of every event stored before it began (an analytics query holds the lock for the reload only, not
+for its own length: an insert racing its start may be counted unstitched until the next query). Whether rows may change a link is told from their claims and
 the links known of their keys (`funnels.store.links`): a batch that only repeats known links (analytics.js
 sends both ids on every event once a visitor has identified) leaves the dictionary as it is. On a store
 other processes write too (a server), their link changes count as well: a backend tells them through the
@@ -42,9 +43,11 @@ from __future__ import annotations
 
 import re
 import threading
+import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -306,6 +309,65 @@ class EventStoreUnavailable(EventStoreError):
     same call may succeed later. Whether a write that failed so was stored is not known."""
 
 
+class QueryTimeout(EventStoreError):
+    """An analytics query ran past its time limit (ClickHouse's `max_execution_time`) and was stopped."""
+
+    def __init__(self, message: str, limit_seconds: float) -> None:
+        super().__init__(message)
+        self.limit_seconds = limit_seconds
+
+
+class QueryCancelled(EventStoreError):
+    """An analytics query was cancelled (`EventStore.cancel`: its client went away) before it finished."""
+
+
+# ClickHouse's error codes for the two (the message of a refused query carries `Code: N.` and the name).
+_TIMEOUT_CODES = ("TIMEOUT_EXCEEDED", "Code: 159.")
+_CANCELLED_CODES = ("QUERY_WAS_CANCELLED", "Code: 394.")
+
+
+@dataclass
+class QueryBudget:
+    """What one analytics request may spend: a time limit per query (`max_execution_time`, None for none)
+    and a tag its queries carry, by which `EventStore.cancel` finds and stops them. Made by the caller that
+    may cancel (the API, for a request whose client may go away), entered with `EventStore.limited` on the
+    thread that runs the queries."""
+
+    limit_seconds: float | None = None
+    tag: str = field(default_factory=lambda: uuid.uuid4().hex)
+    cancelled: bool = False
+    _issued: int = 0
+
+    def next_query_id(self) -> str:
+        """A query id of this budget's (unique per query: a server refuses two running with one id)."""
+        self._issued += 1
+        return f"funnels-{self.tag}-{self._issued}"
+
+    @property
+    def prefix(self) -> str:
+        """What every query id (or, on chDB, the leading comment) of this budget starts with."""
+        return f"funnels-{self.tag}-"
+
+    def refused(self, message: str) -> EventStoreError:
+        """The error for a query of this budget that ClickHouse refused with `message`."""
+        if self.limit_seconds is not None and any(code in message for code in _TIMEOUT_CODES):
+            return QueryTimeout(
+                f"the query ran longer than the limit of {self.limit_seconds:g} s and was stopped",
+                self.limit_seconds,
+            )
+        if any(code in message for code in _CANCELLED_CODES):
+            return QueryCancelled("the query was cancelled")
+        return EventStoreError(message)
+
+
+_BUDGET: ContextVar[QueryBudget | None] = ContextVar("funnels_query_budget", default=None)
+
+
+def current_budget() -> QueryBudget | None:
+    """The budget this thread's queries run under (`EventStore.limited`), if any."""
+    return _BUDGET.get()
+
+
 @dataclass
 class Results:
     """A query result: column metadata, rows as lists, and ClickHouse's statistics."""
@@ -539,7 +601,11 @@ class EventStore(ABC):
         list of strings is an `Array(String)`).
 
         `persons`: the query reads the `identity_persons` dictionary, which is reloaded first when an insert
-        since it last loaded may have changed a link."""
+        since it last loaded may have changed a link (under the lock: the reload only, not the query).
+
+        Inside `limited(budget)` (an analytics request) the query runs under the budget: concurrently with
+        other such queries and with inserts, with its time limit (`QueryTimeout` past it), cancellable by
+        `cancel(budget)` (`QueryCancelled`)."""
         if persons:
             with self._lock:
                 elsewhere = self._links_elsewhere()
@@ -548,6 +614,47 @@ class EventStore(ABC):
                     self.reload_dictionary(PERSONS_DICTIONARY)
                     self._persons_generation, self._persons_elsewhere = generation, elsewhere
                     self.persons_loads += 1
+        budget = current_budget()
+        if budget is None:
+            return self._select(sql, params)
+        if budget.cancelled:
+            raise QueryCancelled("the query was cancelled")
+        return self._select_limited(sql, params, budget)
+
+    @contextmanager
+    def limited(self, budget: QueryBudget) -> Iterator[QueryBudget]:
+        """Run this thread's queries (`query`) under `budget` until the block ends."""
+        token = _BUDGET.set(budget)
+        try:
+            yield budget
+        finally:
+            _BUDGET.reset(token)
+
+    def cancel(self, budget: QueryBudget) -> None:
+        """Stop the budget's queries: the running ones are killed (`KILL QUERY`, asynchronously: they end
+        with `QueryCancelled` at their next block), later ones refused. Safe from any thread; call again
+        while the queries' thread has not finished (a query that started as the kill ran escapes it)."""
+        budget.cancelled = True
+        self._kill(budget.prefix)
+
+    # Which rows of `system.processes` are a budget's queries (`{prefix:String}`: `QueryBudget.prefix`).
+    _BUDGET_QUERIES = "startsWith(query_id, {prefix:String})"
+
+    def _kill(self, prefix: str) -> None:
+        """Kill the running queries of the budget whose ids start with `prefix`."""
+        self._run(f"KILL QUERY WHERE {self._BUDGET_QUERIES} ASYNC", {"prefix": prefix})
+
+    def running(self, budget: QueryBudget) -> int:
+        """How many of the budget's queries are running now (`system.processes`; on a server, the node this
+        process is connected to)."""
+        row = self.query(
+            f"SELECT count() FROM system.processes WHERE {self._BUDGET_QUERIES}", {"prefix": budget.prefix}
+        ).first()
+        return int(row[0]) if row else 0
+
+    def _select_limited(self, sql: str, params: Mapping[str, Any] | None, budget: QueryBudget) -> Results:
+        """`_select` under an analytics budget (a backend runs it beside other queries, with the budget's
+        query id and time limit); by default as `_select`."""
         return self._select(sql, params)
 
     def reload_dictionary(self, name: str, replicated: Sequence[str] = ()) -> None:

@@ -27,6 +27,13 @@ The same DDL and the same analytics SQL as the embedded store (`funnels.store.ev
   Distributed `events` in the foreground (each shard stores its part, token and all, before the insert
   returns) and the persons dictionary is reloaded on every node; so is `aggregate_by`'s memberships
   dictionary, once every node's replicas of its tables have fetched the new load (`reload_dictionary`).
+- **Concurrent queries**: the client keeps no session (`autogenerate_session_id=False`; a ClickHouse session
+  runs one query at a time), so this process's queries run at once over its connection pool. An analytics
+  query (`EventStore.limited`) carries its budget's query id and `max_execution_time`; `cancel` kills by the
+  id's prefix (`KILL QUERY`). The HTTP read timeout (`send_receive_timeout`, 300 s) bounds every query too:
+  a longer limit is cut to it, as `EventStoreUnavailable`. On clickhouse-connect's chDB interface (tests) a
+  client runs one query at a time and a query killed from a second client leaves its partial output for the
+  next one to read, so there `cancel` only refuses the budget's later queries.
 - No bulk-load mode and no `file()` fast path: other processes may write meanwhile, and the server cannot
   read this machine's files, so `funnels import` takes the column-wise path in Arrow batches.
 
@@ -71,6 +78,7 @@ from funnels.store.events import (
     EventStore,
     EventStoreError,
     EventStoreUnavailable,
+    QueryBudget,
     Results,
     persons_ddl,
 )
@@ -126,6 +134,7 @@ class ServerEventStore(EventStore):
         super().__init__(threading.RLock(), known_links)
         self._writer = uuid.uuid4().hex  # this store's rows in `identity_links_changes`
         self._client = client
+        self.cancellable = True  # whether `cancel` kills running queries (not on clickhouse-connect's chDB)
         self.name = name  # what messages call the store: its URL, password redacted
         self._source = source
         self.database = database = _database_name(database)
@@ -249,7 +258,9 @@ class ServerEventStore(EventStore):
         path.mkdir(parents=True, exist_ok=True)
         client = get_client(interface="chdb", path=str(path))
         try:
-            return cls(client, database, f"chdb://{path}", "", known_links, init_cluster)
+            store = cls(client, database, f"chdb://{path}", "", known_links, init_cluster)
+            store.cancellable = False
+            return store
         except BaseException:
             client.close()
             raise
@@ -283,6 +294,29 @@ class ServerEventStore(EventStore):
             return Results(meta=[], rows=[])
         body = orjson.loads(raw)
         return Results(meta=body["meta"], rows=body["data"], statistics=body.get("statistics", {}))
+
+    def _select_limited(self, sql: str, params: Mapping[str, Any] | None, budget: QueryBudget) -> Results:
+        query_id = budget.next_query_id()
+        settings: dict[str, Any] = {"query_id": query_id}
+        if budget.limit_seconds is not None:
+            settings["max_execution_time"] = budget.limit_seconds
+        try:
+            with self._errors():
+                raw = self._client.raw_query(
+                    sql, parameters=dict(params or {}), settings=settings, fmt="JSONCompact"
+                )
+        except EventStoreUnavailable:
+            raise
+        except EventStoreError as error:
+            raise budget.refused(str(error)) from error
+        if not raw:
+            return Results(meta=[], rows=[])
+        body = orjson.loads(raw)
+        return Results(meta=body["meta"], rows=body["data"], statistics=body.get("statistics", {}))
+
+    def _kill(self, prefix: str) -> None:
+        if self.cancellable:
+            super()._kill(prefix)
 
     @property
     def whole_batches(self) -> bool:  # type: ignore[override]
