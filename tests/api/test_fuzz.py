@@ -121,6 +121,9 @@ PARAMS = st.fixed_dictionaries(
         | JSON.map(json.dumps),
         # No model is declared here: always a 400 (tests/api/test_aggregate_by.py fuzzes it with models).
         "aggregate_by": st.sampled_from(["organization", "", "x" * 300]) | st.text(max_size=12),
+        "sample": st.sampled_from(["0.1", "0.5", ".25", "1", "0", "-0.1", "2", "", "1e-3", "0.00001", "nan"])
+        | st.floats().map(str)
+        | st.text(max_size=8),
     },
 )
 STATUSES: list[int] = []
