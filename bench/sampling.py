@@ -24,8 +24,8 @@ import time
 from typing import Any
 
 import orjson
-
 from bench.run import BASE, DATA, FUNNEL, generate, timed
+
 from funnels.analytics.funnel import buckets_from_rows, build_response, run_funnel
 from funnels.analytics.query import FunnelQuery, parse_funnel_query
 from funnels.analytics.sql import Tables, funnel_sql

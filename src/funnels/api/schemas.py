@@ -221,7 +221,7 @@ class FunnelRow(BaseModel):
     )
 
 
-class Sample(BaseModel):
+class FunnelSample(BaseModel):
     """What a sampled answer (`sample=`) was computed from (docs/semantics.md, "Sampling")."""
 
     rate: float = Field(description="The fraction of users in the sample")
@@ -263,7 +263,7 @@ class AnalyticsResponse(BaseModel):
     rows_before_limit_at_least: int
     statistics: Statistics
     comparison: Comparison | None = Field(None, description="With `compare` only")
-    sample: Sample | None = Field(None, description="With `sample` only")
+    sample: FunnelSample | None = Field(None, description="With `sample` only")
 
 
 class HistogramBin(BaseModel):
