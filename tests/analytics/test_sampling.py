@@ -12,12 +12,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from statsmodels.stats.proportion import proportion_confint
 
-from funnels.analytics.funnel import run_funnel
+from funnels.analytics.funnel import buckets_from_rows, build_response, run_funnel
 from funnels.analytics.query import QueryValidationError, parse_funnel_query, sample_threshold
 from funnels.analytics.reference import reference_funnel, siphash64
 from funnels.analytics.sampling import count_interval, wilson
+from funnels.analytics.sql import funnel_statement
 from funnels.services import Services
-from funnels.store.events import EventStore
+from funnels.store.events import PERSONS_DICTIONARY, ClusterLayout, EventStore
 from tests.analytics.conftest import at, both, day, ev, funnel_query, load, step
 from tests.analytics.test_aggregate_by import check_grouped, grouped, organizations, run
 from tests.analytics.test_exclusions import with_exclusions
@@ -30,6 +31,8 @@ from tests.analytics.test_property import (
     overlapping_kinds,
     with_identities,
 )
+from tests.analytics.test_sql_cluster import check as cluster_check
+from tests.analytics.test_sql_cluster import distributed
 
 STEPS = [step("page", "page"), step("track", "connect"), step("track", "swap")]
 
@@ -264,3 +267,30 @@ def test_an_aggregated_sample_keeps_or_drops_a_group_with_all_its_members(servic
 )
 def test_sampled_aggregated_funnels_equal_reference(services: Services, case: Any) -> None:
     check_grouped(services, case)
+
+
+@pytest.mark.slow
+@settings(PROFILE, max_examples=examples(25))
+@given(
+    case=sampled(
+        st.one_of(
+            cases(st.one_of(exclusive_kinds(), overlapping_kinds(2, 3)), ["closed", "open", "strict"]),
+            with_identities(cases(exclusive_kinds(2, 3), ["closed", "open"], bucket_names=True)),
+        )
+    ),
+    shards=st.integers(2, 4),
+)
+def test_a_sampled_funnel_on_shards_equals_one_table(store: EventStore, case: Any, shards: int) -> None:
+    """On a cluster (simulated as tests/analytics/test_sql_cluster.py does): raw, each shard samples its own
+    user keys in the two-level form; stitched, the Distributed read is filtered by the person's hash with
+    the dictionary named by its database. Both equal the one-table answer and the oracle."""
+    query, events, batches = case
+    cluster_check(store, (replace(query, identity="raw"), events, batches), shards)
+    query = replace(query, identity="stitched")
+    row = store.query("SELECT currentDatabase()").first()
+    assert row is not None
+    sql, params = funnel_statement(query, ClusterLayout("sim", str(row[0])))
+    assert f"'{row[0]}.{PERSONS_DICTIONARY}'" in sql
+    rows = store.query(distributed(sql), params, persons=True).rows
+    data = build_response(query, buckets_from_rows(query, rows), {})["data"]
+    assert data == run_funnel(store, query)["data"] == reference_funnel(query, events)["data"]
