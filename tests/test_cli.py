@@ -272,6 +272,28 @@ def test_query_hold_constant(demo_dir: tuple[Path, dict[str, str]]) -> None:
         assert users[0] == before[0] and all(a <= b for a, b in zip(users, after, strict=True))
 
 
+def test_query_sample(demo_dir: tuple[Path, dict[str, str]]) -> None:
+    """--sample is the API's parameter: the sample's users scaled, stated in the JSON and under the table;
+    a bad one is named, and the analyses that do not sample refuse it."""
+    data_dir, params = demo_dir
+    query = ["query", "--data-dir", str(data_dir), "--date-from", params["date_from"]]
+    query += ["--date-to", params["date_to"], "--steps", params["steps"]]
+    sampled = run(*query, "--sample", "0.5", "--format", "json")
+    assert sampled.returncode == 0, sampled.stderr
+    body = json.loads(sampled.stdout)
+    assert body["sample"]["rate"] == 0.5 and body["sample"]["unit"] == "person"
+    first = body["data"][0]
+    assert first["users"] == round(first["users_sampled"] / 0.5) and first["users_sampled"] > 0
+    table = run(*query, "--sample", "0.5")
+    assert table.returncode == 0, table.stderr
+    assert "in sample" in table.stdout and "users 95%" in table.stdout
+    assert "from a sample of 50% of persons" in table.stderr
+    bad = run(*query, "--sample", "5")
+    assert bad.returncode == 2 and "sample" in bad.stderr and "Traceback" not in bad.stderr
+    weekly = run(*query, "--sample", "0.5", "--interval", "week")
+    assert weekly.returncode == 2 and "only GET /v0/funnel answers from a sample" in weekly.stderr
+
+
 def test_query_time_to_convert_and_trends(demo_dir: tuple[Path, dict[str, str]]) -> None:
     """`funnels query --from-step/--to-step` and `--interval`: the API's bodies as JSON, tables for people,
     each new parameter validated as the API does (exit 2), and the two refused together."""

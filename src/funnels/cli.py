@@ -708,6 +708,14 @@ def query(
             help="A declared model (organization, …): count its instances instead of users (members' events)",
         ),
     ] = None,
+    sample: Annotated[
+        str | None,
+        typer.Option(
+            "--sample",
+            help="A fraction of users (e.g. 0.1): answer from that deterministic sample, counts scaled, "
+            "with 95% intervals (the funnel itself; not with --interval, --from-step/--to-step or --people)",
+        ),
+    ] = None,
     config: Annotated[
         Path | None,
         typer.Option(
@@ -791,6 +799,7 @@ def query(
         "exclusions": exclusions,
         "hold_constant": hold_constant,
         "aggregate_by": aggregate_by,
+        "sample": sample,
     }
     measuring = from_step is not None or to_step is not None or bins is not None
     if sum((interval is not None, measuring, listing)) > 1:

@@ -20,6 +20,10 @@ FUNNEL_HEADERS = {
     "dropped_off_users": "dropped",
     "median_seconds_from_previous": "median s from prev",
     "median_seconds_from_start": "median s from start",
+    "users_sampled": "in sample",
+    "users_interval": "users 95%",
+    "conversion_from_start_interval": "conv. from start 95%",
+    "conversion_from_previous_interval": "conv. from prev 95%",
 }
 
 
@@ -35,13 +39,21 @@ def show(answer: Answer, output: str, table: Callable[[Answer], Table]) -> None:
     if answer.get("next_cursor"):
         notes.print(f"more on the next page: --cursor {answer['next_cursor']}", highlight=False)
     sample = answer.get("sample")
-    if sample and not sample["complete"]:
+    if sample and "rate" in sample:  # a funnel answered from a sample of users (`--sample`)
+        notes.print(
+            f"from a sample of {sample['rate'] * 100:g}% of {sample['unit']}s ({sample['users_sampled']:,} "
+            f"entered): counts × {sample['scale']:g}, ranges are {sample['confidence'] * 100:g}% intervals",
+            highlight=False,
+        )
+    elif sample and not sample["complete"]:
         notes.print(f"from a sample: the first {sample['limit']:,} events of the step", highlight=False)
 
 
 def _cell(name: str, value: Any) -> str:
     if value is None:
         return "–"
+    if isinstance(value, list):  # a sampled answer's interval [low, high]
+        return "–".join(_cell(name, bound) for bound in value)
     if name.startswith(("conversion", "dropoff")):
         return f"{value * 100:.2f}%"
     if isinstance(value, float):

@@ -121,6 +121,11 @@ PARAMS = st.fixed_dictionaries(
         | JSON.map(json.dumps),
         # No model is declared here: always a 400 (tests/api/test_aggregate_by.py fuzzes it with models).
         "aggregate_by": st.sampled_from(["organization", "", "x" * 300]) | st.text(max_size=12),
+        # Mostly valid (the saved funnels' fuzz saves these parameters), and the ways a fraction goes wrong.
+        "sample": st.sampled_from(["0.1", "0.5", ".25", "1", "", "0.0001"] * 4)
+        | st.sampled_from(
+            ["0", "-0.1", "2", "1e-3", "0.00001", "nan", "inf", "10%", "1/10", "0x1", "½", "0.1 "]
+        ),
     },
 )
 STATUSES: list[int] = []

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from funnels.analytics.query import FunnelQuery
+from funnels.analytics.sampling import sample_row, sample_summary, scaled
 from funnels.analytics.sql import funnel_statement
 from funnels.store.events import EventStore, Results
 
@@ -54,6 +55,15 @@ def meta(query: FunnelQuery) -> list[dict[str, str]]:
         ("median_seconds_from_previous", "Nullable(Float64)"),
         ("median_seconds_from_start", "Nullable(Float64)"),
     ]
+    if (
+        query.sample is not None
+    ):  # the sample's own counts and the 95% intervals (`funnels.analytics.sampling`)
+        columns += [
+            ("users_sampled", "UInt64"),
+            ("users_interval", "Array(UInt64)"),
+            ("conversion_from_start_interval", "Nullable(Array(Float64))"),
+            ("conversion_from_previous_interval", "Nullable(Array(Float64))"),
+        ]
     return [{"name": name, "type": type_} for name, type_ in columns]
 
 
@@ -87,14 +97,25 @@ def build_response(query: FunnelQuery, buckets: list[Bucket], statistics: dict[s
                 row["dropped_off_users"] = None if previous is None else previous - users
             row["median_seconds_from_previous"] = _seconds(bucket.median_from_previous_ms[k])
             row["median_seconds_from_start"] = _seconds(bucket.median_from_start_ms[k])
+            if query.sample is not None:  # counts scaled from the sample's, with their intervals
+                row["total"] = scaled(totals[k], query.sample)
+                sample_row(row, users, previous, bucket.users[0], query.sample)
             data.append(row)
-    return {
+    body = {
         "meta": meta(query),
         "data": data,
         "rows": len(data),
         "rows_before_limit_at_least": len(data),
         "statistics": statistics,
     }
+    if query.sample is not None:
+        body["sample"] = sample_summary(query.sample, totals[0] if totals else 0, sample_unit(query))
+    return body
+
+
+def sample_unit(query: FunnelQuery) -> str:
+    """What a sample is of: groups (`aggregate_by`), persons (stitched) or user keys (raw)."""
+    return "group" if query.aggregate_by else "person" if query.stitched else "user_key"
 
 
 def buckets_from_rows(query: FunnelQuery, rows: list[list[Any]]) -> list[Bucket]:

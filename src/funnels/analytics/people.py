@@ -32,6 +32,7 @@ from funnels.analytics.query import (
     parse_funnel_part,
     parse_int,
     parse_text,
+    reject_sample,
 )
 from funnels.analytics.sql import Params, choose_per_user, initiator_tables, user_column
 from funnels.store.events import KEYS_BY_USER, ClusterLayout, EventStore
@@ -77,6 +78,7 @@ def parse_people_query(params: dict[str, Any]) -> PeopleQuery:
     `next_cursor`) and `format` (json or csv); every problem collected into one `QueryValidationError`."""
     errors: dict[str, str] = {}
     funnel = parse_funnel_part(params, errors)
+    reject_sample(funnel, errors)
     n = len(funnel.steps) if funnel else MAX_STEPS
     outcome = parse_choice(params.get("outcome"), OUTCOMES, errors, "outcome")
     step = parse_int(params.get("step"), errors, "step", 1, 1, n)

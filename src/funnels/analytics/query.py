@@ -121,6 +121,13 @@ class FunnelQuery:
     exclusions: tuple[Exclusion, ...] = ()
     hold_constant: tuple[str, ...] = ()  # held constant: standard columns, and `properties.KEY`
     aggregate_by: str | None = None  # count instances of this model (their members' events) instead of users
+    sample: float | None = None  # answer from this fraction of users, by a hash of each (None: all, exact)
+
+    @property
+    def sample_threshold(self) -> int | None:
+        """With `sample`, the bound a user's 64-bit hash must be under to be in the sample: a user is in when
+        `hash < sample × 2^64` (docs/semantics.md, "Sampling"); None without a sample."""
+        return sample_threshold(self.sample)
 
     @property
     def breakdown_property(self) -> str | None:
@@ -412,6 +419,7 @@ def parse_funnel_query(params: dict[str, Any]) -> FunnelQuery:
         )
     held = _held(params.get("hold_constant"), errors)
     aggregate_by = _aggregate_by(params.get("aggregate_by"), errors)
+    sample = _sample(params.get("sample"), errors)
     if errors:
         raise QueryValidationError(errors)
     assert date_from is not None and date_to is not None
@@ -428,7 +436,37 @@ def parse_funnel_query(params: dict[str, Any]) -> FunnelQuery:
         exclusions=exclusions,
         hold_constant=held,
         aggregate_by=aggregate_by,
+        sample=sample,
     )
+
+
+MIN_SAMPLE: Final = 0.0001  # one user in 10,000: below it a sample of a big product is a handful of users
+_SAMPLE = re.compile(r"(0?\.[0-9]{1,6}|[01](\.0{0,6})?)")
+
+
+def sample_threshold(rate: float | None) -> int | None:
+    """The 64-bit hash bound of a sampling rate (`FunnelQuery.sample_threshold`)."""
+    return None if rate is None else min(round(rate * 2**64), 2**64 - 1)
+
+
+def _sample(raw: Any, errors: dict[str, str]) -> float | None:
+    """`sample`: the fraction of users to answer from, a decimal in [0.0001, 1] with at most 6 decimals;
+    absent, empty or 1: every user (the exact answer, as without it)."""
+    if raw is None or raw == "":
+        return None
+    text = str(raw).strip() if isinstance(raw, str | int | float) and not isinstance(raw, bool) else ""
+    rate = float(text) if _SAMPLE.fullmatch(text) else None
+    if rate is None or not MIN_SAMPLE <= rate <= 1:
+        errors["sample"] = f"must be a fraction of users between {MIN_SAMPLE} and 1 (e.g. 0.1 for 10%)"
+        return None
+    return None if rate == 1 else rate
+
+
+def reject_sample(funnel: FunnelQuery | None, errors: dict[str, str]) -> None:
+    """For the analyses built on the funnel that do not sample (time to convert, trends, people): `sample`
+    is a problem to report, not a parameter to ignore."""
+    if funnel is not None and funnel.sample is not None:
+        errors["sample"] = "only GET /v0/funnel answers from a sample; leave it out here"
 
 
 MAX_MODEL_NAME: Final = 200  # as the state store's `model` columns

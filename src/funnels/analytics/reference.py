@@ -299,7 +299,8 @@ def events_by_user(
 ) -> dict[str, list[Event]]:
     """The scanned events of each user: its person (stitched) or user key (raw); with `aggregate_by`, of
     each group that user is a member of (`memberships`, by the person's or the key's id: a member of two
-    groups brings its events to both, a user in no group is not counted), all members' events together."""
+    groups brings its events to both, a user in no group is not counted), all members' events together.
+    With `sample`, only the users (persons, groups) whose key's `siphash64` is under the sample's bound."""
     events = list(events)
     links = identity_links(events) if query.stitched else {}
     by_user: dict[str, list[Event]] = defaultdict(list)
@@ -311,6 +312,9 @@ def events_by_user(
                 continue
             for group in set((memberships or {}).get(user, ())):
                 by_user[group].append(event)
+    bound = query.sample_threshold
+    if bound is not None:
+        return defaultdict(list, {user: found for user, found in by_user.items() if siphash64(user) < bound})
     return by_user
 
 

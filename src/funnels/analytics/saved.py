@@ -40,6 +40,7 @@ PARAMETERS: Final = (
     "exclusions",
     "hold_constant",
     "aggregate_by",
+    "sample",
     "compare",
 )
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")

@@ -263,10 +263,30 @@ def _group(query: FunnelQuery, tables: Tables, bind: Binder, member: str) -> str
     is the hash looked up: the person's (stitched) or the user key's (raw)."""
     model, groups = bind(query.aggregate_by, "String"), tables.groups
     key = f"(sipHash64({model}, {member}) AS group_key_)"
-    return (  # `one`: the group of a member of one (no array to read); else `many` (empty: in none)
-        f"arrayJoin(if((dictGetOrDefault('{groups}', 'one', {key}, toUInt64(0)) AS one_) != 0, [one_], "
-        f"dictGetOrDefault('{groups}', 'many', group_key_, emptyArrayUInt64())))"
+    found = (  # `one`: the group of a member of one (no array to read); else `many` (empty: in none)
+        f"if((dictGetOrDefault('{groups}', 'one', {key}, toUInt64(0)) AS one_) != 0, [one_], "
+        f"dictGetOrDefault('{groups}', 'many', group_key_, emptyArrayUInt64()))"
     )
+    if query.sample_threshold is not None:  # sampled: the groups in the sample alone (`sampled_tables`)
+        found = f"arrayFilter(g_ -> g_ < {bind(query.sample_threshold, 'UInt64')}, {found})"
+    return f"arrayJoin({found})"
+
+
+def sampled_tables(query: FunnelQuery, tables: Tables, params: Params) -> Tables:
+    """With `sample`, what a funnel reads narrowed to the users in the sample (docs/semantics.md,
+    "Sampling"): a user is in when its 64-bit hash is under `query.sample_threshold` — raw, the user key's
+    `sipHash64`; stitched, the person's (the persons dictionary's answer, so all of a person's keys are in
+    or out together). The events source becomes a subquery with that filter, which ClickHouse merges with
+    the builders' own WHERE; the rows outside the sample are dropped right after the scan reads them, before
+    any per-user array is built. With `aggregate_by` the unit is the group, so the filter is on the groups
+    `_group` joins (a member's row stays for its sampled groups only) and the source is unchanged. Without
+    `sample`, `tables` as given."""
+    if query.sample_threshold is None or query.aggregate_by:
+        return tables
+    key = "sipHash64(user_key)"
+    user = f"dictGetOrDefault('{tables.persons}', 'person', {key}, {key})" if query.stitched else key
+    bound = Binder(params)(query.sample_threshold, "UInt64")
+    return replace(tables, events=f"(SELECT * FROM {tables.events} WHERE {user} < {bound})")
 
 
 def _breakdown_value(query: FunnelQuery) -> str:
@@ -848,7 +868,7 @@ def funnel_sql(query: FunnelQuery, tables: Tables = ONE_SERVER) -> tuple[str, Pa
     """
     params: Params = {}
     if not query.breakdown:
-        per_user = choose_per_user(query)(query, params, tables)
+        per_user = choose_per_user(query)(query, params, sampled_tables(query, tables, params))
         counts, medians = _counts_and_medians(len(query.steps))
         direct = ", ".join(counts + [median.format("") for median in medians])
         return f"SELECT '' AS bucket, {direct} FROM ({per_user}) WHERE lvl >= 1", params
@@ -859,8 +879,9 @@ def shard_funnel_sql(query: FunnelQuery, params: Params, tables: Tables = ONE_SE
     """What one shard of a cluster computes over its own events table (`tables.events`; over the whole
     table, the inner part of `funnel_sql` with a breakdown): per breakdown value ('(none)' for users
     without one; the one value '(none)' without a breakdown), u1..un and the median states mp2..mpn,
-    ms2..msn. One row per value, never per user: each user's fold runs where the user's rows are."""
-    per_user = choose_per_user(query)(query, params, tables)
+    ms2..msn. One row per value, never per user: each user's fold runs where the user's rows are. With
+    `sample`, over the users in the sample (`sampled_tables`)."""
+    per_user = choose_per_user(query)(query, params, sampled_tables(query, tables, params))
     counts, medians = _counts_and_medians(len(query.steps))
     states = [median.format("State") for median in medians]
     return (

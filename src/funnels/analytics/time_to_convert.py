@@ -24,6 +24,7 @@ from funnels.analytics.query import (
     QueryValidationError,
     parse_funnel_part,
     parse_int,
+    reject_sample,
 )
 from funnels.analytics.sql import Params, choose_per_user, initiator_tables
 from funnels.store.events import ClusterLayout, EventStore
@@ -58,6 +59,7 @@ def parse_time_to_convert_query(params: dict[str, Any]) -> TimeToConvertQuery:
     `bins` (1–100); every problem of either collected into one `QueryValidationError`."""
     errors: dict[str, str] = {}
     funnel = parse_funnel_part(params, errors)
+    reject_sample(funnel, errors)
     n = len(funnel.steps) if funnel else MAX_STEPS
     steps: dict[str, int] = {}
     for name, default in (("from_step", 1), ("to_step", n)):

@@ -19,7 +19,13 @@ from datetime import date, timedelta
 from typing import Any, Final, Literal
 
 from funnels.analytics.funnel import timed_query
-from funnels.analytics.query import FunnelQuery, QueryValidationError, parse_choice, parse_funnel_part
+from funnels.analytics.query import (
+    FunnelQuery,
+    QueryValidationError,
+    parse_choice,
+    parse_funnel_part,
+    reject_sample,
+)
 from funnels.analytics.sql import Params, choose_per_user, initiator_tables
 from funnels.store.events import ClusterLayout, EventStore
 
@@ -87,6 +93,7 @@ def parse_trends_query(params: dict[str, Any]) -> TrendsQuery:
     collected into one `QueryValidationError`, including a range of more than `MAX_PERIODS` periods."""
     errors: dict[str, str] = {}
     funnel = parse_funnel_part(params, errors)
+    reject_sample(funnel, errors)
     interval = parse_choice(params.get("interval"), INTERVALS, errors, "interval")
     if funnel is not None and "interval" not in errors:
         days = (funnel.date_to - funnel.date_from).days + 1

@@ -87,6 +87,18 @@ AggregateBy = Annotated[
         json_schema_extra={"examples": ["organization"]},
     ),
 ]
+Sample = Annotated[
+    str | None,
+    Query(
+        description="A fraction of users in [0.0001, 1] (e.g. `0.1`): answer from that deterministic sample of "
+        "users (persons when stitched, groups with `aggregate_by`), chosen by a 64-bit hash of each, for an "
+        "answer in a fraction of the time. `users`, `total` and `dropped_off_users` are the sample's counts "
+        "scaled by 1/sample; conversion rates and medians are the sample's own; each row adds "
+        '`users_sampled` and 95% intervals, and the body `sample` (docs/semantics.md, "Sampling"). Absent '
+        "or 1: the exact answer",
+        json_schema_extra={"examples": ["0.1", "0.01"]},
+    ),
+]
 Identity = Annotated[
     str | None,
     Query(
@@ -148,7 +160,8 @@ async def run_grouped(
         "and the user id it was identified or aliased as count as one (`identity=raw` counts each stored user "
         "key on its own). `compare=previous_period` adds `comparison`: the same funnel over the period of equal "
         "length just before `date_from`, each row's users and conversion from the start in both periods and "
-        "the change (users, and conversion in percentage points). See docs/semantics.md."
+        "the change (users, and conversion in percentage points). `sample=0.1` answers from a deterministic 10% of "
+        "users, counts scaled, with the sampling error stated. See docs/semantics.md."
     ),
     dependencies=[require("query:read", local=True)],  # `funnels query` beside a running server
     **documented(AnalyticsResponse, ANALYTICS),
@@ -167,6 +180,7 @@ async def get_funnel(
     exclusions: Exclusions = None,
     hold_constant: HoldConstant = None,
     aggregate_by: AggregateBy = None,
+    sample: Sample = None,
     compare: Annotated[
         str | None,
         Query(

@@ -209,6 +209,29 @@ class FunnelRow(BaseModel):
     dropped_off_users: int | None = Field(None, description="Open funnels only")
     median_seconds_from_previous: float | None
     median_seconds_from_start: float | None
+    users_sampled: int | None = Field(
+        None, description="With `sample` only: the users of the sample (`users` is this scaled by 1/sample)"
+    )
+    users_interval: list[int] | None = Field(
+        None, description="With `sample` only: a 95% interval [low, high] for `users`"
+    )
+    conversion_from_start_interval: list[float] | None = Field(
+        None, description="With `sample` only: a 95% interval [low, high] for `conversion_from_start`"
+    )
+    conversion_from_previous_interval: list[float] | None = Field(
+        None, description="With `sample` only: a 95% interval for `conversion_from_previous` (null at step 1)"
+    )
+
+
+class FunnelSample(BaseModel):
+    """What a sampled answer (`sample=`) was computed from (docs/semantics.md, "Sampling")."""
+
+    rate: float = Field(description="The fraction of users in the sample")
+    unit: Literal["user_key", "person", "group"] = Field(description="What was sampled, whole")
+    users_sampled: int = Field(description="The users of the sample who entered the funnel")
+    scale: float = Field(description="1/rate: what the sample's counts were multiplied by")
+    confidence: float = Field(description="The intervals' confidence level")
+    method: str
 
 
 class ChangeRow(BaseModel):
@@ -242,6 +265,7 @@ class AnalyticsResponse(BaseModel):
     rows_before_limit_at_least: int
     statistics: Statistics
     comparison: Comparison | None = Field(None, description="With `compare` only")
+    sample: FunnelSample | None = Field(None, description="With `sample` only")
 
 
 class HistogramBin(BaseModel):

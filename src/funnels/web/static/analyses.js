@@ -32,7 +32,8 @@
 
   /** The funnel's query without its breakdown (trends and time to convert are for all its users). */
   function overall(query) {
-    const { breakdown, breakdown_top_n, breakdown_attribution, ...rest } = query;
+    // Trends, time to convert and people count every user: the funnel's sample (sampling.js) is its own.
+    const { breakdown, breakdown_top_n, breakdown_attribution, sample, ...rest } = query;
     return rest;
   }
 
@@ -241,7 +242,8 @@
 
   /** Open the list: the users who reached (or dropped before) `step`, of one breakdown value if given. */
   async function openPeople(step, outcome, breakdownValue) {
-    const params = { ...current.query, step: String(step), outcome };
+    const { sample, ...whole } = current.query; // people are every user's, not the sample's (sampling.js)
+    const params = { ...whole, step: String(step), outcome };
     if (current.query.breakdown && breakdownValue !== undefined) params.breakdown_value = breakdownValue === "" ? "(none)" : breakdownValue;
     const card = $("#people-card");
     card.hidden = false;
