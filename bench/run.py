@@ -83,6 +83,21 @@ def generate(
     with `anonymous`, that fraction of users starts anonymous and is identified once; with `identified`,
     that fraction of users has 1–3 identify events with a `plan` (module docstring)."""
     rng = np.random.default_rng(seed)
+    table, user, ts = events_table(rng, 0, events, users)
+    if anonymous > 0:
+        table = _with_anonymous_users(table, user, ts, users, anonymous, rng)
+    if identified > 0:
+        table = _with_plans(table, users, identified, rng)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, path, row_group_size=1_000_000)
+
+
+def events_table(
+    rng: np.random.Generator, first: int, events: int, users: int
+) -> tuple[pa.Table, np.ndarray, np.ndarray]:
+    """`events` events numbered from `first` (their message ids): 50% page views, 30% connect, 20% swap
+    (half on ethereum), users uniform over `users`, times uniform over the span; also each event's user
+    number and time (ms), for the variants that add identities."""
     kind = rng.integers(0, 100, events)
     kind = np.where(kind < 50, 0, np.where(kind < 80, 1, 2))
     take = lambda values, idx: pa.array(values).take(pa.array(idx))  # noqa: E731
@@ -96,7 +111,9 @@ def generate(
     user = rng.integers(0, users, events)
     ts = START_MS + rng.integers(0, SPAN_DAYS * 86_400_000, events)
     columns = {
-        "message_id": pc.binary_join_element_wise("m", pa.array(np.arange(events)).cast(pa.string()), ""),
+        "message_id": pc.binary_join_element_wise(
+            "m", pa.array(np.arange(first, first + events)).cast(pa.string()), ""
+        ),
         "type": take(["page", "track", "track"], kind),
         "event": take(["page", "connect", "swap"], kind),
         "user_id": pc.binary_join_element_wise("u", pa.array(user).cast(pa.string()), ""),
@@ -106,13 +123,7 @@ def generate(
         "utm_source": take(["google", "twitter", "", "newsletter", ""], rng.integers(0, 5, events)),
         "location": take(["US", "DE", "GB", "IN", "BR"], rng.integers(0, 5, events)),
     }
-    table = pa.table(columns)
-    if anonymous > 0:
-        table = _with_anonymous_users(table, user, ts, users, anonymous, rng)
-    if identified > 0:
-        table = _with_plans(table, users, identified, rng)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(table, path, row_group_size=1_000_000)
+    return pa.table(columns), user, ts
 
 
 def _with_anonymous_users(
