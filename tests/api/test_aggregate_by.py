@@ -222,9 +222,10 @@ def test_aggregated_queries_never_answer_5xx(world: World, params: dict[str, str
     if not world.svc.events.count():
         populate(world)
     for path in ("/v0/funnel", "/v0/funnel/time_to_convert", "/v0/funnel/trends", "/v0/funnel/people"):
-        response = world.client.get(
-            path, params=params | {"aggregate_by": aggregate_by}, headers=bearer(world.keys["query:read"])
-        )
+        asked = params | {"aggregate_by": aggregate_by}
+        if path != "/v0/funnel":  # the analyses refuse any `sample` by name (tests/api/test_sampling.py)
+            asked.pop("sample", None)
+        response = world.client.get(path, params=asked, headers=bearer(world.keys["query:read"]))
         assert response.status_code in (200, 400), (path, response.text)
         if response.status_code == 400:
             assert response.json()["error"]["code"] == "INVALID_VALIDATION_REQUEST"
