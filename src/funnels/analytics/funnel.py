@@ -55,9 +55,7 @@ def meta(query: FunnelQuery) -> list[dict[str, str]]:
         ("median_seconds_from_previous", "Nullable(Float64)"),
         ("median_seconds_from_start", "Nullable(Float64)"),
     ]
-    if (
-        query.sample is not None
-    ):  # the sample's own counts and the 95% intervals (`funnels.analytics.sampling`)
+    if query.sample is not None:  # the sample's own counts, the 95% intervals (`analytics.sampling`)
         columns += [
             ("users_sampled", "UInt64"),
             ("users_interval", "Array(UInt64)"),

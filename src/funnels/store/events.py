@@ -341,7 +341,7 @@ class QueryBudget:
     def next_query_id(self) -> str:
         """A query id of this budget's (unique per query: a server refuses two running with one id)."""
         self._issued += 1
-        return f"funnels-{self.tag}-{self._issued}"
+        return f"{self.prefix}{self._issued}"
 
     @property
     def prefix(self) -> str:
