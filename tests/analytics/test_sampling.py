@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
@@ -10,12 +11,13 @@ import hypothesis
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from scipy.stats import norm
 from statsmodels.stats.proportion import proportion_confint
 
 from funnels.analytics.funnel import buckets_from_rows, build_response, run_funnel
 from funnels.analytics.query import QueryValidationError, parse_funnel_query, sample_threshold
 from funnels.analytics.reference import reference_funnel, siphash64
-from funnels.analytics.sampling import count_interval, wilson
+from funnels.analytics.sampling import Z, count_interval, wilson
 from funnels.analytics.sql import funnel_statement
 from funnels.services import Services
 from funnels.store.events import PERSONS_DICTIONARY, ClusterLayout, EventStore
@@ -175,11 +177,22 @@ def test_a_good_sample_parses(value: str, rate: float | None) -> None:
 
 
 def test_wilson_without_correction_is_statsmodels_wilson() -> None:
+    assert norm.ppf(0.975) == pytest.approx(Z, abs=1e-12)
     for successes, trials in ((0, 10), (3, 10), (10, 10), (412, 1000), (1, 100_000)):
         ours = wilson(successes, trials)
         assert ours is not None
         theirs = proportion_confint(successes, trials, alpha=0.05, method="wilson")
         assert ours == pytest.approx(theirs, abs=1e-12)
+
+
+def test_the_finite_population_correction_is_wilson_with_z_squared_times_1_minus_rate() -> None:
+    for successes, trials, rate in ((3, 10, 0.5), (412, 1000, 0.1), (0, 50, 0.9), (50, 50, 0.25)):
+        z2 = Z * Z * (1 - rate)  # the closed form, written out: center ± half over 1 + z²/n
+        share = successes / trials
+        denominator = 1 + z2 / trials
+        center = (share + z2 / (2 * trials)) / denominator
+        half = math.sqrt(z2 * (share * (1 - share) / trials + z2 / (4 * trials * trials))) / denominator
+        assert wilson(successes, trials, rate) == pytest.approx((center - half, center + half), abs=1e-9)
 
 
 def test_intervals_narrow_with_the_rate_and_close_at_1() -> None:
